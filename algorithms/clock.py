@@ -1,0 +1,79 @@
+"""Drift-free tick clocks.
+
+Tick ``i`` is due at ``t0 + i * period_s`` (absolute deadlines, as diffusion_policy's
+``precise_sleep``): a late tick never shifts the ones after it, unlike ``sleep(dt)`` loops.
+``DeadlineClock`` sleeps until ``spin_s`` before the deadline and busy-waits the rest, because
+``time.sleep`` overshoots by 0.1-1 ms on a loaded Linux box. ``VirtualClock`` has the same API and
+never sleeps: lockstep robots advance time themselves.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class DeadlineClock:
+    def __init__(self, period_s: float, spin_s: float = 0.002) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period_s must be > 0, got {period_s}")
+        self.period_s = float(period_s)
+        self.spin_s = float(spin_s)
+        self.t0: float | None = None
+
+    def start(self, t0: float | None = None) -> float:
+        self.t0 = time.monotonic() if t0 is None else float(t0)
+        return self.t0
+
+    def deadline(self, tick: int) -> float:
+        if self.t0 is None:
+            raise RuntimeError("clock not started")
+        return self.t0 + tick * self.period_s
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, tick: int) -> tuple[float, float]:
+        """Block until tick ``tick`` is due; return (scheduled_s, actual_s), monotonic seconds.
+
+        A tick already overdue returns at once (its lateness shows as period error); the
+        schedule is not re-based, so the loop catches up instead of drifting.
+        """
+        scheduled = self.deadline(tick)
+        remaining = scheduled - time.monotonic()
+        if remaining > self.spin_s:
+            time.sleep(remaining - self.spin_s)
+        while True:
+            now = time.monotonic()
+            if now >= scheduled:
+                return scheduled, now
+
+
+class VirtualClock:
+    """Lockstep time: tick ``i`` happens exactly at ``t0 + i * period_s``, without sleeping."""
+
+    def __init__(self, period_s: float, spin_s: float = 0.0) -> None:
+        self.period_s = float(period_s)
+        self.t0: float | None = None
+        self._now = 0.0
+
+    def start(self, t0: float | None = None) -> float:
+        self.t0 = 0.0 if t0 is None else float(t0)
+        self._now = self.t0
+        return self.t0
+
+    def deadline(self, tick: int) -> float:
+        if self.t0 is None:
+            raise RuntimeError("clock not started")
+        return self.t0 + tick * self.period_s
+
+    def now(self) -> float:
+        return self._now
+
+    def wait(self, tick: int) -> tuple[float, float]:
+        scheduled = self.deadline(tick)
+        self._now = max(self._now, scheduled)
+        return scheduled, self._now
+
+
+def make_clock(period_s: float, realtime: bool) -> DeadlineClock | VirtualClock:
+    return DeadlineClock(period_s) if realtime else VirtualClock(period_s)

@@ -1,0 +1,109 @@
+"""Pieces every algorithm shares: the per-tick control step, episode bookkeeping, faults.
+
+Sequential and RTC differ only in *where the next action comes from*; reading the robot,
+filtering and sending the command, and recording the tick are the same code (STYLE.md: no
+copy-paste between algorithms).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inference.telemetry import Telemetry
+from policies.base import PolicyInput
+from policies.normalize import Normalizer
+from robots.base import Observation, Robot
+from robots.history import ObservationHistory
+from robots.safety import SafetyFilter
+
+log = logging.getLogger(__name__)
+
+
+class AlgorithmFault(RuntimeError):
+    """The run cannot go on safely (inference died or stalled, stale robot data...).
+
+    Raised after the robot was left holding its last safe command; the app exits non-zero.
+    """
+
+
+@dataclass
+class EpisodeResult:
+    episode: int
+    ticks: int = 0
+    success: bool = False
+    max_reward: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ControlStep:
+    """Read -> (action chosen by the algorithm) -> safety -> send, with timing records."""
+
+    def __init__(
+        self,
+        robot: Robot,
+        safety: SafetyFilter,
+        history: ObservationHistory,
+        telemetry: Telemetry,
+    ) -> None:
+        self.robot = robot
+        self.safety = safety
+        self.history = history
+        self.telemetry = telemetry
+        self.action_dim = robot.spec.action_dim
+
+    def begin_episode(self, episode: int, seed: int | None) -> Observation:
+        """Home the robot, reset history and anchor the safety filter at the measured pose."""
+        self.robot.home(seed=seed)
+        obs = self.robot.read()
+        self.history.reset()
+        self.history.push(obs)
+        self.safety.reset(np.asarray(obs.state[: self.action_dim], dtype=np.float64))
+        self.telemetry.event("episode_start", episode=episode, seed=seed)
+        return obs
+
+    def observe(self) -> tuple[Observation, float]:
+        t0 = time.perf_counter()
+        obs = self.robot.read()
+        self.history.push(obs)
+        return obs, (time.perf_counter() - t0) * 1e3
+
+    def act(self, action: np.ndarray | None) -> tuple[np.ndarray, float, bool, bool]:
+        """Send ``action`` through the safety filter (``None`` = hold).
+
+        Returns (sent command, send_ms, held, rejected).
+        """
+        rejected_before = self.safety.counters.rejected_nonfinite
+        command = self.safety.hold() if action is None else self.safety.apply(action)
+        t0 = time.perf_counter()
+        self.robot.send(command)
+        send_ms = (time.perf_counter() - t0) * 1e3
+        rejected = self.safety.counters.rejected_nonfinite > rejected_before
+        return command, send_ms, action is None or rejected, rejected
+
+
+def policy_input(normalizer: Normalizer, history: ObservationHistory) -> PolicyInput:
+    snap = history.snapshot()
+    info = history.last.info if history.last is not None else {}
+    return normalizer.policy_input(snap.state, snap.images, info)
+
+
+def chunk_discontinuity(last_command: np.ndarray | None, new_first: np.ndarray) -> float | None:
+    """Max-abs jump (robot units) between the last command executed and a new chunk's first action."""
+    if last_command is None:
+        return None
+    return float(np.max(np.abs(np.asarray(new_first, dtype=np.float64) - last_command)))
+
+
+def episode_summary(results: list[EpisodeResult]) -> dict[str, Any]:
+    n = len(results)
+    return {
+        "episodes": n,
+        "successes": int(sum(r.success for r in results)),
+        "success_rate": float(sum(r.success for r in results) / n) if n else 0.0,
+        "episode_ticks": [r.ticks for r in results],
+    }

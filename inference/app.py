@@ -1,0 +1,93 @@
+"""Hydra entry point: compose -> validate -> build the run object -> run -> report.
+
+Kept thin on purpose (STYLE.md habit 2): all logic lives in the run object and the algorithms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from algorithms.common import AlgorithmFault
+from inference.validation import ConfigError
+
+log = logging.getLogger("inference")
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+EXIT_CONFIG = 2
+EXIT_FAULT = 3
+
+
+class Shutdown(KeyboardInterrupt):
+    """SIGTERM, treated like Ctrl-C: stop, hold the robot, flush files."""
+
+
+def _raise_shutdown(signum: int, frame: Any) -> None:
+    raise Shutdown(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+
+
+def _prepare_env() -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    from robots import gl  # noqa: F401 - chooses MUJOCO_GL before anything imports mujoco
+
+
+def build_and_execute(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    from inference.run import Run
+
+    run = Run(cfg, run_dir)
+    return run.execute()
+
+
+def compose_run(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Any:
+    """Compose the app's config with ``overrides`` outside of ``python -m inference``.
+
+    For tests, evaluation scripts and sweeps run in-process; returns a validated ``Run``.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from inference.run import Run
+
+    _prepare_env()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    if run_dir is None:
+        import tempfile
+
+        run_dir = tempfile.mkdtemp(prefix="inference-run-")
+    return Run(cfg, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> Any:
+    _prepare_env()
+    install_signal_handlers()
+    logging.getLogger().setLevel(cfg.get("log_level", "INFO"))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = build_and_execute(cfg, run_dir)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        log.error("config error: %s", exc)
+        sys.exit(EXIT_CONFIG)
+    except AlgorithmFault as exc:
+        log.error("run failed: %s", exc)
+        print(f"run FAILED: {exc}\noutputs in {run_dir}", file=sys.stderr)
+        sys.exit(EXIT_FAULT)
+    except KeyboardInterrupt as exc:
+        log.warning("stopped by %s; robot held, files flushed in %s", exc or "Ctrl-C", run_dir)
+        print(f"stopped; outputs in {run_dir}", file=sys.stderr)
+        sys.exit(130)
+    print(f"run finished: outputs in {run_dir}")
+    return summary

@@ -1,0 +1,133 @@
+"""The run object: the one place that turns a validated config into parts.
+
+It holds only the resolved config and the run directory, so it pickles into any process
+(``spawn``); each ``make_*`` builds its part in the process that calls it (the policy in the
+inference process, the robot in the control process). The core never names a robot or policy:
+everything comes from ``_target_``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from inference.telemetry import Telemetry
+from inference.validation import ConfigError, validate
+from policies.base import Policy, PolicyMetadata
+from policies.normalize import Normalizer
+from robots.base import Robot, RobotSpec
+from robots.cameras.base import Camera
+from robots.history import ObservationHistory
+from robots.safety import SafetyFilter
+
+log = logging.getLogger(__name__)
+
+_POLICY_RUN_KEYS = ("normalizer", "state_history", "image_size")
+
+
+class Run:
+    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+        validate(cfg)
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container.pop("hydra", None)
+        self.cfg: DictConfig = OmegaConf.create(container)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    # --------------------------------------------------------------- scalars
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    @property
+    def episodes(self) -> int:
+        return int(self.cfg.episodes)
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.cfg.max_steps)
+
+    @property
+    def hz(self) -> float:
+        return float(self.cfg.robot.hz)
+
+    @property
+    def policy_metadata(self) -> PolicyMetadata:
+        """What the config promises about the policy, known without building it."""
+        p, cams = self.cfg.policy, self.cfg.cameras
+        return PolicyMetadata(
+            chunk_size=int(p.chunk_size),
+            action_dim=int(p.action_dim),
+            state_dim=int(p.state_dim),
+            camera_names=tuple(p.camera_names),
+            image_size=(int(cams.height), int(cams.width)) if p.camera_names else None,
+            state_history=int(p.get("state_history", 1)),
+            num_img_obs=int(cams.num_img_obs),
+        )
+
+    # --------------------------------------------------------------- parts
+    def camera_factories(self) -> dict[str, Callable[..., Camera]]:
+        cams = self.cfg.cameras
+        out = {}
+        for name, node in (cams.devices or {}).items():
+            factory = instantiate(node, _partial_=True)
+            out[name] = functools.partial(
+                factory, name=name, width=int(cams.width), height=int(cams.height),
+                max_frame_age_s=float(cams.max_frame_age_s),
+            )
+        return out
+
+    def make_robot(self) -> Robot:
+        robot = instantiate(self.cfg.robot, _partial_=True)(cameras=self.camera_factories())
+        if not isinstance(robot, Robot):
+            raise ConfigError(f"robot._target_: {type(robot).__name__} does not implement robots.base.Robot")
+        return robot
+
+    def make_policy(self) -> Policy:
+        node = OmegaConf.masked_copy(self.cfg.policy, [k for k in self.cfg.policy if k not in _POLICY_RUN_KEYS])
+        policy = instantiate(node, _partial_=True)()
+        if not isinstance(policy, Policy):
+            raise ConfigError(f"policy._target_: {type(policy).__name__} does not implement policies.base.Policy")
+        meta, want = policy.metadata, self.policy_metadata
+        for key in ("chunk_size", "action_dim", "state_dim"):
+            if getattr(meta, key) != getattr(want, key):
+                raise ConfigError(
+                    f"policy.{key}={getattr(want, key)} but the built policy has {key}={getattr(meta, key)}"
+                )
+        return policy
+
+    def make_normalizer(self) -> Normalizer:
+        norm = instantiate(self.cfg.policy.normalizer)
+        if callable(norm) and not isinstance(norm, Normalizer):
+            norm = norm()
+        if not isinstance(norm, Normalizer):
+            raise ConfigError("policy.normalizer: _target_ must produce a policies.normalize.Normalizer")
+        norm.require("state", int(self.cfg.policy.state_dim))
+        norm.require("action", int(self.cfg.policy.action_dim))
+        return norm
+
+    def make_safety(self, spec: RobotSpec) -> SafetyFilter:
+        return instantiate(self.cfg.safety, _partial_=True)(spec=spec)
+
+    def make_history(self) -> ObservationHistory:
+        meta, cams = self.policy_metadata, self.cfg.cameras
+        return ObservationHistory(meta.state_history, int(cams.num_img_obs), int(cams.img_obs_every))
+
+    def make_telemetry(self) -> Telemetry:
+        sink = instantiate(self.cfg.logger, _partial_=True)()
+        return Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg), period_s=1.0 / self.hz)
+
+    def make_algorithm(self) -> Any:
+        return instantiate(self.cfg.algorithm, _partial_=True)(run=self)
+
+    # --------------------------------------------------------------- execution
+    def execute(self) -> dict[str, Any]:
+        """Run the configured algorithm; return (and write) the summary."""
+        (self.run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(self.cfg))
+        algorithm = self.make_algorithm()
+        return algorithm.run()

@@ -1,0 +1,79 @@
+"""The policy contract (a Protocol, as in the seed: no base class to inherit).
+
+A policy works in its *model space*: normalized state in, normalized action chunk out. The engine
+owns normalization (``policies.normalize``) so that RTC can hand the previous chunk back to the
+policy in the same space the model produced it (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+Guidance = Literal["vjp", "blend", "none"]
+Schedule = Literal["exp", "linear", "ones", "zeros"]
+
+
+@dataclass(frozen=True)
+class PolicyMetadata:
+    """What the engine must know about a policy before running it.
+
+    ``chunk_size`` is H (actions per chunk); ``state_history`` the number of past proprio samples
+    it takes; ``num_img_obs`` the number of frames per camera; ``image_size`` (height, width).
+    """
+
+    chunk_size: int
+    action_dim: int
+    state_dim: int
+    camera_names: tuple[str, ...] = ()
+    image_size: tuple[int, int] | None = None
+    state_history: int = 1
+    num_img_obs: int = 1
+    supports_vjp: bool = False
+    needs_privileged: bool = False
+
+
+@dataclass
+class PolicyInput:
+    """One observation in model space.
+
+    state: (state_history, state_dim) float32, normalized.
+    images: camera name -> (num_img_obs, 3, H, W) float32 in [0, 1].
+    info: privileged extras (sim state) for policies with ``needs_privileged``; else empty.
+    """
+
+    state: np.ndarray
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    metadata: PolicyMetadata
+
+    def predict(self, obs: PolicyInput) -> np.ndarray:
+        """Return a chunk (chunk_size, action_dim) float32 in model space."""
+        ...
+
+    def guided_inference(
+        self,
+        obs: PolicyInput,
+        prev_chunk: np.ndarray,
+        delay: int,
+        execute_horizon: int,
+        guidance: Guidance = "vjp",
+        schedule: Schedule = "exp",
+        max_guidance_weight: float = 5.0,
+    ) -> np.ndarray:
+        """Return a chunk that continues ``prev_chunk`` (model space, zero-padded to H).
+
+        ``delay`` (d) actions of the new chunk will be executed before it takes over, so they
+        should match ``prev_chunk[:d]``; the last ``execute_horizon`` (s) are free.
+        """
+        ...
+
+    def warmup(self) -> None: ...
+
+    def freeze(self) -> None: ...

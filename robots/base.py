@@ -1,0 +1,106 @@
+"""The robot contract every robot (simulated or real) implements.
+
+Units: joint positions in radians (grippers/hands in the robot's own normalized units), times in
+seconds from ``time.monotonic()``. Images are CHW uint8 at the configured camera size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class RobotError(RuntimeError):
+    """A robot cannot be used: a topic is silent, a device is missing, state is stale..."""
+
+
+class StaleDataError(RobotError):
+    """A sample is older than its configured maximum age; the caller must hold, not reuse it."""
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """Static facts about a robot, in robot units (radians; grippers in their own units).
+
+    ``max_delta`` is the slew-rate limit per control tick for every action dimension.
+    """
+
+    name: str
+    hz: float
+    action_dim: int
+    state_dim: int
+    joint_names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    home: np.ndarray
+    max_delta: np.ndarray
+    camera_names: tuple[str, ...] = ()
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.hz
+
+    def __post_init__(self) -> None:
+        for key in ("lower", "upper", "home", "max_delta"):
+            value = np.asarray(getattr(self, key), dtype=np.float64)
+            if value.shape != (self.action_dim,):
+                raise ValueError(
+                    f"robot {self.name}: {key} has shape {value.shape}, expected ({self.action_dim},)"
+                )
+            object.__setattr__(self, key, value)
+        if len(self.joint_names) != self.action_dim:
+            raise ValueError(
+                f"robot {self.name}: {len(self.joint_names)} joint_names for action_dim {self.action_dim}"
+            )
+
+
+@dataclass
+class Frame:
+    """One camera image with its times: capture (device/sim clock) and receive (our monotonic)."""
+
+    image: np.ndarray  # (3, H, W) uint8
+    capture_time: float
+    receive_time: float
+    index: int = 0  # frame counter from the source, for history sub-sampling
+
+
+@dataclass
+class Observation:
+    """What ``Robot.read()`` returns: proprio state, latest camera frames, their times.
+
+    ``info`` carries extras a real robot does not have (privileged sim state for the scripted
+    expert, task success); policies that need it declare so in their metadata.
+    """
+
+    state: np.ndarray  # (state_dim,) float32, robot units
+    images: dict[str, Frame]
+    timestamp: float  # monotonic time the state was captured
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Robot(Protocol):
+    """A robot the engine can drive.
+
+    ``realtime`` is False for lockstep robots: each ``send`` advances exactly one control period
+    and the caller must not sleep between ticks.
+    """
+
+    spec: RobotSpec
+    realtime: bool
+
+    def start(self) -> None: ...
+
+    def read(self) -> Observation: ...
+
+    def send(self, action: np.ndarray) -> None: ...
+
+    def home(self, seed: int | None = None) -> None:
+        """Start an episode: move (slowly, on hardware) to the home pose; sim also re-draws the task."""
+        ...
+
+    def stop(self) -> None:
+        """Hold still and release resources. Safe to call twice."""
+        ...
