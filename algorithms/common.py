@@ -49,12 +49,27 @@ class ControlStep:
         safety: SafetyFilter,
         history: ObservationHistory,
         telemetry: Telemetry,
+        recorder: Any = None,
     ) -> None:
+        from inference.recording import NullRecorder
+
         self.robot = robot
         self.safety = safety
         self.history = history
         self.telemetry = telemetry
+        self.recorder = recorder if recorder is not None else NullRecorder()
         self.action_dim = robot.spec.action_dim
+
+    def start_recording(self, run_dir: Any) -> None:
+        self.recorder.start(run_dir, self.robot.spec, tuple(self.robot.spec.camera_names))
+
+    def stop_recording(self) -> dict[str, Any]:
+        return self.recorder.close()
+
+    def new_chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> None:
+        """Record a chunk (robot units) whose index 0 runs (or would have run) at ``start_tick``."""
+        self.telemetry.chunk(episode, chunk_id, start_tick, chunk)
+        self.recorder.chunk(chunk)
 
     def begin_episode(self, episode: int, seed: int | None) -> Observation:
         """Home the robot, reset history and anchor the safety filter at the measured pose."""
@@ -62,6 +77,7 @@ class ControlStep:
         obs = self.robot.read()
         self.history.reset()
         self.history.push(obs)
+        self.recorder.observation(obs)
         self.safety.reset(np.asarray(obs.state[: self.action_dim], dtype=np.float64))
         self.telemetry.event("episode_start", episode=episode, seed=seed)
         return obs
@@ -70,7 +86,9 @@ class ControlStep:
         t0 = time.perf_counter()
         obs = self.robot.read()
         self.history.push(obs)
-        return obs, (time.perf_counter() - t0) * 1e3
+        read_ms = (time.perf_counter() - t0) * 1e3
+        self.recorder.observation(obs)
+        return obs, read_ms
 
     def act(self, action: np.ndarray | None) -> tuple[np.ndarray, float, bool, bool]:
         """Send ``action`` through the safety filter (``None`` = hold).
@@ -82,6 +100,7 @@ class ControlStep:
         t0 = time.perf_counter()
         self.robot.send(command)
         send_ms = (time.perf_counter() - t0) * 1e3
+        self.recorder.command(command)
         rejected = self.safety.counters.rejected_nonfinite > rejected_before
         return command, send_ms, action is None or rejected, rejected
 

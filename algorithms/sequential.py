@@ -12,7 +12,15 @@ import time
 from typing import Any
 
 from algorithms.clock import make_clock
-from algorithms.common import ControlStep, EpisodeResult, chunk_discontinuity, episode_summary, policy_input
+from algorithms.common import (
+    AlgorithmFault,
+    ControlStep,
+    EpisodeResult,
+    chunk_discontinuity,
+    episode_summary,
+    policy_input,
+)
+from robots.base import RobotError
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +39,34 @@ class SequentialAlgorithm:
         robot = run.make_robot()
         results: list[EpisodeResult] = []
         summary: dict[str, Any] = {}
+        step: ControlStep | None = None
+        fault: AlgorithmFault | None = None
         try:
             policy = run.make_policy()
             normalizer = run.make_normalizer()
             policy.freeze()
             policy.warmup()
             robot.start()
-            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry)
+            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry, run.make_recorder())
+            step.start_recording(run.run_dir)
             for episode in range(run.episodes):
                 results.append(self._episode(episode, step, policy, normalizer, telemetry))
                 log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
-            summary = episode_summary(results)
-            summary["safety"] = vars(step.safety.counters)
+        except RobotError as exc:
+            fault = AlgorithmFault(f"robot fault: {exc}")
+            telemetry.event("fault", cause=str(fault))
         finally:
+            # stop() leaves the robot holding its last command, also on Ctrl-C and faults
             robot.stop()
+            summary = episode_summary(results)
+            if step is not None:
+                summary["safety"] = vars(step.safety.counters)
+                summary.update(step.stop_recording())
+            if fault is not None:
+                summary["fault"] = str(fault)
             summary = telemetry.close(algorithm="sequential", **summary)
+        if fault is not None:
+            raise fault
         return summary
 
     def _episode(self, episode, step: ControlStep, policy, normalizer, telemetry) -> EpisodeResult:
@@ -64,15 +85,17 @@ class SequentialAlgorithm:
                 "guidance": "none",
                 "discontinuity": chunk_discontinuity(step.safety.last_command, chunk[0]),
             })
+            step.new_chunk(episode, chunk_id, tick, chunk)
             clock.start()
             for index in range(min(self.execute_horizon, len(chunk))):
                 if tick >= run.max_steps:
                     break
                 scheduled, actual = clock.wait(index)
-                _, send_ms, held, rejected = step.act(chunk[index])
+                command, send_ms, held, rejected = step.act(chunk[index])
                 # read after the send: in lockstep the send advanced the sim; in real time this is
                 # the freshest state for history, success and the next chunk
                 obs, read_ms = step.observe()
+                telemetry.command(episode, tick, command, obs.state)
                 result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
                 result.success = result.success or bool(obs.info.get("success", False))
                 telemetry.tick({

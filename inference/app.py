@@ -46,8 +46,11 @@ def _prepare_env() -> None:
 def build_and_execute(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     from inference.run import Run
 
+    from hydra.utils import instantiate
+
     run = Run(cfg, run_dir)
-    return run.execute()
+    launcher = instantiate(run.cfg.launcher, _partial_=True)()
+    return launcher.launch(run)
 
 
 def compose_run(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Any:
@@ -69,7 +72,7 @@ def compose_run(overrides: Sequence[str] = (), run_dir: str | Path | None = None
     return Run(cfg, run_dir)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> Any:
     _prepare_env()
     install_signal_handlers()
@@ -90,4 +93,8 @@ def main(cfg: DictConfig) -> Any:
         print(f"stopped; outputs in {run_dir}", file=sys.stderr)
         sys.exit(130)
     print(f"run finished: outputs in {run_dir}")
+    if cfg.get("report", True) and (run_dir / "ticks.csv").is_file():
+        from inference.report import make_report
+
+        print(f"report: {make_report(run_dir) / 'report.md'}")
     return summary

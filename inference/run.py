@@ -122,6 +122,9 @@ class Run:
         sink = instantiate(self.cfg.logger, _partial_=True)()
         return Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg), period_s=1.0 / self.hz)
 
+    def make_recorder(self) -> Any:
+        return instantiate(self.cfg.record, _partial_=True)()
+
     def make_algorithm(self) -> Any:
         return instantiate(self.cfg.algorithm, _partial_=True)(run=self)
 

@@ -149,6 +149,8 @@ class Telemetry:
         self._inferences = _CsvTable(self.run_dir / "inferences.csv", INFERENCE_FIELDS)
         self._events = (self.run_dir / "events.jsonl").open("w")
         self.extra_summary: dict[str, Any] = {}
+        self._commands: list[tuple] = []
+        self._chunks: list[tuple] = []
         self._status_interval_s = status_interval_s
         self._status_stream = status_stream if status_stream is not None else sys.stderr
         self._last_status = 0.0
@@ -167,6 +169,14 @@ class Telemetry:
 
     def event(self, kind: str, **fields: Any) -> None:
         self._queue.put(("event", {"event": kind, "time": time.time(), **fields}))
+
+    def command(self, episode: int, tick: int, command: np.ndarray, state: np.ndarray | None = None) -> None:
+        """The command actually sent at ``tick`` (robot units) and the state read with it."""
+        self._queue.put(("command", (episode, tick, command, state)))
+
+    def chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> None:
+        """A chunk (robot units) whose index 0 is (or would have been) executed at ``start_tick``."""
+        self._queue.put(("chunk", (episode, chunk_id, start_tick, chunk)))
 
     def add_summary(self, **fields: Any) -> None:
         self._queue.put(("summary", fields))
@@ -192,6 +202,10 @@ class Telemetry:
         for kind, payload in batch:
             if kind == "event":
                 self._events.write(json.dumps(payload, default=_json_default) + "\n")
+            elif kind == "command":
+                self._commands.append(payload)
+            elif kind == "chunk":
+                self._chunks.append(payload)
             elif kind == "summary":
                 self.extra_summary.update(payload)
             elif kind == "stop":
@@ -239,6 +253,12 @@ class Telemetry:
             stream.write(line + "\n")
         stream.flush()
 
+    def _save_arrays(self) -> None:
+        try:
+            _save_arrays_impl(self.run_dir, self._commands, self._chunks)
+        except ValueError:
+            log.exception("telemetry: could not save trajectory/chunk arrays (ragged shapes?)")
+
     # --------------------------------------------------------------- shutdown
     def close(self, **summary_fields: Any) -> dict[str, Any]:
         """Flush everything, write summary.json, finish the sinks; returns the summary."""
@@ -251,7 +271,9 @@ class Telemetry:
         self._ticks.close()
         self._inferences.close()
         self._events.close()
+        self._save_arrays()
         summary = summarize(self._ticks.rows, self._inferences.rows, self.period_s)
+        summary["period_s"] = self.period_s
         summary.update(self.extra_summary)
         summary.update(summary_fields)
         self.summary = summary
@@ -262,6 +284,26 @@ class Telemetry:
             except Exception:
                 log.exception("telemetry sink %s failed at finish", type(sink).__name__)
         return summary
+
+
+def _save_arrays_impl(run_dir: Path, commands: list[tuple], chunks: list[tuple]) -> None:
+    if commands:
+        np.savez_compressed(
+            run_dir / "trajectory.npz",
+            episode=np.array([c[0] for c in commands]),
+            tick=np.array([c[1] for c in commands]),
+            command=np.stack([np.asarray(c[2], dtype=np.float32) for c in commands]),
+            **({"state": np.stack([np.asarray(c[3], dtype=np.float32) for c in commands])}
+               if all(c[3] is not None for c in commands) else {}),
+        )
+    if chunks:
+        np.savez_compressed(
+            run_dir / "chunks.npz",
+            episode=np.array([c[0] for c in chunks]),
+            chunk_id=np.array([c[1] for c in chunks]),
+            start_tick=np.array([c[2] for c in chunks]),
+            chunk=np.stack([np.asarray(c[3], dtype=np.float32) for c in chunks]),
+        )
 
 
 def _json_default(v: Any) -> Any:

@@ -35,11 +35,13 @@ class RunConfig:
     algorithm: Any = None
     safety: Any = None
     logger: Any = None
+    launcher: Any = None
+    record: Any = None
     seed: int = 0
     episodes: int = 1
     max_steps: int = 200
     log_level: str = "INFO"
-    print_config: bool = False
+    report: bool = True
 
 
 @dataclass
@@ -184,7 +186,7 @@ def validate(cfg: DictConfig) -> None:
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
     for f in fields(RunConfig):
-        if f.name in ("robot", "cameras", "policy", "algorithm", "safety", "logger"):
+        if f.name in ("robot", "cameras", "policy", "algorithm", "safety", "logger", "launcher", "record"):
             if container.get(f.name) is None:
                 raise ConfigError(f"{f.name}: no option selected (pick one, e.g. {f.name}=<name>)")
             continue
@@ -204,6 +206,8 @@ def validate(cfg: DictConfig) -> None:
     check_target_node("algorithm", container["algorithm"], provided={"run"})
     check_target_node("safety", container["safety"], provided={"spec"})
     check_target_node("logger", container["logger"])
+    check_target_node("launcher", container["launcher"])
+    check_target_node("record", container["record"])
 
     cam_schema = {f.name: f for f in fields(CamerasConfig)}
     for key, value in cameras.items():
@@ -248,5 +252,5 @@ def validate(cfg: DictConfig) -> None:
     if callable(hook):
         try:
             hook({k: v for k, v in policy.items() if k not in _HYDRA_KEYS})
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, ImportError) as exc:
             raise ConfigError(f"policy: {exc}") from None

@@ -14,10 +14,10 @@ from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
-_TICK_METRICS = {"period_error_ms": "control/period_error_ms", "read_ms": "control/read_ms",
+TICK_METRICS = {"period_error_ms": "control/period_error_ms", "read_ms": "control/read_ms",
                  "compute_ms": "control/compute_ms", "send_ms": "control/send_ms",
                  "underrun": "control/underrun", "chunk_index": "control/chunk_index"}
-_INF_METRICS = {"latency_ms": "inference/latency_ms", "d_estimate": "inference/d_estimate",
+INFERENCE_METRICS = {"latency_ms": "inference/latency_ms", "d_estimate": "inference/d_estimate",
                 "d_actual": "inference/d_actual", "s": "inference/s",
                 "discontinuity": "inference/discontinuity", "server_ms": "inference/server_ms"}
 
@@ -41,14 +41,20 @@ class WandbSink:
         self.tags = list(tags or [])
         self.log_every_ticks = max(1, int(log_every_ticks))
         self._run: Any = None
+        self._tick_count = 0
 
     def start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
         import wandb
 
-        wandb_dir = Path(run_dir) / "wandb_files"
+        run_dir = Path(run_dir)
+        if self.group is None and run_dir.parent.parent.parent.name == "multirun":
+            # outputs/multirun/<date>/<time>/<job>: one W&B group per multirun
+            self.group = f"{run_dir.parent.parent.name}_{run_dir.parent.name}"
+            self.name = self.name or f"job{run_dir.name}"
+        wandb_dir = run_dir / "wandb_files"
         wandb_dir.mkdir(parents=True, exist_ok=True)
         for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
-            os.environ.setdefault(var, str(wandb_dir / sub) if sub else str(wandb_dir))
+            os.environ[var] = str(wandb_dir / sub) if sub else str(wandb_dir)
         self._run = wandb.init(
             project=self.project, entity=self.entity, mode=self.mode, group=self.group,
             name=self.name, tags=self.tags, config=dict(config), dir=str(wandb_dir),
@@ -65,14 +71,15 @@ class WandbSink:
             return
         if kind == "tick":
             for r in records:
-                if int(r.get("tick") or 0) % self.log_every_ticks:
+                self._tick_count += 1  # ticks restart each episode; the x axis must not
+                if self._tick_count % self.log_every_ticks:
                     continue
-                row = {v: r.get(k) for k, v in _TICK_METRICS.items() if r.get(k) not in (None, "")}
-                row["control/tick"] = r.get("global_tick", r.get("tick"))
+                row = {v: r.get(k) for k, v in TICK_METRICS.items() if r.get(k) not in (None, "")}
+                row["control/tick"] = self._tick_count
                 self._run.log(row)
         elif kind == "inference":
             for r in records:
-                row = {v: r.get(k) for k, v in _INF_METRICS.items() if r.get(k) not in (None, "")}
+                row = {v: r.get(k) for k, v in INFERENCE_METRICS.items() if r.get(k) not in (None, "")}
                 row["inference/chunk_id"] = r.get("chunk_id")
                 self._run.log(row)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from inference.run import Run
 from inference.validation import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("robot", "cameras", "policy", "algorithm", "safety", "logger")
+GROUPS = ("robot", "cameras", "policy", "algorithm", "safety", "logger", "launcher", "record")
 
 # Options that only make sense together: the overrides that make a group option composable.
 COMPANIONS = {
@@ -46,9 +47,14 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 def test_every_option_composes_validates_and_instantiates(group, option, tmp_path):
     overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
     cfg = _compose(overrides)
+    if (group, option) == ("policy", "openpi") and importlib.util.find_spec("openpi") is None:
+        # without openpi installed the config must fail at start with the install step
+        with pytest.raises(ConfigError, match="needs the openpi package: install it"):
+            Run(cfg, tmp_path)
+        return
     run = Run(cfg, tmp_path)
     # every part's factory resolves (the owning process calls it later)
-    for key in ("robot", "algorithm", "safety", "logger"):
+    for key in ("robot", "algorithm", "safety", "logger", "launcher", "record"):
         assert callable(instantiate(run.cfg[key], _partial_=True))
     assert set(run.camera_factories()) == set(run.cfg.cameras.devices or {})
     assert run.policy_metadata.action_dim == run.cfg.robot.action_dim
@@ -57,7 +63,11 @@ def test_every_option_composes_validates_and_instantiates(group, option, tmp_pat
 def test_defaults_cover_every_group():
     cfg = _compose([])
     for group in GROUPS:
-        assert cfg[group] is not None and "_target_" in cfg[group], group
+        assert cfg[group] is not None, group
+        if group == "cameras":  # a collection of devices, each with its _target_
+            assert all("_target_" in dev for dev in cfg.cameras.devices.values())
+        else:
+            assert "_target_" in cfg[group], group
 
 
 @pytest.mark.parametrize(

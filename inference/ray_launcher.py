@@ -1,0 +1,422 @@
+"""``launcher=ray``: run the whole run (robot I/O, control loop, policy) in a Ray actor placed on the
+node that advertises ``inference_pc`` (the seed's set-up: a head on the robot PC, a GPU worker).
+
+The driver (``python -m inference launcher=ray``) connects to an existing cluster, checks that
+some node offers the requested resources, creates one actor per run, and calls ``run.execute()``
+in it with a run dir *on the worker*. While the run goes on, the driver polls the actor for what
+was appended to the files of that dir (ticks.csv, inferences.csv, events.jsonl, summary.json,
+config_resolved.yaml, actor.log, anything else a sink writes) and appends it to the same files
+under its own Hydra run dir; the actor's stdout/stderr (live status line, log records) are
+streamed to the console by Ray. Ctrl-C / SIGTERM in the driver interrupts the run inside the actor
+(the algorithm's own Ctrl-C path: robot held, files flushed, shared memory unlinked), copies the
+last bytes, then kills the actor.
+
+Every wait is bounded: no cluster (``connect_timeout_s``, the message names the address), no node
+with the resources (immediate, the message lists each node and its resources), resources present
+but busy (``placement_timeout_s``).
+
+For *split* mode (control loop here, only inference on ``inference_pc``) use
+``algorithm=rtc_split`` with the default ``launcher=local`` instead: see ``algorithms/split``.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from inference.cluster import apply_auth_env, read_address
+from inference.validation import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMP_DIRS = ("/tmp/ray_inference", "/tmp/ray")
+MAX_POLL_BYTES = 8 << 20  # per file per poll: bounds one message, the rest comes next poll
+
+
+class LaunchError(ConfigError):
+    """The run cannot be placed on the cluster (none reachable, no node with the resources).
+
+    A ``ConfigError`` so ``python -m inference`` reports it in one line and exits 2.
+    """
+
+
+# --------------------------------------------------------------------------- connection
+def resolve_address(address: str, temp_dirs: tuple[str, ...] = DEFAULT_TEMP_DIRS) -> str:
+    """``auto`` -> ``RAY_ADDRESS`` or the address file a local head wrote; else ``address``."""
+    if address != "auto":
+        return address
+    env = os.environ.get("RAY_ADDRESS")
+    if env:
+        return env
+    for temp_dir in temp_dirs:
+        found = read_address(temp_dir)
+        if found:
+            return found
+    raise LaunchError(
+        "no Ray cluster reachable: launcher.address=auto found no RAY_ADDRESS and no "
+        f"ray_current_cluster file in {', '.join(temp_dirs)}; start one with "
+        "`python -m inference.cluster role=head` or set launcher.address=<host>:<port>"
+    )
+
+
+def wait_for_port(address: str, timeout_s: float) -> None:
+    """Bounded wait until ``host:port`` accepts TCP connections; ``LaunchError`` names the address."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"launcher.address={address!r}: expected host:port or auto")
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(1.0, max(0.1, timeout_s))):
+                return
+        except OSError as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise LaunchError(
+                f"no Ray cluster reachable at {address} within {timeout_s:g} s ({last}); start the head "
+                "with `python -m inference.cluster role=head` (same auth_mode) or fix launcher.address"
+            )
+        time.sleep(0.2)
+
+
+def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | None,
+            auth_token_path: str | None = None, log_to_driver: bool = True,
+            runtime_env: Mapping[str, Any] | None = None) -> str:
+    """Connect this process to the cluster (bounded); returns the resolved address."""
+    apply_auth_env(auth_mode, auth_token_path)
+    import ray
+
+    resolved = resolve_address(address)
+    if ray.is_initialized():
+        return resolved
+    t0 = time.monotonic()
+    wait_for_port(resolved, timeout_s)
+    error: list[BaseException] = []
+
+    def _init() -> None:
+        try:
+            ray.init(address=resolved, namespace=namespace, log_to_driver=log_to_driver,
+                     runtime_env=dict(runtime_env) if runtime_env else None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            error.append(exc)
+
+    thread = threading.Thread(target=_init, name="ray-init", daemon=True)
+    thread.start()
+    thread.join(max(1.0, timeout_s - (time.monotonic() - t0)))
+    if thread.is_alive():
+        raise LaunchError(f"no Ray cluster reachable at {resolved}: ray.init did not finish within {timeout_s:g} s "
+                          f"(auth_mode={auth_mode}: is it the cluster's?)")
+    if error:
+        raise LaunchError(f"could not connect to the Ray cluster at {resolved}: {error[0]}") from error[0]
+    return resolved
+
+
+def describe_nodes(nodes: list[Mapping[str, Any]]) -> str:
+    """One line per alive node: address, id prefix and its resources (custom ones first)."""
+    lines = []
+    for node in nodes:
+        if not node.get("Alive", False):
+            continue
+        res = {k: v for k, v in node.get("Resources", {}).items() if not k.startswith("node:")}
+        shown = ", ".join(f"{k}={v:g}" for k, v in sorted(res.items(), key=lambda kv: (kv[0] in
+                          ("CPU", "GPU", "memory", "object_store_memory"), kv[0])) if k not in ("memory", "object_store_memory"))
+        lines.append(f"  {node.get('NodeManagerAddress', '?')} (node {str(node.get('NodeID', '?'))[:8]}): {shown or 'nothing'}")
+    return "\n".join(lines) or "  (no alive nodes)"
+
+
+def nodes_offering(nodes: list[Mapping[str, Any]], demand: Mapping[str, float]) -> list[Mapping[str, Any]]:
+    """Alive nodes whose *total* resources cover ``demand``."""
+    out = []
+    for node in nodes:
+        res = node.get("Resources", {})
+        if node.get("Alive", False) and all(res.get(k, 0.0) >= v for k, v in demand.items() if v > 0):
+            out.append(node)
+    return out
+
+
+def check_resources(demand: Mapping[str, float], address: str) -> None:
+    """``LaunchError`` naming what is missing and what every node offers, at once (no waiting)."""
+    import ray
+
+    nodes = ray.nodes()
+    if not nodes_offering(nodes, demand):
+        wanted = ", ".join(f"{k}={v:g}" for k, v in demand.items() if v > 0)
+        custom = [k for k in demand if k not in ("CPU", "GPU")]
+        hint = (f" Start the inference node with resources {{{', '.join(repr(k) + ': 1' for k in custom)}}} "
+                "(`python -m inference.cluster role=worker`).") if custom else ""
+        raise LaunchError(
+            f"no node of the Ray cluster at {address} offers {wanted}; the nodes are:\n"
+            f"{describe_nodes(nodes)}\n{hint}".rstrip()
+        )
+
+
+# --------------------------------------------------------------------------- the actor
+class RunActor:
+    """Holds one run on the worker. ``execute`` runs in its own actor thread; ``read_new``/``stop``
+    run concurrently (concurrency group ``io``)."""
+
+    def __init__(self) -> None:
+        self._thread_id: int | None = None
+        self.run_dir: Path | None = None
+        self._log_handler: logging.Handler | None = None
+
+    def ready(self) -> dict[str, Any]:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "host": socket.gethostname(),
+                "resources": ctx.get_assigned_resources()}
+
+    def prepare(self, remote_run_dir: str | None, name: str) -> str:
+        base = Path(remote_run_dir) if remote_run_dir else Path(tempfile.gettempdir()) / "inference-runs"
+        self.run_dir = base / f"{name}-{uuid.uuid4().hex[:8]}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.run_dir / "actor.log")
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        self._log_handler = handler
+        return str(self.run_dir)
+
+    def execute(self, run: Any) -> dict[str, Any]:
+        """``run.execute()`` with the run dir moved to this node."""
+        from robots import gl  # noqa: F401 - picks MUJOCO_GL before anything imports mujoco
+
+        assert self.run_dir is not None, "prepare() first"
+        local = copy.copy(run)
+        local.run_dir = self.run_dir
+        logging.getLogger().setLevel(str(local.cfg.get("log_level", "INFO")))
+        self._thread_id = threading.get_ident()
+        try:
+            return local.execute()
+        finally:
+            self._thread_id = None
+            if self._log_handler is not None:
+                self._log_handler.flush()
+
+    def stop(self) -> bool:
+        """Raise ``KeyboardInterrupt`` in the thread running ``execute`` (the algorithm's Ctrl-C path)."""
+        ident = self._thread_id
+        if ident is None:
+            return False
+        n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+        return n == 1
+
+    def read_new(self, offsets: dict[str, int]) -> dict[str, tuple[int, bytes]]:
+        """Bytes appended to each file of the run dir since ``offsets[path]``.
+
+        Returns ``{relative path: (offset the bytes start at, bytes)}``; a file that shrank
+        (rewritten) is sent again from 0.
+        """
+        out: dict[str, tuple[int, bytes]] = {}
+        if self.run_dir is None:
+            return out
+        for path in sorted(self.run_dir.rglob("*")):
+            if not path.is_file():
+                continue
+            rel = str(path.relative_to(self.run_dir))
+            try:
+                size = path.stat().st_size
+                start = offsets.get(rel, 0)
+                if size < start:
+                    start = 0
+                if size == start and rel in offsets:
+                    continue
+                with path.open("rb") as f:
+                    f.seek(start)
+                    data = f.read(min(size - start, MAX_POLL_BYTES))
+            except OSError:
+                continue
+            out[rel] = (start, data)
+        return out
+
+    def cleanup(self, keep: bool) -> None:
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        if not keep and self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class FileMirror:
+    """Applies ``RunActor.read_new`` results under the driver's run dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.offsets: dict[str, int] = {}
+
+    def apply(self, chunks: Mapping[str, tuple[int, bytes]]) -> int:
+        written = 0
+        for rel, (start, data) in chunks.items():
+            dst = self.root / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            mode = "r+b" if start > 0 and dst.exists() else "wb"
+            with dst.open(mode) as f:
+                f.seek(start)
+                f.write(data)
+                f.truncate()
+            self.offsets[rel] = start + len(data)
+            written += len(data)
+        return written
+
+
+# --------------------------------------------------------------------------- the launcher
+class RayLauncher:
+    """Places the run's actor on the node offering ``resources`` and mirrors its run dir here.
+
+    ``address``: ``auto`` (``RAY_ADDRESS`` or a local head's address file) or ``host:port``.
+    ``auth_mode`` must be the cluster's (``conf/cluster``): set as ``RAY_AUTH_MODE`` before connecting.
+    ``remote_run_dir``: where the actor's run dir lives on the worker (null: the worker's temp dir);
+    removed after the files arrived unless ``keep_remote_run_dir``.
+    """
+
+    def __init__(
+        self,
+        address: str = "auto",
+        namespace: str = "inference",
+        auth_mode: str | None = "disabled",
+        auth_token_path: str | None = None,
+        resources: dict[str, float] | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        connect_timeout_s: float = 15.0,
+        placement_timeout_s: float = 30.0,
+        poll_interval_s: float = 0.5,
+        stop_timeout_s: float = 10.0,
+        remote_run_dir: str | None = None,
+        keep_remote_run_dir: bool = False,
+        log_to_driver: bool = True,
+        runtime_env: dict | None = None,
+    ) -> None:
+        self.address = address
+        self.namespace = namespace
+        self.auth_mode = auth_mode
+        self.auth_token_path = auth_token_path
+        self.resources = dict(resources if resources is not None else {"inference_pc": 1.0})
+        self.num_cpus = float(num_cpus)
+        self.num_gpus = float(num_gpus)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.placement_timeout_s = float(placement_timeout_s)
+        self.poll_interval_s = float(poll_interval_s)
+        self.stop_timeout_s = float(stop_timeout_s)
+        self.remote_run_dir = remote_run_dir
+        self.keep_remote_run_dir = keep_remote_run_dir
+        self.log_to_driver = log_to_driver
+        self.runtime_env = runtime_env
+        self.placement: dict[str, Any] = {}
+
+    @property
+    def demand(self) -> dict[str, float]:
+        out = dict(self.resources)
+        if self.num_cpus > 0:
+            out["CPU"] = self.num_cpus
+        if self.num_gpus > 0:
+            out["GPU"] = self.num_gpus
+        return out
+
+    def connect(self) -> str:
+        return connect(self.address, self.namespace, self.connect_timeout_s, self.auth_mode,
+                       self.auth_token_path, self.log_to_driver, self.runtime_env)
+
+    def create_actor(self, address: str) -> Any:
+        """The run's actor, placed and alive (bounded), with ``self.placement`` filled in."""
+        import ray
+
+        check_resources(self.demand, address)
+        actor = ray.remote(concurrency_groups={"io": 2})(RunActor).options(
+            resources=self.resources or None, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+            max_restarts=0, name=f"run-{uuid.uuid4().hex[:8]}",
+        ).remote()
+        try:
+            self.placement = ray.get(actor.ready.remote(), timeout=self.placement_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(actor, no_restart=True)
+            raise LaunchError(
+                f"the run's actor was not placed within {self.placement_timeout_s:g} s: every node offering "
+                f"{self.demand} is busy (another run?). Nodes:\n{describe_nodes(ray.nodes())}"
+            ) from None
+        log.info("run actor placed on node %s (%s, pid %s)", str(self.placement["node_id"])[:8],
+                 self.placement["host"], self.placement["pid"])
+        return actor
+
+    def launch(self, run: Any) -> dict[str, Any]:
+        import ray
+
+        address = self.connect()
+        actor = self.create_actor(address)
+        mirror = FileMirror(run.run_dir)
+        remote_dir = ray.get(actor.prepare.remote(self.remote_run_dir, Path(run.run_dir).name),
+                             timeout=self.placement_timeout_s)
+        log.info("run executing in Ray actor; its run dir %s is mirrored into %s", remote_dir, run.run_dir)
+        ref = actor.execute.remote(run)
+        finished = False
+        try:
+            while True:
+                done, _ = ray.wait([ref], timeout=self.poll_interval_s)
+                mirror.apply(ray.get(_io(actor.read_new).remote(mirror.offsets)))
+                if done:
+                    break
+            summary = _get_unwrapped(ref)
+            finished = True
+            return summary
+        except KeyboardInterrupt:
+            log.warning("interrupted: stopping the run in the actor (bounded %.0f s)", self.stop_timeout_s)
+            self._stop(actor, ref)
+            raise
+        finally:
+            self._drain(actor, mirror)
+            try:
+                ray.get(actor.cleanup.remote(self.keep_remote_run_dir or not finished), timeout=5.0)
+            except Exception:  # noqa: BLE001 - the actor may be gone already
+                pass
+            ray.kill(actor, no_restart=True)
+
+    def _stop(self, actor: Any, ref: Any) -> None:
+        import ray
+
+        try:
+            ray.get(_io(actor.stop).remote(), timeout=5.0)
+            ray.wait([ref], timeout=self.stop_timeout_s)
+        except Exception:  # noqa: BLE001
+            log.exception("could not stop the run in the actor gracefully; killing it")
+
+    def _drain(self, actor: Any, mirror: FileMirror) -> None:
+        import ray
+
+        for _ in range(64):  # large files arrive MAX_POLL_BYTES per poll
+            try:
+                if not mirror.apply(ray.get(_io(actor.read_new).remote(mirror.offsets), timeout=10.0)):
+                    return
+            except Exception:  # noqa: BLE001 - actor died: what arrived is all there is
+                log.warning("could not fetch the last telemetry bytes from the actor", exc_info=True)
+                return
+
+
+def _io(method: Any) -> Any:
+    """The method, called in the actor's ``io`` concurrency group (beside a running ``execute``)."""
+    return method.options(concurrency_group="io")
+
+
+def _get_unwrapped(ref: Any) -> Any:
+    """``ray.get`` that re-raises the run's own exception type (AlgorithmFault, ConfigError...)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.as_instanceof_cause()
+        raise cause from None
