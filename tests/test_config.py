@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,13 @@ def test_cli_cfg_job_and_help():
     assert "robot:" in proc.stdout and "_target_" in proc.stdout
     proc = _cli("--help")
     assert proc.returncode == 0 and "robot: " in proc.stdout and "python -m inference" in proc.stdout
+
+
+def test_tab_completion_lists_group_options():
+    script = Path(sys.executable).parent / "inference"
+    if not script.exists():
+        pytest.skip("console script not installed (pip install -e . creates it)")
+    env = {**os.environ, "COMP_LINE": "inference algorithm="}
+    proc = subprocess.run([str(script), "-sc", "query=bash"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "algorithm=sequential" in proc.stdout.split()

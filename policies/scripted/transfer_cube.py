@@ -1,0 +1,301 @@
+"""A scripted expert for the sim transfer-cube task (privileged: it reads the cube's start pose).
+
+It plans the whole episode once — right arm picks the cube, lifts it to the middle, the left arm
+takes it over and the right arm lets go, after ACT's scripted ``PickAndTransferPolicy`` — as
+end-effector waypoints, interpolates them per control tick (positions linearly, orientations by
+slerp) and turns each pose into joints by damped-least-squares IK. The plan is cached per episode
+(episode id + cube start pose + control rate), so the policy is stateless otherwise and works in
+an inference process of its own: ``predict`` just slices ``plan[step : step + H]``.
+
+Model space equals robot space (configure the identity normalizer): joints in rad, grippers
+normalized 0 (closed) .. 1 (open).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
+from policies.registry import POLICY_REGISTRY
+from policies.scripted.ik import ARM_DOFS, ArmIK
+from robots.sim import aloha
+
+mujoco = aloha.mujoco
+log = logging.getLogger(__name__)
+
+# Where the left gripper takes the cube over (world frame, metres), as in ACT.
+MEET_XYZ = np.array([0.0, 0.5, 0.25])
+# ACT's waypoint times are in 50 Hz simulation steps; we convert them to seconds.
+ACT_DT_S = 0.02
+# Rotation from the mocap frame of the EE sim to each arm's gripper_link frame.
+_RZ180 = np.diag([-1.0, -1.0, 1.0])
+MOCAP_TO_LINK = {"left": np.eye(3), "right": _RZ180}
+
+
+def _axis_quat(axis: Sequence[float], degrees: float) -> np.ndarray:
+    quat = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(quat, np.asarray(axis, dtype=np.float64), np.deg2rad(degrees))
+    return quat
+
+
+def _quat_to_mat(quat: np.ndarray) -> np.ndarray:
+    mat = np.zeros(9)
+    mujoco.mju_quat2Mat(mat, quat)
+    return mat.reshape(3, 3)
+
+
+def _mat_to_quat(mat: np.ndarray) -> np.ndarray:
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, np.asarray(mat, dtype=np.float64).reshape(-1))
+    return quat
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        out = q0 + alpha * (q1 - q0)
+        return out / np.linalg.norm(out)
+    theta = np.arccos(dot)
+    return (np.sin((1 - alpha) * theta) * q0 + np.sin(alpha * theta) * q1) / np.sin(theta)
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """A TCP pose target at time ``t_s`` (seconds from home): position, mocap-frame quaternion,
+    gripper (normalized, 0 closed .. 1 open). ``quat=None`` keeps the arm's home orientation.
+    Segments are joint-space moves unless the target waypoint says ``linear``."""
+
+    t_s: float
+    xyz: np.ndarray
+    quat: np.ndarray | None
+    gripper: float
+    linear: bool = False  # reach it on a straight TCP line (else by joint interpolation)
+
+
+def transfer_cube_waypoints(
+    cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float
+) -> dict[str, list[Waypoint]]:
+    """ACT's PickAndTransferPolicy waypoints (times in seconds) for a cube starting at ``cube_xyz``.
+
+    Changed from ACT: the lift ends at step 205 instead of 200, so that the arm stays under the
+    5 deg/tick slew limit at 20 Hz; the first pose is the robot's home (ACT starts from its mocap).
+    """
+    t = lambda steps: steps * ACT_DT_S  # noqa: E731
+    pick_quat = _axis_quat([0.0, 1.0, 0.0], -60.0)  # right gripper tilted 60 deg down
+    meet_left_quat = _axis_quat([1.0, 0.0, 0.0], 90.0)  # left jaws vertical
+    ident = np.array([1.0, 0.0, 0.0, 0.0])
+    meet = MEET_XYZ
+    left = [
+        Waypoint(t(0), home_xyz["left"], None, home_gripper),
+        Waypoint(t(100), meet + [-0.1, 0, -0.02], meet_left_quat, 1.0),  # approach meet point
+        Waypoint(t(260), meet + [0.02, 0, -0.02], meet_left_quat, 1.0, linear=True),  # move onto the cube
+        Waypoint(t(310), meet + [0.02, 0, -0.02], meet_left_quat, 0.0),  # close gripper
+        Waypoint(t(360), meet + [-0.1, 0, -0.02], ident, 0.0),  # pull left
+        Waypoint(t(400), meet + [-0.1, 0, -0.02], ident, 0.0),  # stay
+    ]
+    right = [
+        Waypoint(t(0), home_xyz["right"], None, home_gripper),
+        Waypoint(t(90), cube_xyz + [0, 0, 0.08], pick_quat, 1.0),  # above the cube
+        Waypoint(t(130), cube_xyz + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # go down
+        Waypoint(t(170), cube_xyz + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
+        Waypoint(t(205), meet + [0.05, 0, 0], pick_quat, 0.0),  # lift towards the meet point
+        Waypoint(t(220), meet, pick_quat, 0.0),  # meet point
+        Waypoint(t(310), meet, pick_quat, 1.0),  # open gripper
+        Waypoint(t(360), meet + [0.1, 0, 0], pick_quat, 1.0),  # move right
+        Waypoint(t(400), meet + [0.1, 0, 0], pick_quat, 1.0),  # stay
+    ]
+    return {"left": left, "right": right}
+
+
+@POLICY_REGISTRY.register("scripted")
+class ScriptedTransferCube:
+    """Privileged scripted expert for the sim transfer-cube task (robot space = model space).
+
+    ``hz`` is the control rate the plan is timed for when the observation does not say
+    (``info['hz']`` from the sim robot takes precedence). ``max_delta_deg`` (arms, degrees per
+    tick) and ``max_gripper_delta`` (normalized per tick) bound the plan's steps, as the robot's
+    slew limits do. ``normalizer`` is accepted for config symmetry and not used: configure the
+    identity normalizer.
+    """
+
+    def __init__(
+        self,
+        chunk_size: int = 50,
+        action_dim: int = 14,
+        state_dim: int = 14,
+        camera_names: Sequence[str] = (),
+        normalizer: Any = None,
+        hz: float = 20.0,
+        max_delta_deg: float = 5.0,
+        max_gripper_delta: float = 0.1,
+        cache_size: int = 8,
+    ) -> None:
+        if action_dim != 14 or state_dim != 14:
+            raise ValueError(f"scripted expert is 14-dim (got {action_dim}, {state_dim})")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
+        if camera_names:
+            raise ValueError("the scripted expert uses no cameras; set camera_names: []")
+        self.metadata = PolicyMetadata(
+            chunk_size=int(chunk_size),
+            action_dim=14,
+            state_dim=14,
+            camera_names=(),
+            state_history=1,
+            supports_vjp=False,
+            needs_privileged=True,
+        )
+        self.hz = float(hz)
+        self.max_delta_deg = float(max_delta_deg)
+        self.max_gripper_delta = float(max_gripper_delta)
+        self.cache_size = int(cache_size)
+        self._ik: ArmIK | None = None
+        self._plans: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    # --- planning ---------------------------------------------------------------------------
+    def _solver(self) -> ArmIK:
+        if self._ik is None:
+            self._ik = ArmIK(aloha.load_model())
+        return self._ik
+
+    def plan(self, cube_init_pose: np.ndarray, hz: float | None = None) -> np.ndarray:
+        """The whole episode's joint trajectory, (T, 14) float32, one row per control tick.
+
+        Row 0 is the home pose; row k is the command for tick k (sent after observing step k).
+        """
+        hz = self.hz if hz is None else float(hz)
+        ik = self._solver()
+        home = aloha.home_joints14()
+        q_home = {"left": home[0:6], "right": home[7:13]}
+        home_pose = {arm: ik.tcp_pose(arm, q_home[arm]) for arm in ("left", "right")}
+        waypoints = transfer_cube_waypoints(
+            np.asarray(cube_init_pose[:3], dtype=np.float64),
+            {arm: home_pose[arm][0] for arm in home_pose},
+            float(home[6]),
+        )
+        n_ticks = int(round(waypoints["left"][-1].t_s * hz)) + 1
+        plan = np.zeros((n_ticks, 14))
+        for arm, cols, gcol in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
+            wps = waypoints[arm]
+            home_rot = home_pose[arm][1]
+            rots = [
+                home_rot if wp.quat is None else _quat_to_mat(wp.quat) @ MOCAP_TO_LINK[arm] for wp in wps
+            ]
+            quats = [_mat_to_quat(r) for r in rots]
+            worst = 0.0
+            q_wp = q_home[arm]
+            for i in range(len(wps) - 1):
+                a, b = wps[i], wps[i + 1]
+                last = i == len(wps) - 2
+                k_lo = int(np.ceil(a.t_s * hz - 1e-9))
+                k_hi = n_ticks if last else int(np.ceil(b.t_s * hz - 1e-9))
+                if b.linear:
+                    # Straight-line TCP motion: IK per tick, warm-started from the last tick.
+                    q = q_wp
+                    for k in range(k_lo, k_hi):
+                        alpha = float(np.clip((k / hz - a.t_s) / (b.t_s - a.t_s), 0.0, 1.0))
+                        xyz = (1 - alpha) * a.xyz + alpha * b.xyz
+                        rot = _quat_to_mat(_slerp(quats[i], quats[i + 1], alpha))
+                        q, pos_err, _ = ik.solve(arm, xyz, rot, q)
+                        worst = max(worst, pos_err)
+                        plan[k, cols] = q
+                        plan[k, gcol] = (1 - alpha) * a.gripper + alpha * b.gripper
+                    q_end, pos_err, _ = ik.solve(arm, b.xyz, rots[i + 1], q)
+                else:
+                    # Joint-space move between IK solutions of the two waypoints: it avoids
+                    # tracking through the wrist singularity (wrist_angle crossing 0 aligns
+                    # forearm_roll and wrist_rotate), where per-tick IK would spin both rolls.
+                    q_end, pos_err = self._solve_waypoint(ik, arm, b.xyz, rots[i + 1], q_wp)
+                    for k in range(k_lo, k_hi):
+                        alpha = float(np.clip((k / hz - a.t_s) / (b.t_s - a.t_s), 0.0, 1.0))
+                        plan[k, cols] = (1 - alpha) * q_wp + alpha * q_end
+                        plan[k, gcol] = (1 - alpha) * a.gripper + alpha * b.gripper
+                worst = max(worst, pos_err)
+                q_wp = q_end
+            if worst > 5e-3:
+                log.warning("scripted expert: %s arm IK misses a waypoint by %.1f mm", arm, worst * 1e3)
+        # Last line of defence: never plan a move faster than the robot's slew limit (the
+        # safety filter would clip it anyway, and then the arms would lag the plan).
+        limit = np.full(14, np.deg2rad(self.max_delta_deg))
+        limit[[6, 13]] = self.max_gripper_delta
+        steps = np.diff(plan, axis=0)
+        if np.any(np.abs(steps) > limit + 1e-9):
+            log.warning("scripted expert: plan exceeds the slew limit; rate-limiting it")
+            for k in range(1, len(plan)):
+                plan[k] = plan[k - 1] + np.clip(plan[k] - plan[k - 1], -limit, limit)
+        return plan.astype(np.float32)
+
+    @staticmethod
+    def _solve_waypoint(
+        ik: ArmIK, arm: str, xyz: np.ndarray, rot: np.ndarray, q_prev: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """IK for one waypoint: the converged solution closest to ``q_prev`` among a few seeds
+        (the previous waypoint's joints, and it with both rolls zeroed and the wrist up/down)."""
+        seeds = [np.asarray(q_prev, dtype=np.float64)]
+        for wrist in (0.5, -0.5, 1.0):
+            seed = seeds[0].copy()
+            seed[3], seed[4], seed[5] = 0.0, wrist, 0.0
+            seeds.append(seed)
+        best: tuple[float, float, np.ndarray] | None = None
+        for seed in seeds:
+            q, pos_err, rot_err = ik.solve(arm, xyz, rot, seed)
+            converged = pos_err < 2e-3 and rot_err < 2e-2
+            score = (0.0 if converged else 1e3 + pos_err) + float(np.linalg.norm(q - q_prev))
+            if best is None or score < best[0]:
+                best = (score, pos_err, q)
+        assert best is not None
+        return best[2], best[1]
+
+    def _cached_plan(self, info: dict[str, Any]) -> np.ndarray:
+        try:
+            cube = np.asarray(info["cube_init_pose"], dtype=np.float64)
+        except KeyError as exc:
+            raise KeyError(
+                "scripted expert needs privileged info['cube_init_pose'] (sim robot only)"
+            ) from exc
+        hz = float(info.get("hz", self.hz))
+        key = (info.get("episode"), tuple(np.round(cube, 9)), hz)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self.plan(cube, hz)
+            self._plans[key] = plan
+            while len(self._plans) > self.cache_size:
+                self._plans.popitem(last=False)
+        return plan
+
+    # --- policy protocol --------------------------------------------------------------------
+    def predict(self, obs: PolicyInput) -> np.ndarray:
+        """``plan[step : step + H]`` (padded with the final pose), (H, 14) float32."""
+        plan = self._cached_plan(obs.info)
+        step = int(obs.info.get("step", 0))
+        horizon = self.metadata.chunk_size
+        idx = np.clip(np.arange(step, step + horizon), 0, len(plan) - 1)
+        return plan[idx].copy()
+
+    def guided_inference(
+        self,
+        obs: PolicyInput,
+        prev_chunk: np.ndarray,
+        delay: int,
+        execute_horizon: int,
+        guidance: Guidance = "vjp",
+        schedule: Schedule = "exp",
+        max_guidance_weight: float = 5.0,
+    ) -> np.ndarray:
+        """Same as ``predict``: slices of one fixed plan already agree with the previous chunk
+        (``prev_chunk[:delay]`` equals the new chunk's first ``delay`` actions whenever the step
+        counter advanced by the actions consumed), so no guidance is needed."""
+        return self.predict(obs)
+
+    def warmup(self) -> None:
+        """Nothing to compile; the first plan of an episode takes ~0.1-0.5 s of IK."""
+
+    def freeze(self) -> None:
+        """No parameters."""

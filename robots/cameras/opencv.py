@@ -1,0 +1,179 @@
+"""OpenCV cameras: a V4L2 device (path or index) or a video file, read by a background thread.
+
+The thread keeps only the newest frame, already converted to what the engine consumes
+(resized with INTER_AREA, BGR -> RGB, CHW uint8), with its capture time (``time.monotonic()``,
+seconds). ``read`` never blocks on the device: it returns the newest frame or raises
+``StaleDataError`` when it is older than ``max_frame_age_s``. A device that cannot be opened, or
+gives no first frame within ``open_timeout_s``, is a ``RobotError`` naming it.
+
+Video files play at their own frame rate (or ``fps`` when given) so they behave like a live
+camera, and loop when ``loop`` is true (otherwise the frames go stale at the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from robots.base import Frame, RobotError, StaleDataError
+
+log = logging.getLogger(__name__)
+
+
+def to_chw_rgb(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) BGR uint8 of any size -> (3, height, width) RGB uint8 (INTER_AREA resize)."""
+    if bgr.shape[1] != width or bgr.shape[0] != height:
+        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
+
+
+class OpenCVCamera:
+    """Latest-frame camera over ``cv2.VideoCapture``."""
+
+    def __init__(
+        self,
+        name: str,
+        width: int,
+        height: int,
+        max_frame_age_s: float,
+        host: Any = None,
+        *,
+        device: str | int = 0,
+        fps: float | None = None,
+        fourcc: str | None = None,
+        loop: bool = False,
+        open_timeout_s: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.width = int(width)
+        self.height = int(height)
+        self.max_frame_age_s = float(max_frame_age_s)
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device)
+        self.device = device
+        self.fps = None if fps is None else float(fps)
+        self.fourcc = fourcc
+        self.loop = bool(loop)
+        self.open_timeout_s = float(open_timeout_s)
+        self.is_file = isinstance(device, str) and not device.startswith("/dev/")
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.frames_captured = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def _open(self) -> cv2.VideoCapture:
+        if self.is_file:
+            if not os.path.isfile(str(self.device)):
+                raise RobotError(f"camera {self.name}: video file {self.device} does not exist")
+            cap = cv2.VideoCapture(str(self.device))
+        else:
+            if isinstance(self.device, str) and not os.path.exists(self.device):
+                raise RobotError(f"camera {self.name}: device {self.device} does not exist (check udev rules / cabling)")
+            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            cap.release()
+            raise RobotError(f"camera {self.name}: cannot open {self.device}")
+        if not self.is_file:
+            if self.fourcc:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones
+        return cap
+
+    def start(self) -> None:
+        """Open the device and wait for the first frame (at most ``open_timeout_s``)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._first.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
+        self._thread.start()
+        if not self._first.wait(self.open_timeout_s):
+            self.stop()
+            raise RobotError(f"camera {self.name}: no frame from {self.device} within {self.open_timeout_s:.1f} s")
+        if self._error is not None and self._frame is None:
+            err = self._error
+            self.stop()
+            if isinstance(err, RobotError):
+                raise err
+            raise RobotError(f"camera {self.name}: {self.device} failed: {err}") from err
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=2.0)
+
+    # ------------------------------------------------------------------ capture thread
+    def _run(self) -> None:
+        try:
+            cap = self._open()
+        except BaseException as exc:  # handed to start()/read()
+            self._error = exc
+            self._first.set()
+            return
+        try:
+            period = 0.0
+            if self.is_file:
+                file_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+                rate = self.fps or (file_fps if file_fps > 0 else 30.0)
+                period = 1.0 / rate
+            t_next = time.monotonic()
+            index = 0
+            while not self._stop.is_set():
+                ok, bgr = cap.read()
+                t_capture = time.monotonic()
+                if not ok:
+                    if self.is_file and self.loop and index > 0:
+                        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                        continue
+                    if self.is_file:
+                        log.info("camera %s: end of %s after %d frames", self.name, self.device, index)
+                        self._error = RobotError(f"camera {self.name}: end of video {self.device}")
+                    else:
+                        self._error = RobotError(f"camera {self.name}: read from {self.device} failed")
+                    self._first.set()
+                    return
+                image = to_chw_rgb(bgr, self.width, self.height)
+                with self._lock:
+                    self._frame = Frame(image=image, capture_time=t_capture, receive_time=time.monotonic(), index=index)
+                index += 1
+                self.frames_captured = index
+                self._first.set()
+                if period:
+                    t_next += period
+                    delay = t_next - time.monotonic()
+                    if delay < -period:
+                        t_next = time.monotonic()
+                    elif delay > 0:
+                        self._stop.wait(delay)
+        finally:
+            cap.release()
+
+    # ------------------------------------------------------------------ reading
+    def read(self) -> Frame:
+        with self._lock:
+            frame = self._frame
+        if frame is None:
+            if self._error is not None:
+                raise RobotError(f"camera {self.name}: {self._error}")
+            raise RobotError(f"camera {self.name}: no frame yet from {self.device} (started?)")
+        age = time.monotonic() - frame.capture_time
+        if age > self.max_frame_age_s:
+            why = f" ({self._error})" if self._error is not None else ""
+            raise StaleDataError(
+                f"camera {self.name}: newest frame is {age:.3f} s old (max_frame_age_s {self.max_frame_age_s}){why}"
+            )
+        return frame

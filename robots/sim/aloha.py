@@ -1,0 +1,118 @@
+"""The ALOHA bimanual ViperX transfer-cube task: model, unit conversions, cube sampling, reward.
+
+Pure helpers shared by the sim robot and the scripted expert (which runs in another process and
+loads its own copy of the model). Conventions follow gym_aloha (``gym_aloha/constants.py``,
+``gym_aloha/tasks/sim.py``): the 14-dim joint vector is left arm (6 joints, rad), left gripper
+(normalized finger position, 0 closed .. 1 open), then the same for the right arm; the MJCF has 16
+actuators (each gripper drives two mirrored finger slides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from robots import gl
+
+gl.select_backend()
+
+import mujoco  # noqa: E402  (after the GL backend is chosen)
+from gym_aloha.constants import (  # noqa: E402
+    ASSETS_DIR,
+    JOINTS,
+    START_ARM_POSE,
+    normalize_puppet_gripper_position,
+    unnormalize_puppet_gripper_position,
+)
+
+XML_PATH: Path = Path(ASSETS_DIR) / "bimanual_viperx_transfer_cube.xml"
+JOINT_NAMES: tuple[str, ...] = tuple(JOINTS)
+ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}  # arm joints in the 16 robot qpos
+GRIPPER_QPOS = {"left": 6, "right": 14}  # the 'left_finger' slide of each gripper
+CUBE_QPOS = slice(16, 23)  # free joint: xyz + quat (w, x, y, z)
+GRIPPER_DIMS = (6, 13)  # gripper entries in the 14-dim vector
+
+# gym_aloha's sample_box_pose ranges (metres, world frame).
+CUBE_X_RANGE = (0.0, 0.2)
+CUBE_Y_RANGE = (0.4, 0.6)
+CUBE_Z = 0.05
+
+
+def load_model() -> mujoco.MjModel:
+    """Load the transfer-cube MJCF (physics timestep 0.002 s from the file)."""
+    return mujoco.MjModel.from_xml_path(str(XML_PATH))
+
+
+def home_qpos16() -> np.ndarray:
+    return np.asarray(START_ARM_POSE, dtype=np.float64)
+
+
+def qpos16_to_joints14(qpos16: np.ndarray) -> np.ndarray:
+    """Robot qpos (16: fingers as slides) -> 14-dim state (grippers normalized)."""
+    q = np.asarray(qpos16, dtype=np.float64)
+    return np.concatenate(
+        [
+            q[0:6],
+            [normalize_puppet_gripper_position(q[6])],
+            q[8:14],
+            [normalize_puppet_gripper_position(q[14])],
+        ]
+    )
+
+
+def joints14_to_ctrl16(action: np.ndarray) -> np.ndarray:
+    """14-dim command -> 16 actuator targets (each gripper: finger position and its mirror)."""
+    a = np.asarray(action, dtype=np.float64)
+    left_g = unnormalize_puppet_gripper_position(a[6])
+    right_g = unnormalize_puppet_gripper_position(a[13])
+    return np.concatenate([a[0:6], [left_g, -left_g], a[7:13], [right_g, -right_g]])
+
+
+def home_joints14() -> np.ndarray:
+    return qpos16_to_joints14(home_qpos16())
+
+
+def sample_cube_pose(rng: np.random.Generator) -> np.ndarray:
+    """Cube pose (x, y, z, qw, qx, qy, qz) uniform in gym_aloha's sample_box_pose box."""
+    xy = rng.uniform([CUBE_X_RANGE[0], CUBE_Y_RANGE[0]], [CUBE_X_RANGE[1], CUBE_Y_RANGE[1]])
+    return np.array([xy[0], xy[1], CUBE_Z, 1.0, 0.0, 0.0, 0.0])
+
+
+class ContactReward:
+    """gym_aloha's TransferCubeTask.get_reward, reimplemented from MuJoCo contacts.
+
+    0: nothing; 1: right gripper touches the cube; 2: ... and the cube is off the table;
+    3: left gripper touches the cube; 4: ... and the cube is off the table (= success).
+    Contact pairs are matched in either order.
+    """
+
+    def __init__(self, model: mujoco.MjModel) -> None:
+        gid = lambda name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)  # noqa: E731
+        self.box = gid("red_box")
+        self.table = gid("table")
+        self.left_finger = gid("vx300s_left/10_left_gripper_finger")
+        self.right_finger = gid("vx300s_right/10_right_gripper_finger")
+        if min(self.box, self.table, self.left_finger, self.right_finger) < 0:
+            raise ValueError("transfer-cube model lacks the geoms the reward needs")
+
+    def __call__(self, data: mujoco.MjData) -> int:
+        n = data.ncon
+        if n == 0:
+            return 0
+        g1 = np.asarray(data.contact.geom1[:n])
+        g2 = np.asarray(data.contact.geom2[:n])
+        other = np.concatenate([g2[g1 == self.box], g1[g2 == self.box]])
+        touch_left = bool(np.any(other == self.left_finger))
+        touch_right = bool(np.any(other == self.right_finger))
+        touch_table = bool(np.any(other == self.table))
+        reward = 0
+        if touch_right:
+            reward = 1
+        if touch_right and not touch_table:
+            reward = 2
+        if touch_left:
+            reward = 3
+        if touch_left and not touch_table:
+            reward = 4
+        return reward

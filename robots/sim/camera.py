@@ -1,0 +1,252 @@
+"""A MuJoCo camera of the sim robot, rendered offscreen from physics snapshots.
+
+Rendering never touches the physics ``MjData``: each rendering thread owns its own ``MjData``
+(and GL context), copies ``qpos``/``qvel`` of a snapshot into it and runs ``mj_forward``. So in
+real-time mode a camera thread renders at its own ``fps`` while physics keeps ticking, and a
+control tick never waits for a frame. In lockstep mode the robot renders synchronously inside
+``read()`` (deterministic images).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+
+from robots import gl
+from robots.base import Frame, RobotError, StaleDataError
+from robots.sim import aloha
+
+mujoco = aloha.mujoco
+log = logging.getLogger(__name__)
+
+
+_LIVE_TARGETS: "weakref.WeakSet[_RenderTarget]" = weakref.WeakSet()
+_atexit_registered = False
+_exiting = threading.Event()
+
+
+def _close_live_targets() -> None:
+    """Free GL contexts still open at exit, before mujoco's EGL display is terminated (which
+    would make every later ``Renderer.__del__`` print an EGLError)."""
+    _exiting.set()
+    for target in list(_LIVE_TARGETS):
+        target.close()
+
+
+class _RenderTarget:
+    """One GL context + scratch MjData, used by exactly one thread."""
+
+    def __init__(self, model: Any, width: int, height: int) -> None:
+        global _atexit_registered
+        self.data = mujoco.MjData(model)
+        self.renderer: Any = mujoco.Renderer(model, height=height, width=width)
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        _LIVE_TARGETS.add(self)
+        if not _atexit_registered:
+            # Registered after the first GL context exists, so it runs before the backend's own
+            # exit handler (atexit runs last-registered first).
+            atexit.register(_close_live_targets)
+            _atexit_registered = True
+
+    def close(self) -> None:
+        renderer, self.renderer = self.renderer, None
+        _LIVE_TARGETS.discard(self)
+        if renderer is None:
+            return
+        try:
+            renderer.close()
+        except Exception:  # noqa: BLE001 - freeing a GL context from a dead thread may fail
+            log.debug("renderer close failed", exc_info=True)
+
+
+class SimCamera:
+    """Renders MuJoCo camera ``source`` of the sim robot ``host`` as (3, H, W) uint8 frames.
+
+    ``fps`` is the background render rate in real-time mode (frames per wall-clock second);
+    ``max_frame_age_s`` bounds how old (by sim capture time mapped to monotonic) a returned frame
+    may be; ``start_timeout_s`` is how long ``read`` waits for the first frame.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        width: int,
+        height: int,
+        max_frame_age_s: float,
+        host: Any = None,
+        *,
+        source: str,
+        fps: float = 15.0,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        if host is None or not hasattr(host, "latest_snapshot"):
+            raise RobotError(f"SimCamera {name!r} needs the SimRobot as host (got {host!r})")
+        if width <= 0 or height <= 0 or fps <= 0 or max_frame_age_s <= 0:
+            raise ValueError(
+                f"SimCamera {name!r}: width, height, fps, max_frame_age_s must be > 0 "
+                f"(got {width}, {height}, {fps}, {max_frame_age_s})"
+            )
+        gl.require_rendering()
+        self.name = name
+        self.width = int(width)
+        self.height = int(height)
+        self.max_frame_age_s = float(max_frame_age_s)
+        self.source = source
+        self.fps = float(fps)
+        self.start_timeout_s = float(start_timeout_s)
+        self._host = host
+        model = host.model
+        self._camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, source)
+        if self._camera_id < 0:
+            names = [model.camera(i).name for i in range(model.ncam)]
+            raise RobotError(f"SimCamera {name!r}: no MuJoCo camera {source!r}; have {names}")
+        # The offscreen buffer must hold the image; raise it before any context exists.
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        self._targets: dict[int, _RenderTarget] = {}
+        self._targets_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._error: BaseException | None = None
+        self._index = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- rendering -------------------------------------------------------------------------
+    def _target(self) -> _RenderTarget:
+        tid = threading.get_ident()
+        with self._targets_lock:
+            target = self._targets.get(tid)
+        if target is None:
+            try:
+                target = _RenderTarget(self._host.model, self.width, self.height)
+            except Exception as exc:  # noqa: BLE001 - GL errors come in many types
+                raise RobotError(
+                    f"camera {self.name}: cannot create an offscreen MuJoCo renderer with "
+                    f"MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {exc!r}. Set MUJOCO_GL=egl or "
+                    "osmesa before mujoco is imported (importing robots.sim first does it)."
+                ) from exc
+            with self._targets_lock:
+                self._targets[tid] = target
+        return target
+
+    def render_snapshot(self, snap: Any) -> Frame:
+        """Render this camera for a physics snapshot, in the calling thread (its own GL context)."""
+        target = self._target()
+        data = target.data
+        data.qpos[:] = snap.qpos
+        data.qvel[:] = snap.qvel
+        data.time = snap.sim_time
+        mujoco.mj_forward(self._host.model, data)
+        target.renderer.update_scene(data, camera=self._camera_id)
+        rgb = target.renderer.render()
+        image = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        self._index += 1
+        return Frame(
+            image=image,
+            capture_time=snap.mono_time,
+            receive_time=time.monotonic(),
+            index=self._index,
+        )
+
+    # --- camera protocol -------------------------------------------------------------------
+    def start(self) -> None:
+        """Real-time hosts: start the render thread. Lockstep hosts render in ``read``."""
+        if not self._host.realtime or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"sim-camera-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        tid = threading.get_ident()
+        try:
+            period = 1.0 / self.fps
+            t0 = time.monotonic()
+            k = 0
+            last_seq = -1
+            while not self._stop.is_set():
+                snap = self._host.latest_snapshot()
+                if snap.seq != last_seq:
+                    frame = self.render_snapshot(snap)
+                    last_seq = snap.seq
+                    with self._cond:
+                        self._frame = frame
+                        self._cond.notify_all()
+                k += 1
+                now = time.monotonic()
+                if t0 + k * period < now:  # rendering fell behind: skip the missed frames
+                    k = int((now - t0) / period) + 1
+                self._stop.wait(max(0.0, t0 + k * period - now))
+        except BaseException as exc:  # noqa: BLE001 - reported to readers, never swallowed
+            if _exiting.is_set():  # interpreter exit closed our context under us: not an error
+                return
+            log.exception("camera %s render thread failed", self.name)
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+        finally:
+            with self._targets_lock:
+                target = self._targets.pop(tid, None)
+            if target is not None:
+                target.close()
+
+    def wait_for_frame(self, newer_than: float, timeout_s: float) -> Frame:
+        """Real time: block until a frame captured after ``newer_than`` (monotonic s) exists."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._error is None and (self._frame is None or self._frame.capture_time < newer_than):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RobotError(f"camera {self.name}: no fresh frame within {timeout_s} s")
+                self._cond.wait(remaining)
+            if self._error is not None:
+                raise RobotError(f"camera {self.name}: render thread failed: {self._error!r}")
+            return self._frame
+
+    def read(self) -> Frame:
+        """Newest frame. Lockstep: rendered now from the current state. Real time: the render
+        thread's latest, raising ``StaleDataError`` if older than ``max_frame_age_s``."""
+        if not self._host.realtime:
+            return self.render_snapshot(self._host.latest_snapshot())
+        deadline = time.monotonic() + self.start_timeout_s
+        with self._cond:
+            while self._frame is None and self._error is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None:
+                    raise RobotError(
+                        f"camera {self.name}: no frame within {self.start_timeout_s} s "
+                        f"({'not started' if self._thread is None else 'render thread silent'})"
+                    )
+                self._cond.wait(remaining)
+            if self._error is not None:
+                raise RobotError(f"camera {self.name}: render thread failed: {self._error!r}")
+            frame = self._frame
+        age = time.monotonic() - frame.capture_time
+        if age > self.max_frame_age_s:
+            raise StaleDataError(
+                f"camera {self.name}: newest frame is {age:.3f} s old (max {self.max_frame_age_s} s)"
+            )
+        return frame
+
+    def stop(self) -> None:
+        """Stop the render thread and free the GL contexts this camera can free. Idempotent."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=2.0)
+            if thread.is_alive():
+                log.warning("camera %s render thread did not stop within 2 s", self.name)
+        tid = threading.get_ident()
+        with self._targets_lock:
+            target = self._targets.pop(tid, None)
+        if target is not None:
+            target.close()
