@@ -17,7 +17,7 @@ import numpy as np
 from inference.telemetry import Telemetry
 from policies.base import PolicyInput
 from policies.normalize import Normalizer
-from robots.base import Observation, Robot
+from robots.base import Observation, Robot, RobotError
 from robots.history import ObservationHistory
 from robots.safety import SafetyFilter
 
@@ -73,8 +73,11 @@ class ControlStep:
 
     def begin_episode(self, episode: int, seed: int | None) -> Observation:
         """Home the robot, reset history and anchor the safety filter at the measured pose."""
-        self.robot.home(seed=seed)
-        obs = self.robot.read()
+        try:
+            self.robot.home(seed=seed)
+            obs = self.robot.read()
+        except RobotError as exc:
+            raise AlgorithmFault(f"robot fault at episode start: {exc}") from exc
         self.history.reset()
         self.history.push(obs)
         self.recorder.observation(obs)
@@ -84,7 +87,10 @@ class ControlStep:
 
     def observe(self) -> tuple[Observation, float]:
         t0 = time.perf_counter()
-        obs = self.robot.read()
+        try:
+            obs = self.robot.read()
+        except RobotError as exc:  # stale state, silent topic, dead camera: the run cannot go on
+            raise AlgorithmFault(f"robot fault: {exc}") from exc
         self.history.push(obs)
         read_ms = (time.perf_counter() - t0) * 1e3
         self.recorder.observation(obs)
@@ -116,6 +122,12 @@ def chunk_discontinuity(last_command: np.ndarray | None, new_first: np.ndarray) 
     if last_command is None:
         return None
     return float(np.max(np.abs(np.asarray(new_first, dtype=np.float64) - last_command)))
+
+
+def policy_info(policy: Any) -> dict[str, Any]:
+    """Extra per-inference facts a policy reports (remote policies: server time, round trip)."""
+    info = getattr(policy, "last_info", None)
+    return dict(info()) if callable(info) else {}
 
 
 def episode_summary(results: list[EpisodeResult]) -> dict[str, Any]:

@@ -18,8 +18,10 @@ from algorithms.common import (
     EpisodeResult,
     chunk_discontinuity,
     episode_summary,
+    policy_info,
     policy_input,
 )
+from inference.validation import ConfigError
 from robots.base import RobotError
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,12 @@ class SequentialAlgorithm:
         step: ControlStep | None = None
         fault: AlgorithmFault | None = None
         try:
-            policy = run.make_policy()
+            try:
+                policy = run.make_policy()
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise AlgorithmFault(f"policy could not be built: {type(exc).__name__}: {exc}") from exc
             normalizer = run.make_normalizer()
             policy.freeze()
             policy.warmup()
@@ -52,6 +59,9 @@ class SequentialAlgorithm:
             for episode in range(run.episodes):
                 results.append(self._episode(episode, step, policy, normalizer, telemetry))
                 log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
+        except AlgorithmFault as exc:
+            fault = exc
+            telemetry.event("fault", cause=str(fault))
         except RobotError as exc:
             fault = AlgorithmFault(f"robot fault: {exc}")
             telemetry.event("fault", cause=str(fault))
@@ -77,9 +87,13 @@ class SequentialAlgorithm:
         tick, chunk_id = 0, 0
         while tick < run.max_steps:
             t_start = time.monotonic()
-            chunk = normalizer.action_to_robot(policy.predict(policy_input(normalizer, step.history)))
+            try:
+                chunk = normalizer.action_to_robot(policy.predict(policy_input(normalizer, step.history)))
+            except Exception as exc:  # the robot is not commanded meanwhile: it holds
+                raise AlgorithmFault(f"inference failed: {type(exc).__name__}: {exc}") from exc
             t_end = time.monotonic()
             telemetry.inference({
+                **policy_info(policy),
                 "episode": episode, "chunk_id": chunk_id, "t_start": t_start, "t_end": t_end,
                 "latency_ms": (t_end - t_start) * 1e3, "d_estimate": 0, "d_actual": 0, "s": 0,
                 "guidance": "none",

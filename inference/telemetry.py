@@ -29,7 +29,8 @@ TICK_FIELDS = (
 )
 INFERENCE_FIELDS = (
     "episode", "chunk_id", "t_start", "t_end", "latency_ms", "d_estimate", "d_actual", "s",
-    "guidance", "discontinuity", "server_ms",
+    "guidance", "discontinuity", "server_ms", "rtt_ms", "policy_ms", "snapshot_tick", "merge_tick",
+    "stale", "rejected",
 )
 PERCENTILES = (50, 95, 99)
 
