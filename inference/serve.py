@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Mapping
 
 import hydra
@@ -77,6 +76,13 @@ class PolicyServer:
     def infer(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Request dict (robot space) -> answer dict (robot-space actions). Runs off the event loop."""
         state, images, prompt, info = self.obs_map.decode(request)
+        need = int(self.metadata.get("state_history", 1))
+        if state.shape[0] < need:
+            raise ValueError(
+                f"the served policy takes {need} state samples, the request carries {state.shape[0]}; "
+                "send the history (client: policy.obs_keys.state_history=true, policy.state_history="
+                f"{need})")
+        state = state[-need:]
         if prompt is not None:
             info = {**info, "prompt": prompt}
         obs = self.normalizer.policy_input(state, images, info)
