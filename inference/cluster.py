@@ -93,7 +93,7 @@ def start_command(
     head_address: str = "127.0.0.1",
     port: int = 6379,
     node_ip_address: str | None = None,
-    temp_dir: str = "/tmp/ray_inference",
+    temp_dir: str = "/tmp/ray",
     object_store_memory_bytes: int | None = None,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
@@ -160,7 +160,7 @@ def start_node(
     Raises ``ClusterError`` with Ray's own output when the command fails or exceeds
     ``start_timeout_s`` (the partly started node is stopped first).
     """
-    temp_dir = str(flags.get("temp_dir", "/tmp/ray_inference"))
+    temp_dir = str(flags.get("temp_dir", "/tmp/ray"))
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     cmd = start_command(role, **flags)
     env = {**os.environ, **auth_env(auth_mode, auth_token_path)}

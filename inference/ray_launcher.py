@@ -39,7 +39,7 @@ from inference.validation import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMP_DIRS = ("/tmp/ray_inference", "/tmp/ray")
+DEFAULT_TEMP_DIRS = tuple(dict.fromkeys([os.environ.get("RAY_TMPDIR", "/tmp/ray"), "/tmp/ray"]))
 MAX_POLL_BYTES = 8 << 20  # per file per poll: bounds one message, the rest comes next poll
 
 
@@ -99,7 +99,11 @@ def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | Non
 
     resolved = resolve_address(address)
     if ray.is_initialized():
-        return resolved
+        current = ray.get_runtime_context().gcs_address
+        if _same_address(current, resolved):
+            return resolved
+        log.info("disconnecting from the Ray cluster at %s to connect to %s", current, resolved)
+        ray.shutdown()
     t0 = time.monotonic()
     wait_for_port(resolved, timeout_s)
     error: list[BaseException] = []
@@ -120,6 +124,19 @@ def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | Non
     if error:
         raise LaunchError(f"could not connect to the Ray cluster at {resolved}: {error[0]}") from error[0]
     return resolved
+
+
+def _same_address(a: str, b: str) -> bool:
+    """Same GCS address, treating 127.0.0.1/localhost and the routable IP Ray rewrites them to alike."""
+    (ha, _, pa), (hb, _, pb) = a.rpartition(":"), b.rpartition(":")
+    if pa != pb:
+        return False
+    if ha == hb:
+        return True
+    try:
+        return socket.gethostbyname(ha) == socket.gethostbyname(hb) or {ha, hb} & {"127.0.0.1", "localhost"} != set()
+    except OSError:
+        return False
 
 
 def describe_nodes(nodes: list[Mapping[str, Any]]) -> str:
@@ -153,7 +170,7 @@ def check_resources(demand: Mapping[str, float], address: str) -> None:
     if not nodes_offering(nodes, demand):
         wanted = ", ".join(f"{k}={v:g}" for k, v in demand.items() if v > 0)
         custom = [k for k in demand if k not in ("CPU", "GPU")]
-        hint = (f" Start the inference node with resources {{{', '.join(repr(k) + ': 1' for k in custom)}}} "
+        hint = (f"Start the inference node with resources {{{', '.join(repr(k) + ': 1' for k in custom)}}} "
                 "(`python -m inference.cluster role=worker`).") if custom else ""
         raise LaunchError(
             f"no node of the Ray cluster at {address} offers {wanted}; the nodes are:\n"
@@ -318,6 +335,7 @@ class RayLauncher:
         self.log_to_driver = log_to_driver
         self.runtime_env = runtime_env
         self.placement: dict[str, Any] = {}
+        self.remote_dir: str | None = None
 
     @property
     def demand(self) -> dict[str, float]:
@@ -359,12 +377,13 @@ class RayLauncher:
         address = self.connect()
         actor = self.create_actor(address)
         mirror = FileMirror(run.run_dir)
-        remote_dir = ray.get(actor.prepare.remote(self.remote_run_dir, Path(run.run_dir).name),
-                             timeout=self.placement_timeout_s)
-        log.info("run executing in Ray actor; its run dir %s is mirrored into %s", remote_dir, run.run_dir)
-        ref = actor.execute.remote(run)
         finished = False
+        ref = None
         try:
+            self.remote_dir = ray.get(actor.prepare.remote(self.remote_run_dir, Path(run.run_dir).name),
+                                      timeout=self.placement_timeout_s)
+            log.info("run executing in Ray actor; its run dir %s is mirrored into %s", self.remote_dir, run.run_dir)
+            ref = actor.execute.remote(run)
             while True:
                 done, _ = ray.wait([ref], timeout=self.poll_interval_s)
                 mirror.apply(ray.get(_io(actor.read_new).remote(mirror.offsets)))
@@ -373,9 +392,14 @@ class RayLauncher:
             summary = _get_unwrapped(ref)
             finished = True
             return summary
+        except ray.exceptions.RayActorError as exc:
+            from algorithms.common import AlgorithmFault
+
+            raise AlgorithmFault(f"the run's Ray actor died (node {str(self.placement.get('node_id'))[:8]}): {exc}") from None
         except KeyboardInterrupt:
             log.warning("interrupted: stopping the run in the actor (bounded %.0f s)", self.stop_timeout_s)
-            self._stop(actor, ref)
+            if ref is not None:
+                self._stop(actor, ref)
             raise
         finally:
             self._drain(actor, mirror)
