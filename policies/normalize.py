@@ -16,6 +16,7 @@ import numpy as np
 
 from policies.base import PolicyInput
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 MODES = ("zscore", "minmax", "quantile", "identity")
 STATS = ("mean", "std", "min", "max", "q01", "q99")
 KEYS = ("state", "action")
@@ -58,6 +59,10 @@ class Normalizer:
         cls, path: str | Path, modes: Mapping[str, str] | None = None, eps: float = 1e-6
     ) -> "Normalizer":
         path = Path(path)
+        if not path.is_absolute() and not path.is_file():
+            # relative paths in configs are relative to the repository (like policy checkpoints),
+            # so a run started from another directory still finds the bundled stats
+            path = REPO_ROOT / path
         if not path.is_file():
             raise NormalizerError(f"normalizer: stats file {path} does not exist")
         if path.suffix == ".json":

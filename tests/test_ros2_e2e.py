@@ -116,15 +116,8 @@ def test_engine_homes_then_follows_the_policy_over_dds(algorithm, dds_env, tmp_p
     assert len(ticks) >= 50
 
 
-RTC_FAULT_EXIT = pytest.mark.xfail(
-    reason="algorithms/rtc/runtime.py lets a RobotError escape as a traceback (exit 1) instead of "
-    "AlgorithmFault (exit 3); the robot is still left safe (checked before the exit code)",
-    strict=False,
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["sequential", pytest.param("rtc", marks=RTC_FAULT_EXIT)])
+@pytest.mark.parametrize("algorithm", ["sequential", "rtc"])
 def test_stale_joint_state_stops_the_engine_safely(algorithm, dds_env, tmp_path):
     """The joint states stop mid-run: the app stops commanding within max_state_age_s and exits 3."""
     robot_cfg = OmegaConf.load(ROOT / "conf" / "robot" / "igris_b.yaml")

@@ -174,7 +174,9 @@ class _SplitRuntime:
             if not robot.realtime:
                 log.warning("rtc_split: robot is lockstep (realtime=false): delays are wall-clock, not ticks")
             robot.start()
-            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry)
+            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry,
+                               run.make_recorder())
+            step.start_recording(run.run_dir)
             self.step = step
             meta = run.policy_metadata
             self.H = meta.chunk_size
@@ -211,6 +213,7 @@ class _SplitRuntime:
                 summary["payload_bytes_mean"] = float(np.mean(self.payload_sizes))
             if step is not None:
                 summary["safety"] = vars(step.safety.counters)
+                summary.update(step.stop_recording())
             summary = telemetry.close(**summary)
         if self.fault is not None:
             raise AlgorithmFault(self.fault)
@@ -335,6 +338,8 @@ class _SplitRuntime:
             self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
             self.telemetry.inference({**base, "chunk_id": -1, "d_actual": None, "rejected": 1})
             return False
+        # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
+        self.step.new_chunk(episode, chunk_id, tick - d_actual, np.array(result["robot"], copy=True))
         self.telemetry.inference({**base, "chunk_id": chunk_id, "d_actual": d_actual,
                                   "discontinuity": disc, "stale": int(stale), "rejected": 0})
         return True
@@ -384,7 +389,8 @@ class _SplitRuntime:
                 self._submit(episode, tick, sched.snapshot())
             planned = sched.step()
             compute_ms = (time.perf_counter() - c0) * 1e3
-            _, send_ms, held, rejected = step.act(planned.action)
+            command, send_ms, held, rejected = step.act(planned.action)
+            self.telemetry.command(episode, tick, command, obs.state)
             result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
             result.success = result.success or bool(obs.info.get("success", False))
             self.telemetry.tick({

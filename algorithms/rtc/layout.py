@@ -1,0 +1,227 @@
+"""The RTC shared-memory layout: which arrays exist, who writes them, how they are read.
+
+One block per run (``rtc_<pid>_<random>``), created by the control side from explicit specs.
+Two single-writer regions, each behind its own seqlock:
+
+* ``ctrl.*`` + ``obs.*`` + ``chunk.*`` (written by the control process every tick): the newest
+  observation history (proprio ring of ``state_history`` samples, ``num_img_obs`` frames per
+  camera, numeric ``info`` extras), the tick counters and, on each merge, the current chunk in
+  model and robot space.
+* ``res.*`` (written by the inference process once per inference): the new chunk in both spaces
+  and what it was computed from (snapshot tick, s, delay estimate, times).
+
+Plus ``hb.*``: the inference process' heartbeat and state, plain aligned float64/int64 stores that
+need no lock. Integers live in small int64 vectors indexed by the constants below.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from algorithms.rtc.shm import ArraySpec, SeqLock, SharedArrays
+
+log = logging.getLogger(__name__)
+
+
+class C:
+    """Indices into ``ctrl.i64`` (written by control)."""
+
+    EPISODE = 0  # episode number, starts at 1 for the first episode
+    TICK = 1  # control tick of the published observation (per episode, from 0)
+    CHUNK_ID = 2  # id of the current chunk (0 = none yet this episode)
+    T = 3  # ticks since the current chunk became current (index of this tick's action)
+    CHUNK_D_ACTUAL = 4  # d_actual of the merge that made the current chunk (-1: first chunk)
+    RESULT_ACK = 5  # last res.i64[R.SEQ] the control process consumed (merged or rejected)
+    OBS_VALID = 6  # 1 once an observation of this episode is published
+    STOP = 7  # 1: the inference process must exit
+    N = 8
+
+
+class CF:
+    """Indices into ``ctrl.f64``."""
+
+    OBS_TIME = 0  # capture time of the newest state (monotonic s)
+    TICK_TIME = 1  # when the tick published it (monotonic s)
+    N = 2
+
+
+class R:
+    """Indices into ``res.i64`` (written by inference)."""
+
+    SEQ = 0  # increments once per published result
+    EPISODE = 1
+    BASE_CHUNK_ID = 2  # chunk the snapshot was cut from (0: first chunk of the episode)
+    S = 3  # t at the snapshot
+    SNAPSHOT_TICK = 4
+    D_ESTIMATE = 5
+    GUIDED = 6  # 1 if guided_inference was called, 0 for a plain predict
+    N = 7
+
+
+class RF:
+    T_START = 0  # snapshot time (monotonic s)
+    T_END = 1  # publish time
+    POLICY_MS = 2  # time inside the policy call
+    N = 3
+
+
+class H:
+    """Indices into ``hb.f64`` / ``hb.i64`` (written by inference, no lock)."""
+
+    BEAT = 0  # f64: last heartbeat (monotonic s)
+    READY = 0  # i64: 1 after warmup
+    PID = 1  # i64: inference pid
+    INFERENCES = 2  # i64: completed inferences
+    N = 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything a process needs to attach: block name and specs (pickled once, at spawn)."""
+
+    block: str
+    specs: tuple[ArraySpec, ...]
+    chunk_size: int
+    action_dim: int
+    camera_names: tuple[str, ...]
+    info_keys: tuple[str, ...]
+    info_scalar: tuple[bool, ...] = field(default=())
+
+
+def build_specs(
+    state_shape: tuple[int, int],
+    images: Mapping[str, np.ndarray],
+    info: Mapping[str, Any],
+    chunk_size: int,
+    action_dim: int,
+) -> tuple[list[ArraySpec], tuple[str, ...], tuple[bool, ...]]:
+    """Specs from the first observation's history. Non-numeric ``info`` entries are not shared
+    (a policy that needs them cannot run under RTC; said in the log)."""
+    specs = [
+        ArraySpec("ctrl.seq", (1,), "int64"),
+        ArraySpec("ctrl.i64", (C.N,), "int64"),
+        ArraySpec("ctrl.f64", (CF.N,), "float64"),
+        ArraySpec("obs.state", tuple(state_shape), "float32"),
+    ]
+    for name, arr in images.items():
+        specs.append(ArraySpec(f"obs.img.{name}", tuple(arr.shape), str(arr.dtype)))
+    info_keys, info_scalar = [], []
+    for key, value in info.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            log.info("rtc: info[%r] (%s) is not numeric; not shared with the inference process", key, arr.dtype)
+            continue
+        specs.append(ArraySpec(f"obs.info.{key}", tuple(arr.shape), str(arr.dtype)))
+        info_keys.append(key)
+        info_scalar.append(arr.ndim == 0 and not isinstance(value, np.ndarray))
+    specs += [
+        ArraySpec("chunk.model", (chunk_size, action_dim), "float32"),
+        ArraySpec("chunk.robot", (chunk_size, action_dim), "float32"),
+        ArraySpec("res.seq", (1,), "int64"),
+        ArraySpec("res.i64", (R.N,), "int64"),
+        ArraySpec("res.f64", (RF.N,), "float64"),
+        ArraySpec("res.model", (chunk_size, action_dim), "float32"),
+        ArraySpec("res.robot", (chunk_size, action_dim), "float32"),
+        ArraySpec("hb.f64", (H.N,), "float64"),
+        ArraySpec("hb.i64", (H.N,), "int64"),
+    ]
+    return specs, tuple(info_keys), tuple(info_scalar)
+
+
+class SharedState:
+    """Typed access to the block for both sides."""
+
+    def __init__(self, arrays: SharedArrays, layout: Layout) -> None:
+        self.arrays = arrays
+        self.layout = layout
+        a = arrays.arrays
+        self.ctrl_lock = SeqLock(a["ctrl.seq"])
+        self.res_lock = SeqLock(a["res.seq"])
+        self.ctrl_i64, self.ctrl_f64 = a["ctrl.i64"], a["ctrl.f64"]
+        self.res_i64, self.res_f64 = a["res.i64"], a["res.f64"]
+        self.hb_f64, self.hb_i64 = a["hb.f64"], a["hb.i64"]
+        self.obs_state = a["obs.state"]
+        self.obs_images = {n: a[f"obs.img.{n}"] for n in layout.camera_names}
+        self.obs_info = {k: a[f"obs.info.{k}"] for k in layout.info_keys}
+        self.chunk_model, self.chunk_robot = a["chunk.model"], a["chunk.robot"]
+        self.res_model, self.res_robot = a["res.model"], a["res.robot"]
+
+    # ------------------------------------------------------------ control side (writer of ctrl)
+    def publish_observation(
+        self, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any],
+        counters: Mapping[int, int], obs_time: float, tick_time: float,
+        chunk: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self.ctrl_lock.write_begin()
+        try:
+            np.copyto(self.obs_state, state, casting="unsafe")
+            for name, dst in self.obs_images.items():
+                np.copyto(dst, images[name])
+            for key, dst in self.obs_info.items():
+                value = np.asarray(info.get(key, 0))
+                if value.shape == dst.shape:
+                    np.copyto(dst, value, casting="unsafe")
+            for index, value in counters.items():
+                self.ctrl_i64[index] = value
+            self.ctrl_f64[CF.OBS_TIME] = obs_time
+            self.ctrl_f64[CF.TICK_TIME] = tick_time
+            if chunk is not None:
+                np.copyto(self.chunk_model, chunk[0])
+                np.copyto(self.chunk_robot, chunk[1])
+        finally:
+            self.ctrl_lock.write_end()
+
+    def set_counters(self, counters: Mapping[int, int]) -> None:
+        self.ctrl_lock.write_begin()
+        try:
+            for index, value in counters.items():
+                self.ctrl_i64[index] = value
+        finally:
+            self.ctrl_lock.write_end()
+
+    def read_result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.res_lock.read(
+            lambda: (self.res_model.copy(), self.res_robot.copy(), self.res_i64.copy(), self.res_f64.copy())
+        )
+
+    # ------------------------------------------------------------ inference side
+    def read_counters(self) -> np.ndarray:
+        return self.ctrl_lock.read(lambda: self.ctrl_i64.copy())
+
+    def read_snapshot(self) -> dict[str, Any]:
+        def copy() -> dict[str, Any]:
+            return {
+                "i64": self.ctrl_i64.copy(),
+                "f64": self.ctrl_f64.copy(),
+                "state": self.obs_state.copy(),
+                "images": {n: a.copy() for n, a in self.obs_images.items()},
+                "info": {k: a.copy() for k, a in self.obs_info.items()},
+                "chunk_model": self.chunk_model.copy(),
+            }
+
+        snap = self.ctrl_lock.read(copy)
+        snap["info"] = {
+            k: (v.item() if scalar else v)
+            for (k, v), scalar in zip(snap["info"].items(), self.layout.info_scalar)
+        }
+        return snap
+
+    def publish_result(self, model: np.ndarray, robot: np.ndarray, meta: Mapping[int, int],
+                       times: Mapping[int, float]) -> int:
+        self.res_lock.write_begin()
+        try:
+            np.copyto(self.res_model, model, casting="unsafe")
+            np.copyto(self.res_robot, robot, casting="unsafe")
+            for index, value in meta.items():
+                self.res_i64[index] = value
+            for index, value in times.items():
+                self.res_f64[index] = value
+            self.res_i64[R.SEQ] += 1
+            seq = int(self.res_i64[R.SEQ])
+        finally:
+            self.res_lock.write_end()
+        return seq

@@ -1,0 +1,300 @@
+"""Lockstep evaluation of chunk-execution methods under a simulated inference delay.
+
+No real time: a lockstep robot (``realtime=false``) advances one control period per ``send``, the
+policy runs in this process, and its result is *held back* for ``d`` ticks (constant, or drawn
+per inference), exactly as if inference had taken ``d`` periods. The same ``ChunkScheduler`` as
+the real-time runtime decides which action runs each tick, so what this measures is what RTC
+does on the robot, minus the wall clock. Methods (the RTC paper's comparison):
+
+* ``sync``: the robot pauses while the model thinks (no ticks pass, the pause is counted), then
+  runs the new chunk from index 0; the upper bound that real time cannot have.
+* ``naive``: asynchronous, no guidance: the new chunk is swapped in at ``d`` as is.
+* ``blend``: ``W * prev + (1 - W) * new`` (the seed system's openpi inpainting).
+* ``rtc``: real VJP guidance with the soft mask (``schedule``, default ``exp``).
+* ``rtc_hard``: VJP guidance with hard masking (schedule ``zeros``).
+* ``custom``: the configured ``guidance`` + ``schedule`` (for Hydra sweeps over them).
+
+Per method and delay it reports success rate, chunk-boundary discontinuity (max |last executed
+old action - first new action|, robot units) and max jerk of the sent commands (units/s^3).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from algorithms.clock import VirtualClock
+from algorithms.common import ControlStep, policy_input
+from algorithms.rtc.chunk_logic import (
+    ChunkRejected,
+    ChunkScheduler,
+    DelayEstimator,
+    boundary_metrics,
+    clip_delay,
+    prev_remainder,
+)
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "sync": ("none", None),
+    "naive": ("none", None),
+    "blend": ("blend", None),
+    "rtc": ("vjp", None),
+    "rtc_hard": ("vjp", "zeros"),
+    "custom": (None, None),
+}
+DISTRIBUTIONS = ("constant", "uniform")
+
+
+@dataclass
+class _Pending:
+    due_tick: int
+    s: int
+    latency: int
+    d_estimate: int
+    robot: np.ndarray
+    model: np.ndarray
+
+
+class LockstepEvaluator:
+    """``algorithm=lockstep_eval``: one table of methods x delays per run (Hydra multirun sweeps
+    the knobs). ``delays_ticks`` are the (mean) simulated delays; ``delay_distribution=uniform``
+    draws each delay from ``[d - delay_spread_ticks, d + delay_spread_ticks]``."""
+
+    def __init__(
+        self,
+        run: Any,
+        methods: list[str] | tuple[str, ...] = ("sync", "naive", "blend", "rtc", "rtc_hard"),
+        delays_ticks: list[int] | tuple[int, ...] = (0, 1, 2, 4, 8),
+        delay_distribution: str = "constant",
+        delay_spread_ticks: int = 0,
+        execute_horizon: int = 25,
+        s_min: int | None = None,
+        delay_window: int = 10,
+        initial_delay_ticks: int | None = None,
+        warmup_inferences_excluded: int = 0,
+        guidance: str = "vjp",
+        schedule: str = "exp",
+        max_guidance_weight: float = 5.0,
+        stop_on_success: bool = True,
+        results_name: str = "lockstep",
+    ) -> None:
+        chunk_size = run.policy_metadata.chunk_size
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"algorithm.methods: unknown {unknown}; expected some of {list(METHODS)}")
+        if delay_distribution not in DISTRIBUTIONS:
+            raise ValueError(f"algorithm.delay_distribution={delay_distribution!r}; expected {DISTRIBUTIONS}")
+        if any(int(d) < 0 for d in delays_ticks) or delay_spread_ticks < 0:
+            raise ValueError("algorithm.delays_ticks and delay_spread_ticks must be >= 0")
+        self.s_min = int(execute_horizon if s_min is None else s_min)
+        if not 1 <= self.s_min <= chunk_size:
+            raise ValueError(f"algorithm.s_min/execute_horizon={self.s_min} must be in [1, {chunk_size}]")
+        self.run_obj = run
+        self.methods = [str(m) for m in methods]
+        self.delays_ticks = [int(d) for d in delays_ticks]
+        self.delay_distribution = delay_distribution
+        self.delay_spread_ticks = int(delay_spread_ticks)
+        self.execute_horizon = int(execute_horizon)
+        self.delay_window = int(delay_window)
+        self.initial_delay_ticks = initial_delay_ticks
+        self.warmup_inferences_excluded = int(warmup_inferences_excluded)
+        self.guidance = guidance
+        self.schedule = schedule
+        self.max_guidance_weight = float(max_guidance_weight)
+        self.stop_on_success = bool(stop_on_success)
+        self.results_name = results_name
+
+    def method_guidance(self, method: str) -> tuple[str, str]:
+        guidance, schedule = METHODS[method]
+        return (guidance or self.guidance), (schedule or self.schedule)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        run = self.run_obj
+        telemetry = run.make_telemetry()
+        robot = run.make_robot()
+        rows: list[dict[str, Any]] = []
+        summary: dict[str, Any] = {}
+        try:
+            if robot.realtime:
+                raise ValueError("lockstep_eval needs a lockstep robot (robot.realtime=false)")
+            policy = run.make_policy()
+            normalizer = run.make_normalizer()
+            policy.freeze()
+            policy.warmup()
+            robot.start()
+            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry)
+            meta = run.policy_metadata
+            for method in self.methods:
+                for delay in self.delays_ticks:
+                    row = self._evaluate(method, delay, step, policy, normalizer, meta, telemetry)
+                    rows.append(row)
+                    log.info(
+                        "lockstep %-8s d=%d: success %.2f, discontinuity mean %.4f max %.4f, max jerk %.1f, underruns %d",
+                        method, delay, row["success_rate"], row["discontinuity_mean"],
+                        row["discontinuity_max"], row["max_jerk"], row["underruns"],
+                    )
+            self._write(rows)
+            summary = {"table": rows}
+        finally:
+            robot.stop()
+            summary = telemetry.close(
+                algorithm="lockstep_eval", policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
+                execute_horizon=self.execute_horizon, s_min=self.s_min, delay_distribution=self.delay_distribution,
+                schedule=self.schedule, max_guidance_weight=self.max_guidance_weight, **summary,
+            )
+        return summary
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        run_dir = self.run_obj.run_dir
+        (run_dir / f"{self.results_name}.json").write_text(json.dumps(rows, indent=1))
+        if rows:
+            with (run_dir / f"{self.results_name}.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+    # ------------------------------------------------------------------ one (method, delay) cell
+    def _evaluate(self, method, delay, step, policy, normalizer, meta, telemetry) -> dict[str, Any]:
+        run = self.run_obj
+        guidance, schedule = self.method_guidance(method)
+        successes, discs, jerks, rms_jerks, max_steps_pre = [], [], [], [], []
+        underruns = paused = inferences = rejected = ticks_total = 0
+        for episode in range(run.episodes):
+            seed = run.seed + episode
+            rng = np.random.default_rng([seed, delay, 7])
+            ep = self._episode(method, delay, guidance, schedule, seed, rng, step, policy, normalizer, meta, telemetry)
+            successes.append(ep["success"])
+            discs += ep["discontinuities"]
+            jerks.append(ep["max_jerk"])
+            rms_jerks.append(ep["rms_jerk"])
+            max_steps_pre.append(ep["max_step_planned"])
+            underruns += ep["underruns"]
+            paused += ep["paused_ticks"]
+            inferences += ep["inferences"]
+            rejected += ep["rejected"]
+            ticks_total += ep["ticks"]
+        finite = [d for d in discs if np.isfinite(d)]
+        jerks = [j for j in jerks if np.isfinite(j)]
+        return {
+            "method": method, "delay_ticks": delay, "guidance": guidance,
+            "schedule": schedule if guidance in ("vjp", "blend") else "",
+            "episodes": run.episodes, "success_rate": float(np.mean(successes)) if successes else 0.0,
+            "discontinuity_mean": float(np.mean(finite)) if finite else float("nan"),
+            "discontinuity_max": float(np.max(finite)) if finite else float("nan"),
+            "max_jerk": float(np.max(jerks)) if jerks else float("nan"),
+            "rms_jerk": float(np.nanmean(rms_jerks)) if rms_jerks else float("nan"),
+            "max_step_planned": float(np.nanmax(max_steps_pre)) if max_steps_pre else float("nan"),
+            "underruns": underruns, "paused_ticks": paused, "inferences": inferences,
+            "rejected_chunks": rejected, "ticks": ticks_total,
+        }
+
+    def _draw_delay(self, delay: int, rng: np.random.Generator) -> int:
+        if self.delay_distribution == "constant" or self.delay_spread_ticks == 0:
+            return delay
+        lo, hi = max(0, delay - self.delay_spread_ticks), delay + self.delay_spread_ticks
+        return int(rng.integers(lo, hi + 1))
+
+    def _episode(self, method, delay, guidance, schedule, seed, rng, step, policy, normalizer, meta, telemetry):
+        run = self.run_obj
+        H = meta.chunk_size
+        sched = ChunkScheduler(H, meta.action_dim, self.s_min)
+        initial = delay if self.initial_delay_ticks is None else int(self.initial_delay_ticks)
+        estimator = DelayEstimator(self.delay_window, initial, self.warmup_inferences_excluded)
+        obs = step.begin_episode(seed - run.seed, seed=seed)
+        clock = VirtualClock(1.0 / run.hz)
+        clock.start()
+        sync = method == "sync"
+        out = {"success": False, "discontinuities": [], "underruns": 0, "paused_ticks": 0,
+               "inferences": 0, "rejected": 0, "ticks": 0}
+        sent, planned_seq = [], []
+        pending: _Pending | None = None
+
+        def infer(s: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+            inp = policy_input(normalizer, step.history)
+            if s is None or s >= H or sync:
+                model = policy.predict(inp)
+                d_est = 0
+            else:
+                d_est = clip_delay(estimator.estimate(), s, H)
+                model = policy.guided_inference(
+                    inp, prev_remainder(sched.chunk_model, s), d_est, s, guidance=guidance,
+                    schedule=schedule, max_guidance_weight=self.max_guidance_weight,
+                )
+            model = np.asarray(model, dtype=np.float32)
+            out["inferences"] += 1
+            return normalizer.action_to_robot(model), model, d_est
+
+        def record(chunk_id, s, d_est, d_actual, disc, tick):
+            telemetry.inference({
+                "episode": seed - run.seed, "chunk_id": chunk_id, "t_start": clock.now(), "t_end": clock.now(),
+                "latency_ms": d_actual * clock.period_s * 1e3, "d_estimate": d_est, "d_actual": d_actual,
+                "s": s, "guidance": f"{method}:{guidance}", "discontinuity": disc, "tick": tick,
+                "method": method, "delay_ticks": delay,
+            })
+
+        def try_merge(tick: int) -> None:
+            nonlocal pending
+            if pending is None or pending.due_tick > tick:
+                return
+            p, pending = pending, None
+            try:
+                m = sched.merge(p.robot, p.model, p.s)
+            except ChunkRejected as exc:
+                out["rejected"] += 1
+                log.warning("lockstep: rejected chunk: %s", exc)
+                return
+            estimator.observe(m.d_actual)
+            out["discontinuities"].append(m.discontinuity)
+            record(m.chunk_id, p.s, p.d_estimate, m.d_actual, m.discontinuity, tick)
+
+        robot_chunk, model_chunk, _ = infer(None)
+        sched.start(robot_chunk, model_chunk)
+        record(sched.chunk_id, 0, 0, 0, None, 0)
+        for tick in range(run.max_steps):
+            clock.wait(tick)
+            try_merge(tick)
+            if pending is None and sched.should_trigger():
+                s = sched.t
+                robot_chunk, model_chunk, d_est = infer(s)
+                latency = self._draw_delay(delay, rng)
+                if sync:
+                    # the robot pauses `latency` ticks (no time passes in lockstep), then the new
+                    # chunk runs from index 0
+                    out["paused_ticks"] += latency
+                    last = sched.last_action
+                    try:
+                        sched.start(robot_chunk, model_chunk)
+                        disc = float(np.max(np.abs(robot_chunk[0] - last))) if last is not None else float("nan")
+                        out["discontinuities"].append(disc)
+                        record(sched.chunk_id, s, 0, 0, disc, tick)
+                    except ChunkRejected as exc:
+                        out["rejected"] += 1
+                        log.warning("lockstep: rejected chunk: %s", exc)
+                else:
+                    pending = _Pending(tick + latency, s, latency, d_est, robot_chunk, model_chunk)
+                    try_merge(tick)
+            planned = sched.step()
+            command, _, _, _ = step.act(planned.action)
+            sent.append(command)
+            if planned.action is not None:
+                planned_seq.append(planned.action)
+            obs, _ = step.observe()
+            out["ticks"] = tick + 1
+            if bool(obs.info.get("success", False)):
+                out["success"] = True
+                if self.stop_on_success:
+                    break
+        out["underruns"] = sched.underruns
+        metrics = boundary_metrics(np.asarray(sent), clock.period_s)
+        out["max_jerk"] = metrics["max_jerk"]
+        out["rms_jerk"] = metrics["rms_jerk"]
+        out["max_step_planned"] = boundary_metrics(np.asarray(planned_seq), clock.period_s)["max_step"]
+        return out

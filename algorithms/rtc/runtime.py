@@ -1,0 +1,488 @@
+"""RTC at run time: the control loop (this process) + the inference process (spawned).
+
+The control loop runs in the process that called ``RTCAlgorithm.run()`` (the app's main process),
+which builds and owns the robot, creates and unlinks the shared memory, and never waits on
+inference: per tick it reads the robot, merges a new chunk if one was published, publishes the
+observation and the chunk index, takes ``chunk[t]`` (or holds on underrun), filters it and sends it.
+
+Faults: the inference process' heartbeat and liveness are checked every tick. When it dies or
+stalls past ``stall_timeout_s`` the loop keeps executing what is left of the current chunk
+(through the safety filter), then holds the last safe command and raises ``AlgorithmFault`` with
+the cause -- or, with ``restart_on_failure``, starts a new inference process and carries on.
+Ctrl-C / SIGTERM: the robot is sent its hold command, the inference process is stopped (flag,
+then terminate, then kill; well inside 2 s) and the shared block is unlinked.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from algorithms.clock import make_clock
+from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary
+from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler
+from algorithms.rtc.layout import RF, C, H, Layout, R, SharedState, build_specs
+from algorithms.rtc.shm import SharedArrays, ShmRegistry, unique_block_name
+from algorithms.rtc.worker import WorkerConfig, inference_main
+
+log = logging.getLogger(__name__)
+
+GUIDANCE = ("vjp", "blend", "none")
+SCHEDULES = ("exp", "linear", "ones", "zeros")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class RTCAlgorithm:
+    """Real-time chunking (DESIGN.md section 4). Every knob is a constructor argument.
+
+    ``execute_horizon`` (ticks): the target number of actions executed from each chunk; the
+    trigger is ``t >= s_min`` with ``s_min = execute_horizon`` unless given. ``delay_window`` (b)
+    and ``initial_delay_ticks`` configure ``d = max(last b delays)``; the first
+    ``warmup_inferences_excluded`` delays are not recorded. ``guidance``/``schedule``/
+    ``max_guidance_weight`` are handed to ``policy.guided_inference``. ``inference_threads``
+    caps torch's CPU threads in the inference process (null = torch's default), so a CPU policy
+    leaves a core to the control loop.
+    """
+
+    def __init__(
+        self,
+        run: Any,
+        execute_horizon: int = 25,
+        s_min: int | None = None,
+        delay_window: int = 10,
+        initial_delay_ticks: int = 4,
+        warmup_inferences_excluded: int = 1,
+        guidance: str = "vjp",
+        schedule: str = "exp",
+        max_guidance_weight: float = 5.0,
+        stall_timeout_s: float = 5.0,
+        restart_on_failure: bool = False,
+        max_restarts: int = 3,
+        startup_timeout_s: float = 120.0,
+        first_chunk_timeout_s: float = 30.0,
+        stop_timeout_s: float = 1.0,
+        poll_interval_s: float = 0.001,
+        inference_threads: int | None = None,
+        stop_on_success: bool = True,
+    ) -> None:
+        chunk_size = run.policy_metadata.chunk_size
+        self.s_min = int(execute_horizon if s_min is None else s_min)
+        if not 1 <= self.s_min <= chunk_size:
+            raise ValueError(f"algorithm.s_min/execute_horizon={self.s_min} must be in [1, chunk_size={chunk_size}]")
+        if guidance not in GUIDANCE:
+            raise ValueError(f"algorithm.guidance={guidance!r}; expected one of {GUIDANCE}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"algorithm.schedule={schedule!r}; expected one of {SCHEDULES}")
+        if delay_window < 1 or initial_delay_ticks < 0 or warmup_inferences_excluded < 0:
+            raise ValueError("algorithm.delay_window >= 1, initial_delay_ticks >= 0, warmup_inferences_excluded >= 0")
+        if stall_timeout_s <= 0 or poll_interval_s <= 0:
+            raise ValueError("algorithm.stall_timeout_s and poll_interval_s must be > 0")
+        self.run_obj = run
+        self.execute_horizon = int(execute_horizon)
+        self.guidance = guidance
+        self.schedule = schedule
+        self.stall_timeout_s = float(stall_timeout_s)
+        self.restart_on_failure = bool(restart_on_failure)
+        self.max_restarts = int(max_restarts)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.first_chunk_timeout_s = float(first_chunk_timeout_s)
+        self.stop_timeout_s = float(stop_timeout_s)
+        self.stop_on_success = bool(stop_on_success)
+        self.worker_cfg = WorkerConfig(
+            s_min=self.s_min, delay_window=int(delay_window), initial_delay_ticks=int(initial_delay_ticks),
+            warmup_inferences_excluded=int(warmup_inferences_excluded), guidance=guidance,
+            schedule=schedule, max_guidance_weight=float(max_guidance_weight),
+            poll_interval_s=float(poll_interval_s),
+            inference_threads=None if inference_threads is None else int(inference_threads),
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+
+    def run(self) -> dict[str, Any]:
+        return _Runtime(self).execute()
+
+
+class _Runtime:
+    """One run's state (kept out of the picklable algorithm object)."""
+
+    def __init__(self, algo: RTCAlgorithm) -> None:
+        self.algo = algo
+        self.run = algo.run_obj
+        self.ctx = mp.get_context("spawn")
+        self.proc: Any = None
+        self.log_queue: Any = None
+        self.log_thread: threading.Thread | None = None
+        self.arrays: SharedArrays | None = None
+        self.shared: SharedState | None = None
+        self.layout: Layout | None = None
+        self.worker_fault: str | None = None
+        self.fault: str | None = None
+        self.restarts = 0
+        self.rejected_chunks = 0
+        self.discarded_results = 0
+        self.episode_no = 0
+        self.ack = 0  # last result seq consumed (published to the inference process with the chunk)
+        self.chunk_d_actual = -1  # d_actual of the merge that made the current chunk
+
+    # ------------------------------------------------------------------ top level
+    def execute(self) -> dict[str, Any]:
+        run = self.run
+        telemetry = run.make_telemetry()
+        self.telemetry = telemetry
+        robot = run.make_robot()
+        summary: dict[str, Any] = {}
+        results: list[EpisodeResult] = []
+        step: ControlStep | None = None
+        self._install_signals()
+        try:
+            if not robot.realtime:
+                log.warning("rtc: robot is lockstep (realtime=false): delays are wall-clock, not ticks; "
+                            "use algorithm=lockstep_eval to evaluate with simulated delays")
+            robot.start()
+            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry,
+                               run.make_recorder())
+            step.start_recording(run.run_dir)
+            self.step = step
+            meta = run.policy_metadata
+            self.scheduler = ChunkScheduler(meta.chunk_size, meta.action_dim, self.algo.s_min)
+            # shared memory is laid out from a first observation, and the policy is built and
+            # warmed up, before the first episode homes the robot: the episode's clock starts
+            # with the model ready
+            self._create_shared(meta, robot.read())
+            self._start_worker()
+            self._wait_ready()
+            for episode in range(run.episodes):
+                obs = step.begin_episode(episode, seed=run.seed + episode)
+                results.append(self._episode(episode, obs))
+                log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
+                if self.fault is not None:
+                    break
+            summary = episode_summary(results)
+        except BaseException:
+            if step is not None:
+                self._hold(step)
+            raise
+        finally:
+            self._stop_worker()
+            self._close_log_queue()
+            self._release_shared()
+            self._restore_signals()
+            robot.stop()
+            summary.update(
+                algorithm="rtc", guidance=self.algo.guidance, schedule=self.algo.schedule,
+                execute_horizon=self.algo.execute_horizon, s_min=self.algo.s_min,
+                rejected_chunks=self.rejected_chunks, stale_chunks=self.scheduler.stale_chunks
+                if hasattr(self, "scheduler") else 0, restarts=self.restarts, fault=self.fault,
+                discarded_results=self.discarded_results,
+            )
+            if step is not None:
+                summary["safety"] = vars(step.safety.counters)
+                summary.update(step.stop_recording())
+            summary = telemetry.close(**summary)
+        if self.fault is not None:
+            raise AlgorithmFault(self.fault)
+        return summary
+
+    def _install_signals(self) -> None:
+        """SIGTERM -> KeyboardInterrupt while we run, unless the app already handles it (it does
+        for ``python -m inference``), so the ``finally`` cleanup runs for any caller."""
+        self._old_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def _restore_signals(self) -> None:
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    @staticmethod
+    def _hold(step: ControlStep) -> None:
+        if step.safety.last_command is None:  # nothing was ever commanded: nothing to hold
+            return
+        try:
+            step.act(None)
+        except Exception:  # the robot may be what failed
+            log.exception("rtc: could not send the hold command")
+
+    # ------------------------------------------------------------------ shared memory + worker
+    def _create_shared(self, meta: Any, first_obs: Any) -> None:
+        history = self.run.make_history()
+        history.push(first_obs)
+        snap = history.snapshot()
+        info = first_obs.info
+        specs, info_keys, info_scalar = build_specs(
+            snap.state.shape, snap.images, info, meta.chunk_size, meta.action_dim
+        )
+        name = unique_block_name("run")
+        self.layout = Layout(name, tuple(specs), meta.chunk_size, meta.action_dim,
+                             tuple(snap.images), info_keys, info_scalar)
+        self.arrays = SharedArrays.create(specs, name=name)
+        ShmRegistry.add(self.arrays)
+        self.shared = SharedState(self.arrays, self.layout)
+        log.info("rtc: shared block %s, %.1f kB", name, self.arrays.shm.size / 1024)
+
+    def _release_shared(self) -> None:
+        if self.arrays is not None:
+            self.shared = None
+            ShmRegistry.release(self.arrays)
+            self.arrays = None
+
+    def _start_worker(self) -> None:
+        shared = self.shared
+        assert shared is not None and self.layout is not None
+        if shared.res_lock.counter[0] % 2:  # a killed writer left it mid-write
+            shared.res_lock.counter[0] += 1
+        shared.hb_i64[H.READY] = 0
+        shared.hb_f64[H.BEAT] = time.monotonic()
+        shared.ctrl_i64[C.STOP] = 0
+        self.ack = int(shared.res_i64[R.SEQ])
+        shared.set_counters({C.RESULT_ACK: self.ack})
+        self.worker_fault = None
+        if self.log_queue is None:
+            self.log_queue = self.ctx.Queue()
+            self.log_thread = threading.Thread(target=self._drain_logs, name="rtc-inference-log", daemon=True)
+            self.log_thread.start()
+        self.proc = self.ctx.Process(
+            target=inference_main, name="rtc-inference",
+            args=(self.run, self.layout, self.algo.worker_cfg, self.log_queue, os.getpid()),
+            daemon=True,
+        )
+        self.proc.start()
+        self.worker_started = time.monotonic()
+        self.telemetry.event("inference_process_start", pid=self.proc.pid, restarts=self.restarts)
+        log.info("rtc: inference process %d started", self.proc.pid)
+
+    def _drain_logs(self) -> None:
+        while True:
+            try:
+                item = self.log_queue.get()
+            except (EOFError, OSError):
+                return
+            if item is None:
+                return
+            if isinstance(item, tuple) and item and item[0] == "fault":
+                self.worker_fault = item[1]
+                continue
+            if isinstance(item, logging.LogRecord):
+                logging.getLogger(item.name).handle(item)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.algo.startup_timeout_s
+        while self.shared.hb_i64[H.READY] != 1:
+            if not self.proc.is_alive():
+                time.sleep(0.1)  # let the traceback reach the log
+                self.fault = f"inference process failed at start: {self._death_cause()}"
+                raise AlgorithmFault(self.fault)
+            if time.monotonic() > deadline:
+                self.fault = f"inference process not ready after {self.algo.startup_timeout_s} s"
+                raise AlgorithmFault(self.fault)
+            time.sleep(0.01)
+
+    def _death_cause(self) -> str:
+        code = self.proc.exitcode if self.proc is not None else None
+        cause = f"inference process exited with code {code}"
+        if code is not None and code < 0:
+            cause = f"inference process killed by signal {-code}"
+        if self.worker_fault:
+            cause += f" ({self.worker_fault})"
+        return cause
+
+    def _stop_worker(self, graceful: bool = True) -> None:
+        """Stop the inference process: stop flag (graceful), then SIGTERM, then SIGKILL.
+
+        ``graceful=False`` (fault path) kills at once so the control loop never blocks on a
+        stalled process.
+        """
+        proc = self.proc
+        if proc is None:
+            return
+        if graceful:
+            if self.shared is not None:
+                self.shared.ctrl_i64[C.STOP] = 1
+            proc.join(self.algo.stop_timeout_s * 0.6)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(self.algo.stop_timeout_s * 0.3)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
+        self.proc = None
+
+    def _close_log_queue(self) -> None:
+        if self.log_queue is None:
+            return
+        try:
+            self.log_queue.put(None)
+            if self.log_thread is not None:
+                self.log_thread.join(0.5)
+        except (OSError, ValueError):
+            pass
+        self.log_queue.close()
+        self.log_queue.cancel_join_thread()
+        self.log_queue = None
+        self.log_thread = None
+
+    def _check_worker(self, now: float) -> str | None:
+        """Cause of a dead or stalled inference process, or None while it is healthy."""
+        if self.proc is None:
+            return "inference process not running"
+        if not self.proc.is_alive():
+            return self._death_cause()
+        if self.shared.hb_i64[H.READY] != 1:
+            if now - self.worker_started > self.algo.startup_timeout_s:
+                return f"inference process not ready after {self.algo.startup_timeout_s} s"
+            return None
+        beat = float(self.shared.hb_f64[H.BEAT])
+        if now - beat > self.algo.stall_timeout_s:
+            return f"inference process stalled: no heartbeat for {now - beat:.2f} s (stall_timeout_s={self.algo.stall_timeout_s})"
+        return None
+
+    def _on_fault(self, cause: str) -> None:
+        log.error("rtc: %s; finishing the current chunk through the safety filter, then holding", cause)
+        self.telemetry.event("inference_fault", cause=cause, remaining=self.scheduler.remaining)
+        if self.algo.restart_on_failure and self.restarts < self.algo.max_restarts:
+            self._stop_worker(graceful=False)
+            self.restarts += 1
+            self._start_worker()
+            return
+        self.fault = cause
+        self._stop_worker(graceful=False)
+
+    # ------------------------------------------------------------------ one episode
+    def _publish(self, tick: int, tick_time: float, chunk: bool = False) -> None:
+        snap = self.step.history.snapshot()
+        last = self.step.history.last
+        sched = self.scheduler
+        self.shared.publish_observation(
+            snap.state, snap.images, last.info if last is not None else {},
+            {C.EPISODE: self.episode_no, C.TICK: tick, C.CHUNK_ID: sched.chunk_id, C.T: sched.t,
+             C.OBS_VALID: 1, C.RESULT_ACK: self.ack, C.CHUNK_D_ACTUAL: self.chunk_d_actual},
+            obs_time=snap.timestamp, tick_time=tick_time,
+            chunk=(sched.chunk_model, sched.chunk_robot) if chunk else None,
+        )
+
+    def _take_result(self, tick: int, episode: int) -> bool:
+        """Merge a published result if there is one; True if the current chunk changed.
+
+        The acknowledgement and the new chunk reach the inference process together, in the same
+        seqlocked ``_publish`` of this tick: it must never see "result consumed" next to the old
+        chunk, or it would start a useless inference from the old chunk.
+        """
+        shared = self.shared
+        if self.fault is not None or self.proc is None:
+            return False
+        if int(shared.res_i64[R.SEQ]) == self.ack:
+            return False
+        try:
+            model, robot, meta, times = shared.read_result()
+        except TimeoutError:
+            return False
+        self.ack = int(meta[R.SEQ])
+        sched = self.scheduler
+        if meta[R.EPISODE] != self.episode_no or meta[R.BASE_CHUNK_ID] != sched.chunk_id:
+            self.discarded_results += 1
+            return False
+        base = dict(
+            episode=episode, t_start=float(times[RF.T_START]), t_end=float(times[RF.T_END]),
+            latency_ms=(float(times[RF.T_END]) - float(times[RF.T_START])) * 1e3,
+            policy_ms=float(times[RF.POLICY_MS]), d_estimate=int(meta[R.D_ESTIMATE]),
+            s=int(meta[R.S]), snapshot_tick=int(meta[R.SNAPSHOT_TICK]), merge_tick=tick,
+            guidance=self.algo.guidance if meta[R.GUIDED] else "none",
+        )
+        try:
+            if not sched.has_chunk:
+                chunk_id = sched.start(robot, model)
+                d_actual, disc, stale = 0, None, False
+            else:
+                merge = sched.merge(robot, model, int(meta[R.S]))
+                chunk_id, d_actual, stale = merge.chunk_id, merge.d_actual, merge.stale
+                disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
+        except ChunkRejected as exc:
+            self.rejected_chunks += 1
+            log.warning("rtc: rejected chunk from inference %d: %s (not executed)", int(meta[R.SEQ]), exc)
+            self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
+            self.telemetry.inference({**base, "chunk_id": -1, "d_actual": None, "rejected": 1})
+            return False
+        self.chunk_d_actual = d_actual if sched.merges else -1
+        # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
+        self.step.new_chunk(episode, chunk_id, tick - d_actual, np.array(robot, copy=True))
+        self.telemetry.inference({**base, "chunk_id": chunk_id, "d_actual": d_actual,
+                                  "discontinuity": disc, "stale": int(stale), "rejected": 0})
+        return True
+
+    def _episode(self, episode: int, obs: Any) -> EpisodeResult:
+        run, step, sched = self.run, self.step, self.scheduler
+        result = EpisodeResult(episode)
+        sched.reset()
+        self.episode_no += 1
+        self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
+        # first chunk: the robot holds still (no ticks yet) until it arrives
+        deadline = time.monotonic() + self.algo.first_chunk_timeout_s
+        self.chunk_d_actual = -1
+        while not self._take_result(0, episode):
+            if int(self.shared.ctrl_i64[C.RESULT_ACK]) != self.ack:  # rejected/discarded: say so
+                self._publish(tick=0, tick_time=time.monotonic())
+            cause = self._check_worker(time.monotonic())
+            if cause is not None:
+                self._hold(step)
+                self._on_fault(cause)
+                if self.fault is not None:
+                    return result
+                deadline = time.monotonic() + self.algo.first_chunk_timeout_s + self.algo.startup_timeout_s
+            if time.monotonic() > deadline:
+                self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
+                self._hold(step)
+                return result
+            time.sleep(0.001)
+        self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
+
+        clock = make_clock(1.0 / run.hz, step.robot.realtime)
+        clock.start()
+        tick = 0
+        while tick < run.max_steps:
+            scheduled, actual = clock.wait(tick)
+            if tick > 0:
+                obs, read_ms = step.observe()
+            else:
+                read_ms = 0.0
+            c0 = time.perf_counter()
+            cause = self._check_worker(actual) if self.fault is None and self.proc is not None else None
+            if cause is not None:
+                self._on_fault(cause)
+            merged = self._take_result(tick, episode)
+            if self.fault is None:
+                self._publish(tick, actual, chunk=merged)
+            planned = sched.step()
+            compute_ms = (time.perf_counter() - c0) * 1e3
+            command, send_ms, held, rejected = step.act(planned.action)
+            self.telemetry.command(episode, tick, command, obs.state)
+            result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
+            result.success = result.success or bool(obs.info.get("success", False))
+            self.telemetry.tick({
+                "episode": episode, "tick": tick, "t_sched": scheduled, "t_actual": actual,
+                "period_error_ms": (actual - scheduled) * 1e3, "read_ms": read_ms,
+                "compute_ms": compute_ms, "send_ms": send_ms, "chunk_id": planned.chunk_id,
+                "chunk_index": planned.index, "underrun": int(planned.underrun),
+                "held": int(held), "rejected": int(rejected),
+            })
+            tick += 1
+            if self.fault is not None and sched.remaining == 0:
+                # the current chunk is used up: hold one more tick, then end the run
+                self._hold(step)
+                break
+            if result.success and self.algo.stop_on_success:
+                break
+        result.ticks = tick
+        self.telemetry.event("episode_end", episode=episode, ticks=tick, success=result.success,
+                             underruns=sched.underruns)
+        return result

@@ -1,0 +1,144 @@
+"""Latency of the flow policy: unguided predict vs RTC guided inference (VJP) vs one bare velocity call.
+
+    python benchmarks/bench_inference.py                      # CPU, H in 16 32 50, steps 5 10
+    python benchmarks/bench_inference.py --device cuda --horizons 50 --steps 10
+
+Models use the bundled architecture (from its config.json; random weights for chunk sizes other
+than the bundled one, which do not change the cost). Per case it reports the median (and p90)
+wall time of: ``velocity`` (one action-expert call v(A, tau), prefix already encoded),
+``prefix`` (observation encoding, done once per chunk), ``predict`` and ``guided_inference`` with
+``guidance=vjp`` and ``blend``, and the ratios. Writes a markdown table to
+``benchmarks/results/inference.md`` (``--out``) with the command line at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from policies.base import PolicyInput  # noqa: E402
+from policies.flow import FlowModel, FlowPolicy  # noqa: E402
+from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, resolve_path, save_checkpoint  # noqa: E402
+
+
+def timed(fn, repeats: int, sync) -> tuple[float, float]:
+    """(median, p90) in milliseconds after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t) * 1e3)
+    out.sort()
+    return statistics.median(out), out[min(len(out) - 1, int(0.9 * len(out)))]
+
+
+def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool) -> FlowPolicy:
+    bundled = resolve_path(DEFAULT_CHECKPOINT)
+    cfg, _ = load_config(bundled)
+    if cfg.chunk_size == horizon:
+        ck = bundled
+    else:
+        cfg.chunk_size = horizon
+        torch.manual_seed(0)
+        ck = tmp / f"h{horizon}"
+        if not ck.exists():
+            save_checkpoint(ck, FlowModel(cfg))
+    return FlowPolicy(checkpoint=str(ck), device=device, num_steps=steps, autocast_bf16=bf16)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--horizons", type=int, nargs="+", default=[16, 32, 50])
+    ap.add_argument("--steps", type=int, nargs="+", default=[5, 10])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="autocast_bf16 in the policy")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for horizon in args.horizons:
+            for steps in args.steps:
+                p = make_policy(horizon, steps, args.device, Path(tmpdir), args.bf16)
+                m = p.metadata
+                rng = np.random.default_rng(0)
+                obs = PolicyInput(
+                    state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
+                    images={c: rng.random((1, 3, *m.image_size), dtype=np.float32) for c in m.camera_names},
+                )
+                prev = rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32)
+                d, s = max(1, horizon // 10), horizon // 2
+                with torch.inference_mode():
+                    prefix = p._encode_prefix(obs)
+                    a = torch.randn(1, m.chunk_size, m.action_dim, device=dev)
+                    tau = torch.tensor(0.5, device=dev)
+                    vel = p._velocity_fn(prefix)
+                    t_vel = timed(lambda: vel(a, tau), args.repeats, sync)
+                    t_pre = timed(lambda: p._encode_prefix(obs), args.repeats, sync)
+                t_pred = timed(lambda: p.predict(obs), args.repeats, sync)
+                t_vjp = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="vjp"), args.repeats, sync)
+                t_blend = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="blend"), args.repeats, sync)
+                rows.append((horizon, steps, t_vel, t_pre, t_pred, t_vjp, t_blend))
+                print(
+                    f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
+                    f"predict {t_pred[0]:.2f} ms, guided vjp {t_vjp[0]:.2f} ms "
+                    f"({t_vjp[0] / t_pred[0]:.2f}x predict), blend {t_blend[0]:.2f} ms",
+                    flush=True,
+                )
+
+    script = Path(sys.argv[0]).resolve()
+    shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
+    cmd = " ".join(["python", shown, *sys.argv[1:]])
+    lines = [
+        "# Flow policy inference latency",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} threads{', bf16 autocast' if args.bf16 else ''}); {args.repeats} timed calls per cell "
+        "after 2 warm-up calls; median (p90) in ms. Bundled architecture "
+        "(3 cameras 96x128, 14-dim); delay d = max(1, H/10), execute horizon s = H/2.",
+        "",
+        "`velocity` = one action-expert call v(A, tau) with the observation prefix already encoded; "
+        "`prefix` = observation encoding (once per chunk); `predict` = prefix + n Euler steps "
+        "(inference_mode); `vjp` = RTC guided inference (prefix + n steps of forward + reverse pass); "
+        "`blend` = predict + W*prev + (1-W)*new.",
+        "",
+        "| H | steps | velocity | prefix | predict | vjp | blend | predict / velocity | vjp / velocity | vjp / predict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda t: f"{t[0]:.2f} ({t[1]:.2f})"  # noqa: E731
+    for h, n, tv, tp, tpred, tvjp, tb in rows:
+        lines.append(
+            f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | {fmt(tpred)} | {fmt(tvjp)} | {fmt(tb)} | "
+            f"{tpred[0] / tv[0]:.1f} | {tvjp[0] / tv[0]:.1f} | {tvjp[0] / tpred[0]:.2f} |"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""FlowPolicy: the bundled learned chunk policy (pi0-style flow matching), CPU or GPU.
+
+Model space in and out (``policies/base.py``): the engine normalizes the observation and hands back
+the previous chunk in the same normalized space, so RTC guidance happens where the model works.
+All guidance math comes from ``policies.guidance``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
+from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_model, resolve_path
+from policies.flow.model import FlowModel, Prefix
+from policies.guidance import blend, euler_sample, guided_euler_sample, prefix_weights
+from policies.registry import POLICY_REGISTRY
+
+logger = logging.getLogger(__name__)
+
+
+def _check(name: str, configured: Any, from_checkpoint: Any, checkpoint: str) -> None:
+    if configured is not None and configured != from_checkpoint:
+        raise ValueError(
+            f"flow policy: {name}={configured!r} in the config but {name}={from_checkpoint!r} "
+            f"in checkpoint {checkpoint}"
+        )
+
+
+@POLICY_REGISTRY.register("flow")
+class FlowPolicy:
+    """Loads a checkpoint directory and samples action chunks with ``num_steps`` Euler steps.
+
+    Parameters (all config keys of ``conf/policy/flow.yaml``):
+        checkpoint: checkpoint directory; relative paths are resolved against the repo root.
+        chunk_size, action_dim, state_dim, camera_names, image_size: expected values, checked
+            against the checkpoint (``None`` = take the checkpoint's). image_size is (height, width).
+        device: ``auto`` (cuda if available), ``cpu`` or ``cuda[:i]``.
+        compile: ``torch.compile`` the action expert at :meth:`warmup` (falls back with a warning
+            where no compiler toolchain exists).
+        autocast_bf16: run the network under bf16 autocast (the Euler state stays float32).
+        cudnn_benchmark: set ``torch.backends.cudnn.benchmark`` (no effect on CPU).
+        num_steps: Euler steps per chunk.
+        seed: seed of the sampling-noise generator (reproducible chunks for a fixed input order).
+        normalizer: accepted and ignored: the engine owns normalization.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str = DEFAULT_CHECKPOINT,
+        chunk_size: int | None = None,
+        action_dim: int | None = None,
+        state_dim: int | None = None,
+        camera_names: Sequence[str] | None = None,
+        image_size: Sequence[int] | None = None,
+        device: str = "auto",
+        compile: bool = False,  # noqa: A002 - config key
+        autocast_bf16: bool = False,
+        cudnn_benchmark: bool = False,
+        num_steps: int = 10,
+        seed: int = 0,
+        normalizer: Any = None,
+    ) -> None:
+        if num_steps <= 0:
+            raise ValueError(f"flow policy: num_steps must be positive, got {num_steps}")
+        self.checkpoint = resolve_path(checkpoint)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        model, self.meta = load_model(self.checkpoint, map_location="cpu")
+        cfg = model.cfg
+        ck = str(self.checkpoint)
+        _check("chunk_size", chunk_size, cfg.chunk_size, ck)
+        _check("action_dim", action_dim, cfg.action_dim, ck)
+        _check("state_dim", state_dim, cfg.state_dim, ck)
+        _check("camera_names", None if camera_names is None else tuple(camera_names), cfg.camera_names, ck)
+        _check("image_size", None if image_size is None else tuple(image_size), cfg.image_size, ck)
+        self.model: FlowModel = model.to(self.device)
+        self.num_steps = int(num_steps)
+        self.seed = int(seed)
+        self.compile = bool(compile)
+        self.autocast_bf16 = bool(autocast_bf16)
+        if cudnn_benchmark and self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(self.seed)
+        self._velocity = self.model.velocity
+        self._encode = self.model.encode_prefix
+        self.metadata = PolicyMetadata(
+            chunk_size=cfg.chunk_size,
+            action_dim=cfg.action_dim,
+            state_dim=cfg.state_dim,
+            camera_names=tuple(cfg.camera_names),
+            image_size=tuple(cfg.image_size),
+            state_history=1,
+            num_img_obs=1,
+            supports_vjp=True,
+            needs_privileged=False,
+        )
+        self.freeze()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Eval mode, no parameter gradients (the guidance VJP is w.r.t. the chunk only)."""
+        self.model.eval()
+        self.model.requires_grad_(False)
+
+    def warmup(self) -> None:
+        """Compile (if asked) and run one unguided and one guided inference on a blank input."""
+        if self.compile:
+            try:
+                self._velocity = torch.compile(self.model.velocity, dynamic=False)
+                self._encode = torch.compile(self.model.encode_prefix, dynamic=False)
+            except Exception as exc:  # pragma: no cover - depends on the toolchain
+                logger.warning("torch.compile unavailable (%s); running eagerly", exc)
+        m = self.metadata
+        h, w = m.image_size
+        obs = PolicyInput(
+            state=np.zeros((1, m.state_dim), np.float32),
+            images={c: np.zeros((1, 3, h, w), np.float32) for c in m.camera_names},
+        )
+        noise = np.zeros((m.chunk_size, m.action_dim), np.float32)
+        try:
+            self.predict(obs, noise=noise)
+            self.guided_inference(obs, noise, delay=1, execute_horizon=1, noise=noise)
+        except Exception as exc:
+            if self.compile and self._velocity is not self.model.velocity:
+                logger.warning("compiled flow model failed at warmup (%s); running eagerly", exc)
+                self._velocity, self._encode = self.model.velocity, self.model.encode_prefix
+                self.predict(obs, noise=noise)
+            else:
+                raise
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _tensors(self, obs: PolicyInput) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.metadata
+        state = np.asarray(obs.state, dtype=np.float32)
+        state = state.reshape(-1, state.shape[-1])[-1]
+        if state.shape != (m.state_dim,):
+            raise ValueError(f"flow policy: state has dim {state.shape[-1]}, expected {m.state_dim}")
+        frames = []
+        for cam in m.camera_names:
+            if cam not in obs.images:
+                raise ValueError(f"flow policy: camera {cam!r} missing; got {sorted(obs.images)}")
+            img = np.asarray(obs.images[cam], dtype=np.float32)
+            img = img.reshape(-1, *img.shape[-3:])[-1]
+            if img.shape != (3, *m.image_size):
+                raise ValueError(
+                    f"flow policy: camera {cam!r} image shape {img.shape}, expected (3, {m.image_size[0]}, "
+                    f"{m.image_size[1]})"
+                )
+            frames.append(img)
+        s = torch.from_numpy(state).to(self.device)[None]
+        im = torch.from_numpy(np.stack(frames)).to(self.device)[None]
+        return s, im
+
+    def _noise(self, noise: np.ndarray | None) -> torch.Tensor:
+        m = self.metadata
+        if noise is not None:
+            t = torch.as_tensor(np.asarray(noise, np.float32), device=self.device)
+            return t.reshape(1, m.chunk_size, m.action_dim).clone()
+        return torch.randn((1, m.chunk_size, m.action_dim), generator=self._generator, device=self.device)
+
+    def _velocity_fn(self, prefix: Prefix):
+        def fn(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                v = self._velocity(prefix, a, tau)
+            return v.float()
+
+        return fn
+
+    def _encode_prefix(self, obs: PolicyInput) -> Prefix:
+        s, im = self._tensors(obs)
+        with self._autocast():
+            return self._encode(s, im)
+
+    def reset_noise(self, seed: int | None = None) -> None:
+        """Re-seed the sampling-noise generator (``seed`` defaults to the configured one)."""
+        self._generator.manual_seed(self.seed if seed is None else int(seed))
+
+    def velocity(self, obs: PolicyInput, actions: np.ndarray, tau: float) -> np.ndarray:
+        """One bare network call ``v(A, tau)`` (prefix included); for benchmarks and probes."""
+        with torch.inference_mode():
+            prefix = self._encode_prefix(obs)
+            a = torch.as_tensor(np.asarray(actions, np.float32), device=self.device)[None]
+            v = self._velocity_fn(prefix)(a, torch.tensor(float(tau), device=self.device))
+        return v[0].cpu().numpy()
+
+    # -- Policy protocol --------------------------------------------------------------------------
+    def predict(self, obs: PolicyInput, *, noise: np.ndarray | None = None) -> np.ndarray:
+        """Unguided chunk (chunk_size, action_dim) float32 in model space.
+
+        ``noise`` (optional, (H, action_dim)) replaces the generator's draw, for reproducibility.
+        """
+        with torch.inference_mode():
+            prefix = self._encode_prefix(obs)
+            a = euler_sample(self._velocity_fn(prefix), self._noise(noise), self.num_steps)
+        return a[0].float().cpu().numpy()
+
+    def guided_inference(
+        self,
+        obs: PolicyInput,
+        prev_chunk: np.ndarray,
+        delay: int,
+        execute_horizon: int,
+        guidance: Guidance = "vjp",
+        schedule: Schedule = "exp",
+        max_guidance_weight: float = 5.0,
+        *,
+        noise: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """A chunk continuing ``prev_chunk`` (model space; shorter inputs are zero-padded to H).
+
+        ``guidance``: ``vjp`` (RTC, gradients through the action expert), ``blend``
+        (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive asynchronous execution).
+        """
+        m = self.metadata
+        if guidance == "none":
+            return self.predict(obs, noise=noise)
+        prev = np.asarray(prev_chunk, dtype=np.float32)
+        if prev.ndim != 2 or prev.shape[1] != m.action_dim or prev.shape[0] > m.chunk_size:
+            raise ValueError(
+                f"flow policy: prev_chunk shape {prev.shape}, expected (<= {m.chunk_size}, {m.action_dim})"
+            )
+        if prev.shape[0] < m.chunk_size:
+            prev = np.concatenate([prev, np.zeros((m.chunk_size - prev.shape[0], m.action_dim), np.float32)])
+        weights = prefix_weights(m.chunk_size, int(delay), int(execute_horizon), schedule)
+        if guidance == "blend":
+            return blend(prev, self.predict(obs, noise=noise), weights)
+        if guidance != "vjp":
+            raise ValueError(f"flow policy: unknown guidance {guidance!r}; expected vjp, blend or none")
+        with torch.no_grad():
+            prefix = self._encode_prefix(obs)
+            y = torch.from_numpy(prev).to(self.device)[None]
+            a = guided_euler_sample(
+                self._velocity_fn(prefix),
+                self._noise(noise),
+                y,
+                torch.from_numpy(weights).to(self.device),
+                self.num_steps,
+                float(max_guidance_weight),
+            )
+        return a[0].float().cpu().numpy()

@@ -1,0 +1,206 @@
+"""Train the bundled flow policy: ``python -m policies.flow.train [key=value ...]``.
+
+Config: ``conf/train/flow.yaml``. Steps: record (or reload) scripted-expert demonstrations in the
+lockstep sim, compute normalization stats (``Normalizer.compute_stats``; z-score with a std floor),
+train with Lightning Fabric (bf16-mixed on GPU, fp32 on CPU) keeping an EMA of the weights, and
+write the EMA weights as a checkpoint dir the policy loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from policies.flow.checkpoint import resolve_path, save_checkpoint
+from policies.flow.data import Demos, demo_summary, record_demos
+from policies.flow.model import FlowModel, FlowModelConfig
+from policies.normalize import Normalizer
+
+logger = logging.getLogger(__name__)
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "train")
+
+
+def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
+    cache = resolve_path(data.cache) if data.get("cache") else None
+    if cache is not None and cache.is_file():
+        demos = Demos.load(cache)
+        if demos.actions.shape[1] == chunk_size:
+            logger.info("loaded demonstrations from %s: %s", cache, demo_summary(demos))
+            return demos
+        logger.info("cached demonstrations have chunk %d != %d; re-recording", demos.actions.shape[1], chunk_size)
+    demos = record_demos(
+        episodes=data.episodes,
+        seed_offset=data.seed_offset,
+        chunk_size=chunk_size,
+        max_steps=data.max_steps,
+        sample_every=data.sample_every,
+        action_noise_std=data.action_noise_std,
+        noise_corr_ticks=data.noise_corr_ticks,
+        ticks_after_success=data.ticks_after_success,
+        keep_failed=data.keep_failed,
+        hz=data.hz,
+        width=data.width,
+        height=data.height,
+        cameras=dict(data.cameras),
+    )
+    logger.info("recorded %s", demo_summary(demos))
+    if cache is not None:
+        demos.save(cache)
+    return demos
+
+
+def cube_xy_targets(demos: Demos, seed_offset: int) -> np.ndarray:
+    """Auxiliary targets: each sample's cube start (x, y), scaled to about [-1, 1].
+
+    Episode e was recorded with ``robot.home(seed_offset + e)``, which draws the cube pose as
+    ``aloha.sample_cube_pose(default_rng(seed))`` — so it is recomputed, not stored.
+    """
+    from robots.sim import aloha
+
+    xy = {}
+    for e in np.unique(demos.episode):
+        pose = aloha.sample_cube_pose(np.random.default_rng(seed_offset + int(e)))
+        xy[int(e)] = ((pose[0] - 0.1) / 0.1, (pose[1] - 0.5) / 0.1)
+    return np.asarray([xy[int(e)] for e in demos.episode], np.float32)
+
+
+def make_normalizer(demos: Demos, min_std: float) -> Normalizer:
+    stats = Normalizer.compute_stats(
+        {"state": demos.states, "action": demos.actions.reshape(-1, demos.actions.shape[-1])}
+    )
+    for key in stats:
+        stats[key]["std"] = np.maximum(stats[key]["std"], min_std)
+    return Normalizer(stats, {"state": "zscore", "action": "zscore"})
+
+
+def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """DrQ-style augmentation: each sample's images (all cameras alike) shifted by up to ``pad`` px."""
+    if pad <= 0:
+        return images
+    b, c, ch, h, w = images.shape
+    padded = torch.nn.functional.pad(images.flatten(1, 2), (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)
+    out = torch.empty_like(images.flatten(1, 2))
+    for i in range(b):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        out[i] = padded[i, :, dy : dy + h, dx : dx + w]
+    return out.view(b, c, ch, h, w)
+
+
+def train(cfg: DictConfig) -> Path:
+    from lightning_fabric import Fabric
+
+    t_start = time.monotonic()
+    torch.set_num_threads(int(cfg.num_threads))
+    accelerator = cfg.fabric.accelerator
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = cfg.fabric.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if accelerator == "cuda" else "32-true"
+    fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
+    fabric.seed_everything(int(cfg.seed))
+
+    mcfg = FlowModelConfig(
+        chunk_size=int(cfg.model.chunk_size),
+        action_dim=14,
+        state_dim=14,
+        camera_names=tuple(cfg.data.cameras),
+        image_size=(int(cfg.data.height), int(cfg.data.width)),
+        image_downsample=int(cfg.model.image_downsample),
+        dim=int(cfg.model.dim),
+        heads=int(cfg.model.heads),
+        expert_layers=int(cfg.model.expert_layers),
+        prefix_layers=int(cfg.model.prefix_layers),
+        cnn_channels=tuple(cfg.model.cnn_channels),
+        mlp_ratio=int(cfg.model.mlp_ratio),
+        aux_dim=2 if cfg.model.get("aux_cube", False) else 0,
+    )
+    demos = load_or_record(cfg.data, mcfg.chunk_size)
+    t_data = time.monotonic() - t_start
+    normalizer = make_normalizer(demos, float(cfg.data.min_std))
+    states = torch.from_numpy(normalizer.state_to_model(demos.states))
+    actions = torch.from_numpy(normalizer.action_to_model(demos.actions))
+    images = torch.from_numpy(demos.images)  # uint8, kept so until the batch is drawn
+    aux = torch.from_numpy(cube_xy_targets(demos, int(cfg.data.seed_offset))) if mcfg.aux_dim else None
+    n = len(states)
+
+    model = FlowModel(mcfg)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay))
+    model, opt = fabric.setup(model, opt)
+    ema = ema.to(fabric.device)
+    logger.info(
+        "training %.2f M params on %d samples (%s, %s)",
+        sum(p.numel() for p in model.parameters()) / 1e6, n, accelerator, precision,
+    )
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    o = cfg.optim
+    max_s = float(o.max_minutes) * 60.0
+    t0 = time.monotonic()
+    step, running = 0, 0.0
+    while step < int(o.max_steps):
+        progress = max(step / int(o.max_steps), (time.monotonic() - t0) / max_s)
+        if progress >= 1.0:
+            break
+        lr_scale = min(1.0, (step + 1) / max(1, int(o.warmup_steps))) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in opt.param_groups:
+            group["lr"] = float(o.lr) * lr_scale
+        idx = torch.randint(0, n, (int(o.batch_size),), generator=gen)
+        img = random_shift(images[idx].float().div_(255.0), int(o.image_shift_px), gen)
+        parts = (states[idx], img, actions[idx]) + ((aux[idx],) if aux is not None else ())
+        batch = [t.to(fabric.device) for t in parts]
+        loss = model(*batch)
+        opt.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        fabric.clip_gradients(model, opt, max_norm=float(o.grad_clip))
+        opt.step()
+        decay = min(float(o.ema_decay), (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm.detach().to(pe.device, pe.dtype), 1.0 - decay)
+        step += 1
+        running = 0.98 * running + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())
+        if step % int(cfg.log_every) == 0:
+            logger.info(
+                "step %d loss %.4f (avg %.4f) lr %.2e %.0f s", step, float(loss.detach()), running,
+                float(o.lr) * lr_scale, time.monotonic() - t0,
+            )
+    t_train = time.monotonic() - t0
+    meta: dict[str, Any] = {
+        "task": "sim transfer_cube (ALOHA, 20 Hz)",
+        "train_steps": step,
+        "final_loss_avg": running,
+        "samples": n,
+        "episodes": int(len(np.unique(demos.episode))),
+        "expert_success": f"{demos.successes}/{demos.attempts}",
+        "data_s": round(t_data, 1),
+        "train_s": round(t_train, 1),
+        "precision": precision,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    out = save_checkpoint(cfg.output_dir, ema.cpu(), normalizer, meta)
+    logger.info("done: %d steps in %.0f s (data %.0f s); checkpoint %s", step, t_train, t_data, out)
+    print(f"checkpoint written: {out} ({step} steps, loss {running:.4f}, {time.monotonic() - t_start:.0f} s total)")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="flow")
+def main(cfg: DictConfig) -> None:
+    from robots import gl  # noqa: F401 - choose MUJOCO_GL before mujoco is imported
+
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Real-time-chunking guidance math: the ONE place every policy takes it from.
+
+Conventions (DESIGN.md section 4, Black, Galliker, Levine 2025, arXiv 2506.07339):
+
+- Flow time ``tau`` runs from 0 (pure noise) to 1 (data); ``num_steps`` Euler steps of size
+  ``1 / num_steps``, ``A <- A + v(A, tau) / num_steps``. (openpi uses the opposite, t = 1 noise:
+  adapters must flip before calling in here.)
+- All chunks are in the policy's *model space* (normalized), never robot units: the previous
+  chunk ``prev`` handed back by the engine is the remainder of the chunk the model produced,
+  zero-padded to H.
+- A chunk is ``(H, action_dim)`` or batched ``(B, H, action_dim)``; weights are ``(H,)`` and
+  broadcast over the action dimension (and the batch).
+
+The soft mask ``W`` over chunk indices, with delay ``d`` (actions that will be executed from the
+old chunk before the new one takes over, so the new chunk must agree there), execution horizon
+``s`` (the last ``s`` actions of the new chunk are free) and chunk length ``H``::
+
+    W_i = 1                                  for i < d
+    W_i = c_i * (exp(c_i) - 1) / (e - 1)     for d <= i < H - s,   c_i = (H - s - i) / (H - s - d + 1)
+    W_i = 0                                  for i >= H - s
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = ("exp", "linear", "ones", "zeros")
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def prefix_weights(H: int, d: int, s: int, schedule: str = "exp") -> np.ndarray:
+    """Inpainting weights ``W`` (shape ``(H,)``, float32, in [0, 1]) for one guided inference.
+
+    ``d`` is the delay in ticks (actions the new chunk must reproduce from the old one), ``s`` the
+    execution horizon in ticks (trailing actions left free). Schedules: ``exp`` (paper default),
+    ``linear`` (``W_i = c_i``), ``ones`` (1 up to ``H - s``), ``zeros`` (hard masking: 1 for
+    ``i < d``, else 0). ``d`` is clamped into ``[0, H - s]`` so a delay longer than the guided
+    region never indexes past it.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown guidance schedule {schedule!r}; expected one of {SCHEDULES}")
+    if H <= 0:
+        raise ValueError(f"chunk length H must be positive, got {H}")
+    if not 0 <= s <= H:
+        raise ValueError(f"execution horizon s={s} must be within [0, H={H}]")
+    if d < 0:
+        raise ValueError(f"delay d={d} must be >= 0")
+    end = H - s  # indices >= end are free
+    d = min(d, end)
+    idx = np.arange(H, dtype=np.float64)
+    w = np.zeros(H, dtype=np.float64)
+    if schedule == "zeros":
+        w[:d] = 1.0
+        return w.astype(np.float32)
+    if schedule == "ones":
+        w[:end] = 1.0
+        return w.astype(np.float32)
+    c = (end - idx) / (end - d + 1)
+    mid = (idx >= d) & (idx < end)
+    if schedule == "exp":
+        w[mid] = c[mid] * np.expm1(c[mid]) / (math.e - 1.0)
+    else:  # linear
+        w[mid] = c[mid]
+    w[:d] = 1.0
+    return w.astype(np.float32)
+
+
+def guidance_weight(tau: float, beta: float) -> float:
+    """Guidance strength ``w(tau) = min(beta, (tau^2 + (1 - tau)^2) / (tau (1 - tau)))``.
+
+    The unclipped term diverges at both ends; it is ``beta`` at ``tau = 0`` (and at ``tau = 1``,
+    which the Euler sampler never evaluates). ``beta = 0`` turns guidance off.
+    """
+    tau = float(tau)
+    if beta <= 0.0:
+        return 0.0
+    if tau <= 0.0 or tau >= 1.0:
+        return float(beta)
+    return float(min(beta, (tau * tau + (1.0 - tau) ** 2) / (tau * (1.0 - tau))))
+
+
+def blend(prev: np.ndarray | torch.Tensor, new: np.ndarray | torch.Tensor, weights) -> np.ndarray | torch.Tensor:
+    """The non-differentiable fallback: ``W * prev + (1 - W) * new`` over the chunk axis.
+
+    ``weights`` is ``(H,)``; ``prev``/``new`` are ``(..., H, action_dim)`` in model space.
+    """
+    if isinstance(new, torch.Tensor):
+        w = torch.as_tensor(weights, dtype=new.dtype, device=new.device)[:, None]
+        prev_t = torch.as_tensor(prev, dtype=new.dtype, device=new.device)
+        return w * prev_t + (1.0 - w) * new
+    w = np.asarray(weights, dtype=np.float32)[:, None]
+    out = w * np.asarray(prev, dtype=np.float32) + (1.0 - w) * np.asarray(new, dtype=np.float32)
+    return out.astype(np.float32)
+
+
+def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Plain (unguided) Euler integration of ``dA/dtau = v(A, tau)`` from tau = 0 (noise) to 1."""
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    a = noise
+    dt = 1.0 / num_steps
+    for k in range(num_steps):
+        tau = torch.full((), k * dt, dtype=noise.dtype, device=noise.device)
+        a = a + dt * velocity_fn(a, tau)
+    return a
+
+
+def guided_euler_sample(
+    velocity_fn: VelocityFn,
+    noise: torch.Tensor,
+    prev: torch.Tensor | np.ndarray | None,
+    weights: torch.Tensor | np.ndarray | None,
+    num_steps: int,
+    beta: float,
+) -> torch.Tensor:
+    """Euler sampling with RTC's VJP (pseudo-inverse) guidance toward ``prev`` on the weighted prefix.
+
+    Per step at flow time ``tau = k / num_steps``::
+
+        A1_hat   = A + (1 - tau) * v(A, tau)           # one-step estimate of the clean chunk
+        g        = (dA1_hat/dA)^T [W * (prev - A1_hat)]  # one reverse-mode pass
+        v_guided = v + w(tau) * g                       # w(tau) = guidance_weight(tau, beta)
+        A        = A + v_guided / num_steps
+
+    ``velocity_fn(A, tau)`` must be differentiable w.r.t. ``A``. Gradients are switched on locally
+    (``torch.enable_grad``), so this works under an outer ``torch.no_grad``; it cannot work under
+    ``torch.inference_mode`` (autograd is disabled there and its tensors cannot be saved for
+    backward), so that raises ``RuntimeError``. With ``beta == 0``, ``prev is None`` or all-zero
+    weights no reverse pass is run and the result equals :func:`euler_sample` bit for bit.
+    Returns a detached tensor.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    guided = prev is not None and weights is not None and beta > 0.0
+    if guided:
+        w_t = torch.as_tensor(np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights)
+        w_t = w_t.to(dtype=noise.dtype, device=noise.device)
+        guided = bool((w_t != 0).any())
+    if not guided:
+        with torch.no_grad():
+            return euler_sample(velocity_fn, noise, num_steps).detach()
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "guided_euler_sample needs autograd for its VJP but torch.inference_mode is active; "
+            "call it under torch.no_grad() instead"
+        )
+    if noise.is_inference() or (isinstance(prev, torch.Tensor) and prev.is_inference()):
+        raise RuntimeError(
+            "guided_euler_sample got an inference-mode tensor (created under torch.inference_mode); "
+            "autograd cannot use it — build inputs under torch.no_grad() instead"
+        )
+    y = torch.as_tensor(prev).to(dtype=noise.dtype, device=noise.device)
+    if y.shape[-2:] != noise.shape[-2:]:
+        raise ValueError(f"prev chunk shape {tuple(y.shape)} does not match noise {tuple(noise.shape)}")
+    if w_t.shape != (noise.shape[-2],):
+        raise ValueError(f"weights shape {tuple(w_t.shape)} != (H,) = ({noise.shape[-2]},)")
+    w_col = w_t[:, None]
+    dt = 1.0 / num_steps
+    a = noise.detach()
+    for k in range(num_steps):
+        tau_f = k * dt
+        tau = torch.full((), tau_f, dtype=noise.dtype, device=noise.device)
+        with torch.enable_grad():
+            a_req = a.detach().requires_grad_(True)
+            v = velocity_fn(a_req, tau)
+            a1_hat = a_req + (1.0 - tau_f) * v
+            err = (w_col * (y - a1_hat)).detach()
+            (g,) = torch.autograd.grad(a1_hat, a_req, grad_outputs=err)
+        a = a + dt * (v.detach() + guidance_weight(tau_f, beta) * g)
+    return a.detach()

@@ -1,0 +1,84 @@
+"""Small policies and a recording robot for the RTC fault tests (tests/test_rtc_runtime.py).
+
+Referenced from configs by ``_target_`` (``policy._target_=tests.rtc_fault_policies.FaultPolicy``),
+so the spawned inference process imports them by name like any other policy.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.base import PolicyInput, PolicyMetadata
+from robots.sim import SimRobot
+
+
+class FaultPolicy:
+    """Moves every joint away from the measured pose by ``step_rad`` per chunk index, so a
+    jump or a missing slew limit shows in the sent commands; then misbehaves as ``mode`` says
+    from call ``after_calls`` on: ``sleep`` (``sleep_s`` per call), ``nan_chunk`` (NaN chunks),
+    ``raise`` (an exception), ``ok`` (never); ``raise_at_build`` fails in the constructor."""
+
+    def __init__(
+        self,
+        chunk_size: int,
+        action_dim: int,
+        state_dim: int,
+        camera_names: list[str] | tuple[str, ...] = (),
+        mode: str = "ok",
+        after_calls: int = 2,
+        sleep_s: float = 0.0,
+        step_rad: float = 0.02,
+    ) -> None:
+        self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
+                                       camera_names=tuple(camera_names))
+        self.mode, self.after_calls, self.sleep_s, self.step_rad = mode, after_calls, sleep_s, step_rad
+        if mode == "raise_at_build":
+            raise RuntimeError("FaultPolicy cannot load its weights")
+        self.calls = 0
+
+    def predict(self, obs: PolicyInput) -> np.ndarray:
+        self.calls += 1
+        current = np.asarray(obs.state[-1][: self.metadata.action_dim], dtype=np.float32)
+        steps = self.step_rad * np.arange(1, self.metadata.chunk_size + 1, dtype=np.float32)[:, None]
+        sign = 1.0 if (self.calls // 4) % 2 == 0 else -1.0
+        chunk = current[None] + sign * steps * np.ones_like(current)[None]
+        if self.calls > self.after_calls:
+            if self.mode == "sleep":
+                time.sleep(self.sleep_s)
+            elif self.mode == "nan_chunk":
+                chunk[self.metadata.chunk_size // 2, 0] = np.nan
+            elif self.mode == "raise":
+                raise RuntimeError(f"FaultPolicy exploded on call {self.calls}")
+        return chunk
+
+    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
+                         max_guidance_weight=5.0) -> np.ndarray:
+        return self.predict(obs)
+
+    def warmup(self) -> None:
+        pass
+
+    def freeze(self) -> None:
+        pass
+
+
+class RecordingSimRobot(SimRobot):
+    """SimRobot that writes every command it was sent to ``record_path`` (.npy) at ``stop()``."""
+
+    def __init__(self, *, record_path: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.record_path = record_path
+        self.sent: list[np.ndarray] = []
+
+    def send(self, action: np.ndarray) -> None:
+        self.sent.append(np.array(action, dtype=np.float64))
+        super().send(action)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.record_path:
+            np.save(Path(self.record_path), np.asarray(self.sent))
