@@ -111,6 +111,33 @@ class ControlStep:
         return command, send_ms, action is None or rejected, rejected
 
 
+    def execute_tick(
+        self,
+        result: EpisodeResult,
+        obs: Observation,
+        planned: Any,
+        tick: int,
+        scheduled: float,
+        actual: float,
+        read_ms: float,
+        compute_ms: float,
+    ) -> np.ndarray:
+        """Send a scheduled action (``planned``: action/chunk_id/index/underrun, None action =
+        hold) and record the tick; returns the command actually sent."""
+        command, send_ms, held, rejected = self.act(planned.action)
+        self.telemetry.command(result.episode, tick, command, obs.state)
+        result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
+        result.success = result.success or bool(obs.info.get("success", False))
+        self.telemetry.tick({
+            "episode": result.episode, "tick": tick, "t_sched": scheduled, "t_actual": actual,
+            "period_error_ms": (actual - scheduled) * 1e3, "read_ms": read_ms,
+            "compute_ms": compute_ms, "send_ms": send_ms, "chunk_id": planned.chunk_id,
+            "chunk_index": planned.index, "underrun": int(planned.underrun),
+            "held": int(held), "rejected": int(rejected),
+        })
+        return command
+
+
 def policy_input(normalizer: Normalizer, history: ObservationHistory) -> PolicyInput:
     snap = history.snapshot()
     info = history.last.info if history.last is not None else {}

@@ -111,7 +111,31 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    plot_paper_figure(rows, out.with_suffix(".png"), title=f"policy {args.policy}, s={args.execute_horizon}")
     print("\n".join(lines))
+    print(f"plot: {out.with_suffix('.png')}")
+
+
+def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
+    """The RTC paper's simulated-study figure, ours: success and discontinuity vs delay d per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sel = sorted((r for r in rows if r["method"] == method), key=lambda r: int(r["delay_ticks"]))
+        d = [int(r["delay_ticks"]) for r in sel]
+        axes[0].plot(d, [float(r["success_rate"]) for r in sel], marker="o", label=method)
+        axes[1].plot(d, [float(r["discontinuity_mean"]) for r in sel], marker="o", label=method)
+    axes[0].set(xlabel="inference delay d (ticks)", ylabel="success rate", ylim=(-0.05, 1.05))
+    axes[1].set(xlabel="inference delay d (ticks)", ylabel="mean chunk-boundary discontinuity")
+    axes[1].legend()
+    fig.suptitle(f"Lockstep RTC study ({title})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

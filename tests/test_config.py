@@ -130,3 +130,10 @@ def test_tab_completion_lists_group_options():
     proc = subprocess.run([str(script), "-sc", "query=bash"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "algorithm=sequential" in proc.stdout.split()
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")))
+def test_experiments_compose_and_validate(experiment, tmp_path):
+    run = Run(_compose([f"+experiment={experiment}"]), tmp_path)
+    assert run.cfg.algorithm._target_ == "algorithms.rtc.LockstepEvaluator"
+    assert list(run.cfg.algorithm.methods) == ["sync", "naive", "blend", "rtc", "rtc_hard"]

@@ -464,17 +464,7 @@ class _Runtime:
                 self._publish(tick, actual, chunk=merged)
             planned = sched.step()
             compute_ms = (time.perf_counter() - c0) * 1e3
-            command, send_ms, held, rejected = step.act(planned.action)
-            self.telemetry.command(episode, tick, command, obs.state)
-            result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
-            result.success = result.success or bool(obs.info.get("success", False))
-            self.telemetry.tick({
-                "episode": episode, "tick": tick, "t_sched": scheduled, "t_actual": actual,
-                "period_error_ms": (actual - scheduled) * 1e3, "read_ms": read_ms,
-                "compute_ms": compute_ms, "send_ms": send_ms, "chunk_id": planned.chunk_id,
-                "chunk_index": planned.index, "underrun": int(planned.underrun),
-                "held": int(held), "rejected": int(rejected),
-            })
+            step.execute_tick(result, obs, planned, tick, scheduled, actual, read_ms, compute_ms)
             tick += 1
             if self.fault is not None and sched.remaining == 0:
                 # the current chunk is used up: hold one more tick, then end the run
