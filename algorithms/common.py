@@ -138,6 +138,27 @@ class ControlStep:
         return command
 
 
+def run_episodes(
+    step: ControlStep,
+    episodes: int,
+    seed: int,
+    episode_fn: Any,
+    faulted: Any,
+) -> list[EpisodeResult]:
+    """Home and run ``episodes`` episodes (episode e uses ``seed + e``), stopping after a fault.
+
+    ``episode_fn(episode, first_obs) -> EpisodeResult``; ``faulted() -> bool``.
+    """
+    results: list[EpisodeResult] = []
+    for episode in range(episodes):
+        obs = step.begin_episode(episode, seed=seed + episode)
+        results.append(episode_fn(episode, obs))
+        log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
+        if faulted():
+            break
+    return results
+
+
 def policy_input(normalizer: Normalizer, history: ObservationHistory) -> PolicyInput:
     snap = history.snapshot()
     info = history.last.info if history.last is not None else {}

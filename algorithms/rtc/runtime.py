@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from algorithms.clock import make_clock
-from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary
+from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
 from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler
 from algorithms.rtc.layout import RF, C, H, Layout, R, SharedState, build_specs
 from algorithms.rtc.shm import SharedArrays, ShmRegistry, unique_block_name
@@ -160,12 +160,7 @@ class _Runtime:
             self._create_shared(meta, robot.read())
             self._start_worker()
             self._wait_ready()
-            for episode in range(run.episodes):
-                obs = step.begin_episode(episode, seed=run.seed + episode)
-                results.append(self._episode(episode, obs))
-                log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
-                if self.fault is not None:
-                    break
+            results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
             summary = episode_summary(results)
         except BaseException:
             if step is not None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from algorithms.clock import make_clock
-from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary
+from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
 from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler, DelayEstimator, Snapshot, clip_delay
 from algorithms.split.codec import encode_observation, payload_bytes
 from algorithms.split.server import InferenceServer
@@ -183,12 +183,7 @@ class _SplitRuntime:
             self.scheduler = ChunkScheduler(meta.chunk_size, meta.action_dim, self.algo.s_min)
             self.estimator = DelayEstimator(self.algo.delay_window, self.algo.initial_delay_ticks,
                                             self.algo.warmup_inferences_excluded)
-            for episode in range(run.episodes):
-                obs = step.begin_episode(episode, seed=run.seed + episode)
-                results.append(self._episode(episode, obs))
-                log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
-                if self.fault is not None:
-                    break
+            results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
             summary = episode_summary(results)
         except BaseException:
             if step is not None:
