@@ -104,12 +104,27 @@ class ControlStep:
         rejected_before = self.safety.counters.rejected_nonfinite
         command = self.safety.hold() if action is None else self.safety.apply(action)
         t0 = time.perf_counter()
-        self.robot.send(command)
+        try:
+            self.robot.send(command)
+        except RobotError as exc:  # the robot refused (e.g. its state went stale since the read)
+            raise AlgorithmFault(f"robot fault: {exc}") from exc
         send_ms = (time.perf_counter() - t0) * 1e3
         self.recorder.command(command)
         rejected = self.safety.counters.rejected_nonfinite > rejected_before
         return command, send_ms, action is None or rejected, rejected
 
+
+    def hold(self) -> None:
+        """Best effort: command the last safe pose again. Used on every fault/exit path, so it never
+        raises; a robot that refuses (it may be what failed) is logged."""
+        if self.safety.last_command is None:  # nothing was ever commanded: nothing to hold
+            return
+        try:
+            self.act(None)
+        except AlgorithmFault as exc:
+            log.warning("could not send the hold command: %s", exc)
+        except Exception:  # noqa: BLE001 - the exit path must go on
+            log.exception("could not send the hold command")
 
     def execute_tick(
         self,

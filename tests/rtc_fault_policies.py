@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
+from robots.base import StaleDataError
 from robots.sim import SimRobot
 
 
@@ -67,14 +68,21 @@ class FaultPolicy:
 
 
 class RecordingSimRobot(SimRobot):
-    """SimRobot that writes every command it was sent to ``record_path`` (.npy) at ``stop()``."""
+    """SimRobot that writes every command it was sent to ``record_path`` (.npy) at ``stop()``.
 
-    def __init__(self, *, record_path: str = "", **kwargs: Any) -> None:
+    ``refuse_send_after`` > 0: from that many accepted commands on, ``send`` raises
+    ``StaleDataError`` as a ROS 2 robot does when its joint state went stale between read and send.
+    """
+
+    def __init__(self, *, record_path: str = "", refuse_send_after: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.record_path = record_path
+        self.refuse_send_after = refuse_send_after
         self.sent: list[np.ndarray] = []
 
     def send(self, action: np.ndarray) -> None:
+        if self.refuse_send_after and len(self.sent) >= self.refuse_send_after:
+            raise StaleDataError("joint state is 0.600 s old (max_state_age_s 0.5)")
         self.sent.append(np.array(action, dtype=np.float64))
         super().send(action)
 

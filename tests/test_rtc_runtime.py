@@ -161,6 +161,24 @@ def test_policy_failing_to_build_fails_the_run_with_the_cause(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["rtc", "sequential"])
+def test_robot_refusing_a_command_is_a_reported_fault(tmp_path, algorithm):
+    """The robot raises on send (its state went stale after the read): the run ends as a fault
+    naming the cause, nothing more is sent, shared memory is released."""
+    args = overrides(tmp_path, "+robot.refuse_send_after=20")
+    if algorithm != "rtc":  # the RTC-only settings do not exist in the sequential config
+        args = [f"algorithm={algorithm}", *(a for a in args if not a.startswith("algorithm")),
+                "algorithm.execute_horizon=5", "algorithm.stop_on_success=false"]
+    run = compose_run(args, run_dir=tmp_path)
+    with pytest.raises(AlgorithmFault, match="robot fault: joint state is 0.600 s old"):
+        run.execute()
+    assert len(np.load(tmp_path / "sent.npy")) == 20
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "joint state is 0.600 s old" in summary["fault"]
+    assert "fault" in (tmp_path / "events.jsonl").read_text()
+    assert our_blocks() == []
+
+
 def test_restart_on_failure_restarts_then_gives_up(tmp_path):
     run = compose_run(
         overrides(tmp_path, "+policy.mode=raise", "+policy.after_calls=4", "max_steps=600",

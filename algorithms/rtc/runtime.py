@@ -162,9 +162,14 @@ class _Runtime:
             self._wait_ready()
             results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
             summary = episode_summary(results)
+        except AlgorithmFault as exc:  # the robot failed (stale state, dead camera): hold, report
+            self.fault = self.fault or str(exc)
+            telemetry.event("fault", cause=self.fault)
+            if step is not None:
+                step.hold()
         except BaseException:
             if step is not None:
-                self._hold(step)
+                step.hold()
             raise
         finally:
             self._stop_worker()
@@ -200,14 +205,6 @@ class _Runtime:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
 
-    @staticmethod
-    def _hold(step: ControlStep) -> None:
-        if step.safety.last_command is None:  # nothing was ever commanded: nothing to hold
-            return
-        try:
-            step.act(None)
-        except Exception:  # the robot may be what failed
-            log.exception("rtc: could not send the hold command")
 
     # ------------------------------------------------------------------ shared memory + worker
     def _create_shared(self, meta: Any, first_obs: Any) -> None:
@@ -429,14 +426,14 @@ class _Runtime:
                 self._publish(tick=0, tick_time=time.monotonic())
             cause = self._check_worker(time.monotonic())
             if cause is not None:
-                self._hold(step)
+                step.hold()
                 self._on_fault(cause)
                 if self.fault is not None:
                     return result
                 deadline = time.monotonic() + self.algo.first_chunk_timeout_s + self.algo.startup_timeout_s
             if time.monotonic() > deadline:
                 self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
-                self._hold(step)
+                step.hold()
                 return result
             time.sleep(0.001)
         self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
@@ -463,7 +460,7 @@ class _Runtime:
             tick += 1
             if self.fault is not None and sched.remaining == 0:
                 # the current chunk is used up: hold one more tick, then end the run
-                self._hold(step)
+                step.hold()
                 break
             if result.success and self.algo.stop_on_success:
                 break

@@ -185,9 +185,14 @@ class _SplitRuntime:
                                             self.algo.warmup_inferences_excluded)
             results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
             summary = episode_summary(results)
+        except AlgorithmFault as exc:  # the robot failed (stale state, dead camera): hold, report
+            self.fault = self.fault or str(exc)
+            telemetry.event("fault", cause=self.fault)
+            if step is not None:
+                step.hold()
         except BaseException:
             if step is not None:
-                self._hold(step)
+                step.hold()
             raise
         finally:
             self._stop_actor()
@@ -213,13 +218,6 @@ class _SplitRuntime:
         if self.fault is not None:
             raise AlgorithmFault(self.fault)
         return summary
-
-    @staticmethod
-    def _hold(step: ControlStep) -> None:
-        try:
-            step.act(None)
-        except Exception:
-            log.exception("rtc_split: could not send the hold command")
 
     # ------------------------------------------------------------------ the actor
     def _start_actor(self) -> None:
@@ -359,13 +357,13 @@ class _SplitRuntime:
         deadline = time.monotonic() + self.algo.first_chunk_timeout_s
         while not self._poll(0, episode, time.monotonic()):
             if self.fault is not None:
-                self._hold(step)
+                step.hold()
                 return result
             if self.pending is None:  # rejected: ask again
                 self._submit(episode, 0, None)
             if time.monotonic() > deadline:
                 self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
-                self._hold(step)
+                step.hold()
                 return result
             time.sleep(0.001)
 
@@ -387,7 +385,7 @@ class _SplitRuntime:
             step.execute_tick(result, obs, planned, tick, scheduled, actual, read_ms, compute_ms)
             tick += 1
             if self.fault is not None and sched.remaining == 0:
-                self._hold(step)
+                step.hold()
                 break
             if result.success and self.algo.stop_on_success:
                 break
