@@ -97,4 +97,22 @@ def main(cfg: DictConfig) -> Any:
         from inference.report import make_report
 
         print(f"report: {make_report(run_dir) / 'report.md'}")
+    if cfg.get("objective") is not None:
+        try:
+            return objective_values(summary, cfg.objective)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
     return summary
+
+
+def objective_values(summary: dict[str, Any], objective: Any) -> float | list[float]:
+    """The number(s) an optimising sweeper (``hydra/sweeper=optuna``) minimises/maximises: the
+    summary keys named by ``objective``, in order; a single name gives a float."""
+    names = [objective] if isinstance(objective, str) else list(objective)
+    missing = [n for n in names if not isinstance(summary.get(n), (int, float))]
+    if missing:
+        numeric = sorted(k for k, v in summary.items() if isinstance(v, (int, float)))
+        raise ConfigError(f"objective: {missing} not numeric in this run's summary (available: {', '.join(numeric)})")
+    values = [float(summary[n]) for n in names]
+    return values[0] if len(values) == 1 else values

@@ -36,12 +36,18 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         overrides_path = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
         summary = json.loads(summary_path.read_text())
-        row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides or [])}
-        for key in METRICS:
-            value = summary.get(key)
-            if isinstance(value, (int, float)):
-                row[key] = value
-        rows.append(row)
+        base: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides or [])}
+        # a lockstep job evaluates a table of (method, delay) cells: rank each cell on its own
+        cells = summary.get("table") or [None]
+        for cell in cells:
+            row = dict(base)
+            if cell is not None and len(cells) > 1:
+                row["job"] = f"{job.name}:{cell['method']}@d={cell['delay_ticks']}"
+            for key in METRICS:
+                value = (cell or {}).get(key, summary.get(key))
+                if isinstance(value, (int, float)):
+                    row[key] = value
+            rows.append(row)
     return rows
 
 

@@ -42,6 +42,7 @@ class RunConfig:
     max_steps: int = 200
     log_level: str = "INFO"
     report: bool = True
+    objective: Any = None  # summary key(s) the app returns, for sweepers that optimise (Optuna)
 
 
 @dataclass
@@ -191,6 +192,11 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"{f.name}: no option selected (pick one, e.g. {f.name}=<name>)")
             continue
         _check_value(f.name, container.get(f.name, f.default), run_hints[f.name])
+    objective = container.get("objective")
+    names = [objective] if isinstance(objective, str) else objective
+    if objective is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"objective: expected a summary key or a list of them (e.g. [success_rate, "
+                          f"discontinuity_mean]), got {objective!r}")
     for key in ("episodes", "max_steps"):
         if container[key] < 1:
             raise ConfigError(f"{key}: must be >= 1, got {container[key]}")

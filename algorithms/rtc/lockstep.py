@@ -142,7 +142,7 @@ class LockstepEvaluator:
                         row["discontinuity_max"], row["max_jerk"], row["underruns"],
                     )
             self._write(rows)
-            summary = {"table": rows}
+            summary = {"table": rows, **aggregate_cells(rows)}
         finally:
             robot.stop()
             summary = telemetry.close(
@@ -298,3 +298,19 @@ class LockstepEvaluator:
         out["rms_jerk"] = metrics["rms_jerk"]
         out["max_step_planned"] = boundary_metrics(np.asarray(planned_seq), clock.period_s)["max_step"]
         return out
+
+
+def aggregate_cells(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run-level numbers over every (method, delay) cell, so a lockstep job ranks in a sweep and
+    serves as a sweep objective like a real-time run: success and jerk over all episodes of all
+    cells (with one cell, exactly that cell's)."""
+    if not rows:
+        return {}
+    episodes = sum(r["episodes"] for r in rows)
+    jerks = [r["max_jerk"] for r in rows if np.isfinite(r["max_jerk"])]
+    return {
+        "success_rate": float(sum(r["success_rate"] * r["episodes"] for r in rows) / episodes) if episodes else 0.0,
+        "max_jerk": float(max(jerks)) if jerks else float("nan"),
+        "ticks": int(sum(r["ticks"] for r in rows)),
+        "cells": len(rows),
+    }
