@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from inference.app import CONF_DIR
 from inference.run import Run
@@ -136,4 +137,8 @@ def test_tab_completion_lists_group_options():
 def test_experiments_compose_and_validate(experiment, tmp_path):
     run = Run(_compose([f"+experiment={experiment}"]), tmp_path)
     assert run.cfg.algorithm._target_ == "algorithms.rtc.LockstepEvaluator"
-    assert list(run.cfg.algorithm.methods) == ["sync", "naive", "blend", "rtc", "rtc_hard"]
+    raw = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{experiment}.yaml")
+    assert list(run.cfg.algorithm.methods) == list(raw.algorithm.methods)
+    # every parameter an optimising sweeper varies is a key the run has (else each trial fails)
+    for key in OmegaConf.select(raw, "hydra.sweeper.params", default={}) or {}:
+        assert OmegaConf.select(run.cfg, key) is not None, key

@@ -18,28 +18,17 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import signal
 import threading
 import time
 from typing import Any
 
-import numpy as np
-
-from algorithms.clock import make_clock
-from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
-from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler
+from algorithms.common import AlgorithmFault
+from algorithms.rtc.control import RTCControlLoop, check_rtc_knobs
 from algorithms.rtc.layout import RF, C, H, Layout, R, SharedState, build_specs
 from algorithms.rtc.shm import SharedArrays, ShmRegistry, unique_block_name
 from algorithms.rtc.worker import WorkerConfig, inference_main
 
 log = logging.getLogger(__name__)
-
-GUIDANCE = ("vjp", "blend", "none")
-SCHEDULES = ("exp", "linear", "ones", "zeros")
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class RTCAlgorithm:
@@ -75,16 +64,8 @@ class RTCAlgorithm:
         inference_threads: int | None = None,
         stop_on_success: bool = True,
     ) -> None:
-        chunk_size = run.policy_metadata.chunk_size
-        self.s_min = int(execute_horizon if s_min is None else s_min)
-        if not 1 <= self.s_min <= chunk_size:
-            raise ValueError(f"algorithm.s_min/execute_horizon={self.s_min} must be in [1, chunk_size={chunk_size}]")
-        if guidance not in GUIDANCE:
-            raise ValueError(f"algorithm.guidance={guidance!r}; expected one of {GUIDANCE}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"algorithm.schedule={schedule!r}; expected one of {SCHEDULES}")
-        if delay_window < 1 or initial_delay_ticks < 0 or warmup_inferences_excluded < 0:
-            raise ValueError("algorithm.delay_window >= 1, initial_delay_ticks >= 0, warmup_inferences_excluded >= 0")
+        self.s_min = check_rtc_knobs(run, execute_horizon, s_min, guidance, schedule, delay_window,
+                                     initial_delay_ticks, warmup_inferences_excluded)
         if stall_timeout_s <= 0 or poll_interval_s <= 0:
             raise ValueError("algorithm.stall_timeout_s and poll_interval_s must be > 0")
         self.run_obj = run
@@ -111,12 +92,13 @@ class RTCAlgorithm:
         return _Runtime(self).execute()
 
 
-class _Runtime:
-    """One run's state (kept out of the picklable algorithm object)."""
+class _Runtime(RTCControlLoop):
+    """One run's control side over shared memory (kept out of the picklable algorithm object)."""
+
+    name = "rtc"
 
     def __init__(self, algo: RTCAlgorithm) -> None:
-        self.algo = algo
-        self.run = algo.run_obj
+        super().__init__(algo)
         self.ctx = mp.get_context("spawn")
         self.proc: Any = None
         self.log_queue: Any = None
@@ -125,86 +107,54 @@ class _Runtime:
         self.shared: SharedState | None = None
         self.layout: Layout | None = None
         self.worker_fault: str | None = None
-        self.fault: str | None = None
         self.restarts = 0
-        self.rejected_chunks = 0
-        self.discarded_results = 0
         self.episode_no = 0
         self.ack = 0  # last result seq consumed (published to the inference process with the chunk)
         self.chunk_d_actual = -1  # d_actual of the merge that made the current chunk
 
-    # ------------------------------------------------------------------ top level
-    def execute(self) -> dict[str, Any]:
-        run = self.run
-        telemetry = run.make_telemetry()
-        self.telemetry = telemetry
-        robot = run.make_robot()
-        summary: dict[str, Any] = {}
-        results: list[EpisodeResult] = []
-        step: ControlStep | None = None
-        self._install_signals()
-        try:
-            if not robot.realtime:
-                log.warning("rtc: robot is lockstep (realtime=false): delays are wall-clock, not ticks; "
-                            "use algorithm=lockstep_eval to evaluate with simulated delays")
-            robot.start()
-            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry,
-                               run.make_recorder())
-            step.start_recording(run.run_dir)
-            self.step = step
-            meta = run.policy_metadata
-            self.scheduler = ChunkScheduler(meta.chunk_size, meta.action_dim, self.algo.s_min)
-            # shared memory is laid out from a first observation, and the policy is built and
-            # warmed up, before the first episode homes the robot: the episode's clock starts
-            # with the model ready
-            self._create_shared(meta, robot.read())
-            self._start_worker()
-            self._wait_ready()
-            results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
-            summary = episode_summary(results)
-        except AlgorithmFault as exc:  # the robot failed (stale state, dead camera): hold, report
-            self.fault = self.fault or str(exc)
-            telemetry.event("fault", cause=self.fault)
-            if step is not None:
-                step.hold()
-        except BaseException:
-            if step is not None:
-                step.hold()
-            raise
-        finally:
-            self._stop_worker()
-            self._close_log_queue()
-            self._release_shared()
-            self._restore_signals()
-            robot.stop()
-            summary.update(
-                algorithm="rtc", guidance=self.algo.guidance, schedule=self.algo.schedule,
-                execute_horizon=self.algo.execute_horizon, s_min=self.algo.s_min,
-                rejected_chunks=self.rejected_chunks, stale_chunks=self.scheduler.stale_chunks
-                if hasattr(self, "scheduler") else 0, restarts=self.restarts, fault=self.fault,
-                discarded_results=self.discarded_results,
-            )
-            if step is not None:
-                summary["safety"] = vars(step.safety.counters)
-                summary.update(step.stop_recording())
-            summary = telemetry.close(**summary)
-        if self.fault is not None:
-            raise AlgorithmFault(self.fault)
-        return summary
+    # ------------------------------------------------------------------ control-loop hooks
+    def _start_inference(self, robot: Any) -> None:
+        # shared memory is laid out from a first observation, and the policy is built and warmed
+        # up, before the first episode homes the robot: the episode's clock starts with the model ready
+        self._create_shared(self.run.policy_metadata, robot.read())
+        self._start_worker()
+        self._wait_ready()
 
-    def _install_signals(self) -> None:
-        """SIGTERM -> KeyboardInterrupt while we run, unless the app already handles it (it does
-        for ``python -m inference``), so the ``finally`` cleanup runs for any caller."""
-        self._old_sigterm = None
-        if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    def _stop_inference(self) -> None:
+        self._stop_worker()
+        self._close_log_queue()
+        self._release_shared()
 
-    def _restore_signals(self) -> None:
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
+    def _summary_fields(self) -> dict[str, Any]:
+        return {"restarts": self.restarts}
 
+    def _begin_episode(self, episode: int) -> None:
+        self.episode_no += 1
+        self.chunk_d_actual = -1
+        self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
+
+    def _poll_first(self, episode: int) -> bool:
+        if self._take_result(0, episode):
+            self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
+            return True
+        if int(self.shared.ctrl_i64[C.RESULT_ACK]) != self.ack:  # rejected/discarded: say so
+            self._publish(tick=0, tick_time=time.monotonic())
+        cause = self._check_worker(time.monotonic())
+        if cause is not None:
+            self.step.hold()
+            self._on_fault(cause)
+            if self.fault is None:  # restarted: the new process gets its start-up time too
+                self.first_chunk_deadline = (time.monotonic() + self.algo.first_chunk_timeout_s
+                                             + self.algo.startup_timeout_s)
+        return False
+
+    def _exchange(self, tick: int, episode: int, now: float) -> None:
+        cause = self._check_worker(now) if self.fault is None and self.proc is not None else None
+        if cause is not None:
+            self._on_fault(cause)
+        merged = self._take_result(tick, episode)
+        if self.fault is None:
+            self._publish(tick, now, chunk=merged)
 
     # ------------------------------------------------------------------ shared memory + worker
     def _create_shared(self, meta: Any, first_obs: Any) -> None:
@@ -340,8 +290,7 @@ class _Runtime:
         return None
 
     def _on_fault(self, cause: str) -> None:
-        log.error("rtc: %s; finishing the current chunk through the safety filter, then holding", cause)
-        self.telemetry.event("inference_fault", cause=cause, remaining=self.scheduler.remaining)
+        self._report_fault(cause)
         if self.algo.restart_on_failure and self.restarts < self.algo.max_restarts:
             self._stop_worker(graceful=False)
             self.restarts += 1
@@ -350,7 +299,7 @@ class _Runtime:
         self.fault = cause
         self._stop_worker(graceful=False)
 
-    # ------------------------------------------------------------------ one episode
+    # ------------------------------------------------------------------ the shared-memory exchange
     def _publish(self, tick: int, tick_time: float, chunk: bool = False) -> None:
         snap = self.step.history.snapshot()
         last = self.step.history.last
@@ -380,91 +329,19 @@ class _Runtime:
         except TimeoutError:
             return False
         self.ack = int(meta[R.SEQ])
-        sched = self.scheduler
-        if meta[R.EPISODE] != self.episode_no or meta[R.BASE_CHUNK_ID] != sched.chunk_id:
+        if meta[R.EPISODE] != self.episode_no or meta[R.BASE_CHUNK_ID] != self.scheduler.chunk_id:
             self.discarded_results += 1
             return False
-        base = dict(
+        first = not self.scheduler.has_chunk
+        record = dict(
             episode=episode, t_start=float(times[RF.T_START]), t_end=float(times[RF.T_END]),
             latency_ms=(float(times[RF.T_END]) - float(times[RF.T_START])) * 1e3,
             policy_ms=float(times[RF.POLICY_MS]), d_estimate=int(meta[R.D_ESTIMATE]),
             s=int(meta[R.S]), snapshot_tick=int(meta[R.SNAPSHOT_TICK]), merge_tick=tick,
             guidance=self.algo.guidance if meta[R.GUIDED] else "none",
         )
-        try:
-            if not sched.has_chunk:
-                chunk_id = sched.start(robot, model)
-                d_actual, disc, stale = 0, None, False
-            else:
-                merge = sched.merge(robot, model, int(meta[R.S]))
-                chunk_id, d_actual, stale = merge.chunk_id, merge.d_actual, merge.stale
-                disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
-        except ChunkRejected as exc:
-            self.rejected_chunks += 1
-            log.warning("rtc: rejected chunk from inference %d: %s (not executed)", int(meta[R.SEQ]), exc)
-            self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
-            self.telemetry.inference({**base, "chunk_id": -1, "d_actual": None, "rejected": 1})
+        d_actual = self._merge(tick, episode, robot, model, None if first else int(meta[R.S]), record)
+        if d_actual is None:
             return False
-        self.chunk_d_actual = d_actual if sched.merges else -1
-        # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
-        self.step.new_chunk(episode, chunk_id, tick - d_actual, np.array(robot, copy=True))
-        self.telemetry.inference({**base, "chunk_id": chunk_id, "d_actual": d_actual,
-                                  "discontinuity": disc, "stale": int(stale), "rejected": 0})
+        self.chunk_d_actual = d_actual if self.scheduler.merges else -1
         return True
-
-    def _episode(self, episode: int, obs: Any) -> EpisodeResult:
-        run, step, sched = self.run, self.step, self.scheduler
-        result = EpisodeResult(episode)
-        sched.reset()
-        self.episode_no += 1
-        self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
-        # first chunk: the robot holds still (no ticks yet) until it arrives
-        deadline = time.monotonic() + self.algo.first_chunk_timeout_s
-        self.chunk_d_actual = -1
-        while not self._take_result(0, episode):
-            if int(self.shared.ctrl_i64[C.RESULT_ACK]) != self.ack:  # rejected/discarded: say so
-                self._publish(tick=0, tick_time=time.monotonic())
-            cause = self._check_worker(time.monotonic())
-            if cause is not None:
-                step.hold()
-                self._on_fault(cause)
-                if self.fault is not None:
-                    return result
-                deadline = time.monotonic() + self.algo.first_chunk_timeout_s + self.algo.startup_timeout_s
-            if time.monotonic() > deadline:
-                self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
-                step.hold()
-                return result
-            time.sleep(0.001)
-        self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
-
-        clock = make_clock(1.0 / run.hz, step.robot.realtime)
-        clock.start()
-        tick = 0
-        while tick < run.max_steps:
-            scheduled, actual = clock.wait(tick)
-            if tick > 0:
-                obs, read_ms = step.observe()
-            else:
-                read_ms = 0.0
-            c0 = time.perf_counter()
-            cause = self._check_worker(actual) if self.fault is None and self.proc is not None else None
-            if cause is not None:
-                self._on_fault(cause)
-            merged = self._take_result(tick, episode)
-            if self.fault is None:
-                self._publish(tick, actual, chunk=merged)
-            planned = sched.step()
-            compute_ms = (time.perf_counter() - c0) * 1e3
-            step.execute_tick(result, obs, planned, tick, scheduled, actual, read_ms, compute_ms)
-            tick += 1
-            if self.fault is not None and sched.remaining == 0:
-                # the current chunk is used up: hold one more tick, then end the run
-                step.hold()
-                break
-            if result.success and self.algo.stop_on_success:
-                break
-        result.ticks = tick
-        self.telemetry.event("episode_end", episode=episode, ticks=tick, success=result.success,
-                             underruns=sched.underruns)
-        return result

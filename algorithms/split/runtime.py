@@ -29,16 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.clock import make_clock
-from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
-from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler, DelayEstimator, Snapshot, clip_delay
+from algorithms.common import AlgorithmFault
+from algorithms.rtc.chunk_logic import DelayEstimator, Snapshot, clip_delay
+from algorithms.rtc.control import RTCControlLoop, check_rtc_knobs
 from algorithms.split.codec import encode_observation, payload_bytes
 from algorithms.split.server import InferenceServer
 
 log = logging.getLogger(__name__)
-
-GUIDANCE = ("vjp", "blend", "none")
-SCHEDULES = ("exp", "linear", "ones", "zeros")
 
 
 @dataclass
@@ -109,18 +106,10 @@ class SplitRTCAlgorithm:
         stall_timeout_s: float = 5.0,
         stop_on_success: bool = True,
     ) -> None:
-        chunk_size = run.policy_metadata.chunk_size
-        self.s_min = int(execute_horizon if s_min is None else s_min)
-        if not 1 <= self.s_min <= chunk_size:
-            raise ValueError(f"algorithm.s_min/execute_horizon={self.s_min} must be in [1, chunk_size={chunk_size}]")
-        if guidance not in GUIDANCE:
-            raise ValueError(f"algorithm.guidance={guidance!r}; expected one of {GUIDANCE}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"algorithm.schedule={schedule!r}; expected one of {SCHEDULES}")
+        self.s_min = check_rtc_knobs(run, execute_horizon, s_min, guidance, schedule, delay_window,
+                                     initial_delay_ticks, warmup_inferences_excluded)
         if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
             raise ValueError(f"algorithm.jpeg_quality={jpeg_quality}; expected null or 1..100")
-        if delay_window < 1 or initial_delay_ticks < 0 or warmup_inferences_excluded < 0:
-            raise ValueError("algorithm.delay_window >= 1, initial_delay_ticks >= 0, warmup_inferences_excluded >= 0")
         self.run_obj = run
         self.execute_horizon = int(execute_horizon)
         self.delay_window = int(delay_window)
@@ -147,77 +136,60 @@ class SplitRTCAlgorithm:
         return _SplitRuntime(self).execute()
 
 
-class _SplitRuntime:
+class _SplitRuntime(RTCControlLoop):
+    """One run's control side with the policy in a Ray actor."""
+
+    name = "rtc_split"
+
     def __init__(self, algo: SplitRTCAlgorithm) -> None:
-        self.algo = algo
-        self.run = algo.run_obj
+        super().__init__(algo)
         self.actor: Any = None
         self.placement: dict[str, Any] = {}
         self.pending: _Pending | None = None
-        self.fault: str | None = None
-        self.rejected_chunks = 0
-        self.discarded_results = 0
         self.transport_ms: list[float] = []
         self.payload_sizes: list[int] = []
 
-    # ------------------------------------------------------------------ top level
-    def execute(self) -> dict[str, Any]:
-        run = self.run
-        telemetry = run.make_telemetry()
-        self.telemetry = telemetry
-        robot = run.make_robot()
-        summary: dict[str, Any] = {}
-        results: list[EpisodeResult] = []
-        step: ControlStep | None = None
-        try:
-            self._start_actor()  # before the robot: a missing cluster fails with the robot untouched
-            if not robot.realtime:
-                log.warning("rtc_split: robot is lockstep (realtime=false): delays are wall-clock, not ticks")
-            robot.start()
-            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry,
-                               run.make_recorder())
-            step.start_recording(run.run_dir)
-            self.step = step
-            meta = run.policy_metadata
-            self.H = meta.chunk_size
-            self.scheduler = ChunkScheduler(meta.chunk_size, meta.action_dim, self.algo.s_min)
-            self.estimator = DelayEstimator(self.algo.delay_window, self.algo.initial_delay_ticks,
-                                            self.algo.warmup_inferences_excluded)
-            results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
-            summary = episode_summary(results)
-        except AlgorithmFault as exc:  # the robot failed (stale state, dead camera): hold, report
-            self.fault = self.fault or str(exc)
-            telemetry.event("fault", cause=self.fault)
-            if step is not None:
-                step.hold()
-        except BaseException:
-            if step is not None:
-                step.hold()
-            raise
-        finally:
-            self._stop_actor()
-            robot.stop()
-            transport = np.asarray(self.transport_ms, dtype=np.float64)
-            summary.update(
-                algorithm="rtc_split", guidance=self.algo.guidance, schedule=self.algo.schedule,
-                execute_horizon=self.algo.execute_horizon, s_min=self.algo.s_min,
-                jpeg_quality=self.algo.jpeg_quality, rejected_chunks=self.rejected_chunks,
-                stale_chunks=self.scheduler.stale_chunks if hasattr(self, "scheduler") else 0,
-                discarded_results=self.discarded_results, fault=self.fault,
-                inference_node=str(self.placement.get("node_id", ""))[:16],
-                inference_host=self.placement.get("host"),
-            )
-            if transport.size:
-                summary.update({f"transport_ms_p{p}": float(np.percentile(transport, p)) for p in (50, 95, 99)})
-                summary["transport_ms_max"] = float(transport.max())
-                summary["payload_bytes_mean"] = float(np.mean(self.payload_sizes))
-            if step is not None:
-                summary["safety"] = vars(step.safety.counters)
-                summary.update(step.stop_recording())
-            summary = telemetry.close(**summary)
-        if self.fault is not None:
-            raise AlgorithmFault(self.fault)
-        return summary
+    # ------------------------------------------------------------------ control-loop hooks
+    def _start_inference_early(self) -> None:
+        self._start_actor()  # before the robot: a missing cluster fails with the robot untouched
+
+    def _start_inference(self, robot: Any) -> None:
+        self.H = self.run.policy_metadata.chunk_size
+        self.estimator = DelayEstimator(self.algo.delay_window, self.algo.initial_delay_ticks,
+                                        self.algo.warmup_inferences_excluded)
+
+    def _stop_inference(self) -> None:
+        self._stop_actor()
+
+    def _summary_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = dict(
+            jpeg_quality=self.algo.jpeg_quality, inference_node=str(self.placement.get("node_id", ""))[:16],
+            inference_host=self.placement.get("host"),
+        )
+        transport = np.asarray(self.transport_ms, dtype=np.float64)
+        if transport.size:
+            fields.update({f"transport_ms_p{p}": float(np.percentile(transport, p)) for p in (50, 95, 99)})
+            fields["transport_ms_max"] = float(transport.max())
+            fields["payload_bytes_mean"] = float(np.mean(self.payload_sizes))
+        return fields
+
+    def _begin_episode(self, episode: int) -> None:
+        if self.pending is not None:  # a request of the previous episode: its chunk is discarded
+            self.discarded_results += 1
+            self.pending = None
+        self._submit(episode, 0, None)
+
+    def _poll_first(self, episode: int) -> bool:
+        if self._poll(0, episode, time.monotonic()):
+            return True
+        if self.fault is None and self.pending is None:  # rejected: ask again
+            self._submit(episode, 0, None)
+        return False
+
+    def _exchange(self, tick: int, episode: int, now: float) -> None:
+        self._poll(tick, episode, time.monotonic())
+        if self.fault is None and self.pending is None and self.scheduler.should_trigger():
+            self._submit(episode, tick, self.scheduler.snapshot())
 
     # ------------------------------------------------------------------ the actor
     def _start_actor(self) -> None:
@@ -307,89 +279,23 @@ class _SplitRuntime:
         transport_ms = max(0.0, latency_ms - float(result["server_ms"]))
         self.transport_ms.append(transport_ms)
         self.payload_sizes.append(pending.nbytes)
-        sched = self.scheduler
         snap = pending.snapshot
-        base = dict(
+        record = dict(
             episode=episode, t_start=pending.t_start, t_end=t_end, latency_ms=latency_ms,
             server_ms=float(result["server_ms"]), policy_ms=float(result["policy_ms"]),
             transport_ms=transport_ms, payload_bytes=pending.nbytes, d_estimate=pending.d_estimate,
             s=snap.s if snap is not None else 0, snapshot_tick=pending.tick, merge_tick=tick,
             guidance=self.algo.guidance if (snap is not None and snap.s < self.H) else "none",
         )
-        try:
-            if snap is None:
-                chunk_id = sched.start(result["robot"], result["model"])
-                d_actual, disc, stale = 0, None, False
-            else:
-                merge = sched.merge(result["robot"], result["model"], snap.s)
-                chunk_id, d_actual, stale = merge.chunk_id, merge.d_actual, merge.stale
-                disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
-                self.estimator.observe(d_actual)  # measured here: includes the transport
-        except ChunkRejected as exc:
-            self.rejected_chunks += 1
-            log.warning("rtc_split: rejected chunk: %s (not executed)", exc)
-            self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
-            self.telemetry.inference({**base, "chunk_id": -1, "d_actual": None, "rejected": 1})
+        d_actual = self._merge(tick, episode, result["robot"], result["model"],
+                               snap.s if snap is not None else None, record)
+        if d_actual is None:
             return False
-        # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
-        self.step.new_chunk(episode, chunk_id, tick - d_actual, np.array(result["robot"], copy=True))
-        self.telemetry.inference({**base, "chunk_id": chunk_id, "d_actual": d_actual,
-                                  "discontinuity": disc, "stale": int(stale), "rejected": 0})
+        if snap is not None:
+            self.estimator.observe(d_actual)  # measured here: includes the transport
         return True
 
     def _on_fault(self, cause: str) -> None:
-        log.error("rtc_split: %s; finishing the current chunk through the safety filter, then holding", cause)
-        self.telemetry.event("inference_fault", cause=cause,
-                             remaining=self.scheduler.remaining if hasattr(self, "scheduler") else 0)
+        self._report_fault(cause)
         self.fault = cause
         self.pending = None
-
-    # ------------------------------------------------------------------ one episode
-    def _episode(self, episode: int, obs: Any) -> EpisodeResult:
-        run, step, sched = self.run, self.step, self.scheduler
-        result = EpisodeResult(episode)
-        sched.reset()
-        if self.pending is not None:  # a request of the previous episode: its chunk is discarded
-            self.discarded_results += 1
-            self.pending = None
-        # first chunk: the robot holds still (no ticks yet) until it arrives
-        self._submit(episode, 0, None)
-        deadline = time.monotonic() + self.algo.first_chunk_timeout_s
-        while not self._poll(0, episode, time.monotonic()):
-            if self.fault is not None:
-                step.hold()
-                return result
-            if self.pending is None:  # rejected: ask again
-                self._submit(episode, 0, None)
-            if time.monotonic() > deadline:
-                self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
-                step.hold()
-                return result
-            time.sleep(0.001)
-
-        clock = make_clock(1.0 / run.hz, step.robot.realtime)
-        clock.start()
-        tick = 0
-        while tick < run.max_steps:
-            scheduled, actual = clock.wait(tick)
-            if tick > 0:
-                obs, read_ms = step.observe()
-            else:
-                read_ms = 0.0
-            c0 = time.perf_counter()
-            self._poll(tick, episode, time.monotonic())
-            if self.fault is None and self.pending is None and sched.should_trigger():
-                self._submit(episode, tick, sched.snapshot())
-            planned = sched.step()
-            compute_ms = (time.perf_counter() - c0) * 1e3
-            step.execute_tick(result, obs, planned, tick, scheduled, actual, read_ms, compute_ms)
-            tick += 1
-            if self.fault is not None and sched.remaining == 0:
-                step.hold()
-                break
-            if result.success and self.algo.stop_on_success:
-                break
-        result.ticks = tick
-        self.telemetry.event("episode_end", episode=episode, ticks=tick, success=result.success,
-                             underruns=sched.underruns)
-        return result

@@ -1,0 +1,247 @@
+"""The control side of real-time chunking, whatever carries the inference.
+
+``algorithm=rtc`` (a spawned process over shared memory) and ``algorithm=rtc_split`` (a Ray actor on
+another node) differ only in how a snapshot reaches the policy and how a chunk comes back. Both
+control loops are this class: it owns the robot, the safety filter, the chunk scheduler and the
+telemetry; it runs the episodes, waits for each episode's first chunk with the robot still, ticks
+on the drift-free clock, merges chunks (``ChunkScheduler.merge``: the executed sequence, ``d_actual``,
+rejection of non-finite chunks), finishes the current chunk and holds after an inference fault, and
+turns a robot fault into a reported one. A transport subclass supplies the hooks below.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from algorithms.clock import make_clock
+from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
+from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler
+from policies.guidance import SCHEDULES
+
+log = logging.getLogger(__name__)
+
+GUIDANCE = ("vjp", "blend", "none")
+
+
+def check_rtc_knobs(
+    run: Any,
+    execute_horizon: int,
+    s_min: int | None,
+    guidance: str,
+    schedule: str,
+    delay_window: int,
+    initial_delay_ticks: int,
+    warmup_inferences_excluded: int,
+) -> int:
+    """Validate the knobs every RTC variant shares (a ValueError naming the key); returns s_min."""
+    chunk_size = run.policy_metadata.chunk_size
+    s_min = int(execute_horizon if s_min is None else s_min)
+    if not 1 <= s_min <= chunk_size:
+        raise ValueError(f"algorithm.s_min/execute_horizon={s_min} must be in [1, chunk_size={chunk_size}]")
+    if guidance not in GUIDANCE:
+        raise ValueError(f"algorithm.guidance={guidance!r}; expected one of {GUIDANCE}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"algorithm.schedule={schedule!r}; expected one of {SCHEDULES}")
+    if delay_window < 1 or initial_delay_ticks < 0 or warmup_inferences_excluded < 0:
+        raise ValueError("algorithm.delay_window >= 1, initial_delay_ticks >= 0, warmup_inferences_excluded >= 0")
+    return s_min
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class RTCControlLoop:
+    """One run's control side. ``algo`` carries the knobs (``s_min``, ``guidance``, ``schedule``,
+    ``execute_horizon``, ``first_chunk_timeout_s``, ``stop_on_success``).
+
+    Hooks for a transport:
+      ``_start_inference_early()``  before the robot starts (e.g. reach a cluster: fail untouched)
+      ``_start_inference(robot)``   robot started, scheduler made: get the policy ready
+      ``_begin_episode(episode)``   an episode starts (ask for its first chunk)
+      ``_poll_first(episode)``      True once the first chunk is merged; may set ``self.fault`` or
+                                    push ``self.first_chunk_deadline`` back (a restarted worker)
+      ``_exchange(tick, episode, now)``  per tick, before the action is taken: merge what arrived,
+                                    check health, hand out the next snapshot
+      ``_stop_inference()``         every exit path; never raises
+      ``_summary_fields()``         transport numbers for summary.json
+    """
+
+    name = "rtc"
+
+    def __init__(self, algo: Any) -> None:
+        self.algo = algo
+        self.run = algo.run_obj
+        self.fault: str | None = None
+        self.rejected_chunks = 0
+        self.discarded_results = 0
+        self.first_chunk_deadline = 0.0
+        self.scheduler: ChunkScheduler | None = None
+        self._old_sigterm: Any = None
+
+    # ------------------------------------------------------------------ hooks
+    def _start_inference_early(self) -> None:
+        pass
+
+    def _start_inference(self, robot: Any) -> None:
+        raise NotImplementedError
+
+    def _begin_episode(self, episode: int) -> None:
+        raise NotImplementedError
+
+    def _poll_first(self, episode: int) -> bool:
+        raise NotImplementedError
+
+    def _exchange(self, tick: int, episode: int, now: float) -> None:
+        raise NotImplementedError
+
+    def _stop_inference(self) -> None:
+        raise NotImplementedError
+
+    def _summary_fields(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ top level
+    def execute(self) -> dict[str, Any]:
+        run = self.run
+        telemetry = run.make_telemetry()
+        self.telemetry = telemetry
+        robot = run.make_robot()
+        summary: dict[str, Any] = {}
+        step: ControlStep | None = None
+        self._install_signals()
+        try:
+            self._start_inference_early()
+            if not robot.realtime:
+                log.warning("%s: robot is lockstep (realtime=false): delays are wall-clock, not ticks; "
+                            "use algorithm=lockstep_eval to evaluate with simulated delays", self.name)
+            robot.start()
+            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry,
+                               run.make_recorder())
+            step.start_recording(run.run_dir)
+            self.step = step
+            meta = run.policy_metadata
+            self.scheduler = ChunkScheduler(meta.chunk_size, meta.action_dim, self.algo.s_min)
+            self._start_inference(robot)
+            results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
+            summary = episode_summary(results)
+        except AlgorithmFault as exc:  # the robot or the inference start failed: hold, report
+            self.fault = self.fault or str(exc)
+            telemetry.event("fault", cause=self.fault)
+            if step is not None:
+                step.hold()
+        except BaseException:
+            if step is not None:
+                step.hold()
+            raise
+        finally:
+            self._stop_inference()
+            self._restore_signals()
+            robot.stop()
+            summary.update(
+                algorithm=self.name, guidance=self.algo.guidance, schedule=self.algo.schedule,
+                execute_horizon=self.algo.execute_horizon, s_min=self.algo.s_min,
+                rejected_chunks=self.rejected_chunks,
+                stale_chunks=self.scheduler.stale_chunks if self.scheduler is not None else 0,
+                discarded_results=self.discarded_results, fault=self.fault, **self._summary_fields(),
+            )
+            if step is not None:
+                summary["safety"] = vars(step.safety.counters)
+                summary.update(step.stop_recording())
+            summary = telemetry.close(**summary)
+        if self.fault is not None:
+            raise AlgorithmFault(self.fault)
+        return summary
+
+    def _install_signals(self) -> None:
+        """SIGTERM -> KeyboardInterrupt while we run, unless the app already handles it (it does
+        for ``python -m inference``), so the ``finally`` cleanup runs for any caller."""
+        self._old_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def _restore_signals(self) -> None:
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # ------------------------------------------------------------------ chunks
+    def _merge(self, tick: int, episode: int, robot_chunk: np.ndarray, model_chunk: np.ndarray,
+               s: int | None, record: dict[str, Any]) -> int | None:
+        """Make a returned chunk current (``s`` None: an episode's first chunk, else the snapshot
+        index it was computed from) and record the inference; returns ``d_actual``, or None if
+        the chunk was rejected (non-finite, wrong shape: never executed)."""
+        sched = self.scheduler
+        try:
+            if s is None:
+                chunk_id = sched.start(robot_chunk, model_chunk)
+                d_actual, disc, stale = 0, None, False
+            else:
+                merge = sched.merge(robot_chunk, model_chunk, s)
+                chunk_id, d_actual, stale = merge.chunk_id, merge.d_actual, merge.stale
+                disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
+        except ChunkRejected as exc:
+            self.rejected_chunks += 1
+            log.warning("%s: rejected chunk: %s (not executed)", self.name, exc)
+            self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
+            self.telemetry.inference({**record, "chunk_id": -1, "d_actual": None, "rejected": 1})
+            return None
+        # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
+        self.step.new_chunk(episode, chunk_id, tick - d_actual, np.array(robot_chunk, copy=True))
+        self.telemetry.inference({**record, "chunk_id": chunk_id, "d_actual": d_actual,
+                                  "discontinuity": disc, "stale": int(stale), "rejected": 0})
+        return d_actual
+
+    def _report_fault(self, cause: str) -> None:
+        log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, cause)
+        self.telemetry.event("inference_fault", cause=cause,
+                             remaining=self.scheduler.remaining if self.scheduler is not None else 0)
+
+    # ------------------------------------------------------------------ one episode
+    def _episode(self, episode: int, obs: Any) -> EpisodeResult:
+        run, step, sched = self.run, self.step, self.scheduler
+        result = EpisodeResult(episode)
+        sched.reset()
+        self._begin_episode(episode)
+        # first chunk: the robot holds still (no ticks yet) until it arrives
+        self.first_chunk_deadline = time.monotonic() + self.algo.first_chunk_timeout_s
+        while not self._poll_first(episode):
+            if self.fault is None and time.monotonic() > self.first_chunk_deadline:
+                self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
+            if self.fault is not None:
+                step.hold()
+                return result
+            time.sleep(0.001)
+
+        clock = make_clock(1.0 / run.hz, step.robot.realtime)
+        clock.start()
+        tick = 0
+        while tick < run.max_steps:
+            scheduled, actual = clock.wait(tick)
+            if tick > 0:
+                obs, read_ms = step.observe()
+            else:
+                read_ms = 0.0
+            c0 = time.perf_counter()
+            self._exchange(tick, episode, actual)
+            planned = sched.step()
+            compute_ms = (time.perf_counter() - c0) * 1e3
+            step.execute_tick(result, obs, planned, tick, scheduled, actual, read_ms, compute_ms)
+            tick += 1
+            if self.fault is not None and sched.remaining == 0:
+                # the current chunk is used up: hold one more tick, then end the run
+                step.hold()
+                break
+            if result.success and self.algo.stop_on_success:
+                break
+        result.ticks = tick
+        self.telemetry.event("episode_end", episode=episode, ticks=tick, success=result.success,
+                             underruns=sched.underruns)
+        return result
