@@ -11,6 +11,12 @@ The wire protocol is openpi's (``openpi.serving.websocket_policy_server``), so o
   images; the answer is ``{"actions": (H, action_dim) float32 robot units, "server_timing":
   {"infer_ms", "prev_total_ms"}}``; a failure answers a text frame with the traceback and closes;
 - ``GET /healthz`` answers 200 (and needs no API key);
+- an extension openpi's own server does not have: metadata ``rtc_guidance: true`` says this
+  server applies real-time-chunking guidance. A request may then carry ``"rtc": {"prev_actions":
+  (H, action_dim) robot units, "delay", "execute_horizon", "guidance", "schedule",
+  "max_guidance_weight"}`` and the chunk is inpainted toward ``prev_actions`` by the policy's own
+  ``guided_inference`` (VJP guidance for the flow policy), as in a local RTC run. Clients that do
+  not send it (openpi's) get plain chunks;
 - with ``serve.api_key`` set, clients must send ``Authorization: Api-Key <key>`` (else HTTP 401).
 
 Like openpi's server it applies the policy's normalizer itself: robot-space observations in,
@@ -61,6 +67,9 @@ class PolicyServer:
         self.normalizer = normalizer
         self.obs_map = obs_map
         self.metadata = dict(metadata or {})
+        meta = getattr(policy, "metadata", None)
+        self.metadata.setdefault("rtc_guidance", callable(getattr(policy, "guided_inference", None)))
+        self.metadata.setdefault("supports_vjp", bool(getattr(meta, "supports_vjp", False)))
         self.host = host
         self.port = int(port)
         self.api_key = api_key
@@ -86,8 +95,32 @@ class PolicyServer:
         if prompt is not None:
             info = {**info, "prompt": prompt}
         obs = self.normalizer.policy_input(state, images, info)
-        chunk_model = np.asarray(self.policy.predict(obs), dtype=np.float32)
+        rtc = request.get("rtc")
+        if rtc is None:
+            chunk_model = self.policy.predict(obs)
+        else:
+            chunk_model = self._guided(obs, rtc)
+        chunk_model = np.asarray(chunk_model, dtype=np.float32)
         return {"actions": np.ascontiguousarray(self.normalizer.action_to_robot(chunk_model), dtype=np.float32)}
+
+    def _guided(self, obs: Any, rtc: Mapping[str, Any]) -> np.ndarray:
+        """Guided inference for a request's ``rtc`` block (previous chunk in robot units)."""
+        if not self.metadata.get("rtc_guidance"):
+            raise ValueError("this server's policy has no guided_inference; do not send 'rtc'")
+        missing = [k for k in ("prev_actions", "delay", "execute_horizon") if k not in rtc]
+        if missing:
+            raise KeyError(f"rtc block lacks {missing} (has {sorted(map(str, rtc))})")
+        prev = np.asarray(rtc["prev_actions"], dtype=np.float32)
+        H, D = int(self.metadata.get("chunk_size", prev.shape[0])), int(self.metadata.get("action_dim", prev.shape[-1]))
+        if prev.shape != (H, D):
+            raise ValueError(f"rtc.prev_actions has shape {prev.shape}; this policy needs ({H}, {D})")
+        if not np.all(np.isfinite(prev)):
+            raise ValueError("rtc.prev_actions holds NaN/inf")
+        return self.policy.guided_inference(
+            obs, self.normalizer.action_to_model(prev), int(rtc["delay"]), int(rtc["execute_horizon"]),
+            guidance=str(rtc.get("guidance", "vjp")), schedule=str(rtc.get("schedule", "exp")),
+            max_guidance_weight=float(rtc.get("max_guidance_weight", 5.0)),
+        )
 
     # ------------------------------------------------------------------ websocket side (event loop)
     def _process_request(self, connection: Any, request: Any) -> Any:

@@ -128,7 +128,8 @@ def test_rtc_sim_run_through_our_server_with_blend(server, tmp_path):
 
 
 def test_predict_shapes_timing_and_blend(server):
-    policy = OpenPIRemotePolicy(chunk_size=50, action_dim=14, state_dim=14, port=server.port, connect_timeout_s=5)
+    policy = OpenPIRemotePolicy(chunk_size=50, action_dim=14, state_dim=14, port=server.port, connect_timeout_s=5,
+                                server_guidance=False)
     try:
         state = np.linspace(-1, 1, 14, dtype=np.float32)[None]
         chunk = policy.predict(PolicyInput(state=state))
@@ -143,6 +144,50 @@ def test_predict_shapes_timing_and_blend(server):
         np.testing.assert_allclose(out[-10:], chunk[-10:])      # W = 0 on the free tail: the new chunk
     finally:
         policy.close()
+
+
+def test_our_server_inpaints_with_the_policys_own_guidance():
+    """Served flow policy: the client's guided_inference ships the previous chunk and the server
+    runs the policy's VJP guidance -- the same chunk a local guided call makes from the same noise,
+    pulled toward prev; server_guidance=false falls back to blending on the client."""
+    srv = _in_process_server("policy=flow", "cameras=sim")
+    H, D = srv.metadata["chunk_size"], srv.metadata["action_dim"]
+    height, width = srv.metadata["image_size"]
+    cams = srv.metadata["camera_names"]
+    rng = np.random.default_rng(0)
+    frames = {c: rng.integers(0, 256, (1, 3, height, width)).astype(np.uint8) for c in cams}
+    state = np.zeros((1, 14), np.float32)
+    obs = PolicyInput(state=state, images={c: f.astype(np.float32) / 255 for c, f in frames.items()})
+    guided_client = OpenPIRemotePolicy(chunk_size=H, action_dim=D, state_dim=14, camera_names=cams, port=srv.port,
+                                       connect_timeout_s=5)
+    blend_client = OpenPIRemotePolicy(chunk_size=H, action_dim=D, state_dim=14, camera_names=cams, port=srv.port,
+                                      connect_timeout_s=5, server_guidance=False)
+    policy, norm = srv.policy, srv.normalizer
+    try:
+        assert srv.metadata["rtc_guidance"] is True and guided_client.metadata.supports_vjp is True
+        assert blend_client.metadata.supports_vjp is False
+        policy.reset_noise()
+        fresh = guided_client.predict(obs)
+        prev = norm.action_to_robot(norm.action_to_model(fresh) + 0.5)  # a chunk the model finds unlikely
+        d, s = 4, 25
+        policy.reset_noise()
+        guided = guided_client.guided_inference(obs, prev, delay=d, execute_horizon=s, guidance="vjp",
+                                                max_guidance_weight=5.0)
+        policy.reset_noise()
+        local = norm.action_to_robot(policy.guided_inference(
+            norm.policy_input(state, frames, {}), norm.action_to_model(prev), d, s, guidance="vjp",
+            max_guidance_weight=5.0))
+        np.testing.assert_allclose(guided, local, atol=1e-5)
+        gap = lambda chunk: np.abs(norm.action_to_model(chunk[:d]) - norm.action_to_model(prev[:d])).mean()  # noqa: E731
+        assert gap(guided) < 0.95 * gap(fresh), (gap(guided), gap(fresh))  # pulled toward prev, same noise
+        blended = blend_client.guided_inference(obs, prev, delay=d, execute_horizon=s, guidance="vjp")
+        np.testing.assert_allclose(blended[:d], prev[:d])  # blend: W = 1 on the delay
+        with pytest.raises(RemotePolicyError, match="prev_actions has shape"):
+            guided_client.guided_inference(obs, prev[:10], delay=d, execute_horizon=s)
+    finally:
+        guided_client.close()
+        blend_client.close()
+        srv.stop()
 
 
 def test_observation_keys_come_from_config(tmp_path):

@@ -9,9 +9,11 @@ openpi-client itself pins numpy<2, so we speak the protocol with the websockets 
 
 Spaces: openpi servers (and ours) take robot-space observations and return robot-space actions
 (they normalize internally), so this policy's model space *is* robot space and its config uses the
-identity normalizer. RTC therefore cannot guide the remote sampler: guided inference asks for a
-fresh chunk and blends it with the previous one (``W * prev + (1 - W) * new``);
-``metadata.supports_vjp`` is False.
+identity normalizer. RTC: an openpi server cannot guide its sampler, so guided inference asks for a
+fresh chunk and blends it with the previous one (``W * prev + (1 - W) * new``). A server that
+advertises ``rtc_guidance`` (``python -m inference.serve``) gets the previous chunk, d and the
+horizon with the request (``server_guidance: true``, the default) and inpaints on its side, with
+VJP guidance when its policy supports it (then ``metadata.supports_vjp`` is True here too).
 
 Failures: a server that is down at start is an error after ``connect_timeout_s`` (retrying with
 exponential backoff meanwhile). A connection that drops mid-run is re-dialed with the same
@@ -24,6 +26,7 @@ would be mistaken for the next one).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
@@ -83,6 +86,7 @@ class OpenPIRemotePolicy:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 2.0,
         check_metadata: bool = True,
+        server_guidance: bool = True,
     ) -> None:
         self.metadata = PolicyMetadata(
             chunk_size=int(chunk_size), action_dim=int(action_dim), state_dim=int(state_dim),
@@ -104,6 +108,9 @@ class OpenPIRemotePolicy:
         self._packer = codec.Packer()
         self._ws = None
         self._connect(self.connect_timeout_s, first=True)
+        self.server_guides = bool(server_guidance) and self.server_metadata.get("rtc_guidance") is True
+        if self.server_guides and self.server_metadata.get("supports_vjp") is True:
+            self.metadata = dataclasses.replace(self.metadata, supports_vjp=True)
 
     # ------------------------------------------------------------------ connection
     def _connect(self, timeout_s: float, first: bool = False) -> None:
@@ -242,12 +249,21 @@ class OpenPIRemotePolicy:
 
     def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
                          max_guidance_weight=5.0) -> np.ndarray:
-        """Blend inpainting: the remote sampler cannot be guided, so ``vjp`` falls back to ``blend``."""
+        """The server's own guidance when it offers it; else blend (``vjp`` falls back to ``blend``)."""
+        prev = np.asarray(prev_chunk, dtype=np.float32)
+        if guidance != "none" and self.server_guides:
+            request = self.observation_dict(obs)
+            request["rtc"] = {
+                "prev_actions": prev, "delay": int(delay), "execute_horizon": int(execute_horizon),
+                "guidance": str(guidance), "schedule": str(schedule),
+                "max_guidance_weight": float(max_guidance_weight),
+            }
+            return self._chunk(self.request(request))
         new = self.predict(obs)
         if guidance == "none":
             return new
         weights = prefix_weights(self.metadata.chunk_size, int(delay), int(execute_horizon), schedule)
-        return blend(np.asarray(prev_chunk, dtype=np.float32), new, weights)
+        return blend(prev, new, weights)
 
     def warmup(self) -> None:
         pass
