@@ -118,9 +118,14 @@ def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | Non
     thread = threading.Thread(target=_init, name="ray-init", daemon=True)
     thread.start()
     thread.join(max(1.0, timeout_s - (time.monotonic() - t0)))
-    if thread.is_alive():
-        raise LaunchError(f"no Ray cluster reachable at {resolved}: ray.init did not finish within {timeout_s:g} s "
-                          f"(auth_mode={auth_mode}: is it the cluster's?)")
+    if thread.is_alive():  # the port answered (wait_for_port), so a cluster is there and refuses us
+        token = f" with the token in {auth_token_path}" if auth_mode == "token" and auth_token_path else ""
+        raise LaunchError(
+            f"a Ray cluster listens at {resolved} but this driver could not join within {timeout_s:g} s. "
+            f"Most likely its auth differs: this driver uses auth_mode={auth_mode}{token}; every node and "
+            "driver of a cluster needs the same launcher.auth_mode/auth_token_path as "
+            "`python -m inference.cluster` was given (Ray logs 'InvalidAuthToken' above when that is it). "
+            "Else check that the Ray versions match")
     if error:
         raise LaunchError(f"could not connect to the Ray cluster at {resolved}: {error[0]}") from error[0]
     return resolved
