@@ -6,6 +6,7 @@ Kept thin on purpose (STYLE.md habit 2): all logic lives in the run object and t
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -98,21 +99,21 @@ def main(cfg: DictConfig) -> Any:
 
         print(f"report: {make_report(run_dir) / 'report.md'}")
     if cfg.get("objective") is not None:
-        try:
-            return objective_values(summary, cfg.objective)
-        except ConfigError as exc:
-            print(f"config error: {exc}", file=sys.stderr)
-            sys.exit(EXIT_CONFIG)
+        return objective_values(summary, cfg.objective)
     return summary
 
 
-def objective_values(summary: dict[str, Any], objective: Any) -> float | list[float]:
+def objective_values(summary: dict[str, Any], objective: Any) -> float | list[float] | None:
     """The number(s) an optimising sweeper (``hydra/sweeper=optuna``) minimises/maximises: the
-    summary keys named by ``objective``, in order; a single name gives a float."""
+    summary keys named by ``objective`` (checked at start to be summary metrics), in order; a
+    single name gives a float. When this run could not measure one (no chunk boundary, so no
+    discontinuity; NaN) the answer is None, which the Optuna sweeper records as a failed trial
+    (NaN itself would abort hydra-optuna-sweeper 1.3 with optuna 2.10)."""
     names = [objective] if isinstance(objective, str) else list(objective)
-    missing = [n for n in names if not isinstance(summary.get(n), (int, float))]
-    if missing:
-        numeric = sorted(k for k, v in summary.items() if isinstance(v, (int, float)))
-        raise ConfigError(f"objective: {missing} not numeric in this run's summary (available: {', '.join(numeric)})")
-    values = [float(summary[n]) for n in names]
-    return values[0] if len(values) == 1 else values
+    values = [summary.get(name) for name in names]
+    bad = [n for n, v in zip(names, values) if not isinstance(v, (int, float)) or math.isnan(v)]
+    if bad:
+        log.warning("objective %s: not measured in this run; the trial counts as failed", bad)
+        return None
+    floats = [float(v) for v in values]
+    return floats[0] if len(floats) == 1 else floats

@@ -101,6 +101,13 @@ def summarize(
     return summary
 
 
+def summary_metric_names() -> frozenset[str]:
+    """Every numeric key ``summarize`` can write (a run writes those its records support), plus
+    the episode and lockstep keys; what ``objective=[...]`` may name."""
+    full = summarize([dict.fromkeys(TICK_FIELDS, 1.0)], [dict.fromkeys(INFERENCE_FIELDS, 1.0)], period_s=1.0)
+    return frozenset(full) | {"success_rate", "successes", "episodes", "max_jerk", "cells"}
+
+
 class _CsvTable:
     def __init__(self, path: Path, fields: Sequence[str]) -> None:
         self.path = path

@@ -194,9 +194,16 @@ def validate(cfg: DictConfig) -> None:
         _check_value(f.name, container.get(f.name, f.default), run_hints[f.name])
     objective = container.get("objective")
     names = [objective] if isinstance(objective, str) else objective
-    if objective is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise ConfigError(f"objective: expected a summary key or a list of them (e.g. [success_rate, "
-                          f"discontinuity_mean]), got {objective!r}")
+    if objective is not None:
+        from inference.telemetry import summary_metric_names
+
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"objective: expected a summary key or a list of them (e.g. [success_rate, "
+                              f"discontinuity_mean]), got {objective!r}")
+        known = summary_metric_names()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"objective: {unknown} not a summary metric (known: {', '.join(sorted(known))})")
     for key in ("episodes", "max_steps"):
         if container[key] < 1:
             raise ConfigError(f"{key}: must be >= 1, got {container[key]}")

@@ -98,9 +98,9 @@ def test_sweep_summary_ranks_each_lockstep_cell(tmp_path):
         assert row["success_rate"] == c["success_rate"] and row["ticks"] == c["ticks"]
 
 
-def _optuna_sweep(sweep_dir: Path) -> subprocess.CompletedProcess:
+def _optuna_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "inference", "-m", "+experiment=rtc_optuna", "hydra.sweeper.n_trials=3",
-            "episodes=1", "max_steps=80", f"hydra.sweep.dir={sweep_dir}"]
+            "episodes=1", "max_steps=80", f"hydra.sweep.dir={sweep_dir}", *extra]
     return subprocess.run(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
                           text=True, timeout=300)
 
@@ -137,18 +137,51 @@ def test_optuna_sweep_searches_inpainting_params_reproducibly(tmp_path):
     assert first == second
 
 
-def test_objective_names_a_missing_summary_key():
+def test_objective_values_and_unmeasured_metrics():
+    import math
+
     from inference.app import objective_values
-    from inference.validation import ConfigError
 
-    assert objective_values({"success_rate": 0.5, "d": 2}, ["success_rate", "d"]) == [0.5, 2.0]
+    assert objective_values({"success_rate": 0.5, "d_actual_max": 2}, ["success_rate", "d_actual_max"]) == [0.5, 2.0]
     assert objective_values({"success_rate": 0.5}, "success_rate") == 0.5
-    with pytest.raises(ConfigError, match=r"objective: \['nope'\] not numeric.*available: success_rate"):
-        objective_values({"success_rate": 0.5, "table": []}, ["nope"])
+    # no chunk boundary in this run: the trial fails (None), the sweep goes on
+    assert objective_values({"success_rate": 1.0, "table": []}, ["success_rate", "discontinuity_mean"]) is None
+    assert objective_values({"success_rate": 1.0, "discontinuity_mean": math.nan}, "discontinuity_mean") is None
 
 
-def test_objective_of_wrong_type_fails_at_start(tmp_path):
+@pytest.mark.parametrize("value, message", [("[1,2]", "expected a summary key"),
+                                            ("[success_rate,discontinuity_avg]", r"\['discontinuity_avg'\] not a summary metric")])
+def test_bad_objective_fails_at_start(tmp_path, value, message):
     from inference.validation import ConfigError
 
-    with pytest.raises(ConfigError, match="objective: expected a summary key"):
-        compose_run([*BASE, "objective=[1,2]"], run_dir=tmp_path)
+    with pytest.raises(ConfigError, match=f"objective: {message}"):
+        compose_run([*BASE, f"objective={value}"], run_dir=tmp_path)
+
+
+def test_every_known_metric_name_is_one_a_run_writes(tmp_path):
+    """The names objective may use are real: a lockstep run's summary has the ones it measures."""
+    from inference.telemetry import summary_metric_names
+
+    summary = compose_run([*BASE, "max_steps=60", "algorithm.methods=[rtc]", "algorithm.delays_ticks=[2]"],
+                          run_dir=tmp_path).execute()
+    numeric = {k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    known = summary_metric_names()
+    assert {"success_rate", "discontinuity_mean", "d_actual_p99", "max_jerk"} <= numeric & known
+
+
+@pytest.mark.slow
+def test_optuna_study_in_sqlite_resumes_and_records_failed_trials(tmp_path):
+    """A trial too short to measure discontinuity fails without ending the search; a second
+    command adds its trials to the same stored study."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    short = _optuna_sweep(tmp_path / "a", "hydra.sweeper.n_trials=1", "max_steps=20", f"hydra.sweeper.storage={storage}")
+    assert short.returncode == 0, short.stderr[-3000:]
+    assert "not measured in this run" in short.stderr + short.stdout
+    longer = _optuna_sweep(tmp_path / "b", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    study = optuna.load_study(study_name="rtc_inpainting", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    summary = json.loads((tmp_path / "b" / "0" / "summary.json").read_text())
+    assert study.trials[1].values == pytest.approx([summary["success_rate"], summary["discontinuity_mean"]])
