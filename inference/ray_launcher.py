@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -297,6 +298,44 @@ class FileMirror:
 
 
 # --------------------------------------------------------------------------- the launcher
+@dataclass
+class RayTarget:
+    """Where a Ray actor of ours goes: the cluster (address, namespace, auth) and what the actor
+    asks of its node. Shared by ``launcher=ray`` (the whole run) and ``algorithm=rtc_split`` (the
+    policy only), whose configs carry these keys flat."""
+
+    address: str = "auto"
+    namespace: str = "inference"
+    auth_mode: str | None = "disabled"
+    auth_token_path: str | None = None
+    resources: dict[str, float] = field(default_factory=lambda: {"inference_pc": 1.0})
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    connect_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        self.resources = dict(self.resources if self.resources is not None else {"inference_pc": 1.0})
+        self.num_cpus, self.num_gpus = float(self.num_cpus), float(self.num_gpus)
+        self.connect_timeout_s = float(self.connect_timeout_s)
+
+    @property
+    def demand(self) -> dict[str, float]:
+        """The actor's resource request, CPUs and GPUs included (for the placement check)."""
+        out = dict(self.resources)
+        if self.num_cpus > 0:
+            out["CPU"] = self.num_cpus
+        if self.num_gpus > 0:
+            out["GPU"] = self.num_gpus
+        return out
+
+    def actor_options(self) -> dict[str, Any]:
+        return {"resources": self.resources or None, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+    def connect(self, log_to_driver: bool = True, runtime_env: Mapping[str, Any] | None = None) -> str:
+        return connect(self.address, self.namespace, self.connect_timeout_s, self.auth_mode,
+                       self.auth_token_path, log_to_driver, runtime_env)
+
+
 class RayLauncher:
     """Places the run's actor on the node offering ``resources`` and mirrors its run dir here.
 
@@ -324,14 +363,8 @@ class RayLauncher:
         log_to_driver: bool = True,
         runtime_env: dict | None = None,
     ) -> None:
-        self.address = address
-        self.namespace = namespace
-        self.auth_mode = auth_mode
-        self.auth_token_path = auth_token_path
-        self.resources = dict(resources if resources is not None else {"inference_pc": 1.0})
-        self.num_cpus = float(num_cpus)
-        self.num_gpus = float(num_gpus)
-        self.connect_timeout_s = float(connect_timeout_s)
+        self.target = RayTarget(address, namespace, auth_mode, auth_token_path, resources, num_cpus, num_gpus,
+                                connect_timeout_s)
         self.placement_timeout_s = float(placement_timeout_s)
         self.poll_interval_s = float(poll_interval_s)
         self.stop_timeout_s = float(stop_timeout_s)
@@ -342,27 +375,16 @@ class RayLauncher:
         self.placement: dict[str, Any] = {}
         self.remote_dir: str | None = None
 
-    @property
-    def demand(self) -> dict[str, float]:
-        out = dict(self.resources)
-        if self.num_cpus > 0:
-            out["CPU"] = self.num_cpus
-        if self.num_gpus > 0:
-            out["GPU"] = self.num_gpus
-        return out
-
     def connect(self) -> str:
-        return connect(self.address, self.namespace, self.connect_timeout_s, self.auth_mode,
-                       self.auth_token_path, self.log_to_driver, self.runtime_env)
+        return self.target.connect(self.log_to_driver, self.runtime_env)
 
     def create_actor(self, address: str) -> Any:
         """The run's actor, placed and alive (bounded), with ``self.placement`` filled in."""
         import ray
 
-        check_resources(self.demand, address)
+        check_resources(self.target.demand, address)
         actor = ray.remote(concurrency_groups={"io": 2})(RunActor).options(
-            resources=self.resources or None, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-            max_restarts=0, name=f"run-{uuid.uuid4().hex[:8]}",
+            **self.target.actor_options(), max_restarts=0, name=f"run-{uuid.uuid4().hex[:8]}",
         ).remote()
         try:
             self.placement = ray.get(actor.ready.remote(), timeout=self.placement_timeout_s)
@@ -370,7 +392,7 @@ class RayLauncher:
             ray.kill(actor, no_restart=True)
             raise LaunchError(
                 f"the run's actor was not placed within {self.placement_timeout_s:g} s: every node offering "
-                f"{self.demand} is busy (another run?). Nodes:\n{describe_nodes(ray.nodes())}"
+                f"{self.target.demand} is busy (another run?). Nodes:\n{describe_nodes(ray.nodes())}"
             ) from None
         log.info("run actor placed on node %s (%s, pid %s)", str(self.placement["node_id"])[:8],
                  self.placement["host"], self.placement["pid"])

@@ -34,6 +34,7 @@ from algorithms.rtc.chunk_logic import DelayEstimator, Snapshot, clip_delay
 from algorithms.rtc.control import RTCControlLoop, check_rtc_knobs
 from algorithms.split.codec import encode_observation, payload_bytes
 from algorithms.split.server import InferenceServer
+from inference.ray_launcher import RayTarget
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,8 @@ class SplitRTCAlgorithm:
         self.schedule = schedule
         self.max_guidance_weight = float(max_guidance_weight)
         self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
-        self.address = address
-        self.namespace = namespace
-        self.auth_mode = auth_mode
-        self.auth_token_path = auth_token_path
-        self.resources = dict(resources if resources is not None else {"inference_pc": 1.0})
-        self.num_cpus = float(num_cpus)
-        self.num_gpus = float(num_gpus)
-        self.connect_timeout_s = float(connect_timeout_s)
+        self.target = RayTarget(address, namespace, auth_mode, auth_token_path, resources, num_cpus, num_gpus,
+                                connect_timeout_s)
         self.startup_timeout_s = float(startup_timeout_s)
         self.first_chunk_timeout_s = float(first_chunk_timeout_s)
         self.stall_timeout_s = float(stall_timeout_s)
@@ -195,19 +190,13 @@ class _SplitRuntime(RTCControlLoop):
     def _start_actor(self) -> None:
         import ray
 
-        from inference.ray_launcher import LaunchError, check_resources, connect
+        from inference.ray_launcher import LaunchError, check_resources
 
-        a = self.algo
-        address = connect(a.address, a.namespace, a.connect_timeout_s, a.auth_mode, a.auth_token_path)
-        demand = dict(a.resources)
-        if a.num_cpus > 0:
-            demand["CPU"] = a.num_cpus
-        if a.num_gpus > 0:
-            demand["GPU"] = a.num_gpus
+        a, target = self.algo, self.algo.target
+        address = target.connect()
+        demand = target.demand
         check_resources(demand, address)
-        self.actor = ray.remote(InferenceServer).options(
-            resources=a.resources or None, num_cpus=a.num_cpus, num_gpus=a.num_gpus, max_restarts=0,
-        ).remote(self.run)
+        self.actor = ray.remote(InferenceServer).options(**target.actor_options(), max_restarts=0).remote(self.run)
         try:
             self.placement = ray.get(self.actor.ready.remote(), timeout=a.startup_timeout_s)
         except ray.exceptions.GetTimeoutError:
