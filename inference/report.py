@@ -12,8 +12,9 @@ import csv
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,106 +45,99 @@ def _plt():
     return plt
 
 
+@contextmanager
+def _figure(out: Path, figsize: tuple[float, float] = (7, 4)) -> Iterator[Any]:
+    """One-axes figure, laid out, saved to ``out`` and closed (even when a plot raises)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(out, dpi=90)
+    finally:
+        plt.close(fig)
+
+
 def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} in this run", ha="center", va="center", transform=ax.transAxes)
 
 
 def plot_period_error(ticks, out: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    err = _floats(ticks, "period_error_ms")
-    if err.size:
-        ax.hist(err, bins=60, color="tab:blue")
-        for p, style in ((50, "--"), (99, ":")):
-            ax.axvline(np.percentile(err, p), color="k", linestyle=style, label=f"p{p} {np.percentile(err, p):.2f} ms")
-        ax.legend()
-    else:
-        _empty(ax, "ticks")
-    ax.set(xlabel="period error (ms, actual - scheduled)", ylabel="ticks", title="Control period error")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    with _figure(out) as ax:
+        err = _floats(ticks, "period_error_ms")
+        if err.size:
+            ax.hist(err, bins=60, color="tab:blue")
+            for p, style in ((50, "--"), (99, ":")):
+                ax.axvline(np.percentile(err, p), color="k", linestyle=style, label=f"p{p} {np.percentile(err, p):.2f} ms")
+            ax.legend()
+        else:
+            _empty(ax, "ticks")
+        ax.set(xlabel="period error (ms, actual - scheduled)", ylabel="ticks", title="Control period error")
 
 
 def plot_latency(infs, out: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    lat, t = _floats(infs, "latency_ms"), _floats(infs, "t_start")
-    if lat.size and t.size == lat.size:
-        ax.plot(t - t[0], lat, marker=".", color="tab:orange")
-    else:
-        _empty(ax, "inferences")
-    ax.set(xlabel="time since first inference (s)", ylabel="latency (ms)", title="Inference latency")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    with _figure(out) as ax:
+        lat, t = _floats(infs, "latency_ms"), _floats(infs, "t_start")
+        if lat.size and t.size == lat.size:
+            ax.plot(t - t[0], lat, marker=".", color="tab:orange")
+        else:
+            _empty(ax, "inferences")
+        ax.set(xlabel="time since first inference (s)", ylabel="latency (ms)", title="Inference latency")
 
 
 def plot_delay(infs, out: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    est, act = _floats(infs, "d_estimate"), _floats(infs, "d_actual")
-    if est.size or act.size:
-        if est.size:
-            ax.step(np.arange(est.size), est, where="post", label="d estimate")
-        if act.size:
-            ax.plot(np.arange(act.size), act, "o", label="d actual")
-        ax.legend()
-    else:
-        _empty(ax, "delay records")
-    ax.set(xlabel="inference #", ylabel="delay (ticks)", title="Inference delay d")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    with _figure(out) as ax:
+        est, act = _floats(infs, "d_estimate"), _floats(infs, "d_actual")
+        if est.size or act.size:
+            if est.size:
+                ax.step(np.arange(est.size), est, where="post", label="d estimate")
+            if act.size:
+                ax.plot(np.arange(act.size), act, "o", label="d actual")
+            ax.legend()
+        else:
+            _empty(ax, "delay records")
+        ax.set(xlabel="inference #", ylabel="delay (ticks)", title="Inference delay d")
 
 
 def plot_joints(traj, chunks, out: Path, max_joints: int = 6) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5))
-    if traj is not None and len(traj["tick"]):
-        ep0 = traj["episode"] == traj["episode"][0]
-        ticks, cmd = traj["tick"][ep0], traj["command"][ep0]
-        for j in range(min(max_joints, cmd.shape[1])):
-            ax.plot(ticks, cmd[:, j], label=f"joint {j}")
-        if chunks is not None:
-            sel = chunks["episode"] == traj["episode"][0]
-            for start in chunks["start_tick"][sel]:
-                ax.axvline(start, color="grey", alpha=0.3, linewidth=0.8)
-        ax.legend(fontsize=7, ncol=3)
-    else:
-        _empty(ax, "commands")
-    ax.set(xlabel="tick", ylabel="command (robot units)", title="Commands sent (first episode); grey = chunk starts")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    with _figure(out, (9, 5)) as ax:
+        if traj is not None and len(traj["tick"]):
+            ep0 = traj["episode"] == traj["episode"][0]
+            ticks, cmd = traj["tick"][ep0], traj["command"][ep0]
+            for j in range(min(max_joints, cmd.shape[1])):
+                ax.plot(ticks, cmd[:, j], label=f"joint {j}")
+            if chunks is not None:
+                sel = chunks["episode"] == traj["episode"][0]
+                for start in chunks["start_tick"][sel]:
+                    ax.axvline(start, color="grey", alpha=0.3, linewidth=0.8)
+            ax.legend(fontsize=7, ncol=3)
+        else:
+            _empty(ax, "commands")
+        ax.set(xlabel="tick", ylabel="command (robot units)", title="Commands sent (first episode); grey = chunk starts")
 
 
 def plot_chunk_overlay(chunks, out: Path, joint: int | None = None, max_switches: int = 6) -> None:
     """Old chunk vs new chunk around each switch, on the joint that moves most."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5))
-    if chunks is not None and len(chunks["chunk_id"]) > 1:
-        c = chunks["chunk"]
-        if joint is None:
-            joint = int(np.argmax(c.reshape(-1, c.shape[-1]).std(0)))
-        ep = chunks["episode"]
-        shown = 0
-        for k in range(1, len(c)):
-            if ep[k] != ep[k - 1] or shown >= max_switches:
-                continue
-            h = c.shape[1]
-            t_old = chunks["start_tick"][k - 1] + np.arange(h)
-            t_new = chunks["start_tick"][k] + np.arange(h)
-            line, = ax.plot(t_old, c[k - 1][:, joint], "--", alpha=0.6)
-            ax.plot(t_new, c[k][:, joint], "-", color=line.get_color(), alpha=0.9)
-            shown += 1
-        ax.set_title(f"Chunk overlay at each switch, joint {joint} (dashed old, solid new)")
-    else:
-        _empty(ax, "chunk switches")
-    ax.set(xlabel="tick", ylabel="action (robot units)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    with _figure(out, (9, 5)) as ax:
+        if chunks is not None and len(chunks["chunk_id"]) > 1:
+            c = chunks["chunk"]
+            if joint is None:
+                joint = int(np.argmax(c.reshape(-1, c.shape[-1]).std(0)))
+            ep = chunks["episode"]
+            shown = 0
+            for k in range(1, len(c)):
+                if ep[k] != ep[k - 1] or shown >= max_switches:
+                    continue
+                h = c.shape[1]
+                t_old = chunks["start_tick"][k - 1] + np.arange(h)
+                t_new = chunks["start_tick"][k] + np.arange(h)
+                line, = ax.plot(t_old, c[k - 1][:, joint], "--", alpha=0.6)
+                ax.plot(t_new, c[k][:, joint], "-", color=line.get_color(), alpha=0.9)
+                shown += 1
+            ax.set_title(f"Chunk overlay at each switch, joint {joint} (dashed old, solid new)")
+        else:
+            _empty(ax, "chunk switches")
+        ax.set(xlabel="tick", ylabel="action (robot units)")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
