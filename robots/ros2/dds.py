@@ -30,7 +30,7 @@ from cyclonedds.util import duration
 from cyclonedds._clayer import ddspy_take, ddspy_write
 
 from robots.ros2 import messages
-from robots.ros2.transport import LatestSlot, QosProfile, RawCallback
+from robots.ros2.transport import QosProfile, RawCallback, SlotSubscription
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,13 @@ def _delete_entity(entity: Any) -> None:
         entity._delete(ref)
 
 
-class DdsSubscription:
+class DdsSubscription(SlotSubscription):
     """A DataReader whose listener keeps the newest raw sample and its receive time."""
 
     def __init__(
         self, transport: "DdsTransport", topic: str, msg_type: str, qos: QosProfile, on_raw: RawCallback | None = None
     ) -> None:
-        self.topic = topic
-        self.msg_type = messages.resolve_type(msg_type)
-        self._slot = LatestSlot(self.msg_type)
-        self._on_raw = on_raw
+        super().__init__(topic, msg_type, on_raw)
         self._mask = SampleState.Any | ViewState.Any | InstanceState.Any
         self._listener = Listener(on_data_available=self._on_data)
         dds_topic = transport._topic(topic, self.msg_type)
@@ -148,24 +145,7 @@ class DdsSubscription:
         if isinstance(samples, int):
             log.warning("take on %s failed: %d", self.topic, samples)
             return
-        newest = None
-        for data, info in samples:
-            if info.valid_data:
-                newest = bytes(data)
-                if self._on_raw is not None:
-                    self._on_raw(newest, now)
-        if newest is not None:
-            self._slot.put_raw(newest, now)
-
-    def latest(self) -> tuple[Any, float] | None:
-        return self._slot.latest()
-
-    @property
-    def count(self) -> int:
-        return self._slot.count
-
-    def wait(self, timeout_s: float) -> bool:
-        return self._slot.wait(timeout_s)
+        self._deliver([bytes(data) for data, info in samples if info.valid_data], now)
 
     def close(self) -> None:
         reader, self._reader = getattr(self, "_reader", None), None

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from robots.ros2 import messages
-from robots.ros2.transport import LatestSlot, QosProfile, RawCallback
+from robots.ros2.transport import QosProfile, RawCallback, SlotSubscription
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +35,16 @@ def _ros_qos(qos: QosProfile) -> Any:
     )
 
 
-class RclpySubscription:
+class RclpySubscription(SlotSubscription):
     def __init__(
         self, node: Any, topic: str, msg_type: str, qos: QosProfile, on_raw: RawCallback | None = None
     ) -> None:
-        self.topic = topic
-        self.msg_type = messages.resolve_type(msg_type)
-        self._slot = LatestSlot(self.msg_type)
-        self._on_raw = on_raw
+        super().__init__(topic, msg_type, on_raw)
         self._node = node
         self._sub = node.create_subscription(_ros_class(msg_type), topic, self._on_msg, _ros_qos(qos), raw=True)
 
     def _on_msg(self, raw: bytes) -> None:
-        now = time.monotonic()
-        raw = bytes(raw)
-        if self._on_raw is not None:
-            self._on_raw(raw, now)
-        self._slot.put_raw(raw, now)
-
-    def latest(self) -> tuple[Any, float] | None:
-        return self._slot.latest()
-
-    @property
-    def count(self) -> int:
-        return self._slot.count
-
-    def wait(self, timeout_s: float) -> bool:
-        return self._slot.wait(timeout_s)
+        self._deliver([bytes(raw)], time.monotonic())
 
     def close(self) -> None:
         sub, self._sub = self._sub, None

@@ -148,6 +148,36 @@ class LatestSlot:
         return self._event.wait(timeout_s)
 
 
+class SlotSubscription:
+    """What every transport's subscription shares: the newest raw message in a ``LatestSlot``
+    and the optional per-message raw callback. A transport only wires its middleware to
+    :meth:`_deliver` and implements ``close``."""
+
+    def __init__(self, topic: str, msg_type: str, on_raw: RawCallback | None = None) -> None:
+        self.topic = topic
+        self.msg_type = messages.resolve_type(msg_type)
+        self._slot = LatestSlot(self.msg_type)
+        self._on_raw = on_raw
+
+    def _deliver(self, raws: list[bytes], receive_time: float) -> None:
+        """Messages received together, oldest first: each to the callback, the newest kept."""
+        if self._on_raw is not None:
+            for raw in raws:
+                self._on_raw(raw, receive_time)
+        if raws:
+            self._slot.put_raw(raws[-1], receive_time)
+
+    def latest(self) -> tuple[Any, float] | None:
+        return self._slot.latest()
+
+    @property
+    def count(self) -> int:
+        return self._slot.count
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._slot.wait(timeout_s)
+
+
 def wait_for_messages(subs: dict[str, Subscription], timeout_s: float, poll_s: float = 0.01) -> list[str]:
     """Wait until every subscription has a message; return the keys still silent at the timeout."""
     deadline = time.monotonic() + timeout_s
