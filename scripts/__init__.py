@@ -1,0 +1,1 @@
+"""Developer scripts; ``scripts.netns`` runs tests and benchmarks in a loopback-only network namespace."""
