@@ -13,7 +13,9 @@
    320x240 ROS image cameras.
 
 All traffic stays on 127.0.0.1 (CycloneDDS loopback-only, multicast off) on a private random
-ROS domain. Writes a markdown table to benchmarks/results/dds.md (``--out``) with the command.
+ROS domain, inside a private network namespace with only loopback (``scripts/netns.py``; the first
+line printed says whether; ``NETNS=off`` to run on the host network). Writes a markdown table to
+benchmarks/results/dds.md (``--out``) with the command.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from scripts.netns import reexec_in_netns  # noqa: E402
+
+if __name__ == "__main__":
+    reexec_in_netns()  # loopback only, whatever a DDS profile says (scripts/netns.py)
 
 from robots.ros2.testing import isolated_dds_env  # noqa: E402
 

@@ -7,6 +7,7 @@ produces them. Local: ``normalizer.policy_input`` + ``policy.predict`` in this p
 ``policy=openpi_remote`` -> ``python -m inference.serve`` (a separate process on loopback, so no
 GIL is shared) -> same policy -> back; the server's own ``infer_ms`` is recorded beside it. The
 ratio is remote / local (p50); the overhead (remote - local) is what the websocket path costs.
+Runs in a private network namespace with only loopback (``scripts/netns.py``; ``NETNS=off``: host network).
 With ``hold`` (default: always available) the policy itself is ~free, so the overhead is the
 transport; ``--policy flow`` puts the bundled learned policy behind it when its checkpoint exists.
 Results: benchmarks/results/websocket.md.
@@ -29,6 +30,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scripts.netns import reexec_in_netns  # noqa: E402
+
+if __name__ == "__main__":
+    reexec_in_netns()  # server and client on loopback only (scripts/netns.py)
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 

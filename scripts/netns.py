@@ -1,6 +1,6 @@
 """Run a command in a private network namespace whose only interface is loopback.
 
-    python scripts/netns.py [--mode auto|off] [--watch] -- CMD [ARGS...]
+    python scripts/netns.py [--mode auto|off|require] [--watch] -- CMD [ARGS...]
 
 Tests and benchmarks may only talk to loopback. Configuration alone does not guarantee it (Ray 2.60
 advertises the machine's routable address even with ``--node-ip-address=127.0.0.1``; one DDS
@@ -13,7 +13,7 @@ How the namespace is made, first that works: ``unshare(CLONE_NEWNET)`` (root, as
 unprivileged user where user namespaces are allowed; like ``unshare -rn``, but the command keeps
 its own uid instead of appearing as root). Then ``lo`` is brought up and CMD is executed. Where
 neither works, or with ``--mode off`` (``make test NETNS=off``), CMD runs on the host network as
-before. Either way the first line printed says which, and CMD's environment carries
+before; with ``--mode require`` (CI: ``.ci/run``) it does not run at all (exit 2). Either way the first line printed says which, and CMD's environment carries
 ``RT_NETNS=private|host`` and ``RT_NETNS_REASON`` so a test can check the claim.
 
 Nothing in the namespace can reach the package registry: build every venv first (``make test-envs``).
@@ -53,7 +53,8 @@ ENV_STATE = "RT_NETNS"  # "private" or "host", set for CMD
 ENV_REASON = "RT_NETNS_REASON"  # how the namespace was made, or why there is none
 ENV_RUN = "RT_NETNS_RUN"  # marks every process of one run (the environment is inherited)
 ENV_WATCH = "RT_NETNS_WATCH"  # file the watcher appends violations to
-ENV_MODE = "NETNS"  # auto (default) | off
+ENV_MODE = "NETNS"  # auto (default) | off | require
+MODES = ("auto", "off", "require")
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -235,13 +236,14 @@ def prepare(mode: str) -> tuple[str, str]:
     try:
         return "private", enter_private_netns()
     except OSError as exc:
-        return "host", f"no namespace can be made here: {exc.strerror or exc}; running as before"
+        return "host", f"no namespace can be made here: {exc.strerror or exc}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("auto", "off"), default=os.environ.get(ENV_MODE) or "auto",
-                    help=f"auto: a private namespace where possible; off: the host network (default: ${ENV_MODE} or auto)")
+    ap.add_argument("--mode", default=os.environ.get(ENV_MODE) or "auto",
+                    help="auto: a private namespace where possible, else the host network; off: the host network; "
+                         f"require: a private namespace or nothing (default: ${ENV_MODE} or auto)")
     ap.add_argument("--watch", action="store_true", help="sample the run's sockets; fail on any off loopback")
     ap.add_argument("--what", default=None, help="what to name in the first line (default: the command)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -249,10 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         ap.error("no command given (python scripts/netns.py -- CMD ...)")
-    if args.mode not in ("auto", "off"):
-        ap.error(f"{ENV_MODE}={args.mode!r}; expected auto or off")
+    if args.mode not in MODES:
+        ap.error(f"{ENV_MODE}={args.mode!r}; expected one of {', '.join(MODES)}")
     state, reason = prepare(args.mode)
     print(status_line(state, reason, args.what or Path(cmd[0]).name), flush=True)
+    if state != "private" and args.mode == "require":
+        print(f"netns: {ENV_MODE}=require: not running it", flush=True)
+        return 2
     run_id = os.environ.get(ENV_RUN) or uuid.uuid4().hex
     env = {**os.environ, ENV_STATE: state, ENV_REASON: reason, ENV_RUN: run_id}
     if not args.watch:
