@@ -22,8 +22,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m inference $(ARGS)
 
+# The suite runs in a private network namespace with only loopback where the machine allows it
+# (scripts/netns.py; its first line says whether); `make test NETNS=off` runs it on the host network.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	@$(BIN)/python scripts/netns.py --watch --what "the test suite" -- $(BIN)/python -m pytest $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

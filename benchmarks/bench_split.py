@@ -13,7 +13,10 @@
    publish/submit + schedule), period error, inference latency and d, from each run's summary.
 
 Local cluster: head + worker (``inference_pc``), 1 CPU and 100 MB object store each, same machine:
-the transport is loopback TCP + Ray's object store, i.e. a lower bound for a LAN. Writes
+the transport is loopback TCP + Ray's object store, i.e. a lower bound for a LAN. That cluster
+and this script run in a private network namespace with only loopback (``scripts/netns.py``;
+``NETNS=off``: host network), where Ray's node addresses are 127.0.0.1 rather than the machine's
+routable address. Writes
 benchmarks/results/split.md (``--out``) with the command line.
 """
 
@@ -211,6 +214,10 @@ def main() -> None:
     ap.add_argument("--tick-cameras", nargs="+", default=["none", "sim"])
     ap.add_argument("--out", type=Path, default=RESULTS / "split.md")
     args = ap.parse_args()
+    if args.address is None:  # its own cluster: loopback only (scripts/netns.py); an existing one needs the network
+        from scripts.netns import reexec_in_netns
+
+        reexec_in_netns()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
