@@ -13,8 +13,9 @@ How the namespace is made, first that works: ``unshare(CLONE_NEWNET)`` (root, as
 unprivileged user where user namespaces are allowed; like ``unshare -rn``, but the command keeps
 its own uid instead of appearing as root). Then ``lo`` is brought up and CMD is executed. Where
 neither works, or with ``--mode off`` (``make test NETNS=off``), CMD runs on the host network as
-before; with ``--mode require`` (CI: ``.ci/run``) it does not run at all (exit 2). Either way the first line printed says which, and CMD's environment carries
-``RT_NETNS=private|host`` and ``RT_NETNS_REASON`` so a test can check the claim.
+before; with ``--mode require`` (CI: ``.ci/run``) it does not run at all (exit 2). The first line
+printed says which, and CMD's environment carries ``RT_NETNS=private|host`` and
+``RT_NETNS_REASON`` so a test can check the claim.
 
 Nothing in the namespace can reach the package registry: build every venv first (``make test-envs``).
 The file system, /dev/shm, /tmp and the process tree are shared with the host as before.
@@ -22,8 +23,13 @@ The file system, /dev/shm, /tmp and the process tree are shared with the host as
 ``--watch`` keeps this process as CMD's parent and samples every socket of the run (all sockets of
 the namespace; on the host network: those of processes carrying this run's ``RT_NETNS_RUN`` marker
 in their environment) while CMD runs; a socket connected to, or listening on, an address reachable
-off loopback is printed and appended to the file named by ``RT_NETNS_WATCH``, and makes the exit
-status non-zero even when CMD succeeded. ``tests/test_loopback_only.py`` reads the same file.
+off loopback is printed and appended to the file named by ``RT_NETNS_WATCH``. In a private namespace
+(where none should exist: it would mean the namespace gained an interface) it makes the exit status
+non-zero even when CMD succeeded; on the host network, where e.g. Ray does listen on every
+interface, it is reported only, so a run without a namespace passes as before.
+``tests/test_loopback_only.py`` reads the same file.
+Sampling is once a second (``WATCH_PERIOD_S``), so a socket that lives less may go unseen; in the
+namespace such a socket cannot leave loopback either.
 
 Benchmarks call :func:`reexec_in_netns` first thing: started outside, they re-run themselves
 through this script; started by it, they continue.
@@ -59,7 +65,7 @@ MODES = ("auto", "off", "require")
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-WATCH_PERIOD_S = 1.0  # one sample reads every process's fds (~10 ms for 80 processes here)
+WATCH_PERIOD_S = 1.0  # one sample costs ~7 ms here (/proc/net is slow to read; ~10+ ms on the host network)
 
 
 class NetnsUnavailable(OSError):
@@ -171,13 +177,44 @@ def run_pids(run_id: str) -> set[int]:
     return pids
 
 
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def _proc_net_address(field: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (IPv4) or 32 hex digits + port (IPv6), each 32-bit word in host byte order."""
+    hexip, hexport = field.split(":")
+    raw = b"".join(struct.pack("=I", int(hexip[i:i + 8], 16)) for i in range(0, len(hexip), 8))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw), int(hexport, 16)
+
+
+def namespace_socket_uses() -> list[SocketUse]:
+    """Every inet socket of this network namespace, from ``/proc/net`` (no owner: a fraction of a
+    millisecond, where attributing owners means reading every process's file descriptors)."""
+    out = []
+    for kind, name in (("tcp", "tcp"), ("tcp", "tcp6"), ("udp", "udp"), ("udp", "udp6")):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote = _proc_net_address(fields[1]), _proc_net_address(fields[2])
+            connected = remote[1] != 0 or not parse_ip(remote[0]).is_unspecified
+            status = TCP_STATES.get(fields[3], fields[3]) if kind == "tcp" else "NONE"
+            out.append(SocketUse(None, kind, local, remote if connected else None, status))
+    return out
+
+
 def socket_uses(pids: set[int] | None = None) -> list[SocketUse]:
-    """Inet sockets of this namespace; with ``pids``, only those owned by these processes."""
+    """Inet sockets of the processes ``pids`` (psutil), or with None every one of this namespace."""
+    if pids is None:
+        return namespace_socket_uses()
     import psutil
 
     out = []
     for c in psutil.net_connections(kind="inet"):
-        if (pids is not None and c.pid not in pids) or not c.laddr:
+        if c.pid not in pids or not c.laddr:
             continue
         kind = "tcp" if c.type == socket.SOCK_STREAM else "udp"
         out.append(SocketUse(c.pid, kind, (c.laddr.ip, c.laddr.port), (c.raddr.ip, c.raddr.port) if c.raddr else None,
@@ -273,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 128 - code if code < 0 else code
     if count:
         print(f"netns: {count} socket(s) of this run reached beyond loopback (listed in {log_path})", flush=True)
-        return code or 1
+        if state == "private":
+            return code or 1
+        print("netns: on the host network that is reported, not failed (as before this guard)", flush=True)
+        return code
     os.unlink(log_path)
     return code
 

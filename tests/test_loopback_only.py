@@ -71,9 +71,11 @@ def test_nothing_off_loopback_is_reachable_or_bindable(family, address):
 
 
 def test_no_socket_of_this_run_reaches_beyond_loopback():
+    """Now, and (in the namespace) at every sample of the watcher so far. On the host network the
+    watcher's findings are reported by ``scripts/netns.py`` at the end, not failed here."""
     found = netns.violations(pids=None if PRIVATE else _ours())
     watch_log = os.environ.get(netns.ENV_WATCH)
-    if watch_log and Path(watch_log).is_file():
+    if PRIVATE and watch_log and Path(watch_log).is_file():
         found += [f"(watcher, earlier) {line}" for line in Path(watch_log).read_text().splitlines()]
     assert found == [], "\n".join(found)
 
