@@ -5,16 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test setup clean-venv
+.PHONY: run test setup test-envs clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+# Every extra (ray, train, sweep, dashboard, dev, ...): the tests exercise all of them.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[all]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,9 +23,14 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m inference $(ARGS)
 
+# Side venvs for real counterparts that cannot share ours (tests/side_envs.py); built before the
+# suite because the suite may run without network access.
+test-envs: $(STAMP)
+	$(BIN)/python -m tests.side_envs
+
 # The suite runs in a private network namespace with only loopback where the machine allows it
 # (scripts/netns.py; its first line says whether); `make test NETNS=off` runs it on the host network.
-test: $(STAMP)
+test: $(STAMP) test-envs
 	@$(BIN)/python scripts/netns.py --watch --what "the test suite" -- $(BIN)/python -m pytest $(ARGS)
 
 clean-venv:

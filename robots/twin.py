@@ -42,7 +42,7 @@ class RobotTwin:
         image_hz: float | None = None,
         mute: Sequence[str] = (),
         echo: bool = False,
-        transport: str = "dds",
+        transport: str = "auto",
         domain_id: int | None = None,
     ) -> None:
         self.layout = RobotLayout.from_config(robot_cfg)

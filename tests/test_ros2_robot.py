@@ -140,14 +140,16 @@ def test_send_guards_nan_limits_and_slew(twin_and_robot):
 
 
 def test_silent_topic_is_named_within_the_timeout(dds_env):
-    cfg = robot_cfg(topic_timeout_s=1.0)
+    # the twin resolves transport=auto (rclpy here), the robot is DDS: cross-vendor discovery takes ~1 s
+    cfg = robot_cfg(topic_timeout_s=3.0)
     twin = RobotTwin(cfg, mute=["fingers"]).start()
     robot = make_robot(cfg)
     try:
         t0 = time.monotonic()
-        with pytest.raises(RobotError, match=r"no message within 1\.0 s on /igris_b/packy/finger_state \(fingers\)") as err:
+        with pytest.raises(RobotError, match=r"no message within 3\.0 s on /igris_b/packy/finger_state \(fingers\): "
+                                             r"matched 1 publisher\(s\) \(best_effort\) but no data arrived") as err:
             robot.start()
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 5.0
         assert "joint_states" not in str(err.value)  # only the silent one is named
         assert robot.transport is None  # start failed cleanly
     finally:

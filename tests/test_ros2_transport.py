@@ -18,7 +18,7 @@ from rosbags.typesys import Stores, get_typestore
 from robots.ros2 import messages
 from robots.ros2.dds import DdsTransport, idl_type
 from robots.ros2.testing import isolated_dds_env
-from robots.ros2.transport import QosProfile, make_transport, rclpy_available
+from robots.ros2.transport import QosProfile, make_transport
 
 ROOT = Path(__file__).resolve().parents[1]
 ROSBAGS = get_typestore(Stores.ROS2_HUMBLE)
@@ -134,16 +134,18 @@ def test_qos_config_is_checked():
         QosProfile.from_config({"durability": "transient_local"})
 
 
-def test_auto_transport_without_rclpy_is_dds(dds_env):
-    if rclpy_available():
-        pytest.skip("rclpy present: auto picks it")
-    t = make_transport("auto")
-    try:
-        assert t.kind == "dds"
-    finally:
-        t.close()
+def test_auto_is_resolved_in_one_place(monkeypatch):
+    """Engine, twin, cameras and benchmarks all go through resolve_transport_kind."""
+    import robots.ros2.transport as tr
+
+    monkeypatch.setattr(tr, "rclpy_available", lambda: False)
+    assert tr.resolve_transport_kind("auto")[0] == "dds"
+    monkeypatch.setattr(tr, "rclpy_available", lambda: True)
+    assert tr.resolve_transport_kind("auto")[0] == "rclpy"
+    assert tr.resolve_transport_kind("dds") == ("dds", "configured")
     with pytest.raises(ValueError, match="transport must be"):
         make_transport("zenoh")
+    assert tr.ros_node_name("camera_cam-high") == "camera_cam_high" and tr.ros_node_name("1x") == "_1x"
 
 
 def test_twin_cli_in_another_process_is_heard_over_loopback(dds_env, tmp_path):
@@ -156,7 +158,8 @@ def test_twin_cli_in_another_process_is_heard_over_loopback(dds_env, tmp_path):
     )
     t = make_transport("dds")
     try:
-        sub = t.subscribe("/igris_b/packy/joint_states", "JointState")
+        # the twin resolves transport=auto like the engine (rclpy here); a DDS subscriber hears it
+        sub = t.subscribe("/igris_b/packy/joint_states", "JointState", QosProfile("best_effort", 5))
         img = t.subscribe("/igris_b/packy/head_camera/image_raw", "Image", QosProfile("best_effort", 1))
         ok = wait_until(lambda: sub.latest() is not None and img.latest() is not None, timeout_s=30)
         assert ok, f"nothing from the twin process; its output:\n{proc.poll() and proc.stdout.read()}"

@@ -24,7 +24,7 @@ import numpy as np
 
 from robots.base import Frame, Observation, RobotError, StaleDataError
 from robots.ros2.layout import RobotLayout
-from robots.ros2.transport import Publisher, Subscription, Transport, make_transport, wait_for_messages
+from robots.ros2.transport import Publisher, Subscription, Transport, diagnose, make_transport, wait_for_messages
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,20 @@ class Ros2Robot:
                 self._pubs[key] = self.transport.publisher(cmd.topic, cmd.msg_type, cmd.qos)
             silent = wait_for_messages(self._subs, self.topic_timeout_s)
             if silent:
-                names = ", ".join(f"{self.layout.state_topics[k].topic} ({k})" for k in silent)
+                names = "; ".join(f"{self.layout.state_topics[k].topic} ({k}): {diagnose(self._subs[k])}"
+                                  for k in silent)
                 raise RobotError(
                     f"robot {self.layout.name}: no message within {self.topic_timeout_s:.1f} s on {names} "
                     f"(transport {self.transport.kind}, domain {getattr(self.transport, 'domain_id', '?')})"
                 )
+            for key, pub in self._pubs.items():
+                bad = getattr(pub, "incompatible_qos", None)
+                if bad is not None:
+                    raise RobotError(
+                        f"robot {self.layout.name}: command topic {pub.topic} ({key}): a subscriber's QoS is "
+                        f"incompatible with this {pub.qos.reliability} publisher (policy {bad}); set "
+                        f"commands.{key}.qos in the robot YAML to what the robot's controller requests"
+                    )
             for cam in self.cameras.values():
                 cam.start()
         except BaseException:

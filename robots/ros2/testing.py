@@ -1,8 +1,19 @@
-"""Helpers to run ROS 2 over DDS in isolation (tests, benchmarks): loopback only, private domain."""
+"""Helpers to run ROS 2 in isolation (tests, benchmarks): loopback only, private domain, both vendors.
+
+CycloneDDS (our DDS transport) is confined by ``CYCLONEDDS_URI``; Fast DDS (rclpy's default
+``rmw_fastrtps_cpp``, in our venv and in a Jazzy side venv) by an XML profile named in
+``FASTDDS_DEFAULT_PROFILES_FILE`` (Fast DDS 3, Kilted) and ``FASTRTPS_DEFAULT_PROFILES_FILE``
+(Fast DDS 2, Jazzy): UDPv4 only, interface whitelist 127.0.0.1, built-in transports (SHM and the
+default UDP on every interface) off, unicast discovery to the initial peer 127.0.0.1. Without it
+Fast DDS announces by multicast on every interface.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import random
+import tempfile
+from pathlib import Path
 
 from robots.ros2.dds import loopback_config
 
@@ -10,11 +21,69 @@ from robots.ros2.dds import loopback_config
 _DOMAIN_RANGE = (1, 232)
 
 
-def isolated_dds_env(max_participants: int = 40) -> dict[str, str]:
-    """Environment for CycloneDDS on 127.0.0.1, multicast off, a random ROS_DOMAIN_ID.
+def fastdds_loopback_profile(max_participants: int = 40) -> str:
+    """Fast DDS XML (2.x and 3.x): every participant on 127.0.0.1 over UDPv4, no multicast, no SHM.
 
-    Apply it before the first participant of the domain is created (CycloneDDS reads
-    CYCLONEDDS_URI when a domain starts); pass it to subprocesses too so they join.
+    ``max_participants`` is how many participant indices on the peer are probed (as CycloneDDS's
+    ``MaxAutoParticipantIndex``), so Fast DDS finds CycloneDDS participants and each other.
+    """
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<dds xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>loopback_udpv4</transport_id>
+        <type>UDPv4</type>
+        <maxInitialPeersRange>{int(max_participants)}</maxInitialPeersRange>
+        <interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="loopback_only" is_default_profile="true">
+      <rtps>
+        <userTransports><transport_id>loopback_udpv4</transport_id></userTransports>
+        <useBuiltinTransports>false</useBuiltinTransports>
+        <builtin>
+          <metatrafficUnicastLocatorList>
+            <locator><udpv4><address>127.0.0.1</address></udpv4></locator>
+          </metatrafficUnicastLocatorList>
+          <initialPeersList>
+            <locator><udpv4><address>127.0.0.1</address></udpv4></locator>
+          </initialPeersList>
+        </builtin>
+        <defaultUnicastLocatorList>
+          <locator><udpv4><address>127.0.0.1</address></udpv4></locator>
+        </defaultUnicastLocatorList>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+
+
+def fastdds_profile_file(max_participants: int = 40) -> Path:
+    """The loopback profile written once to a content-named file (Fast DDS reads a path)."""
+    xml = fastdds_loopback_profile(max_participants)
+    path = Path(tempfile.gettempdir()) / f"fastdds-loopback-{hashlib.sha1(xml.encode()).hexdigest()[:12]}.xml"
+    if not path.is_file() or path.read_text() != xml:
+        tmp = path.with_suffix(f".{random.SystemRandom().randrange(1 << 30)}.tmp")
+        tmp.write_text(xml)
+        tmp.replace(path)
+    return path
+
+
+def isolated_dds_env(max_participants: int = 40) -> dict[str, str]:
+    """Environment for ROS 2 on 127.0.0.1 only, multicast off, a random ROS_DOMAIN_ID.
+
+    Covers CycloneDDS (``CYCLONEDDS_URI``) and Fast DDS 2/3 (profile files, ``rmw_fastrtps_cpp``).
+    Apply it before the first participant is created (both read their configuration when a domain
+    starts); pass it to subprocesses too so they join.
     """
     domain = random.SystemRandom().randint(*_DOMAIN_RANGE)
-    return {"CYCLONEDDS_URI": loopback_config(max_participants), "ROS_DOMAIN_ID": str(domain)}
+    profile = str(fastdds_profile_file(max_participants))
+    return {
+        "CYCLONEDDS_URI": loopback_config(max_participants),
+        "ROS_DOMAIN_ID": str(domain),
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile,
+        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -188,6 +189,23 @@ def wait_for_messages(subs: dict[str, Subscription], timeout_s: float, poll_s: f
         time.sleep(poll_s)
 
 
+def diagnose(sub: Subscription) -> str:
+    """One line on why ``sub`` is silent, from the transport's own view of the graph."""
+    probe = getattr(sub, "diagnose", None)
+    if probe is None:
+        return "no diagnosis available"
+    try:
+        return str(probe())
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must never hide the real error
+        return f"diagnosis failed ({exc})"
+
+
+def ros_node_name(name: str) -> str:
+    """``name`` made a valid ROS 2 node name (letters, digits, ``_``; not starting with a digit)."""
+    clean = re.sub(r"[^A-Za-z0-9_]", "_", name) or "node"
+    return clean if not clean[0].isdigit() else "_" + clean
+
+
 def rclpy_available() -> bool:
     try:
         import rclpy  # noqa: F401
@@ -196,24 +214,42 @@ def rclpy_available() -> bool:
     return True
 
 
+def resolve_transport_kind(kind: str = "auto") -> tuple[str, str]:
+    """``(kind, why)`` for a configured transport; every entry point (engine, twin, cameras,
+    benchmarks) resolves ``auto`` here, so they always agree.
+
+    ``auto`` is rclpy when it imports (a sourced ROS 2, or the ``ros2`` extra's Kilted wheels),
+    else plain CycloneDDS. Both speak standard ROS 2, so either side may use either.
+    """
+    if kind not in ("auto", "rclpy", "dds"):
+        raise ValueError(f"transport must be auto, rclpy or dds; got {kind!r}")
+    if kind != "auto":
+        return kind, "configured"
+    if rclpy_available():
+        import rclpy
+
+        return "rclpy", f"auto: rclpy importable from {os.path.dirname(rclpy.__file__)}"
+    return "dds", "auto: rclpy not importable (install the ros2 extra or source a ROS 2 install for it)"
+
+
 def make_transport(
     kind: TransportKind = "auto", domain_id: int | None = None, node_name: str = "inference_engine"
 ) -> Transport:
-    """Build a transport. ``auto``: rclpy if importable (a sourced ROS 2), else CycloneDDS.
+    """Build a transport (``auto``: see :func:`resolve_transport_kind`) as ROS 2 node ``node_name``.
 
     ``domain_id`` None means ROS_DOMAIN_ID from the environment (0 when unset), as ROS 2 does.
-    CycloneDDS reads its XML configuration from CYCLONEDDS_URI either way.
+    CycloneDDS reads its XML configuration from CYCLONEDDS_URI, Fast DDS (rclpy's default RMW)
+    from FASTDDS_DEFAULT_PROFILES_FILE.
     """
     if domain_id is None:
         domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
-    if kind == "auto":
-        kind = "rclpy" if rclpy_available() else "dds"
-    if kind == "rclpy":
+    node_name = ros_node_name(node_name)
+    resolved, why = resolve_transport_kind(kind)
+    log.info("ROS 2 transport %s for node %s on domain %d (%s)", resolved, node_name, domain_id, why)
+    if resolved == "rclpy":
         from robots.ros2.rclpy_transport import RclpyTransport
 
         return RclpyTransport(domain_id=domain_id, node_name=node_name)
-    if kind == "dds":
-        from robots.ros2.dds import DdsTransport
+    from robots.ros2.dds import DdsTransport
 
-        return DdsTransport(domain_id=domain_id)
-    raise ValueError(f"transport must be auto, rclpy or dds; got {kind!r}")
+    return DdsTransport(domain_id=domain_id, node_name=node_name)
