@@ -87,3 +87,25 @@ def isolated_dds_env(max_participants: int = 40) -> dict[str, str]:
         "FASTRTPS_DEFAULT_PROFILES_FILE": profile,
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     }
+
+
+def foreign_ros_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a Python with *another* ROS 2 distro's wheels (e.g. the Jazzy side venv).
+
+    The ROS 2 wheels' start-up hook (``ros_wheels_bootstrapper.pth``) re-executes the interpreter
+    once with its ``ros_*.libs`` folders on LD_LIBRARY_PATH and sets a guard variable; inherited by
+    another venv's interpreter, both would make it load this venv's libraries (Fast DDS 3 instead
+    of 2.14) and skip its own hook. Drop both so the other interpreter sets up its own.
+    """
+    import os
+    import sys
+
+    out = dict(env)
+    out.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
+    ours = os.path.join(sys.prefix, "")
+    kept = [p for p in out.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and not p.startswith(ours)]
+    if kept:
+        out["LD_LIBRARY_PATH"] = os.pathsep.join(kept)
+    else:
+        out.pop("LD_LIBRARY_PATH", None)
+    return out
