@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.telemetry import Telemetry
-from policies.base import PolicyInput
-from policies.normalize import Normalizer
+from services.telemetry import Telemetry
 from robots.base import Observation, Robot, RobotError
 from robots.history import ObservationHistory
 from robots.safety import SafetyFilter
@@ -51,7 +49,7 @@ class ControlStep:
         telemetry: Telemetry,
         recorder: Any = None,
     ) -> None:
-        from inference.recording import NullRecorder
+        from services.record import NullRecorder
 
         self.robot = robot
         self.safety = safety
@@ -172,12 +170,6 @@ def run_episodes(
         if faulted():
             break
     return results
-
-
-def policy_input(normalizer: Normalizer, history: ObservationHistory) -> PolicyInput:
-    snap = history.snapshot()
-    info = history.last.info if history.last is not None else {}
-    return normalizer.policy_input(snap.state, snap.images, info)
 
 
 def chunk_discontinuity(last_command: np.ndarray | None, new_first: np.ndarray) -> float | None:

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from algorithms.clock import make_clock
+from services.clock import make_clock
 from algorithms.common import (
     AlgorithmFault,
     ControlStep,
@@ -19,9 +19,9 @@ from algorithms.common import (
     chunk_discontinuity,
     episode_summary,
     policy_info,
-    policy_input,
 )
-from inference.validation import ConfigError
+from policies.runner import PolicyRunner
+from services.errors import ConfigError
 from robots.base import RobotError
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class SequentialAlgorithm:
         self.execute_horizon = execute_horizon
         self.stop_on_success = stop_on_success
 
-    def run(self) -> dict[str, Any]:
+    def execute(self) -> dict[str, Any]:
         run = self.run_obj
         telemetry = run.make_telemetry()
         robot = run.make_robot()
@@ -45,19 +45,16 @@ class SequentialAlgorithm:
         fault: AlgorithmFault | None = None
         try:
             try:
-                policy = run.make_policy()
+                runner = PolicyRunner.from_run(run)
             except ConfigError:
                 raise
             except Exception as exc:
                 raise AlgorithmFault(f"policy could not be built: {type(exc).__name__}: {exc}") from exc
-            normalizer = run.make_normalizer()
-            policy.freeze()
-            policy.warmup()
             robot.start()
             step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry, run.make_recorder())
             step.start_recording(run.run_dir)
             for episode in range(run.episodes):
-                results.append(self._episode(episode, step, policy, normalizer, telemetry))
+                results.append(self._episode(episode, step, runner, telemetry))
                 log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
         except AlgorithmFault as exc:
             fault = exc
@@ -79,7 +76,7 @@ class SequentialAlgorithm:
             raise fault
         return summary
 
-    def _episode(self, episode, step: ControlStep, policy, normalizer, telemetry) -> EpisodeResult:
+    def _episode(self, episode, step: ControlStep, runner: PolicyRunner, telemetry) -> EpisodeResult:
         run = self.run_obj
         result = EpisodeResult(episode)
         obs = step.begin_episode(episode, seed=run.seed + episode)
@@ -88,12 +85,12 @@ class SequentialAlgorithm:
         while tick < run.max_steps:
             t_start = time.monotonic()
             try:
-                chunk = normalizer.action_to_robot(policy.predict(policy_input(normalizer, step.history)))
+                chunk = runner.infer_history(step.history).robot
             except Exception as exc:  # the robot is not commanded meanwhile: it holds
                 raise AlgorithmFault(f"inference failed: {type(exc).__name__}: {exc}") from exc
             t_end = time.monotonic()
             telemetry.inference({
-                **policy_info(policy),
+                **policy_info(runner.policy),
                 "episode": episode, "chunk_id": chunk_id, "t_start": t_start, "t_end": t_end,
                 "latency_ms": (t_end - t_start) * 1e3, "d_estimate": 0, "d_actual": 0, "s": 0,
                 "guidance": "none",

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from algorithms.clock import DeadlineClock  # noqa: E402
+from services.clock import DeadlineClock  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -144,7 +144,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['hz']:g} | {r['loop']} | {r['ticks']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                      f"{r['max_ms']:.3f} | {r['final_drift_ms']:.1f} |")
-    lines += ["", "deadline_clock = algorithms.clock.DeadlineClock (absolute deadlines, sleep then spin the last 2 ms); "
+    lines += ["", "deadline_clock = services.clock.DeadlineClock (absolute deadlines, sleep then spin the last 2 ms); "
               "deadline_clock_spin0.2ms = the same with spin_s=0.0002; "
               "sleep_dt = `work; sleep(dt)` (drifts by the work + oversleep every tick); "
               "next_t_sleep = `next_t += dt; sleep(next_t - now)` (absolute, no spin: pays the sleep overshoot)."]

@@ -1,10 +1,11 @@
-"""Per-tick IPC cost of the RTC shared memory vs a raw ``np.copyto`` of the same bytes.
+"""IPC cost of the RTC shared memory vs a raw ``np.copyto`` of the same bytes.
 
     .venv/bin/python benchmarks/bench_ipc.py --iters 3000
 
-Control side per tick: publish the observation (state history + 3 cameras 3x240x320 uint8 +
-counters, under the seqlock) and read the newest result chunk (robot + model space, 50x14,
-under the other seqlock). Baseline: ``np.copyto`` of exactly those bytes between private arrays.
+Control side per request (the planner triggers one every ``s_min`` ticks; worst case every tick):
+publish the request (state history + 3 cameras 3x240x320 uint8 + ``prev`` 50x14 float32 + counters,
+under the seqlock) and read the newest result chunk (robot + model space, 50x14, under the other
+seqlock). Baseline: ``np.copyto`` of the same observation bytes and two chunks between private arrays.
 Also timed: the inference side's snapshot copy (the same bytes the other way, once per
 inference). Results: benchmarks/results/ipc.md (+ .json).
 """
@@ -56,7 +57,8 @@ def main() -> None:
     try:
         shared = SharedState(arrays, layout)
         reader = SharedState(SharedArrays.attach(name, specs), layout)
-        counters = {C.EPISODE: 1, C.TICK: 0, C.CHUNK_ID: 1, C.T: 0, C.OBS_VALID: 1}
+        counters = {C.EPISODE: 1, C.TICK: 0, C.REQ_SEQ: 0, C.REQ_S: 25, C.REQ_D: 2, C.REQ_GUIDED: 1}
+        prev = rng.standard_normal((args.chunk, args.dim)).astype(np.float32)
         # raw baseline: the same bytes, private arrays
         dst_state, src_state = np.empty_like(state), state
         dst_imgs = {k: np.empty_like(v) for k, v in images.items()}
@@ -65,8 +67,9 @@ def main() -> None:
         t_ipc, t_raw, t_snap = [], [], []
         for i in range(args.iters):
             counters[C.TICK] = i
+            counters[C.REQ_SEQ] = i + 1
             t0 = time.perf_counter()
-            shared.publish_observation(state, images, {}, counters, obs_time=0.0, tick_time=0.0)
+            shared.publish_request(state, images, {}, counters, obs_time=0.0, tick_time=0.0, prev=prev)
             result = shared.read_result()
             t1 = time.perf_counter()
             np.copyto(dst_state, src_state)
@@ -97,7 +100,7 @@ def main() -> None:
         f"state) written under the control seqlock + result chunk 2x{args.chunk}x{args.dim} float32 read under the "
         f"result seqlock; {args.iters} iterations (first 100 dropped).", "",
         "| what | p50 us | p99 us | mean us |", "|---|---:|---:|---:|",
-        f"| shm publish obs + read chunk (per tick) | {ipc['p50_us']:.1f} | {ipc['p99_us']:.1f} | {ipc['mean_us']:.1f} |",
+        f"| shm publish request + read chunk | {ipc['p50_us']:.1f} | {ipc['p99_us']:.1f} | {ipc['mean_us']:.1f} |",
         f"| raw np.copyto of the same bytes | {raw['p50_us']:.1f} | {raw['p99_us']:.1f} | {raw['mean_us']:.1f} |",
         f"| inference-side snapshot copy (per inference) | {snap['p50_us']:.1f} | {snap['p99_us']:.1f} | {snap['mean_us']:.1f} |",
         "", f"**Ratio shm / raw (p50): {ratio:.2f}x**", "",

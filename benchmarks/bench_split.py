@@ -41,8 +41,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from algorithms.rtc.chunk_logic import prev_remainder  # noqa: E402
-from algorithms.split.codec import encode_observation, payload_bytes  # noqa: E402
-from algorithms.split.server import InferenceServer  # noqa: E402
+from algorithms.rtc_split.codec import encode_observation, payload_bytes  # noqa: E402
+from algorithms.rtc_split.server import InferenceServer  # noqa: E402
 from inference.app import compose_run  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -227,7 +227,7 @@ def main() -> None:
         if address is None:
             temp_dir = tempfile.mkdtemp(prefix="raybench", dir="/tmp")
             address = start_cluster(temp_dir)
-        from inference.ray_launcher import connect
+        from inference.launcher.ray import connect
 
         connect(address, "bench", 30.0, os.environ["RAY_AUTH_MODE"])
         inf = bench_inference(args.rounds)

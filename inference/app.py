@@ -41,7 +41,9 @@ def install_signal_handlers() -> None:
 
 def _prepare_env() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
-    from robots import gl  # noqa: F401 - chooses MUJOCO_GL before anything imports mujoco
+    from robots import gl
+
+    gl.select_backend()  # MUJOCO_GL before anything imports mujoco; spawned processes inherit it
 
 
 def build_and_execute(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from services.ray_connection import (  # noqa: F401 - auth and address files are the connection's
+    AUTH_MODES, ClusterError, address_file, apply_auth_env, auth_env, read_address,
+)
+
 log = logging.getLogger(__name__)
 
 ROLES = ("head", "worker", "stop", "status")
-AUTH_MODES = ("disabled", "token")
 NODES_SUBDIR = "inference_nodes"
-
-
-class ClusterError(RuntimeError):
-    """A node could not be started or stopped; the message says which command and why."""
 
 
 @dataclass(frozen=True)
@@ -43,36 +42,6 @@ class NodeInfo:
     pgid: int  # process group of every daemon this ``ray start`` left behind
     address: str  # GCS address of the cluster (host:port)
     temp_dir: str
-
-
-# --------------------------------------------------------------------------- auth
-def auth_env(auth_mode: str | None, auth_token_path: str | None = None) -> dict[str, str]:
-    """The environment variables every Ray process of a cluster must share."""
-    env: dict[str, str] = {}
-    if auth_mode is None:
-        return env
-    if auth_mode not in AUTH_MODES:
-        raise ClusterError(f"auth_mode={auth_mode!r}; expected one of {AUTH_MODES}")
-    env["RAY_AUTH_MODE"] = auth_mode
-    if auth_mode == "token" and auth_token_path:
-        env["RAY_AUTH_TOKEN_PATH"] = str(Path(auth_token_path).expanduser())
-    return env
-
-
-def apply_auth_env(auth_mode: str | None, auth_token_path: str | None = None) -> None:
-    """Set the auth variables in this process (before ``ray.init``); refreshes Ray's cached config
-    when ``ray`` was already imported with another mode."""
-    env = auth_env(auth_mode, auth_token_path)
-    changed = any(os.environ.get(k) != v for k, v in env.items())
-    os.environ.update(env)
-    if changed and "ray" in sys.modules:
-        try:
-            from ray._raylet import AuthenticationTokenLoader, Config
-
-            Config.initialize("")
-            AuthenticationTokenLoader.instance().reset_cache()
-        except Exception:  # pragma: no cover - private API; the env var alone works for new processes
-            log.debug("could not refresh Ray's auth config", exc_info=True)
 
 
 # --------------------------------------------------------------------------- commands
@@ -131,20 +100,6 @@ def start_command(
         cmd.append(f"--include-log-monitor={str(bool(include_log_monitor)).lower()}")
     cmd += [str(a) for a in extra_args]
     return cmd
-
-
-def address_file(temp_dir: str | Path) -> Path:
-    """Where Ray writes the GCS address of the cluster whose head uses ``temp_dir``."""
-    return Path(temp_dir) / "ray_current_cluster"
-
-
-def read_address(temp_dir: str | Path) -> str | None:
-    path = address_file(temp_dir)
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return text or None
 
 
 def start_node(

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inference.wandb_sink import INFERENCE_METRICS, TICK_METRICS
+from services.logger.wandb import INFERENCE_METRICS, TICK_METRICS
 
 # (section, panels): each panel is (kind, title, metrics, x-axis)
 LAYOUT: list[tuple[str, list[tuple[str, str, list[str], str]]]] = [

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from inference.telemetry import summarize
+from services.telemetry import summarize
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from inference.telemetry import Telemetry
+from services.telemetry import Telemetry
 from inference.validation import ConfigError, validate
 from policies.base import Policy, PolicyMetadata
 from policies.normalize import Normalizer
@@ -28,6 +28,46 @@ from robots.safety import SafetyFilter
 log = logging.getLogger(__name__)
 
 _POLICY_RUN_KEYS = ("normalizer", "state_history", "image_size")
+
+
+def policy_metadata(cfg: DictConfig) -> PolicyMetadata:
+    """What the config promises about the policy, known without building it."""
+    p, cams = cfg.policy, cfg.cameras
+    return PolicyMetadata(
+        chunk_size=int(p.chunk_size),
+        action_dim=int(p.action_dim),
+        state_dim=int(p.state_dim),
+        camera_names=tuple(p.camera_names),
+        image_size=(int(cams.height), int(cams.width)) if p.camera_names else None,
+        state_history=int(p.get("state_history", 1)),
+        num_img_obs=int(cams.num_img_obs),
+    )
+
+
+def make_policy(cfg: DictConfig) -> Policy:
+    """Build ``cfg.policy`` (the run object's keys removed) and check it keeps the config's promises."""
+    node = OmegaConf.masked_copy(cfg.policy, [k for k in cfg.policy if k not in _POLICY_RUN_KEYS])
+    policy = instantiate(node, _partial_=True)()
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy._target_: {type(policy).__name__} does not implement policies.base.Policy")
+    meta, want = policy.metadata, policy_metadata(cfg)
+    for key in ("chunk_size", "action_dim", "state_dim"):
+        if getattr(meta, key) != getattr(want, key):
+            raise ConfigError(
+                f"policy.{key}={getattr(want, key)} but the built policy has {key}={getattr(meta, key)}"
+            )
+    return policy
+
+
+def make_normalizer(cfg: DictConfig) -> Normalizer:
+    norm = instantiate(cfg.policy.normalizer)
+    if callable(norm) and not isinstance(norm, Normalizer):
+        norm = norm()
+    if not isinstance(norm, Normalizer):
+        raise ConfigError("policy.normalizer: _target_ must produce a policies.normalize.Normalizer")
+    norm.require("state", int(cfg.policy.state_dim))
+    norm.require("action", int(cfg.policy.action_dim))
+    return norm
 
 
 class Run:
@@ -59,16 +99,7 @@ class Run:
     @property
     def policy_metadata(self) -> PolicyMetadata:
         """What the config promises about the policy, known without building it."""
-        p, cams = self.cfg.policy, self.cfg.cameras
-        return PolicyMetadata(
-            chunk_size=int(p.chunk_size),
-            action_dim=int(p.action_dim),
-            state_dim=int(p.state_dim),
-            camera_names=tuple(p.camera_names),
-            image_size=(int(cams.height), int(cams.width)) if p.camera_names else None,
-            state_history=int(p.get("state_history", 1)),
-            num_img_obs=int(cams.num_img_obs),
-        )
+        return policy_metadata(self.cfg)
 
     # --------------------------------------------------------------- parts
     def camera_factories(self) -> dict[str, Callable[..., Camera]]:
@@ -89,27 +120,10 @@ class Run:
         return robot
 
     def make_policy(self) -> Policy:
-        node = OmegaConf.masked_copy(self.cfg.policy, [k for k in self.cfg.policy if k not in _POLICY_RUN_KEYS])
-        policy = instantiate(node, _partial_=True)()
-        if not isinstance(policy, Policy):
-            raise ConfigError(f"policy._target_: {type(policy).__name__} does not implement policies.base.Policy")
-        meta, want = policy.metadata, self.policy_metadata
-        for key in ("chunk_size", "action_dim", "state_dim"):
-            if getattr(meta, key) != getattr(want, key):
-                raise ConfigError(
-                    f"policy.{key}={getattr(want, key)} but the built policy has {key}={getattr(meta, key)}"
-                )
-        return policy
+        return make_policy(self.cfg)
 
     def make_normalizer(self) -> Normalizer:
-        norm = instantiate(self.cfg.policy.normalizer)
-        if callable(norm) and not isinstance(norm, Normalizer):
-            norm = norm()
-        if not isinstance(norm, Normalizer):
-            raise ConfigError("policy.normalizer: _target_ must produce a policies.normalize.Normalizer")
-        norm.require("state", int(self.cfg.policy.state_dim))
-        norm.require("action", int(self.cfg.policy.action_dim))
-        return norm
+        return make_normalizer(self.cfg)
 
     def make_safety(self, spec: RobotSpec) -> SafetyFilter:
         return instantiate(self.cfg.safety, _partial_=True)(spec=spec)
@@ -133,4 +147,4 @@ class Run:
         """Run the configured algorithm; return (and write) the summary."""
         (self.run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         algorithm = self.make_algorithm()
-        return algorithm.run()
+        return algorithm.execute()

@@ -42,33 +42,32 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from policies.base import Guidance, Schedule
 from policies.openpi import codec
 from policies.openpi.obs_map import ObsKeyMap
+from policies.runner import Guide, PolicyRunner
 
 log = logging.getLogger("inference.serve")
-
-_POLICY_RUN_KEYS = ("normalizer", "state_history", "image_size")
-
 
 class PolicyServer:
     """One policy behind a websocket; start with :meth:`serve_forever` or :meth:`start` (thread)."""
 
     def __init__(
         self,
-        policy: Any,
-        normalizer: Any,
+        runner: PolicyRunner,
         obs_map: ObsKeyMap,
         metadata: Mapping[str, Any] | None = None,
         host: str = "127.0.0.1",
         port: int = 8000,
         api_key: str | None = None,
     ) -> None:
-        self.policy = policy
-        self.normalizer = normalizer
+        self.runner = runner
+        self.policy = runner.policy
+        self.normalizer = runner.normalizer
         self.obs_map = obs_map
         self.metadata = dict(metadata or {})
-        meta = getattr(policy, "metadata", None)
-        self.metadata.setdefault("rtc_guidance", callable(getattr(policy, "guided_inference", None)))
+        meta = getattr(self.policy, "metadata", None)
+        self.metadata.setdefault("rtc_guidance", callable(getattr(self.policy, "guided_inference", None)))
         self.metadata.setdefault("supports_vjp", bool(getattr(meta, "supports_vjp", False)))
         self.host = host
         self.port = int(port)
@@ -94,17 +93,12 @@ class PolicyServer:
         state = state[-need:]
         if prompt is not None:
             info = {**info, "prompt": prompt}
-        obs = self.normalizer.policy_input(state, images, info)
         rtc = request.get("rtc")
-        if rtc is None:
-            chunk_model = self.policy.predict(obs)
-        else:
-            chunk_model = self._guided(obs, rtc)
-        chunk_model = np.asarray(chunk_model, dtype=np.float32)
-        return {"actions": np.ascontiguousarray(self.normalizer.action_to_robot(chunk_model), dtype=np.float32)}
+        result = self.runner.infer_observation(state, images, info, None if rtc is None else self._guide(rtc))
+        return {"actions": np.ascontiguousarray(result.robot, dtype=np.float32)}
 
-    def _guided(self, obs: Any, rtc: Mapping[str, Any]) -> np.ndarray:
-        """Guided inference for a request's ``rtc`` block (previous chunk in robot units)."""
+    def _guide(self, rtc: Mapping[str, Any]) -> Guide:
+        """What a request's ``rtc`` block asks to continue (previous chunk in robot units)."""
         if not self.metadata.get("rtc_guidance"):
             raise ValueError("this server's policy has no guided_inference; do not send 'rtc'")
         missing = [k for k in ("prev_actions", "delay", "execute_horizon") if k not in rtc]
@@ -116,11 +110,9 @@ class PolicyServer:
             raise ValueError(f"rtc.prev_actions has shape {prev.shape}; this policy needs ({H}, {D})")
         if not np.all(np.isfinite(prev)):
             raise ValueError("rtc.prev_actions holds NaN/inf")
-        return self.policy.guided_inference(
-            obs, self.normalizer.action_to_model(prev), int(rtc["delay"]), int(rtc["execute_horizon"]),
-            guidance=str(rtc.get("guidance", "vjp")), schedule=str(rtc.get("schedule", "exp")),
-            max_guidance_weight=float(rtc.get("max_guidance_weight", 5.0)),
-        )
+        return Guide(self.runner.to_model(prev), int(rtc["delay"]), int(rtc["execute_horizon"]),
+                     Guidance(str(rtc.get("guidance", "vjp"))), Schedule(str(rtc.get("schedule", "exp"))),
+                     float(rtc.get("max_guidance_weight", 5.0)))
 
     # ------------------------------------------------------------------ websocket side (event loop)
     def _process_request(self, connection: Any, request: Any) -> Any:
@@ -223,27 +215,14 @@ class PolicyServer:
 # ---------------------------------------------------------------------- building from the Hydra config
 def build_server(cfg: DictConfig) -> PolicyServer:
     """Policy, normalizer and metadata from the same conf/ groups ``python -m inference`` uses."""
-    from hydra.utils import instantiate
-
-    from policies.base import Policy
-    from policies.normalize import Normalizer
+    from inference.run import make_normalizer, make_policy
 
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
     cfg = OmegaConf.create(container)
     pcfg, cams, scfg = cfg.policy, cfg.cameras, cfg.serve
-    node = OmegaConf.masked_copy(pcfg, [k for k in pcfg if k not in _POLICY_RUN_KEYS])
-    policy = instantiate(node, _partial_=True)()
-    if not isinstance(policy, Policy):
-        raise TypeError(f"policy._target_: {type(policy).__name__} does not implement policies.base.Policy")
-    normalizer = instantiate(pcfg.normalizer)
-    if callable(normalizer) and not isinstance(normalizer, Normalizer):
-        normalizer = normalizer()
-    normalizer.require("state", int(pcfg.state_dim))
-    normalizer.require("action", int(pcfg.action_dim))
-    policy.freeze()
-    policy.warmup()
-    meta = policy.metadata
+    runner = PolicyRunner.build(lambda: make_policy(cfg), lambda: make_normalizer(cfg))
+    meta = runner.policy.metadata
     obs_keys = OmegaConf.to_container(scfg.obs_keys, resolve=True) if scfg.get("obs_keys") is not None else None
     # the server reads privileged extras when a client sends them (our scripted policy needs them)
     obs_map = ObsKeyMap.from_config(obs_keys if obs_keys is not None else {"info": "info"}, tuple(meta.camera_names))
@@ -261,7 +240,7 @@ def build_server(cfg: DictConfig) -> PolicyServer:
         "spaces": "robot",
         "protocol": "openpi websocket, msgpack-numpy",
     }
-    return PolicyServer(policy, normalizer, obs_map, metadata, host=str(scfg.host), port=int(scfg.port),
+    return PolicyServer(runner, obs_map, metadata, host=str(scfg.host), port=int(scfg.port),
                         api_key=scfg.get("api_key"))
 
 

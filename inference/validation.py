@@ -8,6 +8,8 @@ policy needs) follow.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import inspect
 import types
 import typing
@@ -17,12 +19,10 @@ from typing import Any, Callable, Mapping
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from services.errors import ConfigError
+
 # Keys a node may carry besides the target's parameters.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-
-
-class ConfigError(ValueError):
-    """The composed config cannot run; the message names the offending key."""
 
 
 @dataclass
@@ -96,6 +96,11 @@ def _simple_types(annotation: Any) -> tuple[type, ...] | None:
 
 
 def _check_value(path: str, value: Any, annotation: Any) -> None:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        names = [m.value for m in annotation]
+        if value not in names:
+            raise ConfigError(f"{path}: {value!r} is not one of {names}")
+        return
     allowed = _simple_types(annotation)
     if allowed is None:
         return
@@ -141,7 +146,12 @@ def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = fro
     except (TypeError, ValueError):
         return
     try:
-        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        # a dataclass's fields may be inherited from another module (the RTC knobs): resolve each
+        # annotation in the module that declared it
+        if inspect.isclass(target) and dataclasses.is_dataclass(target):
+            hints = typing.get_type_hints(target)
+        else:
+            hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     except Exception:
         hints = {}
     params = {n: p for n, p in sig.parameters.items() if n != "self"}
@@ -166,6 +176,11 @@ def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = fro
     ]
     if missing:
         raise ConfigError(f"{path}: missing required key(s) {missing} for {node['_target_']}")
+    preflight = getattr(target, "preflight", None)
+    if callable(preflight):
+        # A part's own start-time check of its files and promises (checkpoint readable, stats keys,
+        # topics file parses, ...): ``preflight(node, path)`` raises ConfigError naming the key.
+        preflight(node, path)
 
 
 def _require(path: str, node: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -195,7 +210,7 @@ def validate(cfg: DictConfig) -> None:
     objective = container.get("objective")
     names = [objective] if isinstance(objective, str) else objective
     if objective is not None:
-        from inference.telemetry import summary_metric_names
+        from services.telemetry import summary_metric_names
 
         if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
             raise ConfigError(f"objective: expected a summary key or a list of them (e.g. [success_rate, "

@@ -8,12 +8,33 @@ policy in the same space the model produced it (DESIGN.md section 4).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-Guidance = Literal["vjp", "blend", "none"]
-Schedule = Literal["exp", "linear", "ones", "zeros"]
+
+class Guidance(StrEnum):
+    """How an inference continues the previous chunk (``algorithm.guidance``).
+
+    ``vjp``: real RTC guidance (Black et al. 2025, VJP through the denoiser); ``blend``:
+    ``W * prev + (1 - W) * new`` after sampling; ``none``: naive asynchronous chunking.
+    A ``StrEnum``: members compare equal to their config strings (``Guidance.VJP == "vjp"``).
+    """
+
+    VJP = "vjp"
+    BLEND = "blend"
+    NONE = "none"
+
+
+class Schedule(StrEnum):
+    """Soft-mask schedule over the ``H - d - s`` intermediate actions (``algorithm.schedule``);
+    ``zeros`` is the hard mask (only the first ``d`` actions guided)."""
+
+    EXP = "exp"
+    LINEAR = "linear"
+    ONES = "ones"
+    ZEROS = "zeros"
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from policies.base import Schedule
+
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("exp", "linear", "ones", "zeros")
+SCHEDULES = tuple(s.value for s in Schedule)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

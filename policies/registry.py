@@ -52,7 +52,9 @@ class Registry:
 
 POLICY_REGISTRY = Registry(
     "policy",
-    autoload=("policies.hold", "policies.scripted", "policies.flow", "policies.openpi"),
+    # modules whose import registers the built-in policies (by name, so this package imports none of
+    # them: the scripted expert lives with its sim task in tasks/, which may use robots/)
+    autoload=("policies.hold", "tasks.transfer_cube.expert", "policies.flow", "policies.openpi"),
 )
 
 

@@ -75,7 +75,8 @@ def select_backend() -> str | None:
     if "mujoco" in sys.modules:
         # Too late to choose: mujoco already settled on its default (GLFW, which needs a
         # display). Report that; a failing renderer then raises its own RobotError.
-        log.warning("mujoco was imported before robots.gl could choose MUJOCO_GL; using glfw")
+        log.warning("mujoco was imported before robots.gl.select_backend() was called and MUJOCO_GL is unset; "
+                    "using glfw (call robots.gl.select_backend() first, or set MUJOCO_GL=egl|osmesa)")
         _selected = "glfw"
         return _selected
     for backend in CANDIDATES:

@@ -136,7 +136,7 @@ def test_tab_completion_lists_group_options():
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")))
 def test_experiments_compose_and_validate(experiment, tmp_path):
     run = Run(_compose([f"+experiment={experiment}"]), tmp_path)
-    assert run.cfg.algorithm._target_ == "algorithms.rtc.LockstepEvaluator"
+    assert run.cfg.algorithm._target_ == "algorithms.lockstep_eval.LockstepEvaluator"
     raw = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{experiment}.yaml")
     assert list(run.cfg.algorithm.methods) == list(raw.algorithm.methods)
     # every parameter an optimising sweeper varies is a key the run has (else each trial fails)

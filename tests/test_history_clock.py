@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 
-from algorithms.clock import DeadlineClock, VirtualClock
+from services.clock import DeadlineClock, VirtualClock
 from robots.base import Frame, Observation
 from robots.history import ObservationHistory
 

@@ -1,6 +1,6 @@
 """openpi's own client (openpi-client 0.1.2, NumPy 1.x, in its own venv) against our server.
 
-The venv (.venv-openpi-client/, git-ignored) is built once by tests/openpi_client_venv.py and
+The venv (.venvs/openpi-client/, git-ignored) is built by the test set-up (tests/side_envs.py) and
 reused; openpi's ``WebsocketClientPolicy`` runs there as a subprocess against
 ``inference.serve.PolicyServer`` serving the ``hold`` policy on loopback.
 """
@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from inference.app import CONF_DIR
 from inference.serve import build_server
-from tests.openpi_client_venv import ensure_openpi_client_venv
+from tests.side_envs import side_env_python
 
 CLIENT_SCRIPT = r"""
 import json, sys
@@ -45,7 +45,7 @@ print(json.dumps({"numpy": np.__version__, "metadata": meta, "shapes": shapes, "
 
 @pytest.fixture(scope="module")
 def client_python():
-    return ensure_openpi_client_venv()
+    return side_env_python("openpi-client")
 
 
 def _server(api_key=None):

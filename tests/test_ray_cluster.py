@@ -27,7 +27,7 @@ from hydra.utils import instantiate  # noqa: E402
 
 from inference.app import compose_run  # noqa: E402
 from inference.cluster import read_address, running_groups, start_node, stop_nodes  # noqa: E402
-from inference.ray_launcher import LaunchError, RayLauncher  # noqa: E402
+from inference.launcher.ray import LaunchError, RayLauncher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

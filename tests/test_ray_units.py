@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from algorithms.split.codec import decode_observation, encode_observation, numeric_info, payload_bytes
+from algorithms.rtc_split.codec import decode_observation, encode_observation, numeric_info, payload_bytes
 from inference.cluster import auth_env, start_command
-from inference.ray_launcher import FileMirror, LaunchError, describe_nodes, nodes_offering, resolve_address
+from inference.launcher.ray import FileMirror, LaunchError, describe_nodes, nodes_offering, resolve_address
 
 ROOT = Path(__file__).resolve().parents[1]
 

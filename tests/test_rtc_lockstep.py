@@ -160,7 +160,7 @@ def test_bad_objective_fails_at_start(tmp_path, value, message):
 
 def test_every_known_metric_name_is_one_a_run_writes(tmp_path):
     """The names objective may use are real: a lockstep run's summary has the ones it measures."""
-    from inference.telemetry import summary_metric_names
+    from services.telemetry import summary_metric_names
 
     summary = compose_run([*BASE, "max_steps=60", "algorithm.methods=[rtc]", "algorithm.delays_ticks=[2]"],
                           run_dir=tmp_path).execute()

@@ -9,7 +9,7 @@ import pytest
 
 from policies.base import Policy, PolicyInput
 from policies.registry import POLICY_REGISTRY, build_policy
-from policies.scripted import ScriptedTransferCube
+from tasks.transfer_cube.expert import ScriptedTransferCube
 from robots.sim import SimRobot, aloha
 
 ROOT = Path(__file__).resolve().parents[1]

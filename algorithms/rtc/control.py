@@ -2,11 +2,13 @@
 
 ``algorithm=rtc`` (a spawned process over shared memory) and ``algorithm=rtc_split`` (a Ray actor on
 another node) differ only in how a snapshot reaches the policy and how a chunk comes back. Both
-control loops are this class: it owns the robot, the safety filter, the chunk scheduler and the
-telemetry; it runs the episodes, waits for each episode's first chunk with the robot still, ticks
-on the drift-free clock, merges chunks (``ChunkScheduler.merge``: the executed sequence, ``d_actual``,
-rejection of non-finite chunks), finishes the current chunk and holds after an inference fault, and
-turns a robot fault into a reported one. A transport subclass supplies the hooks below.
+control loops are this class: it owns the robot, the safety filter, the ``RTCPlanner`` (trigger,
+snapshot, delay estimate, merge: the same object the lockstep evaluator runs) and the telemetry; it
+runs the episodes, waits for each episode's first chunk with the robot still, ticks on the
+drift-free clock, hands each planner request to the transport and each returned chunk back to the
+planner (``d_actual``, rejection of non-finite chunks), finishes the current chunk and holds after an
+inference fault, and turns a robot fault into a reported one. A transport subclass supplies the
+hooks below.
 """
 
 from __future__ import annotations
@@ -19,38 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.clock import make_clock
+from services.clock import make_clock
 from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
-from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler
-from policies.guidance import SCHEDULES
+from algorithms.rtc.chunk_logic import ChunkRejected
+from algorithms.rtc.planner import Request, RTCPlanner
 
 log = logging.getLogger(__name__)
-
-GUIDANCE = ("vjp", "blend", "none")
-
-
-def check_rtc_knobs(
-    run: Any,
-    execute_horizon: int,
-    s_min: int | None,
-    guidance: str,
-    schedule: str,
-    delay_window: int,
-    initial_delay_ticks: int,
-    warmup_inferences_excluded: int,
-) -> int:
-    """Validate the knobs every RTC variant shares (a ValueError naming the key); returns s_min."""
-    chunk_size = run.policy_metadata.chunk_size
-    s_min = int(execute_horizon if s_min is None else s_min)
-    if not 1 <= s_min <= chunk_size:
-        raise ValueError(f"algorithm.s_min/execute_horizon={s_min} must be in [1, chunk_size={chunk_size}]")
-    if guidance not in GUIDANCE:
-        raise ValueError(f"algorithm.guidance={guidance!r}; expected one of {GUIDANCE}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"algorithm.schedule={schedule!r}; expected one of {SCHEDULES}")
-    if delay_window < 1 or initial_delay_ticks < 0 or warmup_inferences_excluded < 0:
-        raise ValueError("algorithm.delay_window >= 1, initial_delay_ticks >= 0, warmup_inferences_excluded >= 0")
-    return s_min
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -58,8 +34,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 class RTCControlLoop:
-    """One run's control side. ``algo`` carries the knobs (``s_min``, ``guidance``, ``schedule``,
-    ``execute_horizon``, ``first_chunk_timeout_s``, ``stop_on_success``).
+    """One run's control side. ``algo`` is the algorithm object: its RTC knobs (``RTCConfig``) go to
+    the planner; it also carries ``first_chunk_timeout_s`` and ``stop_on_success``.
 
     Hooks for a transport:
       ``_start_inference_early()``  before the robot starts (e.g. reach a cluster: fail untouched)
@@ -67,8 +43,11 @@ class RTCControlLoop:
       ``_begin_episode(episode)``   an episode starts (ask for its first chunk)
       ``_poll_first(episode)``      True once the first chunk is merged; may set ``self.fault`` or
                                     push ``self.first_chunk_deadline`` back (a restarted worker)
-      ``_exchange(tick, episode, now)``  per tick, before the action is taken: merge what arrived,
-                                    check health, hand out the next snapshot
+      ``_exchange(tick, episode, now)``  per tick, before the action is taken: merge what arrived
+                                    (``_merge``), check health, and send the planner's next request
+                                    (``_send(request)``) when ``_can_send()``
+      ``_send(request)``            carry one planner request (observation + snapshot) to the policy
+      ``_can_send()``               False while the inference side cannot take a request
       ``_stop_inference()``         every exit path; never raises
       ``_summary_fields()``         transport numbers for summary.json
     """
@@ -77,13 +56,17 @@ class RTCControlLoop:
 
     def __init__(self, algo: Any) -> None:
         self.algo = algo
-        self.run = algo.run_obj
+        self.run = algo.run
         self.fault: str | None = None
         self.rejected_chunks = 0
         self.discarded_results = 0
         self.first_chunk_deadline = 0.0
-        self.scheduler: ChunkScheduler | None = None
+        self.planner: RTCPlanner | None = None
         self._old_sigterm: Any = None
+
+    @property
+    def scheduler(self) -> Any:
+        return self.planner.scheduler if self.planner is not None else None
 
     # ------------------------------------------------------------------ hooks
     def _start_inference_early(self) -> None:
@@ -104,8 +87,19 @@ class RTCControlLoop:
     def _stop_inference(self) -> None:
         raise NotImplementedError
 
+    def _send(self, request: Request) -> None:
+        raise NotImplementedError
+
+    def _can_send(self) -> bool:
+        return True
+
     def _summary_fields(self) -> dict[str, Any]:
         return {}
+
+    def _request_if_due(self, tick: int) -> None:
+        """Send the planner's next request when one is due (first chunk, or ``t >= s_min``)."""
+        if self.fault is None and self.planner.wants_inference() and self._can_send():
+            self._send(self.planner.request(tick))
 
     # ------------------------------------------------------------------ top level
     def execute(self) -> dict[str, Any]:
@@ -127,7 +121,7 @@ class RTCControlLoop:
             step.start_recording(run.run_dir)
             self.step = step
             meta = run.policy_metadata
-            self.scheduler = ChunkScheduler(meta.chunk_size, meta.action_dim, self.algo.s_min)
+            self.planner = RTCPlanner(self.algo.rtc_config(), meta.chunk_size, meta.action_dim)
             self._start_inference(robot)
             results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
             summary = episode_summary(results)
@@ -145,8 +139,8 @@ class RTCControlLoop:
             self._restore_signals()
             robot.stop()
             summary.update(
-                algorithm=self.name, guidance=self.algo.guidance, schedule=self.algo.schedule,
-                execute_horizon=self.algo.execute_horizon, s_min=self.algo.s_min,
+                algorithm=self.name, guidance=str(self.algo.guidance), schedule=str(self.algo.schedule),
+                execute_horizon=self.algo.execute_horizon, s_min=self.algo.trigger_ticks,
                 rejected_chunks=self.rejected_chunks,
                 stale_chunks=self.scheduler.stale_chunks if self.scheduler is not None else 0,
                 discarded_results=self.discarded_results, fault=self.fault, **self._summary_fields(),
@@ -173,31 +167,33 @@ class RTCControlLoop:
             self._old_sigterm = None
 
     # ------------------------------------------------------------------ chunks
-    def _merge(self, tick: int, episode: int, robot_chunk: np.ndarray, model_chunk: np.ndarray,
-               s: int | None, record: dict[str, Any]) -> int | None:
-        """Make a returned chunk current (``s`` None: an episode's first chunk, else the snapshot
-        index it was computed from) and record the inference; returns ``d_actual``, or None if
-        the chunk was rejected (non-finite, wrong shape: never executed)."""
-        sched = self.scheduler
+    def _merge(self, tick: int, episode: int, seq: int, robot_chunk: np.ndarray, model_chunk: np.ndarray,
+               record: dict[str, Any]) -> int | None:
+        """Hand the chunk computed for request ``seq`` to the planner and record the inference;
+        returns ``d_actual``, or None when it was stale (discarded) or rejected (non-finite, wrong
+        shape: never executed; the planner asks again)."""
         try:
-            if s is None:
-                chunk_id = sched.start(robot_chunk, model_chunk)
-                d_actual, disc, stale = 0, None, False
-            else:
-                merge = sched.merge(robot_chunk, model_chunk, s)
-                chunk_id, d_actual, stale = merge.chunk_id, merge.d_actual, merge.stale
-                disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
+            merge = self.planner.accept(seq, robot_chunk, model_chunk)
         except ChunkRejected as exc:
             self.rejected_chunks += 1
             log.warning("%s: rejected chunk: %s (not executed)", self.name, exc)
             self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
             self.telemetry.inference({**record, "chunk_id": -1, "d_actual": None, "rejected": 1})
             return None
+        if merge is None:
+            self.discarded_results += 1
+            return None
+        disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
         # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
-        self.step.new_chunk(episode, chunk_id, tick - d_actual, np.array(robot_chunk, copy=True))
-        self.telemetry.inference({**record, "chunk_id": chunk_id, "d_actual": d_actual,
-                                  "discontinuity": disc, "stale": int(stale), "rejected": 0})
-        return d_actual
+        self.step.new_chunk(episode, merge.chunk_id, tick - merge.d_actual, np.array(robot_chunk, copy=True))
+        self.telemetry.inference({**record, "chunk_id": merge.chunk_id, "d_actual": merge.d_actual,
+                                  "discontinuity": disc, "stale": int(merge.stale), "rejected": 0})
+        return merge.d_actual
+
+    def _record(self, req: Request, episode: int, tick: int, **fields: Any) -> dict[str, Any]:
+        """The inference record shared by every transport (``fields``: timings)."""
+        return dict(episode=episode, d_estimate=req.d, s=req.s, snapshot_tick=req.tick, merge_tick=tick,
+                    guidance=req.guidance, **fields)
 
     def _report_fault(self, cause: str) -> None:
         log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, cause)
@@ -208,7 +204,7 @@ class RTCControlLoop:
     def _episode(self, episode: int, obs: Any) -> EpisodeResult:
         run, step, sched = self.run, self.step, self.scheduler
         result = EpisodeResult(episode)
-        sched.reset()
+        self.planner.begin_episode(episode)
         self._begin_episode(episode)
         # first chunk: the robot holds still (no ticks yet) until it arrives
         self.first_chunk_deadline = time.monotonic() + self.algo.first_chunk_timeout_s

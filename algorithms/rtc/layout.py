@@ -3,12 +3,13 @@
 One block per run (``rtc_<pid>_<random>``), created by the control side from explicit specs.
 Two single-writer regions, each behind its own seqlock:
 
-* ``ctrl.*`` + ``obs.*`` + ``chunk.*`` (written by the control process every tick): the newest
-  observation history (proprio ring of ``state_history`` samples, ``num_img_obs`` frames per
-  camera, numeric ``info`` extras), the tick counters and, on each merge, the current chunk in
-  model and robot space.
+* ``ctrl.*`` + ``obs.*`` + ``req.*`` (written by the control process once per request, when its
+  ``RTCPlanner`` starts an inference): the observation history of that tick (proprio ring of
+  ``state_history`` samples, ``num_img_obs`` frames per camera, numeric ``info`` extras), the
+  request (its seq, episode, tick, ``s``, ``d``, guidance) and ``prev = chunk[s:]`` in model space.
+  The inference process runs the policy on exactly that and nothing else.
 * ``res.*`` (written by the inference process once per inference): the new chunk in both spaces
-  and what it was computed from (snapshot tick, s, delay estimate, times).
+  and the request it answers (its seq), with times.
 
 Plus ``hb.*``: the inference process' heartbeat and state, plain aligned float64/int64 stores that
 need no lock. Integers live in small int64 vectors indexed by the constants below.
@@ -23,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from algorithms.rtc.shm import ArraySpec, SeqLock, SharedArrays
+from policies.base import Guidance, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +33,15 @@ class C:
     """Indices into ``ctrl.i64`` (written by control)."""
 
     EPISODE = 0  # episode number, starts at 1 for the first episode
-    TICK = 1  # control tick of the published observation (per episode, from 0)
-    CHUNK_ID = 2  # id of the current chunk (0 = none yet this episode)
-    T = 3  # ticks since the current chunk became current (index of this tick's action)
-    CHUNK_D_ACTUAL = 4  # d_actual of the merge that made the current chunk (-1: first chunk)
-    RESULT_ACK = 5  # last res.i64[R.SEQ] the control process consumed (merged or rejected)
-    OBS_VALID = 6  # 1 once an observation of this episode is published
-    STOP = 7  # 1: the inference process must exit
-    N = 8
+    TICK = 1  # control tick of the request's observation (per episode, from 0)
+    REQ_SEQ = 2  # id of the newest request (0: none yet); the inference process answers each once
+    REQ_S = 3  # s of the request's snapshot (0 for a first chunk)
+    REQ_D = 4  # delay estimate d handed to guidance (ticks)
+    REQ_GUIDED = 5  # 1: guided inference toward req.prev; 0: plain predict
+    REQ_GUIDANCE = 6  # index into GUIDANCE_CODES
+    REQ_SCHEDULE = 7  # index into SCHEDULE_CODES
+    STOP = 8  # 1: the inference process must exit
+    N = 9
 
 
 class CF:
@@ -46,20 +49,21 @@ class CF:
 
     OBS_TIME = 0  # capture time of the newest state (monotonic s)
     TICK_TIME = 1  # when the tick published it (monotonic s)
-    N = 2
+    MAX_GUIDANCE_WEIGHT = 2  # beta of the request
+    N = 3
+
+
+# enum members as shared-memory integers (ctrl.i64 holds no strings)
+GUIDANCE_CODES: tuple[Guidance, ...] = tuple(Guidance)
+SCHEDULE_CODES: tuple[Schedule, ...] = tuple(Schedule)
 
 
 class R:
     """Indices into ``res.i64`` (written by inference)."""
 
     SEQ = 0  # increments once per published result
-    EPISODE = 1
-    BASE_CHUNK_ID = 2  # chunk the snapshot was cut from (0: first chunk of the episode)
-    S = 3  # t at the snapshot
-    SNAPSHOT_TICK = 4
-    D_ESTIMATE = 5
-    GUIDED = 6  # 1 if guided_inference was called, 0 for a plain predict
-    N = 7
+    REQ_SEQ = 1  # the request this result answers
+    N = 2
 
 
 class RF:
@@ -119,8 +123,7 @@ def build_specs(
         info_keys.append(key)
         info_scalar.append(arr.ndim == 0 and not isinstance(value, np.ndarray))
     specs += [
-        ArraySpec("chunk.model", (chunk_size, action_dim), "float32"),
-        ArraySpec("chunk.robot", (chunk_size, action_dim), "float32"),
+        ArraySpec("req.prev", (chunk_size, action_dim), "float32"),
         ArraySpec("res.seq", (1,), "int64"),
         ArraySpec("res.i64", (R.N,), "int64"),
         ArraySpec("res.f64", (RF.N,), "float64"),
@@ -147,15 +150,17 @@ class SharedState:
         self.obs_state = a["obs.state"]
         self.obs_images = {n: a[f"obs.img.{n}"] for n in layout.camera_names}
         self.obs_info = {k: a[f"obs.info.{k}"] for k in layout.info_keys}
-        self.chunk_model, self.chunk_robot = a["chunk.model"], a["chunk.robot"]
+        self.req_prev = a["req.prev"]
         self.res_model, self.res_robot = a["res.model"], a["res.robot"]
 
     # ------------------------------------------------------------ control side (writer of ctrl)
-    def publish_observation(
+    def publish_request(
         self, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any],
         counters: Mapping[int, int], obs_time: float, tick_time: float,
-        chunk: tuple[np.ndarray, np.ndarray] | None = None,
+        prev: np.ndarray | None = None, max_guidance_weight: float = 0.0,
     ) -> None:
+        """One request: the observation of this tick, its counters and ``prev`` (model space; None
+        leaves the previous contents, unused by a plain predict), all under one seqlock write."""
         self.ctrl_lock.write_begin()
         try:
             np.copyto(self.obs_state, state, casting="unsafe")
@@ -169,9 +174,9 @@ class SharedState:
                 self.ctrl_i64[index] = value
             self.ctrl_f64[CF.OBS_TIME] = obs_time
             self.ctrl_f64[CF.TICK_TIME] = tick_time
-            if chunk is not None:
-                np.copyto(self.chunk_model, chunk[0])
-                np.copyto(self.chunk_robot, chunk[1])
+            self.ctrl_f64[CF.MAX_GUIDANCE_WEIGHT] = max_guidance_weight
+            if prev is not None:
+                np.copyto(self.req_prev, prev, casting="unsafe")
         finally:
             self.ctrl_lock.write_end()
 
@@ -200,7 +205,7 @@ class SharedState:
                 "state": self.obs_state.copy(),
                 "images": {n: a.copy() for n, a in self.obs_images.items()},
                 "info": {k: a.copy() for k, a in self.obs_info.items()},
-                "chunk_model": self.chunk_model.copy(),
+                "prev": self.req_prev.copy(),
             }
 
         snap = self.ctrl_lock.read(copy)

@@ -2,8 +2,9 @@
 
 The control loop runs in the process that called ``RTCAlgorithm.run()`` (the app's main process),
 which builds and owns the robot, creates and unlinks the shared memory, and never waits on
-inference: per tick it reads the robot, merges a new chunk if one was published, publishes the
-observation and the chunk index, takes ``chunk[t]`` (or holds on underrun), filters it and sends it.
+inference: per tick it reads the robot, merges a new chunk if one was published, and, when its
+``RTCPlanner`` starts an inference, publishes the request (that tick's observation, ``prev``, ``s``,
+``d``); then it takes ``chunk[t]`` (or holds on underrun), filters it and sends it.
 
 Faults: the inference process' heartbeat and liveness are checked every tick. When it dies or
 stalls past ``stall_timeout_s`` the loop keeps executing what is left of the current chunk
@@ -22,73 +23,53 @@ import threading
 import time
 from typing import Any
 
+from dataclasses import dataclass
+
 from algorithms.common import AlgorithmFault
-from algorithms.rtc.control import RTCControlLoop, check_rtc_knobs
-from algorithms.rtc.layout import RF, C, H, Layout, R, SharedState, build_specs
+from algorithms.rtc.config import RTCConfig
+from algorithms.rtc.control import RTCControlLoop
+from algorithms.rtc.layout import GUIDANCE_CODES, RF, SCHEDULE_CODES, C, H, Layout, R, SharedState, build_specs
+from algorithms.rtc.planner import Request
 from algorithms.rtc.shm import SharedArrays, ShmRegistry, unique_block_name
 from algorithms.rtc.worker import WorkerConfig, inference_main
 
 log = logging.getLogger(__name__)
 
 
-class RTCAlgorithm:
-    """Real-time chunking (DESIGN.md section 4). Every knob is a constructor argument.
+@dataclass(kw_only=True)
+class RTCAlgorithm(RTCConfig):
+    """Real-time chunking (DESIGN.md section 4): the RTC knobs (``RTCConfig``) plus how the
+    inference process is run and watched.
 
-    ``execute_horizon`` (ticks): the target number of actions executed from each chunk; the
-    trigger is ``t >= s_min`` with ``s_min = execute_horizon`` unless given. ``delay_window`` (b)
-    and ``initial_delay_ticks`` configure ``d = max(last b delays)``; the first
-    ``warmup_inferences_excluded`` delays are not recorded. ``guidance``/``schedule``/
-    ``max_guidance_weight`` are handed to ``policy.guided_inference``. ``inference_threads``
-    caps torch's CPU threads in the inference process (null = torch's default), so a CPU policy
-    leaves a core to the control loop.
+    ``stall_timeout_s``: no heartbeat this long = stalled. ``restart_on_failure``/``max_restarts``:
+    start a new inference process instead of ending the run. ``inference_threads`` caps torch's CPU
+    threads in the inference process (null = torch's default), so a CPU policy leaves a core to the
+    control loop.
     """
 
-    def __init__(
-        self,
-        run: Any,
-        execute_horizon: int = 25,
-        s_min: int | None = None,
-        delay_window: int = 10,
-        initial_delay_ticks: int = 4,
-        warmup_inferences_excluded: int = 1,
-        guidance: str = "vjp",
-        schedule: str = "exp",
-        max_guidance_weight: float = 5.0,
-        stall_timeout_s: float = 5.0,
-        restart_on_failure: bool = False,
-        max_restarts: int = 3,
-        startup_timeout_s: float = 120.0,
-        first_chunk_timeout_s: float = 30.0,
-        stop_timeout_s: float = 1.0,
-        poll_interval_s: float = 0.001,
-        inference_threads: int | None = None,
-        stop_on_success: bool = True,
-    ) -> None:
-        self.s_min = check_rtc_knobs(run, execute_horizon, s_min, guidance, schedule, delay_window,
-                                     initial_delay_ticks, warmup_inferences_excluded)
-        if stall_timeout_s <= 0 or poll_interval_s <= 0:
+    run: Any
+    stall_timeout_s: float = 5.0
+    restart_on_failure: bool = False
+    max_restarts: int = 3
+    startup_timeout_s: float = 120.0
+    first_chunk_timeout_s: float = 30.0
+    stop_timeout_s: float = 1.0
+    poll_interval_s: float = 0.001
+    inference_threads: int | None = None
+    stop_on_success: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_chunk_size(self.run.policy_metadata.chunk_size)
+        if self.stall_timeout_s <= 0 or self.poll_interval_s <= 0:
             raise ValueError("algorithm.stall_timeout_s and poll_interval_s must be > 0")
-        self.run_obj = run
-        self.execute_horizon = int(execute_horizon)
-        self.guidance = guidance
-        self.schedule = schedule
-        self.stall_timeout_s = float(stall_timeout_s)
-        self.restart_on_failure = bool(restart_on_failure)
-        self.max_restarts = int(max_restarts)
-        self.startup_timeout_s = float(startup_timeout_s)
-        self.first_chunk_timeout_s = float(first_chunk_timeout_s)
-        self.stop_timeout_s = float(stop_timeout_s)
-        self.stop_on_success = bool(stop_on_success)
         self.worker_cfg = WorkerConfig(
-            s_min=self.s_min, delay_window=int(delay_window), initial_delay_ticks=int(initial_delay_ticks),
-            warmup_inferences_excluded=int(warmup_inferences_excluded), guidance=guidance,
-            schedule=schedule, max_guidance_weight=float(max_guidance_weight),
-            poll_interval_s=float(poll_interval_s),
-            inference_threads=None if inference_threads is None else int(inference_threads),
+            poll_interval_s=float(self.poll_interval_s),
+            inference_threads=None if self.inference_threads is None else int(self.inference_threads),
             log_level=logging.getLogger().getEffectiveLevel(),
         )
 
-    def run(self) -> dict[str, Any]:
+    def execute(self) -> dict[str, Any]:
         return _Runtime(self).execute()
 
 
@@ -109,8 +90,7 @@ class _Runtime(RTCControlLoop):
         self.worker_fault: str | None = None
         self.restarts = 0
         self.episode_no = 0
-        self.ack = 0  # last result seq consumed (published to the inference process with the chunk)
-        self.chunk_d_actual = -1  # d_actual of the merge that made the current chunk
+        self.ack = 0  # last result seq consumed
 
     # ------------------------------------------------------------------ control-loop hooks
     def _start_inference(self, robot: Any) -> None:
@@ -130,15 +110,15 @@ class _Runtime(RTCControlLoop):
 
     def _begin_episode(self, episode: int) -> None:
         self.episode_no += 1
-        self.chunk_d_actual = -1
-        self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
+        self._request_if_due(0)
+
+    def _can_send(self) -> bool:
+        return self.proc is not None and self.shared.hb_i64[H.READY] == 1
 
     def _poll_first(self, episode: int) -> bool:
         if self._take_result(0, episode):
-            self._publish(tick=0, tick_time=time.monotonic(), chunk=True)
             return True
-        if int(self.shared.ctrl_i64[C.RESULT_ACK]) != self.ack:  # rejected/discarded: say so
-            self._publish(tick=0, tick_time=time.monotonic())
+        self._request_if_due(0)  # after a rejected first chunk, or once a restarted process is ready
         cause = self._check_worker(time.monotonic())
         if cause is not None:
             self.step.hold()
@@ -152,9 +132,8 @@ class _Runtime(RTCControlLoop):
         cause = self._check_worker(now) if self.fault is None and self.proc is not None else None
         if cause is not None:
             self._on_fault(cause)
-        merged = self._take_result(tick, episode)
-        if self.fault is None:
-            self._publish(tick, now, chunk=merged)
+        self._take_result(tick, episode)
+        self._request_if_due(tick)
 
     # ------------------------------------------------------------------ shared memory + worker
     def _create_shared(self, meta: Any, first_obs: Any) -> None:
@@ -188,7 +167,6 @@ class _Runtime(RTCControlLoop):
         shared.hb_f64[H.BEAT] = time.monotonic()
         shared.ctrl_i64[C.STOP] = 0
         self.ack = int(shared.res_i64[R.SEQ])
-        shared.set_counters({C.RESULT_ACK: self.ack})
         self.worker_fault = None
         if self.log_queue is None:
             self.log_queue = self.ctx.Queue()
@@ -294,31 +272,31 @@ class _Runtime(RTCControlLoop):
         if self.algo.restart_on_failure and self.restarts < self.algo.max_restarts:
             self._stop_worker(graceful=False)
             self.restarts += 1
+            self.planner.inference_restarted()  # the next request continues the current chunk
             self._start_worker()
             return
         self.fault = cause
         self._stop_worker(graceful=False)
 
     # ------------------------------------------------------------------ the shared-memory exchange
-    def _publish(self, tick: int, tick_time: float, chunk: bool = False) -> None:
+    def _send(self, req: Request) -> None:
         snap = self.step.history.snapshot()
         last = self.step.history.last
-        sched = self.scheduler
-        self.shared.publish_observation(
-            snap.state, snap.images, last.info if last is not None else {},
-            {C.EPISODE: self.episode_no, C.TICK: tick, C.CHUNK_ID: sched.chunk_id, C.T: sched.t,
-             C.OBS_VALID: 1, C.RESULT_ACK: self.ack, C.CHUNK_D_ACTUAL: self.chunk_d_actual},
-            obs_time=snap.timestamp, tick_time=tick_time,
-            chunk=(sched.chunk_model, sched.chunk_robot) if chunk else None,
+        guide = req.guide
+        counters = {C.EPISODE: self.episode_no, C.TICK: req.tick, C.REQ_SEQ: req.seq, C.REQ_S: req.s,
+                    C.REQ_D: req.d, C.REQ_GUIDED: int(guide is not None)}
+        if guide is not None:
+            counters[C.REQ_GUIDANCE] = GUIDANCE_CODES.index(guide.guidance)
+            counters[C.REQ_SCHEDULE] = SCHEDULE_CODES.index(guide.schedule)
+        self.shared.publish_request(
+            snap.state, snap.images, last.info if last is not None else {}, counters,
+            obs_time=snap.timestamp, tick_time=time.monotonic(),
+            prev=guide.prev_model if guide is not None else None,
+            max_guidance_weight=guide.max_guidance_weight if guide is not None else 0.0,
         )
 
     def _take_result(self, tick: int, episode: int) -> bool:
-        """Merge a published result if there is one; True if the current chunk changed.
-
-        The acknowledgement and the new chunk reach the inference process together, in the same
-        seqlocked ``_publish`` of this tick: it must never see "result consumed" next to the old
-        chunk, or it would start a useless inference from the old chunk.
-        """
+        """Merge a published result if there is one; True if the current chunk changed."""
         shared = self.shared
         if self.fault is not None or self.proc is None:
             return False
@@ -329,19 +307,13 @@ class _Runtime(RTCControlLoop):
         except TimeoutError:
             return False
         self.ack = int(meta[R.SEQ])
-        if meta[R.EPISODE] != self.episode_no or meta[R.BASE_CHUNK_ID] != self.scheduler.chunk_id:
+        seq, req = int(meta[R.REQ_SEQ]), self.planner.pending
+        if req is None or req.seq != seq:  # answers a request of an earlier episode or process
             self.discarded_results += 1
             return False
-        first = not self.scheduler.has_chunk
-        record = dict(
-            episode=episode, t_start=float(times[RF.T_START]), t_end=float(times[RF.T_END]),
+        record = self._record(
+            req, episode, tick, t_start=float(times[RF.T_START]), t_end=float(times[RF.T_END]),
             latency_ms=(float(times[RF.T_END]) - float(times[RF.T_START])) * 1e3,
-            policy_ms=float(times[RF.POLICY_MS]), d_estimate=int(meta[R.D_ESTIMATE]),
-            s=int(meta[R.S]), snapshot_tick=int(meta[R.SNAPSHOT_TICK]), merge_tick=tick,
-            guidance=self.algo.guidance if meta[R.GUIDED] else "none",
+            policy_ms=float(times[RF.POLICY_MS]),
         )
-        d_actual = self._merge(tick, episode, robot, model, None if first else int(meta[R.S]), record)
-        if d_actual is None:
-            return False
-        self.chunk_d_actual = d_actual if self.scheduler.merges else -1
-        return True
+        return self._merge(tick, episode, seq, robot, model, record) is not None

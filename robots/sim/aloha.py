@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robots import gl
-
-gl.select_backend()
-
-import mujoco  # noqa: E402  (after the GL backend is chosen)
-from gym_aloha.constants import (  # noqa: E402
+# MuJoCo reads MUJOCO_GL when it is first imported: entry points call robots.gl.select_backend()
+# before importing this module (an explicit call at start, not an import side effect).
+import mujoco
+from gym_aloha.constants import (
     ASSETS_DIR,
     JOINTS,
     START_ARM_POSE,

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
+from policies.base import PolicyInput, PolicyMetadata
 from policies.registry import POLICY_REGISTRY
-from policies.scripted.ik import ARM_DOFS, ArmIK
+from tasks.transfer_cube.ik import ARM_DOFS, ArmIK
 from robots.sim import aloha
 
 mujoco = aloha.mujoco
@@ -279,16 +279,7 @@ class ScriptedTransferCube:
         idx = np.clip(np.arange(step, step + horizon), 0, len(plan) - 1)
         return plan[idx].copy()
 
-    def guided_inference(
-        self,
-        obs: PolicyInput,
-        prev_chunk: np.ndarray,
-        delay: int,
-        execute_horizon: int,
-        guidance: Guidance = "vjp",
-        schedule: Schedule = "exp",
-        max_guidance_weight: float = 5.0,
-    ) -> np.ndarray:
+    def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         """Same as ``predict``: slices of one fixed plan already agree with the previous chunk
         (``prev_chunk[:delay]`` equals the new chunk's first ``delay`` actions whenever the step
         counter advanced by the actions consumed), so no guidance is needed."""

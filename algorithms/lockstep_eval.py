@@ -2,9 +2,10 @@
 
 No real time: a lockstep robot (``realtime=false``) advances one control period per ``send``, the
 policy runs in this process, and its result is *held back* for ``d`` ticks (constant, or drawn
-per inference), exactly as if inference had taken ``d`` periods. The same ``ChunkScheduler`` as
-the real-time runtime decides which action runs each tick, so what this measures is what RTC
-does on the robot, minus the wall clock. Methods (the RTC paper's comparison):
+per inference), exactly as if inference had taken ``d`` periods. The same ``RTCPlanner`` as the
+real-time runtimes (trigger, snapshot, delay estimate, merge) and the same ``PolicyRunner`` decide
+which action runs each tick, so what this measures is what RTC does on the robot, minus the wall
+clock. Methods (the RTC paper's comparison):
 
 * ``sync``: the robot pauses while the model thinks (no ticks pass, the pause is counted), then
   runs the new chunk from index 0; the upper bound that real time cannot have.
@@ -21,6 +22,7 @@ old action - first new action|, robot units) and max jerk of the sent commands (
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -28,95 +30,79 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.clock import VirtualClock
-from algorithms.common import ControlStep, policy_input
-from algorithms.rtc.chunk_logic import (
-    ChunkRejected,
-    ChunkScheduler,
-    DelayEstimator,
-    boundary_metrics,
-    clip_delay,
-    prev_remainder,
-)
+from algorithms.common import ControlStep
+from algorithms.rtc.chunk_logic import ChunkRejected, boundary_metrics
+from algorithms.rtc.config import RTCConfig
+from algorithms.rtc.planner import RTCPlanner
+from policies.base import Guidance, Schedule
+from policies.runner import ChunkResult, PolicyRunner
+from services.clock import VirtualClock
 
 log = logging.getLogger(__name__)
 
-METHODS = {
-    "sync": ("none", None),
-    "naive": ("none", None),
-    "blend": ("blend", None),
-    "rtc": ("vjp", None),
-    "rtc_hard": ("vjp", "zeros"),
+METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
+    "sync": (Guidance.NONE, None),
+    "naive": (Guidance.NONE, None),
+    "blend": (Guidance.BLEND, None),
+    "rtc": (Guidance.VJP, None),
+    "rtc_hard": (Guidance.VJP, Schedule.ZEROS),
     "custom": (None, None),
 }
 DISTRIBUTIONS = ("constant", "uniform")
 
 
 @dataclass
-class _Pending:
+class _Held:
+    """A result held back until ``due_tick``, as if inference had taken that long."""
+
     due_tick: int
-    s: int
-    latency: int
-    d_estimate: int
-    robot: np.ndarray
-    model: np.ndarray
+    seq: int
+    result: ChunkResult
 
 
-class LockstepEvaluator:
+@dataclass(kw_only=True)
+class LockstepEvaluator(RTCConfig):
     """``algorithm=lockstep_eval``: one table of methods x delays per run (Hydra multirun sweeps
     the knobs). ``delays_ticks`` are the (mean) simulated delays; ``delay_distribution=uniform``
-    draws each delay from ``[d - delay_spread_ticks, d + delay_spread_ticks]``."""
+    draws each delay from ``[d - delay_spread_ticks, d + delay_spread_ticks]``.
+    ``initial_delay_ticks`` null: the cell's delay (a calibrated estimator). ``guidance``/``schedule``
+    are those of method ``custom`` (the others fix theirs, except that ``rtc`` and ``blend`` use the
+    configured schedule)."""
 
-    def __init__(
-        self,
-        run: Any,
-        methods: list[str] | tuple[str, ...] = ("sync", "naive", "blend", "rtc", "rtc_hard"),
-        delays_ticks: list[int] | tuple[int, ...] = (0, 1, 2, 4, 8),
-        delay_distribution: str = "constant",
-        delay_spread_ticks: int = 0,
-        execute_horizon: int = 25,
-        s_min: int | None = None,
-        delay_window: int = 10,
-        initial_delay_ticks: int | None = None,
-        warmup_inferences_excluded: int = 0,
-        guidance: str = "vjp",
-        schedule: str = "exp",
-        max_guidance_weight: float = 5.0,
-        stop_on_success: bool = True,
-        results_name: str = "lockstep",
-    ) -> None:
-        chunk_size = run.policy_metadata.chunk_size
-        unknown = [m for m in methods if m not in METHODS]
+    run: Any
+    methods: list[str] | tuple[str, ...] = ("sync", "naive", "blend", "rtc", "rtc_hard")
+    delays_ticks: list[int] | tuple[int, ...] = (0, 1, 2, 4, 8)
+    delay_distribution: str = "constant"
+    delay_spread_ticks: int = 0
+    initial_delay_ticks: int | None = None
+    warmup_inferences_excluded: int = 0
+    stop_on_success: bool = True
+    results_name: str = "lockstep"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_chunk_size(self.run.policy_metadata.chunk_size)
+        unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"algorithm.methods: unknown {unknown}; expected some of {list(METHODS)}")
-        if delay_distribution not in DISTRIBUTIONS:
-            raise ValueError(f"algorithm.delay_distribution={delay_distribution!r}; expected {DISTRIBUTIONS}")
-        if any(int(d) < 0 for d in delays_ticks) or delay_spread_ticks < 0:
+        if self.delay_distribution not in DISTRIBUTIONS:
+            raise ValueError(f"algorithm.delay_distribution={self.delay_distribution!r}; expected {DISTRIBUTIONS}")
+        if any(int(d) < 0 for d in self.delays_ticks) or self.delay_spread_ticks < 0:
             raise ValueError("algorithm.delays_ticks and delay_spread_ticks must be >= 0")
-        self.s_min = int(execute_horizon if s_min is None else s_min)
-        if not 1 <= self.s_min <= chunk_size:
-            raise ValueError(f"algorithm.s_min/execute_horizon={self.s_min} must be in [1, {chunk_size}]")
-        self.run_obj = run
-        self.methods = [str(m) for m in methods]
-        self.delays_ticks = [int(d) for d in delays_ticks]
-        self.delay_distribution = delay_distribution
-        self.delay_spread_ticks = int(delay_spread_ticks)
-        self.execute_horizon = int(execute_horizon)
-        self.delay_window = int(delay_window)
-        self.initial_delay_ticks = initial_delay_ticks
-        self.warmup_inferences_excluded = int(warmup_inferences_excluded)
-        self.guidance = guidance
-        self.schedule = schedule
-        self.max_guidance_weight = float(max_guidance_weight)
-        self.stop_on_success = bool(stop_on_success)
-        self.results_name = results_name
+        self.methods = [str(m) for m in self.methods]
+        self.delays_ticks = [int(d) for d in self.delays_ticks]
+        self.run_obj = self.run
 
-    def method_guidance(self, method: str) -> tuple[str, str]:
+    def method_guidance(self, method: str) -> tuple[Guidance, Schedule]:
         guidance, schedule = METHODS[method]
         return (guidance or self.guidance), (schedule or self.schedule)
 
+    def method_config(self, method: str) -> RTCConfig:
+        guidance, schedule = self.method_guidance(method)
+        return dataclasses.replace(self.rtc_config(), guidance=guidance, schedule=schedule)
+
     # ------------------------------------------------------------------ run
-    def run(self) -> dict[str, Any]:
+    def execute(self) -> dict[str, Any]:
         run = self.run_obj
         telemetry = run.make_telemetry()
         robot = run.make_robot()
@@ -125,16 +111,13 @@ class LockstepEvaluator:
         try:
             if robot.realtime:
                 raise ValueError("lockstep_eval needs a lockstep robot (robot.realtime=false)")
-            policy = run.make_policy()
-            normalizer = run.make_normalizer()
-            policy.freeze()
-            policy.warmup()
+            runner = PolicyRunner.from_run(run)
             robot.start()
             step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry)
             meta = run.policy_metadata
             for method in self.methods:
                 for delay in self.delays_ticks:
-                    row = self._evaluate(method, delay, step, policy, normalizer, meta, telemetry)
+                    row = self._evaluate(method, delay, step, runner, meta, telemetry)
                     rows.append(row)
                     log.info(
                         "lockstep %-8s d=%d: success %.2f, discontinuity mean %.4f max %.4f, max jerk %.1f, underruns %d",
@@ -147,8 +130,8 @@ class LockstepEvaluator:
             robot.stop()
             summary = telemetry.close(
                 algorithm="lockstep_eval", policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
-                execute_horizon=self.execute_horizon, s_min=self.s_min, delay_distribution=self.delay_distribution,
-                schedule=self.schedule, max_guidance_weight=self.max_guidance_weight, **summary,
+                execute_horizon=self.execute_horizon, s_min=self.trigger_ticks, delay_distribution=self.delay_distribution,
+                schedule=str(self.schedule), max_guidance_weight=self.max_guidance_weight, **summary,
             )
         return summary
 
@@ -162,7 +145,7 @@ class LockstepEvaluator:
                 writer.writerows(rows)
 
     # ------------------------------------------------------------------ one (method, delay) cell
-    def _evaluate(self, method, delay, step, policy, normalizer, meta, telemetry) -> dict[str, Any]:
+    def _evaluate(self, method, delay, step, runner, meta, telemetry) -> dict[str, Any]:
         run = self.run_obj
         guidance, schedule = self.method_guidance(method)
         successes, discs, jerks, rms_jerks, max_steps_pre = [], [], [], [], []
@@ -170,7 +153,7 @@ class LockstepEvaluator:
         for episode in range(run.episodes):
             seed = run.seed + episode
             rng = np.random.default_rng([seed, delay, 7])
-            ep = self._episode(method, delay, guidance, schedule, seed, rng, step, policy, normalizer, meta, telemetry)
+            ep = self._episode(method, delay, seed, rng, step, runner, meta, telemetry)
             successes.append(ep["success"])
             discs += ep["discontinuities"]
             jerks.append(ep["max_jerk"])
@@ -184,8 +167,8 @@ class LockstepEvaluator:
         finite = [d for d in discs if np.isfinite(d)]
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
-            "method": method, "delay_ticks": delay, "guidance": guidance,
-            "schedule": schedule if guidance in ("vjp", "blend") else "",
+            "method": method, "delay_ticks": delay, "guidance": str(guidance),
+            "schedule": str(schedule) if guidance in (Guidance.VJP, Guidance.BLEND) else "",
             "episodes": run.episodes, "success_rate": float(np.mean(successes)) if successes else 0.0,
             "discontinuity_mean": float(np.mean(finite)) if finite else float("nan"),
             "discontinuity_max": float(np.max(finite)) if finite else float("nan"),
@@ -202,68 +185,58 @@ class LockstepEvaluator:
         lo, hi = max(0, delay - self.delay_spread_ticks), delay + self.delay_spread_ticks
         return int(rng.integers(lo, hi + 1))
 
-    def _episode(self, method, delay, guidance, schedule, seed, rng, step, policy, normalizer, meta, telemetry):
+    def _episode(self, method, delay, seed, rng, step, runner, meta, telemetry):
         run = self.run_obj
-        H = meta.chunk_size
-        sched = ChunkScheduler(H, meta.action_dim, self.s_min)
         initial = delay if self.initial_delay_ticks is None else int(self.initial_delay_ticks)
-        estimator = DelayEstimator(self.delay_window, initial, self.warmup_inferences_excluded)
-        obs = step.begin_episode(seed - run.seed, seed=seed)
+        planner = RTCPlanner(self.method_config(method), meta.chunk_size, meta.action_dim, initial_delay_ticks=initial)
+        sched = planner.scheduler
+        step.begin_episode(seed - run.seed, seed=seed)
+        planner.begin_episode(seed - run.seed)
         clock = VirtualClock(1.0 / run.hz)
         clock.start()
         sync = method == "sync"
         out = {"success": False, "discontinuities": [], "underruns": 0, "paused_ticks": 0,
                "inferences": 0, "rejected": 0, "ticks": 0}
         sent, planned_seq = [], []
-        pending: _Pending | None = None
+        held: _Held | None = None
 
-        def infer(s: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-            inp = policy_input(normalizer, step.history)
-            if s is None or s >= H or sync:
-                model = policy.predict(inp)
-                d_est = 0
-            else:
-                d_est = clip_delay(estimator.estimate(), s, H)
-                model = policy.guided_inference(
-                    inp, prev_remainder(sched.chunk_model, s), d_est, s, guidance=guidance,
-                    schedule=schedule, max_guidance_weight=self.max_guidance_weight,
-                )
-            model = np.asarray(model, dtype=np.float32)
+        def infer(req) -> ChunkResult:
             out["inferences"] += 1
-            return normalizer.action_to_robot(model), model, d_est
+            return runner.infer_history(step.history, req.guide)
 
         def record(chunk_id, s, d_est, d_actual, disc, tick):
             telemetry.inference({
                 "episode": seed - run.seed, "chunk_id": chunk_id, "t_start": clock.now(), "t_end": clock.now(),
                 "latency_ms": d_actual * clock.period_s * 1e3, "d_estimate": d_est, "d_actual": d_actual,
-                "s": s, "guidance": f"{method}:{guidance}", "discontinuity": disc, "tick": tick,
+                "s": s, "guidance": f"{method}:{planner.cfg.guidance}", "discontinuity": disc, "tick": tick,
                 "method": method, "delay_ticks": delay,
             })
 
         def try_merge(tick: int) -> None:
-            nonlocal pending
-            if pending is None or pending.due_tick > tick:
+            nonlocal held
+            if held is None or held.due_tick > tick:
                 return
-            p, pending = pending, None
+            h, held = held, None
+            req = planner.pending
             try:
-                m = sched.merge(p.robot, p.model, p.s)
+                m = planner.accept(h.seq, h.result.robot, h.result.model)
             except ChunkRejected as exc:
                 out["rejected"] += 1
                 log.warning("lockstep: rejected chunk: %s", exc)
                 return
-            estimator.observe(m.d_actual)
             out["discontinuities"].append(m.discontinuity)
-            record(m.chunk_id, p.s, p.d_estimate, m.d_actual, m.discontinuity, tick)
+            record(m.chunk_id, req.s, req.d, m.d_actual, m.discontinuity, tick)
 
-        robot_chunk, model_chunk, _ = infer(None)
-        sched.start(robot_chunk, model_chunk)
+        first = planner.request(0)
+        result = infer(first)
+        planner.accept(first.seq, result.robot, result.model)
         record(sched.chunk_id, 0, 0, 0, None, 0)
         for tick in range(run.max_steps):
             clock.wait(tick)
             try_merge(tick)
-            if pending is None and sched.should_trigger():
-                s = sched.t
-                robot_chunk, model_chunk, d_est = infer(s)
+            if planner.wants_inference():
+                req = planner.plain_request(tick) if sync else planner.request(tick)
+                result = infer(req)
                 latency = self._draw_delay(delay, rng)
                 if sync:
                     # the robot pauses `latency` ticks (no time passes in lockstep), then the new
@@ -271,17 +244,17 @@ class LockstepEvaluator:
                     out["paused_ticks"] += latency
                     last = sched.last_action
                     try:
-                        sched.start(robot_chunk, model_chunk)
-                        disc = float(np.max(np.abs(robot_chunk[0] - last))) if last is not None else float("nan")
+                        planner.accept(req.seq, result.robot, result.model)
+                        disc = float(np.max(np.abs(result.robot[0] - last))) if last is not None else float("nan")
                         out["discontinuities"].append(disc)
-                        record(sched.chunk_id, s, 0, 0, disc, tick)
+                        record(sched.chunk_id, req.s, 0, 0, disc, tick)
                     except ChunkRejected as exc:
                         out["rejected"] += 1
                         log.warning("lockstep: rejected chunk: %s", exc)
                 else:
-                    pending = _Pending(tick + latency, s, latency, d_est, robot_chunk, model_chunk)
+                    held = _Held(tick + latency, req.seq, result)
                     try_merge(tick)
-            planned = sched.step()
+            planned = planner.step()
             command, _, _, _ = step.act(planned.action)
             sent.append(command)
             if planned.action is not None:

@@ -1,4 +1,4 @@
-"""Train the bundled flow policy: ``python -m policies.flow.train [key=value ...]``.
+"""Train the bundled flow policy: ``python -m tasks.transfer_cube.train [key=value ...]``.
 
 Config: ``conf/train/flow.yaml``. Steps: record (or reload) scripted-expert demonstrations in the
 lockstep sim, compute normalization stats (``Normalizer.compute_stats``; z-score with a std floor),
@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from policies.flow.checkpoint import resolve_path, save_checkpoint
-from policies.flow.data import Demos, demo_summary, record_demos
+from tasks.transfer_cube.demos import Demos, demo_summary, record_demos
 from policies.flow.model import FlowModel, FlowModelConfig
 from policies.normalize import Normalizer
 
@@ -197,7 +197,9 @@ def train(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="flow")
 def main(cfg: DictConfig) -> None:
-    from robots import gl  # noqa: F401 - choose MUJOCO_GL before mujoco is imported
+    from robots import gl
+
+    gl.select_backend()  # MUJOCO_GL before mujoco is imported
 
     train(cfg)
 

@@ -17,9 +17,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from services.logger import NullSink, Sink  # noqa: F401 - re-exported: the sink contract
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +35,6 @@ INFERENCE_FIELDS = (
     "stale", "rejected",
 )
 PERCENTILES = (50, 95, 99)
-
-
-class Sink(Protocol):
-    """Receives batches of telemetry off the control path (e.g. W&B)."""
-
-    def start(self, run_dir: Path, config: Mapping[str, Any]) -> None: ...
-
-    def write(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None: ...
-
-    def finish(self, summary: Mapping[str, Any]) -> None: ...
-
-
-class NullSink:
-    """``logger=none``: files in the run dir only."""
-
-    def start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
-        pass
-
-    def write(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
-        pass
-
-    def finish(self, summary: Mapping[str, Any]) -> None:
-        pass
 
 
 def percentiles(values: Iterable[float], prefix: str) -> dict[str, float]:

@@ -107,7 +107,7 @@ def record_demos(
     ``noise_corr_ticks`` its correlation time in ticks. Images are rendered only on recorded
     ticks (every ``sample_every``-th, random phase per episode) since rendering dominates the cost.
     """
-    from policies.scripted import ScriptedTransferCube
+    from tasks.transfer_cube.expert import ScriptedTransferCube
 
     cams = cameras or DEFAULT_CAMERAS
     robot = make_sim_robot(hz, width, height, cams)

@@ -12,22 +12,35 @@ from __future__ import annotations
 import time
 
 
-class DeadlineClock:
-    def __init__(self, period_s: float, spin_s: float = 0.002) -> None:
+class _TickClock:
+    """Absolute deadlines ``t0 + tick * period_s``; subclasses say what "now" and "wait" mean."""
+
+    def __init__(self, period_s: float) -> None:
         if period_s <= 0:
             raise ValueError(f"period_s must be > 0, got {period_s}")
         self.period_s = float(period_s)
-        self.spin_s = float(spin_s)
         self.t0: float | None = None
 
+    def _origin(self) -> float:
+        raise NotImplementedError
+
     def start(self, t0: float | None = None) -> float:
-        self.t0 = time.monotonic() if t0 is None else float(t0)
+        self.t0 = self._origin() if t0 is None else float(t0)
         return self.t0
 
     def deadline(self, tick: int) -> float:
         if self.t0 is None:
             raise RuntimeError("clock not started")
         return self.t0 + tick * self.period_s
+
+
+class DeadlineClock(_TickClock):
+    def __init__(self, period_s: float, spin_s: float = 0.002) -> None:
+        super().__init__(period_s)
+        self.spin_s = float(spin_s)
+
+    def _origin(self) -> float:
+        return time.monotonic()
 
     def now(self) -> float:
         return time.monotonic()
@@ -48,23 +61,19 @@ class DeadlineClock:
                 return scheduled, now
 
 
-class VirtualClock:
+class VirtualClock(_TickClock):
     """Lockstep time: tick ``i`` happens exactly at ``t0 + i * period_s``, without sleeping."""
 
     def __init__(self, period_s: float, spin_s: float = 0.0) -> None:
-        self.period_s = float(period_s)
-        self.t0: float | None = None
+        super().__init__(period_s)
         self._now = 0.0
 
-    def start(self, t0: float | None = None) -> float:
-        self.t0 = 0.0 if t0 is None else float(t0)
-        self._now = self.t0
-        return self.t0
+    def _origin(self) -> float:
+        return 0.0
 
-    def deadline(self, tick: int) -> float:
-        if self.t0 is None:
-            raise RuntimeError("clock not started")
-        return self.t0 + tick * self.period_s
+    def start(self, t0: float | None = None) -> float:
+        self._now = super().start(t0)
+        return self._now
 
     def now(self) -> float:
         return self._now

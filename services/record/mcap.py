@@ -13,40 +13,16 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robots.base import Observation, RobotSpec
+from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic
+
+if TYPE_CHECKING:
+    from robots.base import Observation, RobotSpec
 
 log = logging.getLogger(__name__)
-
-STATE_TOPIC = "/observation/joint_states"
-COMMAND_TOPIC = "/command/joint_states"
-CHUNK_TOPIC = "/policy/chunk"
-
-
-def image_topic(camera: str) -> str:
-    return f"/observation/{camera}/image/compressed"
-
-
-class NullRecorder:
-    """``record=none``."""
-
-    def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
-        pass
-
-    def observation(self, obs: Observation) -> None:
-        pass
-
-    def command(self, command: np.ndarray) -> None:
-        pass
-
-    def chunk(self, chunk: np.ndarray) -> None:
-        pass
-
-    def close(self) -> dict[str, Any]:
-        return {}
 
 
 class McapRecorder:

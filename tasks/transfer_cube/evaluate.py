@@ -1,7 +1,7 @@
 """Success rate of the flow checkpoint vs the scripted expert over lockstep sim episodes.
 
-    python -m policies.flow.evaluate --episodes 50            # flow policy and scripted expert
-    python -m policies.flow.evaluate --episodes 50 --runner local --no-expert
+    python -m tasks.transfer_cube.evaluate --episodes 50            # flow policy and scripted expert
+    python -m tasks.transfer_cube.evaluate --episodes 50 --runner local --no-expert
 
 ``--runner app`` (default) runs the project's app in-process (``inference.app.compose_run`` with
 ``robot.realtime=false algorithm=sequential``): the same code path as ``python -m inference``.
@@ -56,7 +56,7 @@ def evaluate_local(
 ) -> dict[str, Any]:
     """Sequential lockstep loop without the app (same semantics: robot holds during inference)."""
     from policies.flow.checkpoint import DEFAULT_CHECKPOINT, stats_path
-    from policies.flow.data import make_sim_robot
+    from tasks.transfer_cube.demos import make_sim_robot
     from policies.normalize import Normalizer
 
     if policy_name == "flow":
@@ -67,7 +67,7 @@ def evaluate_local(
         norm = Normalizer.from_file(stats_path(ck))
         robot = make_sim_robot()
     else:
-        from policies.scripted import ScriptedTransferCube
+        from tasks.transfer_cube.expert import ScriptedTransferCube
 
         policy = ScriptedTransferCube()
         norm = Normalizer.identity()
@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("overrides", nargs="*", help="extra app overrides (runner app)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from robots import gl  # noqa: F401 - choose MUJOCO_GL before mujoco is imported
+    from robots import gl
+
+    gl.select_backend()  # MUJOCO_GL before mujoco is imported
 
     results: dict[str, Any] = {}
     policies = args.policies or (["flow"] + ([] if args.no_expert else ["scripted"]))

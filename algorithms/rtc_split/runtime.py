@@ -1,12 +1,11 @@
 """Split RTC: the control loop runs here (robot, cameras, safety filter), the policy runs in a Ray
 actor on the node advertising ``inference_pc`` (DESIGN.md section 6, "beyond the seed").
 
-Same real-time chunking as ``algorithm=rtc`` and the *same* chunk logic
-(``algorithms.rtc.chunk_logic``: ``ChunkScheduler`` for the current chunk, trigger, snapshot,
-merge and underrun; ``DelayEstimator`` for ``d = max(Q)``); only the transport differs: instead of
-shared memory and a spawned process, the snapshot (observation as compact numpy, frames optionally
-JPEG, ``prev`` in model space, ``s``, ``d``) goes to the actor through Ray, and the chunk comes back
-as an object reference the loop polls without blocking. The loop never waits on inference after an
+Same real-time chunking as ``algorithm=rtc`` and the *same* control-side ``RTCPlanner`` (trigger,
+snapshot, delay estimate and clip, merge, underrun); only the transport differs: instead of shared
+memory and a spawned process, the request (observation as compact numpy, frames optionally JPEG,
+``prev`` in model space, ``s``, ``d``) goes to the actor through Ray, and the chunk comes back as an
+object reference the loop polls without blocking. The loop never waits on inference after an
 episode's first chunk. ``d_actual`` is counted in control ticks from the snapshot to the merge on
 *this* side, so the delay estimate includes the transport both ways -- RTC absorbs the network.
 
@@ -29,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.common import AlgorithmFault
-from algorithms.rtc.chunk_logic import DelayEstimator, Snapshot, clip_delay
-from algorithms.rtc.control import RTCControlLoop, check_rtc_knobs
-from algorithms.split.codec import encode_observation, payload_bytes
-from algorithms.split.server import InferenceServer
-from inference.ray_launcher import RayTarget
+from algorithms.rtc.config import RTCConfig
+from algorithms.rtc.control import RTCControlLoop
+from algorithms.rtc.planner import Request
+from algorithms.rtc_split.codec import encode_observation, payload_bytes
+from algorithms.rtc_split.server import InferenceServer
+from services.ray_connection import RayTarget
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,8 @@ class _Pending:
     """One request in flight. A daemon thread submits it to the actor and stamps its arrival, so
     the control tick neither pays Ray's serialization/RPC nor quantizes latency to the period."""
 
-    episode: int
-    snapshot: Snapshot | None  # None: an episode's first chunk (plain predict)
-    d_estimate: int
+    request: Request
     t_start: float
-    tick: int
     nbytes: int = 0
     ref: Any = None
     error: BaseException | None = None
@@ -77,57 +73,36 @@ class _Pending:
         threading.Thread(target=run, name="split-request", daemon=True).start()
 
 
-class SplitRTCAlgorithm:
-    """RTC with the inference on a Ray node. RTC knobs as ``algorithm=rtc``; Ray knobs as
-    ``launcher=ray`` (``address``, ``auth_mode``, ``resources``...). ``jpeg_quality``: null sends raw
+@dataclass(kw_only=True)
+class SplitRTCAlgorithm(RTCConfig):
+    """RTC with the inference on a Ray node. RTC knobs (``RTCConfig``) as ``algorithm=rtc``; Ray knobs
+    as ``launcher=ray`` (``address``, ``auth_mode``, ``resources``...). ``jpeg_quality``: null sends raw
     uint8 frames, 1-100 JPEG-compresses them (``cv2.imencode``)."""
 
-    def __init__(
-        self,
-        run: Any,
-        execute_horizon: int = 25,
-        s_min: int | None = None,
-        delay_window: int = 10,
-        initial_delay_ticks: int = 4,
-        warmup_inferences_excluded: int = 1,
-        guidance: str = "vjp",
-        schedule: str = "exp",
-        max_guidance_weight: float = 5.0,
-        jpeg_quality: int | None = None,
-        address: str = "auto",
-        namespace: str = "inference",
-        auth_mode: str | None = "disabled",
-        auth_token_path: str | None = None,
-        resources: dict[str, float] | None = None,
-        num_cpus: float = 1.0,
-        num_gpus: float = 0.0,
-        connect_timeout_s: float = 15.0,
-        startup_timeout_s: float = 120.0,
-        first_chunk_timeout_s: float = 30.0,
-        stall_timeout_s: float = 5.0,
-        stop_on_success: bool = True,
-    ) -> None:
-        self.s_min = check_rtc_knobs(run, execute_horizon, s_min, guidance, schedule, delay_window,
-                                     initial_delay_ticks, warmup_inferences_excluded)
-        if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
-            raise ValueError(f"algorithm.jpeg_quality={jpeg_quality}; expected null or 1..100")
-        self.run_obj = run
-        self.execute_horizon = int(execute_horizon)
-        self.delay_window = int(delay_window)
-        self.initial_delay_ticks = int(initial_delay_ticks)
-        self.warmup_inferences_excluded = int(warmup_inferences_excluded)
-        self.guidance = guidance
-        self.schedule = schedule
-        self.max_guidance_weight = float(max_guidance_weight)
-        self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
-        self.target = RayTarget(address, namespace, auth_mode, auth_token_path, resources, num_cpus, num_gpus,
-                                connect_timeout_s)
-        self.startup_timeout_s = float(startup_timeout_s)
-        self.first_chunk_timeout_s = float(first_chunk_timeout_s)
-        self.stall_timeout_s = float(stall_timeout_s)
-        self.stop_on_success = bool(stop_on_success)
+    run: Any
+    jpeg_quality: int | None = None
+    address: str = "auto"
+    namespace: str = "inference"
+    auth_mode: str | None = "disabled"
+    auth_token_path: str | None = None
+    resources: dict[str, float] | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    connect_timeout_s: float = 15.0
+    startup_timeout_s: float = 120.0
+    first_chunk_timeout_s: float = 30.0
+    stall_timeout_s: float = 5.0
+    stop_on_success: bool = True
 
-    def run(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_chunk_size(self.run.policy_metadata.chunk_size)
+        if self.jpeg_quality is not None and not 1 <= int(self.jpeg_quality) <= 100:
+            raise ValueError(f"algorithm.jpeg_quality={self.jpeg_quality}; expected null or 1..100")
+        self.target = RayTarget(self.address, self.namespace, self.auth_mode, self.auth_token_path, self.resources,
+                                self.num_cpus, self.num_gpus, self.connect_timeout_s)
+
+    def execute(self) -> dict[str, Any]:
         return _SplitRuntime(self).execute()
 
 
@@ -149,9 +124,7 @@ class _SplitRuntime(RTCControlLoop):
         self._start_actor()  # before the robot: a missing cluster fails with the robot untouched
 
     def _start_inference(self, robot: Any) -> None:
-        self.H = self.run.policy_metadata.chunk_size
-        self.estimator = DelayEstimator(self.algo.delay_window, self.algo.initial_delay_ticks,
-                                        self.algo.warmup_inferences_excluded)
+        pass
 
     def _stop_inference(self) -> None:
         self._stop_actor()
@@ -172,25 +145,26 @@ class _SplitRuntime(RTCControlLoop):
         if self.pending is not None:  # a request of the previous episode: its chunk is discarded
             self.discarded_results += 1
             self.pending = None
-        self._submit(episode, 0, None)
+        self._request_if_due(0)
+
+    def _can_send(self) -> bool:
+        return self.pending is None
 
     def _poll_first(self, episode: int) -> bool:
         if self._poll(0, episode, time.monotonic()):
             return True
-        if self.fault is None and self.pending is None:  # rejected: ask again
-            self._submit(episode, 0, None)
+        self._request_if_due(0)  # rejected: ask again
         return False
 
     def _exchange(self, tick: int, episode: int, now: float) -> None:
         self._poll(tick, episode, time.monotonic())
-        if self.fault is None and self.pending is None and self.scheduler.should_trigger():
-            self._submit(episode, tick, self.scheduler.snapshot())
+        self._request_if_due(tick)
 
     # ------------------------------------------------------------------ the actor
     def _start_actor(self) -> None:
         import ray
 
-        from inference.ray_launcher import LaunchError, check_resources
+        from services.ray_connection import LaunchError, check_resources
 
         a, target = self.algo, self.algo.target
         address = target.connect()
@@ -224,20 +198,18 @@ class _SplitRuntime(RTCControlLoop):
         self.pending = None
 
     # ------------------------------------------------------------------ requests
-    def _submit(self, episode: int, tick: int, snapshot: Snapshot | None) -> None:
+    def _send(self, req: Request) -> None:
         hist = self.step.history.snapshot()
         last = self.step.history.last
-        t_start = time.monotonic()
         obs = (hist.state, hist.images, dict(last.info) if last is not None else {})  # fresh arrays (np.stack)
-        d_est = clip_delay(self.estimator.estimate(), snapshot.s, self.H) if snapshot is not None else 0
-        guided = snapshot is not None and snapshot.s < self.H
+        guide = req.guide
         request = {
-            "prev": snapshot.prev_model if guided else None,
-            "s": snapshot.s if snapshot is not None else 0, "d": d_est,
-            "guidance": self.algo.guidance, "schedule": self.algo.schedule,
-            "max_guidance_weight": self.algo.max_guidance_weight,
+            "prev": guide.prev_model if guide is not None else None, "s": req.s, "d": req.d,
+            "guidance": str(guide.guidance) if guide is not None else None,
+            "schedule": str(guide.schedule) if guide is not None else None,
+            "max_guidance_weight": guide.max_guidance_weight if guide is not None else None,
         }
-        self.pending = _Pending(episode, snapshot, d_est, t_start, tick)
+        self.pending = _Pending(req, time.monotonic())
         self.pending.send(self.actor, request, obs, self.algo.jpeg_quality, self.algo.stall_timeout_s + 1.0)
 
     def _poll(self, tick: int, episode: int, now: float) -> bool:
@@ -261,30 +233,23 @@ class _SplitRuntime(RTCControlLoop):
             self._on_fault(f"split inference actor failed: {exc}")
             return False
         t_end = pending.t_arrive if pending.t_arrive is not None else time.monotonic()
-        if pending.episode != episode:
+        req = pending.request
+        if req.episode != episode:
             self.discarded_results += 1
             return False
         latency_ms = (t_end - pending.t_start) * 1e3
         transport_ms = max(0.0, latency_ms - float(result["server_ms"]))
         self.transport_ms.append(transport_ms)
         self.payload_sizes.append(pending.nbytes)
-        snap = pending.snapshot
-        record = dict(
-            episode=episode, t_start=pending.t_start, t_end=t_end, latency_ms=latency_ms,
+        record = self._record(
+            req, episode, tick, t_start=pending.t_start, t_end=t_end, latency_ms=latency_ms,
             server_ms=float(result["server_ms"]), policy_ms=float(result["policy_ms"]),
-            transport_ms=transport_ms, payload_bytes=pending.nbytes, d_estimate=pending.d_estimate,
-            s=snap.s if snap is not None else 0, snapshot_tick=pending.tick, merge_tick=tick,
-            guidance=self.algo.guidance if (snap is not None and snap.s < self.H) else "none",
+            transport_ms=transport_ms, payload_bytes=pending.nbytes,
         )
-        d_actual = self._merge(tick, episode, result["robot"], result["model"],
-                               snap.s if snap is not None else None, record)
-        if d_actual is None:
-            return False
-        if snap is not None:
-            self.estimator.observe(d_actual)  # measured here: includes the transport
-        return True
+        return self._merge(tick, episode, req.seq, result["robot"], result["model"], record) is not None
 
     def _on_fault(self, cause: str) -> None:
         self._report_fault(cause)
         self.fault = cause
         self.pending = None
+        self.planner.cancel()

@@ -1,0 +1,146 @@
+"""The control side's RTC planner: trigger, snapshot, delay estimate, delay clip, merge -- once.
+
+Every transport runs this same object in the control loop: the shared-memory runtime
+(``algorithm=rtc``), the Ray split runtime (``algorithm=rtc_split``) and the lockstep evaluator. The
+planner decides *when* an inference starts and *what it continues* (``Request``: the snapshot's ``s``,
+``prev = chunk[s:]`` in model space, the clipped delay estimate ``d``); the transport carries the
+request to wherever the policy runs and brings the chunk back; the planner merges it
+(``ChunkScheduler.merge``), measures ``d_actual`` on the control side (so the estimate includes any
+transport) and feeds the delay estimator. Pure logic: no clocks, processes or I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from algorithms.rtc.chunk_logic import ChunkScheduler, DelayEstimator, Merge, Snapshot, Step, clip_delay
+from algorithms.rtc.config import RTCConfig
+from policies.base import Guidance
+from policies.runner import Guide
+
+
+@dataclass(frozen=True)
+class Request:
+    """One inference to run, from the observation of control tick ``tick``.
+
+    ``snapshot`` None: the episode's first chunk (plain predict). ``guide`` is what guided inference
+    continues (None when there is nothing left of the current chunk, ``s >= H``: plain predict).
+    ``seq`` identifies the request: a result for any other seq is stale and discarded.
+    """
+
+    seq: int
+    episode: int
+    tick: int
+    snapshot: Snapshot | None
+    d: int
+    guide: Guide | None
+    restart: bool = False  # sync execution: the new chunk runs from index 0 (the robot paused meanwhile)
+
+    @property
+    def s(self) -> int:
+        return self.snapshot.s if self.snapshot is not None else 0
+
+    @property
+    def first(self) -> bool:
+        return self.snapshot is None
+
+    @property
+    def guidance(self) -> str:
+        """What the inference did, for telemetry: the guidance name, or ``none`` for a plain predict."""
+        return str(self.guide.guidance) if self.guide is not None else str(Guidance.NONE)
+
+
+class RTCPlanner:
+    """Current chunk + RTC rules for one run. ``initial_delay_ticks`` overrides the config's (the
+    lockstep evaluator calibrates it to the simulated delay)."""
+
+    def __init__(self, cfg: RTCConfig, chunk_size: int, action_dim: int,
+                 initial_delay_ticks: int | None = None) -> None:
+        cfg.check_chunk_size(chunk_size)
+        self.cfg = cfg
+        self.chunk_size = int(chunk_size)
+        self.scheduler = ChunkScheduler(chunk_size, action_dim, cfg.trigger_ticks)
+        initial = cfg.initial_delay_ticks if initial_delay_ticks is None else initial_delay_ticks
+        self.estimator = DelayEstimator(cfg.delay_window, int(initial or 0), cfg.warmup_inferences_excluded)
+        self.pending: Request | None = None
+        self.episode = 0
+        self._seq = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin_episode(self, episode: int) -> None:
+        """A new episode: no chunk, nothing in flight (a late result of the last episode is stale)."""
+        self.scheduler.reset()
+        self.pending = None
+        self.episode = int(episode)
+
+    def inference_restarted(self) -> None:
+        """The inference side was restarted: what was in flight is lost, and its first delays are
+        warm-up again. The next request continues the current chunk (guided), so nothing jumps."""
+        self.pending = None
+        self.estimator.reset()
+
+    def cancel(self) -> None:
+        """Forget the request in flight (its result, if any, will be discarded)."""
+        self.pending = None
+
+    # ------------------------------------------------------------------ requests
+    def wants_inference(self) -> bool:
+        """True when a new inference should start now: no chunk yet, or ``t >= s_min``, and none in flight."""
+        if self.pending is not None:
+            return False
+        return not self.scheduler.has_chunk or self.scheduler.should_trigger()
+
+    def request(self, tick: int) -> Request:
+        """Cut the next request at this tick (call when ``wants_inference()``)."""
+        sched, cfg = self.scheduler, self.cfg
+        self._seq += 1
+        if not sched.has_chunk:
+            req = Request(self._seq, self.episode, int(tick), None, 0, None)
+        else:
+            snap = sched.snapshot()
+            d = clip_delay(self.estimator.estimate(), snap.s, self.chunk_size)
+            guide = None
+            if snap.s < self.chunk_size:
+                guide = Guide(snap.prev_model, d, snap.s, cfg.guidance, cfg.schedule, cfg.max_guidance_weight)
+            req = Request(self._seq, self.episode, int(tick), snap, d, guide)
+        self.pending = req
+        return req
+
+    def plain_request(self, tick: int) -> Request:
+        """A request that ignores the current chunk (``sync`` execution: predict, run from index 0)."""
+        req = self.request(tick)
+        self.pending = Request(req.seq, req.episode, req.tick, req.snapshot, 0, None, restart=True)
+        return self.pending
+
+    # ------------------------------------------------------------------ results
+    def is_current(self, seq: int) -> bool:
+        return self.pending is not None and int(seq) == self.pending.seq
+
+    def accept(self, seq: int, chunk_robot: np.ndarray, chunk_model: np.ndarray) -> Merge | None:
+        """Make the chunk computed for request ``seq`` current.
+
+        Returns None for a stale result (not the request in flight: discarded). Raises
+        ``ChunkRejected`` for a chunk that must not run (shape, NaN/inf); the request is then no
+        longer in flight, so the next tick asks again. A first chunk runs from index 0
+        (``d_actual`` 0); a later one continues at ``d_actual = t - s`` (measured here, so it includes
+        any transport), which feeds the delay estimator.
+        """
+        if not self.is_current(seq):
+            return None
+        req, self.pending = self.pending, None
+        if req.first or req.restart:
+            chunk_id = self.scheduler.start(chunk_robot, chunk_model)
+            return Merge(chunk_id, 0, req.s, False, float("nan"))
+        merge = self.scheduler.merge(chunk_robot, chunk_model, req.s)
+        self.estimator.observe(merge.d_actual)
+        return merge
+
+    # ------------------------------------------------------------------ ticks
+    def step(self) -> Step:
+        return self.scheduler.step()
+
+    @property
+    def remaining(self) -> int:
+        return self.scheduler.remaining

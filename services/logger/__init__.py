@@ -1,0 +1,33 @@
+"""Telemetry sinks (config group ``logger``): ``logger=none`` is :class:`NullSink` here,
+``logger=wandb`` is :class:`services.logger.wandb.WandbSink`.
+
+A sink receives batches of records from the telemetry writer thread, never from the control loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+
+class Sink(Protocol):
+    """Receives batches of telemetry off the control path (e.g. W&B)."""
+
+    def start(self, run_dir: Path, config: Mapping[str, Any]) -> None: ...
+
+    def write(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def finish(self, summary: Mapping[str, Any]) -> None: ...
+
+
+class NullSink:
+    """``logger=none``: files in the run dir only."""
+
+    def start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
+        pass
+
+    def write(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
+        pass
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        pass

@@ -1,0 +1,42 @@
+"""Episode recording sinks (config group ``record``): ``record=none`` is :class:`NullRecorder` here,
+``record=mcap`` is :class:`services.record.mcap.McapRecorder`.
+
+A recorder gets every observation, command and chunk from the control step and must never block it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from robots.base import Observation, RobotSpec
+
+STATE_TOPIC = "/observation/joint_states"
+COMMAND_TOPIC = "/command/joint_states"
+CHUNK_TOPIC = "/policy/chunk"
+
+
+def image_topic(camera: str) -> str:
+    return f"/observation/{camera}/image/compressed"
+
+
+class NullRecorder:
+    """``record=none``."""
+
+    def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
+        pass
+
+    def observation(self, obs: Observation) -> None:
+        pass
+
+    def command(self, command: np.ndarray) -> None:
+        pass
+
+    def chunk(self, chunk: np.ndarray) -> None:
+        pass
+
+    def close(self) -> dict[str, Any]:
+        return {}

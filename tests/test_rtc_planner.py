@@ -1,0 +1,135 @@
+"""RTCPlanner: the control-side RTC rules that the shared-memory runtime, the Ray split runtime and the
+lockstep evaluator all run. Property tests over arbitrary delays, rejections and stale results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from algorithms.rtc.chunk_logic import ChunkRejected
+from algorithms.rtc.config import RTCConfig
+from algorithms.rtc.planner import RTCPlanner
+from policies.base import Guidance, Schedule
+
+H, A = 12, 3
+
+
+def chunk(value: float) -> np.ndarray:
+    return np.full((H, A), value, np.float32) + np.arange(H, dtype=np.float32)[:, None]
+
+
+def planner(s_min: int = 4, **kw) -> RTCPlanner:
+    return RTCPlanner(RTCConfig(execute_horizon=s_min, initial_delay_ticks=kw.pop("initial", 2), **kw), H, A)
+
+
+def test_config_rejects_bad_names_and_ranges_naming_the_key():
+    with pytest.raises(ValueError, match="algorithm.guidance='foo'"):
+        RTCConfig(guidance="foo")
+    with pytest.raises(ValueError, match="algorithm.schedule"):
+        RTCConfig(schedule="cubic")
+    with pytest.raises(ValueError, match="algorithm.delay_window"):
+        RTCConfig(delay_window=0)
+    with pytest.raises(ValueError, match="chunk_size=12"):
+        RTCPlanner(RTCConfig(execute_horizon=13), H, A)
+    cfg = RTCConfig(guidance="blend", schedule="zeros")
+    assert cfg.guidance is Guidance.BLEND and cfg.schedule is Schedule.ZEROS and cfg.guidance == "blend"
+
+
+def test_first_request_is_a_plain_predict_and_runs_from_index_zero():
+    p = planner()
+    p.begin_episode(0)
+    assert p.wants_inference()
+    req = p.request(0)
+    assert req.first and req.guide is None and req.d == 0 and not p.wants_inference()
+    merge = p.accept(req.seq, chunk(0), chunk(0))
+    assert merge.chunk_id == 1 and merge.d_actual == 0
+    assert p.step().index == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(s_min=st.integers(1, H), delays=st.lists(st.integers(0, 2 * H), min_size=1, max_size=8),
+       initial=st.integers(0, H), window=st.integers(1, 4))
+def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initial, window):
+    """Every request is cut at t >= s_min with s = t, prev = chunk[s:], d = clip(max of the last
+    `window` observed delays, 0, H - s); the merge continues at d_actual = ticks since the request."""
+    p = RTCPlanner(RTCConfig(execute_horizon=s_min, delay_window=window, initial_delay_ticks=initial,
+                             warmup_inferences_excluded=0), H, A)
+    p.begin_episode(0)
+    first = p.request(0)
+    p.accept(first.seq, chunk(0), chunk(0))
+    observed: list[int] = []
+    tick = 0
+    for k, delay in enumerate(delays):
+        while not p.wants_inference():
+            p.step()
+            tick += 1
+        t = p.scheduler.t
+        assert t >= s_min
+        req = p.request(tick)
+        assert req.s == t
+        expected_d = max(observed[-window:]) if observed else initial
+        assert req.d == max(0, min(expected_d, H - t))
+        if t < H:
+            assert req.guide is not None and req.guide.d == req.d and req.guide.s == t
+            assert np.array_equal(req.guide.prev_model[: H - t], p.scheduler.chunk_model[t:])
+            assert not req.guide.prev_model[H - t:].any()
+        else:
+            assert req.guide is None
+        for _ in range(delay):
+            p.step()
+            tick += 1
+        merge = p.accept(req.seq, chunk(k + 1), chunk(k + 1))
+        assert merge.d_actual == delay and merge.stale == (delay >= H)
+        assert p.scheduler.t == delay
+        observed.append(delay)
+
+
+def test_stale_results_are_discarded_and_rejected_chunks_are_asked_again():
+    p = planner(s_min=2)
+    p.begin_episode(0)
+    req = p.request(0)
+    p.accept(req.seq, chunk(0), chunk(0))
+    p.step(), p.step()
+    req = p.request(2)
+    assert p.accept(req.seq + 7, chunk(1), chunk(1)) is None  # not the request in flight
+    assert not p.wants_inference()
+    bad = chunk(1)
+    bad[3, 1] = np.nan
+    with pytest.raises(ChunkRejected):
+        p.accept(req.seq, bad, bad)
+    assert p.wants_inference() and p.scheduler.chunk_id == 1  # the old chunk runs on; ask again
+    again = p.request(2)
+    assert again.seq > req.seq
+    assert p.accept(req.seq, chunk(2), chunk(2)) is None  # the earlier request is no longer current
+
+
+def test_new_episode_and_restart_drop_what_is_in_flight():
+    p = planner(s_min=2, warmup_inferences_excluded=1)
+    p.begin_episode(0)
+    req = p.request(0)
+    p.accept(req.seq, chunk(0), chunk(0))
+    p.step(), p.step()
+    inflight = p.request(2)
+    p.inference_restarted()
+    assert p.wants_inference()
+    resumed = p.request(2)
+    assert resumed.guide is not None and resumed.s == 2  # continues the current chunk: no jump
+    assert p.accept(inflight.seq, chunk(1), chunk(1)) is None
+    p.begin_episode(1)
+    assert not p.scheduler.has_chunk and p.pending is None
+    assert p.accept(resumed.seq, chunk(1), chunk(1)) is None
+
+
+def test_plain_request_restarts_the_chunk_from_index_zero():
+    p = planner(s_min=3)
+    p.begin_episode(0)
+    req = p.request(0)
+    p.accept(req.seq, chunk(0), chunk(0))
+    for _ in range(3):
+        p.step()
+    sync = p.plain_request(3)
+    assert sync.guide is None and sync.restart
+    merge = p.accept(sync.seq, chunk(5), chunk(5))
+    assert merge.d_actual == 0 and p.scheduler.t == 0 and merge.chunk_id == 2
