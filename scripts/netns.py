@@ -11,7 +11,9 @@ address exists to listen on or to reach, and Ray reports "Local node IP: 127.0.0
 How the namespace is made, first that works: ``unshare(CLONE_NEWNET)`` (root, as in CI), else
 ``unshare(CLONE_NEWUSER | CLONE_NEWNET)`` with the caller's uid/gid mapped to themselves (an
 unprivileged user where user namespaces are allowed; like ``unshare -rn``, but the command keeps
-its own uid instead of appearing as root). Then ``lo`` is brought up and CMD is executed. Where
+its own uid instead of appearing as root). Then ``lo`` is brought up (and, where the host name
+resolves to a LAN address, a UTS namespace names the host ``localhost``: see
+:func:`_hostname_to_loopback`), and CMD is executed. Where
 neither works, or with ``--mode off`` (``make test NETNS=off``), CMD runs on the host network as
 before; with ``--mode require`` (CI: ``.ci/run``) it does not run at all (exit 2). The first line
 printed says which, and CMD's environment carries ``RT_NETNS=private|host`` and
@@ -64,6 +66,7 @@ MODES = ("auto", "off", "require")
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWUTS = 0x04000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 WATCH_PERIOD_S = 1.0  # one sample costs ~7 ms here (/proc/net is slow to read; ~10+ ms on the host network)
 
@@ -124,8 +127,28 @@ def enter_private_netns() -> str:
         extra = non_loopback_interfaces()
         if extra:  # cannot happen with a fresh namespace; never claim one that is not
             raise NetnsUnavailable(errno.EEXIST, f"new namespace has non-loopback interfaces {extra}")
-        return f"{label} as uid {uid}"
+        return f"{label} as uid {uid}" + _hostname_to_loopback()
     raise NetnsUnavailable(errno.EPERM, "; ".join(errors))
+
+
+def _hostname_to_loopback() -> str:
+    """Make this machine's name resolve to loopback inside the namespace.
+
+    Ray 2.60 takes the address its host name resolves to when it cannot find a routable one (here:
+    none exists), whatever ``--node-ip-address`` says; where the name maps to a LAN address in
+    /etc/hosts, that address does not exist in the namespace and ``ray start`` hangs connecting to
+    its own GCS. Then a UTS namespace of our own gets the host name ``localhost``. Returns what was
+    done, for the status line (nothing where the name already resolves to loopback)."""
+    name = socket.gethostname()
+    try:
+        if parse_ip(socket.gethostbyname(name)).is_loopback:
+            return ""
+        why = f"{name} resolves to {socket.gethostbyname(name)}"
+    except OSError as exc:
+        why = f"{name} does not resolve ({exc})"
+    _unshare(CLONE_NEWUTS)
+    socket.sethostname("localhost")
+    return f"; host name localhost in a UTS namespace ({why})"
 
 
 # --------------------------------------------------------------------------- sockets of the run
