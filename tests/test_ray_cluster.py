@@ -85,6 +85,15 @@ def test_cluster_cli_status_counts_both_nodes(cluster):
     assert f"2 node(s) running under {temp_dir}; address {address}" in out.stdout
 
 
+@pytest.mark.skipif(os.environ.get("RT_NETNS") != "private",
+                    reason="outside the loopback-only namespace (scripts/netns.py) Ray 2.60 takes the routable address")
+def test_every_node_is_on_loopback_in_the_namespace(cluster):
+    address, _ = cluster
+    RayLauncher(address=address, connect_timeout_s=30).connect()
+    assert address.startswith("127.0.0.1:"), address
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}, ray.nodes()
+
+
 def test_actor_lands_on_the_inference_pc_worker(cluster):
     address, _ = cluster
     launcher = RayLauncher(address=address, connect_timeout_s=30)
