@@ -55,6 +55,12 @@ class WandbSink:
         wandb_dir.mkdir(parents=True, exist_ok=True)
         for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
             os.environ[var] = str(wandb_dir / sub) if sub else str(wandb_dir)
+        if self.mode in ("offline", "disabled", "dryrun"):
+            # wandb.init(mode=...) sets the *run's* mode only; its analytics (an OpenTelemetry
+            # exporter built on the first run.log) read the process-wide settings, online unless
+            # WANDB_MODE is exported, and resolved api.forge.coreweave.com from an export thread.
+            # Offline means no network attempt at all: make the process-wide mode offline too.
+            wandb.setup(settings=wandb.Settings(mode=self.mode))
         self._run = wandb.init(
             project=self.project, entity=self.entity, mode=self.mode, group=self.group,
             name=self.name, tags=self.tags, config=dict(config), dir=str(wandb_dir),
