@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.netns import reexec_in_netns  # noqa: E402
+from scripts.netns import network_of_this_run, reexec_in_netns  # noqa: E402
 
 if __name__ == "__main__":
     reexec_in_netns()  # loopback only, whatever a DDS profile says (scripts/netns.py)
@@ -192,7 +192,7 @@ def main() -> None:
         f"Command: `{cmd}`  ", f"Twin: {args.twin}; {args.rounds} round trips; {args.ticks} ticks at {args.hz:g} Hz.  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.platform()}; CycloneDDS on 127.0.0.1 only, multicast off, "
-        f"domain {os.environ['ROS_DOMAIN_ID']}. Shared machine: other jobs were running.", "",
+        f"domain {os.environ['ROS_DOMAIN_ID']}; run in {network_of_this_run()}. Shared machine: other jobs were running.", "",
         "| measurement | n | p50 ms | p95 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -44,6 +44,7 @@ from algorithms.rtc.chunk_logic import prev_remainder  # noqa: E402
 from algorithms.rtc_split.codec import encode_observation, payload_bytes  # noqa: E402
 from algorithms.rtc_split.server import InferenceServer  # noqa: E402
 from inference.app import compose_run  # noqa: E402
+from scripts.netns import network_of_this_run, reexec_in_netns  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -155,7 +156,8 @@ def write(out: Path, inf: list[dict], ticks: list[dict], argv: list[str]) -> Non
         f"Command: `.venv/bin/python benchmarks/{Path(argv[0]).name} {' '.join(argv[1:])}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other work), "
-        f"Python {platform.python_version()}; Ray 2-node cluster on this machine (loopback: a lower bound for a LAN).",
+        f"Python {platform.python_version()}; Ray 2-node cluster on this machine (loopback: a lower bound for a LAN), "
+        f"run in {network_of_this_run()}.",
         "",
         "## Per inference (same request, scripted policy; one request in flight)",
         "",
@@ -215,8 +217,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "split.md")
     args = ap.parse_args()
     if args.address is None:  # its own cluster: loopback only (scripts/netns.py); an existing one needs the network
-        from scripts.netns import reexec_in_netns
-
         reexec_in_netns()
     import logging
 

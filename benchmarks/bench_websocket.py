@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.netns import reexec_in_netns  # noqa: E402
+from scripts.netns import network_of_this_run, reexec_in_netns  # noqa: E402
 
 if __name__ == "__main__":
     reexec_in_netns()  # server and client on loopback only (scripts/netns.py)
@@ -133,7 +133,8 @@ def main() -> None:
         f"Command: `{cmd.strip()}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"numpy {np.__version__}; shared machine, other jobs running; server in a separate process on loopback.",
+        f"numpy {np.__version__}; shared machine, other jobs running; server in a separate process on loopback, "
+        f"run in {network_of_this_run()}.",
         "",
         f"Policy `{args.policy}` (chunk {meta.chunk_size}x{meta.action_dim}); observation: state {meta.state_dim} + "
         f"{len(CAMERAS)} cameras 3x{args.height}x{args.width} uint8; request {request_bytes / 1024:.0f} KiB msgpack; "

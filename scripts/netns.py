@@ -341,6 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def network_of_this_run() -> str:
+    """Where this process runs, for a benchmark's results file."""
+    if os.environ.get(ENV_STATE) == "private":
+        return "a private network namespace (loopback only)"
+    return f"the host network ({os.environ.get(ENV_REASON) or 'not started through scripts/netns.py'})"
+
+
 def reexec_in_netns(what: str | None = None) -> None:
     """Called first thing by a benchmark: if this process was not started by this script, run the
     same command line again through it (exec, so this process is replaced); else return."""
