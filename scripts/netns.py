@@ -11,27 +11,25 @@ address exists to listen on or to reach, and Ray reports "Local node IP: 127.0.0
 How the namespace is made, first that works: ``unshare(CLONE_NEWNET)`` (root, as in CI), else
 ``unshare(CLONE_NEWUSER | CLONE_NEWNET)`` with the caller's uid/gid mapped to themselves (an
 unprivileged user where user namespaces are allowed; like ``unshare -rn``, but the command keeps
-its own uid instead of appearing as root). Then ``lo`` is brought up (and, where the host name
-resolves to a LAN address, a UTS namespace names the host ``localhost``: see
-:func:`_hostname_to_loopback`), and CMD is executed. Where
-neither works, or with ``--mode off`` (``make test NETNS=off``), CMD runs on the host network as
-before; with ``--mode require`` (CI: ``.ci/run``) it does not run at all (exit 2). The first line
-printed says which, and CMD's environment carries ``RT_NETNS=private|host`` and
-``RT_NETNS_REASON`` so a test can check the claim.
+its own uid instead of appearing as root). Then ``lo`` is brought up, the host gets the name
+``localhost`` in a UTS namespace where its own name resolves to a LAN address
+(:func:`_hostname_to_loopback`), and CMD is executed. Where neither works, or with ``--mode off``
+(``make test NETNS=off``), CMD runs on the host network as before; with ``--mode require`` (CI:
+``.ci/run``) it does not run at all (exit 2). The first line printed says which, and CMD's
+environment carries ``RT_NETNS=private|host`` and ``RT_NETNS_REASON`` so a test can check the claim.
 
 Nothing in the namespace can reach the package registry: build every venv first (``make test-envs``).
 The file system, /dev/shm, /tmp and the process tree are shared with the host as before.
 
-``--watch`` keeps this process as CMD's parent and samples every socket of the run (all sockets of
-the namespace; on the host network: those of processes carrying this run's ``RT_NETNS_RUN`` marker
-in their environment) while CMD runs; a socket connected to, or listening on, an address reachable
-off loopback is printed and appended to the file named by ``RT_NETNS_WATCH``. In a private namespace
-(where none should exist: it would mean the namespace gained an interface) it makes the exit status
-non-zero even when CMD succeeded; on the host network, where e.g. Ray does listen on every
-interface, it is reported only, so a run without a namespace passes as before.
-``tests/test_loopback_only.py`` reads the same file.
-Sampling is once a second (``WATCH_PERIOD_S``), so a socket that lives less may go unseen; in the
-namespace such a socket cannot leave loopback either.
+``--watch`` keeps this process as CMD's parent and samples, once a second (``WATCH_PERIOD_S``),
+every socket of the run: all sockets of the namespace, or on the host network those of processes
+carrying this run's ``RT_NETNS_RUN`` marker in their environment. A socket connected to, or
+listening on, an address reachable off loopback is printed and appended to the file named by
+``RT_NETNS_WATCH`` (``tests/test_loopback_only.py`` reads it). In a private namespace, where none
+can exist unless the namespace gained an interface, that makes the exit status non-zero even when
+CMD succeeded; on the host network, where e.g. Ray listens on every interface, it is reported only,
+so a run without a namespace passes as before. A socket that lives less than a sample period may
+go unseen; in the namespace it cannot leave loopback either.
 
 Benchmarks call :func:`reexec_in_netns` first thing: started outside, they re-run themselves
 through this script; started by it, they continue.
@@ -304,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mode", default=os.environ.get(ENV_MODE) or "auto",
                     help="auto: a private namespace where possible, else the host network; off: the host network; "
                          f"require: a private namespace or nothing (default: ${ENV_MODE} or auto)")
-    ap.add_argument("--watch", action="store_true", help="sample the run's sockets; fail on any off loopback")
+    ap.add_argument("--watch", action="store_true", help="sample the run's sockets while CMD runs: one off loopback fails the run in a namespace, is listed on the host network")
     ap.add_argument("--what", default=None, help="what to name in the first line (default: the command)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
