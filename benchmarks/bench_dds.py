@@ -192,7 +192,8 @@ def main() -> None:
         f"Command: `{cmd}`  ", f"Twin: {args.twin}; {args.rounds} round trips; {args.ticks} ticks at {args.hz:g} Hz.  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.platform()}; CycloneDDS on 127.0.0.1 only, multicast off, "
-        f"domain {os.environ['ROS_DOMAIN_ID']}; run in {network_of_this_run()}. Shared machine: other jobs were running.", "",
+        f"domain {os.environ['ROS_DOMAIN_ID']}; run in {network_of_this_run()}. "
+        "Shared machine: other jobs were running.", "",
         "| measurement | n | p50 ms | p95 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|---|---|",
     ]

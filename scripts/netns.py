@@ -302,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mode", default=os.environ.get(ENV_MODE) or "auto",
                     help="auto: a private namespace where possible, else the host network; off: the host network; "
                          f"require: a private namespace or nothing (default: ${ENV_MODE} or auto)")
-    ap.add_argument("--watch", action="store_true", help="sample the run's sockets while CMD runs: one off loopback fails the run in a namespace, is listed on the host network")
+    ap.add_argument("--watch", action="store_true",
+                    help="sample the run's sockets while CMD runs; one off loopback fails the run in a namespace "
+                         "and is listed on the host network")
     ap.add_argument("--what", default=None, help="what to name in the first line (default: the command)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
