@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,46 @@ register(SideEnv("ros2-jazzy", steps=[[
     "ros-jazzy-rclpy==7.1.6", "ros-jazzy-sensor-msgs", "ros-jazzy-std-msgs", "ros-jazzy-rmw-fastrtps-cpp",
     "numpy<3",
 ]]))
+
+# openpi itself (tests/test_openpi_real.py, benchmarks/bench_openpi.py): $OPENPI_SRC (default ../shared/openpi,
+# read-only) installed --no-deps beside torch 2.13 CPU and openpi's pins (NumPy 1.x, jax 0.5.3 CPU, flax 0.10.2,
+# transformers 4.53.2), plus what our app needs to run policy=openpi in the same interpreter, and this project
+# (-e --no-deps). Post: openpi's transformers patch, a placeholder for the lerobot module openpi imports at
+# import time (policies/openpi/install.py), and a small local tokenizer in openpi's download cache
+# (OPENPI_DATA_HOME=.venvs/openpi/openpi_data; policies/openpi/tiny.py). ~3 GB, ~2-3 min.
+OPENPI_SRC = Path(os.environ.get("OPENPI_SRC", REPO.parent / "shared" / "openpi")).resolve()
+OPENPI_DATA_HOME = ENVS / "openpi" / "openpi_data"
+OPENPI_PINS = [
+    "numpy<2", "jax==0.5.3", "jaxlib==0.5.3", "flax==0.10.2", "transformers==4.53.2", "augmax>=0.3.4", "dm-tree>=0.1.8",
+    "einops>=0.8.0", "equinox>=0.11.8", "flatbuffers>=24.3.25", "fsspec[gcs]>=2024.6.0", "imageio>=2.36.1",
+    "jaxtyping==0.2.36", "ml_collections==1.0.0", "numpydantic>=1.6.6", "orbax-checkpoint==0.11.13", "pillow>=11.0.0",
+    "sentencepiece>=0.2.0", "tqdm-loggable>=0.2", "typing-extensions>=4.12.2", "tyro>=0.9.5", "filelock>=3.16.1",
+    "beartype==0.19.0", "chex==0.1.90", "treescope>=0.1.7", "rich>=14.0.0", "polars>=1.30.0", "ml-dtypes==0.4.1",
+    "tensorstore==0.1.74", "safetensors>=0.4", "msgpack>=1.0.5", "websockets>=13.1",
+    # our app (pyproject dependencies at versions that hold NumPy 1.x) + pytest for the probes
+    "hydra-core==1.3.8", "omegaconf>=2.3", "mujoco>=3.1,<3.9", "gym-aloha==0.1.5", "opencv-python-headless>=4.9",
+    "wandb>=0.18", "pyarrow>=15", "matplotlib>=3.8", "mcap>=1.1", "cyclonedds==11.0.1", "rosbags==0.11.9",
+    "pytest>=8", "pytest-timeout>=2.3",
+]
+
+
+def _openpi_missing() -> str | None:
+    return None if (OPENPI_SRC / "pyproject.toml").is_file() else f"no openpi source at {OPENPI_SRC} (set OPENPI_SRC)"
+
+
+def _openpi_post(python: Path) -> None:
+    for args in (["-m", "policies.openpi.install", "--openpi-src", str(OPENPI_SRC)],
+                 ["-m", "policies.openpi.tiny", "tokenizer", str(OPENPI_DATA_HOME)]):
+        result = subprocess.run([str(python), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+register(SideEnv("openpi", available=_openpi_missing, post=_openpi_post, steps=[
+    ["torch==2.13.0"], OPENPI_PINS,
+    ["--no-deps", str(OPENPI_SRC), str(OPENPI_SRC / "packages" / "openpi-client")],
+    ["--no-deps", "-e", str(REPO)],
+]))
 
 
 def build(env: SideEnv, timeout_s: float = 1800.0) -> Path:

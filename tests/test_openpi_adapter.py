@@ -130,12 +130,12 @@ def test_locate_prev_finds_the_engines_shift():
 def test_missing_openpi_gives_the_named_install_error():
     with pytest.raises(OpenPINotInstalledError) as err:
         OpenPIPolicy(train_config_name="pi05_igris", ckpt_dir="/nonexistent")
-    assert "pip install -e openpi" in str(err.value) and "Physical-Intelligence/openpi" in str(err.value)
+    assert "pip install --no-deps -e openpi" in str(err.value) and "Physical-Intelligence/openpi" in str(err.value)
     assert str(err.value).startswith(INSTALL_HINT)
 
 
 def test_missing_openpi_is_a_config_error_at_start():
     from inference.app import compose_run
 
-    with pytest.raises(ConfigError, match=r"policy=openpi needs the openpi package.*pip install -e openpi"):
+    with pytest.raises(ConfigError, match=r"^policy: policy=openpi needs the openpi package.*pip install --no-deps -e openpi"):
         compose_run(["policy=openpi", "cameras=sim"])

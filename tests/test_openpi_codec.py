@@ -97,6 +97,44 @@ def test_obs_map_newest_state_only_by_default_and_clear_errors():
         ObsKeyMap.from_config({"image_layout": "nchw"})
 
 
+def test_obs_map_nested_keys_and_several_state_keys_roundtrip():
+    """ALOHA-style nesting and DROID-style state from several keys, from config alone."""
+    rng = np.random.default_rng(2)
+    state = rng.normal(size=(1, 8)).astype(np.float32)
+    img = {"head": rng.integers(0, 255, (1, 3, 8, 8), dtype=np.uint8)}
+    nested = ObsKeyMap.from_config({"nested": True, "state": "state", "images": {"head": "images/cam_high"}}, ("head",))
+    req = nested.encode(state, img, prompt="go")
+    assert set(req) == {"state", "images", "prompt"} and set(req["images"]) == {"cam_high"}
+    np.testing.assert_array_equal(req["images"]["cam_high"], img["head"][0])
+    state2, imgs2, prompt, _ = nested.decode(codec.unpackb(codec.packb(req)))
+    np.testing.assert_array_equal(state2, state) and np.testing.assert_array_equal(imgs2["head"], img["head"])
+    assert prompt == "go" and nested.as_dict()["nested"] is True
+    split = ObsKeyMap.from_config({"state": {"observation/gripper_position": [7, 8], "observation/joint_position": [0, 7]},
+                                   "images": {"head": "observation/exterior_image_1_left"}, "image_layout": "hwc"},
+                                  ("head",), state_dim=8)
+    req = split.encode(state, img)
+    np.testing.assert_array_equal(req["observation/joint_position"], state[0, :7])
+    np.testing.assert_array_equal(req["observation/gripper_position"], state[0, 7:])
+    assert req["observation/exterior_image_1_left"].shape == (8, 8, 3)
+    np.testing.assert_array_equal(split.decode(req)[0], state)
+    assert ObsKeyMap.from_config(split.as_dict(), ("head",), 8) == split
+
+
+def test_obs_map_state_slices_are_checked():
+    with pytest.raises(ValueError, match=r"obs_keys.state.a: \[0, 9\] is not a slice .* <= state_dim=8"):
+        ObsKeyMap.from_config({"state": {"a": [0, 9]}}, (), state_dim=8)
+    with pytest.raises(ValueError, match="overlap"):
+        ObsKeyMap.from_config({"state": {"a": [0, 4], "b": [3, 8]}})
+    with pytest.raises(ValueError, match=r"expected \[start, stop\]"):
+        ObsKeyMap.from_config({"state": {"a": 3}})
+    gap = ObsKeyMap.from_config({"state": {"a": [0, 2], "b": [3, 5]}})
+    with pytest.raises(ValueError, match=r"dims \[2, 3\) come from no key"):
+        gap.decode({"a": np.zeros(2), "b": np.zeros(2)})
+    with pytest.raises(KeyError, match="images/cam_high"):
+        ObsKeyMap.from_config({"nested": True, "images": {"head": "images/cam_high"}}, ("head",)).decode(
+            {"observation": {"state": np.zeros(3)}, "images": {}})
+
+
 def test_images_to_uint8_inverts_model_scaling():
     u8 = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
     back = images_to_uint8({"c": u8.astype(np.float32) / 255.0})["c"]

@@ -1,26 +1,40 @@
 """``policy=openpi``: openpi's PyTorch pi0 / pi0.5 checkpoints, in process, with real RTC guidance.
 
-openpi is imported lazily (only when this policy is built) because it is a large GPU-box
-dependency that the rest of the project never needs. The checkpoint is loaded the way openpi's
-own server does (``policy_config.create_trained_policy`` with the named training config), so its
-input transforms (key repacking, resizing, tokenizing the prompt, openpi's normalization) and
-output transforms (unnormalization, per-robot output adapter) apply unchanged.
+openpi is imported lazily (only when this policy is checked or built) because it is a large GPU-box
+dependency that the rest of the project never needs. The checkpoint is loaded the way openpi's own
+server does (``policy_config.create_trained_policy`` with the named training config), so its input
+transforms (the robot adapter, delta actions, resizing, tokenizing the prompt, openpi's normalization)
+and output transforms (unnormalization, absolute actions, the robot adapter) apply unchanged.
 
-Spaces: like an openpi server, this adapter takes robot-space observations and returns
-robot-space actions (openpi normalizes inside), so its config uses the identity normalizer.
-RTC guidance, however, must run in openpi's *normalized* action space (guiding in robot units is
-a known bug). openpi's output transforms are not invertible in general (robot adapters, delta
-actions), so the adapter keeps the normalized chunk it sampled last beside the robot-space chunk it
-returned: the engine hands back ``prev = returned[s:]`` (zero-padded), the adapter locates that
-shift ``s`` in the returned chunk and guides toward ``normalized[s:]``. When it cannot (first
-chunk of an episode, a chunk it did not produce) or the model cannot be differentiated, it falls
-back to the blend ``W * prev + (1 - W) * new`` and says so once in the log.
+Spaces: like an openpi server, this adapter takes robot-space observations and returns robot-space
+actions (openpi normalizes inside), so its config uses the identity normalizer, and the previous chunk
+RTC hands back is in robot space (absolute actions). Guidance must run in openpi's *model* space
+(normalized, padded, and for delta-action checkpoints relative to the state). So the previous chunk
+goes through the checkpoint's own input transforms together with the *new* observation
+(``prev_to_model: transforms``, the default): for ALOHA's ``DeltaActions`` that subtracts the new
+state, exactly as openpi's ``AbsoluteActions`` will add it back to the new chunk, so the guided prefix
+lands on what the robot was executing even while it moves. ``prev_to_model: stored`` instead guides
+toward the model-space chunk this adapter sampled last (located by shift ``s``); that is only right for
+absolute-action checkpoints and is used as well when a checkpoint's input transforms drop ``actions``.
+Chunks of ``chunk_size < action_horizon`` actions are padded to the model's horizon with zero weight.
+
+Guidance falls back to the blend ``W * prev + (1 - W) * new`` (and says so once in the log) only when
+the denoiser really cannot be differentiated (``NotDifferentiableError``); any other error in the
+guided sampler is a bug and propagates.
+
+Start-time checks (:meth:`OpenPIPolicy.preflight`, called by config validation before anything starts):
+openpi importable, the training config exists, the checkpoint is a readable openpi PyTorch checkpoint
+whose tensors match that config, its norm stats exist and match ``state_dim``/``action_dim``,
+``chunk_size <= action_horizon``, a prompt where the config has no default, the device exists.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Any, Sequence
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -28,17 +42,17 @@ from policies.base import PolicyInput, PolicyMetadata
 from policies.guidance import blend, prefix_weights
 from policies.openpi.obs_map import ObsKeyMap, images_to_uint8
 from policies.registry import POLICY_REGISTRY
+from services.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "policy=openpi needs the openpi package: install it on the GPU box with "
-    "`git clone https://github.com/Physical-Intelligence/openpi && pip install -e openpi` "
-    "(see README; openpi's PyTorch models also need its transformers patch: "
-    "`cp -r openpi/src/openpi/models_pytorch/transformers_replace/* "
-    "$(python -c 'import transformers, os; print(os.path.dirname(transformers.__file__))')/`), "
+    "policy=openpi needs the openpi package: on the GPU box `git clone https://github.com/Physical-Intelligence/openpi`, "
+    "install openpi's pins and `pip install --no-deps -e openpi openpi/packages/openpi-client`, then "
+    "`python -m policies.openpi.install --openpi-src openpi` (openpi's transformers patch; see README \"openpi\"), "
     "or serve the model elsewhere and use policy=openpi_remote"
 )
+PREV_TO_MODEL = ("transforms", "stored")
 
 
 class OpenPINotInstalledError(ImportError, ValueError):
@@ -54,6 +68,53 @@ def import_openpi() -> tuple[Any, Any, Any]:
     except ImportError as exc:
         raise OpenPINotInstalledError(f"{INSTALL_HINT} (import failed: {exc})") from exc
     return _config, _policy_config, _model
+
+
+def resolve_train_config(name: str) -> Any:
+    """openpi's ``TrainConfig`` for ``name``: an openpi config name (``pi05_aloha``), or ``module:NAME``
+    (the module is imported first: NAME is a ``TrainConfig`` it defines, or a config it adds to openpi's
+    table), for configs that live outside openpi's ``config.py``. Raises ValueError naming the problem."""
+    _config = import_openpi()[0]
+    module, sep, attr = name.rpartition(":")
+    if sep:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"cannot import module {module!r} ({exc})") from None
+        found = getattr(mod, attr, None)
+        if isinstance(found, _config.TrainConfig):
+            return found
+        name = attr
+    return _config.get_config(name)  # ValueError: "Config 'x' not found. Did you mean 'y'?"
+
+
+def checkpoint_mismatches(train_config: Any, weights: Path) -> list[str]:
+    """Tensors of ``weights`` (safetensors) that do not fit the model ``train_config`` builds (empty: they fit).
+
+    The model is built on torch's meta device (no memory, no init), so this is cheap; tied weights
+    (saved once by safetensors) count as present when any of their names is in the file.
+    """
+    import safetensors
+    import torch
+    from openpi.models_pytorch import pi0_pytorch
+
+    with safetensors.safe_open(str(weights), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    with torch.device("meta"):
+        model = pi0_pytorch.PI0Pytorch(config=train_config.model)
+    groups: dict[int, list[str]] = {}
+    expected: dict[str, tuple[int, ...]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(key)
+        expected[key] = tuple(tensor.shape)
+    problems = [f"{k} missing" for names in groups.values() if not any(n in shapes for n in names) for k in names[:1]]
+    problems += [f"{k} has shape {list(shapes[k])}, config wants {list(expected[k])}"
+                 for k in shapes if k in expected and shapes[k] != expected[k]]
+    problems += [f"{k} unexpected" for k in shapes if k not in expected]
+    kind = lambda keys: "pi0.5" if "time_mlp_in.weight" in keys else "pi0"  # noqa: E731 - pi0.5's timestep MLP
+    if problems and kind(shapes) != kind(expected):
+        problems.insert(0, f"it holds a {kind(shapes)} model, the config a {kind(expected)} model")
+    return problems
 
 
 def locate_prev(prev: np.ndarray, returned: np.ndarray | None, hint: int, atol: float = 1e-6) -> int | None:
@@ -78,6 +139,26 @@ def shift_model_chunk(raw: np.ndarray, s: int) -> np.ndarray:
     return out
 
 
+def model_space_target(prev_model: np.ndarray, weights: np.ndarray, horizon: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(horizon, width)`` guidance target and ``(horizon,)`` weights from a ``(H, <= width)`` model-space chunk.
+
+    Rows past ``H`` (``chunk_size < action_horizon``) and rows with zero weight (the engine's zero
+    padding, meaningless after openpi's transforms) are zeroed; weighted rows must be finite.
+    """
+    H = weights.shape[0]
+    if prev_model.shape[0] != H or prev_model.shape[1] > width or H > horizon:
+        raise ValueError(f"previous chunk in model space has shape {prev_model.shape}; expected ({H}, <= {width}) "
+                         f"within the model's horizon {horizon}")
+    w = np.zeros(horizon, dtype=np.float32)
+    w[:H] = weights
+    target = np.zeros((horizon, width), dtype=np.float32)
+    target[:H, : prev_model.shape[1]] = prev_model
+    target[w == 0] = 0.0
+    if not np.isfinite(target).all():
+        raise ValueError("previous chunk is not finite in model space on its weighted prefix")
+    return target, w
+
+
 @POLICY_REGISTRY.register("openpi")
 class OpenPIPolicy:
     def __init__(
@@ -93,20 +174,24 @@ class OpenPIPolicy:
         device: str = "cuda",
         obs_keys: dict | None = None,
         seed: int = 0,
+        prev_to_model: str = "transforms",
     ) -> None:
         _config, _policy_config, self._openpi_model = import_openpi()
         import torch
 
         from policies.openpi.sampler import OpenPIFlowSampler
 
+        if prev_to_model not in PREV_TO_MODEL:
+            raise ValueError(f"prev_to_model={prev_to_model!r}; expected one of {PREV_TO_MODEL}")
         self.metadata = PolicyMetadata(
             chunk_size=int(chunk_size), action_dim=int(action_dim), state_dim=int(state_dim),
             camera_names=tuple(camera_names), supports_vjp=True,
         )
-        self.obs_map = ObsKeyMap.from_config(obs_keys, tuple(camera_names))
+        self.obs_map = ObsKeyMap.from_config(obs_keys, tuple(camera_names), int(state_dim))
         self.prompt = prompt
         self.device = device
-        train_config = _config.get_config(train_config_name)
+        self.prev_to_model = prev_to_model
+        train_config = resolve_train_config(train_config_name)
         self._policy = _policy_config.create_trained_policy(
             train_config, ckpt_dir, default_prompt=prompt or None, pytorch_device=device,
         )
@@ -125,20 +210,103 @@ class OpenPIPolicy:
         self._warned: set[str] = set()
 
     @classmethod
-    def validate_config(cls, cfg: dict) -> None:
-        """Fail before anything starts when openpi is missing (the message names the install step)."""
-        import_openpi()
+    def preflight(cls, node: Mapping[str, Any], path: str) -> None:
+        """Start-time checks of a ``policy=openpi`` node (config validation calls this before anything starts)."""
+        try:
+            import_openpi()
+        except OpenPINotInstalledError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        try:
+            ObsKeyMap.from_config(node.get("obs_keys"), tuple(node.get("camera_names") or ()), node.get("state_dim"))
+        except ValueError as exc:
+            raise ConfigError(f"{path}.{exc}" if str(exc).startswith("obs_keys") else f"{path}.obs_keys: {exc}") from None
+        if node.get("prev_to_model", "transforms") not in PREV_TO_MODEL:
+            raise ConfigError(f"{path}.prev_to_model: {node.get('prev_to_model')!r}; expected one of {PREV_TO_MODEL}")
+        name = str(node.get("train_config_name"))
+        try:
+            train_config = resolve_train_config(name)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.train_config_name: {name!r} is not an openpi training config: {exc}") from None
+        model = train_config.model
+        if getattr(model, "model_type", None) is None or not hasattr(model, "pi05"):
+            raise ConfigError(f"{path}.train_config_name: {name} is a {type(model).__name__} model; "
+                              "policy=openpi runs pi0 / pi0.5 (Pi0Config)")
+        cls._preflight_checkpoint(node, path, name, train_config)
+        if int(node.get("chunk_size", 50)) > int(model.action_horizon):
+            raise ConfigError(f"{path}.chunk_size: {node.get('chunk_size')} exceeds the model's action_horizon "
+                              f"{model.action_horizon} ({name})")
+        if int(node.get("action_dim", 0)) > int(model.action_dim):
+            raise ConfigError(f"{path}.action_dim: {node.get('action_dim')} exceeds the model's action_dim "
+                              f"{model.action_dim} ({name})")
+        default_prompt = getattr(train_config.data, "default_prompt", None) or getattr(
+            getattr(train_config.data, "model_transforms", None), "default_prompt", None)
+        if not node.get("prompt") and not default_prompt:
+            raise ConfigError(f"{path}.prompt: required ({name} has no default prompt; pi0/pi0.5 tokenize one)")
+        device = str(node.get("device", "cuda"))
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"{path}.device: {device} but torch.cuda.is_available() is False here "
+                                  "(policy.device=cpu to run on the CPU)")
+
+    @staticmethod
+    def _preflight_checkpoint(node: Mapping[str, Any], path: str, name: str, train_config: Any) -> None:
+        """Checkpoint readable and matching the training config and our dims (local directories only)."""
+        ckpt = str(node.get("ckpt_dir"))
+        if "://" in ckpt:
+            return  # openpi downloads gs:// checkpoints when it loads them
+        root = Path(ckpt)
+        if not root.is_dir():
+            raise ConfigError(f"{path}.ckpt_dir: {ckpt} is not a directory")
+        weights = root / "model.safetensors"
+        if not weights.is_file():
+            what = ("holds a JAX checkpoint (params/); policy=openpi runs openpi's PyTorch models: convert it with "
+                    "openpi's examples/convert_jax_model_to_pytorch.py") if (root / "params").is_dir() else (
+                "has no model.safetensors (an openpi PyTorch checkpoint: model.safetensors + assets/<asset_id>/)")
+            raise ConfigError(f"{path}.ckpt_dir: {ckpt} {what}")
+        if not os.access(weights, os.R_OK):
+            raise ConfigError(f"{path}.ckpt_dir: {weights} is not readable")
+        try:
+            problems = checkpoint_mismatches(train_config, weights)
+        except Exception as exc:  # noqa: BLE001 - a corrupt header, a truncated file, ...
+            raise ConfigError(f"{path}.ckpt_dir: cannot read {weights} ({type(exc).__name__}: {exc})") from None
+        if problems:
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ConfigError(f"{path}.ckpt_dir: {weights} does not fit training config {name}: "
+                              f"{'; '.join(problems[:3])}{more}")
+        from openpi.training import checkpoints as _checkpoints
+
+        import tyro
+
+        data = train_config.data  # openpi's DataConfigFactory.create_base_config picks the asset id this way
+        asset_id = data.assets.asset_id or (None if data.repo_id is tyro.MISSING else data.repo_id)
+        try:
+            stats = _checkpoints.load_norm_stats(root / "assets", str(asset_id))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}.ckpt_dir: no norm stats at {root / 'assets' / str(asset_id) / 'norm_stats.json'} "
+                              f"(openpi loads them from the checkpoint; asset id {asset_id!r} from {name})") from None
+        state_keys = ObsKeyMap.from_config(node.get("obs_keys"), (), node.get("state_dim")).state
+        sent = int(node.get("state_dim", 0)) if isinstance(state_keys, str) else sum(b - a for _, a, b in state_keys)
+        for key, ours, dims in (("state_dim", sent, stats["state"].mean.shape[-1]),
+                                ("action_dim", int(node.get("action_dim", 0)), stats["actions"].mean.shape[-1])):
+            if ours != dims:
+                raise ConfigError(f"{path}.{key}: {ours} but the checkpoint's norm stats have {dims} "
+                                  f"{key.split('_')[0]} dims ({root / 'assets' / str(asset_id)})")
 
     # ------------------------------------------------------------------ openpi plumbing
-    def _observation(self, obs: PolicyInput) -> tuple[Any, Any]:
-        """PolicyInput (identity-normalized = robot space) -> (openpi Observation, transformed inputs)."""
-        torch = self._torch
+    def _inputs(self, obs: PolicyInput, prev: np.ndarray | None = None) -> dict:
+        """The checkpoint's input transforms on our observation (+ ``actions``: a robot-space chunk)."""
         raw = self.obs_map.encode(obs.state, images_to_uint8(obs.images), self.prompt or None)
-        if self.obs_map.prompt is not None and self.prompt:
-            raw.setdefault(self.obs_map.prompt, self.prompt)
-        inputs = self._policy._input_transform(raw)
-        batched = _tree_map(lambda x: torch.from_numpy(np.array(x)).to(self.device)[None, ...], inputs)
-        return self._openpi_model.Observation.from_dict(batched), inputs
+        if prev is not None:
+            raw["actions"] = np.array(prev, dtype=np.float32)
+        return self._policy._input_transform(raw)
+
+    def _observation(self, inputs: dict) -> Any:
+        torch = self._torch
+        model_inputs = {k: v for k, v in inputs.items() if k != "actions"}
+        batched = _tree_map(lambda x: torch.from_numpy(np.array(x)).to(self.device)[None, ...], model_inputs)
+        return self._openpi_model.Observation.from_dict(batched)
 
     def _noise(self) -> Any:
         torch = self._torch
@@ -157,33 +325,49 @@ class OpenPIPolicy:
         self._last_model = model_np[:H]
         return self._last_robot.copy()
 
+    def _warn_once(self, key: str, msg: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg, *args)
+
+    def _prev_in_model_space(self, inputs: dict, prev: np.ndarray, execute_horizon: int) -> np.ndarray | None:
+        """``prev`` (robot space) in model space: through the input transforms, else the stored chunk."""
+        if "actions" in inputs:
+            return np.asarray(inputs["actions"], dtype=np.float32)
+        if self.prev_to_model == "transforms":
+            self._warn_once("no-actions", "openpi: this checkpoint's input transforms drop 'actions'; guiding toward "
+                            "the stored model-space chunk (right only for absolute-action checkpoints)")
+        shift = locate_prev(prev, self._last_robot, execute_horizon)
+        return None if shift is None else shift_model_chunk(self._last_model, shift)
+
     # ------------------------------------------------------------------ Policy protocol
     def predict(self, obs: PolicyInput) -> np.ndarray:
-        observation, inputs = self._observation(obs)
-        return self._finish(inputs, self.sampler.sample(observation, self._noise()))
+        inputs = self._inputs(obs)
+        return self._finish(inputs, self.sampler.sample(self._observation(inputs), self._noise()))
 
     def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
                          max_guidance_weight=5.0) -> np.ndarray:
+        from policies.openpi.sampler import NotDifferentiableError
+
         prev = np.asarray(prev_chunk, dtype=np.float32)
-        H = self.metadata.chunk_size
-        weights = prefix_weights(H, int(delay), int(execute_horizon), schedule)
         if guidance == "none":
             return self.predict(obs)
-        shift = locate_prev(prev, self._last_robot, int(execute_horizon)) if guidance == "vjp" else None
-        if guidance == "vjp" and self._vjp_ok and shift is not None:
-            observation, inputs = self._observation(obs)
-            prev_model = shift_model_chunk(self._last_model, shift)
-            model_w = np.zeros(int(self._model_cfg.action_horizon), dtype=np.float32)
-            model_w[:H] = weights
-            try:
-                out = self.sampler.guided_sample(observation, self._noise(), prev_model, model_w, max_guidance_weight)
-                return self._finish(inputs, out)
-            except RuntimeError as exc:
-                self._vjp_ok = False
-                log.warning("openpi model cannot be differentiated (%s); RTC falls back to blend", exc)
-        elif guidance == "vjp" and "unmatched" not in self._warned:
-            self._warned.add("unmatched")
-            log.warning("openpi: prev chunk is not one this adapter produced; blending this time")
+        weights = prefix_weights(self.metadata.chunk_size, int(delay), int(execute_horizon), schedule)
+        if guidance == "vjp" and self._vjp_ok:
+            inputs = self._inputs(obs, prev if self.prev_to_model == "transforms" else None)
+            prev_model = self._prev_in_model_space(inputs, prev, int(execute_horizon))
+            if prev_model is not None:
+                target, model_w = model_space_target(prev_model, weights, int(self._model_cfg.action_horizon),
+                                                     int(self._model_cfg.action_dim))
+                try:
+                    out = self.sampler.guided_sample(self._observation(inputs), self._noise(), target, model_w,
+                                                     max_guidance_weight)
+                    return self._finish(inputs, out)
+                except NotDifferentiableError as exc:
+                    self._vjp_ok = False
+                    log.warning("openpi model cannot be differentiated (%s); RTC falls back to blend", exc)
+            else:
+                self._warn_once("unmatched", "openpi: prev chunk is not one this adapter produced; blending this time")
         return blend(prev, self.predict(obs), weights)
 
     def warmup(self) -> None:

@@ -63,6 +63,16 @@ def openpi_prefix(model: Any, observation: Any) -> OpenPIPrefix:
 PrefixFn = Callable[[Any, Any], OpenPIPrefix]
 
 
+class NotDifferentiableError(RuntimeError):
+    """The model's denoising step cannot be differentiated w.r.t. its noisy actions (a compiled or
+    ``no_grad`` denoiser, parameters outside autograd): the caller may blend instead. Any other error
+    from the guided sampler (a shape mismatch, a NaN) is a bug and propagates unchanged."""
+
+
+# What torch says when the graph from x_t to the velocity is cut (autograd.grad on a detached output).
+_DETACHED_MESSAGES = ("does not require grad", "does not have a grad_fn", "One of the differentiated Tensors appears")
+
+
 class OpenPIFlowSampler:
     """Samples openpi's action expert with our Euler loop, optionally with RTC VJP guidance.
 
@@ -90,7 +100,7 @@ class OpenPIFlowSampler:
             v_openpi = self.model.denoise_step(prefix.state, prefix.prefix_pad_masks, prefix.past_key_values, a, t)
             if a.requires_grad and torch.is_grad_enabled() and not v_openpi.requires_grad:
                 # e.g. a compiled/no_grad denoiser: the VJP would silently use an identity Jacobian
-                raise RuntimeError("openpi denoise_step output is detached from x_t (not differentiable)")
+                raise NotDifferentiableError("openpi denoise_step output is detached from x_t")
             return -v_openpi.to(a.dtype)
 
         return v
@@ -111,12 +121,18 @@ class OpenPIFlowSampler:
     ) -> torch.Tensor:
         """RTC guidance toward ``prev`` (openpi model space, (B, H, D) or (H, D)) on the weighted prefix.
 
-        Raises ``RuntimeError`` when the model cannot be differentiated (the caller blends instead).
+        Raises ``NotDifferentiableError`` when the model cannot be differentiated (the caller blends
+        instead); anything else (e.g. ``prev`` or ``weights`` not matching the noise) raises as the bug it is.
         """
         prefix = self.prefix(observation)
         prev_t = torch.as_tensor(np.asarray(prev, dtype=np.float32) if not isinstance(prev, torch.Tensor) else prev)
         prev_t = prev_t.to(device=noise.device, dtype=noise.dtype)
         if prev_t.ndim == noise.ndim - 1:
             prev_t = prev_t.expand_as(noise)
-        with torch.no_grad():
-            return guided_euler_sample(self.velocity(prefix), noise, prev_t, weights, self.num_steps, beta)
+        try:
+            with torch.no_grad():
+                return guided_euler_sample(self.velocity(prefix), noise, prev_t, weights, self.num_steps, beta)
+        except RuntimeError as exc:
+            if isinstance(exc, NotDifferentiableError) or not any(m in str(exc) for m in _DETACHED_MESSAGES):
+                raise
+            raise NotDifferentiableError(str(exc)) from exc
