@@ -1,8 +1,10 @@
 """Run telemetry: per-tick and per-inference records, events, summary, live status.
 
-The control loop only calls ``tick()`` / ``inference()``, which put a dict on a queue; a writer
-thread appends them to CSV files in the run dir, forwards batches to the sinks (W&B) and keeps
-the live status line. So telemetry never blocks a tick, whatever a sink does.
+The control loop only calls ``tick()`` / ``inference()`` / ``command()`` / ``chunk()`` / ``event()``,
+which copy a fixed-layout record into a shared-memory ring (``services.ring``); a writer *process*
+appends them to the files in the run dir, forwards batches to the sinks (W&B) and keeps the live
+status line. So telemetry never blocks a tick nor holds the control process's interpreter,
+whatever a sink does.
 Times are seconds (monotonic clock); derived columns carry their unit in the name.
 """
 
@@ -12,7 +14,6 @@ import csv
 import json
 import logging
 import math
-import queue
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from services.logger import NullSink, Sink  # noqa: F401 - re-exported: the sink contract
+from services.ring import RecordRing, SinkProcess, array_text, text_array
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,12 @@ class _CsvTable:
         self._file = path.open("w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.fields, extrasaction="ignore")
         self._writer.writeheader()
+        self._file.flush()
         self.rows: list[dict[str, Any]] = []
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
         for r in records:
-            row = {k: _plain(r.get(k)) for k in self.fields}
+            row = {k: r.get(k) for k in self.fields}
             self._writer.writerow(row)
             self.rows.append(row)
         self._file.flush()
@@ -107,16 +110,51 @@ class _CsvTable:
         self._file.close()
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, (bool, np.bool_)):
-        return int(v)
-    return v
+# ------------------------------------------------------------------ fixed-size records
+# Record kinds in the telemetry ring. A row (tick, inference) is one float64 value and one type code
+# per field (None / int / float / text) plus the text fields as JSON, so the CSV reads as before.
+TICK, INFERENCE, EVENT, COMMAND, CHUNK, WARMUP = 1, 2, 3, 4, 5, 6
+_NONE, _INT, _FLOAT, _TEXT = 0, 1, 2, 3
+
+
+def _row_arrays(fields: Sequence[str], record: Mapping[str, Any]) -> list[np.ndarray]:
+    values = np.zeros(len(fields), np.float64)
+    codes = np.zeros(len(fields), np.int8)
+    text: dict[str, str] = {}
+    for i, key in enumerate(fields):
+        v = record.get(key)
+        if v is None or (isinstance(v, str) and v == ""):
+            continue
+        if isinstance(v, (bool, np.bool_, int, np.integer)):
+            codes[i], values[i] = _INT, int(v)
+        elif isinstance(v, (float, np.floating)):
+            codes[i], values[i] = _FLOAT, float(v)
+        else:
+            codes[i], text[key] = _TEXT, str(v)
+    return [values, codes, text_array(json.dumps(text) if text else "")]
+
+
+def _row(fields: Sequence[str], arrays: Sequence[np.ndarray]) -> dict[str, Any]:
+    values, codes, text = arrays
+    strings = json.loads(array_text(text)) if text.size else {}
+    row: dict[str, Any] = {}
+    for i, key in enumerate(fields):
+        code = codes[i]
+        row[key] = (None if code == _NONE else int(values[i]) if code == _INT
+                    else float(values[i]) if code == _FLOAT else strings[key])
+    return row
 
 
 class Telemetry:
-    """Thread-safe, non-blocking collector of a run's records."""
+    """A run's records, written by a process of their own (:class:`services.ring.SinkProcess`).
+
+    Producer side, in the control process: ``tick``/``inference``/``command``/``chunk``/``event``
+    copy a fixed-layout record into the telemetry ring and return; nothing else runs here per tick
+    (no thread, no file, no sink). The writer process owns ``ticks.csv``, ``inferences.csv``,
+    ``events.jsonl``, the arrays, the sinks (W&B) and the live status line, and computes the summary
+    from every record at ``close()``. It is started, its files opened and its sinks started
+    (``wandb.init``) before this constructor returns, i.e. before any tick.
+    """
 
     def __init__(
         self,
@@ -125,78 +163,176 @@ class Telemetry:
         config: Mapping[str, Any] | None = None,
         period_s: float | None = None,
         status_interval_s: float = 1.0,
-        status_stream: Any = None,
+        ring_mb: float = 16.0,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.period_s = period_s
-        self.sinks = list(sinks)
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._ticks = _CsvTable(self.run_dir / "ticks.csv", TICK_FIELDS)
-        self._inferences = _CsvTable(self.run_dir / "inferences.csv", INFERENCE_FIELDS)
-        self._events = (self.run_dir / "events.jsonl").open("w")
-        self.extra_summary: dict[str, Any] = {}
-        self._commands: list[tuple] = []
-        self._chunks: list[tuple] = []
-        self._status_interval_s = status_interval_s
-        self._status_stream = status_stream if status_stream is not None else sys.stderr
-        self._last_status = 0.0
+        self.summary: dict[str, Any] = {}
         self._closed = False
-        for sink in self.sinks:
-            sink.start(self.run_dir, dict(config or {}))
-        self._thread = threading.Thread(target=self._drain_forever, name="telemetry", daemon=True)
-        self._thread.start()
+        self._ring = RecordRing.create(int(ring_mb * (1 << 20)))
+        writer = _TelemetryWriter(self.run_dir, list(sinks), dict(config or {}), period_s, status_interval_s)
+        try:
+            self._proc = SinkProcess(writer, self._ring, "telemetry")
+        except BaseException:
+            self._ring.close()
+            raise
+        self._warm_up()
+        log.info("telemetry writer ready in %.2f s (pid %d; sinks: %s)", self._proc.ready_s, self._proc.proc.pid,
+                 ", ".join(type(s).__name__ for s in sinks) or "none")
+        self.event("telemetry_ready", seconds=round(self._proc.ready_s, 3), pid=self._proc.proc.pid,
+                   **self._proc.ready_info)
+
+    def _warm_up(self) -> None:
+        """Run every producer path once (records the writer ignores), so the first tick is not first."""
+        for arrays in (_row_arrays(TICK_FIELDS, {}), _row_arrays(INFERENCE_FIELDS, {"guidance": "-"}),
+                       self._command_arrays(0, 0, np.zeros(1), np.zeros(1)),
+                       self._chunk_arrays(0, 0, 0, np.zeros((1, 1)))):
+            self._ring.put(WARMUP, arrays)
 
     # --------------------------------------------------------------- producer side (hot path)
     def tick(self, record: Mapping[str, Any]) -> None:
-        self._queue.put(("tick", record))
+        self._ring.put(TICK, _row_arrays(TICK_FIELDS, record))
 
     def inference(self, record: Mapping[str, Any]) -> None:
-        self._queue.put(("inference", record))
+        self._ring.put(INFERENCE, _row_arrays(INFERENCE_FIELDS, record))
 
     def event(self, kind: str, **fields: Any) -> None:
-        self._queue.put(("event", {"event": kind, "time": time.time(), **fields}))
+        self._ring.put(EVENT, [text_array(json.dumps({"event": kind, "time": time.time(), **fields},
+                                                      default=_json_default))])
+
+    @staticmethod
+    def _command_arrays(episode: int, tick: int, command: np.ndarray, state: np.ndarray | None) -> list[np.ndarray]:
+        has_state = state is not None
+        return [np.array([episode, tick, has_state], np.int64), np.asarray(command, np.float32).reshape(-1),
+                np.asarray(state if has_state else (), np.float32).reshape(-1)]
 
     def command(self, episode: int, tick: int, command: np.ndarray, state: np.ndarray | None = None) -> None:
         """The command actually sent at ``tick`` (robot units) and the state read with it."""
-        self._queue.put(("command", (episode, tick, command, state)))
+        self._ring.put(COMMAND, self._command_arrays(episode, tick, command, state))
+
+    @staticmethod
+    def _chunk_arrays(episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> list[np.ndarray]:
+        return [np.array([episode, chunk_id, start_tick], np.int64), np.asarray(chunk, np.float32)]
 
     def chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> None:
         """A chunk (robot units) whose index 0 is (or would have been) executed at ``start_tick``."""
-        self._queue.put(("chunk", (episode, chunk_id, start_tick, chunk)))
+        self._ring.put(CHUNK, self._chunk_arrays(episode, chunk_id, start_tick, chunk))
 
     def add_summary(self, **fields: Any) -> None:
-        self._queue.put(("summary", fields))
+        self._proc.send(("summary", fields))
 
-    # --------------------------------------------------------------- writer thread
-    def _drain_forever(self) -> None:
-        while True:
-            item = self._queue.get()
-            batch = [item]
-            deadline = time.monotonic() + 0.05
-            while time.monotonic() < deadline:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    time.sleep(0.01)
-            if self._handle(batch):
-                return
+    @property
+    def dropped(self) -> int:
+        """Records that found the ring full (the writer fell behind); 0 in a healthy run."""
+        return self._ring.dropped
 
-    def _handle(self, batch: list[tuple[str, Any]]) -> bool:
-        ticks = [r for k, r in batch if k == "tick"]
-        infs = [r for k, r in batch if k == "inference"]
-        stop = False
+    # --------------------------------------------------------------- shutdown
+    def close(self, **summary_fields: Any) -> dict[str, Any]:
+        """Let the writer drain everything, write summary.json and finish the sinks; the summary."""
+        if self._closed:
+            return self.summary
+        self._closed = True
+        dropped = self._ring.dropped
+        if dropped:
+            log.warning("telemetry: %d records found the ring full and were dropped", dropped)
+        summary = self._proc.stop({**summary_fields, "telemetry_dropped": dropped})
+        self._ring.close()
+        if summary is None:  # the writer died: what it wrote is on disk, the summary is partial
+            summary = {**summary_fields, "telemetry_dropped": dropped, "telemetry_failed": True}
+        self.summary = summary
+        return summary
+
+
+class _TelemetryWriter:
+    """The writer process's side (pickled to it): drains the ring, writes the files and sinks."""
+
+    def __init__(self, run_dir: Path, sinks: list[Sink], config: dict[str, Any], period_s: float | None,
+                 status_interval_s: float) -> None:
+        self.run_dir = run_dir
+        self.sinks = sinks
+        self.config = config
+        self.period_s = period_s
+        self.status_interval_s = status_interval_s
+
+    def run(self, ring: RecordRing, conn: Any) -> None:
+        t0 = time.monotonic()
+        self._ticks = _CsvTable(self.run_dir / "ticks.csv", TICK_FIELDS)
+        self._inferences = _CsvTable(self.run_dir / "inferences.csv", INFERENCE_FIELDS)
+        self._events = (self.run_dir / "events.jsonl").open("w")
+        self._commands: list[tuple] = []
+        self._chunks: list[tuple] = []
+        self.extra_summary: dict[str, Any] = {}
+        self._last_status = 0.0
+        for sink in self.sinks:
+            sink.start(self.run_dir, self.config)
+        conn.send(("ready", {"writer_start_s": round(time.monotonic() - t0, 3)}))
+
+        # A drain thread empties the ring into memory at once, whatever the sinks cost (W&B logs a
+        # row in ~0.1-0.2 ms; a lockstep run can tick faster than that): the ring never fills.
+        pending: list[tuple[int, Any]] = []
+        lock, stop = threading.Lock(), threading.Event()
+
+        def take(kind: int, arrays: list[np.ndarray]) -> None:
+            item = self._decode(kind, arrays)
+            if item is not None:
+                with lock:
+                    pending.append(item)
+
+        def drain_forever() -> None:
+            while not stop.is_set():
+                if ring.drain(take) == 0:
+                    time.sleep(0.002)
+            ring.drain(take)
+
+        drainer = threading.Thread(target=drain_forever, name="telemetry-drain", daemon=True)
+        drainer.start()
+        closing: dict[str, Any] | None = None
+        while closing is None:
+            try:
+                if conn.poll(0.05):
+                    kind, payload = conn.recv()
+                    if kind == "summary":
+                        self.extra_summary.update(payload)
+                    elif kind == "stop":
+                        closing = dict(payload or {})
+            except (EOFError, OSError):  # the control process is gone: keep what it sent
+                closing, conn = {"fault": "control process ended without closing telemetry"}, None
+            if closing is not None:
+                stop.set()
+                drainer.join()
+            with lock:
+                batch, pending[:] = list(pending), []
+            self._handle(batch)
+        summary = self._finish(closing)
+        if conn is not None:
+            conn.send(("done", summary))
+
+    def _decode(self, kind: int, arrays: list[np.ndarray]) -> tuple[int, Any] | None:
+        if kind == TICK:
+            return kind, _row(TICK_FIELDS, arrays)
+        if kind == INFERENCE:
+            return kind, _row(INFERENCE_FIELDS, arrays)
+        if kind == EVENT:
+            return kind, array_text(arrays[0])
+        if kind == COMMAND:
+            episode, tick, has_state = (int(v) for v in arrays[0])
+            return kind, (episode, tick, arrays[1].copy(), arrays[2].copy() if has_state else None)
+        if kind == CHUNK:
+            episode, chunk_id, start_tick = (int(v) for v in arrays[0])
+            return kind, (episode, chunk_id, start_tick, arrays[1].copy())
+        return None  # WARMUP
+
+    def _handle(self, batch: list[tuple[int, Any]]) -> None:
+        ticks = [r for k, r in batch if k == TICK]
+        infs = [r for k, r in batch if k == INFERENCE]
         for kind, payload in batch:
-            if kind == "event":
-                self._events.write(json.dumps(payload, default=_json_default) + "\n")
-            elif kind == "command":
+            if kind == EVENT:
+                self._events.write(payload + "\n")
+            elif kind == COMMAND:
                 self._commands.append(payload)
-            elif kind == "chunk":
+            elif kind == CHUNK:
                 self._chunks.append(payload)
-            elif kind == "summary":
-                self.extra_summary.update(payload)
-            elif kind == "stop":
-                stop = True
         self._events.flush()
         if ticks:
             self._ticks.write(ticks)
@@ -211,11 +347,10 @@ class Telemetry:
             except Exception:  # a sink must never take the run down
                 log.exception("telemetry sink %s failed", type(sink).__name__)
         self._status()
-        return stop
 
     def _status(self, final: bool = False) -> None:
         now = time.monotonic()
-        if not final and now - self._last_status < self._status_interval_s:
+        if not final and now - self._last_status < self.status_interval_s:
             return
         self._last_status = now
         rows = self._ticks.rows
@@ -233,44 +368,33 @@ class Telemetry:
             f" d={last_inf.get('d_actual', '-')}"
             f" | underruns {sum(int(r['underrun'] or 0) for r in rows)}"
         )
-        stream = self._status_stream
-        if getattr(stream, "isatty", lambda: False)():
+        stream = sys.stderr
+        if stream.isatty():
             stream.write("\r" + line + ("\n" if final else ""))
         else:
             stream.write(line + "\n")
         stream.flush()
 
-    def _save_arrays(self) -> None:
-        try:
-            _save_arrays_impl(self.run_dir, self._commands, self._chunks)
-        except ValueError:
-            log.exception("telemetry: could not save trajectory/chunk arrays (ragged shapes?)")
-
-    # --------------------------------------------------------------- shutdown
-    def close(self, **summary_fields: Any) -> dict[str, Any]:
-        """Flush everything, write summary.json, finish the sinks; returns the summary."""
-        if self._closed:
-            return self.summary
-        self._closed = True
-        self._queue.put(("stop", None))
-        self._thread.join(timeout=10.0)
+    def _finish(self, summary_fields: dict[str, Any]) -> dict[str, Any]:
         self._status(final=True)
         self._ticks.close()
         self._inferences.close()
         self._events.close()
-        self._save_arrays()
+        try:
+            _save_arrays_impl(self.run_dir, self._commands, self._chunks)
+        except ValueError:
+            log.exception("telemetry: could not save trajectory/chunk arrays (ragged shapes?)")
         summary = summarize(self._ticks.rows, self._inferences.rows, self.period_s)
         summary["period_s"] = self.period_s
         summary.update(self.extra_summary)
         summary.update(summary_fields)
-        self.summary = summary
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
         for sink in self.sinks:
             try:
                 sink.finish(summary)
             except Exception:
                 log.exception("telemetry sink %s failed at finish", type(sink).__name__)
-        return summary
+        return json.loads(json.dumps(summary, default=_json_default))
 
 
 def _save_arrays_impl(run_dir: Path, commands: list[tuple], chunks: list[tuple]) -> None:
