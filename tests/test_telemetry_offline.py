@@ -10,6 +10,8 @@ of ``make test`` (a query to an unreachable resolver is still a ``connect``/``se
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shutil
@@ -17,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,20 +53,70 @@ def test_parser_flags_dns_and_off_host_connects_only():
     assert len(bad) == 2 and "10.255.255.53" in bad[0] and "2606:4700::1" in bad[1]
 
 
+def _strace(log: Path) -> list[str]:
+    return ["strace", "-f", "-qq", "--seccomp-bpf", "-e", f"trace={NET_CALLS}", "-e", "signal=none", "-o", str(log)]
+
+
+def _without_wandb_vars() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # the user's default
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
-def test_wandb_default_offline_run_makes_no_network_attempt(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # the user's default
-    log = tmp_path / "strace.txt"
-    run_dir = tmp_path / "run"
+def test_lockstep_wandb_run_makes_no_network_attempt(tmp_path):
+    log, run_dir = tmp_path / "strace.txt", tmp_path / "run"
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-e", f"trace={NET_CALLS}", "-e", "signal=none", "-o", str(log),
-         sys.executable, "-m", "inference", *LOCKSTEP, "logger=wandb", "record=mcap", "max_steps=40",
-         f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [*_strace(log), sys.executable, "-m", "inference", *LOCKSTEP, "logger=wandb", "record=mcap",
+         "max_steps=40", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=_without_wandb_vars(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((run_dir / "wandb_files").rglob("run-*.wandb")), "no offline W&B run was written"
     traced = log.read_text()
     assert "connect(" in traced, "strace saw no socket calls at all: the trace is not working"
     assert network_attempts(traced) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
+def test_default_app_with_wandb_and_mcap_is_offline_and_records_every_tick(tmp_path):
+    """Issue 18's command (sim, flow policy, RTC, in real time), no W&B variable set: no network
+    attempt, and the bag and the W&B run hold one message per tick / per chunk."""
+    from mcap.reader import make_reader
+    from wandb_records import history_and_summary
+
+    log, run_dir = tmp_path / "strace.txt", tmp_path / "run"
+    proc = subprocess.run(
+        [*_strace(log), sys.executable, "-m", "inference", "logger=wandb", "record=mcap", "max_steps=120",
+         "report=false", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=_without_wandb_vars(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    traced = log.read_text()
+    assert "connect(" in traced, "strace saw no socket calls at all: the trace is not working"
+    assert network_attempts(traced) == []
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with (run_dir / "ticks.csv").open() as f:
+        ticks = len(list(csv.DictReader(f)))
+    with np.load(run_dir / "chunks.npz") as c:
+        chunks = len(c["chunk_id"])
+    assert ticks == summary["ticks"] == 120 * summary["episodes"]
+    assert summary["telemetry_dropped"] == 0 and summary["recording_dropped"] == 0
+    with next((run_dir / "recording").glob("*.mcap")).open("rb") as f:
+        counts: dict[str, int] = {}
+        for _schema, channel, _message in make_reader(f).iter_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+    assert counts["/command/joint_states"] == ticks
+    assert counts["/observation/joint_states"] == ticks  # the episode's first read serves tick 0
+    for cam in ("head", "left", "right"):
+        assert counts[f"/observation/{cam}/image/compressed"] == ticks
+    assert counts["/policy/chunk"] == chunks == summary["inferences"] > 1
+    assert summary["recorded"] == counts
+
+    files = list((run_dir / "wandb_files").rglob("run-*.wandb"))
+    assert len(files) == 1
+    history, wb_summary, _config = history_and_summary(files[0])
+    assert history["control/period_error_ms"] == ticks
+    assert history["inference/latency_ms"] == summary["inferences"]
+    assert json.loads(wb_summary["ticks"]) == ticks
