@@ -8,10 +8,15 @@ gives no first frame within ``open_timeout_s``, is a ``RobotError`` naming it.
 
 Video files play at their own frame rate (or ``fps`` when given) so they behave like a live
 camera, and loop when ``loop`` is true (otherwise the frames go stale at the end).
+
+``process`` (default true): the capture thread runs in a camera process of its own and frames
+reach this one through a shared-memory ring (``robots/cameras/process.py``), so no capture thread
+competes with the control thread; false keeps the thread in this process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -22,6 +27,7 @@ import cv2
 import numpy as np
 
 from robots.base import Frame, RobotError, StaleDataError
+from robots.cameras.process import SPAWN_ALLOWANCE_S, CameraProcess, CaptureProducer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class OpenCVCamera:
         fourcc: str | None = None,
         loop: bool = False,
         open_timeout_s: float = 5.0,
+        process: bool = True,
     ) -> None:
         self.name = name
         self.width = int(width)
@@ -62,6 +69,9 @@ class OpenCVCamera:
         self.loop = bool(loop)
         self.open_timeout_s = float(open_timeout_s)
         self.is_file = isinstance(device, str) and not device.startswith("/dev/")
+        self.process = bool(process)
+        self._remote: CameraProcess | None = None
+        self._new = threading.Event()
         self._lock = threading.Lock()
         self._frame: Frame | None = None
         self._error: BaseException | None = None
@@ -93,6 +103,22 @@ class OpenCVCamera:
 
     def start(self) -> None:
         """Open the device and wait for the first frame (at most ``open_timeout_s``)."""
+        if self.process:
+            if self._remote is None:
+                twin = functools.partial(
+                    OpenCVCamera, self.name, self.width, self.height, self.max_frame_age_s, device=self.device,
+                    fps=self.fps, fourcc=self.fourcc, loop=self.loop, open_timeout_s=self.open_timeout_s,
+                    process=False,
+                )
+                self._remote = CameraProcess(self.name, self.width, self.height, self.max_frame_age_s,
+                                             CaptureProducer(twin),
+                                             start_timeout_s=self.open_timeout_s + SPAWN_ALLOWANCE_S)
+            try:
+                self._remote.start()
+            except RobotError:
+                self._remote = None
+                raise
+            return
         if self._thread is not None:
             return
         self._stop.clear()
@@ -110,7 +136,15 @@ class OpenCVCamera:
                 raise err
             raise RobotError(f"camera {self.name}: {self.device} failed: {err}") from err
 
+    def wait_for_new(self, timeout_s: float) -> bool:
+        """Block until the capture thread produced a frame since the last call (or timeout)."""
+        got = self._new.wait(timeout_s)
+        self._new.clear()
+        return got
+
     def stop(self) -> None:
+        if self._remote is not None:
+            self._remote.stop()
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -152,6 +186,7 @@ class OpenCVCamera:
                 index += 1
                 self.frames_captured = index
                 self._first.set()
+                self._new.set()
                 if period:
                     t_next += period
                     delay = t_next - time.monotonic()
@@ -164,9 +199,13 @@ class OpenCVCamera:
 
     # ------------------------------------------------------------------ reading
     def read(self) -> Frame:
+        if self._remote is not None:
+            return self._remote.read()
         with self._lock:
             frame = self._frame
         if frame is None:
+            if self.process:
+                raise RobotError(f"camera {self.name}: not started")
             if self._error is not None:
                 raise RobotError(f"camera {self.name}: {self._error}")
             raise RobotError(f"camera {self.name}: no frame yet from {self.device} (started?)")

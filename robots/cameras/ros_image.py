@@ -4,10 +4,16 @@ With a host robot that has a ``transport`` (``Ros2Robot``) it subscribes through
 participant serves the robot and its cameras; otherwise it opens its own transport. Frames are
 converted like OpenCV frames (INTER_AREA resize, RGB, CHW uint8). ``capture_time`` is the
 message's receive time (monotonic), on the same clock as the robot's state.
+
+``process`` (default true): the subscription lives in a camera process of its own (its own DDS
+participant, same topic, QoS, transport kind and domain as the host's) and converted frames
+reach this one through a shared-memory ring (``robots/cameras/process.py``), so no DDS callback or
+image conversion runs in the control process; false subscribes here as described above.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -16,6 +22,7 @@ import cv2
 import numpy as np
 
 from robots.base import Frame, RobotError, StaleDataError
+from robots.cameras.process import SPAWN_ALLOWANCE_S, CameraProcess, CaptureProducer
 from robots.ros2.transport import QosProfile, Subscription, make_transport
 
 log = logging.getLogger(__name__)
@@ -64,6 +71,7 @@ class RosImageCamera:
         transport: str = "auto",
         domain_id: int | None = None,
         open_timeout_s: float = 5.0,
+        process: bool = True,
     ) -> None:
         self.name = name
         self.width = int(width)
@@ -79,9 +87,30 @@ class RosImageCamera:
         self._own_transport = None
         self._sub: Subscription | None = None
         self._cache: tuple[int, Frame] | None = None
+        self.reliability, self.depth = reliability, int(depth)
+        self.process = bool(process)
+        self._remote: CameraProcess | None = None
 
     def start(self) -> None:
         """Subscribe and wait for the first image (at most ``open_timeout_s``)."""
+        if self.process:
+            if self._remote is None:
+                twin = functools.partial(
+                    RosImageCamera, self.name, self.width, self.height, self.max_frame_age_s, topic=self.topic,
+                    reliability=self.reliability, depth=self.depth,
+                    transport=getattr(self.host, "transport_kind", self.transport_kind),
+                    domain_id=getattr(self.host, "domain_id", self.domain_id),
+                    open_timeout_s=self.open_timeout_s, process=False,
+                )
+                self._remote = CameraProcess(self.name, self.width, self.height, self.max_frame_age_s,
+                                             CaptureProducer(twin),
+                                             start_timeout_s=self.open_timeout_s + SPAWN_ALLOWANCE_S)
+            try:
+                self._remote.start()
+            except RobotError:
+                self._remote = None
+                raise
+            return
         if self._sub is not None:
             return
         transport = getattr(self.host, "transport", None)
@@ -97,6 +126,8 @@ class RosImageCamera:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        if self._remote is not None:
+            self._remote.stop()
         sub, self._sub = self._sub, None
         if sub is not None and self._own_transport is None:
             sub.close()
@@ -105,6 +136,8 @@ class RosImageCamera:
             own.close()
 
     def read(self) -> Frame:
+        if self._remote is not None:
+            return self._remote.read()
         if self._sub is None:
             raise RobotError(f"camera {self.name}: not started")
         count = self._sub.count

@@ -1,10 +1,12 @@
 """A MuJoCo camera of the sim robot, rendered offscreen from physics snapshots.
 
-Rendering never touches the physics ``MjData``: each rendering thread owns its own ``MjData``
-(and GL context), copies ``qpos``/``qvel`` of a snapshot into it and runs ``mj_forward``. So in
-real-time mode a camera thread renders at its own ``fps`` while physics keeps ticking, and a
-control tick never waits for a frame. In lockstep mode the robot renders synchronously inside
-``read()`` (deterministic images).
+Rendering never touches the physics ``MjData``: each renderer owns its own ``MjData`` (and GL
+context), copies ``qpos``/``qvel`` of a snapshot into it and runs ``mj_forward``. In real time a
+camera renders at its own ``fps`` while physics keeps ticking, and a control tick never waits for
+a frame: in its own process (the robot's ``device_processes``, default: it attaches the physics
+process' shared state and writes into a frame ring, ``robots/cameras/process.py``) or in a thread
+of the control process (``device_processes=false``). In lockstep mode the robot renders
+synchronously inside ``read()`` (deterministic images).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from robots import gl
 from robots.base import Frame, RobotError, StaleDataError
+from robots.cameras.process import CameraProcess
 from robots.sim import aloha
 
 mujoco = aloha.mujoco
@@ -65,6 +68,62 @@ class _RenderTarget:
             renderer.close()
         except Exception:  # noqa: BLE001 - freeing a GL context from a dead thread may fail
             log.debug("renderer close failed", exc_info=True)
+
+
+def render_chw(target: _RenderTarget, model: Any, camera_id: int, snap: Any) -> np.ndarray:
+    """(3, H, W) uint8 image of camera ``camera_id`` for the state in ``snap`` (qpos, qvel, sim_time)."""
+    data = target.data
+    data.qpos[:] = snap.qpos
+    data.qvel[:] = snap.qvel
+    data.time = snap.sim_time
+    mujoco.mj_forward(model, data)
+    target.renderer.update_scene(data, camera=camera_id)
+    return np.ascontiguousarray(target.renderer.render().transpose(2, 0, 1))
+
+
+class SimRenderProducer:
+    """The camera process of a sim camera: its own model and GL context, rendering at ``fps`` from
+    the newest state in the physics process' shared block (``block``: name and specs)."""
+
+    def __init__(self, source: str, width: int, height: int, fps: float, render_msaa: int,
+                 block: tuple[str, list]) -> None:
+        self.source, self.width, self.height, self.fps = source, int(width), int(height), float(fps)
+        self.render_msaa = int(render_msaa)
+        self.block = block
+
+    def run(self, ring: Any, stop: Any) -> None:
+        from robots.sim.process import PhysicsShared
+        from services.shm import SharedArrays
+
+        gl.select_backend()
+        model = aloha.load_model()
+        model.vis.quality.offsamples = self.render_msaa
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, self.source)
+        arrays = SharedArrays.attach(*self.block)
+        target = _RenderTarget(model, self.width, self.height)
+        try:
+            shared = PhysicsShared(arrays)
+            ring.status[ring.STATE] = ring.STATE_RUNNING
+            period = 1.0 / self.fps
+            t0 = time.monotonic()
+            k, last_seq, index = 0, -1, 0
+            while not stop():
+                if shared.state_seq() != last_seq:
+                    snap = shared.read_state()
+                    image = render_chw(target, model, camera_id, snap)
+                    index += 1
+                    ring.write(snap.mono_time, time.monotonic(), index, image=image)
+                    last_seq = snap.seq
+                k += 1
+                now = time.monotonic()
+                if t0 + k * period < now:  # rendering fell behind: skip the missed frames
+                    k = int((now - t0) / period) + 1
+                time.sleep(max(0.0, t0 + k * period - now))
+        finally:
+            target.close()
+            arrays.close()
 
 
 class SimCamera:
@@ -119,6 +178,7 @@ class SimCamera:
         self._index = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._remote: CameraProcess | None = None  # the camera process (host's device_processes)
 
     # --- rendering -------------------------------------------------------------------------
     def _target(self) -> _RenderTarget:
@@ -140,15 +200,7 @@ class SimCamera:
 
     def render_snapshot(self, snap: Any) -> Frame:
         """Render this camera for a physics snapshot, in the calling thread (its own GL context)."""
-        target = self._target()
-        data = target.data
-        data.qpos[:] = snap.qpos
-        data.qvel[:] = snap.qvel
-        data.time = snap.sim_time
-        mujoco.mj_forward(self._host.model, data)
-        target.renderer.update_scene(data, camera=self._camera_id)
-        rgb = target.renderer.render()
-        image = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        image = render_chw(self._target(), self._host.model, self._camera_id, snap)
         self._index += 1
         return Frame(
             image=image,
@@ -159,8 +211,22 @@ class SimCamera:
 
     # --- camera protocol -------------------------------------------------------------------
     def start(self) -> None:
-        """Real-time hosts: start the render thread. Lockstep hosts render in ``read``."""
-        if not self._host.realtime or (self._thread is not None and self._thread.is_alive()):
+        """Real-time hosts: start the camera process (or render thread). Lockstep hosts render in
+        ``read``."""
+        if not self._host.realtime:
+            return
+        block = self._host.physics_block() if hasattr(self._host, "physics_block") else None
+        if block is not None:
+            if self._remote is None or self._remote.ring is None:  # (re)start: attach this physics block
+                self._remote = CameraProcess(
+                    self.name, self.width, self.height, self.max_frame_age_s,
+                    SimRenderProducer(self.source, self.width, self.height, self.fps,
+                                      int(self._host.model.vis.quality.offsamples), block),
+                    start_timeout_s=self.start_timeout_s,
+                )
+            self._remote.start()
+            return
+        if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"sim-camera-{self.name}", daemon=True)
@@ -201,6 +267,8 @@ class SimCamera:
 
     def wait_for_frame(self, newer_than: float, timeout_s: float) -> Frame:
         """Real time: block until a frame captured after ``newer_than`` (monotonic s) exists."""
+        if self._remote is not None:
+            return self._remote.wait_for_frame(newer_than, timeout_s)
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self._error is None and (self._frame is None or self._frame.capture_time < newer_than):
@@ -217,6 +285,8 @@ class SimCamera:
         thread's latest, raising ``StaleDataError`` if older than ``max_frame_age_s``."""
         if not self._host.realtime:
             return self.render_snapshot(self._host.latest_snapshot())
+        if self._remote is not None:
+            return self._remote.read()
         deadline = time.monotonic() + self.start_timeout_s
         with self._cond:
             while self._frame is None and self._error is None:
@@ -237,8 +307,16 @@ class SimCamera:
             )
         return frame
 
-    def stop(self) -> None:
-        """Stop the render thread and free the GL contexts this camera can free. Idempotent."""
+    def request_stop(self) -> None:
+        """Ask the camera process to stop without waiting for it."""
+        if self._remote is not None:
+            self._remote.request_stop()
+
+    def stop(self, deadline: float | None = None) -> None:
+        """Stop the camera process or render thread and free the GL contexts this camera can free.
+        Idempotent; after a stop ``read`` returns the last frame, which ages into ``StaleDataError``."""
+        if self._remote is not None:
+            self._remote.stop(deadline)
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:

@@ -5,9 +5,16 @@ Two clock modes (``realtime``):
 * lockstep (``False``): ``send`` applies the command and advances exactly one control period
   (``n_substeps`` physics steps) with no sleeping; ``read`` returns the state after it and renders
   cameras synchronously. Same seed + same actions -> identical states and images. For evaluation.
-* real time (``True``): ``start`` launches a physics thread that advances one control period per
-  wall-clock period on absolute deadlines, applying the latest command; ``send`` only stores it;
-  ``read`` returns the newest snapshot; cameras render in their own threads from snapshots.
+* real time (``True``): physics advances one control period per wall-clock period on absolute
+  deadlines, applying the latest command; ``send`` only stores it; ``read`` returns the newest
+  state. With ``device_processes`` (default) physics runs in its own process and talks to this one
+  through shared memory like hardware (``robots/sim/process.py``: command in, state out, with
+  times), and each camera renders in its own process into a frame ring: the control process keeps
+  one Python thread. ``device_processes=false`` is the earlier design (physics and camera threads
+  in the control process), kept for comparison (``benchmarks/bench_realtime.py``).
+
+Lockstep stays in the calling thread whatever ``device_processes`` says: it has no wall clock to
+keep, and a process hop per tick would only add latency to a deterministic computation.
 
 Units: joints in rad, grippers normalized (0 closed .. 1 open), times from ``time.monotonic()``.
 ``Observation.info`` carries privileged sim data (cube pose, reward, success) for the scripted
@@ -19,39 +26,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from robots.base import Observation, RobotError, RobotSpec, StaleDataError
 from robots.sim import aloha
+from robots.sim.physics import SimPhysics, SimSnapshot
+from robots.sim.process import K, PhysicsShared, physics_main, physics_specs
+from services.devproc import DeviceProcess
+from services.shm import SharedArrays, ShmRegistry, unique_block_name
 
 mujoco = aloha.mujoco
 log = logging.getLogger(__name__)
 
 SUCCESS_REWARD = 4
-
-
-@dataclass(frozen=True)
-class SimSnapshot:
-    """The robot's state after one control tick; immutable, shared between threads.
-
-    ``mono_time``: monotonic time this state stands for (real time: the tick's deadline;
-    lockstep: when the tick was computed). ``qpos``/``qvel`` are full MuJoCo vectors (for rendering).
-    """
-
-    seq: int
-    qpos: np.ndarray
-    qvel: np.ndarray
-    sim_time: float
-    mono_time: float
-    step: int
-    episode: int
-    state: np.ndarray
-    cube_pose: np.ndarray
-    cube_init_pose: np.ndarray
-    reward: int
 
 
 class SimRobot:
@@ -65,7 +54,8 @@ class SimRobot:
     clock instead of bursting to catch up when it falls further behind; ``start_timeout_s`` how
     long real-time ``start`` waits for every camera's first fresh frame; ``render_msaa`` the
     offscreen multisampling (anti-aliasing) samples; ``seed`` the cube pose of the initial
-    episode (before any ``home``).
+    episode (before any ``home``); ``device_processes`` real time: physics and cameras in their
+    own processes (False: threads of this process).
 
     ``stats`` (real time): physics ``ticks``, ``late_ticks`` (finished more than one period after
     their deadline), ``max_lag_s`` and ``resyncs`` (clock re-anchored after lagging > max_lag_s).
@@ -88,6 +78,7 @@ class SimRobot:
         start_timeout_s: float = 10.0,
         render_msaa: int = 0,
         seed: int | None = 0,
+        device_processes: bool = True,
     ) -> None:
         if action_dim != 14 or state_dim != 14:
             raise ValueError(f"sim robot is 14-dim (got action_dim={action_dim}, state_dim={state_dim})")
@@ -97,7 +88,6 @@ class SimRobot:
         # Multisampling of the offscreen buffer (the MJCF asks for 4): set before any camera
         # creates its GL context. 0 renders ~4x faster on CPU Mesa (llvmpipe).
         self.model.vis.quality.offsamples = int(render_msaa)
-        self.data = mujoco.MjData(self.model)
         self.timestep_s = float(self.model.opt.timestep)
         self.n_substeps = max(1, int(round(1.0 / (hz * self.timestep_s))))
         self.realtime = bool(realtime)
@@ -105,7 +95,11 @@ class SimRobot:
         self.max_state_age_s = float(max_state_age_s)
         self.max_lag_s = float(max_lag_s)
         self.start_timeout_s = float(start_timeout_s)
-        self._reward = aloha.ContactReward(self.model)
+        self.render_msaa = int(render_msaa)
+        self.device_processes = bool(device_processes)
+        self.hz = float(hz)
+        self.physics = SimPhysics(self.model, self.n_substeps)
+        self.data = self.physics.data
 
         arm_range = self.model.actuator_ctrlrange
         lower = np.concatenate([arm_range[0:6, 0], [0.0], arm_range[8:14, 0], [0.0]])
@@ -121,11 +115,11 @@ class SimRobot:
         self._thread: threading.Thread | None = None
         self._ran = False
         self._physics_error: BaseException | None = None
-        self._seq = 0
-        self._step = 0
-        self._episode = 0
-        self._cube_init = np.zeros(7)
         self._cmd = aloha.home_joints14()
+        self._proc: DeviceProcess | None = None  # the physics process (device_processes)
+        self._shared: PhysicsShared | None = None
+        self._block: SharedArrays | None = None
+        self._read_seq = -1
         self._snapshot: SimSnapshot | None = None
         self.stats = {"ticks": 0, "late_ticks": 0, "max_lag_s": 0.0, "resyncs": 0}
 
@@ -147,41 +141,22 @@ class SimRobot:
         )
         self._reset(np.random.default_rng(seed), new_episode=False)
 
-    # --- physics ----------------------------------------------------------------------------
+    # --- physics (lockstep and thread mode: in this process) -------------------------------
+    @property
+    def in_process(self) -> bool:
+        """True when physics runs in a process of its own (real time, started, device_processes)."""
+        return self._shared is not None
+
     def _reset(self, rng: np.random.Generator, new_episode: bool) -> None:
         with self._physics_lock:
-            m, d = self.model, self.data
-            mujoco.mj_resetData(m, d)
-            d.qpos[:16] = aloha.home_qpos16()
-            self._cube_init = aloha.sample_cube_pose(rng)
-            d.qpos[aloha.CUBE_QPOS] = self._cube_init
-            home = aloha.home_joints14()
-            d.ctrl[:] = aloha.joints14_to_ctrl16(home)
-            mujoco.mj_forward(m, d)
+            home = self.physics.reset(rng, new_episode)
             with self._cmd_lock:
                 self._cmd = home
-            self._step = 0
-            if new_episode:
-                self._episode += 1
             self._publish(time.monotonic())
 
     def _publish(self, mono_time: float) -> None:
         """Snapshot the physics state (caller holds the physics lock)."""
-        d = self.data
-        self._seq += 1
-        snap = SimSnapshot(
-            seq=self._seq,
-            qpos=d.qpos.copy(),
-            qvel=d.qvel.copy(),
-            sim_time=float(d.time),
-            mono_time=mono_time,
-            step=self._step,
-            episode=self._episode,
-            state=aloha.qpos16_to_joints14(d.qpos[:16]).astype(np.float32),
-            cube_pose=d.qpos[aloha.CUBE_QPOS].copy(),
-            cube_init_pose=self._cube_init.copy(),
-            reward=self._reward(d),
-        )
+        snap = self.physics.snapshot(mono_time)
         with self._snap_lock:
             self._snapshot = snap
 
@@ -189,9 +164,7 @@ class SimRobot:
         """One control period with the latest command (caller holds the physics lock)."""
         with self._cmd_lock:
             cmd = self._cmd
-        self.data.ctrl[:] = aloha.joints14_to_ctrl16(cmd)
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
-        self._step += 1
+        self.physics.advance(cmd)
         self._publish(time.monotonic() if mono_time is None else mono_time)
 
     def _physics_loop(self) -> None:
@@ -221,34 +194,123 @@ class SimRobot:
             log.exception("sim physics thread failed")
             self._physics_error = exc
 
+    # --- physics process (real time with device_processes) ----------------------------------
+    def physics_block(self) -> tuple[str, list] | None:
+        """(name, specs) of the shared physics state while the physics process runs (cameras attach it)."""
+        return None if self._block is None else (self._block.name, list(self._block.specs))
+
+    def _start_process(self) -> None:
+        specs = physics_specs(self.model)
+        self._block = SharedArrays.create(specs, name=unique_block_name("sim"))
+        ShmRegistry.add(self._block)
+        shared = PhysicsShared(self._block)
+        with self._physics_lock:  # hand the current state over
+            shared.write_state(self.latest_snapshot())
+            with self._cmd_lock:
+                shared.write_command(self._cmd)
+        self._proc = DeviceProcess("sim-physics", physics_main,
+                                   (self._block.name, specs, self.hz, self.max_lag_s, self.render_msaa))
+        self._proc.start()
+        deadline = time.monotonic() + self.start_timeout_s
+        while not shared.ctl[K.READY]:
+            if not self._proc.alive() or time.monotonic() > deadline:
+                cause = shared.failure() or (self._proc.death_cause() if not self._proc.alive()
+                                             else f"not ready within {self.start_timeout_s} s")
+                self._stop_process()
+                raise RobotError(f"sim physics process failed at start: {cause}")
+            time.sleep(0.005)
+        self._shared = shared
+        self._read_seq = -1
+
+    def _process_fault(self) -> str | None:
+        """Why the physics process cannot serve (dead, failed), or None."""
+        failure = self._shared.failure()
+        if failure:
+            return f"sim physics process failed: {failure}"
+        if not self._proc.alive():
+            return f"sim physics process (pid {self._proc.pid}) died: {self._proc.death_cause()}"
+        return None
+
+    def _stop_process(self, deadline: float | None = None) -> None:
+        proc, shared, block = self._proc, self._shared, self._block
+        self._proc, self._shared = None, None
+        if proc is not None:
+            stats_src = shared or (PhysicsShared(block) if block is not None else None)
+            proc.stop(request_stop=(lambda: stats_src.ctl.__setitem__(K.STOP, 1)) if stats_src else None,
+                      deadline=deadline)
+            if stats_src is not None:
+                self.stats.update(stats_src.stats_dict())
+                try:  # keep the last state: read() after stop() shows it (and ages it), start() resumes it
+                    snap, cmd = stats_src.read_state(), stats_src.read_command()
+                    with self._physics_lock:
+                        self.physics.load(snap, cmd)
+                        with self._snap_lock:
+                            self._snapshot = snap
+                        with self._cmd_lock:
+                            self._cmd = cmd
+                except TimeoutError:
+                    log.warning("sim physics process left its state mid-write; keeping the previous one")
+        if block is not None:
+            self._block = None
+            ShmRegistry.release(block)
+
     # --- robot protocol ---------------------------------------------------------------------
     def latest_snapshot(self) -> SimSnapshot:
+        if self._shared is not None:
+            return self._shared.read_state()
         with self._snap_lock:
             snap = self._snapshot
         assert snap is not None
         return snap
 
     def start(self) -> None:
-        """Real time: start physics and camera threads; return once every camera has a fresh
-        frame (``RobotError`` after ``start_timeout_s``). Lockstep: nothing to do."""
+        """Real time: start physics (process or thread) and cameras; return once every camera has
+        a fresh frame (``RobotError`` after ``start_timeout_s``). Lockstep: nothing to do."""
         if not self.realtime:
             return
-        if self._thread is None or not self._thread.is_alive():
+        if self.device_processes:
+            if self._proc is None:
+                self._ran = True
+                self._start_process()
+        elif self._thread is None or not self._thread.is_alive():
             self._stop_evt.clear()
             self._physics_error = None
             self._ran = True
             self._thread = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
             self._thread.start()
         started = time.monotonic()
-        for cam in self.cameras.values():
-            cam.start()
-        # Block until every camera shows the running sim, so the first read() is not stale.
-        for cam in self.cameras.values():
-            cam.wait_for_frame(started, self.start_timeout_s)
+        try:
+            for cam in self.cameras.values():
+                cam.start()
+            # Block until every camera shows the running sim, so the first read() is not stale.
+            for cam in self.cameras.values():
+                cam.wait_for_frame(started, self.start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def home(self, seed: int | None = None) -> None:
         """New episode: arms to home, cube re-drawn from ``default_rng(seed)``, step counter 0."""
-        self._reset(np.random.default_rng(seed), new_episode=True)
+        if self._shared is None:
+            self._reset(np.random.default_rng(seed), new_episode=True)
+            return
+        shared = self._shared
+        home = aloha.home_joints14()
+        with self._cmd_lock:
+            self._cmd = home
+        shared.write_command(home)  # before the reset: the first step after it holds home
+        shared.ctl[K.HOME_HAS_SEED] = int(seed is not None)
+        shared.ctl[K.HOME_SEED] = 0 if seed is None else int(seed)
+        request = int(shared.ctl[K.HOME_REQ]) + 1
+        shared.ctl[K.HOME_REQ] = request
+        deadline = time.monotonic() + self.start_timeout_s
+        while int(shared.ctl[K.HOME_ACK]) != request:
+            fault = self._process_fault()
+            if fault is not None:
+                raise RobotError(fault)
+            if time.monotonic() > deadline:
+                raise RobotError(f"sim physics process did not home within {self.start_timeout_s} s")
+            time.sleep(0.001)
 
     def send(self, action: np.ndarray) -> None:
         """Command 14 joint targets. Lockstep: also advance one control period.
@@ -260,17 +322,36 @@ class SimRobot:
             raise ValueError(f"sim action must have shape (14,), got {np.shape(action)}")
         if not np.all(np.isfinite(cmd)):
             raise ValueError(f"non-finite sim action refused: {cmd}")
+        shared = self._shared
+        if shared is not None:
+            shared.write_command(cmd)
+            return
         with self._cmd_lock:
             self._cmd = cmd
         if not self.realtime:
             with self._physics_lock:
                 self._advance(None)
 
+    def _read_state(self) -> SimSnapshot:
+        shared = self._shared
+        if shared is None:
+            if self._physics_error is not None:
+                raise RobotError(f"sim physics thread failed: {self._physics_error!r}")
+            return self.latest_snapshot()
+        if shared.state_seq() == self._read_seq:  # nothing new since the last read: still there?
+            fault = self._process_fault()
+            if fault is not None:
+                raise RobotError(fault)
+        try:
+            snap = shared.read_state()
+        except TimeoutError:
+            raise RobotError(self._process_fault() or "sim physics state stuck mid-write") from None
+        self._read_seq = snap.seq
+        return snap
+
     def read(self) -> Observation:
         """Newest state (and frames). Real time raises if physics died or its state is stale."""
-        if self._physics_error is not None:
-            raise RobotError(f"sim physics thread failed: {self._physics_error!r}")
-        snap = self.latest_snapshot()
+        snap = self._read_state()
         if self.realtime:
             if self._ran:  # once physics ran, a frozen state (stalled or stopped) is stale
                 age = time.monotonic() - snap.mono_time
@@ -284,25 +365,40 @@ class SimRobot:
         info = {
             "step": snap.step,
             "episode": snap.episode,
-            "cube_init_pose": snap.cube_init_pose.copy(),
-            "cube_pose": snap.cube_pose.copy(),
+            "cube_init_pose": snap.cube_init_pose,
+            "cube_pose": snap.cube_pose,
             "reward": snap.reward,
             "success": snap.reward >= SUCCESS_REWARD,
             "sim_time": snap.sim_time,
             "hz": self.spec.hz,
         }
-        return Observation(state=snap.state.copy(), images=images, timestamp=snap.mono_time, info=info)
+        if self._shared is None:  # an in-process snapshot is shared: hand out copies
+            info["cube_init_pose"] = snap.cube_init_pose.copy()
+            info["cube_pose"] = snap.cube_pose.copy()
+            return Observation(state=snap.state.copy(), images=images, timestamp=snap.mono_time, info=info)
+        return Observation(state=snap.state, images=images, timestamp=snap.mono_time, info=info)
 
     def stop(self) -> None:
-        """Stop physics and camera threads (the arm holds its last command). Idempotent."""
+        """Stop physics and cameras (the arm holds its last command). Idempotent."""
         self._stop_evt.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=2.0)
             if thread.is_alive():
                 log.warning("sim physics thread did not stop within 2 s")
+        for cam in self.cameras.values():  # every device process winds down at once
+            request = getattr(cam, "request_stop", None)
+            if request is not None:
+                request()
+        if self._shared is not None:
+            self._shared.ctl[K.STOP] = 1
+        deadline = time.monotonic() + 0.4  # one grace period for all of them, then SIGTERM
         for cam in self.cameras.values():
-            cam.stop()
+            if getattr(cam, "request_stop", None) is not None:
+                cam.stop(deadline)
+            else:
+                cam.stop()
+        self._stop_process(deadline)
 
     def __enter__(self) -> "SimRobot":
         self.start()

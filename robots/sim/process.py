@@ -1,0 +1,178 @@
+"""The sim robot's physics in its own process, talking to the control process like hardware.
+
+One shared block (created and unlinked by the control process) from explicit specs:
+
+* ``state.*`` (physics writes once per control period, behind the ``state.lock`` seqlock): full
+  ``qpos``/``qvel`` (cameras render from them), the 14-dim joint state, cube poses, reward, step,
+  episode, sim time and the monotonic time the state stands for (the tick's deadline).
+* ``cmd.*`` (control writes on every ``send``, behind ``cmd.lock``): the 14 joint targets.
+* ``ctl.*``: home requests (control bumps ``HOME_REQ`` with a seed; physics resets and answers
+  with ``HOME_ACK``), the stop flag, the physics pid/ready flag, a failure message, clock stats.
+
+The physics process advances one period per wall-clock period on absolute deadlines, applying
+the newest command, and exits when asked, when its parent is gone, or on a failure (the message
+says why). Camera processes attach the same block read-only and render from ``state.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from robots.sim import aloha
+from robots.sim.physics import SimPhysics, SimSnapshot
+from services.devproc import sleep_until
+from services.shm import ArraySpec, SeqLock, SharedArrays, read_text, write_text
+
+log = logging.getLogger(__name__)
+
+
+class S:
+    """``state.i64`` / ``state.f64`` indices."""
+
+    SEQ, STEP, EPISODE, REWARD, N = 0, 1, 2, 3, 4
+    SIM_TIME, MONO_TIME, NF = 0, 1, 2
+
+
+class K:
+    """``ctl.i64`` indices (``ctl.f64``: the physics clock stats, ``STATS`` order)."""
+
+    HOME_REQ, HOME_ACK, HOME_SEED, HOME_HAS_SEED, STOP, PID, READY, FAILED, N = range(9)
+    STATS = ("ticks", "late_ticks", "max_lag_s", "resyncs")
+
+
+def physics_specs(model: Any) -> list[ArraySpec]:
+    return [
+        ArraySpec("state.lock", (1,), "int64"),
+        ArraySpec("state.qpos", (int(model.nq),), "float64"),
+        ArraySpec("state.qvel", (int(model.nv),), "float64"),
+        ArraySpec("state.i64", (S.N,), "int64"),
+        ArraySpec("state.f64", (S.NF,), "float64"),
+        ArraySpec("state.joints", (14,), "float32"),
+        ArraySpec("state.cube", (7,), "float64"),
+        ArraySpec("state.cube_init", (7,), "float64"),
+        ArraySpec("cmd.lock", (1,), "int64"),
+        ArraySpec("cmd.action", (14,), "float64"),
+        ArraySpec("ctl.i64", (K.N,), "int64"),
+        ArraySpec("ctl.f64", (len(K.STATS),), "float64"),
+        ArraySpec("ctl.message", (512,), "uint8"),
+    ]
+
+
+class PhysicsShared:
+    """Typed access to the physics block (either side)."""
+
+    def __init__(self, arrays: SharedArrays) -> None:
+        self.arrays = arrays
+        self.state_lock = SeqLock(arrays["state.lock"])
+        self.cmd_lock = SeqLock(arrays["cmd.lock"])
+        self.ctl = arrays["ctl.i64"]
+        self.stats = arrays["ctl.f64"]
+        self.message = arrays["ctl.message"]
+        self._state = {k: arrays[f"state.{k}"] for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init")}
+
+    # --- state (physics writes) ---
+    def write_state(self, snap: SimSnapshot) -> None:
+        s = self._state
+        self.state_lock.write_begin()
+        s["qpos"][:] = snap.qpos
+        s["qvel"][:] = snap.qvel
+        s["i64"][:] = (snap.seq, snap.step, snap.episode, snap.reward)
+        s["f64"][:] = (snap.sim_time, snap.mono_time)
+        s["joints"][:] = snap.state
+        s["cube"][:] = snap.cube_pose
+        s["cube_init"][:] = snap.cube_init_pose
+        self.state_lock.write_end()
+
+    def state_seq(self) -> int:
+        return int(self._state["i64"][S.SEQ])
+
+    def read_state(self) -> SimSnapshot:
+        s = self._state
+
+        def copy() -> SimSnapshot:
+            i64, f64 = s["i64"].copy(), s["f64"].copy()
+            return SimSnapshot(
+                seq=int(i64[S.SEQ]), qpos=s["qpos"].copy(), qvel=s["qvel"].copy(), sim_time=float(f64[S.SIM_TIME]),
+                mono_time=float(f64[S.MONO_TIME]), step=int(i64[S.STEP]), episode=int(i64[S.EPISODE]),
+                state=s["joints"].copy(), cube_pose=s["cube"].copy(), cube_init_pose=s["cube_init"].copy(),
+                reward=int(i64[S.REWARD]),
+            )
+
+        return self.state_lock.read(copy)
+
+    # --- command (control writes) ---
+    def write_command(self, command: np.ndarray) -> None:
+        self.cmd_lock.write_begin()
+        self.arrays["cmd.action"][:] = command
+        self.cmd_lock.write_end()
+
+    def read_command(self) -> np.ndarray:
+        return self.cmd_lock.read(lambda: self.arrays["cmd.action"].copy())
+
+    def failure(self) -> str:
+        return read_text(self.message) if self.ctl[K.FAILED] else ""
+
+    def stats_dict(self) -> dict[str, float]:
+        return {k: (float(v) if k == "max_lag_s" else int(v)) for k, v in zip(K.STATS, self.stats)}
+
+
+def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float, render_msaa: int,
+                 *, parent_alive: Callable[[], bool]) -> None:
+    """Physics process entry point (module level for ``spawn``)."""
+    arrays = SharedArrays.attach(block, specs)
+    shared = PhysicsShared(arrays)
+    try:
+        model = aloha.load_model()
+        model.vis.quality.offsamples = int(render_msaa)
+        physics = SimPhysics(model, max(1, int(round(1.0 / (hz * float(model.opt.timestep))))))
+        physics.load(shared.read_state(), shared.read_command())
+        shared.write_state(physics.snapshot(time.monotonic()))  # the handed-over state, as of now
+        shared.ctl[K.PID] = os.getpid()
+        shared.ctl[K.READY] = 1
+        _physics_loop(shared, physics, 1.0 / hz, max_lag_s, parent_alive)
+    except BaseException as exc:  # noqa: BLE001 - the control side reads the message
+        write_text(shared.message, f"{type(exc).__name__}: {exc}")
+        shared.ctl[K.FAILED] = 1
+        log.exception("sim physics process failed")
+        raise SystemExit(1)
+    finally:
+        arrays.close()
+
+
+def _physics_loop(shared: PhysicsShared, physics: SimPhysics, period: float, max_lag_s: float,
+                  parent_alive: Callable[[], bool]) -> None:
+    ctl, stats = shared.ctl, shared.stats
+    stop = lambda: bool(ctl[K.STOP]) or not parent_alive()  # noqa: E731
+    t0 = time.monotonic()
+    k = 0
+    while True:
+        k += 1
+        deadline = t0 + k * period
+        # sleep to the deadline in short steps, answering home requests meanwhile
+        while True:
+            if ctl[K.HOME_REQ] != ctl[K.HOME_ACK]:
+                req = int(ctl[K.HOME_REQ])
+                seed = int(ctl[K.HOME_SEED]) if ctl[K.HOME_HAS_SEED] else None
+                physics.reset(np.random.default_rng(seed), new_episode=True)
+                shared.write_state(physics.snapshot(time.monotonic()))
+                ctl[K.HOME_ACK] = req
+            if not sleep_until(min(deadline, time.monotonic() + 0.005), stop, step_s=0.005):
+                return
+            if time.monotonic() >= deadline:
+                break
+        physics.advance(shared.read_command())
+        shared.write_state(physics.snapshot(deadline))
+        lag = time.monotonic() - deadline
+        stats[0] += 1
+        stats[2] = max(stats[2], lag)
+        if lag > period:
+            stats[1] += 1
+        if lag > max_lag_s:  # far behind (CPU starved): restart the clock rather than burst-step
+            log.warning("sim physics %.3f s behind the wall clock; re-anchoring", lag)
+            t0 = time.monotonic() - k * period
+            stats[3] += 1
