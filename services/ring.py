@@ -122,7 +122,9 @@ class RecordRing:
                 shape = tuple(a.shape) + (0,) * (4 - a.ndim)
                 _DESC.pack_into(self.buf, pos + _RECORD.size + _DESC_SIZE * i, _DTYPE_CODE[a.dtype], a.ndim, *shape)
                 off = _align(off)
-                if a.nbytes:
+                if a.flags.c_contiguous:  # one memcpy, no temporary
+                    self.buf[off:off + a.nbytes] = a.data.cast("B") if a.ndim else a.tobytes()
+                else:
                     np.copyto(self.data[off:off + a.nbytes].view(a.dtype).reshape(a.shape), a, casting="no")
                 off += a.nbytes
             c[_WRITTEN] += 1

@@ -117,21 +117,27 @@ TICK, INFERENCE, EVENT, COMMAND, CHUNK, WARMUP = 1, 2, 3, 4, 5, 6
 _NONE, _INT, _FLOAT, _TEXT = 0, 1, 2, 3
 
 
+_CODE_OF = {int: _INT, bool: _INT, np.int64: _INT, np.int32: _INT, np.bool_: _INT,
+            float: _FLOAT, np.float64: _FLOAT, np.float32: _FLOAT}
+
+
 def _row_arrays(fields: Sequence[str], record: Mapping[str, Any]) -> list[np.ndarray]:
-    values = np.zeros(len(fields), np.float64)
-    codes = np.zeros(len(fields), np.int8)
-    text: dict[str, str] = {}
-    for i, key in enumerate(fields):
+    values, codes, text = [], [], {}
+    for key in fields:
         v = record.get(key)
-        if v is None or (isinstance(v, str) and v == ""):
-            continue
-        if isinstance(v, (bool, np.bool_, int, np.integer)):
-            codes[i], values[i] = _INT, int(v)
-        elif isinstance(v, (float, np.floating)):
-            codes[i], values[i] = _FLOAT, float(v)
-        else:
-            codes[i], text[key] = _TEXT, str(v)
-    return [values, codes, text_array(json.dumps(text) if text else "")]
+        code = _CODE_OF.get(type(v))
+        if code is None:  # None, "", text, another numpy scalar type
+            if v is None or (isinstance(v, str) and v == ""):
+                code, v = _NONE, 0.0
+            elif isinstance(v, (np.integer, np.bool_)):
+                code = _INT
+            elif isinstance(v, np.floating):
+                code = _FLOAT
+            else:
+                code, text[key], v = _TEXT, str(v), 0.0
+        values.append(v)
+        codes.append(code)
+    return [np.array(values, np.float64), np.array(codes, np.int8), text_array(json.dumps(text) if text else "")]
 
 
 def _row(fields: Sequence[str], arrays: Sequence[np.ndarray]) -> dict[str, Any]:
