@@ -264,21 +264,28 @@ class RealtimeSession:
     active: ClassVar["RealtimeSession | None"] = None  # the session of this process
 
     @classmethod
-    def enter_control(cls, run_or_node: Any = None) -> "RealtimeSession":
-        """Apply the control-side settings of ``run.cfg.realtime`` (or a node) to the calling thread."""
+    def enter_control(cls, run_or_node: Any = None, realtime: bool = True) -> "RealtimeSession":
+        """Apply the control-side settings of ``run.cfg.realtime`` (or a node) to the calling thread.
+
+        ``realtime=False`` (a lockstep robot: the loop never sleeps) applies nothing: a loop that
+        computes flat out must not run at real-time priority."""
         cfg_node = getattr(getattr(run_or_node, "cfg", None), "get", None)
         node = cfg_node("realtime") if cfg_node is not None else run_or_node
         session = cls(RealtimeConfig.from_node(node))
-        session._apply()
+        session._thread = threading.get_ident()
+        session._old_interval = sys.getswitchinterval()
+        session._old_env = os.environ.get(BASE_CPUS_ENV)
+        if realtime:
+            session._apply()
+        else:
+            session.report = {"control": {"applied": False, "why": "lockstep robot (no wall clock)"}, "children": []}
+            log.info("realtime: lockstep robot, no real-time settings applied")
         RealtimeSession.active = session
         return session
 
     def _apply(self) -> None:
         cfg = self.cfg
-        self._thread = threading.get_ident()
         self._base_cpus = sorted(os.sched_getaffinity(0))
-        self._old_interval = sys.getswitchinterval()
-        self._old_env = os.environ.get(BASE_CPUS_ENV)
         os.environ[BASE_CPUS_ENV] = json.dumps(self._base_cpus)
         control: dict[str, Any] = {"affinity": set_affinity(cfg.control_cpus, "control thread")}
         if cfg.switch_interval_s is not None:
@@ -309,7 +316,8 @@ class RealtimeSession:
         """Undo the control-thread settings (same thread as ``enter_control``); returns the report."""
         if RealtimeSession.active is self:
             RealtimeSession.active = None
-        if threading.get_ident() == getattr(self, "_thread", None):
+        control = self.report.get("control", {})
+        if threading.get_ident() == getattr(self, "_thread", None) and "sched" in control:
             reset_scheduler()
             if self.cfg.control_cpus is not None:
                 try:
@@ -317,7 +325,7 @@ class RealtimeSession:
                 except OSError:
                     pass
         sys.setswitchinterval(self._old_interval)
-        if self.report.get("control", {}).get("mlockall", {}).get("applied"):
+        if control.get("mlockall", {}).get("applied"):
             unlock_memory()
         if self._old_env is None:
             os.environ.pop(BASE_CPUS_ENV, None)
