@@ -5,6 +5,10 @@ It moves the same rosbags messages as the DDS transport by publishing and subscr
 (``raw=True`` subscriptions, ``publish(bytes)``), so the rest of the engine is unchanged. Every
 rclpy import is lazy: the DDS transport works without rclpy.
 
+Fast DDS settings: unless the user configured Fast DDS (FASTDDS_DEFAULT_PROFILES_FILE), the
+engine's own profile is installed (``robots.ros2.fastdds``: a receive buffer that holds camera
+frames, paced writers so an unmodified receiver keeps up).
+
 Robustness rules: one failing subscription callback is logged (once per topic and error type) and
 the executor goes on spinning, so one bad message never silences the other topics; using a closed
 transport raises a ``RuntimeError`` naming it instead of rclpy's ``InvalidHandle``.
@@ -12,6 +16,7 @@ transport raises a ``RuntimeError`` naming it instead of rclpy's ``InvalidHandle
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import threading
@@ -19,10 +24,10 @@ import time
 from typing import Any
 
 from robots.ros2 import messages
+from robots.ros2.fastdds import RECEIVE_BUFFER_BYTES, apply_engine_profile
 from robots.ros2.transport import QosProfile, RawCallback, SlotSubscription
 
 log = logging.getLogger(__name__)
-
 
 def _ros_class(msg_type: str) -> type:
     pkg, kind, name = messages.resolve_type(msg_type).split("/")
@@ -168,6 +173,9 @@ class RclpyTransport:
 
         self.domain_id = int(domain_id)
         self.node_name = node_name
+        profile = apply_engine_profile()
+        if profile is not None:
+            log.info("Fast DDS profile %s (receive buffer %d bytes, paced writers)", profile, RECEIVE_BUFFER_BYTES)
         self._context = Context()
         rclpy.init(context=self._context, domain_id=self.domain_id)
         self.node = rclpy.create_node(node_name, context=self._context)
@@ -178,6 +186,9 @@ class RclpyTransport:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, name=f"rclpy-{node_name}", daemon=True)
         self._thread.start()
+        # An unclosed context at interpreter exit aborts the process in C++ ("terminate called
+        # without an active exception", exit -6) and hides the real exit code: close it first.
+        atexit.register(self.close)
 
     @property
     def is_open(self) -> bool:
@@ -230,3 +241,4 @@ class RclpyTransport:
         self.node.destroy_node()
         self._context.try_shutdown()
         self._thread.join(timeout=1.0)
+        atexit.unregister(self.close)

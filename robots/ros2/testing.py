@@ -4,89 +4,45 @@ CycloneDDS (our DDS transport) is confined by ``CYCLONEDDS_URI``; Fast DDS (rclp
 ``rmw_fastrtps_cpp``, in our venv and in a Jazzy side venv) by an XML profile named in
 ``FASTDDS_DEFAULT_PROFILES_FILE`` (Fast DDS 3, Kilted) and ``FASTRTPS_DEFAULT_PROFILES_FILE``
 (Fast DDS 2, Jazzy): UDPv4 only, interface whitelist 127.0.0.1, built-in transports (SHM and the
-default UDP on every interface) off, unicast discovery to the initial peer 127.0.0.1. Without it
-Fast DDS announces by multicast on every interface.
+default UDP on every interface) off, unicast discovery to the initial peer 127.0.0.1
+(``robots.ros2.fastdds``). Without it Fast DDS announces by multicast on every interface.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import tempfile
-from pathlib import Path
 
 from robots.ros2.dds import loopback_config
+from robots.ros2.fastdds import engine_profile, profile_env, robot_profile
 
 # ROS 2 domain ids whose DDS port ranges fit in 16 bits (7400 + 250 * id + ...), minus 0 (default).
 _DOMAIN_RANGE = (1, 232)
 
 
-def fastdds_loopback_profile(max_participants: int = 40) -> str:
-    """Fast DDS XML (2.x and 3.x): every participant on 127.0.0.1 over UDPv4, no multicast, no SHM.
-
-    ``max_participants`` is how many participant indices on the peer are probed (as CycloneDDS's
-    ``MaxAutoParticipantIndex``), so Fast DDS finds CycloneDDS participants and each other.
-    """
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>loopback_udpv4</transport_id>
-        <type>UDPv4</type>
-        <maxInitialPeersRange>{int(max_participants)}</maxInitialPeersRange>
-        <interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="loopback_only" is_default_profile="true">
-      <rtps>
-        <userTransports><transport_id>loopback_udpv4</transport_id></userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-        <builtin>
-          <metatrafficUnicastLocatorList>
-            <locator><udpv4><address>127.0.0.1</address></udpv4></locator>
-          </metatrafficUnicastLocatorList>
-          <initialPeersList>
-            <locator><udpv4><address>127.0.0.1</address></udpv4></locator>
-          </initialPeersList>
-        </builtin>
-        <defaultUnicastLocatorList>
-          <locator><udpv4><address>127.0.0.1</address></udpv4></locator>
-        </defaultUnicastLocatorList>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
-
-
-def fastdds_profile_file(max_participants: int = 40) -> Path:
-    """The loopback profile written once to a content-named file (Fast DDS reads a path)."""
-    xml = fastdds_loopback_profile(max_participants)
-    path = Path(tempfile.gettempdir()) / f"fastdds-loopback-{hashlib.sha1(xml.encode()).hexdigest()[:12]}.xml"
-    if not path.is_file() or path.read_text() != xml:
-        tmp = path.with_suffix(f".{random.SystemRandom().randrange(1 << 30)}.tmp")
-        tmp.write_text(xml)
-        tmp.replace(path)
-    return path
-
-
 def isolated_dds_env(max_participants: int = 40) -> dict[str, str]:
-    """Environment for ROS 2 on 127.0.0.1 only, multicast off, a random ROS_DOMAIN_ID.
+    """Environment for ROS 2 on 127.0.0.1 only, multicast off, a random ROS_DOMAIN_ID (engine side).
 
-    Covers CycloneDDS (``CYCLONEDDS_URI``) and Fast DDS 2/3 (profile files, ``rmw_fastrtps_cpp``).
-    Apply it before the first participant is created (both read their configuration when a domain
-    starts); pass it to subprocesses too so they join.
+    Covers CycloneDDS (``CYCLONEDDS_URI``) and Fast DDS 2/3: the engine's Fast DDS profile
+    (``robots.ros2.fastdds.engine_profile``) confined to loopback. Give counterpart nodes
+    :func:`robot_side_env` of it: the same domain, Fast DDS defaults. Apply it before the first
+    participant is created (both read their configuration when a domain starts); pass it to
+    subprocesses too so they join.
     """
     domain = random.SystemRandom().randint(*_DOMAIN_RANGE)
-    profile = str(fastdds_profile_file(max_participants))
     return {
         "CYCLONEDDS_URI": loopback_config(max_participants),
         "ROS_DOMAIN_ID": str(domain),
-        "FASTDDS_DEFAULT_PROFILES_FILE": profile,
-        "FASTRTPS_DEFAULT_PROFILES_FILE": profile,
+        **profile_env(engine_profile(loopback=True, max_participants=max_participants), "fastdds-engine-loopback"),
+        "RMW_FASTRTPS_PUBLICATION_MODE": "AUTO",  # the profile's paced asynchronous writers
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     }
+
+
+def robot_side_env(env: dict[str, str], max_participants: int = 40) -> dict[str, str]:
+    """``env`` for an unmodified robot-side Fast DDS node: loopback only, every other setting default."""
+    out = {**env, **profile_env(robot_profile(max_participants), "fastdds-loopback")}
+    out.pop("RMW_FASTRTPS_PUBLICATION_MODE", None)
+    return out
 
 
 def foreign_ros_env(env: dict[str, str]) -> dict[str, str]:
