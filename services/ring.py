@@ -8,7 +8,7 @@ laid out back to back (8-byte aligned, a record never wraps: a zero length word 
 the start). The producer never waits: when the ring is full (or holds ``max_records`` unread), the
 record is dropped and counted. Memory order: the record's bytes are stored before the head counter
 that publishes them (CPython issues the stores in program order; x86 keeps store order), and the
-reader reads the head before the bytes (like ``algorithms/rtc/shm.SeqLock``).
+reader reads the head before the bytes (like ``services.shm.SeqLock``).
 
 Record: ``u32 length, u16 kind, u16 n_arrays``, then per array a 24-byte descriptor (dtype code,
 ndim, up to 4 dims), then each array's bytes at an 8-byte aligned offset.
@@ -22,6 +22,7 @@ finish and returns what it sends back. A consumer whose parent died drains, fini
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
@@ -32,17 +33,18 @@ import subprocess
 import sys
 import threading
 import time
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from services.shm import ArraySpec, SharedArrays, unique_block_name
+
 log = logging.getLogger(__name__)
 
-_HEAD, _TAIL, _DROPPED, _WRITTEN, _READ = range(5)  # int64 counters at the start of the block
-_COUNTERS = 8 * 8
+_HEAD, _TAIL, _DROPPED, _WRITTEN, _READ = range(5)  # in ring.counters
 _RECORD = struct.Struct("<IHH")
 _DESC_SIZE = 24
 _DTYPES = tuple(np.dtype(d) for d in ("u1", "i1", "i4", "i8", "f4", "f8", "bool"))
@@ -57,37 +59,38 @@ def _align(n: int) -> int:
 class RecordRing:
     """One producer, one consumer; fixed layout per record (see the module docstring)."""
 
-    def __init__(self, shm: shared_memory.SharedMemory, owner: bool, max_records: int | None = None) -> None:
-        self.shm = shm
-        self.owner = owner
-        self.capacity = (shm.size - _COUNTERS) & ~7
-        self.counters = np.ndarray((8,), np.int64, buffer=shm.buf)
-        self.data = np.ndarray((self.capacity,), np.uint8, buffer=shm.buf, offset=_COUNTERS)
-        self.buf = shm.buf[_COUNTERS:_COUNTERS + self.capacity]
+    def __init__(self, block: SharedArrays, max_records: int | None = None) -> None:
+        self.block = block
+        self.counters = block["ring.counters"]
+        self.data = block["ring.data"]
+        self.capacity = self.data.size
+        self.buf = memoryview(self.data)
         self.max_records = max_records
         self._lock = threading.Lock()  # several control-process threads may produce
         self._closed = False
 
+    @staticmethod
+    def _specs(capacity_bytes: int) -> list[ArraySpec]:
+        return [ArraySpec("ring.counters", (8,), "int64"), ArraySpec("ring.data", (_align(int(capacity_bytes)),), "uint8")]
+
     @classmethod
     def create(cls, capacity_bytes: int, max_records: int | None = None) -> "RecordRing":
-        size = _COUNTERS + _align(int(capacity_bytes))
-        shm = shared_memory.SharedMemory(name=f"ring_{os.getpid()}_{os.urandom(4).hex()}", create=True, size=size)
-        ring = cls(shm, owner=True, max_records=max_records)
-        ring.counters[:] = 0
-        ring.data[:] = 0  # touch every page now, not on the first ticks
+        # SharedArrays.create zeroes the block: every page is touched now, not on the first ticks
+        ring = cls(SharedArrays.create(cls._specs(capacity_bytes), name=unique_block_name("rec")), max_records)
+        atexit.register(ring.close)  # a run that never reached close(): no block left behind
         return ring
 
     @classmethod
-    def attach(cls, name: str) -> "RecordRing":
-        shm = shared_memory.SharedMemory(name=name, create=False)
-        # Python < 3.13 registers an attached block with this process's resource tracker, which
-        # would unlink it (and warn) when this process exits: only the creator unlinks.
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
-        return cls(shm, owner=False)
+    def attach(cls, name: str, capacity_bytes: int) -> "RecordRing":
+        block = SharedArrays.attach(name, cls._specs(capacity_bytes))
+        # Python < 3.13 registers an attached block with this process's resource tracker (a fresh
+        # interpreter has its own), which would unlink it at exit: only the creator unlinks.
+        resource_tracker.unregister(block.shm._name, "shared_memory")  # noqa: SLF001
+        return cls(block)
 
     @property
     def name(self) -> str:
-        return self.shm.name
+        return self.block.name
 
     @property
     def dropped(self) -> int:
@@ -161,20 +164,13 @@ class RecordRing:
         return n
 
     def close(self) -> None:
+        """Unmap (the creator also unlinks); safe to call twice."""
         if self._closed:
             return
         self._closed = True
         del self.counters, self.data
         self.buf.release()
-        try:
-            self.shm.close()
-        except BufferError:
-            log.debug("ring %s still has views", self.shm.name)
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+        self.block.close()
 
 
 def text_array(text: str) -> np.ndarray:
@@ -205,7 +201,7 @@ class SinkProcess:
             pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
         )
         child_sock.close()
-        self.conn.send_bytes(pickle.dumps((ring.name, worker)))
+        self.conn.send_bytes(pickle.dumps((ring.name, ring.capacity, worker)))
         if not self.conn.poll(ready_timeout_s):
             self.kill()
             raise RuntimeError(f"{name} process not ready within {ready_timeout_s} s")
@@ -257,8 +253,8 @@ def _child_main(fd: int) -> None:
     except OSError:
         pass
     conn = Connection(fd)
-    ring_name, worker = pickle.loads(conn.recv_bytes())
-    ring = RecordRing.attach(ring_name)
+    ring_name, capacity, worker = pickle.loads(conn.recv_bytes())
+    ring = RecordRing.attach(ring_name, capacity)
     try:
         worker.run(ring, conn)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it

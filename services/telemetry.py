@@ -242,7 +242,8 @@ class Telemetry:
         dropped = self._ring.dropped
         if dropped:
             log.warning("telemetry: %d records found the ring full and were dropped", dropped)
-        summary = self._proc.stop({**summary_fields, "telemetry_dropped": dropped})
+        summary = self._proc.stop({**summary_fields, "telemetry_dropped": dropped,
+                                   "telemetry_ready_s": round(self._proc.ready_s, 3)})
         self._ring.close()
         if summary is None:  # the writer died: what it wrote is on disk, the summary is partial
             summary = {**summary_fields, "telemetry_dropped": dropped, "telemetry_failed": True}

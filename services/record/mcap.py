@@ -56,7 +56,8 @@ class McapRecorder:
             self._ring.close()
             self._ring = None
             raise
-        log.info("recorder ready in %.2f s (pid %d): %s", self._proc.ready_s, self._proc.proc.pid, self.path)
+        self._ready_s = self._proc.ready_s
+        log.info("recorder ready in %.2f s (pid %d): %s", self._ready_s, self._proc.proc.pid, self.path)
 
     def observation(self, obs: Observation) -> None:
         if self._ring is None:
@@ -86,7 +87,8 @@ class McapRecorder:
         failed = result is None
         self.counts = dict(result or {})
         log.info("recording: %s (%s, dropped %d)", self.path, self.counts, self.dropped)
-        out = {"recording": str(self.path), "recorded": dict(self.counts), "recording_dropped": self.dropped}
+        out = {"recording": str(self.path), "recorded": dict(self.counts), "recording_dropped": self.dropped,
+               "recording_ready_s": round(self._ready_s, 3)}
         if failed:
             out["recording_failed"] = True
         return out
