@@ -51,6 +51,10 @@ class DeviceProcess:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
+    def ready(self) -> None:
+        """The owner saw the child up (its settings applied): record them in the run's report."""
+        realtime.note_child(self.name, self.pid)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
 

@@ -184,7 +184,7 @@ def lock_memory() -> dict[str, Any]:
         log.warning("realtime: mlockall not permitted (%s); pages of the control process may be paged out", why)
         return _result(True, False, why=why)
     return _result(True, True, flags="MCL_CURRENT|MCL_FUTURE" + ("|MCL_ONFAULT" if flags & _MCL_ONFAULT else ""),
-                   locked_kib=locked_kib())
+                   vm_locked_kib=locked_kib())
 
 
 def unlock_memory() -> None:
@@ -192,6 +192,7 @@ def unlock_memory() -> None:
 
 
 def locked_kib() -> int | None:
+    """``VmLck`` of this process (locked mappings; with MCL_ONFAULT not all of it is resident)."""
     try:
         for line in open("/proc/self/status"):
             if line.startswith("VmLck:"):
@@ -305,12 +306,17 @@ class RealtimeSession:
 
     def observe_children(self) -> list[dict[str, Any]]:
         """Record the settings every child process of this process actually runs with."""
-        children = [{"name": p.name, "pid": p.pid, **process_settings(p.pid)} for p in mp.active_children()]
-        self.report["children"] = children
-        for child in children:
-            log.info("realtime: child %s (pid %s) on CPUs %s, %s", child["name"], child["pid"],
-                     child.get("cpus"), child.get("policy"))
-        return children
+        for p in mp.active_children():
+            self.note_child(p.name, p.pid)
+        return self.report["children"]
+
+    def note_child(self, name: str, pid: int) -> None:
+        children = self.report.setdefault("children", [])
+        if any(c["pid"] == pid for c in children):
+            return
+        child = {"name": name, "pid": pid, **process_settings(pid)}
+        children.append(child)
+        log.info("realtime: child %s (pid %s) on CPUs %s, %s", name, pid, child.get("cpus"), child.get("policy"))
 
     def close(self) -> dict[str, Any]:
         """Undo the control-thread settings (same thread as ``enter_control``); returns the report."""
@@ -332,6 +338,13 @@ class RealtimeSession:
         else:
             os.environ[BASE_CPUS_ENV] = self._old_env
         return self.report
+
+
+def note_child(name: str, pid: int | None) -> None:
+    """A device process is up (its own settings applied): record what it runs with, if a session runs."""
+    session = RealtimeSession.active
+    if session is not None and pid is not None:
+        session.note_child(name, pid)
 
 
 def current_spin_s() -> float:

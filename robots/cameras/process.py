@@ -97,6 +97,7 @@ class CameraProcess:
                 self.stop()
                 raise RobotError(fault)
             time.sleep(0.005)
+        self.proc.ready()
 
     def _fault(self) -> str | None:
         ring, proc = self.ring, self.proc

@@ -219,6 +219,7 @@ class SimRobot:
                 self._stop_process()
                 raise RobotError(f"sim physics process failed at start: {cause}")
             time.sleep(0.005)
+        self._proc.ready()
         self._shared = shared
         self._read_seq = -1
 
