@@ -88,7 +88,7 @@ def test_default_app_with_wandb_and_mcap_is_offline_and_records_every_tick(tmp_p
     log, run_dir = tmp_path / "strace.txt", tmp_path / "run"
     proc = subprocess.run(
         [*_strace(log), sys.executable, "-m", "inference", "logger=wandb", "record=mcap", "max_steps=120",
-         "report=false", f"hydra.run.dir={run_dir}"],
+         "algorithm.stop_on_success=false", "report=false", f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=_without_wandb_vars(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
