@@ -92,13 +92,17 @@ def _profile(name: str, transports: str, rtps: str, writer: str = "") -> str:
 """
 
 
-def engine_profile(loopback: bool = False, max_participants: int = 40) -> str:
-    """The engine's Fast DDS settings (receive buffer, paced writers); ``loopback``: 127.0.0.1 only."""
+def engine_profile(loopback: bool = False, max_participants: int = 40, pacing: bool = True) -> str:
+    """The engine's Fast DDS settings (receive buffer, paced writers); ``loopback``: 127.0.0.1 only.
+
+    ``pacing`` needs RMW_FASTRTPS_PUBLICATION_MODE=AUTO (Fast DDS refuses a flow controller on a
+    synchronous writer, and rmw then fails to create the node)."""
+    extra, writer = (_PACING, _PACED_WRITER) if pacing else ("", "")
     if loopback:
         return _profile("inference_engine", _loopback_transport(max_participants, RECEIVE_BUFFER_BYTES),
-                        _LOOPBACK_RTPS + _PACING, _PACED_WRITER)
+                        _LOOPBACK_RTPS + extra, writer)
     buffers = (f"        <listenSocketBufferSize>{RECEIVE_BUFFER_BYTES}</listenSocketBufferSize>\n")
-    return _profile("inference_engine", "", buffers + _PACING, _PACED_WRITER)
+    return _profile("inference_engine", "", buffers + extra, writer)
 
 
 def robot_profile(max_participants: int = 40) -> str:
@@ -128,7 +132,7 @@ def apply_engine_profile() -> str | None:
     Must run before the first Fast DDS participant of the process is created."""
     if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
         return None  # the user's Fast DDS configuration, untouched
-    path = str(write_once(engine_profile(), "fastdds-engine"))
+    mode = os.environ.setdefault("RMW_FASTRTPS_PUBLICATION_MODE", "AUTO")  # a mode the user chose stays
+    path = str(write_once(engine_profile(pacing=mode == "AUTO"), "fastdds-engine"))
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = path
-    os.environ.setdefault("RMW_FASTRTPS_PUBLICATION_MODE", "AUTO")
     return path
