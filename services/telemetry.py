@@ -17,6 +17,7 @@ import math
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -251,16 +252,15 @@ class Telemetry:
         return summary
 
 
+@dataclass
 class _TelemetryWriter:
     """The writer process's side (pickled to it): drains the ring, writes the files and sinks."""
 
-    def __init__(self, run_dir: Path, sinks: list[Sink], config: dict[str, Any], period_s: float | None,
-                 status_interval_s: float) -> None:
-        self.run_dir = run_dir
-        self.sinks = sinks
-        self.config = config
-        self.period_s = period_s
-        self.status_interval_s = status_interval_s
+    run_dir: Path
+    sinks: list[Sink]
+    config: dict[str, Any]
+    period_s: float | None
+    status_interval_s: float
 
     def run(self, ring: RecordRing, conn: Any) -> None:
         t0 = time.monotonic()

@@ -1,7 +1,8 @@
 """Telemetry sinks (config group ``logger``): ``logger=none`` is :class:`NullSink` here,
 ``logger=wandb`` is :class:`services.logger.wandb.WandbSink`.
 
-A sink receives batches of records from the telemetry writer thread, never from the control loop.
+A sink receives batches of records in the telemetry writer process (``services.telemetry``), never
+in the control process; it is pickled there before ``start``, so it holds only plain settings until then.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Metrics are named ``control/*`` and ``inference/*`` so W&B's default workspace groups them into
 a control-timing and an inference-latency section with no hand work. It runs in the telemetry
-writer thread, never on the control path.
+writer process, never in the control process.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,16 +98,15 @@ class McapRecorder:
 _NO_IMAGE = np.zeros((0, 0, 0), np.uint8)
 
 
+@dataclass
 class _McapWriter:
     """The recorder process's side (pickled to it): ring records -> CDR messages in the bag."""
 
-    def __init__(self, path: Path, joint_names: tuple[str, ...], cameras: tuple[str, ...], jpeg_quality: int,
-                 mono_to_wall: float) -> None:
-        self.path = path
-        self.joint_names = joint_names
-        self.cameras = cameras
-        self.jpeg_quality = jpeg_quality
-        self.mono_to_wall = mono_to_wall
+    path: Path
+    joint_names: tuple[str, ...]
+    cameras: tuple[str, ...]
+    jpeg_quality: int
+    mono_to_wall: float  # add to a monotonic time (s) for the wall-clock time
 
     def run(self, ring: RecordRing, conn: Any) -> None:
         import cv2
