@@ -14,19 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from services.errors import AlgorithmFault, FaultKind  # noqa: F401 - AlgorithmFault: the loops' fault type
 from services.telemetry import Telemetry
 from robots.base import Observation, Robot, RobotError
 from robots.history import ObservationHistory
 from robots.safety import SafetyFilter
 
 log = logging.getLogger(__name__)
-
-
-class AlgorithmFault(RuntimeError):
-    """The run cannot go on safely (inference died or stalled, stale robot data...).
-
-    Raised after the robot was left holding its last safe command; the app exits non-zero.
-    """
 
 
 @dataclass
@@ -75,7 +69,8 @@ class ControlStep:
             self.robot.home(seed=seed)
             obs = self.robot.read()
         except RobotError as exc:
-            raise AlgorithmFault(f"robot fault at episode start: {exc}") from exc
+            raise AlgorithmFault(f"robot fault at episode start: {exc}", FaultKind.ROBOT) from exc
+        check_observation(obs)
         self.history.reset()
         self.history.push(obs)
         self.recorder.observation(obs)
@@ -88,7 +83,8 @@ class ControlStep:
         try:
             obs = self.robot.read()
         except RobotError as exc:  # stale state, silent topic, dead camera: the run cannot go on
-            raise AlgorithmFault(f"robot fault: {exc}") from exc
+            raise AlgorithmFault(f"robot fault: {exc}", FaultKind.ROBOT) from exc
+        check_observation(obs)
         self.history.push(obs)
         read_ms = (time.perf_counter() - t0) * 1e3
         self.recorder.observation(obs)
@@ -105,7 +101,7 @@ class ControlStep:
         try:
             self.robot.send(command)
         except RobotError as exc:  # the robot refused (e.g. its state went stale since the read)
-            raise AlgorithmFault(f"robot fault: {exc}") from exc
+            raise AlgorithmFault(f"robot fault: {exc}", FaultKind.ROBOT) from exc
         send_ms = (time.perf_counter() - t0) * 1e3
         self.recorder.command(command)
         rejected = self.safety.counters.rejected_nonfinite > rejected_before
@@ -149,6 +145,23 @@ class ControlStep:
             "held": int(held), "rejected": int(rejected),
         })
         return command
+
+
+def check_observation(obs: Observation) -> None:
+    """The robot boundary's promise for every robot: no NaN/inf state or float frame goes into the
+    history (so none can reach a policy, a chunk or a command)."""
+    state = np.asarray(obs.state)
+    if not np.all(np.isfinite(state)):
+        bad = np.flatnonzero(~np.isfinite(state)).tolist()
+        raise AlgorithmFault(f"non-finite observation: state entries {bad[:8]} are NaN/inf", FaultKind.OBSERVATION)
+    for name, frame in (obs.images or {}).items():
+        image = np.asarray(getattr(frame, "image", frame))
+        if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+            raise AlgorithmFault(f"non-finite observation: camera {name} frame holds NaN/inf", FaultKind.OBSERVATION)
+
+
+def fault_summary(fault: AlgorithmFault | None) -> dict[str, Any] | None:
+    return None if fault is None else fault.record()
 
 
 def run_episodes(

@@ -88,7 +88,8 @@ class LockstepEvaluator(RTCConfig):
         if self.delay_distribution not in DISTRIBUTIONS:
             raise ValueError(f"algorithm.delay_distribution={self.delay_distribution!r}; expected {DISTRIBUTIONS}")
         if any(int(d) < 0 for d in self.delays_ticks) or self.delay_spread_ticks < 0:
-            raise ValueError("algorithm.delays_ticks and delay_spread_ticks must be >= 0")
+            raise ValueError(f"algorithm.delays_ticks={list(self.delays_ticks)} and delay_spread_ticks="
+                             f"{self.delay_spread_ticks} must be >= 0")
         self.methods = [str(m) for m in self.methods]
         self.delays_ticks = [int(d) for d in self.delays_ticks]
         self.run_obj = self.run

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -75,11 +76,64 @@ def compose_run(overrides: Sequence[str] = (), run_dir: str | Path | None = None
     return Run(cfg, run_dir)
 
 
+# Hydra's own flags: these runs do not execute the app, so nothing is checked before them
+_HYDRA_ONLY_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+                     "--resolve", "--package", "-p", "--version")
+_MULTIRUN_FLAGS = ("--multirun", "-m")
+
+
+def hydra_error_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf's message (unknown option, bad override, YAML syntax, interpolation) as
+    ``<key>: <why>`` on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    key = getattr(exc, "full_key", None) or None
+    missing = re.search(r"Could not find '([\w.-]+)/", text)
+    if missing:
+        key = missing.group(1)
+    if key is None:
+        found = re.search(r"(?:override|key|Key|option|group)\s+'([^']+)'", text) or re.search(r"'([\w./+~-]+)'", text)
+        key = found.group(1) if found else None
+    return f"{key}: {text}" if key else text
+
+
+def precheck(argv: Sequence[str]) -> None:
+    """Compose (and resolve) the config of a plain run before Hydra starts it, so that Hydra's own
+    errors come out like ours: one line ``config error: <key>: <why>`` on stderr, exit 2."""
+    if any(a in _HYDRA_ONLY_FLAGS or a.startswith(("--cfg=", "--info=", "--package=", "-sc=")) for a in argv):
+        return
+    if any(a in _MULTIRUN_FLAGS for a in argv):
+        return  # sweep syntax (a=1,2) is Hydra's to expand; each job validates itself
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        container = OmegaConf.to_container(cfg, resolve=False)
+        container.pop("hydra", None)
+        OmegaConf.to_container(OmegaConf.create(container), resolve=True)
+    except Exception as exc:  # noqa: BLE001 - every composition error is a config error
+        print(f"config error: {hydra_error_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def main() -> Any:
+    """``python -m inference`` / the ``inference`` console script."""
+    precheck(sys.argv[1:])
+    return _main()
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> Any:
+def _main(cfg: DictConfig) -> Any:
     _prepare_env()
     install_signal_handlers()
-    logging.getLogger().setLevel(cfg.get("log_level", "INFO"))
+    level = cfg.get("log_level", "INFO")
+    if isinstance(level, str) and level in logging.getLevelNamesMapping():
+        logging.getLogger().setLevel(level)  # else validation names the key
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = build_and_execute(cfg, run_dir)
@@ -88,8 +142,8 @@ def main(cfg: DictConfig) -> Any:
         log.error("config error: %s", exc)
         sys.exit(EXIT_CONFIG)
     except AlgorithmFault as exc:
-        log.error("run failed: %s", exc)
-        print(f"run FAILED: {exc}\noutputs in {run_dir}", file=sys.stderr)
+        log.error("%s", exc.line())
+        print(f"{exc.line()} (outputs in {run_dir})", file=sys.stderr)
         sys.exit(EXIT_FAULT)
     except KeyboardInterrupt as exc:
         log.warning("stopped by %s; robot held, files flushed in %s", exc or "Ctrl-C", run_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,6 +71,13 @@ def make_normalizer(cfg: DictConfig) -> Normalizer:
     return norm
 
 
+def _knob_message(text: str) -> str:
+    """``algorithm.<key>=<value> ...`` (the constructors' form) as ``algorithm.<key>: ...``."""
+    text = " ".join(text.split())
+    found = re.match(r"(algorithm\.[\w./]+?)(?:=|:)\s*(.*)", text)
+    return f"{found.group(1)}: {text}" if found else f"algorithm: {text}"
+
+
 class Run:
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
         validate(cfg)
@@ -77,6 +85,7 @@ class Run:
         container.pop("hydra", None)
         self.cfg: DictConfig = OmegaConf.create(container)
         self.run_dir = Path(run_dir)
+        self.make_algorithm()  # its own checks of its knobs (starts nothing) before the run dir exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # --------------------------------------------------------------- scalars
@@ -140,7 +149,17 @@ class Run:
         return instantiate(self.cfg.record, _partial_=True)()
 
     def make_algorithm(self) -> Any:
-        return instantiate(self.cfg.algorithm, _partial_=True)(run=self)
+        """The configured algorithm object (knobs checked; nothing started). A knob it refuses is a
+        ConfigError naming the key."""
+        try:
+            return instantiate(self.cfg.algorithm, _partial_=True)(run=self)
+        except ConfigError:
+            raise
+        except Exception as exc:  # hydra wraps the constructor's ValueError
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            if not isinstance(cause, (ValueError, TypeError)):
+                raise
+            raise ConfigError(_knob_message(str(cause))) from None
 
     # --------------------------------------------------------------- execution
     def execute(self) -> dict[str, Any]:

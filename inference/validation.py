@@ -14,15 +14,24 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from services.errors import ConfigError
+from services.knobs import PositiveFloat, PositiveInt, Range
 
 # Keys a node may carry besides the target's parameters.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
 
 
 @dataclass
@@ -37,21 +46,22 @@ class RunConfig:
     logger: Any = None
     launcher: Any = None
     record: Any = None
-    seed: int = 0
-    episodes: int = 1
+    realtime: Any = None  # conf/realtime/: services.realtime.RealtimeConfig (checked by its preflight)
+    seed: Annotated[int, Range(ge=0)] = 0
+    episodes: int = 1     # >= 1, checked with its own message below
     max_steps: int = 200
-    log_level: str = "INFO"
+    log_level: LogLevel = LogLevel.INFO
     report: bool = True
     objective: Any = None  # summary key(s) the app returns, for sweepers that optimise (Optuna)
 
 
 @dataclass
 class CamerasConfig:
-    width: int = 128
-    height: int = 96
-    num_img_obs: int = 1
-    img_obs_every: int = 1
-    max_frame_age_s: float = 0.5
+    width: PositiveInt = 128
+    height: PositiveInt = 96
+    num_img_obs: PositiveInt = 1
+    img_obs_every: PositiveInt = 1
+    max_frame_age_s: PositiveFloat = 0.5
     devices: Any = None
 
 
@@ -95,7 +105,33 @@ def _simple_types(annotation: Any) -> tuple[type, ...] | None:
     return None
 
 
+def _ranges(annotation: Any) -> tuple[Any, list[Range]]:
+    """``Annotated[T, Range(...)]`` (also inside ``X | None``) -> (T-with-None, ranges)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, [e for e in extras if isinstance(e, Range)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args, found = [], []
+        for arg in typing.get_args(annotation):
+            base, ranges = _ranges(arg)
+            args.append(base)
+            found += ranges
+        if found:
+            return typing.Union[tuple(args)], found
+    return annotation, []
+
+
 def _check_value(path: str, value: Any, annotation: Any) -> None:
+    annotation, ranges = _ranges(annotation)
+    for r in ranges:
+        why = r.violation(value)
+        if why is not None:
+            raise ConfigError(f"{path}: {why}")
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = list(typing.get_args(annotation))
+        if value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {choices}")
+        return
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         names = [m.value for m in annotation]
         if value not in names:
@@ -149,9 +185,9 @@ def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = fro
         # a dataclass's fields may be inherited from another module (the RTC knobs): resolve each
         # annotation in the module that declared it
         if inspect.isclass(target) and dataclasses.is_dataclass(target):
-            hints = typing.get_type_hints(target)
+            hints = typing.get_type_hints(target, include_extras=True)
         else:
-            hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+            hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target, include_extras=True)
     except Exception:
         hints = {}
     params = {n: p for n, p in sig.parameters.items() if n != "self"}
@@ -189,6 +225,25 @@ def _require(path: str, node: Mapping[str, Any], keys: tuple[str, ...]) -> None:
             raise ConfigError(f"{path}.{key}: required (every {path} config must set it)")
 
 
+def _check_normalizer(policy: Mapping[str, Any]) -> None:
+    """Build the normalizer (it reads only its stats file) and check it covers the policy's state and
+    action: a missing, unreadable or incomplete stats file fails here, before anything starts."""
+    from hydra.utils import instantiate
+
+    from policies.normalize import Normalizer
+
+    try:
+        norm = instantiate(policy["normalizer"])
+        if callable(norm) and not isinstance(norm, Normalizer):
+            norm = norm()
+        if isinstance(norm, Normalizer):
+            norm.require("state", int(policy["state_dim"]))
+            norm.require("action", int(policy["action_dim"]))
+    except Exception as exc:  # noqa: BLE001 - NormalizerError, JSON syntax, missing file, ...
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"policy.normalizer: {type(cause).__name__}: {' '.join(str(cause).split())[:300]}") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line, naming the key) for any config the run cannot use."""
     structured = OmegaConf.structured(RunConfig)
@@ -197,10 +252,15 @@ def validate(cfg: DictConfig) -> None:
             continue
         if key not in structured:
             raise ConfigError(f"{key}: unknown top-level key (accepted: {', '.join(f.name for f in fields(RunConfig))})")
-    run_hints = typing.get_type_hints(RunConfig)
-    cam_hints = typing.get_type_hints(CamerasConfig)
-    container = OmegaConf.to_container(cfg, resolve=True)
+    run_hints = typing.get_type_hints(RunConfig, include_extras=True)
+    cam_hints = typing.get_type_hints(CamerasConfig, include_extras=True)
+    container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)
+    try:
+        container = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
+    except Exception as exc:  # noqa: BLE001 - an unresolvable ${...} names its key
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {' '.join(str(exc).split())}") from None
     for f in fields(RunConfig):
         if f.name in ("robot", "cameras", "policy", "algorithm", "safety", "logger", "launcher", "record"):
             if container.get(f.name) is None:
@@ -224,19 +284,6 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: must be >= 1, got {container[key]}")
 
     robot, policy, cameras = container["robot"], container["policy"], container["cameras"]
-    _require("robot", robot, ROBOT_COMMON)
-    _require("policy", policy, POLICY_COMMON)
-    check_target_node("robot", robot, provided={"cameras"})
-    check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"])
-    if "normalizer" not in policy or not isinstance(policy["normalizer"], Mapping):
-        raise ConfigError("policy.normalizer: required (a node with _target_, e.g. policies.normalize.Normalizer.identity)")
-    check_target_node("policy.normalizer", policy["normalizer"])
-    check_target_node("algorithm", container["algorithm"], provided={"run"})
-    check_target_node("safety", container["safety"], provided={"spec"})
-    check_target_node("logger", container["logger"])
-    check_target_node("launcher", container["launcher"])
-    check_target_node("record", container["record"])
-
     cam_schema = {f.name: f for f in fields(CamerasConfig)}
     for key, value in cameras.items():
         if key not in cam_schema:
@@ -252,12 +299,39 @@ def validate(cfg: DictConfig) -> None:
             provided={"name", "width", "height", "max_frame_age_s", "host"},
         )
 
-    # cross-part checks
+    _require("robot", robot, ROBOT_COMMON)
+    _require("policy", policy, POLICY_COMMON)
+    for path, node, key, annotation in (("robot", robot, "hz", PositiveFloat), ("robot", robot, "action_dim", PositiveInt),
+                                        ("robot", robot, "state_dim", PositiveInt),
+                                        ("policy", policy, "chunk_size", PositiveInt),
+                                        ("policy", policy, "action_dim", PositiveInt),
+                                        ("policy", policy, "state_dim", PositiveInt)):
+        _check_value(f"{path}.{key}", node[key], annotation)
     for key in ("action_dim", "state_dim"):
         if int(policy[key]) != int(robot[key]):
             raise ConfigError(
-                f"policy.{key}={policy[key]} does not match robot.{key}={robot[key]} (robot {robot['name']})"
+                f"policy.{key}: policy.{key}={policy[key]} does not match robot.{key}={robot[key]} (robot {robot['name']})"
             )
+    horizon = container["algorithm"].get("execute_horizon")
+    if isinstance(horizon, int) and not isinstance(horizon, bool) and not 1 <= int(horizon) <= int(policy["chunk_size"]):
+        raise ConfigError(
+            f"algorithm.execute_horizon: algorithm.execute_horizon={horizon} must be in [1, policy.chunk_size={policy['chunk_size']}]"
+        )
+    check_target_node("robot", robot, provided={"cameras"})
+    check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"])
+    if "normalizer" not in policy or not isinstance(policy["normalizer"], Mapping):
+        raise ConfigError("policy.normalizer: required (a node with _target_, e.g. policies.normalize.Normalizer.identity)")
+    check_target_node("policy.normalizer", policy["normalizer"])
+    _check_normalizer(policy)
+    check_target_node("algorithm", container["algorithm"], provided={"run"})
+    check_target_node("safety", container["safety"], provided={"spec"})
+    check_target_node("logger", container["logger"])
+    check_target_node("launcher", container["launcher"])
+    check_target_node("record", container["record"])
+    if container.get("realtime") is not None:
+        check_target_node("realtime", container["realtime"])
+
+    # cross-part checks
     missing_cams = [c for c in policy["camera_names"] if c not in devices]
     if missing_cams:
         raise ConfigError(
@@ -269,11 +343,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"policy.image_size={list(image_size)} (height, width) does not match cameras "
             f"height x width = [{cameras['height']}, {cameras['width']}]"
-        )
-    horizon = container["algorithm"].get("execute_horizon")
-    if horizon is not None and not 1 <= int(horizon) <= int(policy["chunk_size"]):
-        raise ConfigError(
-            f"algorithm.execute_horizon={horizon} must be in [1, policy.chunk_size={policy['chunk_size']}]"
         )
     policy_cls = resolve_target("policy", policy)
     hook = getattr(policy_cls, "validate_config", None)

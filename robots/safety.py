@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robots.base import RobotSpec
+from services.knobs import PositiveFloat
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class SafetyFilter:
 
 def make_safety_filter(
     spec: RobotSpec,
-    max_delta_deg: float | None = None,
-    max_gripper_delta: float | None = None,
+    max_delta_deg: PositiveFloat | None = None,
+    max_gripper_delta: PositiveFloat | None = None,
     enforce_limits: bool = True,
     enforce_slew: bool = True,
 ) -> SafetyFilter:

@@ -106,7 +106,7 @@ def test_cli_dim_mismatch_is_one_line_and_nonzero():
     proc = _cli("robot=sim", "policy.action_dim=13", "hydra.run.dir=/tmp/inference-test-bad")
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.startswith("config error:")]
-    assert lines == ["config error: policy.action_dim=13 does not match robot.action_dim=14 (robot sim)"]
+    assert lines == ["config error: policy.action_dim: policy.action_dim=13 does not match robot.action_dim=14 (robot sim)"]
 
 
 def test_cli_unknown_key_is_rejected_by_hydra():

@@ -110,7 +110,7 @@ def test_kill9_inference_finishes_chunk_holds_and_fails(tmp_path):
     sent = check_commands(tmp_path, run)
     assert len(sent) < 400  # the run ended after the chunk ran out, not at max_steps
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert "signal 9" in summary["fault"]
+    assert "signal 9" in summary["fault"]["message"] and summary["fault"]["kind"] == "inference_died"
     assert our_blocks() == []
 
 
@@ -132,9 +132,13 @@ def test_policy_slower_than_a_chunk_underruns_and_holds(tmp_path):
 
 def test_nan_chunk_rejected_never_sent(tmp_path):
     run = compose_run(overrides(tmp_path, "+policy.mode=nan_chunk"), run_dir=tmp_path)
-    summary = run.execute()
+    # from the 3rd call on every chunk holds a NaN: after max_rejected_chunks (3) in a row the run ends
+    with pytest.raises(AlgorithmFault, match="3 chunks in a row rejected"):
+        run.execute()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["fault"]["kind"] == "chunks_rejected"
     assert summary["rejected_chunks"] >= 1
-    assert summary["underruns"] > 0  # the good chunk ran out, nothing replaced it: hold
+    assert summary["ticks"] < 100  # the last good chunk ran out, nothing replaced it: hold and end
     check_commands(tmp_path, run)
     events = (tmp_path / "events.jsonl").read_text()
     assert "chunk_rejected" in events and "non-finite" in events
@@ -156,7 +160,7 @@ def test_policy_failing_to_build_fails_the_run_with_the_cause(tmp_path):
     with pytest.raises(AlgorithmFault, match="failed at start.*cannot load its weights"):
         run.execute()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert "cannot load its weights" in summary["fault"]
+    assert "cannot load its weights" in summary["fault"]["message"] and summary["fault"]["kind"] == "startup"
     assert our_blocks() == []
 
 
@@ -174,7 +178,7 @@ def test_robot_refusing_a_command_is_a_reported_fault(tmp_path, algorithm):
         run.execute()
     assert len(np.load(tmp_path / "sent.npy")) == 20
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert "joint state is 0.600 s old" in summary["fault"]
+    assert "joint state is 0.600 s old" in summary["fault"]["message"] and summary["fault"]["kind"] == "robot"
     assert "fault" in (tmp_path / "events.jsonl").read_text()
     assert our_blocks() == []
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from policies.base import Guidance, Schedule
+from services.knobs import NonNegativeInt, PositiveFloat, PositiveInt
 
 
 def _enum(key: str, enum: type, value: Any) -> Any:
@@ -31,16 +32,21 @@ class RTCConfig:
     ``initial_delay_ticks`` configure ``d = max(last b observed delays)``; the first
     ``warmup_inferences_excluded`` delays are not recorded (compile/warm-up spikes).
     ``guidance``/``schedule``/``max_guidance_weight`` (beta) are handed to ``guided_inference``.
+    ``max_rejected_chunks``: that many unexecutable chunks in a row end the run (a fault).
+    ``max_chunk_jump`` (robot units, max over joints): a chunk whose first executed action is farther
+    than this from the last command is implausible and rejected (null: no check).
     """
 
-    execute_horizon: int = 25
-    s_min: int | None = None
-    delay_window: int = 10
-    initial_delay_ticks: int | None = 4
-    warmup_inferences_excluded: int = 1
+    execute_horizon: PositiveInt = 25
+    s_min: PositiveInt | None = None
+    delay_window: PositiveInt = 10
+    initial_delay_ticks: NonNegativeInt | None = 4
+    warmup_inferences_excluded: NonNegativeInt = 1
     guidance: Guidance = Guidance.VJP
     schedule: Schedule = Schedule.EXP
-    max_guidance_weight: float = 5.0
+    max_guidance_weight: PositiveFloat = 5.0
+    max_rejected_chunks: PositiveInt = 3
+    max_chunk_jump: PositiveFloat | None = 1.0
 
     def __post_init__(self) -> None:
         self.guidance = _enum("guidance", Guidance, self.guidance)
@@ -57,6 +63,10 @@ class RTCConfig:
             raise ValueError(f"algorithm.warmup_inferences_excluded={self.warmup_inferences_excluded} must be >= 0")
         if not self.max_guidance_weight > 0:
             raise ValueError(f"algorithm.max_guidance_weight={self.max_guidance_weight} must be > 0")
+        if self.max_rejected_chunks < 1:
+            raise ValueError(f"algorithm.max_rejected_chunks={self.max_rejected_chunks} must be >= 1")
+        if self.max_chunk_jump is not None and not self.max_chunk_jump > 0:
+            raise ValueError(f"algorithm.max_chunk_jump={self.max_chunk_jump} must be > 0 (or null)")
 
     @property
     def trigger_ticks(self) -> int:

@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from services.clock import make_clock
-from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, episode_summary, run_episodes
+from algorithms.common import AlgorithmFault, ControlStep, EpisodeResult, FaultKind, episode_summary, run_episodes
 from algorithms.rtc.chunk_logic import ChunkRejected
 from algorithms.rtc.planner import Request, RTCPlanner
+from robots.base import RobotError
+from services.realtime import RealtimeSession
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,8 @@ class RTCControlLoop:
       ``_start_inference_early()``  before the robot starts (e.g. reach a cluster: fail untouched)
       ``_start_inference(robot)``   robot started, scheduler made: get the policy ready
       ``_begin_episode(episode)``   an episode starts (ask for its first chunk)
-      ``_poll_first(episode)``      True once the first chunk is merged; may set ``self.fault`` or
-                                    push ``self.first_chunk_deadline`` back (a restarted worker)
+      ``_poll_first(episode)``      True once the first chunk is merged; may end the run
+                                    (``_inference_fault``) or push ``self.first_chunk_deadline`` back
       ``_exchange(tick, episode, now)``  per tick, before the action is taken: merge what arrived
                                     (``_merge``), check health, and send the planner's next request
                                     (``_send(request)``) when ``_can_send()``
@@ -50,6 +52,12 @@ class RTCControlLoop:
       ``_can_send()``               False while the inference side cannot take a request
       ``_stop_inference()``         every exit path; never raises
       ``_summary_fields()``         transport numbers for summary.json
+      ``_on_fault(fault)``          an inference fault: restart the inference side (return True) or not
+
+    Every fault, at start or mid-run, ends the same way: ``self.fault`` (an ``AlgorithmFault`` with
+    kind, message and tick) is recorded in events.jsonl and summary.json, the robot finishes the
+    current chunk through the safety filter (inference faults) or at once (robot faults) and holds,
+    and ``execute`` raises it (the app exits 3).
     """
 
     name = "rtc"
@@ -57,10 +65,13 @@ class RTCControlLoop:
     def __init__(self, algo: Any) -> None:
         self.algo = algo
         self.run = algo.run
-        self.fault: str | None = None
+        self.fault: AlgorithmFault | None = None
         self.rejected_chunks = 0
+        self.rejected_in_a_row = 0
         self.discarded_results = 0
         self.first_chunk_deadline = 0.0
+        self.tick: int | None = None
+        self.request_sent_at = 0.0
         self.planner: RTCPlanner | None = None
         self._old_sigterm: Any = None
 
@@ -96,10 +107,44 @@ class RTCControlLoop:
     def _summary_fields(self) -> dict[str, Any]:
         return {}
 
+    def _on_fault(self, fault: AlgorithmFault) -> bool:
+        return False
+
     def _request_if_due(self, tick: int) -> None:
         """Send the planner's next request when one is due (first chunk, or ``t >= s_min``)."""
         if self.fault is None and self.planner.wants_inference() and self._can_send():
             self._send(self.planner.request(tick))
+            self.request_sent_at = time.monotonic()
+
+    # ------------------------------------------------------------------ faults
+    def _fail(self, message: str, kind: FaultKind) -> AlgorithmFault:
+        """Record the run's (first) fault; later ones are consequences and only logged."""
+        fault = AlgorithmFault(message, kind, self.tick)
+        if self.fault is None:
+            self.fault = fault
+            self.telemetry.event("fault", fault=fault.record())
+        else:
+            log.warning("%s: %s (after the fault that ends the run)", self.name, fault.line())
+        return self.fault
+
+    def _inference_fault(self, message: str, kind: FaultKind) -> None:
+        """The inference side failed: the transport may restart it; else the run ends with this
+        fault once the current chunk is used up (``_episode`` holds then)."""
+        log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, message)
+        self.telemetry.event("inference_fault", cause=message, fault_kind=str(kind),
+                             remaining=self.scheduler.remaining if self.scheduler is not None else 0)
+        fault = AlgorithmFault(message, kind, self.tick)
+        if self._on_fault(fault):
+            self.planner.inference_restarted()  # the next request continues what the robot executes
+            return
+        self._fail(message, kind)
+
+    def _check_timeout(self, now: float) -> None:
+        """``algorithm.inference_timeout_s`` bounds every inference, whatever the transport."""
+        limit = getattr(self.algo, "inference_timeout_s", None)
+        if self.fault is None and limit and self.planner.pending is not None and now - self.request_sent_at > limit:
+            self._inference_fault(f"inference timeout: no chunk {now - self.request_sent_at:.2f} s after the request "
+                                  f"(algorithm.inference_timeout_s={limit})", FaultKind.INFERENCE_TIMEOUT)
 
     # ------------------------------------------------------------------ top level
     def execute(self) -> dict[str, Any]:
@@ -107,6 +152,7 @@ class RTCControlLoop:
         telemetry = run.make_telemetry()
         self.telemetry = telemetry
         robot = run.make_robot()
+        rt = RealtimeSession.enter_control(run, realtime=robot.realtime)  # conf/realtime (issue 15)
         summary: dict[str, Any] = {}
         step: ControlStep | None = None
         self._install_signals()
@@ -123,11 +169,16 @@ class RTCControlLoop:
             meta = run.policy_metadata
             self.planner = RTCPlanner(self.algo.rtc_config(), meta.chunk_size, meta.action_dim)
             self._start_inference(robot)
+            rt.observe_children()
             results = run_episodes(step, run.episodes, run.seed, self._episode, lambda: self.fault is not None)
             summary = episode_summary(results)
-        except AlgorithmFault as exc:  # the robot or the inference start failed: hold, report
-            self.fault = self.fault or str(exc)
-            telemetry.event("fault", cause=self.fault)
+        except (AlgorithmFault, RobotError) as exc:  # the robot or the inference failed: hold, report
+            if isinstance(exc, AlgorithmFault):
+                if self.fault is None:
+                    self.fault = AlgorithmFault(exc.message, exc.kind, exc.tick if exc.tick is not None else self.tick)
+                    telemetry.event("fault", fault=self.fault.record())
+            else:  # e.g. a camera frame or a topic still missing at start
+                self._fail(f"robot fault: {exc}", FaultKind.ROBOT)
             if step is not None:
                 step.hold()
         except BaseException:
@@ -143,14 +194,16 @@ class RTCControlLoop:
                 execute_horizon=self.algo.execute_horizon, s_min=self.algo.trigger_ticks,
                 rejected_chunks=self.rejected_chunks,
                 stale_chunks=self.scheduler.stale_chunks if self.scheduler is not None else 0,
-                discarded_results=self.discarded_results, fault=self.fault, **self._summary_fields(),
+                discarded_results=self.discarded_results,
+                fault=self.fault.record() if self.fault is not None else None, **self._summary_fields(),
             )
             if step is not None:
                 summary["safety"] = vars(step.safety.counters)
                 summary.update(step.stop_recording())
+            summary["realtime"] = rt.close()
             summary = telemetry.close(**summary)
         if self.fault is not None:
-            raise AlgorithmFault(self.fault)
+            raise self.fault
         return summary
 
     def _install_signals(self) -> None:
@@ -176,13 +229,19 @@ class RTCControlLoop:
             merge = self.planner.accept(seq, robot_chunk, model_chunk)
         except ChunkRejected as exc:
             self.rejected_chunks += 1
+            self.rejected_in_a_row += 1
             log.warning("%s: rejected chunk: %s (not executed)", self.name, exc)
             self.telemetry.event("chunk_rejected", reason=str(exc), tick=tick)
             self.telemetry.inference({**record, "chunk_id": -1, "d_actual": None, "rejected": 1})
+            limit = self.algo.max_rejected_chunks
+            if self.rejected_in_a_row >= limit:
+                self._inference_fault(f"{self.rejected_in_a_row} chunks in a row rejected (algorithm.max_rejected_chunks="
+                                      f"{limit}); last: {exc}", FaultKind.CHUNKS_REJECTED)
             return None
         if merge is None:
             self.discarded_results += 1
             return None
+        self.rejected_in_a_row = 0
         disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
         # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
         self.step.new_chunk(episode, merge.chunk_id, tick - merge.d_actual, np.array(robot_chunk, copy=True))
@@ -195,22 +254,19 @@ class RTCControlLoop:
         return dict(episode=episode, d_estimate=req.d, s=req.s, snapshot_tick=req.tick, merge_tick=tick,
                     guidance=req.guidance, **fields)
 
-    def _report_fault(self, cause: str) -> None:
-        log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, cause)
-        self.telemetry.event("inference_fault", cause=cause,
-                             remaining=self.scheduler.remaining if self.scheduler is not None else 0)
-
     # ------------------------------------------------------------------ one episode
     def _episode(self, episode: int, obs: Any) -> EpisodeResult:
         run, step, sched = self.run, self.step, self.scheduler
         result = EpisodeResult(episode)
-        self.planner.begin_episode(episode)
+        self.tick = None
+        self.planner.begin_episode(episode, anchor=step.safety.last_command)
         self._begin_episode(episode)
         # first chunk: the robot holds still (no ticks yet) until it arrives
         self.first_chunk_deadline = time.monotonic() + self.algo.first_chunk_timeout_s
         while not self._poll_first(episode):
+            self._check_timeout(time.monotonic())
             if self.fault is None and time.monotonic() > self.first_chunk_deadline:
-                self.fault = f"no first chunk within {self.algo.first_chunk_timeout_s} s"
+                self._fail(f"no first chunk within {self.algo.first_chunk_timeout_s} s", FaultKind.NO_FIRST_CHUNK)
             if self.fault is not None:
                 step.hold()
                 return result
@@ -221,11 +277,13 @@ class RTCControlLoop:
         tick = 0
         while tick < run.max_steps:
             scheduled, actual = clock.wait(tick)
+            self.tick = tick
             if tick > 0:
                 obs, read_ms = step.observe()
             else:
                 read_ms = 0.0
             c0 = time.perf_counter()
+            self._check_timeout(actual)
             self._exchange(tick, episode, actual)
             planned = sched.step()
             compute_ms = (time.perf_counter() - c0) * 1e3

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.rtc.chunk_logic import ChunkScheduler, DelayEstimator, Merge, Snapshot, Step, clip_delay
+from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler, DelayEstimator, Merge, Snapshot, Step, clip_delay
 from algorithms.rtc.config import RTCConfig
 from policies.base import Guidance
 from policies.runner import Guide
@@ -66,14 +66,18 @@ class RTCPlanner:
         self.estimator = DelayEstimator(cfg.delay_window, int(initial or 0), cfg.warmup_inferences_excluded)
         self.pending: Request | None = None
         self.episode = 0
+        self.anchor: np.ndarray | None = None
         self._seq = 0
 
     # ------------------------------------------------------------------ lifecycle
-    def begin_episode(self, episode: int) -> None:
-        """A new episode: no chunk, nothing in flight (a late result of the last episode is stale)."""
+    def begin_episode(self, episode: int, anchor: np.ndarray | None = None) -> None:
+        """A new episode: no chunk, nothing in flight (a late result of the last episode is stale).
+        ``anchor``: where the robot is (robot space), what the first chunk's first action is checked
+        against (``max_chunk_jump``)."""
         self.scheduler.reset()
         self.pending = None
         self.episode = int(episode)
+        self.anchor = None if anchor is None else np.asarray(anchor, np.float32).copy()
 
     def inference_restarted(self) -> None:
         """The inference side was restarted: what was in flight is lost, and its first delays are
@@ -100,10 +104,17 @@ class RTCPlanner:
             req = Request(self._seq, self.episode, int(tick), None, 0, None)
         else:
             snap = sched.snapshot()
-            d = clip_delay(self.estimator.estimate(), snap.s, self.chunk_size)
-            guide = None
-            if snap.s < self.chunk_size:
+            H = self.chunk_size
+            if snap.s < H:
+                d = clip_delay(self.estimator.estimate(), snap.s, H)
                 guide = Guide(snap.prev_model, d, snap.s, cfg.guidance, cfg.schedule, cfg.max_guidance_weight)
+            else:
+                # nothing of the chunk is left (an underrun, or after an inference restart): the robot
+                # holds the chunk's last action, so the new chunk is guided to continue from there
+                d = clip_delay(self.estimator.estimate(), 0, H)
+                hold = np.repeat(sched.chunk_model[-1:], H, axis=0)
+                guide = Guide(hold, d, min(cfg.trigger_ticks, H - d), cfg.guidance, cfg.schedule,
+                              cfg.max_guidance_weight)
             req = Request(self._seq, self.episode, int(tick), snap, d, guide)
         self.pending = req
         return req
@@ -130,12 +141,29 @@ class RTCPlanner:
         if not self.is_current(seq):
             return None
         req, self.pending = self.pending, None
+        sched = self.scheduler
         if req.first or req.restart:
-            chunk_id = self.scheduler.start(chunk_robot, chunk_model)
+            reference = self.anchor if req.first else sched.last_action
+            self._check_plausible(chunk_robot, 0, reference)
+            chunk_id = sched.start(chunk_robot, chunk_model)
             return Merge(chunk_id, 0, req.s, False, float("nan"))
-        merge = self.scheduler.merge(chunk_robot, chunk_model, req.s)
+        self._check_plausible(chunk_robot, sched.t - req.s, sched.last_action)
+        merge = sched.merge(chunk_robot, chunk_model, req.s)
         self.estimator.observe(merge.d_actual)
         return merge
+
+    def _check_plausible(self, chunk_robot: np.ndarray, index: int, reference: np.ndarray | None) -> None:
+        """``max_chunk_jump``: the first action this chunk would execute (``index``) must be within
+        that distance (robot units, max over joints) of where the robot is commanded now."""
+        limit = self.cfg.max_chunk_jump
+        arr = np.asarray(chunk_robot)
+        if limit is None or reference is None or arr.ndim != 2 or not 0 <= index < len(arr):
+            return
+        jump = np.abs(arr[index].astype(np.float64) - reference)
+        if np.all(np.isfinite(jump)) and float(jump.max()) > limit:
+            joint = int(np.argmax(jump))
+            raise ChunkRejected(f"implausible chunk: its first executed action is {float(jump.max()):.3g} from the last "
+                                f"command on joint {joint} (algorithm.max_chunk_jump={limit:g})")
 
     # ------------------------------------------------------------------ ticks
     def step(self) -> Step:

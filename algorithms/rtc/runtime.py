@@ -16,22 +16,23 @@ then terminate, then kill; well inside 2 s) and the shared block is unlinked.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from dataclasses import dataclass
-
-from algorithms.common import AlgorithmFault
+from algorithms.common import AlgorithmFault, FaultKind
 from algorithms.rtc.config import RTCConfig
 from algorithms.rtc.control import RTCControlLoop
 from algorithms.rtc.layout import GUIDANCE_CODES, RF, SCHEDULE_CODES, C, H, Layout, R, SharedState, build_specs
 from algorithms.rtc.planner import Request
 from algorithms.rtc.shm import SharedArrays, ShmRegistry, unique_block_name
 from algorithms.rtc.worker import WorkerConfig, inference_main
+from services.knobs import NonNegativeInt, PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +42,24 @@ class RTCAlgorithm(RTCConfig):
     """Real-time chunking (DESIGN.md section 4): the RTC knobs (``RTCConfig``) plus how the
     inference process is run and watched.
 
-    ``stall_timeout_s``: no heartbeat this long = stalled. ``restart_on_failure``/``max_restarts``:
+    ``stall_timeout_s``: no heartbeat this long = the process is frozen (its heartbeat thread beats
+    whatever the policy does). ``inference_timeout_s``: one inference longer than this is a fault.
+    ``restart_on_failure``/``max_restarts``:
     start a new inference process instead of ending the run. ``inference_threads`` caps torch's CPU
     threads in the inference process (null = torch's default), so a CPU policy leaves a core to the
     control loop.
     """
 
     run: Any
-    stall_timeout_s: float = 5.0
+    stall_timeout_s: PositiveFloat = 5.0
+    inference_timeout_s: PositiveFloat = 10.0
     restart_on_failure: bool = False
-    max_restarts: int = 3
-    startup_timeout_s: float = 120.0
-    first_chunk_timeout_s: float = 30.0
-    stop_timeout_s: float = 1.0
-    poll_interval_s: float = 0.001
-    inference_threads: int | None = None
+    max_restarts: NonNegativeInt = 3
+    startup_timeout_s: PositiveFloat = 120.0
+    first_chunk_timeout_s: PositiveFloat = 30.0
+    stop_timeout_s: PositiveFloat = 1.0
+    poll_interval_s: PositiveFloat = 0.001
+    inference_threads: PositiveInt | None = None
     stop_on_success: bool = True
 
     def __post_init__(self) -> None:
@@ -88,6 +92,7 @@ class _Runtime(RTCControlLoop):
         self.shared: SharedState | None = None
         self.layout: Layout | None = None
         self.worker_fault: str | None = None
+        self.worker_fault_kind = FaultKind.INFERENCE_ERROR
         self.restarts = 0
         self.episode_no = 0
         self.ack = 0  # last result seq consumed
@@ -122,7 +127,7 @@ class _Runtime(RTCControlLoop):
         cause = self._check_worker(time.monotonic())
         if cause is not None:
             self.step.hold()
-            self._on_fault(cause)
+            self._inference_fault(*cause)
             if self.fault is None:  # restarted: the new process gets its start-up time too
                 self.first_chunk_deadline = (time.monotonic() + self.algo.first_chunk_timeout_s
                                              + self.algo.startup_timeout_s)
@@ -131,7 +136,7 @@ class _Runtime(RTCControlLoop):
     def _exchange(self, tick: int, episode: int, now: float) -> None:
         cause = self._check_worker(now) if self.fault is None and self.proc is not None else None
         if cause is not None:
-            self._on_fault(cause)
+            self._inference_fault(*cause)
         self._take_result(tick, episode)
         self._request_if_due(tick)
 
@@ -168,13 +173,16 @@ class _Runtime(RTCControlLoop):
         shared.ctrl_i64[C.STOP] = 0
         self.ack = int(shared.res_i64[R.SEQ])
         self.worker_fault = None
+        self.worker_fault_kind = FaultKind.INFERENCE_ERROR
         if self.log_queue is None:
             self.log_queue = self.ctx.Queue()
             self.log_thread = threading.Thread(target=self._drain_logs, name="rtc-inference-log", daemon=True)
             self.log_thread.start()
         self.proc = self.ctx.Process(
             target=inference_main, name="rtc-inference",
-            args=(self.run, self.layout, self.algo.worker_cfg, self.log_queue, os.getpid()),
+            args=(self.run, self.layout, dataclasses.replace(
+                self.algo.worker_cfg, die_with_parent_thread=threading.current_thread() is threading.main_thread()),
+                self.log_queue, os.getpid()),
             daemon=True,
         )
         self.proc.start()
@@ -192,6 +200,7 @@ class _Runtime(RTCControlLoop):
                 return
             if isinstance(item, tuple) and item and item[0] == "fault":
                 self.worker_fault = item[1]
+                self.worker_fault_kind = FaultKind(item[2]) if len(item) > 2 else FaultKind.INFERENCE_ERROR
                 continue
             if isinstance(item, logging.LogRecord):
                 logging.getLogger(item.name).handle(item)
@@ -201,11 +210,9 @@ class _Runtime(RTCControlLoop):
         while self.shared.hb_i64[H.READY] != 1:
             if not self.proc.is_alive():
                 time.sleep(0.1)  # let the traceback reach the log
-                self.fault = f"inference process failed at start: {self._death_cause()}"
-                raise AlgorithmFault(self.fault)
+                raise self._fail(f"inference process failed at start: {self._death_cause()}", FaultKind.STARTUP)
             if time.monotonic() > deadline:
-                self.fault = f"inference process not ready after {self.algo.startup_timeout_s} s"
-                raise AlgorithmFault(self.fault)
+                raise self._fail(f"inference process not ready after {self.algo.startup_timeout_s} s", FaultKind.STARTUP)
             time.sleep(0.01)
 
     def _death_cause(self) -> str:
@@ -252,31 +259,36 @@ class _Runtime(RTCControlLoop):
         self.log_queue = None
         self.log_thread = None
 
-    def _check_worker(self, now: float) -> str | None:
-        """Cause of a dead or stalled inference process, or None while it is healthy."""
+    def _check_worker(self, now: float) -> tuple[str, FaultKind] | None:
+        """Cause and kind of a dead or stalled inference process, or None while it is healthy. The
+        heartbeat comes from a thread of its own in that process, so a long inference is not a stall
+        (``inference_timeout_s`` bounds that); a frozen or dead process is."""
         if self.proc is None:
-            return "inference process not running"
+            return "inference process not running", FaultKind.INFERENCE_DIED
         if not self.proc.is_alive():
-            return self._death_cause()
+            if self.worker_fault is None:
+                time.sleep(0.05)  # its last words (the exception) may still be in the log queue
+            kind = self.worker_fault_kind if self.worker_fault else FaultKind.INFERENCE_DIED
+            if self.shared.hb_i64[H.READY] != 1 and kind is FaultKind.INFERENCE_ERROR:
+                kind = FaultKind.STARTUP
+            return self._death_cause(), kind
         if self.shared.hb_i64[H.READY] != 1:
             if now - self.worker_started > self.algo.startup_timeout_s:
-                return f"inference process not ready after {self.algo.startup_timeout_s} s"
+                return f"inference process not ready after {self.algo.startup_timeout_s} s", FaultKind.STARTUP
             return None
         beat = float(self.shared.hb_f64[H.BEAT])
         if now - beat > self.algo.stall_timeout_s:
-            return f"inference process stalled: no heartbeat for {now - beat:.2f} s (stall_timeout_s={self.algo.stall_timeout_s})"
+            return (f"inference process stalled: no heartbeat for {now - beat:.2f} s "
+                    f"(stall_timeout_s={self.algo.stall_timeout_s})", FaultKind.INFERENCE_STALLED)
         return None
 
-    def _on_fault(self, cause: str) -> None:
-        self._report_fault(cause)
-        if self.algo.restart_on_failure and self.restarts < self.algo.max_restarts:
-            self._stop_worker(graceful=False)
-            self.restarts += 1
-            self.planner.inference_restarted()  # the next request continues the current chunk
-            self._start_worker()
-            return
-        self.fault = cause
+    def _on_fault(self, fault: AlgorithmFault) -> bool:
         self._stop_worker(graceful=False)
+        if self.algo.restart_on_failure and self.restarts < self.algo.max_restarts:
+            self.restarts += 1
+            self._start_worker()
+            return True
+        return False
 
     # ------------------------------------------------------------------ the shared-memory exchange
     def _send(self, req: Request) -> None:

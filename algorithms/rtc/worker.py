@@ -5,8 +5,14 @@ once, builds the policy *here* (``PolicyRunner.from_run``: build, freeze, warm u
 for the control side's next request (its ``RTCPlanner`` decided when, and cut the snapshot: the
 observation, ``prev = chunk[s:]`` in model space, ``s``, the delay estimate ``d``), run the policy on
 exactly that, publish the chunk. It keeps no RTC state. Log records (tracebacks included) go to the
-parent through a queue so they land in the run's log. SIGINT is ignored: the parent decides when to stop (stop
-flag), and the process exits by itself if the parent disappears.
+parent through a queue so they land in the run's log. SIGINT is ignored: the parent decides when to stop
+(stop flag).
+
+Watchdog side: a thread of its own writes the heartbeat every ``HEARTBEAT_PERIOD_S`` from the first
+moment, whatever the policy call is doing (a long inference is not a dead process; the control side
+bounds one inference with ``inference_timeout_s``), and ends the process within that period when the
+parent is gone -- while the policy is still being built or warmed up too. On Linux the kernel is also
+asked to kill it with the parent (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,10 +30,14 @@ from typing import Any
 
 from algorithms.rtc.layout import GUIDANCE_CODES, RF, SCHEDULE_CODES, C, CF, H, Layout, R, SharedState
 from algorithms.rtc.shm import SharedArrays
+from services import realtime
 from policies.base import Guidance
 from policies.runner import Guide, PolicyRunner
+from services.errors import FaultKind
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_PERIOD_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -36,23 +47,58 @@ class WorkerConfig:
     poll_interval_s: float
     inference_threads: int | None = None
     log_level: int = logging.INFO
+    # PR_SET_PDEATHSIG fires when the *thread* that started us exits: only safe from a main thread
+    # (a Ray actor may start us from a pool thread; the watchdog's parent check covers that case)
+    die_with_parent_thread: bool = True
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent thread exits (best effort elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _watchdog(shared: SharedState, parent_pid: int, stop: threading.Event) -> None:
+    """Heartbeat + orphan check, independent of the policy call."""
+    while not stop.is_set():
+        shared.hb_f64[H.BEAT] = time.monotonic()
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the control process is gone: nothing may keep computing for a robot
+        stop.wait(HEARTBEAT_PERIOD_S)
 
 
 def inference_main(run: Any, layout: Layout, cfg: WorkerConfig, log_queue: Any, parent_pid: int) -> None:
     """Process entry point (must stay importable at module level for ``spawn``)."""
+    if cfg.die_with_parent_thread:
+        _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died while this process was starting
+        os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(cfg.log_level)
+    realtime.apply_child(realtime.ChildSettings.for_role(run.cfg.get("realtime"), "inference"), "rtc-inference")
     arrays = None
+    stop = threading.Event()
+    worker = None
     try:
         arrays = SharedArrays.attach(layout.block, list(layout.specs))
-        _Worker(run, SharedState(arrays, layout), cfg, parent_pid, log_queue).loop()
+        shared = SharedState(arrays, layout)
+        threading.Thread(target=_watchdog, args=(shared, parent_pid, stop), name="rtc-heartbeat", daemon=True).start()
+        worker = _Worker(run, shared, cfg, parent_pid, log_queue)
+        worker.loop()
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent's log
         log.error("inference process failed: %s\n%s", exc, traceback.format_exc())
-        log_queue.put(("fault", f"{type(exc).__name__}: {exc}"))
+        kind = FaultKind.INFERENCE_ERROR if worker is not None and worker.ready else FaultKind.STARTUP
+        log_queue.put(("fault", f"{type(exc).__name__}: {exc}", str(kind)))
         raise SystemExit(1)
     finally:
+        stop.set()
         if arrays is not None:
             arrays.close()  # never unlinks: not the owner
 
@@ -65,9 +111,7 @@ class _Worker:
         self.parent_pid = parent_pid
         self.events = events
         self._warned_vjp = False
-
-    def beat(self) -> None:
-        self.shared.hb_f64[H.BEAT] = time.monotonic()
+        self.ready = False
 
     def alive(self) -> bool:
         return os.getppid() == self.parent_pid and self.shared.ctrl_i64[C.STOP] == 0
@@ -75,16 +119,14 @@ class _Worker:
     def loop(self) -> None:
         shared = self.shared
         shared.hb_i64[H.PID] = os.getpid()
-        self.beat()
         self.runner = PolicyRunner.from_run(self.run, self.cfg.inference_threads)
-        self.beat()
         # requests issued before this process was ready belong to a predecessor: the control side
         # sends a new one once it sees READY
         handled = int(shared.read_counters()[C.REQ_SEQ])
         shared.hb_i64[H.READY] = 1
+        self.ready = True
         log.info("inference process %d ready (policy built and warmed up in %.2f s)", os.getpid(), self.runner.startup_s)
         while self.alive():
-            self.beat()
             if int(shared.read_counters()[C.REQ_SEQ]) == handled:
                 time.sleep(self.cfg.poll_interval_s)
                 continue

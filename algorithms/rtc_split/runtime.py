@@ -13,7 +13,7 @@ Telemetry per inference: ``latency_ms`` from submit to the result's arrival in t
 waiter thread stamps it), ``server_ms`` the actor's own time (decode + policy), ``transport_ms``
 their difference, ``payload_bytes``; ``d_actual`` in ticks from snapshot to merge.
 
-Faults: the actor dies or a request takes longer than ``stall_timeout_s`` -> the loop finishes the
+Faults: the actor dies or a request takes longer than ``inference_timeout_s`` -> the loop finishes the
 current chunk through the safety filter, holds, and the run ends with ``AlgorithmFault``.
 Ctrl-C: hold, kill the actor, flush telemetry.
 """
@@ -24,15 +24,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from algorithms.common import AlgorithmFault, FaultKind
 from algorithms.rtc.config import RTCConfig
 from algorithms.rtc.control import RTCControlLoop
 from algorithms.rtc.planner import Request
 from algorithms.rtc_split.codec import encode_observation, payload_bytes
 from algorithms.rtc_split.server import InferenceServer
+from services.knobs import NonNegativeFloat, PositiveFloat, Range
 from services.ray_connection import RayTarget
 
 log = logging.getLogger(__name__)
@@ -80,18 +82,18 @@ class SplitRTCAlgorithm(RTCConfig):
     uint8 frames, 1-100 JPEG-compresses them (``cv2.imencode``)."""
 
     run: Any
-    jpeg_quality: int | None = None
+    jpeg_quality: Annotated[int, Range(ge=1, le=100)] | None = None
     address: str = "auto"
     namespace: str = "inference"
     auth_mode: str | None = "disabled"
     auth_token_path: str | None = None
     resources: dict[str, float] | None = None
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    connect_timeout_s: float = 15.0
-    startup_timeout_s: float = 120.0
-    first_chunk_timeout_s: float = 30.0
-    stall_timeout_s: float = 5.0
+    num_cpus: NonNegativeFloat = 1.0
+    num_gpus: NonNegativeFloat = 0.0
+    connect_timeout_s: PositiveFloat = 15.0
+    startup_timeout_s: PositiveFloat = 120.0
+    first_chunk_timeout_s: PositiveFloat = 30.0
+    inference_timeout_s: PositiveFloat = 5.0
     stop_on_success: bool = True
 
     def __post_init__(self) -> None:
@@ -179,7 +181,7 @@ class _SplitRuntime(RTCControlLoop):
                 f"(placement on {demand} + policy build + warmup)"
             ) from None
         except ray.exceptions.RayActorError as exc:
-            raise AlgorithmFault(f"split inference actor failed at start: {exc}") from None
+            raise AlgorithmFault(f"split inference actor failed at start: {exc}", FaultKind.STARTUP) from None
         self.telemetry.event("inference_actor_ready", **{k: v for k, v in self.placement.items()})
         log.info("rtc_split: inference actor on node %s (%s, pid %s), policy ready in %.2f s",
                  str(self.placement["node_id"])[:8], self.placement["host"], self.placement["pid"],
@@ -210,7 +212,7 @@ class _SplitRuntime(RTCControlLoop):
             "max_guidance_weight": guide.max_guidance_weight if guide is not None else None,
         }
         self.pending = _Pending(req, time.monotonic())
-        self.pending.send(self.actor, request, obs, self.algo.jpeg_quality, self.algo.stall_timeout_s + 1.0)
+        self.pending.send(self.actor, request, obs, self.algo.jpeg_quality, self.algo.inference_timeout_s + 1.0)
 
     def _poll(self, tick: int, episode: int, now: float) -> bool:
         """Merge the in-flight result if it arrived; True if the current chunk changed."""
@@ -219,10 +221,7 @@ class _SplitRuntime(RTCControlLoop):
         pending = self.pending
         if pending is None or self.fault is not None:
             return False
-        if not pending.arrived.is_set():
-            if now - pending.t_start > self.algo.stall_timeout_s:
-                self._on_fault(f"split inference stalled: no chunk {now - pending.t_start:.2f} s after the request "
-                               f"(stall_timeout_s={self.algo.stall_timeout_s})")
+        if not pending.arrived.is_set():  # bounded by algorithm.inference_timeout_s (RTCControlLoop)
             return False
         self.pending = None
         try:
@@ -230,7 +229,11 @@ class _SplitRuntime(RTCControlLoop):
                 raise pending.error
             result = ray.get(pending.ref)
         except Exception as exc:  # noqa: BLE001 - actor died, task raised, submit failed
-            self._on_fault(f"split inference actor failed: {exc}")
+            import ray
+
+            died = isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError))
+            self._inference_fault(f"split inference actor failed: {exc}",
+                                  FaultKind.INFERENCE_DIED if died else FaultKind.INFERENCE_ERROR)
             return False
         t_end = pending.t_arrive if pending.t_arrive is not None else time.monotonic()
         req = pending.request
@@ -248,8 +251,6 @@ class _SplitRuntime(RTCControlLoop):
         )
         return self._merge(tick, episode, req.seq, result["robot"], result["model"], record) is not None
 
-    def _on_fault(self, cause: str) -> None:
-        self._report_fault(cause)
-        self.fault = cause
-        self.pending = None
-        self.planner.cancel()
+    def _on_fault(self, fault: AlgorithmFault) -> bool:
+        self.pending = None  # no restart for an actor: the run ends after the current chunk
+        return False

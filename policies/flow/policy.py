@@ -20,16 +20,60 @@ from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_model, resolve_pat
 from policies.flow.model import FlowModel, Prefix
 from policies.guidance import blend, euler_sample, guided_euler_sample, prefix_weights
 from policies.registry import POLICY_REGISTRY
+from services.errors import ConfigError
+from services.knobs import PositiveInt
 
 logger = logging.getLogger(__name__)
 
 
+class _Mismatch(ValueError):
+    """A config key that disagrees with the checkpoint (``key`` names it)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def _check(name: str, configured: Any, from_checkpoint: Any, checkpoint: str) -> None:
     if configured is not None and configured != from_checkpoint:
-        raise ValueError(
+        raise _Mismatch(name, 
             f"flow policy: {name}={configured!r} in the config but {name}={from_checkpoint!r} "
             f"in checkpoint {checkpoint}"
         )
+
+
+def _device(device: str) -> torch.device:
+    """``auto`` (cuda where available) | cpu | cuda[:N]; a CUDA device this machine lacks is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a torch device (auto | cpu | cuda[:N]): {exc}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: expected auto | cpu | cuda[:N]")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine (use device=auto or cpu)")
+    return dev
+
+
+def _load_checked(checkpoint: Path, chunk_size: Any, action_dim: Any, state_dim: Any, camera_names: Any,
+                  image_size: Any) -> tuple[FlowModel, dict[str, Any]]:
+    """Load the checkpoint on the CPU and check it keeps the config's promises (ValueError naming the key)."""
+    try:
+        model, meta = load_model(checkpoint, map_location="cpu")
+    except FileNotFoundError as exc:
+        raise ValueError(f"checkpoint {checkpoint}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated weights, corrupt config.json, wrong tensors
+        raise ValueError(f"checkpoint {checkpoint} cannot be loaded: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+    cfg, ck = model.cfg, str(checkpoint)
+    _check("chunk_size", chunk_size, cfg.chunk_size, ck)
+    _check("action_dim", action_dim, cfg.action_dim, ck)
+    _check("state_dim", state_dim, cfg.state_dim, ck)
+    _check("camera_names", None if camera_names is None else tuple(camera_names), cfg.camera_names, ck)
+    _check("image_size", None if image_size is None else tuple(image_size), cfg.image_size, ck)
+    return model, meta
 
 
 @POLICY_REGISTRY.register("flow")
@@ -50,6 +94,21 @@ class FlowPolicy:
         normalizer: accepted and ignored: the engine owns normalization.
     """
 
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check (before any process exists): the device exists, the checkpoint loads
+        and matches the configured dims, cameras, image size and horizon."""
+        try:
+            _device(str(node.get("device", "auto")))
+        except ValueError as exc:
+            raise ConfigError(f"{path}.device: {exc}") from None
+        try:
+            _load_checked(resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT)), node.get("chunk_size"),
+                          node.get("action_dim"), node.get("state_dim"), node.get("camera_names"),
+                          node.get("image_size"))
+        except ValueError as exc:
+            raise ConfigError(f"{path}.{getattr(exc, 'key', 'checkpoint')}: {exc}") from None
+
     def __init__(
         self,
         checkpoint: str = DEFAULT_CHECKPOINT,
@@ -62,24 +121,16 @@ class FlowPolicy:
         compile: bool = False,  # noqa: A002 - config key
         autocast_bf16: bool = False,
         cudnn_benchmark: bool = False,
-        num_steps: int = 10,
+        num_steps: PositiveInt = 10,
         seed: int = 0,
         normalizer: Any = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"flow policy: num_steps must be positive, got {num_steps}")
         self.checkpoint = resolve_path(checkpoint)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        model, self.meta = load_model(self.checkpoint, map_location="cpu")
+        self.device = _device(device)
+        model, self.meta = _load_checked(self.checkpoint, chunk_size, action_dim, state_dim, camera_names, image_size)
         cfg = model.cfg
-        ck = str(self.checkpoint)
-        _check("chunk_size", chunk_size, cfg.chunk_size, ck)
-        _check("action_dim", action_dim, cfg.action_dim, ck)
-        _check("state_dim", state_dim, cfg.state_dim, ck)
-        _check("camera_names", None if camera_names is None else tuple(camera_names), cfg.camera_names, ck)
-        _check("image_size", None if image_size is None else tuple(image_size), cfg.image_size, ck)
         self.model: FlowModel = model.to(self.device)
         self.num_steps = int(num_steps)
         self.seed = int(seed)

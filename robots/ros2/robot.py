@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from robots.base import Frame, Observation, RobotError, StaleDataError
+from services.errors import ConfigError
+from services.knobs import PositiveFloat, Range
 from robots.ros2.layout import RobotLayout
+from robots.ros2.topics import load_seed_topics
 from robots.ros2.transport import Publisher, Subscription, Transport, diagnose, make_transport, wait_for_messages
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,21 @@ class Ros2Robot:
     """A robot spoken to over ROS 2 topics (rclpy or plain CycloneDDS). Units: radians / raw."""
 
     realtime = True
+
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check, before any transport exists: the layout (groups, command layout, state
+        keys) and the topics file parse. A robot that cannot be described fails here, naming the key."""
+        keys = ("name", "hz", "action_dim", "state_dim", "groups", "commands", "state_keys", "topics",
+                "topics_file", "robot_id", "max_delta_deg", "home_tolerance_deg")
+        key = "topics_file"
+        try:
+            if node.get("topics_file"):
+                load_seed_topics(node["topics_file"])
+            key = "layout"
+            RobotLayout.from_params(**{k: node[k] for k in keys if k in node})
+        except (RobotError, ValueError, TypeError, KeyError, OSError) as exc:
+            raise ConfigError(f"{path}.{key}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
 
     def __init__(
         self,
@@ -48,13 +66,13 @@ class Ros2Robot:
         topics: dict[str, Any] | None = None,
         topics_file: str | None = None,
         robot_id: str = "",
-        transport: str = "auto",
-        domain_id: int | None = None,
-        topic_timeout_s: float = 5.0,
-        max_state_age_s: float = 0.25,
-        home_timeout_s: float = 20.0,
-        max_delta_deg: float = 5.0,
-        home_tolerance_deg: float = 2.0,
+        transport: Literal["auto", "dds", "rclpy"] = "auto",
+        domain_id: Annotated[int, Range(ge=0, le=232)] | None = None,
+        topic_timeout_s: PositiveFloat = 5.0,
+        max_state_age_s: PositiveFloat = 0.25,
+        home_timeout_s: PositiveFloat = 20.0,
+        max_delta_deg: PositiveFloat = 5.0,
+        home_tolerance_deg: PositiveFloat = 2.0,
     ) -> None:
         self.layout = RobotLayout.from_params(
             name=name, hz=hz, action_dim=action_dim, state_dim=state_dim, groups=groups, commands=commands,
