@@ -177,7 +177,14 @@ class RclpyTransport:
         if profile is not None:
             log.info("Fast DDS profile %s (receive buffer %d bytes, paced writers)", profile, RECEIVE_BUFFER_BYTES)
         self._context = Context()
-        rclpy.init(context=self._context, domain_id=self.domain_id)
+        try:
+            from rclpy.signals import SignalHandlerOptions
+
+            # The application owns SIGINT/SIGTERM (stop, hold the robot, flush, exit 130): rclpy's
+            # own handlers would swallow Ctrl-C and only shut this context down.
+            rclpy.init(context=self._context, domain_id=self.domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        except ImportError:  # a distro without the option
+            rclpy.init(context=self._context, domain_id=self.domain_id)
         self.node = rclpy.create_node(node_name, context=self._context)
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
