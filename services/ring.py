@@ -108,6 +108,8 @@ class RecordRing:
             size = _align(size) + a.nbytes
         size = _align(size)
         with self._lock:
+            if self._closed:  # a late record (an exit path after close()): nowhere to go
+                return False
             c = self.counters
             head, tail = int(c[_HEAD]), int(c[_TAIL])
             pos = head % self.capacity
@@ -165,9 +167,10 @@ class RecordRing:
 
     def close(self) -> None:
         """Unmap (the creator also unlinks); safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         del self.counters, self.data
         self.buf.release()
         self.block.close()
@@ -218,21 +221,24 @@ class SinkProcess:
     def send(self, message: Any) -> None:
         self.conn.send(message)
 
-    def stop(self, payload: Any = None, timeout_s: float = 60.0) -> Any:
-        """Let it drain and finish; its result, or None if it died or hung (then it is killed)."""
+    def stop(self, payload: Any = None, timeout_s: float = 600.0) -> Any:
+        """Let it drain and finish (a long lockstep run may leave it a backlog: it is waited for
+        while it lives, up to ``timeout_s``); its result, or None if it died or hung (then killed)."""
         result = None
+        deadline = time.monotonic() + timeout_s
         try:
             self.conn.send(("stop", payload))
-            if self.conn.poll(timeout_s):
-                kind, result = self.conn.recv()
-                if kind != "done":
-                    log.error("%s process: %s", self.name, result)
-                    result = None
-            else:
-                log.error("%s process did not finish within %s s", self.name, timeout_s)
-        except (EOFError, OSError):
-            log.error("%s process died (exit %s)", self.name, self.proc.poll())
-        self.kill()
+            while not self.conn.poll(1.0):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise TimeoutError
+            kind, result = self.conn.recv()
+            if kind != "done":
+                log.error("%s process: %s", self.name, result)
+                result = None
+        except (EOFError, OSError, TimeoutError):
+            log.error("%s process did not finish (exit %s)", self.name, self.proc.poll())
+        finally:
+            self.kill()
         return result
 
     def kill(self) -> None:

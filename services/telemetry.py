@@ -401,7 +401,7 @@ class _TelemetryWriter:
                 sink.finish(summary)
             except Exception:
                 log.exception("telemetry sink %s failed at finish", type(sink).__name__)
-        return json.loads(json.dumps(summary, default=_json_default))
+        return summary
 
 
 def _save_arrays_impl(run_dir: Path, commands: list[tuple], chunks: list[tuple]) -> None:

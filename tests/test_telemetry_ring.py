@@ -215,3 +215,5 @@ def test_ctrl_c_to_the_process_group_does_not_cut_the_writer_short(tmp_path):
     time.sleep(0.2)
     assert telemetry._proc.proc.poll() is None
     assert telemetry.close()["ticks"] == 10
+    telemetry.tick({"episode": 0, "tick": 10})  # a late record on an exit path: dropped, no error
+    telemetry.event("late")
