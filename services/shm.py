@@ -30,6 +30,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _ALIGN = 64
+_RETRY_SLEEP_S = 20e-6  # seqlock reader backoff while a write is in flight
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ class SeqLock:
                     return result
             if time.monotonic() > deadline:
                 raise TimeoutError("seqlock: writer stuck mid-write (dead writer?)")
-            time.sleep(0)
+            # a real sleep, not sched_yield: a reader at SCHED_FIFO must let a preempted writer run
+            time.sleep(_RETRY_SLEEP_S)
 
 
 class ShmRegistry:
@@ -217,6 +219,13 @@ class ShmRing:
         self.status = arrays["ring.status"]
         self.message = arrays["ring.message"]
         self.data = {name: arrays[f"ring.{name}"] for name in self.fields}
+        # the reader's hot path: plain memoryviews (indexing gives Python numbers without numpy
+        # scalars) and one view per slot, made once
+        self._head_mv = memoryview(self.head)
+        self._seq_mv = memoryview(self.seq)
+        self._times_mv = memoryview(self.times.reshape(-1))
+        self._index_mv = memoryview(self.index)
+        self._slot_views = {name: [arr[k] for k in range(self.slots)] for name, arr in self.data.items()}
 
     @staticmethod
     def specs(fields: dict[str, tuple[tuple[int, ...], str]], slots: int) -> list[ArraySpec]:
@@ -248,8 +257,17 @@ class ShmRing:
     def name(self) -> str:
         return self.arrays.name
 
+    def newest(self) -> int:
+        """Number of the newest complete sample (0: none yet)."""
+        return self._head_mv[0]
+
     def close(self) -> None:
         """Unmap (the creator also unlinks)."""
+        for mv in (self._head_mv, self._seq_mv, self._times_mv, self._index_mv):
+            mv.release()
+        self._slot_views = {}
+        self.head = self.seq = self.times = self.index = self.status = self.message = None
+        self.data = {}
         if self.arrays.owner:
             ShmRegistry.release(self.arrays)
         else:
@@ -291,15 +309,15 @@ class ShmRing:
         Returns (n, capture_time, receive_time, index); n == 0 when nothing was written yet (``out``
         untouched). Raises ``TimeoutError`` if the writer lapped the ring ``retries`` times in a row.
         """
+        head, seq, times, index, views = self._head_mv, self._seq_mv, self._times_mv, self._index_mv, self._slot_views
         for _ in range(retries):
-            n = int(self.head[0])
+            n = head[0]
             if n == 0:
                 return 0, 0.0, 0.0, 0
             slot = n % self.slots
-            capture, receive = float(self.times[slot, 0]), float(self.times[slot, 1])
-            index = int(self.index[slot])
+            capture, receive, idx = times[2 * slot], times[2 * slot + 1], index[slot]
             for name, dst in out.items():
-                np.copyto(dst, self.data[name][slot])
-            if int(self.seq[slot]) == n:
-                return n, capture, receive, index
+                np.copyto(dst, views[name][slot])
+            if seq[slot] == n:
+                return n, capture, receive, idx
         raise TimeoutError(f"ring {self.name}: writer lapped the reader {retries} times")

@@ -79,8 +79,9 @@ class CameraProcess:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self) -> None:
-        """Spawn the producer and wait until it runs (``RobotError`` with its reason otherwise)."""
+    def start(self, wait: bool = True) -> None:
+        """Spawn the producer and wait until it runs (``RobotError`` with its reason otherwise);
+        ``wait=False`` returns at once (a robot spawns all its cameras, then waits for frames)."""
         if self.ring is not None:
             return
         self.ring = ShmRing.create(self.fields, self.slots, tag="cam")
@@ -88,6 +89,10 @@ class CameraProcess:
                                   (self.producer, self.ring.name, self.fields, self.slots))
         self.proc.start()
         self._last, self._last_n = None, 0
+        if wait:
+            self.wait_running()
+
+    def wait_running(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         while self.ring.status[ShmRing.STATE] != ShmRing.STATE_RUNNING:
             fault = self._fault()
@@ -111,6 +116,8 @@ class CameraProcess:
 
     def wait_for_frame(self, newer_than: float, timeout_s: float) -> Frame:
         """Block until a frame captured after ``newer_than`` (monotonic s) exists."""
+        if self.ring is not None and self.ring.status[ShmRing.STATE] != ShmRing.STATE_RUNNING:
+            self.wait_running()
         deadline = time.monotonic() + timeout_s
         while True:
             frame = self._newest()
@@ -127,7 +134,7 @@ class CameraProcess:
             if self._last is None:
                 raise RobotError(f"camera {self.name}: not started")
             return self._last  # stopped: the last frame, which ages
-        if int(ring.head[0]) == self._last_n:  # nothing new: is the producer still there?
+        if ring.newest() == self._last_n:  # nothing new: is the producer still there?
             fault = self._fault()
             if fault is not None:
                 raise RobotError(fault)

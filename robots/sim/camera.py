@@ -224,7 +224,7 @@ class SimCamera:
                                       int(self._host.model.vis.quality.offsamples), block),
                     start_timeout_s=self.start_timeout_s,
                 )
-            self._remote.start()
+            self._remote.start(wait=False)  # the robot waits for every camera's first frame
             return
         if self._thread is not None and self._thread.is_alive():
             return

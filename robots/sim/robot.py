@@ -119,6 +119,7 @@ class SimRobot:
         self._proc: DeviceProcess | None = None  # the physics process (device_processes)
         self._shared: PhysicsShared | None = None
         self._block: SharedArrays | None = None
+        self._pending: PhysicsShared | None = None  # spawned, not yet ready
         self._read_seq = -1
         self._snapshot: SimSnapshot | None = None
         self.stats = {"ticks": 0, "late_ticks": 0, "max_lag_s": 0.0, "resyncs": 0}
@@ -211,6 +212,10 @@ class SimRobot:
         self._proc = DeviceProcess("sim-physics", physics_main,
                                    (self._block.name, specs, self.hz, self.max_lag_s, self.render_msaa))
         self._proc.start()
+        self._pending = shared  # cameras may attach the block while physics starts
+
+    def _wait_process(self) -> None:
+        shared, self._pending = self._pending, None
         deadline = time.monotonic() + self.start_timeout_s
         while not shared.ctl[K.READY]:
             if not self._proc.alive() or time.monotonic() > deadline:
@@ -234,7 +239,7 @@ class SimRobot:
 
     def _stop_process(self, deadline: float | None = None) -> None:
         proc, shared, block = self._proc, self._shared, self._block
-        self._proc, self._shared = None, None
+        self._proc, self._shared, self._pending = None, None, None
         if proc is not None:
             stats_src = shared or (PhysicsShared(block) if block is not None else None)
             proc.stop(request_stop=(lambda: stats_src.ctl.__setitem__(K.STOP, 1)) if stats_src else None,
@@ -283,6 +288,8 @@ class SimRobot:
         try:
             for cam in self.cameras.values():
                 cam.start()
+            if self._pending is not None:
+                self._wait_process()
             # Block until every camera shows the running sim, so the first read() is not stale.
             for cam in self.cameras.values():
                 cam.wait_for_frame(started, self.start_timeout_s)

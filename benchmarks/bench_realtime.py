@@ -1,0 +1,222 @@
+"""The real control loop's timing (issue 15): the default app vs the previous threaded design vs a
+bare clock loop, at several rates, idle and with a CPU hog.
+
+    .venv/bin/python benchmarks/bench_realtime.py --ticks 2000
+    .venv/bin/python benchmarks/bench_realtime.py --ticks 2000 --label wandb_mcap logger=wandb record=mcap
+
+Each app cell runs ``python -m inference`` (sim robot, 3 cameras, flow policy, RTC: the defaults)
+for ``--ticks`` control ticks at ``robot.hz`` in {20, 50, 100} with ``algorithm.stop_on_success=false``
+(the episode runs all ticks) and reads its ``ticks.csv``/``summary.json``. Designs:
+
+* ``processes``: the default run (devices in their own processes, ``conf/realtime`` defaults:
+  SCHED_FIFO control thread, mlockall, 0.5 ms switch interval, no spin at FIFO);
+* ``threads``: the previous design (``robot.device_processes=false``: physics and camera threads in
+  the control process; no real-time settings: ``realtime.control_priority=0 realtime.mlockall=false
+  realtime.switch_interval_s=null realtime.gc_freeze=false``, so the clock spins its last 2 ms as
+  before);
+* ``bare``: the clock alone (``DeadlineClock`` under the same default real-time settings, no work).
+
+Loads: ``idle`` (whatever else the machine runs: shared machines are not idle; the load average
+is reported) and ``hog`` (a ``while True`` process pinned to CPU 0). Extra positional arguments are
+app overrides for every app cell (``logger=wandb record=mcap``). ``first10`` columns: the first 10
+ticks of the episode on their own (start-up stalls). Per cell: period error p50/p99/p99.9/max (ms),
+the share of ticks more than 1 ms late, inference latency p50 and success. Results:
+``benchmarks/results/realtime[_<label>].md`` (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+DESIGNS = {
+    "processes": [],
+    "threads": ["robot.device_processes=false", "realtime.control_priority=0", "realtime.mlockall=false",
+                "realtime.switch_interval_s=null", "realtime.gc_freeze=false"],
+}
+# keep a run going when a starved device lags on a loaded machine: this measures timing, not faults
+COMMON = ["episodes=1", "report=false", "algorithm.stop_on_success=false", "cameras.max_frame_age_s=5",
+          "robot.max_state_age_s=5"]
+LATE_MS = 1.0
+KEEP_RUNS = False
+
+
+def timing_stats(errors_ms: np.ndarray) -> dict[str, float]:
+    if errors_ms.size == 0:
+        return {}
+    return {"ticks": int(errors_ms.size), "p50": float(np.percentile(errors_ms, 50)),
+            "p99": float(np.percentile(errors_ms, 99)), "p999": float(np.percentile(errors_ms, 99.9)),
+            "max": float(errors_ms.max()), "late_share": float(np.mean(errors_ms > LATE_MS))}
+
+
+def cell_stats(errors_ms: np.ndarray) -> dict:
+    out = timing_stats(errors_ms)
+    first = errors_ms[:10]
+    out["first10_max"] = float(first.max()) if first.size else None
+    out["first10_late"] = int(np.sum(first > LATE_MS))
+    return out
+
+
+def run_app(rate: float, ticks: int, design: str, extra: list[str], workdir: Path) -> dict:
+    run_dir = workdir / f"{design}_{int(rate)}hz_{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "inference", f"robot.hz={rate:g}", f"max_steps={ticks}",
+           f"hydra.run.dir={run_dir}", *COMMON, *DESIGNS[design], *extra]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ticks / rate * 3 + 300)
+    out: dict = {"returncode": proc.returncode, "wall_s": time.monotonic() - t0}
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    ticks_csv = run_dir / "ticks.csv"
+    if ticks_csv.is_file():
+        with ticks_csv.open() as f:
+            errors = np.array([float(r["period_error_ms"]) for r in csv.DictReader(f)])
+        out.update(cell_stats(errors))
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        out["inference_p50_ms"] = s.get("inference_latency_ms_p50")
+        out["success_rate"] = s.get("success_rate")
+        out["realtime"] = (s.get("realtime") or {}).get("control")
+    if not KEEP_RUNS:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        out["run_dir"] = str(run_dir)
+    return out
+
+
+BARE_CHILD = """
+import json, sys, time
+import numpy as np
+from services.clock import DeadlineClock
+from services.realtime import RealtimeSession
+rate, ticks = float(sys.argv[1]), int(sys.argv[2])
+session = RealtimeSession.enter_control(None)
+clock = DeadlineClock(1.0 / rate)
+err = np.empty(ticks)
+clock.start()
+for i in range(ticks):
+    scheduled, actual = clock.wait(i)
+    err[i] = (actual - scheduled) * 1e3
+session.close()
+print(json.dumps({"errors": err.tolist(), "sched": session.report["control"]["sched"]["policy"]}))
+"""
+
+
+def run_bare(rate: float, ticks: int) -> dict:
+    proc = subprocess.run([sys.executable, "-c", BARE_CHILD, str(rate), str(ticks)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=ticks / rate * 2 + 60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode != 0:
+        return {"returncode": proc.returncode, "error": proc.stderr.strip()[-300:]}
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"returncode": 0, "sched": data["sched"], **cell_stats(np.asarray(data["errors"]))}
+
+
+class Hog:
+    """A busy loop pinned to CPU 0 (SCHED_OTHER, nice 0)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Hog":
+        self.proc = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| load | Hz | design | ticks | p50 ms | p99 ms | p99.9 ms | max ms | > 1 ms late | first 10: max ms "
+             "| first 10: late | inference p50 ms | success | load avg | note |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        late = r.get("late_share")
+        lines.append(
+            f"| {r['load']} | {r['hz']:g} | {r['design']} | {fmt(r.get('ticks'))} | {fmt(r.get('p50'), 3)} | "
+            f"{fmt(r.get('p99'), 3)} | {fmt(r.get('p999'), 3)} | {fmt(r.get('max'), 3)} | "
+            f"{'-' if late is None else f'{100 * late:.2f}%'} | {fmt(r.get('first10_max'), 3)} | "
+            f"{fmt(r.get('first10_late'))} | {fmt(r.get('inference_p50_ms'), 0)} | {fmt(r.get('success_rate'))} | "
+            f"{r['load_avg']:.1f} | {r.get('error', '') or r.get('sched', '')} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ticks", type=int, default=10000)
+    ap.add_argument("--rates", default="20,50,100")
+    ap.add_argument("--designs", default="processes,threads,bare")
+    ap.add_argument("--loads", default="idle,hog")
+    ap.add_argument("--label", default="", help="results go to realtime_<label>.md")
+    ap.add_argument("--keep", default="", help="keep every app run's directory under this folder")
+    ap.add_argument("overrides", nargs="*", help="app overrides for every app cell, e.g. logger=wandb record=mcap")
+    args = ap.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    designs = args.designs.split(",")
+    rows: list[dict] = []
+    global KEEP_RUNS
+    KEEP_RUNS = bool(args.keep)
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_realtime_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    try:
+        for load in args.loads.split(","):
+            for rate in rates:
+                for design in designs:
+                    load_avg = os.getloadavg()[0]
+                    if load == "hog":
+                        with Hog():
+                            time.sleep(0.5)
+                            res = run_bare(rate, args.ticks) if design == "bare" else \
+                                run_app(rate, args.ticks, design, args.overrides, workdir)
+                    else:
+                        res = run_bare(rate, args.ticks) if design == "bare" else \
+                            run_app(rate, args.ticks, design, args.overrides, workdir)
+                    row = {"load": load, "hz": rate, "design": design, "load_avg": load_avg, **res}
+                    rows.append(row)
+                    print(table([row])[-1], flush=True)
+    finally:
+        if not KEEP_RUNS:
+            shutil.rmtree(workdir, ignore_errors=True)
+    name = "realtime" + (f"_{args.label}" if args.label else "")
+    command = "cd /work/main && .venv/bin/python benchmarks/bench_realtime.py " + " ".join(sys.argv[1:])
+    meta = {"command": command, "started": started, "ticks_per_cell": args.ticks, "overrides": args.overrides,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# Real control loop timing (issue 15){' with ' + ' '.join(args.overrides) if args.overrides else ''}",
+             "", f"Command: `{command}`", "",
+             f"Started {started}; {meta['machine']}; {args.ticks} ticks per cell (one episode); app overrides in "
+             f"every app cell: `{' '.join(COMMON + args.overrides)}`. Period error = actual - scheduled tick "
+             "time (ms); 'first 10' = the episode's first 10 ticks on their own. Load avg = 1-min load average "
+             "when the cell started (a shared machine: other agents' jobs run too).", ""]
+    lines += table(rows)
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / name}.md")
+
+
+if __name__ == "__main__":
+    main()
