@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from robots.base import Frame, RobotError, StaleDataError
-from robots.cameras.process import SPAWN_ALLOWANCE_S, CameraProcess, CaptureProducer
+from robots.cameras.process import CameraProcess, start_in_process
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +104,11 @@ class OpenCVCamera:
     def start(self) -> None:
         """Open the device and wait for the first frame (at most ``open_timeout_s``)."""
         if self.process:
-            if self._remote is None:
-                twin = functools.partial(
-                    OpenCVCamera, self.name, self.width, self.height, self.max_frame_age_s, device=self.device,
-                    fps=self.fps, fourcc=self.fourcc, loop=self.loop, open_timeout_s=self.open_timeout_s,
-                    process=False,
-                )
-                self._remote = CameraProcess(self.name, self.width, self.height, self.max_frame_age_s,
-                                             CaptureProducer(twin),
-                                             start_timeout_s=self.open_timeout_s + SPAWN_ALLOWANCE_S)
-            try:
-                self._remote.start()
-            except RobotError:
-                self._remote = None
-                raise
+            twin = functools.partial(
+                OpenCVCamera, self.name, self.width, self.height, self.max_frame_age_s, device=self.device,
+                fps=self.fps, fourcc=self.fourcc, loop=self.loop, open_timeout_s=self.open_timeout_s, process=False,
+            )
+            self._remote = start_in_process(self, twin, self.open_timeout_s, self._remote)
             return
         if self._thread is not None:
             return

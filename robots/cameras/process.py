@@ -184,6 +184,16 @@ def _strip_name(message: str, name: str) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
+def start_in_process(camera: Any, twin: Callable[[], Any], open_timeout_s: float,
+                     previous: "CameraProcess | None") -> "CameraProcess":
+    """Start ``camera``'s in-process twin (``twin()``, built in the camera process) behind a
+    ``CameraProcess`` (or restart ``previous``); ``RobotError`` with the twin's reason otherwise."""
+    remote = previous or CameraProcess(camera.name, camera.width, camera.height, camera.max_frame_age_s,
+                                       CaptureProducer(twin), start_timeout_s=open_timeout_s + SPAWN_ALLOWANCE_S)
+    remote.start()
+    return remote
+
+
 class CaptureProducer:
     """Runs a camera's in-process twin (``factory()``: OpenCV, ROS image topic ...) in the camera
     process and copies each new frame into the ring. A camera that can say when a new frame is

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from robots.base import Frame, RobotError, StaleDataError
-from robots.cameras.process import SPAWN_ALLOWANCE_S, CameraProcess, CaptureProducer
+from robots.cameras.process import CameraProcess, start_in_process
 from robots.ros2.transport import QosProfile, Subscription, make_transport
 
 log = logging.getLogger(__name__)
@@ -94,22 +94,14 @@ class RosImageCamera:
     def start(self) -> None:
         """Subscribe and wait for the first image (at most ``open_timeout_s``)."""
         if self.process:
-            if self._remote is None:
-                twin = functools.partial(
-                    RosImageCamera, self.name, self.width, self.height, self.max_frame_age_s, topic=self.topic,
-                    reliability=self.reliability, depth=self.depth,
-                    transport=getattr(self.host, "transport_kind", self.transport_kind),
-                    domain_id=getattr(self.host, "domain_id", self.domain_id),
-                    open_timeout_s=self.open_timeout_s, process=False,
-                )
-                self._remote = CameraProcess(self.name, self.width, self.height, self.max_frame_age_s,
-                                             CaptureProducer(twin),
-                                             start_timeout_s=self.open_timeout_s + SPAWN_ALLOWANCE_S)
-            try:
-                self._remote.start()
-            except RobotError:
-                self._remote = None
-                raise
+            twin = functools.partial(
+                RosImageCamera, self.name, self.width, self.height, self.max_frame_age_s, topic=self.topic,
+                reliability=self.reliability, depth=self.depth,
+                transport=getattr(self.host, "transport_kind", self.transport_kind),
+                domain_id=getattr(self.host, "domain_id", self.domain_id),
+                open_timeout_s=self.open_timeout_s, process=False,
+            )
+            self._remote = start_in_process(self, twin, self.open_timeout_s, self._remote)
             return
         if self._sub is not None:
             return
