@@ -59,6 +59,11 @@ def hydra_value(value: Any) -> str:
     return str(value)
 
 
+# Real-time runs share 2 cores between the sim, its camera processes and the model: allow older samples
+# (the staleness checks are the engine's, tested elsewhere; here a fault would hide the policy path).
+LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0"]
+
+
 def openpi_overrides(name: str, ckpts: str, *extra: str) -> list[str]:
     return ["robot=sim", "cameras=sim", "policy=openpi", f"policy.train_config_name=policies.openpi.tiny:{name}",
             f"policy.ckpt_dir={ckpts}/{name}", "policy.device=cpu", f"policy.prompt='{PROMPT}'",
@@ -83,7 +88,11 @@ def _obs(state: np.ndarray, seed: int = 0) -> Any:
 
 
 def probe_parity(ckpts: str) -> dict:
-    """Our sampler vs openpi's ``sample_actions`` (model space) and ``Policy.infer`` (robot space), same noise."""
+    """Our sampler vs openpi's ``sample_actions`` (model space) and ``Policy.infer`` (robot space), same noise.
+
+    In bf16 (how openpi's ``create_trained_policy`` loads a PyTorch checkpoint) and, for the sampler, again
+    in fp32, where only float rounding of the flow times (openpi accumulates ``t += dt``) separates the two.
+    """
     import torch
 
     from policies.openpi.obs_map import images_to_uint8
@@ -94,15 +103,24 @@ def probe_parity(ckpts: str) -> dict:
         obs = _obs(np.array(HOME) + 0.05)
         noise = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(1))
         other = torch.randn(1, 50, 32, generator=torch.Generator().manual_seed(2))
-        inputs = p._inputs(obs)
-        ours_model = p.sampler.sample(p._observation(inputs), noise)
-        ref_model = p._model.sample_actions("cpu", p._observation(p._inputs(obs)), noise=noise.clone(), num_steps=10)
+
+        def both() -> tuple[Any, Any, dict]:
+            inputs = p._inputs(obs)
+            ours = p.sampler.sample(p._observation(inputs), noise)
+            ref = p._model.sample_actions("cpu", p._observation(p._inputs(obs)), noise=noise.clone(), num_steps=10)
+            return ours, ref, inputs
+
+        ours_model, ref_model, inputs = both()
         ours = p._finish(inputs, ours_model)
         raw = lambda: p.obs_map.encode(obs.state, images_to_uint8(obs.images), PROMPT)  # noqa: E731
         infer = p._policy.infer(raw(), noise=noise.numpy()[0])["actions"][:50, :14]
         infer_other = p._policy.infer(raw(), noise=other.numpy()[0])["actions"][:50, :14]
-        out[name] = {"model_maxdiff": float((ours_model - ref_model).abs().max()),
-                     "infer_maxdiff": float(np.abs(ours - infer).max()),
+        p._model.paligemma_with_expert.to_bfloat16_for_selected_params("float32")
+        ours32, ref32, _ = both()
+        out[name] = {"bf16_model_maxdiff": float((ours_model - ref_model).abs().max()),
+                     "fp32_model_maxdiff": float((ours32 - ref32).abs().max()),
+                     "model_abs_max": float(ref_model.abs().max()),
+                     "bf16_infer_maxdiff": float(np.abs(ours - infer).max()),
                      "other_noise_maxdiff": float(np.abs(ours - infer_other).max()),
                      "chunk_abs_max": float(np.abs(ours).max()), "shape": list(ours.shape),
                      "finite": bool(np.isfinite(ours).all())}
@@ -178,6 +196,18 @@ def probe_chunk_and_differentiability(ckpts: str) -> dict:
     return out
 
 
+def relaxed_jump(overrides: list[str]) -> list[str]:
+    """``overrides`` + a loose ``algorithm.max_chunk_jump`` where the algorithm has one: random weights start
+    a chunk up to ~1.6 rad from the state (a trained model does not), and that engine check is not under test."""
+    from hydra import compose, initialize_config_dir
+
+    from inference.app import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return [*overrides, "algorithm.max_chunk_jump=10"] if "max_chunk_jump" in cfg.algorithm else list(overrides)
+
+
 def probe_app(ckpts: str, name: str, runs: dict[str, list[str]], root: str) -> dict:
     """``policy=openpi`` through the app (compose, validate, run) for each named set of overrides."""
     import csv
@@ -196,7 +226,7 @@ def probe_app(ckpts: str, name: str, runs: dict[str, list[str]], root: str) -> d
     for label, extra in runs.items():
         run_dir = Path(root) / label
         t0 = time.monotonic()
-        summary = compose_run(openpi_overrides(name, ckpts, *extra), run_dir).execute()
+        summary = compose_run(relaxed_jump(openpi_overrides(name, ckpts, *extra)), run_dir).execute()
         rows = list(csv.DictReader((run_dir / "inferences.csv").open())) if (run_dir / "inferences.csv").exists() else []
         disc = [float(r["discontinuity"]) for r in rows if r.get("discontinuity") not in (None, "", "nan")]
         extra_files = {f.name: f.read_text()[:2000] for f in run_dir.glob("lockstep*.csv")}
@@ -268,12 +298,14 @@ def test_adapter_sampler_matches_openpis_own_sampler_and_policy_infer(openpi_pyt
     show("ours vs openpi (same noise); max abs diffs", figures)
     for name, f in figures.items():
         assert f["shape"] == [50, 14] and f["finite"], name
-        # our Euler loop (t = 1 - tau, v = -v_openpi) reproduces openpi's sample_actions step for step ...
-        assert f["model_maxdiff"] < 1e-4, name
-        # ... and with openpi's own transforms the robot-space chunk equals Policy.infer's
-        assert f["infer_maxdiff"] < 1e-3 * max(1.0, f["chunk_abs_max"]), name
+        # our Euler loop (t = 1 - tau, v = -v_openpi) reproduces openpi's sample_actions step for step:
+        # to float rounding in fp32, to bf16 rounding (8 mantissa bits) in bf16 ...
+        assert f["fp32_model_maxdiff"] < 1e-4 * max(1.0, f["model_abs_max"]), name
+        assert f["bf16_model_maxdiff"] < 2 ** -6 * max(1.0, f["model_abs_max"]), name
+        # ... and with openpi's own transforms the robot-space chunk is Policy.infer's
+        assert f["bf16_infer_maxdiff"] < 2 ** -6 * max(1.0, f["chunk_abs_max"]), name
         # control: other noise gives another chunk, so the comparison can fail
-        assert f["other_noise_maxdiff"] > 100 * f["infer_maxdiff"], name
+        assert f["other_noise_maxdiff"] > 10 * f["bf16_infer_maxdiff"], name
 
 
 @pytest.mark.parametrize(("name", "beta"), [("pi0_aloha_tiny", 5.0), ("pi05_aloha_tiny", 10.0)])
@@ -317,9 +349,10 @@ def test_chunk_below_horizon_guides_and_only_real_nondifferentiability_falls_bac
 def test_app_runs_aloha_delta_pi0_sequential_rtc_vjp_blend_and_lockstep(openpi_python, ckpts, tmp_path):
     runs = {
         "sequential": ["algorithm=sequential", "robot.realtime=false", "max_steps=50"],
-        "rtc_vjp": ["algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10", "max_steps=120"],
-        "rtc_blend": ["algorithm=rtc", "algorithm.guidance=blend", "algorithm.execute_horizon=10", "max_steps=120",
-                      "policy.chunk_size=30"],
+        "rtc_vjp": ["algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10", "max_steps=200",
+                    *LOADED_MACHINE],
+        "rtc_blend": ["algorithm=rtc", "algorithm.guidance=blend", "algorithm.execute_horizon=10", "max_steps=200",
+                      "policy.chunk_size=30", *LOADED_MACHINE],
         "lockstep_eval": ["algorithm=lockstep_eval", "algorithm.methods=[rtc,naive]", "algorithm.delays_ticks=[3]",
                           "max_steps=50", "robot.render_in_lockstep=true"],
     }
@@ -333,8 +366,8 @@ def test_app_runs_aloha_delta_pi0_sequential_rtc_vjp_blend_and_lockstep(openpi_p
 def test_app_runs_flat_pi05_sequential_and_rtc(openpi_python, ckpts, tmp_path):
     runs = {
         "sequential": ["algorithm=sequential", "robot.realtime=false", "max_steps=50"],
-        "rtc_vjp": ["algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10", "max_steps=120",
-                    "policy.chunk_size=40"],
+        "rtc_vjp": ["algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10", "max_steps=200",
+                    "policy.chunk_size=40", *LOADED_MACHINE],
     }
     f = run_probe(openpi_python, "probe_app", timeout_s=600, ckpts=ckpts, name="pi05_flat_tiny", runs=runs,
                   root=str(tmp_path))
@@ -354,7 +387,7 @@ def _check_app_runs(f: dict, runs: dict[str, list[str]]) -> None:
         assert summary["ticks"] == steps, (label, summary)
         assert summary["inferences"] >= (3 if label.startswith("rtc") else 2), (label, summary)
         assert f[label]["inference_rows"] == summary["inferences"], (label, summary)
-        assert summary.get("rejected_actions", 0) == 0, (label, summary)
+        assert summary.get("rejected_actions", 0) == 0 and summary.get("rejected_chunks", 0) == 0, (label, summary)
         if label.startswith("rtc"):  # the first chunk of an episode is unguided ("none")
             assert set(f[label]["guidance"]) == {"none", label.split("_")[1]}, (label, f[label]["guidance"])
 
@@ -456,13 +489,16 @@ def test_openpis_own_server_drives_our_remote_client_sequential_and_rtc(openpi_p
         shift = (a2 - a1)[:, :6].mean()
         timing = client.last_info()
         client.close()
-        seq = compose_run([*base, "algorithm=sequential", "robot.realtime=false", "max_steps=50"], tmp_path / "seq").execute()
-        rtc = compose_run([*base, "algorithm=rtc", "algorithm.guidance=vjp", "max_steps=60"], tmp_path / "rtc").execute()
+        seq = compose_run(relaxed_jump([*base, "algorithm=sequential", "robot.realtime=false", "max_steps=50"]),
+                          tmp_path / "seq").execute()
+        rtc = compose_run(relaxed_jump([*base, "algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10",
+                                        "max_steps=200", *LOADED_MACHINE]), tmp_path / "rtc").execute()
     finally:
         server.stop()
     figures = {"metadata": client.server_metadata, "shape": list(a1.shape), "mean_shift_moved_joints": float(shift),
                "timing": timing, "server_guides": client.server_guides,
-               "sequential": {k: seq[k] for k in ("ticks", "inferences")}, "rtc": {k: rtc[k] for k in ("ticks", "inferences")}}
+               "sequential": {k: seq.get(k) for k in ("ticks", "inferences", "rejected_chunks")},
+               "rtc": {k: rtc.get(k) for k in ("ticks", "inferences", "underruns", "rejected_chunks")}}
     show("openpi serve_policy (pi0_aloha_tiny) <- policy=openpi_remote", figures)
     assert a1.shape == (50, 14) and np.isfinite(a1).all() and np.isfinite(a2).all()
     assert client.server_metadata.get("reset_pose") == [0, -1.5, 1.5, 0, 0, 0]  # openpi's metadata of that config
@@ -471,7 +507,7 @@ def test_openpis_own_server_drives_our_remote_client_sequential_and_rtc(openpi_p
     assert abs(shift - 0.3) < 0.1
     assert timing["server_ms"] is not None and timing["rtt_ms"] >= timing["server_ms"]
     assert seq["ticks"] == 50 and seq["inferences"] == 2
-    assert rtc["ticks"] == 60 and rtc["inferences"] >= 2
+    assert rtc["ticks"] == 200 and rtc["inferences"] >= 3
 
 
 if __name__ == "__main__":

@@ -352,7 +352,9 @@ class OpenPIPolicy:
         prev = np.asarray(prev_chunk, dtype=np.float32)
         if guidance == "none":
             return self.predict(obs)
-        weights = prefix_weights(self.metadata.chunk_size, int(delay), int(execute_horizon), schedule)
+        H = self.metadata.chunk_size
+        execute_horizon = min(int(execute_horizon), H)  # the chunk ran out before this request: nothing left to continue
+        weights = prefix_weights(H, int(delay), execute_horizon, schedule)
         if guidance == "vjp" and self._vjp_ok:
             inputs = self._inputs(obs, prev if self.prev_to_model == "transforms" else None)
             prev_model = self._prev_in_model_space(inputs, prev, int(execute_horizon))
@@ -371,7 +373,18 @@ class OpenPIPolicy:
         return blend(prev, self.predict(obs), weights)
 
     def warmup(self) -> None:
-        pass
+        """One unguided and one guided sample on a blank observation, so the first real chunk pays no
+        first-call costs (allocator, autograd graph); the sampling noise stream is restored after."""
+        from policies.base import PolicyInput
+
+        state = self._generator.get_state()
+        H = self.metadata.chunk_size
+        blank = PolicyInput(state=np.zeros((1, self.metadata.state_dim), np.float32),
+                            images={c: np.zeros((1, 3, 224, 224), np.uint8) for c in self.metadata.camera_names})
+        chunk = self.predict(blank)
+        self.guided_inference(blank, chunk, min(1, H), max(0, H - 1), "vjp")
+        self._generator.set_state(state)
+        self._last_robot = self._last_model = None
 
     def freeze(self) -> None:
         self._model.eval()
