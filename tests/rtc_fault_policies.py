@@ -21,7 +21,11 @@ class FaultPolicy:
     """Moves every joint away from the measured pose by ``step_rad`` per chunk index, so a
     jump or a missing slew limit shows in the sent commands; then misbehaves as ``mode`` says
     from call ``after_calls`` on: ``sleep`` (``sleep_s`` per call), ``nan_chunk`` (NaN chunks),
-    ``raise`` (an exception), ``ok`` (never); ``raise_at_build`` fails in the constructor."""
+    ``huge`` (finite but absurd chunks, 1e6), ``raise`` (an exception), ``raise_once`` (an exception
+    once per run, marked by ``once_file``), ``ok`` (never); ``raise_at_build`` fails in the constructor.
+    ``offset``: every planned action is that far from the measured pose (a plain predict never
+    continues the robot's motion). ``follow_prev``: guided inference inpaints toward ``prev`` with the
+    RTC weights (``W * prev + (1 - W) * plain``), as a guided policy does. ``warmup_s``: a slow warm-up."""
 
     def __init__(
         self,
@@ -33,10 +37,16 @@ class FaultPolicy:
         after_calls: int = 2,
         sleep_s: float = 0.0,
         step_rad: float = 0.02,
+        offset: float = 0.0,
+        follow_prev: bool = False,
+        warmup_s: float = 0.0,
+        once_file: str = "",
     ) -> None:
         self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
                                        camera_names=tuple(camera_names))
         self.mode, self.after_calls, self.sleep_s, self.step_rad = mode, after_calls, sleep_s, step_rad
+        self.offset, self.follow_prev, self.warmup_s = offset, follow_prev, warmup_s
+        self.once_file = once_file  # raise_once: the first process to reach the call raises, later ones do not
         if mode == "raise_at_build":
             raise RuntimeError("FaultPolicy cannot load its weights")
         self.calls = 0
@@ -46,22 +56,32 @@ class FaultPolicy:
         current = np.asarray(obs.state[-1][: self.metadata.action_dim], dtype=np.float32)
         steps = self.step_rad * np.arange(1, self.metadata.chunk_size + 1, dtype=np.float32)[:, None]
         sign = 1.0 if (self.calls // 4) % 2 == 0 else -1.0
-        chunk = current[None] + sign * steps * np.ones_like(current)[None]
+        chunk = current[None] + self.offset + sign * steps * np.ones_like(current)[None]
         if self.calls > self.after_calls:
             if self.mode == "sleep":
                 time.sleep(self.sleep_s)
             elif self.mode == "nan_chunk":
                 chunk[self.metadata.chunk_size // 2, 0] = np.nan
-            elif self.mode == "raise":
+            elif self.mode == "huge":
+                chunk[:] = 1e6
+            elif self.mode == "raise" or (self.mode == "raise_once" and not Path(self.once_file).exists()):
+                if self.mode == "raise_once":
+                    Path(self.once_file).touch()
                 raise RuntimeError(f"FaultPolicy exploded on call {self.calls}")
         return chunk
 
     def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
                          max_guidance_weight=5.0) -> np.ndarray:
-        return self.predict(obs)
+        plain = self.predict(obs)
+        if not self.follow_prev:
+            return plain
+        from policies.guidance import prefix_weights
+
+        w = prefix_weights(self.metadata.chunk_size, delay, execute_horizon, schedule)[:, None]
+        return (w * np.asarray(prev_chunk, np.float32) + (1 - w) * plain).astype(np.float32)
 
     def warmup(self) -> None:
-        pass
+        time.sleep(self.warmup_s)
 
     def freeze(self) -> None:
         pass
@@ -74,11 +94,25 @@ class RecordingSimRobot(SimRobot):
     ``StaleDataError`` as a ROS 2 robot does when its joint state went stale between read and send.
     """
 
-    def __init__(self, *, record_path: str = "", refuse_send_after: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *, record_path: str = "", refuse_send_after: int = 0, fail_read_at: int = 0,
+                 nan_state_at: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.record_path = record_path
         self.refuse_send_after = refuse_send_after
+        self.fail_read_at = fail_read_at  # this read (1-based) raises, as a camera still without a frame
+        self.nan_state_at = nan_state_at  # from this read on the state holds a NaN (a broken encoder)
+        self.reads = 0
         self.sent: list[np.ndarray] = []
+
+    def read(self):
+        self.reads += 1
+        if self.fail_read_at and self.reads == self.fail_read_at:
+            raise StaleDataError("camera head: no frame newer than 0.5 s (the device has not delivered one)")
+        obs = super().read()
+        if self.nan_state_at and self.reads >= self.nan_state_at:
+            obs.state = np.array(obs.state, copy=True)
+            obs.state[3] = np.nan
+        return obs
 
     def send(self, action: np.ndarray) -> None:
         if self.refuse_send_after and len(self.sent) >= self.refuse_send_after:

@@ -21,6 +21,7 @@ def chunk(value: float) -> np.ndarray:
 
 
 def planner(s_min: int = 4, **kw) -> RTCPlanner:
+    kw.setdefault("max_chunk_jump", None)  # the test chunks jump by design
     return RTCPlanner(RTCConfig(execute_horizon=s_min, initial_delay_ticks=kw.pop("initial", 2), **kw), H, A)
 
 
@@ -55,7 +56,7 @@ def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initi
     """Every request is cut at t >= s_min with s = t, prev = chunk[s:], d = clip(max of the last
     `window` observed delays, 0, H - s); the merge continues at d_actual = ticks since the request."""
     p = RTCPlanner(RTCConfig(execute_horizon=s_min, delay_window=window, initial_delay_ticks=initial,
-                             warmup_inferences_excluded=0), H, A)
+                             warmup_inferences_excluded=0, max_chunk_jump=None), H, A)
     p.begin_episode(0)
     first = p.request(0)
     p.accept(first.seq, chunk(0), chunk(0))
@@ -70,13 +71,16 @@ def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initi
         req = p.request(tick)
         assert req.s == t
         expected_d = max(observed[-window:]) if observed else initial
-        assert req.d == max(0, min(expected_d, H - t))
+        assert req.guide is not None
         if t < H:
-            assert req.guide is not None and req.guide.d == req.d and req.guide.s == t
+            assert req.d == max(0, min(expected_d, H - t))
+            assert req.guide.d == req.d and req.guide.s == t
             assert np.array_equal(req.guide.prev_model[: H - t], p.scheduler.chunk_model[t:])
             assert not req.guide.prev_model[H - t:].any()
-        else:
-            assert req.guide is None
+        else:  # nothing left: continue from the held last action (what the robot executes now)
+            assert req.d == min(expected_d, H)
+            assert np.array_equal(req.guide.prev_model, np.repeat(p.scheduler.chunk_model[-1:], H, axis=0))
+            assert req.guide.s == min(s_min, H - req.d)
         for _ in range(delay):
             p.step()
             tick += 1
@@ -120,6 +124,23 @@ def test_new_episode_and_restart_drop_what_is_in_flight():
     p.begin_episode(1)
     assert not p.scheduler.has_chunk and p.pending is None
     assert p.accept(resumed.seq, chunk(1), chunk(1)) is None
+
+
+def test_implausible_chunks_are_rejected_against_the_last_command_and_the_anchor():
+    p = RTCPlanner(RTCConfig(execute_horizon=2, initial_delay_ticks=0, max_chunk_jump=0.5), H, A)
+    p.begin_episode(0, anchor=np.zeros(A))
+    req = p.request(0)
+    with pytest.raises(ChunkRejected, match="implausible.*max_chunk_jump=0.5"):
+        p.accept(req.seq, chunk(1e6), chunk(1e6))  # finite but absurd: 1e6 from where the robot is
+    flat = np.zeros((H, A), np.float32)
+    req = p.request(0)
+    p.accept(req.seq, flat, flat)
+    p.step(), p.step()
+    req = p.request(2)
+    with pytest.raises(ChunkRejected, match="implausible"):
+        p.accept(req.seq, flat + 0.7, flat + 0.7)
+    req = p.request(2)
+    assert p.accept(req.seq, flat + 0.3, flat + 0.3) is not None
 
 
 def test_plain_request_restarts_the_chunk_from_index_zero():

@@ -131,7 +131,7 @@ class RTCControlLoop:
         """The inference side failed: the transport may restart it; else the run ends with this
         fault once the current chunk is used up (``_episode`` holds then)."""
         log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, message)
-        self.telemetry.event("inference_fault", cause=message, fault_kind=str(kind),
+        self.telemetry.event("inference_fault", cause=message, fault_kind=str(kind), tick=self.tick,
                              remaining=self.scheduler.remaining if self.scheduler is not None else 0)
         fault = AlgorithmFault(message, kind, self.tick)
         if self._on_fault(fault):

@@ -35,7 +35,7 @@ class C:
     EPISODE = 0  # episode number, starts at 1 for the first episode
     TICK = 1  # control tick of the request's observation (per episode, from 0)
     REQ_SEQ = 2  # id of the newest request (0: none yet); the inference process answers each once
-    REQ_S = 3  # s of the request's snapshot (0 for a first chunk)
+    REQ_S = 3  # the guide's s (actions already executed of prev's chunk; 0 for a first chunk)
     REQ_D = 4  # delay estimate d handed to guidance (ticks)
     REQ_GUIDED = 5  # 1: guided inference toward req.prev; 0: plain predict
     REQ_GUIDANCE = 6  # index into GUIDANCE_CODES

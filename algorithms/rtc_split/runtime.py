@@ -206,7 +206,8 @@ class _SplitRuntime(RTCControlLoop):
         obs = (hist.state, hist.images, dict(last.info) if last is not None else {})  # fresh arrays (np.stack)
         guide = req.guide
         request = {
-            "prev": guide.prev_model if guide is not None else None, "s": req.s, "d": req.d,
+            "prev": guide.prev_model if guide is not None else None, "s": guide.s if guide is not None else req.s,
+            "d": req.d,
             "guidance": str(guide.guidance) if guide is not None else None,
             "schedule": str(guide.schedule) if guide is not None else None,
             "max_guidance_weight": guide.max_guidance_weight if guide is not None else None,
