@@ -114,6 +114,28 @@ def test_non_differentiable_model_raises_for_the_blend_fallback(model):
         sampler.guided_sample(state, noise, np.zeros((H, D), np.float32), prefix_weights(H, 2, 2), beta=5.0)
 
 
+def test_only_a_detached_denoiser_is_not_differentiable_a_shape_bug_raises_as_itself(model):
+    from policies.openpi.local import model_space_target
+    from policies.openpi.sampler import NotDifferentiableError
+
+    class Frozen(OpenPIConventionDenoiser):
+        def denoise_step(self, *args):
+            with torch.no_grad():
+                return super().denoise_step(*args)
+
+    state, noise = torch.randn(1, S), torch.randn(1, H, D)
+    with pytest.raises(NotDifferentiableError):
+        OpenPIFlowSampler(Frozen(), 4, prefix_fn=fake_prefix).guided_sample(
+            state, noise, np.zeros((H, D), np.float32), prefix_weights(H, 2, 2), beta=5.0)
+    sampler = OpenPIFlowSampler(model, 4, prefix_fn=fake_prefix)
+    with pytest.raises(ValueError, match="weights shape"):  # a bug, not a differentiability failure
+        sampler.guided_sample(state, noise, np.zeros((H, D), np.float32), prefix_weights(H - 1, 2, 2), beta=5.0)
+    # chunk_size < horizon: the target is padded to the model's horizon with zero weight
+    target, w = model_space_target(np.ones((5, 2), np.float32), prefix_weights(5, 2, 1), horizon=H, width=D)
+    assert target.shape == (H, D) and w.shape == (H,) and not w[5:].any() and not target[5:].any()
+    assert (target[w > 0, :2] == 1).all() and not target[:, 2:].any()
+
+
 def test_locate_prev_finds_the_engines_shift():
     rng = np.random.default_rng(0)
     returned = rng.normal(size=(H, D)).astype(np.float32)

@@ -47,9 +47,10 @@ from services.errors import ConfigError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "policy=openpi needs the openpi package: on the GPU box `git clone https://github.com/Physical-Intelligence/openpi`, "
-    "install openpi's pins and `pip install --no-deps -e openpi openpi/packages/openpi-client`, then "
-    "`python -m policies.openpi.install --openpi-src openpi` (openpi's transformers patch; see README \"openpi\"), "
+    "policy=openpi needs the openpi package: install it on the GPU box (README \"openpi\"): "
+    "`git clone https://github.com/Physical-Intelligence/openpi`, openpi's pins, "
+    "`pip install --no-deps -e openpi openpi/packages/openpi-client`, then "
+    "`python -m policies.openpi.install --openpi-src openpi` (openpi's transformers patch); "
     "or serve the model elsewhere and use policy=openpi_remote"
 )
 PREV_TO_MODEL = ("transforms", "stored")
@@ -217,7 +218,8 @@ class OpenPIPolicy:
         except OpenPINotInstalledError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         try:
-            ObsKeyMap.from_config(node.get("obs_keys"), tuple(node.get("camera_names") or ()), node.get("state_dim"))
+            obs_map = ObsKeyMap.from_config(node.get("obs_keys"), tuple(node.get("camera_names") or ()),
+                                            node.get("state_dim"))
         except ValueError as exc:
             raise ConfigError(f"{path}.{exc}" if str(exc).startswith("obs_keys") else f"{path}.obs_keys: {exc}") from None
         if node.get("prev_to_model", "transforms") not in PREV_TO_MODEL:
@@ -231,7 +233,7 @@ class OpenPIPolicy:
         if getattr(model, "model_type", None) is None or not hasattr(model, "pi05"):
             raise ConfigError(f"{path}.train_config_name: {name} is a {type(model).__name__} model; "
                               "policy=openpi runs pi0 / pi0.5 (Pi0Config)")
-        cls._preflight_checkpoint(node, path, name, train_config)
+        cls._preflight_checkpoint(node, path, name, train_config, obs_map)
         if int(node.get("chunk_size", 50)) > int(model.action_horizon):
             raise ConfigError(f"{path}.chunk_size: {node.get('chunk_size')} exceeds the model's action_horizon "
                               f"{model.action_horizon} ({name})")
@@ -251,7 +253,7 @@ class OpenPIPolicy:
                                   "(policy.device=cpu to run on the CPU)")
 
     @staticmethod
-    def _preflight_checkpoint(node: Mapping[str, Any], path: str, name: str, train_config: Any) -> None:
+    def _preflight_checkpoint(node: Mapping[str, Any], path: str, name: str, train_config: Any, obs_map: ObsKeyMap) -> None:
         """Checkpoint readable and matching the training config and our dims (local directories only)."""
         ckpt = str(node.get("ckpt_dir"))
         if "://" in ckpt:
@@ -286,8 +288,8 @@ class OpenPIPolicy:
         except FileNotFoundError:
             raise ConfigError(f"{path}.ckpt_dir: no norm stats at {root / 'assets' / str(asset_id) / 'norm_stats.json'} "
                               f"(openpi loads them from the checkpoint; asset id {asset_id!r} from {name})") from None
-        state_keys = ObsKeyMap.from_config(node.get("obs_keys"), (), node.get("state_dim")).state
-        sent = int(node.get("state_dim", 0)) if isinstance(state_keys, str) else sum(b - a for _, a, b in state_keys)
+        keys = obs_map.state
+        sent = int(node.get("state_dim", 0)) if isinstance(keys, str) else sum(b - a for _, a, b in keys)
         for key, ours, dims in (("state_dim", sent, stats["state"].mean.shape[-1]),
                                 ("action_dim", int(node.get("action_dim", 0)), stats["actions"].mean.shape[-1])):
             if ours != dims:
