@@ -81,13 +81,15 @@ def main() -> None:
     from policies.openpi import tiny
     from tests.test_openpi_real import KEYS
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tiny.build(Path(tmp), ("pi0_aloha_tiny", "pi05_aloha_tiny"))
         results = {name: bench(name, Path(tmp) / name, args.device, args.repeats, args.warmup, KEYS[name])
                    for name in ("pi0_aloha_tiny", "pi05_aloha_tiny")}
     lines = [f"device {args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads), {args.repeats} calls after {args.warmup} warm-up, "
-             "10 flow steps, chunk 50 x 14 (model 50 x 32), 3 cameras 96x128 -> 224x224", "",
+             "10 flow steps, chunk 50 x 14 (model 50 x 32), 3 cameras 96x128 -> 224x224; 1-min load average "
+             f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after", "",
              "| model | params | call | median ms | p90 ms | / Policy.infer |", "|---|---|---|---|---|---|"]
     for name, res in results.items():
         base = res["rows"]["openpi Policy.infer"][0]
