@@ -204,7 +204,9 @@ class SinkProcess:
             pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
         )
         child_sock.close()
-        self.conn.send_bytes(pickle.dumps((ring.name, ring.capacity, worker)))
+        root_log = logging.getLogger()
+        log_files = [h.baseFilename for h in root_log.handlers if isinstance(h, logging.FileHandler)]
+        self.conn.send_bytes(pickle.dumps((ring.name, ring.capacity, worker, log_files, root_log.level)))
         if not self.conn.poll(ready_timeout_s):
             self.kill()
             raise RuntimeError(f"{name} process not ready within {ready_timeout_s} s")
@@ -259,7 +261,13 @@ def _child_main(fd: int) -> None:
     except OSError:
         pass
     conn = Connection(fd)
-    ring_name, capacity, worker = pickle.loads(conn.recv_bytes())
+    ring_name, capacity, worker, log_files, level = pickle.loads(conn.recv_bytes())
+    root = logging.getLogger()
+    root.setLevel(level)
+    for path in log_files:  # the run's log file (Hydra's), appended to like the control process does
+        handler = logging.FileHandler(path, mode="a")
+        handler.setFormatter(root.handlers[0].formatter)
+        root.addHandler(handler)
     ring = RecordRing.attach(ring_name, capacity)
     try:
         worker.run(ring, conn)
@@ -275,5 +283,5 @@ def _child_main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")  # stderr, like the app
     _child_main(int(sys.argv[1]))
