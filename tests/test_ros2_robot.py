@@ -189,7 +189,8 @@ def test_ros_image_cameras_through_the_robot_transport(dds_env):
     cfg = robot_cfg()
     cams = OmegaConf.load(CONF / "cameras" / "ros_topics.yaml")
     topics = {name: dev.topic for name, dev in cams.devices.items()}
-    twin = RobotTwin(cfg, image_topics=topics, image_width=640, image_height=480).start()
+    # three 640x480 streams (55 MB/s): the twin on dds, as the robot (rclpy's paced writers share 32 MiB/s)
+    twin = RobotTwin(cfg, image_topics=topics, image_width=640, image_height=480, transport="dds").start()
     factories = {
         name: (lambda host, _t=topic, _n=name: RosImageCamera(_n, 320, 240, 0.5, host=host, topic=_t))
         for name, topic in topics.items()
