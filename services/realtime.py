@@ -5,6 +5,8 @@ What a user sets, and what happens:
 * ``control_cpus`` / ``inference_cpus`` / ``device_cpus``: CPU affinity of the control thread, the
   inference process and every device process (cameras, sim physics). ``null`` = not pinned (a
   child of a pinned control process gets back the CPUs the run started with).
+* ``device_nice``: nice value of the device processes (-20..19; default 0). Negative: a sensor that
+  renders or decodes keeps up on a busy machine, at the expense of the inference process' share.
 * ``control_priority``: SCHED_FIFO priority (1..99) of the control thread; 0 keeps SCHED_OTHER.
   Set with SCHED_RESET_ON_FORK, so no process or thread started from it inherits real-time
   priority (a spawned inference process computing at FIFO would starve the machine).
@@ -58,6 +60,7 @@ class RealtimeConfig:
     control_cpus: list[int] | None = None
     inference_cpus: list[int] | None = None
     device_cpus: list[int] | None = None
+    device_nice: int = 0
     control_priority: int = 80
     mlockall: bool = True
     switch_interval_s: float | None = 0.0005
@@ -101,6 +104,9 @@ def config_problems(node: Mapping[str, Any]) -> list[str]:
         cpus = node.get(key)
         if cpus is not None and (len(cpus) == 0 or any(int(c) < 0 for c in cpus)):
             out.append(f"{key}: a non-empty list of CPU numbers >= 0, or null (got {list(cpus)})")
+    nice = node.get("device_nice", 0)
+    if not -20 <= int(nice) <= 19:
+        out.append(f"device_nice: a nice value -20..19 (got {nice})")
     prio = node.get("control_priority", 0)
     if not 0 <= int(prio) <= 99:
         out.append(f"control_priority: 0 (SCHED_OTHER) or a SCHED_FIFO priority 1..99 (got {prio})")
@@ -219,7 +225,8 @@ def set_timer_slack(ns: int) -> bool:
 def process_settings(pid: int) -> dict[str, Any]:
     """What another process actually runs with (observed, not what it was asked)."""
     try:
-        return {"cpus": sorted(os.sched_getaffinity(pid)), "policy": policy_name(os.sched_getscheduler(pid))}
+        return {"cpus": sorted(os.sched_getaffinity(pid)), "policy": policy_name(os.sched_getscheduler(pid)),
+                "nice": os.getpriority(os.PRIO_PROCESS, pid)}
     except OSError as exc:
         return {"error": str(exc)}
 
@@ -231,12 +238,13 @@ class ChildSettings:
 
     role: str
     cpus: tuple[int, ...] | None = None
+    nice: int = 0
 
     @classmethod
     def for_role(cls, node: Any, role: str) -> "ChildSettings":
         cfg = RealtimeConfig.from_node(node)
         cpus = {"inference": cfg.inference_cpus, "device": cfg.device_cpus}[role]
-        return cls(role, None if cpus is None else tuple(cpus))
+        return cls(role, None if cpus is None else tuple(cpus), cfg.device_nice if role == "device" else 0)
 
 
 def device_settings() -> ChildSettings:
@@ -254,9 +262,15 @@ def apply_child(settings: ChildSettings | None, name: str) -> dict[str, Any]:
     if cpus is None and os.environ.get(BASE_CPUS_ENV):
         cpus = json.loads(os.environ[BASE_CPUS_ENV])
     result = set_affinity(cpus, f"{settings.role} process {name}") if cpus is not None else {}
+    if settings.nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, settings.nice)
+        except OSError as exc:
+            log.warning("realtime: nice %d for %s not permitted (%s); it runs at nice %d", settings.nice, name, exc,
+                        os.getpriority(os.PRIO_PROCESS, 0))
     applied = {"role": settings.role, "pid": os.getpid(), **process_settings(0)}
-    log.info("realtime: %s process %s (pid %d) on CPUs %s, %s", settings.role, name, os.getpid(),
-             applied.get("cpus"), applied.get("policy"))
+    log.info("realtime: %s process %s (pid %d) on CPUs %s, %s, nice %s", settings.role, name, os.getpid(),
+             applied.get("cpus"), applied.get("policy"), applied.get("nice"))
     return {**applied, "affinity": result} if result else applied
 
 
@@ -334,7 +348,8 @@ class RealtimeSession:
             return
         child = {"name": name, "pid": pid, **process_settings(pid)}
         children.append(child)
-        log.info("realtime: child %s (pid %s) on CPUs %s, %s", name, pid, child.get("cpus"), child.get("policy"))
+        log.info("realtime: child %s (pid %s) on CPUs %s, %s, nice %s", name, pid, child.get("cpus"), child.get("policy"),
+                 child.get("nice"))
 
     def close(self) -> dict[str, Any]:
         """Undo the control-thread settings (same thread as ``enter_control``); returns the report."""

@@ -44,6 +44,7 @@ def fifo_permitted() -> bool:
     ("realtime.control_cpus=[-1]", "realtime.control_cpus"),
     ("realtime.control_cpus=[]", "realtime.control_cpus"),
     ("realtime.mlockall=maybe", "realtime.mlockall"),
+    ("realtime.device_nice=-21", "realtime.device_nice"),
     ("+realtime.nice=3", "realtime.nice"),
 ])
 def test_out_of_range_settings_fail_at_start_naming_the_key(override: str, key: str) -> None:
@@ -91,7 +92,7 @@ if __name__ == "__main__":
 def test_applied_as_permitted_reported_and_undone() -> None:
     if not fifo_permitted():
         pytest.skip("SCHED_FIFO not permitted here (the fallback test covers this)")
-    cfg = {"control_priority": 10, "control_cpus": [0], "mlockall": True, "switch_interval_s": 0.001}
+    cfg = {"control_priority": 10, "control_cpus": [0], "mlockall": True, "switch_interval_s": 0.001, "device_nice": -3}
     out = run_py(SESSION.replace("{CFG}", repr(cfg)))["report"]
     control = out["report"]["control"]
     assert control["sched"] == {"requested": 10, "applied": True, "policy": "SCHED_FIFO"}
@@ -103,10 +104,12 @@ def test_applied_as_permitted_reported_and_undone() -> None:
     devices = out["report"]["children"]
     assert [d["name"] for d in devices] == ["sim-physics"]
     assert devices[0]["policy"] == "SCHED_OTHER" and devices[0]["cpus"] == sorted(os.sched_getaffinity(0))
+    assert devices[0]["nice"] == -3
     # at SCHED_FIFO the clock sleeps to the deadline: no busy-wait
     assert out["spin_s"] == 0.0 and control["clock_spin_s"] == 0.0
     assert out["cpu_share"] < 0.05, out["cpu_share"]
-    assert out["after"] == {"cpus": sorted(os.sched_getaffinity(0)), "policy": "SCHED_OTHER"}
+    assert out["after"] == {"cpus": sorted(os.sched_getaffinity(0)), "policy": "SCHED_OTHER",
+                            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 def test_sched_other_clock_spins_and_fifo_clock_does_not() -> None:
@@ -119,7 +122,7 @@ def test_sched_other_clock_spins_and_fifo_clock_does_not() -> None:
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop capabilities")
 def test_not_permitted_falls_back_and_says_so() -> None:
-    cfg = {"control_priority": 50, "mlockall": True, "control_cpus": [4096]}
+    cfg = {"control_priority": 50, "mlockall": True, "control_cpus": [4096], "device_nice": -5}
     out = run_py(SESSION.replace("{CFG}", repr(cfg)), prefix=["setpriv", "--inh-caps=-all", "--bounding-set=-all"])
     control = out["report"]["report"]["control"]
     assert control["sched"]["applied"] is False and control["sched"]["policy"] == "SCHED_OTHER"
@@ -128,7 +131,8 @@ def test_not_permitted_falls_back_and_says_so() -> None:
     assert control["affinity"]["applied"] is False and control["affinity"]["cpus"] == sorted(os.sched_getaffinity(0))
     # the fallback clock busy-waits instead (SCHED_OTHER sleeps overshoot)
     assert control["clock_spin_s"] == RealtimeConfig().spin_s
-    for word in ("SCHED_FIFO priority 50 not permitted", "mlockall not permitted", "affinity [4096] not applied"):
+    for word in ("SCHED_FIFO priority 50 not permitted", "mlockall not permitted", "affinity [4096] not applied",
+                 "nice -5 for sim-physics not permitted"):
         assert word in out["stderr"]
 
 
