@@ -292,7 +292,7 @@ def test_images_at_rate_to_a_fast_dds_subscriber(transport, distro, reliability,
     ours = make_transport(transport, node_name="camera_pub")
     img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     try:
-        pub = ours.publisher("/cam/image_raw", "sensor_msgs/msg/Image", QosProfile(reliability, 5))
+        pub = ours.publisher("/cam/image_raw", "sensor_msgs/msg/Image", QosProfile(reliability, 10))
         deadline = time.monotonic() + 20
         while pub.matched == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -308,7 +308,11 @@ def test_images_at_rate_to_a_fast_dds_subscriber(transport, distro, reliability,
         node.send_signal(signal.SIGTERM)
         node_out, _ = node.communicate(timeout=30)
     got = json.loads(out.read_text())["received"]
-    assert got >= 0.95 * FRAMES, f"{got} of {FRAMES} frames ({transport} -> {distro} {reliability}):\n{node_out[-1500:]}"
+    # Reliable: lost datagrams are repaired, >= 95% arrive. Best-effort to a subscriber with the OS-default
+    # socket buffer: 99-100% on a quiet machine thanks to the paced writers (unpaced: ~35%), but a receiver
+    # starved of CPU still drops (94% at load 14 on 2 cores), so the bound here guards the pacing itself.
+    bound = 0.95 if reliability == "reliable" else 0.80
+    assert got >= bound * FRAMES, f"{got} of {FRAMES} frames ({transport} -> {distro} {reliability}):\n{node_out[-1500:]}"
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ def main() -> None:
     rclpy.init(context=ctx)
     node = rclpy.create_node(f"image_{args.mode}", context=ctx)
     qos = QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=5,
+        history=HistoryPolicy.KEEP_LAST, depth=10,
         reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
     )
     stop = threading.Event()
