@@ -214,6 +214,7 @@ def main() -> None:
         _echo_ours(args.echo_ours)
         return
 
+    load_start = os.getloadavg()[0]
     rows = []
     for name, ours, echo in PAIRS:
         rows.append((f"round trip {name}", stats_ms(round_trip(ours, echo, args.rounds))))
@@ -233,8 +234,8 @@ def main() -> None:
         f"{platform.platform()}; run in {netns}; CycloneDDS and Fast DDS on 127.0.0.1 only (UDPv4, no "
         f"multicast, no shared memory), domain {os.environ['ROS_DOMAIN_ID']}; our rclpy side: "
         f"RMW_FASTRTPS_PUBLICATION_MODE={mode} ({'paced asynchronous writers' if mode == 'AUTO' else 'as named'}), "
-        f"the echo nodes: Fast DDS defaults. Shared machine: other jobs may have been running "
-        f"(tails vary run to run).", "",
+        f"the echo nodes: Fast DDS defaults. Shared machine: 1-min load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (tails vary run to run with it).", "",
         "| measurement | n | p50 ms | p95 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|---|---|",
     ]
