@@ -42,7 +42,7 @@ def counts(run_dir: Path) -> dict:
         "mcap_commands": topics.get("/command/joint_states", 0), "mcap_states": topics.get("/observation/joint_states", 0),
         "mcap_images_per_camera": sorted(set(images.values())), "mcap_chunks": topics.get("/policy/chunk", 0),
         "wandb_ticks": history["control/period_error_ms"], "wandb_inferences": history["inference/latency_ms"],
-        "telemetry_dropped": summary.get("telemetry_dropped"), "recording_dropped": summary.get("recording_dropped"),
+        "telemetry_dropped": summary.get("telemetry_dropped", 0), "recording_dropped": summary.get("recording_dropped", 0),
     }
     # a run that ended on a fault sent one more command after its last tick: the hold (in the bag, not a tick)
     out["fault"] = summary.get("fault")
