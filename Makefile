@@ -26,11 +26,14 @@ run: $(STAMP)
 # Side venvs for real counterparts that cannot share ours (tests/side_envs.py); built before the
 # suite because the suite may run without network access.
 test-envs: $(STAMP)
-	$(BIN)/python -m tests.side_envs
+	@$(BIN)/python -m tests.side_envs
 
 # The suite runs in a private network namespace with only loopback where the machine allows it
 # (scripts/netns.py; its first line says whether); `make test NETNS=off` runs it on the host network.
-test: $(STAMP) test-envs
+# The first line printed says where the suite will run (the namespace is probed with `true`).
+test: $(STAMP)
+	@$(BIN)/python scripts/netns.py --what "the test suite" -- true
+	@$(MAKE) --no-print-directory test-envs
 	@$(BIN)/python scripts/netns.py --watch --what "the test suite" -- $(BIN)/python -m pytest $(ARGS)
 
 clean-venv:

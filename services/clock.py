@@ -3,7 +3,9 @@
 Tick ``i`` is due at ``t0 + i * period_s`` (absolute deadlines, as diffusion_policy's
 ``precise_sleep``): a late tick never shifts the ones after it, unlike ``sleep(dt)`` loops.
 ``DeadlineClock`` sleeps until ``spin_s`` before the deadline and busy-waits the rest, because
-``time.sleep`` overshoots by 0.1-1 ms on a loaded Linux box. ``VirtualClock`` has the same API and
+``time.sleep`` overshoots by 0.1-1 ms on a loaded Linux box under SCHED_OTHER; a thread at SCHED_FIFO
+is woken on time, so there it spins at most ``services.realtime.MAX_FIFO_SPIN_S`` (default none):
+a real-time thread never busy-waits long enough to starve the machine. ``VirtualClock`` has the same API and
 never sleeps: lockstep robots advance time themselves.
 """
 
@@ -35,8 +37,14 @@ class _TickClock:
 
 
 class DeadlineClock(_TickClock):
-    def __init__(self, period_s: float, spin_s: float = 0.002) -> None:
+    def __init__(self, period_s: float, spin_s: float | None = None) -> None:
+        """``spin_s`` None: what the run's real-time settings choose for the calling thread
+        (``services.realtime.current_spin_s``)."""
         super().__init__(period_s)
+        if spin_s is None:
+            from services.realtime import current_spin_s
+
+            spin_s = current_spin_s()
         self.spin_s = float(spin_s)
 
     def _origin(self) -> float:
@@ -55,6 +63,12 @@ class DeadlineClock(_TickClock):
         remaining = scheduled - time.monotonic()
         if remaining > self.spin_s:
             time.sleep(remaining - self.spin_s)
+        if self.spin_s <= 0.0:
+            now = time.monotonic()
+            while now < scheduled:  # woken a hair early (clock granularity): sleep, never spin
+                time.sleep(scheduled - now)
+                now = time.monotonic()
+            return scheduled, now
         while True:
             now = time.monotonic()
             if now >= scheduled:

@@ -1,6 +1,4 @@
 """The bimanual ALOHA transfer-cube task (MuJoCo, ``robot=sim``): the scripted expert
-(``policy=scripted``), its IK, demonstrations, and training/evaluation of the bundled flow policy."""
-
-from tasks.transfer_cube.expert import ScriptedTransferCube
-
-__all__ = ["ScriptedTransferCube"]
+(``tasks.transfer_cube.expert``, ``policy=scripted``), its IK, demonstrations, and training/evaluation
+of the bundled flow policy. Importing this package imports nothing else, so an entry point can choose
+MuJoCo's GL backend (``robots.gl.select_backend()``) before ``mujoco`` is loaded."""
