@@ -17,7 +17,8 @@ ndim, up to 4 dims), then each array's bytes at an 8-byte aligned offset.
 imports only what its worker needs, not the app), hands it the ring's name and a picklable worker
 over a socket pair, and waits until the worker says it is ready (files open, W&B run started, encoder
 warmed up), so nothing of it initialises after the first tick. ``stop()`` asks it to drain and
-finish and returns what it sends back. A consumer whose parent died drains, finishes and exits.
+finish and returns what it sends back. A consumer whose parent died (even with its whole process
+group: the consumer has a session of its own) drains, finishes, unlinks the ring and exits.
 """
 
 from __future__ import annotations
@@ -202,6 +203,9 @@ class SinkProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.ring", str(child_sock.fileno())],
             pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
+            # its own session: Ctrl-C to the terminal's group or a kill of the whole group must not cut
+            # it short; it learns that the control process is gone from the socket and finishes
+            start_new_session=True,
         )
         child_sock.close()
         root_log = logging.getLogger()
@@ -254,8 +258,8 @@ class SinkProcess:
 
 
 def _child_main(fd: int) -> None:
-    # Ctrl-C reaches the whole process group: the parent stops us once everything is flushed
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the control process stops us once all is flushed
     try:
         os.nice(5)  # behind the control loop when the cores are busy
     except OSError:
@@ -279,6 +283,11 @@ def _child_main(fd: int) -> None:
             pass
         raise SystemExit(1) from None
     finally:
+        if os.getppid() != parent:  # orphaned (kill -9 of the control process, or of its whole group,
+            try:                    # resource tracker included): nobody else will unlink the ring
+                ring.block.shm.unlink()
+            except FileNotFoundError:
+                pass
         ring.close()
 
 

@@ -183,13 +183,13 @@ t = Telemetry({run_dir!r}, period_s=0.05)
 for i in range(100):
     t.tick({{"episode": 0, "tick": i, "period_error_ms": 0.5}})
 print(t._proc.proc.pid, t._ring.name, flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
+os.killpg(0, signal.SIGKILL)  # this process and its group (multiprocessing's resource tracker too)
 """
 
 
 def test_writer_keeps_every_record_when_the_control_process_is_killed(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _KILLED.format(root=str(ROOT), run_dir=str(tmp_path))],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, start_new_session=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     writer_pid, ring_name = proc.stdout.split()
     deadline = time.monotonic() + 30
