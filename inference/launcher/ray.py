@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from services.knobs import NonNegativeFloat, PositiveFloat
 from services.ray_connection import (  # noqa: F401 - re-exported for the launcher's users
     DEFAULT_TEMP_DIRS, LaunchError, RayTarget, check_resources, connect, describe_nodes, nodes_offering,
     resolve_address,
@@ -176,12 +177,12 @@ class RayLauncher:
         auth_mode: str | None = "disabled",
         auth_token_path: str | None = None,
         resources: dict[str, float] | None = None,
-        num_cpus: float = 1.0,
-        num_gpus: float = 0.0,
-        connect_timeout_s: float = 15.0,
-        placement_timeout_s: float = 30.0,
-        poll_interval_s: float = 0.5,
-        stop_timeout_s: float = 10.0,
+        num_cpus: NonNegativeFloat = 1.0,
+        num_gpus: NonNegativeFloat = 0.0,
+        connect_timeout_s: PositiveFloat = 15.0,
+        placement_timeout_s: PositiveFloat = 30.0,
+        poll_interval_s: PositiveFloat = 0.5,
+        stop_timeout_s: PositiveFloat = 10.0,
         remote_run_dir: str | None = None,
         keep_remote_run_dir: bool = False,
         log_to_driver: bool = True,

@@ -34,6 +34,7 @@ from robots.base import Observation, RobotError, RobotSpec, StaleDataError
 from robots.sim import aloha
 from robots.sim.physics import SimPhysics, SimSnapshot
 from robots.sim.process import K, PhysicsShared, physics_main, physics_specs
+from services.knobs import NonNegativeInt, PositiveFloat
 from services.devproc import DeviceProcess
 from services.shm import SharedArrays, ShmRegistry, unique_block_name
 
@@ -66,17 +67,17 @@ class SimRobot:
         *,
         cameras: dict[str, Callable[..., Any]] | None = None,
         name: str = "sim",
-        hz: float = 20.0,
+        hz: PositiveFloat = 20.0,
         action_dim: int = 14,
         state_dim: int = 14,
         realtime: bool = True,
-        max_delta_deg: float = 5.0,
-        max_gripper_delta: float = 0.1,
+        max_delta_deg: PositiveFloat = 5.0,
+        max_gripper_delta: PositiveFloat = 0.1,
         render_in_lockstep: bool = True,
-        max_state_age_s: float = 0.5,
-        max_lag_s: float = 0.5,
-        start_timeout_s: float = 10.0,
-        render_msaa: int = 0,
+        max_state_age_s: PositiveFloat = 0.5,
+        max_lag_s: PositiveFloat = 0.5,
+        start_timeout_s: PositiveFloat = 10.0,
+        render_msaa: NonNegativeInt = 0,
         seed: int | None = 0,
         device_processes: bool = True,
     ) -> None:
