@@ -46,6 +46,7 @@ os.environ.update(isolated_dds_env())  # before any DDS participant exists
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from robots.cameras.base import FrameSpec  # noqa: E402
 from robots.cameras.ros_image import RosImageCamera  # noqa: E402
 from robots.ros2 import messages  # noqa: E402
 from robots.ros2.robot import Ros2Robot  # noqa: E402
@@ -134,7 +135,7 @@ def per_tick(ticks: int, hz: float, cameras: bool) -> dict[str, list[float]]:
     factories = None
     if cameras:
         cams = OmegaConf.load(ROOT / "conf" / "cameras" / "ros_topics.yaml")
-        factories = {k: (lambda host, _t=d.topic, _n=k: RosImageCamera(_n, 320, 240, 1.0, host=host, topic=_t,
+        factories = {k: (lambda host, _t=d.topic, _n=k: RosImageCamera(FrameSpec(_n, 320, 240, 1.0), host=host, topic=_t,
                                                                         open_timeout_s=30.0))
                      for k, d in cams.devices.items()}
     robot = Ros2Robot(cameras=factories, **params)

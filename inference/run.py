@@ -22,7 +22,7 @@ from inference.validation import ConfigError, validate
 from policies.base import Policy, PolicyMetadata
 from policies.normalize import Normalizer
 from robots.base import Robot, RobotSpec
-from robots.cameras.base import Camera
+from robots.cameras.base import Camera, FrameSpec
 from robots.history import ObservationHistory
 from robots.safety import SafetyFilter
 
@@ -117,8 +117,7 @@ class Run:
         for name, node in (cams.devices or {}).items():
             factory = instantiate(node, _partial_=True)
             out[name] = functools.partial(
-                factory, name=name, width=int(cams.width), height=int(cams.height),
-                max_frame_age_s=float(cams.max_frame_age_s),
+                factory, frames=FrameSpec(name, int(cams.width), int(cams.height), float(cams.max_frame_age_s)),
             )
         return out
 

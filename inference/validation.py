@@ -296,7 +296,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"cameras.devices.{name}: needs a _target_")
         check_target_node(
             f"cameras.devices.{name}", dev,
-            provided={"name", "width", "height", "max_frame_age_s", "host"},
+            provided={"frames", "host"},
         )
 
     _require("robot", robot, ROBOT_COMMON)
@@ -344,10 +344,3 @@ def validate(cfg: DictConfig) -> None:
             f"policy.image_size={list(image_size)} (height, width) does not match cameras "
             f"height x width = [{cameras['height']}, {cameras['width']}]"
         )
-    policy_cls = resolve_target("policy", policy)
-    hook = getattr(policy_cls, "validate_config", None)
-    if callable(hook):
-        try:
-            hook({k: v for k, v in policy.items() if k not in _HYDRA_KEYS})
-        except (ValueError, FileNotFoundError, ImportError) as exc:
-            raise ConfigError(f"policy: {exc}") from None

@@ -102,4 +102,4 @@ def test_sigterm_stops_within_two_seconds_and_flushes(tmp_path):
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
     assert proc.returncode == 130, err[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["ticks"] > 20
+    assert summary["ticks"] >= 20  # every row seen in ticks.csv before SIGTERM is in the summary

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from robots.base import RobotError, StaleDataError
-from robots.cameras.base import Camera
+from robots.cameras.base import Camera, FrameSpec
 from robots.cameras.opencv import OpenCVCamera, to_chw_rgb
 from robots.cameras.ros_image import image_to_chw
 from robots.ros2 import messages
@@ -31,7 +31,7 @@ def write_video(path, n_frames=10, size=(160, 120), fps=20.0):
 
 def test_video_file_frames_are_chw_rgb_resized(tmp_path):
     path = write_video(tmp_path / "v.avi")
-    cam = OpenCVCamera("head", 64, 48, 0.5, device=str(path), loop=True)
+    cam = OpenCVCamera(FrameSpec("head", 64, 48, 0.5), device=str(path), loop=True)
     assert isinstance(cam, Camera)
     cam.start()
     try:
@@ -52,7 +52,7 @@ def test_video_file_frames_are_chw_rgb_resized(tmp_path):
 
 def test_non_looping_video_goes_stale_at_its_end(tmp_path):
     path = write_video(tmp_path / "short.avi", n_frames=3, fps=30.0)
-    cam = OpenCVCamera("left", 32, 24, 0.3, device=str(path), loop=False)
+    cam = OpenCVCamera(FrameSpec("left", 32, 24, 0.3), device=str(path), loop=False)
     cam.start()
     try:
         time.sleep(0.8)
@@ -63,7 +63,7 @@ def test_non_looping_video_goes_stale_at_its_end(tmp_path):
 
 
 def test_missing_device_fails_clearly_and_fast():
-    cam = OpenCVCamera("head", 320, 240, 0.5, device="/dev/head_camera_does_not_exist", open_timeout_s=3.0)
+    cam = OpenCVCamera(FrameSpec("head", 320, 240, 0.5), device="/dev/head_camera_does_not_exist", open_timeout_s=3.0)
     t0 = time.monotonic()
     with pytest.raises(RobotError, match="camera head: device /dev/head_camera_does_not_exist does not exist"):
         cam.start()
@@ -74,21 +74,21 @@ def test_missing_device_fails_clearly_and_fast():
 
 def test_a_device_that_is_not_a_camera_fails_clearly():
     with pytest.raises(RobotError, match="camera head: cannot open /dev/null"):
-        OpenCVCamera("head", 320, 240, 0.5, device="/dev/null", open_timeout_s=3.0).start()
+        OpenCVCamera(FrameSpec("head", 320, 240, 0.5), device="/dev/null", open_timeout_s=3.0).start()
 
 
 def test_missing_file_and_unreadable_file_fail_clearly(tmp_path):
     with pytest.raises(RobotError, match="video file .*nope.mp4 does not exist"):
-        OpenCVCamera("x", 32, 24, 0.5, device=str(tmp_path / "nope.mp4")).start()
+        OpenCVCamera(FrameSpec("x", 32, 24, 0.5), device=str(tmp_path / "nope.mp4")).start()
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)
     with pytest.raises(RobotError, match="camera y: (cannot open|no frame|end of video)"):
-        OpenCVCamera("y", 32, 24, 0.5, device=str(junk), open_timeout_s=3.0).start()
+        OpenCVCamera(FrameSpec("y", 32, 24, 0.5), device=str(junk), open_timeout_s=3.0).start()
 
 
 def test_numeric_device_string_is_an_index():
-    assert OpenCVCamera("c", 32, 24, 0.5, device="2").device == 2
-    assert not OpenCVCamera("c", 32, 24, 0.5, device="/dev/video0").is_file
+    assert OpenCVCamera(FrameSpec("c", 32, 24, 0.5), device="2").device == 2
+    assert not OpenCVCamera(FrameSpec("c", 32, 24, 0.5), device="/dev/video0").is_file
 
 
 def test_conversions_agree_between_opencv_and_ros_images():

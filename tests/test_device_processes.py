@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robots.base import RobotError
+from robots.cameras.base import FrameSpec
 from robots.cameras.opencv import OpenCVCamera
 from robots.sim import SimCamera, SimRobot
 from services.shm import ShmRing
@@ -106,7 +107,7 @@ def test_ring_reader_never_keeps_a_torn_frame_from_a_racing_writer() -> None:
 
 # ------------------------------------------------------------------------------------ sim devices
 def sim_cameras(max_frame_age_s: float = 2.0) -> dict:
-    return {name: partial(SimCamera, name=name, width=W, height=H, max_frame_age_s=max_frame_age_s, source=src, fps=15)
+    return {name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=15)
             for name, src in {"head": "top", "left": "left_wrist"}.items()}
 
 
@@ -188,7 +189,7 @@ def test_kill_9_of_the_physics_process_is_a_robot_fault() -> None:
 
 
 def test_a_failing_camera_process_reports_why(tmp_path) -> None:
-    cam = OpenCVCamera("head", 32, 24, 0.5, device=str(tmp_path / "missing.avi"))
+    cam = OpenCVCamera(FrameSpec("head", 32, 24, 0.5), device=str(tmp_path / "missing.avi"))
     with pytest.raises(RobotError, match=r"camera head: video file .*missing.avi does not exist"):
         cam.start()
     with pytest.raises(RobotError, match="camera head"):
@@ -200,10 +201,11 @@ import sys, time
 from functools import partial
 from robots import gl
 gl.select_backend()
+from robots.cameras.base import FrameSpec
 from robots.sim import SimCamera, SimRobot
 
 if __name__ == "__main__":
-    cams = {"head": partial(SimCamera, name="head", width=32, height=24, max_frame_age_s=2.0, source="top", fps=10)}
+    cams = {"head": partial(SimCamera, frames=FrameSpec("head", 32, 24, 2.0), source="top", fps=10)}
     robot = SimRobot(cameras=cams, realtime=True, max_state_age_s=2.0)
     robot.start()
     print(robot.physics_block()[0], robot.cameras["head"]._remote.ring.name, robot._proc.pid,

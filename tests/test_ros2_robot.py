@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from rosbags.typesys import Stores, get_typestore
 
 from robots.base import Robot, RobotError, StaleDataError
+from robots.cameras.base import FrameSpec
 from robots.cameras.ros_image import RosImageCamera
 from robots.ros2.dds import idl_type
 from robots.ros2.robot import Ros2Robot
@@ -192,7 +193,7 @@ def test_ros_image_cameras_through_the_robot_transport(dds_env):
     # three 640x480 streams (55 MB/s): the twin on dds, as the robot (rclpy's paced writers share 32 MiB/s)
     twin = RobotTwin(cfg, image_topics=topics, image_width=640, image_height=480, transport="dds").start()
     factories = {
-        name: (lambda host, _t=topic, _n=name: RosImageCamera(_n, 320, 240, 0.5, host=host, topic=_t))
+        name: (lambda host, _t=topic, _n=name: RosImageCamera(FrameSpec(_n, 320, 240, 0.5), host=host, topic=_t))
         for name, topic in topics.items()
     }
     robot = make_robot(cfg, cameras=factories)

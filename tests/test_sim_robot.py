@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from robots.base import Robot, RobotError, StaleDataError
+from robots.cameras.base import FrameSpec
 from robots.sim import SimCamera, SimRobot
 from robots.sim import aloha
 
@@ -24,8 +25,7 @@ SOURCES = {"head": "top", "left": "left_wrist", "right": "right_wrist"}
 def camera_factories(max_frame_age_s: float = 0.5, fps: float = 15.0) -> dict:
     """What the run object hands the robot: partials with (name, width, height, age) bound."""
     return {
-        name: partial(
-            SimCamera, name=name, width=W, height=H, max_frame_age_s=max_frame_age_s, source=src, fps=fps
+        name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=fps
         )
         for name, src in SOURCES.items()
     }
@@ -212,7 +212,7 @@ def test_realtime_stale_frames_and_state_raise() -> None:
 
 def test_unknown_camera_source_is_an_error() -> None:
     with pytest.raises(RobotError, match="no MuJoCo camera"):
-        SimRobot(cameras={"x": partial(SimCamera, name="x", width=8, height=8, max_frame_age_s=1.0, source="nope")})
+        SimRobot(cameras={"x": partial(SimCamera, frames=FrameSpec("x", 8, 8, 1.0), source="nope")})
 
 
 def test_configs_instantiate_against_signatures() -> None:
@@ -225,10 +225,7 @@ def test_configs_instantiate_against_signatures() -> None:
     cameras = {
         name: partial(
             instantiate(node),
-            name=name,
-            width=cams_cfg.width,
-            height=cams_cfg.height,
-            max_frame_age_s=cams_cfg.max_frame_age_s,
+            frames=FrameSpec(name, cams_cfg.width, cams_cfg.height, cams_cfg.max_frame_age_s),
         )
         for name, node in cams_cfg.devices.items()
     }

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from robots.base import Frame, RobotError, StaleDataError
+from robots.cameras.base import FrameSpec
 from robots.cameras.process import CameraProcess, start_in_process
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,7 @@ class OpenCVCamera:
 
     def __init__(
         self,
-        name: str,
-        width: int,
-        height: int,
-        max_frame_age_s: float,
+        frames: FrameSpec,
         host: Any = None,
         *,
         device: str | int = 0,
@@ -57,10 +55,7 @@ class OpenCVCamera:
         open_timeout_s: float = 5.0,
         process: bool = True,
     ) -> None:
-        self.name = name
-        self.width = int(width)
-        self.height = int(height)
-        self.max_frame_age_s = float(max_frame_age_s)
+        frames.bind(self)
         if isinstance(device, str) and device.strip().isdigit():
             device = int(device)
         self.device = device
@@ -105,7 +100,7 @@ class OpenCVCamera:
         """Open the device and wait for the first frame (at most ``open_timeout_s``)."""
         if self.process:
             twin = functools.partial(
-                OpenCVCamera, self.name, self.width, self.height, self.max_frame_age_s, device=self.device,
+                OpenCVCamera, self.frames, device=self.device,
                 fps=self.fps, fourcc=self.fourcc, loop=self.loop, open_timeout_s=self.open_timeout_s, process=False,
             )
             self._remote = start_in_process(self, twin, self.open_timeout_s, self._remote)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from robots.base import Frame, RobotError, StaleDataError
+from robots.cameras.base import FrameSpec
 from robots.cameras.process import CameraProcess, start_in_process
 from robots.ros2.transport import QosProfile, Subscription, make_transport
 
@@ -59,10 +60,7 @@ class RosImageCamera:
 
     def __init__(
         self,
-        name: str,
-        width: int,
-        height: int,
-        max_frame_age_s: float,
+        frames: FrameSpec,
         host: Any = None,
         *,
         topic: str,
@@ -73,10 +71,7 @@ class RosImageCamera:
         open_timeout_s: float = 5.0,
         process: bool = True,
     ) -> None:
-        self.name = name
-        self.width = int(width)
-        self.height = int(height)
-        self.max_frame_age_s = float(max_frame_age_s)
+        frames.bind(self)
         self.host = host
         # "{robot}" and "{robot_id}" in the topic come from the host robot's config
         self.topic = topic.format(robot=getattr(host, "name", "") or "", robot_id=getattr(host, "robot_id", "") or "")
@@ -95,7 +90,7 @@ class RosImageCamera:
         """Subscribe and wait for the first image (at most ``open_timeout_s``)."""
         if self.process:
             twin = functools.partial(
-                RosImageCamera, self.name, self.width, self.height, self.max_frame_age_s, topic=self.topic,
+                RosImageCamera, self.frames, topic=self.topic,
                 reliability=self.reliability, depth=self.depth,
                 transport=getattr(self.host, "transport_kind", self.transport_kind),
                 domain_id=getattr(self.host, "domain_id", self.domain_id),

@@ -23,6 +23,7 @@ import numpy as np
 
 from robots import gl
 from robots.base import Frame, RobotError, StaleDataError
+from robots.cameras.base import FrameSpec
 from robots.cameras.process import CameraProcess
 from robots.sim import aloha
 
@@ -136,10 +137,7 @@ class SimCamera:
 
     def __init__(
         self,
-        name: str,
-        width: int,
-        height: int,
-        max_frame_age_s: float,
+        frames: FrameSpec,
         host: Any = None,
         *,
         source: str,
@@ -147,17 +145,12 @@ class SimCamera:
         start_timeout_s: float = 10.0,
     ) -> None:
         if host is None or not hasattr(host, "latest_snapshot"):
-            raise RobotError(f"SimCamera {name!r} needs the SimRobot as host (got {host!r})")
-        if width <= 0 or height <= 0 or fps <= 0 or max_frame_age_s <= 0:
-            raise ValueError(
-                f"SimCamera {name!r}: width, height, fps, max_frame_age_s must be > 0 "
-                f"(got {width}, {height}, {fps}, {max_frame_age_s})"
-            )
+            raise RobotError(f"SimCamera {frames.name!r} needs the SimRobot as host (got {host!r})")
+        if fps <= 0:
+            raise ValueError(f"SimCamera {frames.name!r}: fps must be > 0 (got {fps})")
         gl.require_rendering()
-        self.name = name
-        self.width = int(width)
-        self.height = int(height)
-        self.max_frame_age_s = float(max_frame_age_s)
+        frames.bind(self)
+        name = self.name
         self.source = source
         self.fps = float(fps)
         self.start_timeout_s = float(start_timeout_s)

@@ -74,12 +74,13 @@ def make_sim_robot(
     render: bool = True,
 ):
     """A lockstep SimRobot with the run-time camera set (name -> MuJoCo camera)."""
+    from robots.cameras.base import FrameSpec
     from robots.sim import SimCamera, SimRobot
 
     cams = cameras or DEFAULT_CAMERAS
     factories = {
         name: functools.partial(
-            SimCamera, name=name, width=width, height=height, max_frame_age_s=1.0, source=source
+            SimCamera, frames=FrameSpec(name, width, height, 1.0), source=source
         )
         for name, source in cams.items()
     } if render else {}
