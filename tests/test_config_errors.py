@@ -12,6 +12,7 @@ import contextlib
 import glob
 import io
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -133,6 +134,24 @@ def broken(tmp_path_factory) -> dict[str, str]:
     return _files(tmp_path_factory.mktemp("broken"))
 
 
+@contextlib.contextmanager
+def logging_restored():
+    """Hydra configures logging for the job it runs (``disable_existing_loggers`` with the
+    ``disabled`` job logging): give every later test in this process the logging it had."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    was_disabled = {name: lg.disabled for name, lg in logging.root.manager.loggerDict.items()
+                    if isinstance(lg, logging.Logger)}
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, lg in logging.root.manager.loggerDict.items():
+            if isinstance(lg, logging.Logger):
+                lg.disabled = was_disabled.get(name, False)
+
+
 def run_app(args: list[str], run_dir: Path) -> tuple[int, str]:
     argv = ["inference", *args, f"hydra.run.dir={run_dir}", "hydra/job_logging=disabled",
             "hydra/hydra_logging=disabled"]
@@ -140,7 +159,7 @@ def run_app(args: list[str], run_dir: Path) -> tuple[int, str]:
     old = sys.argv
     sys.argv = argv
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with logging_restored(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             app.main()
         code = 0
     except SystemExit as exc:
