@@ -191,6 +191,9 @@ def start_in_process(camera: Any, twin: Callable[[], Any], open_timeout_s: float
     remote = previous or CameraProcess(camera.name, camera.width, camera.height, camera.max_frame_age_s,
                                        CaptureProducer(twin), start_timeout_s=open_timeout_s + SPAWN_ALLOWANCE_S)
     remote.start()
+    # the camera's contract (as in-process): start() returns once its first frame is there, so the
+    # first read() never races the producer's first copy into the ring
+    remote.wait_for_frame(newer_than=0.0, timeout_s=open_timeout_s)
     return remote
 
 
