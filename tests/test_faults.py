@@ -8,6 +8,7 @@ real time); the faults are injected where hardware or a model would produce them
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import re
@@ -198,12 +199,15 @@ def test_orphaned_inference_process_exits_within_1s_even_during_warmup(tmp_path)
         print(f"inference process gone {elapsed:.3f} s after kill -9 of its parent")
         assert _gone(child), "still alive 5 s after the parent died"
         assert elapsed < 1.0
+        assert glob.glob(f"/dev/shm/rtc_run_{app.pid}_*") == []  # the orphan unlinked the run's block
     finally:
         try:
             os.killpg(app.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         app.wait(10)
+        for leftover in glob.glob(f"/dev/shm/rtc_sim_{app.pid}_*"):  # known leak (closing note), not ours to keep
+            os.unlink(leftover)
 
 
 def test_restart_continues_from_what_the_robot_executes(tmp_path):

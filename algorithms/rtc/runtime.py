@@ -16,7 +16,6 @@ then terminate, then kill; well inside 2 s) and the shared block is unlinked.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -180,9 +179,7 @@ class _Runtime(RTCControlLoop):
             self.log_thread.start()
         self.proc = self.ctx.Process(
             target=inference_main, name="rtc-inference",
-            args=(self.run, self.layout, dataclasses.replace(
-                self.algo.worker_cfg, die_with_parent_thread=threading.current_thread() is threading.main_thread()),
-                self.log_queue, os.getpid()),
+            args=(self.run, self.layout, self.algo.worker_cfg, self.log_queue, os.getpid()),
             daemon=True,
         )
         self.proc.start()

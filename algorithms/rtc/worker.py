@@ -11,8 +11,8 @@ parent through a queue so they land in the run's log. SIGINT is ignored: the par
 Watchdog side: a thread of its own writes the heartbeat every ``HEARTBEAT_PERIOD_S`` from the first
 moment, whatever the policy call is doing (a long inference is not a dead process; the control side
 bounds one inference with ``inference_timeout_s``), and ends the process within that period when the
-parent is gone -- while the policy is still being built or warmed up too. On Linux the kernel is also
-asked to kill it with the parent (``PR_SET_PDEATHSIG``).
+parent is gone -- while the policy is still being built or warmed up too -- unlinking the run's shared
+block first (the dead owner cannot).
 """
 
 from __future__ import annotations
@@ -47,35 +47,26 @@ class WorkerConfig:
     poll_interval_s: float
     inference_threads: int | None = None
     log_level: int = logging.INFO
-    # PR_SET_PDEATHSIG fires when the *thread* that started us exits: only safe from a main thread
-    # (a Ray actor may start us from a pool thread; the watchdog's parent check covers that case)
-    die_with_parent_thread: bool = True
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent thread exits (best effort elsewhere)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _watchdog(shared: SharedState, parent_pid: int, stop: threading.Event) -> None:
-    """Heartbeat + orphan check, independent of the policy call."""
+    """Heartbeat + orphan check, independent of the policy call. An orphan unlinks the run's block
+    before it exits: its owner (the control process) died without the chance to."""
     while not stop.is_set():
         shared.hb_f64[H.BEAT] = time.monotonic()
         if os.getppid() != parent_pid:
+            try:
+                from _posixshmem import shm_unlink
+
+                shm_unlink("/" + shared.layout.block)
+            except OSError:
+                pass
             os._exit(1)  # the control process is gone: nothing may keep computing for a robot
         stop.wait(HEARTBEAT_PERIOD_S)
 
 
 def inference_main(run: Any, layout: Layout, cfg: WorkerConfig, log_queue: Any, parent_pid: int) -> None:
     """Process entry point (must stay importable at module level for ``spawn``)."""
-    if cfg.die_with_parent_thread:
-        _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died while this process was starting
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
