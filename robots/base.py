@@ -7,7 +7,7 @@ seconds from ``time.monotonic()``. Images are CHW uint8 at the configured camera
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -58,12 +58,32 @@ class RobotSpec:
 
 @dataclass
 class Frame:
-    """One camera image with its times: capture (device/sim clock) and receive (our monotonic)."""
+    """One camera image with its times: capture (device/sim clock) and receive (our monotonic).
+
+    A camera in its own process hands out ``image`` as a read-only view of its shared-memory ring
+    slot (no copy on the control thread); ``intact_check`` then says whether the producer has begun
+    to reuse that slot. Whoever copies the image (the inference snapshot, a recording) checks
+    ``intact()`` after the copy; whoever keeps it longer than a few camera periods takes ``owned()``.
+    """
 
     image: np.ndarray  # (3, H, W) uint8
     capture_time: float
     receive_time: float
     index: int = 0  # frame counter from the source, for history sub-sampling
+    intact_check: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
+
+    def intact(self) -> bool:
+        """False once the image's ring slot is being rewritten (a copy taken before was torn)."""
+        return self.intact_check is None or self.intact_check()
+
+    def owned(self) -> "Frame":
+        """This frame with an image of its own (itself if it has one already)."""
+        if self.intact_check is None:
+            return self
+        image = np.array(self.image)
+        if not self.intact():
+            raise StaleDataError(f"frame {self.index}: its ring slot was rewritten before it was copied")
+        return Frame(image, self.capture_time, self.receive_time, self.index)
 
 
 @dataclass

@@ -177,6 +177,12 @@ class ShmRegistry:
             arrays.close()
 
 
+def _readonly(view: np.ndarray) -> np.ndarray:
+    out = view.view()
+    out.flags.writeable = False
+    return out
+
+
 def write_text(buf: np.ndarray, text: str) -> None:
     """Store a one-line message in a shared uint8 buffer (truncated, NUL-terminated)."""
     raw = text.encode("utf-8", "replace")[: buf.size - 1]
@@ -226,6 +232,8 @@ class ShmRing:
         self._times_mv = memoryview(self.times.reshape(-1))
         self._index_mv = memoryview(self.index)
         self._slot_views = {name: [arr[k] for k in range(self.slots)] for name, arr in self.data.items()}
+        self._readonly_views = {name: [_readonly(v) for v in views] for name, views in self._slot_views.items()}
+        self._closed = False
 
     @staticmethod
     def specs(fields: dict[str, tuple[tuple[int, ...], str]], slots: int) -> list[ArraySpec]:
@@ -266,6 +274,8 @@ class ShmRing:
         for mv in (self._head_mv, self._seq_mv, self._times_mv, self._index_mv):
             mv.release()
         self._slot_views = {}
+        self._readonly_views = {}
+        self._closed = True
         self.head = self.seq = self.times = self.index = self.status = self.message = None
         self.data = {}
         if self.arrays.owner:
@@ -321,3 +331,27 @@ class ShmRing:
             if seq[slot] == n:
                 return n, capture, receive, idx
         raise TimeoutError(f"ring {self.name}: writer lapped the reader {retries} times")
+
+    def view_newest(self, name: str, retries: int = 8) -> tuple[int, float, float, int, np.ndarray | None]:
+        """The newest complete sample of field ``name`` without copying it: (n, capture_time,
+        receive_time, index, read-only view of its slot); n == 0 and no view before the first.
+
+        The view stays that sample until the writer comes round to its slot again (``slots - 1``
+        samples later): whoever copies it checks ``intact(n)`` after the copy (as a seqlock reader
+        does), and a sample held longer than that must be copied first.
+        """
+        head, seq, times, index = self._head_mv, self._seq_mv, self._times_mv, self._index_mv
+        for _ in range(retries):
+            n = head[0]
+            if n == 0:
+                return 0, 0.0, 0.0, 0, None
+            slot = n % self.slots
+            capture, receive, idx = times[2 * slot], times[2 * slot + 1], index[slot]
+            if seq[slot] == n:
+                return n, capture, receive, idx, self._readonly_views[name][slot]
+        raise TimeoutError(f"ring {self.name}: writer lapped the reader {retries} times")
+
+    def intact(self, n: int) -> bool:
+        """True while sample ``n``'s slot still holds it (no rewrite has begun). A closed ring's
+        views no longer change (the writer is gone), so they stay intact."""
+        return self._closed or self._seq_mv[n % self.slots] == n

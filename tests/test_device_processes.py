@@ -105,6 +105,78 @@ def test_ring_reader_never_keeps_a_torn_frame_from_a_racing_writer() -> None:
     assert not shm_exists(ring.name)
 
 
+def test_ring_view_is_the_newest_sample_read_only_and_says_when_it_is_rewritten() -> None:
+    fields = {"image": ((2, 3), "uint8")}
+    ring = ShmRing.create(fields, 3, tag="test")
+    try:
+        reader = ShmRing.attach(ring.name, fields, 3)
+        assert reader.view_newest("image")[0] == 0
+        ring.write(1.0, 1.5, 7, image=np.full((2, 3), 1, np.uint8))
+        n, capture, receive, index, view = reader.view_newest("image")
+        assert (n, capture, receive, index) == (1, 1.0, 1.5, 7) and np.all(view == 1)
+        assert not view.flags.writeable
+        with pytest.raises(ValueError):
+            view[0, 0] = 9
+        ring.write(2.0, 2.0, 8, image=np.full((2, 3), 2, np.uint8))
+        ring.write(3.0, 3.0, 9, image=np.full((2, 3), 3, np.uint8))
+        assert reader.intact(1) and np.all(view == 1)  # slots - 1 newer samples: still sample 1
+        ring.slot_for_write()  # sample 4 begins in sample 1's slot
+        assert not reader.intact(1)
+        reader.close()
+        assert reader.intact(1)  # a closed ring's views no longer change
+    finally:
+        ring.close()
+
+
+def test_history_copy_of_a_zero_copy_frame_is_one_copy_and_a_rewritten_slot_is_a_stale_fault() -> None:
+    from robots.base import Frame, Observation, StaleDataError
+    from robots.history import ObservationHistory
+
+    fields = {"image": ((3, 4, 5), "uint8")}
+    ring = ShmRing.create(fields, 4, tag="test")
+    try:
+        ring.write(1.0, 1.0, 1, image=np.full((3, 4, 5), 11, np.uint8))
+        n, capture, receive, index, view = ring.view_newest("image")
+        frame = Frame(view, capture, receive, index, partial(ring.intact, n))
+        history = ObservationHistory()
+        history.push(Observation(state=np.zeros(2, np.float32), images={"head": frame}, timestamp=1.0))
+        assert history._frames["head"][-1].image is view  # kept as the view: no copy at push
+        snap = history.snapshot()
+        assert np.all(snap.images["head"] == 11) and not np.shares_memory(snap.images["head"], view)
+        owned = frame.owned()
+        assert owned.intact_check is None and not np.shares_memory(owned.image, view)
+        for k in range(2, 6):
+            ring.write(float(k), float(k), k, image=np.full((3, 4, 5), k, np.uint8))
+        assert not frame.intact()  # sample 5 went into sample 1's slot
+        with pytest.raises(StaleDataError, match="camera head: frame 1 was overwritten"):
+            history.snapshot()
+        with pytest.raises(StaleDataError):
+            frame.owned()
+        longer = ObservationHistory(num_img_obs=2)  # keeps frames across ticks: takes its own copies
+        n, capture, receive, index, view = ring.view_newest("image")
+        longer.push(Observation(state=np.zeros(2, np.float32), timestamp=1.0,
+                                images={"head": Frame(view, capture, receive, index, partial(ring.intact, n))}))
+        assert longer._frames["head"][-1].intact_check is None
+    finally:
+        ring.close()
+
+
+def test_camera_process_read_is_a_view_of_its_ring_and_its_last_frame_outlives_stop(tmp_path) -> None:
+    from tests.test_cameras import write_video
+
+    cam = OpenCVCamera(FrameSpec("vid", W, H, 5.0), device=str(write_video(tmp_path / "v.avi")), loop=True)
+    cam.start()
+    try:
+        remote = cam._remote
+        frame = cam.read()
+        assert not frame.image.flags.writeable and frame.intact()
+        assert any(np.shares_memory(frame.image, v) for v in remote.ring._slot_views["image"])
+    finally:
+        cam.stop()
+    last = remote._newest()
+    assert last.intact_check is None and last.image.flags.writeable  # its own copy, taken at stop
+
+
 # ------------------------------------------------------------------------------------ sim devices
 def sim_cameras(max_frame_age_s: float = 2.0) -> dict:
     return {name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=15)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -155,17 +155,24 @@ class SharedState:
 
     # ------------------------------------------------------------ control side (writer of ctrl)
     def publish_request(
-        self, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any],
-        counters: Mapping[int, int], obs_time: float, tick_time: float,
+        self, state: np.ndarray, images: Mapping[str, np.ndarray] | Callable[[dict[str, np.ndarray]], None],
+        info: Mapping[str, Any], counters: Mapping[int, int], obs_time: float, tick_time: float,
         prev: np.ndarray | None = None, max_guidance_weight: float = 0.0,
     ) -> None:
         """One request: the observation of this tick, its counters and ``prev`` (model space; None
-        leaves the previous contents, unused by a plain predict), all under one seqlock write."""
+        leaves the previous contents, unused by a plain predict), all under one seqlock write.
+
+        ``images`` is either the frames or a function that copies them into the block's image
+        arrays (``ObservationHistory.copy_images_into``: the frames' one copy). If that raises, the
+        counters are not written, so the inference process sees no new request."""
         self.ctrl_lock.write_begin()
         try:
+            if callable(images):
+                images(self.obs_images)
+            else:
+                for name, dst in self.obs_images.items():
+                    np.copyto(dst, images[name])
             np.copyto(self.obs_state, state, casting="unsafe")
-            for name, dst in self.obs_images.items():
-                np.copyto(dst, images[name])
             for key, dst in self.obs_info.items():
                 value = np.asarray(info.get(key, 0))
                 if value.shape == dst.shape:

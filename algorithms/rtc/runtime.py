@@ -289,8 +289,9 @@ class _Runtime(RTCControlLoop):
 
     # ------------------------------------------------------------------ the shared-memory exchange
     def _send(self, req: Request) -> None:
-        snap = self.step.history.snapshot()
-        last = self.step.history.last
+        history = self.step.history
+        snap = history.snapshot(images=False)  # the frames go straight from their rings into the block
+        last = history.last
         guide = req.guide
         counters = {C.EPISODE: self.episode_no, C.TICK: req.tick, C.REQ_SEQ: req.seq,
                     C.REQ_S: guide.s if guide is not None else req.s, C.REQ_D: req.d, C.REQ_GUIDED: int(guide is not None)}
@@ -298,7 +299,7 @@ class _Runtime(RTCControlLoop):
             counters[C.REQ_GUIDANCE] = GUIDANCE_CODES.index(guide.guidance)
             counters[C.REQ_SCHEDULE] = SCHEDULE_CODES.index(guide.schedule)
         self.shared.publish_request(
-            snap.state, snap.images, last.info if last is not None else {}, counters,
+            snap.state, history.copy_images_into, last.info if last is not None else {}, counters,
             obs_time=snap.timestamp, tick_time=time.monotonic(),
             prev=guide.prev_model if guide is not None else None,
             max_guidance_weight=guide.max_guidance_weight if guide is not None else 0.0,
