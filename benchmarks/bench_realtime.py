@@ -169,6 +169,8 @@ def table(rows: list[dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ticks", type=int, default=10000)
+    ap.add_argument("--compare-ticks", type=int, default=0,
+                    help="ticks for the threads and bare cells (default: --ticks)")
     ap.add_argument("--rates", default="20,50,100")
     ap.add_argument("--designs", default="processes,threads,bare")
     ap.add_argument("--loads", default="idle,hog")
@@ -189,14 +191,15 @@ def main() -> None:
             for rate in rates:
                 for design in designs:
                     load_avg = os.getloadavg()[0]
+                    ticks = args.ticks if design == "processes" or not args.compare_ticks else args.compare_ticks
                     if load == "hog":
                         with Hog():
                             time.sleep(0.5)
-                            res = run_bare(rate, args.ticks) if design == "bare" else \
-                                run_app(rate, args.ticks, design, args.overrides, workdir)
+                            res = run_bare(rate, ticks) if design == "bare" else \
+                                run_app(rate, ticks, design, args.overrides, workdir)
                     else:
-                        res = run_bare(rate, args.ticks) if design == "bare" else \
-                            run_app(rate, args.ticks, design, args.overrides, workdir)
+                        res = run_bare(rate, ticks) if design == "bare" else \
+                            run_app(rate, ticks, design, args.overrides, workdir)
                     row = {"load": load, "hz": rate, "design": design, "load_avg": load_avg, **res}
                     rows.append(row)
                     print(table([row])[-1], flush=True)
@@ -205,12 +208,15 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     name = "realtime" + (f"_{args.label}" if args.label else "")
     command = "cd /work/main && .venv/bin/python benchmarks/bench_realtime.py " + " ".join(sys.argv[1:])
-    meta = {"command": command, "started": started, "ticks_per_cell": args.ticks, "overrides": args.overrides,
+    meta = {"command": command, "started": started, "ticks_per_cell": args.ticks,
+            "compare_ticks": args.compare_ticks or args.ticks, "overrides": args.overrides,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Real control loop timing (issue 15){' with ' + ' '.join(args.overrides) if args.overrides else ''}",
              "", f"Command: `{command}`", "",
-             f"Started {started}; {meta['machine']}; {args.ticks} ticks per cell (one episode); app overrides in "
+             f"Started {started}; {meta['machine']}; {args.ticks} ticks per cell (one episode)"
+             + (f", {args.compare_ticks} in the threads and bare cells" if args.compare_ticks else "")
+             + "; app overrides in "
              f"every app cell: `{' '.join(COMMON + args.overrides)}`. Period error = actual - scheduled tick "
              "time (ms); 'first 10' = the episode's first 10 ticks on their own. Load avg = 1-min load average "
              "when the cell started (a shared machine: other agents' jobs run too).", ""]
