@@ -13,6 +13,8 @@ clock. Methods (the RTC paper's comparison):
 * ``blend``: ``W * prev + (1 - W) * new`` (the seed system's openpi inpainting).
 * ``rtc``: real VJP guidance with the soft mask (``schedule``, default ``exp``).
 * ``rtc_hard``: VJP guidance with hard masking (schedule ``zeros``).
+* ``rtc_trained``: training-time RTC (``guidance: trained``): the ``d`` actions that still execute
+  are given to the model as a clean prefix; needs a policy trained so (a config error otherwise).
 * ``custom``: the configured ``guidance`` + ``schedule`` (for Hydra sweeps over them).
 
 Per method and delay it reports success rate, chunk-boundary discontinuity (max |last executed
@@ -46,6 +48,7 @@ METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
     "blend": (Guidance.BLEND, None),
     "rtc": (Guidance.VJP, None),
     "rtc_hard": (Guidance.VJP, Schedule.ZEROS),
+    "rtc_trained": (Guidance.TRAINED, None),
     "custom": (None, None),
 }
 DISTRIBUTIONS = ("constant", "uniform")

@@ -1,13 +1,15 @@
-"""Latency of the flow policy: unguided predict vs RTC guided inference (VJP) vs one bare velocity call.
+"""Latency of the flow policy: unguided predict vs RTC guided inference (VJP) vs training-time RTC
+(``guidance=trained``: a clean action prefix, no VJP) vs one bare velocity call.
 
     python benchmarks/bench_inference.py                      # CPU, H in 16 32 50, steps 5 10
     python benchmarks/bench_inference.py --device cuda --horizons 50 --steps 10
 
-Models use the bundled architecture (from its config.json; random weights for chunk sizes other
-than the bundled one, which do not change the cost). Per case it reports the median (and p90)
+Models use the bundled architecture (from its config.json, with ``train_prefix_max = H // 4`` so
+``guidance=trained`` is allowed; the bundled weights at its chunk size, random weights for other
+chunk sizes: weights do not change the cost). Per case it reports the median (and p90)
 wall time of: ``velocity`` (one action-expert call v(A, tau), prefix already encoded),
 ``prefix`` (observation encoding, done once per chunk), ``predict`` and ``guided_inference`` with
-``guidance=vjp`` and ``blend``, and the ratios. Writes a markdown table to
+``guidance=vjp``, ``blend`` and ``trained``, and the ratios. Writes a markdown table to
 ``benchmarks/results/inference.md`` (``--out``) with the command line at the top.
 """
 
@@ -30,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from policies.base import PolicyInput  # noqa: E402
 from policies.flow import FlowModel, FlowPolicy  # noqa: E402
-from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, resolve_path, save_checkpoint  # noqa: E402
+from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path, save_checkpoint  # noqa: E402
 
 
 def timed(fn, repeats: int, sync) -> tuple[float, float]:
@@ -51,14 +53,16 @@ def timed(fn, repeats: int, sync) -> tuple[float, float]:
 def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool) -> FlowPolicy:
     bundled = resolve_path(DEFAULT_CHECKPOINT)
     cfg, _ = load_config(bundled)
-    if cfg.chunk_size == horizon:
-        ck = bundled
-    else:
-        cfg.chunk_size = horizon
-        torch.manual_seed(0)
-        ck = tmp / f"h{horizon}"
-        if not ck.exists():
-            save_checkpoint(ck, FlowModel(cfg))
+    ck = tmp / f"h{horizon}"
+    if not ck.exists():
+        if cfg.chunk_size == horizon:
+            model, _ = load_model(bundled)
+        else:
+            cfg.chunk_size = horizon
+            torch.manual_seed(0)
+            model = FlowModel(cfg)
+        model.cfg.train_prefix_max = max(1, horizon // 4)
+        save_checkpoint(ck, model)
     return FlowPolicy(checkpoint=str(ck), device=device, num_steps=steps, autocast_bf16=bf16)
 
 
@@ -99,11 +103,13 @@ def main() -> None:
                 t_pred = timed(lambda: p.predict(obs), args.repeats, sync)
                 t_vjp = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="vjp"), args.repeats, sync)
                 t_blend = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="blend"), args.repeats, sync)
-                rows.append((horizon, steps, t_vel, t_pre, t_pred, t_vjp, t_blend))
+                t_trained = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="trained"), args.repeats, sync)
+                rows.append((horizon, steps, t_vel, t_pre, t_pred, t_vjp, t_blend, t_trained))
                 print(
                     f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
                     f"predict {t_pred[0]:.2f} ms, guided vjp {t_vjp[0]:.2f} ms "
-                    f"({t_vjp[0] / t_pred[0]:.2f}x predict), blend {t_blend[0]:.2f} ms",
+                    f"({t_vjp[0] / t_pred[0]:.2f}x predict), blend {t_blend[0]:.2f} ms, trained {t_trained[0]:.2f} ms "
+                    f"({t_trained[0] / t_pred[0]:.2f}x predict)",
                     flush=True,
                 )
 
@@ -123,16 +129,17 @@ def main() -> None:
         "`velocity` = one action-expert call v(A, tau) with the observation prefix already encoded; "
         "`prefix` = observation encoding (once per chunk); `predict` = prefix + n Euler steps "
         "(inference_mode); `vjp` = RTC guided inference (prefix + n steps of forward + reverse pass); "
-        "`blend` = predict + W*prev + (1-W)*new.",
+        "`blend` = predict + W*prev + (1-W)*new; `trained` = training-time RTC (the first d actions of prev "
+        "clean at flow time 1, n Euler steps over the rest, inference_mode).",
         "",
-        "| H | steps | velocity | prefix | predict | vjp | blend | predict / velocity | vjp / velocity | vjp / predict |",
+        "| H | steps | velocity | prefix | predict | vjp | blend | trained | vjp / predict | trained / predict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda t: f"{t[0]:.2f} ({t[1]:.2f})"  # noqa: E731
-    for h, n, tv, tp, tpred, tvjp, tb in rows:
+    for h, n, tv, tp, tpred, tvjp, tb, ttr in rows:
         lines.append(
-            f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | {fmt(tpred)} | {fmt(tvjp)} | {fmt(tb)} | "
-            f"{tpred[0] / tv[0]:.1f} | {tvjp[0] / tv[0]:.1f} | {tvjp[0] / tpred[0]:.2f} |"
+            f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | {fmt(tpred)} | {fmt(tvjp)} | {fmt(tb)} | {fmt(ttr)} | "
+            f"{tvjp[0] / tpred[0]:.2f} | {ttr[0] / tpred[0]:.2f} |"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,9 @@ Loads: ``idle`` (whatever else the machine runs: shared machines are not idle; t
 is reported) and ``hog`` (a ``while True`` process pinned to CPU 0). Extra positional arguments are
 app overrides for every app cell (``logger=wandb record=mcap``). ``first10`` columns: the first 10
 ticks of the episode on their own (start-up stalls). Per cell: period error p50/p99/p99.9/max (ms),
-the share of ticks more than 1 ms late, inference latency p50 and success. Results:
+the share of ticks more than 1 ms late, inference latency p50 and success, and the VM's steal time
+(``/proc/stat``, sampled every 0.25 s in this process) over the cell with the number of late ticks
+that had steal within 0.5 s (a stall of the whole vCPU, which no setting inside the guest prevents). Results:
 ``benchmarks/results/realtime[_<label>].md`` (+ .json).
 """
 
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +58,51 @@ COMMON = ["episodes=1", "report=false", "algorithm.stop_on_success=false", "algo
           "algorithm.inference_timeout_s=60", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5"]
 LATE_MS = 1.0
 KEEP_RUNS = False
+STEAL_WINDOW_S = 0.5  # a late tick "coincides with steal" if the hypervisor took time within this of it
+
+
+class StealSampler(threading.Thread):
+    """Samples the machine's steal time (``/proc/stat``: time the hypervisor ran something else while
+    a vCPU of this VM wanted to run) every 0.25 s, with CLOCK_MONOTONIC times like ``ticks.csv``'s,
+    so a late tick can be checked against it: no scheduling inside the guest prevents a stall there."""
+
+    PERIOD_S = 0.25
+
+    def __init__(self) -> None:
+        super().__init__(name="steal-sampler", daemon=True)
+        self.samples: list[tuple[float, float]] = []  # (monotonic s, cumulative steal ms, all CPUs)
+        self.tick_ms = 1e3 / os.sysconf("SC_CLK_TCK")
+        self._stop_event = threading.Event()
+
+    @staticmethod
+    def read_steal_ticks() -> int | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+            return int(fields[8])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            steal = self.read_steal_ticks()
+            if steal is not None:
+                self.samples.append((time.monotonic(), steal * self.tick_ms))
+            self._stop_event.wait(self.PERIOD_S)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def steal_ms(self, t0: float, t1: float) -> float | None:
+        """Steal time (ms, summed over CPUs) between the samples around [t0, t1]."""
+        before = [v for t, v in self.samples if t <= t0]
+        after = [v for t, v in self.samples if t >= t1]
+        if not before or not after:
+            return None
+        return after[0] - before[-1]
+
+
+STEAL = StealSampler()
 
 
 def timing_stats(errors_ms: np.ndarray) -> dict[str, float]:
@@ -85,8 +133,11 @@ def run_app(rate: float, ticks: int, design: str, extra: list[str], workdir: Pat
     ticks_csv = run_dir / "ticks.csv"
     if ticks_csv.is_file():
         with ticks_csv.open() as f:
-            errors = np.array([float(r["period_error_ms"]) for r in csv.DictReader(f)])
+            rows = list(csv.DictReader(f))
+        errors = np.array([float(r["period_error_ms"]) for r in rows])
         out.update(cell_stats(errors))
+        times = np.array([float(r["t_actual"]) for r in rows])
+        out.update(steal_stats(times, errors))
     summary = run_dir / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
@@ -100,6 +151,22 @@ def run_app(rate: float, ticks: int, design: str, extra: list[str], workdir: Pat
     return out
 
 
+def steal_stats(times: np.ndarray, errors_ms: np.ndarray) -> dict:
+    """Steal time over the cell and how many late ticks had steal within ``STEAL_WINDOW_S``."""
+    if times.size == 0 or not STEAL.samples:
+        return {}
+    out = {"steal_ms": STEAL.steal_ms(float(times[0]), float(times[-1]))}
+    late = times[errors_ms > LATE_MS]
+    near = [STEAL.steal_ms(t - STEAL_WINDOW_S, t + STEAL_WINDOW_S) for t in late]
+    out["late_with_steal"] = int(sum(1 for v in near if v))
+    # the base rate: how often any tick has steal that close (steal is frequent: a late tick having
+    # some nearby means something only if most ticks do not)
+    probe = times[:: max(1, times.size // 200)]
+    base = [STEAL.steal_ms(t - STEAL_WINDOW_S, t + STEAL_WINDOW_S) for t in probe]
+    out["steal_base_rate"] = float(np.mean([bool(v) for v in base])) if base else None
+    return out
+
+
 BARE_CHILD = """
 import json, sys, time
 import numpy as np
@@ -109,12 +176,14 @@ rate, ticks = float(sys.argv[1]), int(sys.argv[2])
 session = RealtimeSession.enter_control(None)
 clock = DeadlineClock(1.0 / rate)
 err = np.empty(ticks)
+at = np.empty(ticks)
 clock.start()
 for i in range(ticks):
     scheduled, actual = clock.wait(i)
     err[i] = (actual - scheduled) * 1e3
+    at[i] = actual
 session.close()
-print(json.dumps({"errors": err.tolist(), "sched": session.report["control"]["sched"]["policy"]}))
+print(json.dumps({"errors": err.tolist(), "times": at.tolist(), "sched": session.report["control"]["sched"]["policy"]}))
 """
 
 
@@ -124,7 +193,9 @@ def run_bare(rate: float, ticks: int) -> dict:
     if proc.returncode != 0:
         return {"returncode": proc.returncode, "error": proc.stderr.strip()[-300:]}
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"returncode": 0, "sched": data["sched"], **cell_stats(np.asarray(data["errors"]))}
+    errors = np.asarray(data["errors"])
+    return {"returncode": 0, "sched": data["sched"], **cell_stats(errors),
+            **steal_stats(np.asarray(data.get("times", [])), errors)}
 
 
 class Hog:
@@ -151,10 +222,18 @@ def fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
+def late_with_steal(r: dict) -> str:
+    if r.get("late_with_steal") is None:
+        return "-"
+    late = round((r.get("late_share") or 0.0) * (r.get("ticks") or 0))
+    base = r.get("steal_base_rate")
+    return f"{r['late_with_steal']}/{late}" + (f" (any tick: {100 * base:.0f}%)" if base is not None else "")
+
+
 def table(rows: list[dict]) -> list[str]:
     lines = ["| load | Hz | design | ticks | p50 ms | p99 ms | p99.9 ms | max ms | > 1 ms late | first 10: max ms "
-             "| first 10: late | inference p50 ms | success | load avg | note |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| first 10: late | inference p50 ms | success | load avg | steal ms | late ticks with steal | note |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         late = r.get("late_share")
         lines.append(
@@ -162,7 +241,8 @@ def table(rows: list[dict]) -> list[str]:
             f"{fmt(r.get('p99'), 3)} | {fmt(r.get('p999'), 3)} | {fmt(r.get('max'), 3)} | "
             f"{'-' if late is None else f'{100 * late:.2f}%'} | {fmt(r.get('first10_max'), 3)} | "
             f"{fmt(r.get('first10_late'))} | {fmt(r.get('inference_p50_ms'), 0)} | {fmt(r.get('success_rate'))} | "
-            f"{r['load_avg']:.1f} | {r.get('error', '') or r.get('sched', '')} |")
+            f"{r['load_avg']:.1f} | {fmt(r.get('steal_ms'), 0)} | {late_with_steal(r)} | "
+            f"{r.get('error', '') or r.get('sched', '')} |")
     return lines
 
 
@@ -186,6 +266,7 @@ def main() -> None:
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_realtime_"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    STEAL.start()
     try:
         for load in args.loads.split(","):
             for rate in rates:
@@ -219,7 +300,10 @@ def main() -> None:
              + "; app overrides in "
              f"every app cell: `{' '.join(COMMON + args.overrides)}`. Period error = actual - scheduled tick "
              "time (ms); 'first 10' = the episode's first 10 ticks on their own. Load avg = 1-min load average "
-             "when the cell started (a shared machine: other agents' jobs run too).", ""]
+             "when the cell started. Steal ms = hypervisor steal time summed over the CPUs during the cell "
+             f"(10 ms resolution); late ticks with steal = ticks > {LATE_MS:g} ms late with steal within "
+             f"{STEAL_WINDOW_S:g} s of them / all late ticks (any tick: the share of all ticks with steal "
+             "that close, the base rate).", ""]
     lines += table(rows)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / name}.md")

@@ -69,6 +69,7 @@ class PolicyServer:
         meta = getattr(self.policy, "metadata", None)
         self.metadata.setdefault("rtc_guidance", callable(getattr(self.policy, "guided_inference", None)))
         self.metadata.setdefault("supports_vjp", bool(getattr(meta, "supports_vjp", False)))
+        self.metadata.setdefault("supports_trained", bool(getattr(meta, "supports_trained", False)))
         self.host = host
         self.port = int(port)
         self.api_key = api_key

@@ -244,6 +244,25 @@ def _check_normalizer(policy: Mapping[str, Any]) -> None:
         raise ConfigError(f"policy.normalizer: {type(cause).__name__}: {' '.join(str(cause).split())[:300]}") from None
 
 
+def _check_trained_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
+    """``guidance: trained`` (or lockstep method ``rtc_trained``) needs a policy whose class says its
+    configured model was trained with clean action prefixes (``supports_trained_guidance(node)``)."""
+    methods = algorithm.get("methods")
+    if methods is not None and "rtc_trained" in methods:
+        key = "algorithm.methods"
+    elif str(algorithm.get("guidance", "")) == "trained" and (methods is None or "custom" in methods):
+        key = "algorithm.guidance"
+    else:
+        return
+    target = resolve_target("policy", policy)
+    check = getattr(target, "supports_trained_guidance", None)
+    if not (callable(check) and check(policy)):
+        raise ConfigError(
+            f"{key}: guidance 'trained' needs a policy trained with action-prefix conditioning (training-time "
+            f"RTC); policy {policy.get('_target_')} with this checkpoint is not (flow: train with "
+            "model.train_prefix_max > 0, or pick guidance vjp/blend/none)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line, naming the key) for any config the run cannot use."""
     structured = OmegaConf.structured(RunConfig)
@@ -332,6 +351,7 @@ def validate(cfg: DictConfig) -> None:
         check_target_node("realtime", container["realtime"])
 
     # cross-part checks
+    _check_trained_guidance(container["algorithm"], policy)
     missing_cams = [c for c in policy["camera_names"] if c not in devices]
     if missing_cams:
         raise ConfigError(

@@ -17,14 +17,18 @@ import numpy as np
 class Guidance(StrEnum):
     """How an inference continues the previous chunk (``algorithm.guidance``).
 
-    ``vjp``: real RTC guidance (Black et al. 2025, VJP through the denoiser); ``blend``:
-    ``W * prev + (1 - W) * new`` after sampling; ``none``: naive asynchronous chunking.
-    A ``StrEnum``: members compare equal to their config strings (``Guidance.VJP == "vjp"``).
+    ``vjp``: real RTC guidance (Black et al. 2025, VJP through the denoiser); ``trained``:
+    training-time RTC (Black, Ren, Equi, Levine 2025): the part of the previous chunk that will
+    still execute is given to a model trained with clean action prefixes, no VJP (only policies
+    with ``metadata.supports_trained``); ``blend``: ``W * prev + (1 - W) * new`` after sampling;
+    ``none``: naive asynchronous chunking. A ``StrEnum``: members compare equal to their config
+    strings (``Guidance.VJP == "vjp"``).
     """
 
     VJP = "vjp"
     BLEND = "blend"
     NONE = "none"
+    TRAINED = "trained"
 
 
 class Schedule(StrEnum):
@@ -54,6 +58,7 @@ class PolicyMetadata:
     num_img_obs: int = 1
     supports_vjp: bool = False
     needs_privileged: bool = False
+    supports_trained: bool = False  # ``guidance: trained`` (the model was trained with clean action prefixes)
 
 
 @dataclass

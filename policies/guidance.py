@@ -178,3 +178,33 @@ def guided_euler_sample(
             (g,) = torch.autograd.grad(a1_hat, a_req, grad_outputs=err)
         a = a + dt * (v.detach() + guidance_weight(tau_f, beta) * g)
     return a.detach()
+
+
+def prefix_conditioned_sample(
+    velocity_fn: VelocityFn, noise: torch.Tensor, prev: torch.Tensor | np.ndarray, d: int, num_steps: int
+) -> torch.Tensor:
+    """Training-time RTC (Black, Ren, Equi, Levine 2025, arXiv 2512.05964): Euler sampling with
+    the first ``d`` actions fixed to ``prev[:d]`` at flow time 1, the others integrated as usual.
+
+    The model must have been trained with such clean prefixes (``FlowModelConfig.train_prefix_max``):
+    ``velocity_fn(A, tau)`` then gets per-token flow times ``tau`` of shape ``(1, H)``. No reverse
+    pass: the cost is one unguided inference. ``d == 0`` gives :func:`euler_sample`'s chunk for the
+    same noise (every token at the same flow time), and ``A[:d] == prev[:d]`` exactly.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    h = noise.shape[-2]
+    if not 0 <= d < h:
+        raise ValueError(f"prefix length d={d} must be within [0, H={h})")
+    y = torch.as_tensor(prev).to(dtype=noise.dtype, device=noise.device)
+    if y.shape[-2:] != noise.shape[-2:]:
+        raise ValueError(f"prev chunk shape {tuple(y.shape)} does not match noise {tuple(noise.shape)}")
+    clean = torch.arange(h, device=noise.device) < d  # (H,)
+    free = (~clean).to(noise.dtype)[:, None]
+    a = torch.where(clean[:, None], y, noise)
+    dt = 1.0 / num_steps
+    for k in range(num_steps):
+        tau = torch.where(clean, torch.ones((), dtype=noise.dtype, device=noise.device),
+                          torch.full((), k * dt, dtype=noise.dtype, device=noise.device))[None]
+        a = a + dt * free * velocity_fn(a, tau)
+    return a.detach()

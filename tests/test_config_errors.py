@@ -61,6 +61,11 @@ CASES = [
     (["robot.hz=-5"], "robot.hz"),
     (["robot.action_dim=0", "policy.action_dim=0"], "robot.action_dim"),
     (["algorithm.guidance=foo"], "algorithm.guidance"),
+    # the bundled checkpoint was not trained with action prefixes: training-time RTC is refused at start
+    (["algorithm.guidance=trained"], "algorithm.guidance"),
+    (["algorithm=rtc_split", "algorithm.guidance=trained"], "algorithm.guidance"),
+    (["algorithm=lockstep_eval", "algorithm.methods=[naive,rtc_trained]"],
+     "algorithm.methods"),
     (["algorithm.schedule=foo"], "algorithm.schedule"),
     (["algorithm.stall_timeout_s=0"], "algorithm.stall_timeout_s"),
     (["algorithm.delay_window=0"], "algorithm.delay_window"),

@@ -45,6 +45,10 @@ class FlowModelConfig:
     keypoints: int = 32
     coord_conv: bool = True
     aux_dim: int = 0  # >0: an auxiliary head predicts a privileged target (training only, e.g. cube xy)
+    # >0: trained with action-prefix conditioning (training-time RTC, Black et al. 2025, arXiv
+    # 2512.05964): a random prefix of 0..train_prefix_max clean actions at flow time 1, the loss on
+    # the rest; such a model continues a chunk with no VJP (``guidance: trained``)
+    train_prefix_max: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -250,14 +254,17 @@ class FlowModel(nn.Module):
     def velocity(self, prefix: Prefix, actions: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """Flow velocity for noisy chunks ``actions`` (B, H, action_dim) at flow time ``tau``.
 
-        ``tau`` is a scalar or (B,) tensor in [0, 1] (0 = noise). ``prefix`` may hold batch 1
-        (shared by every chunk) or batch B.
+        ``tau`` is a scalar, a (B,) tensor or per-token (B, H) / (1, H) flow times in [0, 1]
+        (0 = noise). ``prefix`` may hold batch 1 (shared by every chunk) or batch B.
         """
-        b = actions.shape[0]
-        tau = tau.reshape(-1).expand(b) if tau.numel() == 1 else tau.reshape(b)
-        t_emb = sinusoidal_embedding(tau, self.cfg.dim).to(actions.dtype)
+        b, h = actions.shape[:2]
         a = self.action_in(actions)
-        x = self.action_time_mlp(torch.cat([a, t_emb[:, None].expand_as(a)], dim=-1)) + self.action_pos
+        if tau.dim() == 2:  # per-token flow times (B, H): a clean prefix sits at tau = 1
+            t_emb = sinusoidal_embedding(tau.expand(b, h).reshape(-1), self.cfg.dim).view(b, h, -1).to(actions.dtype)
+        else:
+            tau = tau.reshape(-1).expand(b) if tau.numel() == 1 else tau.reshape(b)
+            t_emb = sinusoidal_embedding(tau, self.cfg.dim).to(actions.dtype)[:, None].expand_as(a)
+        x = self.action_time_mlp(torch.cat([a, t_emb], dim=-1)) + self.action_pos
         for layer, kv in zip(self.expert, prefix.kv):
             x = layer(x, kv)
         return self.action_out(self.out_norm(x))
@@ -280,16 +287,31 @@ class FlowModel(nn.Module):
 
         Flow times are drawn like pi0 (Beta(1.5, 1) over the *noise* end): more weight on noisy
         times, which matter most for the first Euler steps.
+
+        With ``cfg.train_prefix_max > 0`` (training-time RTC) each sample's first ``d`` actions,
+        ``d`` uniform in ``0..train_prefix_max``, are given clean at flow time 1 (per-token flow
+        times) and the loss covers only the others: the model learns to continue a known prefix.
         """
-        b = actions.shape[0]
+        b, h = actions.shape[:2]
         noise = torch.randn(actions.shape, generator=generator, device=actions.device, dtype=actions.dtype)
         u = torch.distributions.Beta(1.5, 1.0).sample((b,)).to(actions.device)
         tau = 1.0 - (u * 0.999 + 0.001)
         tb = tau[:, None, None].to(actions.dtype)
         x_tau = tb * actions + (1.0 - tb) * noise
         prefix = self.encode_prefix(state, images)
-        pred = self.velocity(prefix, x_tau, tau.to(actions.dtype))
-        loss = F.mse_loss(pred.float(), (actions - noise).float())
+        target = (actions - noise).float()
+        d_max = min(int(self.cfg.train_prefix_max), h - 1)
+        if d_max > 0:
+            d = torch.randint(0, d_max + 1, (b,), generator=generator, device=actions.device)
+            clean = torch.arange(h, device=actions.device)[None, :] < d[:, None]  # (B, H)
+            x_tau = torch.where(clean[..., None], actions, x_tau)
+            tau_tok = torch.where(clean, torch.ones_like(tau)[:, None], tau[:, None].expand(b, h))
+            pred = self.velocity(prefix, x_tau, tau_tok.to(actions.dtype))
+            free = (~clean).to(target.dtype)[..., None]
+            loss = ((pred.float() - target) ** 2 * free).sum() / (free.sum() * actions.shape[-1])
+        else:
+            pred = self.velocity(prefix, x_tau, tau.to(actions.dtype))
+            loss = F.mse_loss(pred.float(), target)
         if aux is not None and self.cfg.aux_dim > 0:
             loss = loss + F.mse_loss(self.aux_head(prefix.tokens.mean(1)).float(), aux.float())
         return loss

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
-from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_model, resolve_path
+from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path
 from policies.flow.model import FlowModel, Prefix
-from policies.guidance import blend, euler_sample, guided_euler_sample, prefix_weights
+from policies.guidance import blend, euler_sample, guided_euler_sample, prefix_conditioned_sample, prefix_weights
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveInt
@@ -109,6 +109,16 @@ class FlowPolicy:
         except ValueError as exc:
             raise ConfigError(f"{path}.{getattr(exc, 'key', 'checkpoint')}: {exc}") from None
 
+    @classmethod
+    def supports_trained_guidance(cls, node: Any) -> bool:
+        """Whether the configured checkpoint was trained with action-prefix conditioning (start-time
+        check of ``guidance: trained``; reads config.json only)."""
+        try:
+            cfg, _ = load_config(resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT)))
+        except (OSError, ValueError, KeyError):
+            return False
+        return cfg.train_prefix_max > 0
+
     def __init__(
         self,
         checkpoint: str = DEFAULT_CHECKPOINT,
@@ -152,6 +162,7 @@ class FlowPolicy:
             num_img_obs=1,
             supports_vjp=True,
             needs_privileged=False,
+            supports_trained=cfg.train_prefix_max > 0,
         )
         self.freeze()
 
@@ -179,6 +190,8 @@ class FlowPolicy:
         try:
             self.predict(obs, noise=noise)
             self.guided_inference(obs, noise, delay=1, execute_horizon=1, noise=noise)
+            if self.metadata.supports_trained:
+                self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="trained", noise=noise)
         except Exception as exc:
             if self.compile and self._velocity is not self.model.velocity:
                 logger.warning("compiled flow model failed at warmup (%s); running eagerly", exc)
@@ -272,8 +285,10 @@ class FlowPolicy:
     ) -> np.ndarray:
         """A chunk continuing ``prev_chunk`` (model space; shorter inputs are zero-padded to H).
 
-        ``guidance``: ``vjp`` (RTC, gradients through the action expert), ``blend``
-        (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive asynchronous execution).
+        ``guidance``: ``vjp`` (RTC, gradients through the action expert), ``trained`` (the first
+        ``delay`` actions of ``prev`` as a clean prefix, for a checkpoint trained so: one unguided
+        inference's cost), ``blend`` (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive
+        asynchronous execution).
         """
         m = self.metadata
         if guidance == "none":
@@ -285,11 +300,13 @@ class FlowPolicy:
             )
         if prev.shape[0] < m.chunk_size:
             prev = np.concatenate([prev, np.zeros((m.chunk_size - prev.shape[0], m.action_dim), np.float32)])
+        if guidance == "trained":
+            return self._prefix_conditioned(obs, prev, int(delay), int(execute_horizon), noise)
         weights = prefix_weights(m.chunk_size, int(delay), int(execute_horizon), schedule)
         if guidance == "blend":
             return blend(prev, self.predict(obs, noise=noise), weights)
         if guidance != "vjp":
-            raise ValueError(f"flow policy: unknown guidance {guidance!r}; expected vjp, blend or none")
+            raise ValueError(f"flow policy: unknown guidance {guidance!r}; expected vjp, trained, blend or none")
         with torch.no_grad():
             prefix = self._encode_prefix(obs)
             y = torch.from_numpy(prev).to(self.device)[None]
@@ -301,4 +318,23 @@ class FlowPolicy:
                 self.num_steps,
                 float(max_guidance_weight),
             )
+        return a[0].float().cpu().numpy()
+
+    def _prefix_conditioned(self, obs: PolicyInput, prev: np.ndarray, delay: int, execute_horizon: int,
+                            noise: np.ndarray | None) -> np.ndarray:
+        """``guidance: trained``: the first ``d`` actions of ``prev`` given clean, ``d`` = the delay
+        clipped to the guided region (``H - s``) and to the longest prefix seen in training."""
+        m, d_max = self.metadata, self.model.cfg.train_prefix_max
+        if not m.supports_trained:
+            raise ValueError(f"flow policy: guidance=trained needs a checkpoint trained with action-prefix "
+                             f"conditioning (model.train_prefix_max > 0); {self.checkpoint} has none")
+        d = max(0, min(delay, m.chunk_size - execute_horizon, d_max))
+        if delay > d_max and not getattr(self, "_warned_prefix", False):
+            logger.warning("flow policy: delay %d > the longest prefix trained (%d): conditioning on %d actions",
+                           delay, d_max, d)
+            self._warned_prefix = True
+        with torch.inference_mode():
+            prefix = self._encode_prefix(obs)
+            y = torch.from_numpy(prev).to(self.device)[None]
+            a = prefix_conditioned_sample(self._velocity_fn(prefix), self._noise(noise), y, d, self.num_steps)
         return a[0].float().cpu().numpy()

@@ -68,6 +68,13 @@ def server_uri(host: str, port: int | None) -> str:
 
 @POLICY_REGISTRY.register("openpi_remote")
 class OpenPIRemotePolicy:
+    @classmethod
+    def supports_trained_guidance(cls, node: Any) -> bool:
+        """``guidance: trained`` is the served policy's to do: allowed at start when the client
+        hands guidance to the server; a server whose policy lacks it (metadata ``supports_trained``)
+        is refused at the first guided request (``PolicyRunner``), naming the mode."""
+        return bool(node.get("server_guidance", True))
+
     def __init__(
         self,
         chunk_size: int,
@@ -111,6 +118,8 @@ class OpenPIRemotePolicy:
         self.server_guides = bool(server_guidance) and self.server_metadata.get("rtc_guidance") is True
         if self.server_guides and self.server_metadata.get("supports_vjp") is True:
             self.metadata = dataclasses.replace(self.metadata, supports_vjp=True)
+        if self.server_guides and self.server_metadata.get("supports_trained") is True:
+            self.metadata = dataclasses.replace(self.metadata, supports_trained=True)
 
     # ------------------------------------------------------------------ connection
     def _connect(self, timeout_s: float, first: bool = False) -> None:

@@ -125,6 +125,7 @@ def train(cfg: DictConfig) -> Path:
         cnn_channels=tuple(cfg.model.cnn_channels),
         mlp_ratio=int(cfg.model.mlp_ratio),
         aux_dim=2 if cfg.model.get("aux_cube", False) else 0,
+        train_prefix_max=int(cfg.model.get("train_prefix_max", 0)),
     )
     demos = load_or_record(cfg.data, mcfg.chunk_size)
     t_data = time.monotonic() - t_start
