@@ -50,6 +50,28 @@ def timed(fn, repeats: int, sync) -> tuple[float, float]:
     return statistics.median(out), out[min(len(out) - 1, int(0.9 * len(out)))]
 
 
+def timed_interleaved(fns, repeats: int, sync) -> list[tuple[float, float]]:
+    """(median, p90) ms of each of ``fns``, called in turn (rotating the order every round) so a
+    change in the machine's load hits every mode alike; two warm-up rounds."""
+    for _ in range(2):
+        for fn in fns:
+            fn()
+    sync()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        for k in range(len(fns)):
+            i = (k + r) % len(fns)
+            t = time.perf_counter()
+            fns[i]()
+            sync()
+            times[i].append((time.perf_counter() - t) * 1e3)
+    out = []
+    for t in times:
+        t.sort()
+        out.append((statistics.median(t), t[min(len(t) - 1, int(0.9 * len(t)))]))
+    return out
+
+
 def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool) -> FlowPolicy:
     bundled = resolve_path(DEFAULT_CHECKPOINT)
     cfg, _ = load_config(bundled)
@@ -100,10 +122,12 @@ def main() -> None:
                     vel = p._velocity_fn(prefix)
                     t_vel = timed(lambda: vel(a, tau), args.repeats, sync)
                     t_pre = timed(lambda: p._encode_prefix(obs), args.repeats, sync)
-                t_pred = timed(lambda: p.predict(obs), args.repeats, sync)
-                t_vjp = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="vjp"), args.repeats, sync)
-                t_blend = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="blend"), args.repeats, sync)
-                t_trained = timed(lambda: p.guided_inference(obs, prev, d, s, guidance="trained"), args.repeats, sync)
+                t_pred, t_vjp, t_blend, t_trained = timed_interleaved([
+                    lambda: p.predict(obs),
+                    lambda: p.guided_inference(obs, prev, d, s, guidance="vjp"),
+                    lambda: p.guided_inference(obs, prev, d, s, guidance="blend"),
+                    lambda: p.guided_inference(obs, prev, d, s, guidance="trained"),
+                ], args.repeats, sync)
                 rows.append((horizon, steps, t_vel, t_pre, t_pred, t_vjp, t_blend, t_trained))
                 print(
                     f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
@@ -123,7 +147,8 @@ def main() -> None:
         "",
         f"Device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} threads{', bf16 autocast' if args.bf16 else ''}); {args.repeats} timed calls per cell "
-        "after 2 warm-up calls; median (p90) in ms. Bundled architecture "
+        "after 2 warm-up calls, predict / vjp / blend / trained interleaved (one of each per round, the "
+        "order rotating); median (p90) in ms. Bundled architecture "
         "(3 cameras 96x128, 14-dim); delay d = max(1, H/10), execute horizon s = H/2.",
         "",
         "`velocity` = one action-expert call v(A, tau) with the observation prefix already encoded; "

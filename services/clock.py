@@ -4,8 +4,9 @@ Tick ``i`` is due at ``t0 + i * period_s`` (absolute deadlines, as diffusion_pol
 ``precise_sleep``): a late tick never shifts the ones after it, unlike ``sleep(dt)`` loops.
 ``DeadlineClock`` sleeps until ``spin_s`` before the deadline and busy-waits the rest, because
 ``time.sleep`` overshoots by 0.1-1 ms on a loaded Linux box under SCHED_OTHER; a thread at SCHED_FIFO
-is woken on time, so there it spins at most ``services.realtime.MAX_FIFO_SPIN_S`` (default none):
-a real-time thread never busy-waits long enough to starve the machine. ``VirtualClock`` has the same API and
+is woken on time but still pays the CPU's wake-up latency, so there it spins
+``services.realtime.DEFAULT_FIFO_SPIN_S`` (0.3 ms), at most ``MAX_FIFO_SPIN_S``: a real-time thread
+never busy-waits long enough to starve the machine. ``VirtualClock`` has the same API and
 never sleeps: lockstep robots advance time themselves.
 """
 

@@ -18,8 +18,9 @@ What a user sets, and what happens:
   leaves ~200k objects; a full collection of them takes 50-200 ms and would run in the control
   thread at some tick); later collections scan only what the loop itself allocated.
 * ``spin_s`` / ``fifo_spin_s``: how long ``DeadlineClock`` busy-waits before each deadline, under
-  SCHED_OTHER (``time.sleep`` overshoots there) and under SCHED_FIFO (the thread is woken on time:
-  at most ``MAX_FIFO_SPIN_S``, so a real-time thread never spins long enough to starve anything).
+  SCHED_OTHER (``time.sleep`` overshoots there) and under SCHED_FIFO (the sleep is exact but the
+  CPU's wake-up latency is not: ``DEFAULT_FIFO_SPIN_S``, at most ``MAX_FIFO_SPIN_S``, so a real-time
+  thread never spins long enough to starve anything).
 
 Each setting is applied where the OS permits; a refusal (no CAP_SYS_NICE, RLIMIT_MEMLOCK, a CPU
 that is not there) is a warning in the log and ``applied: false`` with the reason in the report,
@@ -47,6 +48,10 @@ from typing import Any, ClassVar, Mapping
 log = logging.getLogger(__name__)
 
 MAX_FIFO_SPIN_S = 0.0005
+# Woken at SCHED_FIFO the thread still pays the CPU's wake-up latency (a halted vCPU: 0.1-0.3 ms at p99 on
+# the 2-core VM of benchmarks/results/realtime_steal.md); waking 0.3 ms early and spinning the rest took the
+# default run's period error p99 from 0.17 to 0.02 ms at 50 Hz, for 0.6% (20 Hz) to 3% (100 Hz) of a core.
+DEFAULT_FIFO_SPIN_S = 0.0003
 DEFAULT_SPIN_S = 0.002
 BASE_CPUS_ENV = "INFERENCE_RT_BASE_CPUS"  # the CPUs the run started with, for children of a pinned parent
 _MCL_CURRENT, _MCL_FUTURE, _MCL_ONFAULT = 1, 2, 4
@@ -66,7 +71,7 @@ class RealtimeConfig:
     switch_interval_s: float | None = 0.0005
     gc_freeze: bool = True
     spin_s: float = DEFAULT_SPIN_S
-    fifo_spin_s: float = 0.0
+    fifo_spin_s: float = DEFAULT_FIFO_SPIN_S
 
     def __post_init__(self) -> None:
         problems = config_problems(asdict(self))

@@ -203,3 +203,22 @@ def test_split_mode_runs_sim_rtc_with_transport_in_the_delay(cluster, tmp_path):
     for k in range(1, len(guided)):
         assert int(guided[k]["d_estimate"]) == min(max(d_actual[max(0, k - 10):k]), 50 - int(guided[k]["s"]))
     assert summary["transport_ms_p50"] > 0
+
+
+def test_split_mode_runs_training_time_rtc_on_the_worker(cluster, tmp_path):
+    """``guidance: trained`` through the Ray actor: a prefix-trained flow checkpoint (the bundled
+    weights with ``train_prefix_max`` declared: the mode's plumbing, not its quality)."""
+    from tests.test_training_time_rtc import _declared_prefix_checkpoint
+
+    address, _ = cluster
+    ck = _declared_prefix_checkpoint(tmp_path)
+    run = compose_run(["robot=sim", "policy=flow", f"policy.checkpoint={ck}", "algorithm=rtc_split",
+                       f"algorithm.address={address}", "algorithm.guidance=trained", "algorithm.max_chunk_jump=null",
+                       "algorithm.stop_on_success=false", "algorithm.execute_horizon=10", "max_steps=60",
+                       "report=false"], run_dir=tmp_path / "run")
+    summary = instantiate(run.cfg.launcher, _partial_=True)().launch(run)
+    assert summary["algorithm"] == "rtc_split" and summary.get("fault") is None
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "inferences.csv").open()))
+    assert sum(r["guidance"] == "trained" for r in rows) >= 2, [r["guidance"] for r in rows]

@@ -1,6 +1,6 @@
 """Real-time settings (conf/realtime, services/realtime.py): ranges checked at start, applied where
 permitted and reported, a clear fallback where not, children never inherit real-time priority, and
-the deadline clock never spins at SCHED_FIFO."""
+the deadline clock spins only ``fifo_spin_s`` (0.3 ms, bounded) at SCHED_FIFO."""
 
 from __future__ import annotations
 
@@ -105,19 +105,19 @@ def test_applied_as_permitted_reported_and_undone() -> None:
     assert [d["name"] for d in devices] == ["sim-physics"]
     assert devices[0]["policy"] == "SCHED_OTHER" and devices[0]["cpus"] == sorted(os.sched_getaffinity(0))
     assert devices[0]["nice"] == -3
-    # at SCHED_FIFO the clock sleeps to the deadline: no busy-wait
-    assert out["spin_s"] == 0.0 and control["clock_spin_s"] == 0.0
-    assert out["cpu_share"] < 0.05, out["cpu_share"]
+    # at SCHED_FIFO the clock sleeps to fifo_spin_s (0.3 ms) before the deadline: 3% of 10 ms ticks
+    assert out["spin_s"] == RealtimeConfig().fifo_spin_s == 0.0003 and control["clock_spin_s"] == 0.0003
+    assert out["cpu_share"] < 0.08, out["cpu_share"]
     assert out["after"] == {"cpus": sorted(os.sched_getaffinity(0)), "policy": "SCHED_OTHER",
                             "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
-def test_sched_other_clock_spins_and_fifo_clock_does_not() -> None:
-    """The contrast the previous test relies on: the SCHED_OTHER clock does busy-wait its spin_s."""
+def test_sched_other_clock_spins_longer_than_the_fifo_clock() -> None:
+    """The contrast the previous test relies on: the SCHED_OTHER clock busy-waits its (longer) spin_s."""
     out = run_py(SESSION.replace("{CFG}", repr({"control_priority": 0, "mlockall": False})))["report"]
     assert out["report"]["control"]["sched"]["applied"] is False
     assert out["spin_s"] == RealtimeConfig().spin_s
-    assert out["cpu_share"] > 0.05, out["cpu_share"]  # ~spin_s / period of the 10 ms ticks
+    assert out["cpu_share"] > 0.1, out["cpu_share"]  # ~spin_s / period of the 10 ms ticks (2 of 10 ms)
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop capabilities")
