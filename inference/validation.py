@@ -247,8 +247,11 @@ def _check_normalizer(policy: Mapping[str, Any]) -> None:
 def _check_trained_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
     """``guidance: trained`` (or lockstep method ``rtc_trained``) needs a policy whose class says its
     configured model was trained with clean action prefixes (``supports_trained_guidance(node)``)."""
+    from algorithms.lockstep_eval import METHODS  # the methods' guidance, where it is defined
+    from policies.base import Guidance
+
     methods = algorithm.get("methods")
-    if methods is not None and "rtc_trained" in methods:
+    if methods is not None and any(METHODS.get(m, (None,))[0] == Guidance.TRAINED for m in methods):
         key = "algorithm.methods"
     elif str(algorithm.get("guidance", "")) == "trained" and (methods is None or "custom" in methods):
         key = "algorithm.guidance"

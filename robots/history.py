@@ -63,7 +63,6 @@ class ObservationHistory:
         """The frames the policy sees for camera ``name``, oldest first."""
         return list(self._frames[name])[:: -self.img_obs_every][::-1][-self.num_img_obs :]
 
-
     def copy_images_into(self, out: dict[str, np.ndarray]) -> None:
         """Copy each camera's frames into ``out[name]`` (``(num_img_obs, 3, H, W)``): the one copy
         a camera frame gets. ``StaleDataError`` if a producer began rewriting a frame's ring slot

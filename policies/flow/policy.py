@@ -152,6 +152,7 @@ class FlowPolicy:
         self._generator.manual_seed(self.seed)
         self._velocity = self.model.velocity
         self._encode = self.model.encode_prefix
+        self._warned_prefix = False  # the delay exceeded the longest prefix trained (said once)
         self.metadata = PolicyMetadata(
             chunk_size=cfg.chunk_size,
             action_dim=cfg.action_dim,
@@ -329,7 +330,7 @@ class FlowPolicy:
             raise ValueError(f"flow policy: guidance=trained needs a checkpoint trained with action-prefix "
                              f"conditioning (model.train_prefix_max > 0); {self.checkpoint} has none")
         d = max(0, min(delay, m.chunk_size - execute_horizon, d_max))
-        if delay > d_max and not getattr(self, "_warned_prefix", False):
+        if delay > d_max and not self._warned_prefix:
             logger.warning("flow policy: delay %d > the longest prefix trained (%d): conditioning on %d actions",
                            delay, d_max, d)
             self._warned_prefix = True

@@ -22,8 +22,6 @@ import time
 from functools import partial
 from typing import Any, Callable, Protocol
 
-import numpy as np
-
 from robots.base import Frame, RobotError, StaleDataError
 from services.devproc import DeviceProcess
 from services.shm import ShmRing
@@ -138,7 +136,7 @@ class CameraProcess:
                 raise RobotError(f"camera {self.name}: not started")
             return self._last  # stopped: the last frame, which ages
         try:
-            n, capture, receive, index, image = ring.view_newest("image")
+            n, frame = self._view_newest(ring)
         except TimeoutError as exc:
             raise RobotError(f"camera {self.name}: {exc}") from None
         if n == self._last_n:  # nothing new: is the producer still there?
@@ -146,9 +144,14 @@ class CameraProcess:
             if fault is not None:
                 raise RobotError(fault)
             return self._last
-        self._last_n = n
-        self._last = Frame(image, capture, receive, index, partial(ring.intact, n))
-        return self._last
+        self._last_n, self._last = n, frame
+        return frame
+
+    @staticmethod
+    def _view_newest(ring: ShmRing) -> tuple[int, Frame | None]:
+        """(n, the newest frame as a view of its ring slot), (0, None) before the first."""
+        n, capture, receive, index, image = ring.view_newest("image")
+        return n, (Frame(image, capture, receive, index, partial(ring.intact, n)) if n else None)
 
     def read(self) -> Frame:
         frame = self._newest()
@@ -178,8 +181,7 @@ class CameraProcess:
                       deadline=deadline)
         if ring is not None:
             if self._last is not None:  # the newest frame outlives the ring, in memory of its own (it ages)
-                n, capture, receive, index, image = ring.view_newest("image")
-                self._last = Frame(np.array(image), capture, receive, index)
+                self._last = self._view_newest(ring)[1].owned()  # the producer is gone: it is intact
             self.ring = None
             ring.close()
 
