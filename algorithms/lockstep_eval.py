@@ -17,8 +17,12 @@ clock. Methods (the RTC paper's comparison):
   are given to the model as a clean prefix; needs a policy trained so (a config error otherwise).
 * ``custom``: the configured ``guidance`` + ``schedule`` (for Hydra sweeps over them).
 
-Per method and delay it reports success rate, chunk-boundary discontinuity (max |last executed
-old action - first new action|, robot units) and max jerk of the sent commands (units/s^3).
+Every cell runs the same episodes (seeds ``seed + e``) and re-seeds a sampling policy's noise
+with the episode seed, so methods are compared on the same draws (at d = 0, naive and
+rtc_trained, which then has no prefix, give the same chunks). Per method and delay it reports success rate, time to success (mean over the successful episodes,
+seconds, a sync method's pauses included: they are wall time on a robot), chunk-boundary
+discontinuity (max |last executed old action - first new action|, robot units) and max jerk of
+the sent commands (units/s^3).
 """
 
 from __future__ import annotations
@@ -152,13 +156,15 @@ class LockstepEvaluator(RTCConfig):
     def _evaluate(self, method, delay, step, runner, meta, telemetry) -> dict[str, Any]:
         run = self.run_obj
         guidance, schedule = self.method_guidance(method)
-        successes, discs, jerks, rms_jerks, max_steps_pre = [], [], [], [], []
+        successes, discs, jerks, rms_jerks, max_steps_pre, success_s = [], [], [], [], [], []
         underruns = paused = inferences = rejected = ticks_total = 0
         for episode in range(run.episodes):
             seed = run.seed + episode
             rng = np.random.default_rng([seed, delay, 7])
             ep = self._episode(method, delay, seed, rng, step, runner, meta, telemetry)
             successes.append(ep["success"])
+            if ep["success"]:
+                success_s.append((ep["ticks"] + ep["paused_ticks"]) / run.hz)
             discs += ep["discontinuities"]
             jerks.append(ep["max_jerk"])
             rms_jerks.append(ep["rms_jerk"])
@@ -174,6 +180,7 @@ class LockstepEvaluator(RTCConfig):
             "method": method, "delay_ticks": delay, "guidance": str(guidance),
             "schedule": str(schedule) if guidance in (Guidance.VJP, Guidance.BLEND) else "",
             "episodes": run.episodes, "success_rate": float(np.mean(successes)) if successes else 0.0,
+            "time_to_success_s": float(np.mean(success_s)) if success_s else float("nan"),
             "discontinuity_mean": float(np.mean(finite)) if finite else float("nan"),
             "discontinuity_max": float(np.max(finite)) if finite else float("nan"),
             "max_jerk": float(np.max(jerks)) if jerks else float("nan"),
@@ -196,6 +203,9 @@ class LockstepEvaluator(RTCConfig):
         sched = planner.scheduler
         step.begin_episode(seed - run.seed, seed=seed)
         planner.begin_episode(seed - run.seed)
+        # Common random numbers: episode e samples the same policy noise in every cell, whatever
+        # cells ran before it in this process (so the table does not depend on how it was split).
+        runner.reset_noise(seed)
         clock = VirtualClock(1.0 / run.hz)
         clock.start()
         sync = method == "sync"

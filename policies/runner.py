@@ -80,6 +80,16 @@ class PolicyRunner:
     def metadata(self) -> Any:
         return getattr(self.policy, "metadata", None)
 
+    def reset_noise(self, seed: int) -> bool:
+        """Re-seed a sampling policy's noise (``reset_noise(seed)``, e.g. the flow policy), so that
+        an evaluation draws the same noise for an episode whatever ran before it; False for a
+        policy without noise of its own."""
+        reset = getattr(self.policy, "reset_noise", None)
+        if reset is None:
+            return False
+        reset(int(seed))
+        return True
+
     def policy_input(self, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> PolicyInput:
         return self.normalizer.policy_input(state, images, info)
 

@@ -58,6 +58,7 @@ def _files(tmp: Path) -> dict[str, str]:
 # (overrides, the key the one line must name)
 CASES = [
     (["robot.hz=0"], "robot.hz"),
+    (["robot.task=transfer_cube_slide"], "robot.task"),
     (["robot.hz=-5"], "robot.hz"),
     (["robot.action_dim=0", "policy.action_dim=0"], "robot.action_dim"),
     (["algorithm.guidance=foo"], "algorithm.guidance"),

@@ -9,7 +9,9 @@ actuators (each gripper drives two mirrored finger slides).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -75,6 +77,47 @@ def sample_cube_pose(rng: np.random.Generator) -> np.ndarray:
     """Cube pose (x, y, z, qw, qx, qy, qz) uniform in gym_aloha's sample_box_pose box."""
     xy = rng.uniform([CUBE_X_RANGE[0], CUBE_Y_RANGE[0]], [CUBE_X_RANGE[1], CUBE_Y_RANGE[1]])
     return np.array([xy[0], xy[1], CUBE_Z, 1.0, 0.0, 0.0, 0.0])
+
+
+@dataclass(frozen=True)
+class CubeShift:
+    """A task variant's disturbance: once per episode, at a time drawn from ``[first_s, last_s]``
+    (seconds from home, rounded to a control tick), the cube is moved (at rest) to a pose drawn in the start box at least
+    ``min_distance_m`` from where it started. Acting on an observation older than the shift
+    reaches for an empty table; the policy has to see it and re-aim in time."""
+
+    first_s: float
+    last_s: float
+    min_distance_m: float
+
+    def draw(self, rng: np.random.Generator, cube_init: np.ndarray, hz: float) -> tuple[int, np.ndarray]:
+        """(tick, pose) of the shift; drawn after the cube's start pose from the same ``rng``."""
+        tick = int(round(rng.uniform(self.first_s, self.last_s) * hz))
+        for _ in range(1000):
+            pose = sample_cube_pose(rng)
+            if np.linalg.norm(pose[:2] - cube_init[:2]) >= self.min_distance_m:
+                return tick, pose
+        raise RuntimeError(f"no cube pose {self.min_distance_m} m from {cube_init[:2]} in the start box")
+
+
+# Named task variants of the scene (``robot.task``): the disturbance each episode draws.
+TASKS: dict[str, CubeShift | None] = {
+    "transfer_cube": None,  # gym_aloha's task: the cube stays where it starts
+    # The cube jumps once, 0.4-1.5 s in (while the right arm approaches it), by >= 6 cm.
+    "transfer_cube_shift": CubeShift(first_s=0.4, last_s=1.5, min_distance_m=0.06),
+}
+
+
+# The task names as a type, for start-time config validation of ``robot.task``.
+SimTask = Literal["transfer_cube", "transfer_cube_shift"]
+assert set(get_args(SimTask)) == set(TASKS), "SimTask must list exactly the TASKS"
+
+
+def task_shift(task: str) -> CubeShift | None:
+    """The disturbance of a named task; ValueError naming the choices for an unknown one."""
+    if task not in TASKS:
+        raise ValueError(f"unknown sim task {task!r}; expected one of {sorted(TASKS)}")
+    return TASKS[task]
 
 
 class ContactReward:

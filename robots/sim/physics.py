@@ -36,13 +36,16 @@ class SimSnapshot:
     cube_pose: np.ndarray
     cube_init_pose: np.ndarray
     reward: int
+    shift_tick: int = -1  # the task's cube shift: the step it happens at (-1: none this episode)
+    cube_shift_pose: np.ndarray | None = None  # ... and where the cube goes then
 
 
 class SimPhysics:
     """One MuJoCo state of the transfer-cube scene, stepped ``n_substeps`` per control period."""
 
-    def __init__(self, model: mujoco.MjModel, n_substeps: int) -> None:
+    def __init__(self, model: mujoco.MjModel, n_substeps: int, shift: aloha.CubeShift | None = None) -> None:
         self.model = model
+        self.shift = shift
         self.data = mujoco.MjData(model)
         self.n_substeps = int(n_substeps)
         self.reward = aloha.ContactReward(model)
@@ -50,6 +53,13 @@ class SimPhysics:
         self.step = 0
         self.episode = 0
         self.cube_init = np.zeros(7)
+        self.shift_tick = -1
+        self.cube_shift = np.zeros(7)
+        self._cube_dofs = slice(int(model.jnt_dofadr[model.body_jntadr[self._cube_body()]]),
+                                int(model.jnt_dofadr[model.body_jntadr[self._cube_body()]]) + 6)
+
+    def _cube_body(self) -> int:
+        return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "box")
 
     def reset(self, rng: np.random.Generator, new_episode: bool) -> np.ndarray:
         """Arms home, cube drawn from ``rng``, step 0; returns the home command (14)."""
@@ -57,6 +67,9 @@ class SimPhysics:
         mujoco.mj_resetData(m, d)
         d.qpos[:16] = aloha.home_qpos16()
         self.cube_init = aloha.sample_cube_pose(rng)
+        if self.shift is not None:
+            hz = 1.0 / (self.n_substeps * float(m.opt.timestep))
+            self.shift_tick, self.cube_shift = self.shift.draw(rng, self.cube_init, hz)
         d.qpos[aloha.CUBE_QPOS] = self.cube_init
         home = aloha.home_joints14()
         d.ctrl[:] = aloha.joints14_to_ctrl16(home)
@@ -71,6 +84,10 @@ class SimPhysics:
         self.data.ctrl[:] = aloha.joints14_to_ctrl16(command)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         self.step += 1
+        if self.step == self.shift_tick:  # the task's disturbance: the cube is moved, at rest
+            self.data.qpos[aloha.CUBE_QPOS] = self.cube_shift
+            self.data.qvel[self._cube_dofs] = 0.0
+            mujoco.mj_forward(self.model, self.data)
 
     def snapshot(self, mono_time: float) -> SimSnapshot:
         d = self.data
@@ -87,6 +104,8 @@ class SimPhysics:
             cube_pose=d.qpos[aloha.CUBE_QPOS].copy(),
             cube_init_pose=self.cube_init.copy(),
             reward=self.reward(d),
+            shift_tick=self.shift_tick,
+            cube_shift_pose=self.cube_shift.copy(),
         )
 
     def load(self, snap: SimSnapshot, command: np.ndarray) -> None:
@@ -99,3 +118,6 @@ class SimPhysics:
         mujoco.mj_forward(self.model, d)
         self.seq, self.step, self.episode = snap.seq, snap.step, snap.episode
         self.cube_init = np.array(snap.cube_init_pose, dtype=np.float64)
+        self.shift_tick = int(snap.shift_tick)
+        if snap.cube_shift_pose is not None:
+            self.cube_shift = np.array(snap.cube_shift_pose, dtype=np.float64)

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class S:
     """``state.i64`` / ``state.f64`` indices."""
 
-    SEQ, STEP, EPISODE, REWARD, N = 0, 1, 2, 3, 4
+    SEQ, STEP, EPISODE, REWARD, SHIFT_TICK, N = 0, 1, 2, 3, 4, 5
     SIM_TIME, MONO_TIME, NF = 0, 1, 2
 
 
@@ -55,6 +55,7 @@ def physics_specs(model: Any) -> list[ArraySpec]:
         ArraySpec("state.joints", (14,), "float32"),
         ArraySpec("state.cube", (7,), "float64"),
         ArraySpec("state.cube_init", (7,), "float64"),
+        ArraySpec("state.cube_shift", (7,), "float64"),
         ArraySpec("cmd.lock", (1,), "int64"),
         ArraySpec("cmd.action", (14,), "float64"),
         ArraySpec("ctl.i64", (K.N,), "int64"),
@@ -73,7 +74,8 @@ class PhysicsShared:
         self.ctl = arrays["ctl.i64"]
         self.stats = arrays["ctl.f64"]
         self.message = arrays["ctl.message"]
-        self._state = {k: arrays[f"state.{k}"] for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init")}
+        self._state = {k: arrays[f"state.{k}"] for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init",
+                                                               "cube_shift")}
 
     # --- state (physics writes) ---
     def write_state(self, snap: SimSnapshot) -> None:
@@ -81,11 +83,13 @@ class PhysicsShared:
         self.state_lock.write_begin()
         s["qpos"][:] = snap.qpos
         s["qvel"][:] = snap.qvel
-        s["i64"][:] = (snap.seq, snap.step, snap.episode, snap.reward)
+        s["i64"][:] = (snap.seq, snap.step, snap.episode, snap.reward, snap.shift_tick)
         s["f64"][:] = (snap.sim_time, snap.mono_time)
         s["joints"][:] = snap.state
         s["cube"][:] = snap.cube_pose
         s["cube_init"][:] = snap.cube_init_pose
+        if snap.cube_shift_pose is not None:
+            s["cube_shift"][:] = snap.cube_shift_pose
         self.state_lock.write_end()
 
     def state_seq(self) -> int:
@@ -100,7 +104,7 @@ class PhysicsShared:
                 seq=int(i64[S.SEQ]), qpos=s["qpos"].copy(), qvel=s["qvel"].copy(), sim_time=float(f64[S.SIM_TIME]),
                 mono_time=float(f64[S.MONO_TIME]), step=int(i64[S.STEP]), episode=int(i64[S.EPISODE]),
                 state=s["joints"].copy(), cube_pose=s["cube"].copy(), cube_init_pose=s["cube_init"].copy(),
-                reward=int(i64[S.REWARD]),
+                reward=int(i64[S.REWARD]), shift_tick=int(i64[S.SHIFT_TICK]), cube_shift_pose=s["cube_shift"].copy(),
             )
 
         return self.state_lock.read(copy)
@@ -122,14 +126,15 @@ class PhysicsShared:
 
 
 def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float, render_msaa: int,
-                 *, parent_alive: Callable[[], bool]) -> None:
+                 task: str = "transfer_cube", *, parent_alive: Callable[[], bool]) -> None:
     """Physics process entry point (module level for ``spawn``)."""
     arrays = SharedArrays.attach(block, specs)
     shared = PhysicsShared(arrays)
     try:
         model = aloha.load_model()
         model.vis.quality.offsamples = int(render_msaa)
-        physics = SimPhysics(model, max(1, int(round(1.0 / (hz * float(model.opt.timestep))))))
+        physics = SimPhysics(model, max(1, int(round(1.0 / (hz * float(model.opt.timestep))))),
+                             aloha.task_shift(task))
         physics.load(shared.read_state(), shared.read_command())
         shared.write_state(physics.snapshot(time.monotonic()))  # the handed-over state, as of now
         shared.ctl[K.PID] = os.getpid()

@@ -56,7 +56,9 @@ class SimRobot:
     long real-time ``start`` waits for every camera's first fresh frame; ``render_msaa`` the
     offscreen multisampling (anti-aliasing) samples; ``seed`` the cube pose of the initial
     episode (before any ``home``); ``device_processes`` real time: physics and cameras in their
-    own processes (False: threads of this process).
+    own processes (False: threads of this process); ``task`` the scene's variant
+    (``aloha.TASKS``: ``transfer_cube``, or ``transfer_cube_shift`` whose cube jumps once per
+    episode while the right arm approaches it).
 
     ``stats`` (real time): physics ``ticks``, ``late_ticks`` (finished more than one period after
     their deadline), ``max_lag_s`` and ``resyncs`` (clock re-anchored after lagging > max_lag_s).
@@ -80,11 +82,14 @@ class SimRobot:
         render_msaa: NonNegativeInt = 0,
         seed: int | None = 0,
         device_processes: bool = True,
+        task: aloha.SimTask = "transfer_cube",
     ) -> None:
         if action_dim != 14 or state_dim != 14:
             raise ValueError(f"sim robot is 14-dim (got action_dim={action_dim}, state_dim={state_dim})")
         if hz <= 0:
             raise ValueError(f"hz must be > 0 (got {hz})")
+        self.task = str(task)
+        shift = aloha.task_shift(self.task)
         self.model = aloha.load_model()
         # Multisampling of the offscreen buffer (the MJCF asks for 4): set before any camera
         # creates its GL context. 0 renders ~4x faster on CPU Mesa (llvmpipe).
@@ -99,7 +104,7 @@ class SimRobot:
         self.render_msaa = int(render_msaa)
         self.device_processes = bool(device_processes)
         self.hz = float(hz)
-        self.physics = SimPhysics(self.model, self.n_substeps)
+        self.physics = SimPhysics(self.model, self.n_substeps, shift)
         self.data = self.physics.data
 
         arm_range = self.model.actuator_ctrlrange
@@ -211,7 +216,7 @@ class SimRobot:
             with self._cmd_lock:
                 shared.write_command(self._cmd)
         self._proc = DeviceProcess("sim-physics", physics_main,
-                                   (self._block.name, specs, self.hz, self.max_lag_s, self.render_msaa))
+                                   (self._block.name, specs, self.hz, self.max_lag_s, self.render_msaa, self.task))
         self._proc.start()
         self._pending = shared  # cameras may attach the block while physics starts
 
@@ -376,6 +381,8 @@ class SimRobot:
             "episode": snap.episode,
             "cube_init_pose": snap.cube_init_pose,
             "cube_pose": snap.cube_pose,
+            "shift_tick": snap.shift_tick,
+            "cube_shift_pose": snap.cube_shift_pose,
             "reward": snap.reward,
             "success": snap.reward >= SUCCESS_REWARD,
             "sim_time": snap.sim_time,
@@ -384,6 +391,7 @@ class SimRobot:
         if self._shared is None:  # an in-process snapshot is shared: hand out copies
             info["cube_init_pose"] = snap.cube_init_pose.copy()
             info["cube_pose"] = snap.cube_pose.copy()
+            info["cube_shift_pose"] = None if snap.cube_shift_pose is None else snap.cube_shift_pose.copy()
             return Observation(state=snap.state.copy(), images=images, timestamp=snap.mono_time, info=info)
         return Observation(state=snap.state, images=images, timestamp=snap.mono_time, info=info)
 

@@ -14,6 +14,7 @@ normalized 0 (closed) .. 1 (open).
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -80,12 +81,14 @@ class Waypoint:
 
 
 def transfer_cube_waypoints(
-    cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float
+    cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float, approach_x: float = 0.0
 ) -> dict[str, list[Waypoint]]:
     """ACT's PickAndTransferPolicy waypoints (times in seconds) for a cube starting at ``cube_xyz``.
 
     Changed from ACT: the lift ends at step 205 instead of 200, so that the arm stays under the
-    5 deg/tick slew limit at 20 Hz; the first pose is the robot's home (ACT starts from its mocap).
+    5 deg/tick slew limit at 20 Hz; the first pose is the robot's home (ACT starts from its mocap);
+    ``approach_x`` (m) puts the pre-grasp pose that far beside the cube along x, so the gripper
+    comes down on it diagonally from one side (0: straight down, as in ACT).
     """
     t = lambda steps: steps * ACT_DT_S  # noqa: E731
     pick_quat = _axis_quat([0.0, 1.0, 0.0], -60.0)  # right gripper tilted 60 deg down
@@ -102,7 +105,7 @@ def transfer_cube_waypoints(
     ]
     right = [
         Waypoint(t(0), home_xyz["right"], None, home_gripper),
-        Waypoint(t(90), cube_xyz + [0, 0, 0.08], pick_quat, 1.0),  # above the cube
+        Waypoint(t(90), cube_xyz + [approach_x, 0, 0.08], pick_quat, 1.0),  # above the cube
         Waypoint(t(130), cube_xyz + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # go down
         Waypoint(t(170), cube_xyz + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
         Waypoint(t(205), meet + [0.05, 0, 0], pick_quat, 0.0),  # lift towards the meet point
@@ -136,6 +139,8 @@ class ScriptedTransferCube:
         max_delta_deg: float = 5.0,
         max_gripper_delta: float = 0.1,
         cache_size: int = 8,
+        approach_offsets_m: Sequence[float] = (0.0,),
+        replan_s: float = 0.5,
     ) -> None:
         if action_dim != 14 or state_dim != 14:
             raise ValueError(f"scripted expert is 14-dim (got {action_dim}, {state_dim})")
@@ -156,6 +161,12 @@ class ScriptedTransferCube:
         self.max_delta_deg = float(max_delta_deg)
         self.max_gripper_delta = float(max_gripper_delta)
         self.cache_size = int(cache_size)
+        if not approach_offsets_m:
+            raise ValueError("approach_offsets_m needs at least one offset")
+        if replan_s <= 0:
+            raise ValueError(f"replan_s must be > 0 (got {replan_s})")
+        self.approach_offsets_m = tuple(float(x) for x in approach_offsets_m)
+        self.replan_s = float(replan_s)
         self._ik: ArmIK | None = None
         self._plans: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
@@ -165,11 +176,23 @@ class ScriptedTransferCube:
             self._ik = ArmIK(aloha.load_model())
         return self._ik
 
-    def plan(self, cube_init_pose: np.ndarray, hz: float | None = None) -> np.ndarray:
+    def approach_for(self, cube_pose: np.ndarray) -> float:
+        """The strategy for a plan to ``cube_pose``: one of ``approach_offsets_m``, drawn from a
+        hash of the pose (so every process and every call agree on it)."""
+        if len(self.approach_offsets_m) == 1:
+            return self.approach_offsets_m[0]
+        key = np.round(np.asarray(cube_pose[:3], dtype=np.float64), 6).tobytes()
+        rng = np.random.default_rng(zlib.crc32(key))
+        return self.approach_offsets_m[int(rng.integers(len(self.approach_offsets_m)))]
+
+    def plan(self, cube_init_pose: np.ndarray, hz: float | None = None, approach_x: float | None = None) -> np.ndarray:
         """The whole episode's joint trajectory, (T, 14) float32, one row per control tick.
 
         Row 0 is the home pose; row k is the command for tick k (sent after observing step k).
+        ``approach_x`` None: the strategy ``approach_for`` draws for this pose.
         """
+        if approach_x is None:
+            approach_x = self.approach_for(cube_init_pose)
         hz = self.hz if hz is None else float(hz)
         ik = self._solver()
         home = aloha.home_joints14()
@@ -179,6 +202,7 @@ class ScriptedTransferCube:
             np.asarray(cube_init_pose[:3], dtype=np.float64),
             {arm: home_pose[arm][0] for arm in home_pose},
             float(home[6]),
+            float(approach_x),
         )
         n_ticks = int(round(waypoints["left"][-1].t_s * hz)) + 1
         plan = np.zeros((n_ticks, 14))
@@ -221,16 +245,32 @@ class ScriptedTransferCube:
                 q_wp = q_end
             if worst > 5e-3:
                 log.warning("scripted expert: %s arm IK misses a waypoint by %.1f mm", arm, worst * 1e3)
-        # Last line of defence: never plan a move faster than the robot's slew limit (the
-        # safety filter would clip it anyway, and then the arms would lag the plan).
+        return self._rate_limited(plan, warn=True).astype(np.float32)
+
+    def _rate_limited(self, plan: np.ndarray, warn: bool) -> np.ndarray:
+        """Last line of defence: never plan a move faster than the robot's slew limit (the
+        safety filter would clip it anyway, and then the arms would lag the plan)."""
         limit = np.full(14, np.deg2rad(self.max_delta_deg))
         limit[[6, 13]] = self.max_gripper_delta
         steps = np.diff(plan, axis=0)
         if np.any(np.abs(steps) > limit + 1e-9):
-            log.warning("scripted expert: plan exceeds the slew limit; rate-limiting it")
+            if warn:
+                log.warning("scripted expert: plan exceeds the slew limit; rate-limiting it")
+            plan = np.array(plan, dtype=np.float64)
             for k in range(1, len(plan)):
                 plan[k] = plan[k - 1] + np.clip(plan[k] - plan[k - 1], -limit, limit)
-        return plan.astype(np.float32)
+        return plan
+
+    def replanned(self, before: np.ndarray, after: np.ndarray, shift_tick: int, hz: float) -> np.ndarray:
+        """The plan after a cube shift at ``shift_tick``: ``before`` up to it, a joint-space blend
+        of ``replan_s`` from ``before[shift_tick]`` to ``after[shift_tick]``, then ``after`` from
+        ``shift_tick`` on, that much late; rate-limited like any plan."""
+        tau = int(np.clip(shift_tick, 0, len(before) - 1))
+        blend = max(1, int(round(self.replan_s * hz)))
+        alpha = (np.arange(1, blend + 1) / blend)[:, None]
+        ramp = (1 - alpha) * before[tau] + alpha * after[min(tau, len(after) - 1)]
+        plan = np.concatenate([before[:tau], ramp, after[tau:]], axis=0)
+        return self._rate_limited(plan, warn=False).astype(np.float32)
 
     @staticmethod
     def _solve_waypoint(
@@ -253,7 +293,18 @@ class ScriptedTransferCube:
         assert best is not None
         return best[2], best[1]
 
+    def _cached(self, key: tuple, make) -> np.ndarray:
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make()
+            self._plans[key] = plan
+            while len(self._plans) > self.cache_size:
+                self._plans.popitem(last=False)
+        return plan
+
     def _cached_plan(self, info: dict[str, Any]) -> np.ndarray:
+        """The plan the expert follows at ``info['step']``: the start pose's, or after a cube
+        shift (once the step reaches it) the replanned one."""
         try:
             cube = np.asarray(info["cube_init_pose"], dtype=np.float64)
         except KeyError as exc:
@@ -262,13 +313,13 @@ class ScriptedTransferCube:
             ) from exc
         hz = float(info.get("hz", self.hz))
         key = (info.get("episode"), tuple(np.round(cube, 9)), hz)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self.plan(cube, hz)
-            self._plans[key] = plan
-            while len(self._plans) > self.cache_size:
-                self._plans.popitem(last=False)
-        return plan
+        plan = self._cached(key, lambda: self.plan(cube, hz))
+        shift_tick = int(info.get("shift_tick", -1))
+        if shift_tick < 0 or int(info.get("step", 0)) < shift_tick:
+            return plan
+        moved = np.asarray(info["cube_shift_pose"], dtype=np.float64)
+        return self._cached(key + (shift_tick, tuple(np.round(moved, 9))),
+                            lambda: self.replanned(plan, self.plan(moved, hz), shift_tick, hz))
 
     # --- policy protocol --------------------------------------------------------------------
     def predict(self, obs: PolicyInput) -> np.ndarray:

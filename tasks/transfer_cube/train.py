@@ -52,6 +52,9 @@ def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
         width=data.width,
         height=data.height,
         cameras=dict(data.cameras),
+        task=str(data.get("task", "transfer_cube")),
+        expert=OmegaConf.to_container(data.expert, resolve=True) if data.get("expert") else None,
+        reaction_lag_max_ticks=int(data.get("reaction_lag_max_ticks", 0)),
     )
     logger.info("recorded %s", demo_summary(demos))
     if cache is not None:
@@ -60,13 +63,17 @@ def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
 
 
 def cube_xy_targets(demos: Demos, seed_offset: int) -> np.ndarray:
-    """Auxiliary targets: each sample's cube start (x, y), scaled to about [-1, 1].
+    """Auxiliary targets: each sample's cube (x, y), scaled to about [-1, 1].
 
-    Episode e was recorded with ``robot.home(seed_offset + e)``, which draws the cube pose as
-    ``aloha.sample_cube_pose(default_rng(seed))`` — so it is recomputed, not stored.
+    Demonstrations that store the cube's position per sample (``Demos.cube_xy``) use it (a task
+    whose cube moves needs the current one). Older caches do not: episode e was recorded with
+    ``robot.home(seed_offset + e)``, which draws the cube pose as
+    ``aloha.sample_cube_pose(default_rng(seed))``, so the start position is recomputed.
     """
     from robots.sim import aloha
 
+    if demos.cube_xy is not None:
+        return ((demos.cube_xy - np.array([0.1, 0.5], np.float32)) / 0.1).astype(np.float32)
     xy = {}
     for e in np.unique(demos.episode):
         pose = aloha.sample_cube_pose(np.random.default_rng(seed_offset + int(e)))
@@ -179,7 +186,7 @@ def train(cfg: DictConfig) -> Path:
             )
     t_train = time.monotonic() - t0
     meta: dict[str, Any] = {
-        "task": "sim transfer_cube (ALOHA, 20 Hz)",
+        "task": f"sim {cfg.data.get('task', 'transfer_cube')} (ALOHA, 20 Hz)",
         "train_steps": step,
         "final_loss_avg": running,
         "samples": n,

@@ -1,0 +1,100 @@
+"""The delay-sensitive task in real time: naive async vs VJP RTC vs training-time RTC at the
+policy's real inference latency (issue 16's real-time run; the lockstep table is rtc_study.md).
+
+    .venv/bin/python benchmarks/bench_study_realtime.py --episodes 10 --rounds 2
+
+Each round runs ``python -m inference +experiment=shift_task algorithm.guidance=G episodes=N
+seed=S`` once per mode (``naive`` = ``none``, ``rtc`` = ``vjp``, ``rtc_trained`` = ``trained``),
+the modes alternating and every mode on the same seeds within a round (round r: seeds
+``1000 * (r + 1)`` on, disjoint from the training seeds 10000+ and from the lockstep study's 0..19).
+Everything else is the experiment's and the app's defaults (sim robot in real time, 3 cameras,
+execute horizon 12, episodes stop at success, the plausibility check on). Reads each run's
+``summary.json``. Results: ``benchmarks/results/rtc_study_realtime.md`` (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODES = {"naive": "none", "rtc": "vjp", "rtc_trained": "trained"}
+KEYS = ("success_rate", "successes", "episodes", "inference_latency_ms_p50", "inference_latency_ms_p95",
+        "d_actual_mean", "discontinuity_mean", "discontinuity_max", "rejected_chunks", "underruns")
+
+
+def run_mode(mode: str, episodes: int, seed: int, workdir: Path) -> dict:
+    run_dir = workdir / f"{mode}_{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "inference", "+experiment=shift_task", f"algorithm.guidance={MODES[mode]}",
+           f"episodes={episodes}", f"seed={seed}", "report=false", f"hydra.run.dir={run_dir}"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=episodes * 120 + 300)
+    out: dict = {"mode": mode, "guidance": MODES[mode], "seed": seed, "returncode": proc.returncode,
+                 "wall_s": round(time.monotonic() - t0, 1)}
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        out.update({k: s.get(k) for k in KEYS})
+        out["fault"] = (s.get("fault") or {}).get("kind")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--modes", default=",".join(MODES))
+    args = ap.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    modes = args.modes.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_study_rt_") as tmp:
+        for rnd in range(args.rounds):
+            for mode in modes:
+                row = {"round": rnd, **run_mode(mode, args.episodes, 1000 * (rnd + 1), Path(tmp))}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    command = "cd /work/main && .venv/bin/python benchmarks/bench_study_realtime.py " + " ".join(sys.argv[1:])
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    (RESULTS / "rtc_study_realtime.json").write_text(json.dumps(
+        {"command": command, "started": started, "machine": machine, "rows": rows}, indent=2))
+    f = lambda v, p=1: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["# The delay-sensitive task in real time: naive vs VJP RTC vs training-time RTC (issue 16)", "",
+             f"Command: `{command}`", "",
+             f"Started {started}; {machine}. Each row: `python -m inference +experiment=shift_task "
+             f"algorithm.guidance=G episodes={args.episodes} seed=S` (sim robot `transfer_cube_shift` in real time "
+             "at 20 Hz, 3 cameras, the flow checkpoint `transfer_cube_shift`, execute horizon 12; episodes stop at "
+             "success). Modes alternate within a round, on the same seeds. Latency = request to merged chunk (ms); "
+             "d = the measured delay (ticks); discontinuity = max |last executed old action - first new action| at "
+             "a chunk switch (rad).", "",
+             "| round | mode | seeds | success | episodes run | inference p50 | inference p95 | d mean | "
+             "discontinuity mean | discontinuity max | rejected chunks | fault |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['round']} | {r['mode']} | {r['seed']}..{r['seed'] + args.episodes - 1} | "
+            f"{f(r.get('success_rate'), 2)} | {f(r.get('episodes'))} | {f(r.get('inference_latency_ms_p50'), 0)} | "
+            f"{f(r.get('inference_latency_ms_p95'), 0)} | {f(r.get('d_actual_mean'), 1)} | "
+            f"{f(r.get('discontinuity_mean'), 4)} | {f(r.get('discontinuity_max'), 4)} | {f(r.get('rejected_chunks'))} | "
+            f"{r.get('fault') or r.get('error') or ''} |")
+    lines += ["", "| mode | successes / episodes run (all rounds) |", "|---|---:|"]
+    for mode in modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        wins, eps = sum(int(r.get("successes") or 0) for r in mine), sum(int(r.get("episodes") or 0) for r in mine)
+        lines.append(f"| {mode} | {wins} / {eps} ({wins / eps:.2f}) |" if eps else f"| {mode} | - |")
+    (RESULTS / "rtc_study_realtime.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
