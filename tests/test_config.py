@@ -136,9 +136,14 @@ def test_tab_completion_lists_group_options():
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")))
 def test_experiments_compose_and_validate(experiment, tmp_path):
     run = Run(_compose([f"+experiment={experiment}"]), tmp_path)
-    assert run.cfg.algorithm._target_ == "algorithms.lockstep_eval.LockstepEvaluator"
     raw = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{experiment}.yaml")
-    assert list(run.cfg.algorithm.methods) == list(raw.algorithm.methods)
+    if OmegaConf.select(raw, "algorithm.methods") is not None:  # a lockstep study
+        assert run.cfg.algorithm._target_ == "algorithms.lockstep_eval.LockstepEvaluator"
+        assert list(run.cfg.algorithm.methods) == list(raw.algorithm.methods)
+    else:  # a real-time setup (shift_task): the default RTC algorithm with the experiment's knobs
+        assert run.cfg.algorithm._target_ == "algorithms.rtc.RTCAlgorithm"
+        for key in ("robot.task", "policy.checkpoint", "algorithm.execute_horizon"):
+            assert OmegaConf.select(run.cfg, key) == OmegaConf.select(raw, key), key
     # every parameter an optimising sweeper varies is a key the run has (else each trial fails)
     for key in OmegaConf.select(raw, "hydra.sweeper.params", default={}) or {}:
         assert OmegaConf.select(run.cfg, key) is not None, key
