@@ -31,6 +31,7 @@ JOINT_NAMES: tuple[str, ...] = tuple(JOINTS)
 ARM_QPOS = {"left": slice(0, 6), "right": slice(8, 14)}  # arm joints in the 16 robot qpos
 GRIPPER_QPOS = {"left": 6, "right": 14}  # the 'left_finger' slide of each gripper
 CUBE_QPOS = slice(16, 23)  # free joint: xyz + quat (w, x, y, z)
+CUBE_QVEL = slice(16, 22)  # its 6 velocity dofs (linear, angular)
 GRIPPER_DIMS = (6, 13)  # gripper entries in the 14-dim vector
 
 # gym_aloha's sample_box_pose ranges (metres, world frame).

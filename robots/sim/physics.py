@@ -36,8 +36,8 @@ class SimSnapshot:
     cube_pose: np.ndarray
     cube_init_pose: np.ndarray
     reward: int
-    shift_tick: int = -1  # the task's cube shift: the step it happens at (-1: none this episode)
-    cube_shift_pose: np.ndarray | None = None  # ... and where the cube goes then
+    shift_tick: int  # the task's cube shift: the step it happens at (-1: none this episode)
+    cube_shift_pose: np.ndarray  # ... and where the cube goes then
 
 
 class SimPhysics:
@@ -55,11 +55,6 @@ class SimPhysics:
         self.cube_init = np.zeros(7)
         self.shift_tick = -1
         self.cube_shift = np.zeros(7)
-        self._cube_dofs = slice(int(model.jnt_dofadr[model.body_jntadr[self._cube_body()]]),
-                                int(model.jnt_dofadr[model.body_jntadr[self._cube_body()]]) + 6)
-
-    def _cube_body(self) -> int:
-        return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "box")
 
     def reset(self, rng: np.random.Generator, new_episode: bool) -> np.ndarray:
         """Arms home, cube drawn from ``rng``, step 0; returns the home command (14)."""
@@ -86,7 +81,7 @@ class SimPhysics:
         self.step += 1
         if self.step == self.shift_tick:  # the task's disturbance: the cube is moved, at rest
             self.data.qpos[aloha.CUBE_QPOS] = self.cube_shift
-            self.data.qvel[self._cube_dofs] = 0.0
+            self.data.qvel[aloha.CUBE_QVEL] = 0.0
             mujoco.mj_forward(self.model, self.data)
 
     def snapshot(self, mono_time: float) -> SimSnapshot:
@@ -119,5 +114,4 @@ class SimPhysics:
         self.seq, self.step, self.episode = snap.seq, snap.step, snap.episode
         self.cube_init = np.array(snap.cube_init_pose, dtype=np.float64)
         self.shift_tick = int(snap.shift_tick)
-        if snap.cube_shift_pose is not None:
-            self.cube_shift = np.array(snap.cube_shift_pose, dtype=np.float64)
+        self.cube_shift = np.array(snap.cube_shift_pose, dtype=np.float64)

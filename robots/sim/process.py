@@ -88,8 +88,7 @@ class PhysicsShared:
         s["joints"][:] = snap.state
         s["cube"][:] = snap.cube_pose
         s["cube_init"][:] = snap.cube_init_pose
-        if snap.cube_shift_pose is not None:
-            s["cube_shift"][:] = snap.cube_shift_pose
+        s["cube_shift"][:] = snap.cube_shift_pose
         self.state_lock.write_end()
 
     def state_seq(self) -> int:

@@ -391,7 +391,7 @@ class SimRobot:
         if self._shared is None:  # an in-process snapshot is shared: hand out copies
             info["cube_init_pose"] = snap.cube_init_pose.copy()
             info["cube_pose"] = snap.cube_pose.copy()
-            info["cube_shift_pose"] = None if snap.cube_shift_pose is None else snap.cube_shift_pose.copy()
+            info["cube_shift_pose"] = snap.cube_shift_pose.copy()
             return Observation(state=snap.state.copy(), images=images, timestamp=snap.mono_time, info=info)
         return Observation(state=snap.state, images=images, timestamp=snap.mono_time, info=info)
 
