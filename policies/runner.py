@@ -3,7 +3,7 @@
 Every execution mode uses it -- the sequential loop, the RTC inference process, the Ray split actor,
 the lockstep evaluator and the policy server -- so the step "normalize the observation -> predict, or
 guided inference toward the previous chunk -> denormalize" exists once, with its checks. The runner
-keeps no RTC state: what to continue (``prev``, ``d``, ``s``) is decided by the control side's planner
+keeps no RTC state: what to continue (``Guide``) is decided by the control side's planner
 and handed in.
 """
 
@@ -35,12 +35,14 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class Guide:
-    """What a guided inference continues: ``prev`` (model space, zero-padded to H), ``d`` actions
-    that will execute before the new chunk takes over, ``s`` actions already executed."""
+    """What a guided inference continues: ``prev_model`` (the previous chunk's unexecuted rest, model
+    space, zero-padded to H), ``delay_ticks`` actions of it that will execute before the new chunk
+    takes over, ``executed_ticks`` actions of that chunk already executed when it was cut (the
+    policy's ``execute_horizon`` argument: the tail of the new chunk left free)."""
 
     prev_model: np.ndarray
-    d: int
-    s: int
+    delay_ticks: int
+    executed_ticks: int
     guidance: Guidance = Guidance.VJP
     schedule: Schedule = Schedule.EXP
     max_guidance_weight: float = 5.0
@@ -113,7 +115,7 @@ class PolicyRunner:
             out = self.policy.predict(inp)
         else:
             out = self.policy.guided_inference(
-                inp, np.asarray(guide.prev_model, np.float32), int(guide.d), int(guide.s),
+                inp, np.asarray(guide.prev_model, np.float32), int(guide.delay_ticks), int(guide.executed_ticks),
                 guidance=guide.guidance, schedule=guide.schedule, max_guidance_weight=float(guide.max_guidance_weight),
             )
         policy_ms = (time.perf_counter() - t0) * 1e3

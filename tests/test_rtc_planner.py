@@ -74,13 +74,13 @@ def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initi
         assert req.guide is not None
         if t < H:
             assert req.d == max(0, min(expected_d, H - t))
-            assert req.guide.d == req.d and req.guide.s == t
+            assert req.guide.delay_ticks == req.d and req.guide.executed_ticks == t
             assert np.array_equal(req.guide.prev_model[: H - t], p.scheduler.chunk_model[t:])
             assert not req.guide.prev_model[H - t:].any()
         else:  # nothing left: continue from the held last action (what the robot executes now)
             assert req.d == min(expected_d, H)
             assert np.array_equal(req.guide.prev_model, np.repeat(p.scheduler.chunk_model[-1:], H, axis=0))
-            assert req.guide.s == min(s_min, H - req.d)
+            assert req.guide.executed_ticks == min(s_min, H - req.d)
         for _ in range(delay):
             p.step()
             tick += 1

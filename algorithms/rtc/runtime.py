@@ -294,7 +294,7 @@ class _Runtime(RTCControlLoop):
         last = history.last
         guide = req.guide
         counters = {C.EPISODE: self.episode_no, C.TICK: req.tick, C.REQ_SEQ: req.seq,
-                    C.REQ_S: guide.s if guide is not None else req.s, C.REQ_D: req.d, C.REQ_GUIDED: int(guide is not None)}
+                    C.REQ_S: guide.executed_ticks if guide is not None else req.s, C.REQ_D: req.d, C.REQ_GUIDED: int(guide is not None)}
         if guide is not None:
             counters[C.REQ_GUIDANCE] = GUIDANCE_CODES.index(guide.guidance)
             counters[C.REQ_SCHEDULE] = SCHEDULE_CODES.index(guide.schedule)

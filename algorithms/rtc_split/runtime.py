@@ -206,7 +206,7 @@ class _SplitRuntime(RTCControlLoop):
         obs = (hist.state, hist.images, dict(last.info) if last is not None else {})  # fresh arrays (np.stack)
         guide = req.guide
         request = {
-            "prev": guide.prev_model if guide is not None else None, "s": guide.s if guide is not None else req.s,
+            "prev": guide.prev_model if guide is not None else None, "s": guide.executed_ticks if guide is not None else req.s,
             "d": req.d,
             "guidance": str(guide.guidance) if guide is not None else None,
             "schedule": str(guide.schedule) if guide is not None else None,
