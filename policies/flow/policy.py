@@ -339,3 +339,30 @@ class FlowPolicy:
             y = torch.from_numpy(prev).to(self.device)[None]
             a = prefix_conditioned_sample(self._velocity_fn(prefix), self._noise(noise), y, d, self.num_steps)
         return a[0].float().cpu().numpy()
+
+    def guided_inference_batch(self, requests: Sequence[Any]) -> list[np.ndarray]:
+        """B requests (``policies.batched.BatchRequest``: model-space input, ``prev``, ``d``, ``s``,
+        guidance, optional noise) in ONE sampling call: the observations encoded as one batch, one
+        network call per Euler step and one reverse pass per step for all VJP rows. Each chunk equals
+        its request's ``guided_inference`` (same noise) to float tolerance; see ``policies.batched``."""
+        from policies.batched import batched_guided_sample, finish_blends, plan_batch
+
+        m = self.metadata
+        if not requests:
+            return []
+        plan = plan_batch(requests, m.chunk_size, m.action_dim, self.model.cfg.train_prefix_max)
+        tensors = [self._tensors(req.inp) for req in requests]
+        noise = torch.randn((len(requests), m.chunk_size, m.action_dim), generator=self._generator, device=self.device)
+        for i, req in enumerate(requests):
+            if req.noise is not None:
+                noise[i] = torch.as_tensor(np.asarray(req.noise, np.float32), device=self.device).reshape(
+                    m.chunk_size, m.action_dim)
+        dev = self.device
+        with torch.no_grad():
+            with self._autocast():
+                prefix = self._encode(torch.cat([s for s, _ in tensors]), torch.cat([im for _, im in tensors]))
+            a = batched_guided_sample(
+                self._velocity_fn(prefix), noise, torch.from_numpy(plan.prev).to(dev),
+                torch.from_numpy(plan.weights).to(dev), torch.from_numpy(plan.betas).to(dev),
+                torch.from_numpy(plan.clean).to(dev), self.num_steps)
+        return finish_blends(a.float().cpu().numpy(), plan)

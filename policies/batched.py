@@ -1,0 +1,241 @@
+"""Batched real-time-chunking inference: B requests from different robots in ONE sampling call.
+
+A fleet server gets requests that differ in everything RTC cares about: each robot has its own
+delay ``d``, execution horizon ``s``, previous chunk, guidance kind and guidance strength. They still
+share one network, so one batched call per Euler step serves them all:
+
+- per-sample inpainting weights ``W`` as rows ``(B, H)`` (``prefix_weights`` of each request's own
+  ``d``/``s``/schedule) and per-sample guidance strengths ``beta`` ``(B,)``;
+- VJP guidance takes ONE reverse pass for the whole batch: the samples do not interact inside the
+  model (attention, norms and MLPs act within a sample), so the gradient of
+  ``sum_i <err_i, A1_hat_i>`` w.r.t. the batch holds each sample's own VJP;
+- an unguided row (``guidance: none``, or a first chunk) has ``W = 0``: it gets no guidance term;
+- ``blend`` is an unguided row blended toward ``prev`` after sampling;
+- ``trained`` (prefix-conditioned, for checkpoints trained so) rows carry per-token flow times: their
+  first ``d`` tokens sit clean at flow time 1 and are never integrated.
+
+So a request in a batch gets the chunk it would get alone (same noise), to float tolerance: only the
+order of floating-point sums inside batched matrix products differs. The math for one chunk stays in
+``policies.guidance``; this module is its batched form and the batch bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from policies.base import Guidance, PolicyInput, Schedule
+from policies.guidance import blend, guidance_weight, prefix_weights
+
+log = logging.getLogger(__name__)
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One robot's request in model space. ``prev_model`` None (or ``guidance: none``) asks for a
+    plain chunk; else the chunk continues ``prev_model`` (zero-padded to H) with delay ``d`` and
+    execution horizon ``s`` as ``Policy.guided_inference``. ``noise`` ``(H, action_dim)`` replaces
+    the policy's draw (reproducibility, tests)."""
+
+    inp: PolicyInput
+    prev_model: np.ndarray | None = None
+    d: int = 0
+    s: int = 0
+    guidance: Guidance = Guidance.NONE
+    schedule: Schedule = Schedule.EXP
+    max_guidance_weight: float = 5.0
+    noise: np.ndarray | None = None
+
+    @property
+    def kind(self) -> Guidance:
+        """The guidance actually applied (a request without ``prev`` is unguided)."""
+        return Guidance.NONE if self.prev_model is None else Guidance(self.guidance)
+
+
+def batched_guided_sample(
+    velocity_fn: VelocityFn,
+    noise: torch.Tensor,
+    prev: torch.Tensor,
+    weights: torch.Tensor,
+    betas: torch.Tensor,
+    clean: torch.Tensor,
+    num_steps: int,
+) -> torch.Tensor:
+    """Euler sampling of a batch with per-sample RTC guidance; ``policies.guidance`` per row.
+
+    ``noise``/``prev`` ``(B, H, A)``; ``weights`` ``(B, H)`` (a zero row: no VJP guidance for that
+    sample); ``betas`` ``(B,)`` guidance strengths; ``clean`` ``(B, H)`` bool, the tokens of a
+    trained-prefix row given clean at flow time 1 (``A = prev`` there, never integrated). Per step
+    ``tau = k / num_steps``::
+
+        A1_hat = A + (1 - tau) v(A, tau)
+        g      = (dA1_hat/dA)^T [W * (prev - A1_hat)]    # one reverse pass for all B rows
+        A      = A + free * (v + w_i(tau) g) / num_steps  # w_i(tau) = guidance_weight(tau, beta_i)
+
+    With no guided row (all weights zero) no reverse pass is run. Returns a detached tensor.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    b, h = noise.shape[:2]
+    if prev.shape != noise.shape:
+        raise ValueError(f"prev shape {tuple(prev.shape)} != noise shape {tuple(noise.shape)}")
+    if weights.shape != (b, h) or clean.shape != (b, h) or betas.shape != (b,):
+        raise ValueError(f"weights {tuple(weights.shape)} / clean {tuple(clean.shape)} must be (B, H) = ({b}, {h}) "
+                         f"and betas {tuple(betas.shape)} (B,)")
+    guided_rows = (weights != 0).any(dim=1) & (betas > 0)
+    any_guided = bool(guided_rows.any())
+    if any_guided and torch.is_inference_mode_enabled():
+        raise RuntimeError("batched_guided_sample needs autograd for its VJP; call it under torch.no_grad(), "
+                           "not torch.inference_mode")
+    per_token = bool(clean.any())
+    free = (~clean).to(noise.dtype)[..., None]
+    w_col = weights.to(noise.dtype)[..., None]
+    y = prev.to(noise.dtype)
+    a = torch.where(clean[..., None], y, noise).detach()
+    dt = 1.0 / num_steps
+    for k in range(num_steps):
+        tau_f = k * dt
+        if per_token:
+            tau = torch.where(clean, torch.ones((), dtype=noise.dtype, device=noise.device),
+                              torch.full((), tau_f, dtype=noise.dtype, device=noise.device))
+        else:
+            tau = torch.full((), tau_f, dtype=noise.dtype, device=noise.device)
+        if not any_guided:
+            with torch.no_grad():
+                v = velocity_fn(a, tau)
+            a = a + dt * free * v
+            continue
+        with torch.enable_grad():
+            a_req = a.detach().requires_grad_(True)
+            v = velocity_fn(a_req, tau)
+            a1_hat = a_req + (1.0 - tau_f) * v
+            err = (w_col * (y - a1_hat)).detach()
+            (g,) = torch.autograd.grad(a1_hat, a_req, grad_outputs=err)
+        w_tau = torch.tensor([guidance_weight(tau_f, float(beta)) if row else 0.0
+                              for beta, row in zip(betas.tolist(), guided_rows.tolist())],
+                             dtype=noise.dtype, device=noise.device)[:, None, None]
+        a = a + dt * free * (v.detach() + w_tau * g)
+    return a.detach()
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The per-row tensors of one batch in numpy (built before any torch work), and which rows are
+    blended after sampling."""
+
+    prev: np.ndarray  # (B, H, A) float32, zero-padded
+    weights: np.ndarray  # (B, H) float32; zero rows: no VJP
+    betas: np.ndarray  # (B,) float32
+    clean: np.ndarray  # (B, H) bool: trained-prefix tokens
+    blend_weights: list[np.ndarray | None]  # per row: W of a blend row, else None
+
+
+def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: int,
+               train_prefix_max: int = 0) -> BatchPlan:
+    """Turn each request's ``d``/``s``/guidance into its rows; ``ValueError`` naming the row for a
+    request the policy cannot serve (wrong ``prev`` shape, ``trained`` on an untrained checkpoint)."""
+    b, h = len(requests), chunk_size
+    prev = np.zeros((b, h, action_dim), np.float32)
+    weights = np.zeros((b, h), np.float32)
+    betas = np.zeros((b,), np.float32)
+    clean = np.zeros((b, h), bool)
+    blends: list[np.ndarray | None] = [None] * b
+    for i, req in enumerate(requests):
+        kind = req.kind
+        if kind == Guidance.NONE:
+            continue
+        p = np.asarray(req.prev_model, np.float32)
+        if p.ndim != 2 or p.shape[1] != action_dim or p.shape[0] > h:
+            raise ValueError(f"batch row {i}: prev shape {p.shape}, expected (<= {h}, {action_dim})")
+        prev[i, : p.shape[0]] = p
+        if kind == Guidance.TRAINED:
+            if train_prefix_max <= 0:
+                raise ValueError(f"batch row {i}: guidance=trained needs a checkpoint trained with action-prefix "
+                                 "conditioning (train_prefix_max > 0)")
+            d = max(0, min(int(req.d), h - int(req.s), train_prefix_max))
+            clean[i, :d] = True
+            continue
+        w = prefix_weights(h, int(req.d), int(req.s), str(req.schedule))
+        if kind == Guidance.BLEND:
+            blends[i] = w
+        elif kind == Guidance.VJP:
+            weights[i] = w
+            betas[i] = float(req.max_guidance_weight)
+        else:
+            raise ValueError(f"batch row {i}: unknown guidance {req.guidance!r}")
+    return BatchPlan(prev, weights, betas, clean, blends)
+
+
+def finish_blends(chunks: np.ndarray, plan: BatchPlan) -> list[np.ndarray]:
+    """Per-row chunks, blend rows blended toward their ``prev`` (``policies.guidance.blend``)."""
+    out = []
+    for i, chunk in enumerate(chunks):
+        w = plan.blend_weights[i]
+        out.append(np.asarray(chunk, np.float32) if w is None else blend(plan.prev[i], chunk, w))
+    return out
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One row's answer: chunks in model and robot space (float32 ``(H, A)``) or the error that kept
+    this row out of the batch; ``policy_ms`` is the whole batch's call (shared by its rows)."""
+
+    model: np.ndarray | None
+    robot: np.ndarray | None
+    error: str | None
+    policy_ms: float
+    batch_size: int
+
+
+def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResult]:
+    """Run B normalized requests through the runner's policy: one ``guided_inference_batch`` call
+    where the policy has it (the flow policy), else one call per row (policies without a batched
+    sampler still serve a fleet, unbatched). A row the policy refuses gets its error; the others
+    still run."""
+    policy = runner.policy
+    meta = getattr(policy, "metadata", None)
+    errors: list[str | None] = [None] * len(requests)
+    for i, req in enumerate(requests):
+        if req.kind == Guidance.TRAINED and not getattr(meta, "supports_trained", False):
+            errors[i] = (f"policy {type(policy).__name__} does not support guidance=trained "
+                         "(metadata.supports_trained is False)")
+    ok = [i for i, e in enumerate(errors) if e is None]
+    chunks: dict[int, np.ndarray] = {}
+    t0 = time.perf_counter()
+    batched = getattr(policy, "guided_inference_batch", None)
+    if ok and batched is not None:
+        try:
+            outs = batched([requests[i] for i in ok])
+            chunks = {i: out for i, out in zip(ok, outs)}
+        except ValueError as exc:  # a row the batch could not plan: run rows one by one to name it
+            log.warning("batched inference refused the batch (%s); running its rows one by one", exc)
+            batched = None
+    if ok and batched is None:
+        for i in ok:
+            req = requests[i]
+            try:
+                if req.kind == Guidance.NONE:
+                    chunks[i] = policy.predict(req.inp)
+                else:
+                    chunks[i] = policy.guided_inference(req.inp, np.asarray(req.prev_model, np.float32), int(req.d),
+                                                        int(req.s), guidance=req.guidance, schedule=req.schedule,
+                                                        max_guidance_weight=float(req.max_guidance_weight))
+            except ValueError as exc:
+                errors[i] = str(exc)
+    policy_ms = (time.perf_counter() - t0) * 1e3
+    results = []
+    for i in range(len(requests)):
+        if i not in chunks:
+            results.append(BatchResult(None, None, errors[i] or "no chunk", policy_ms, len(ok)))
+            continue
+        model = np.asarray(chunks[i], np.float32)
+        robot = np.asarray(runner.normalizer.action_to_robot(model), np.float32) if model.ndim == 2 else model
+        results.append(BatchResult(model, robot, None, policy_ms, len(ok)))
+    return results
