@@ -1,31 +1,49 @@
-"""Hydra entry point: compose -> validate -> build the run object -> run -> report.
+"""``python -m inference``: Hydra composes the config once, the run object checks it, a launcher runs it.
 
-Kept thin on purpose (STYLE.md habit 2): all logic lives in the run object and the algorithms.
+Hydra owns the command line, so every Hydra flag works as Hydra documents it (``--config-dir``,
+``--config-path``, ``--config-name``, ``-m``, ``--cfg``, ``--info``, ``--shell-completion``,
+``hydra.*`` overrides). This module adds only the exit contract:
+
+- a config the run cannot use -- refused by Hydra while composing (an option that does not exist,
+  a YAML error in any config file, including one found through ``--config-dir``, an override it
+  cannot parse) or by start-time validation -- is one stderr line ``config error: <key>: <why>``,
+  exit 2, before anything starts;
+- a fault exits 3, Ctrl-C / SIGTERM 130, success 0.
+
+How Hydra's errors reach us: Hydra wraps each of its steps in ``run_and_report``, which prints a
+multi-line report and exits 1 unless ``HYDRA_FULL_ERROR=1``, in which case it re-raises the
+original exception. ``main`` sets that documented switch for the duration of the Hydra call and
+turns what comes out into our line. Exceptions that escape the job itself (bugs in a run, not
+config problems) are recorded as they pass and re-raised untouched. The alternatives were worse:
+composing a second time first (two compositions, and the command line re-parsed by us, which is how
+``--config-dir <dir>`` once broke) or patching Hydra's private ``run_and_report``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from algorithms.common import AlgorithmFault
-from inference.validation import ConfigError
+from inference.hydra_errors import config_error_line, search_roots
+from inference.schemas import register
+from services.errors import AlgorithmFault, ConfigError
 
 log = logging.getLogger("inference")
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_CONFIG = 2
 EXIT_FAULT = 3
+EXIT_STOPPED = 130
 
 
 class Shutdown(KeyboardInterrupt):
@@ -48,9 +66,9 @@ def _prepare_env() -> None:
 
 
 def build_and_execute(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    from inference.run import Run
-
     from hydra.utils import instantiate
+
+    from inference.run import Run
 
     run = Run(cfg, run_dir)
     launcher = instantiate(run.cfg.launcher, _partial_=True)()
@@ -60,13 +78,15 @@ def build_and_execute(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 def compose_run(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> Any:
     """Compose the app's config with ``overrides`` outside of ``python -m inference``.
 
-    For tests, evaluation scripts and sweeps run in-process; returns a validated ``Run``.
+    For tests, evaluation scripts and sweeps run in-process; returns a validated ``Run``. Extra
+    config directories come in as Hydra's own override, ``hydra.searchpath=[file:///my/conf]``.
     """
     from hydra import compose, initialize_config_dir
 
     from inference.run import Run
 
     _prepare_env()
+    register()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     if run_dir is None:
@@ -76,59 +96,55 @@ def compose_run(overrides: Sequence[str] = (), run_dir: str | Path | None = None
     return Run(cfg, run_dir)
 
 
-# Hydra's own flags: these runs do not execute the app, so nothing is checked before them
-_HYDRA_ONLY_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
-                     "--resolve", "--package", "-p", "--version")
-_MULTIRUN_FLAGS = ("--multirun", "-m")
+# exceptions that escaped the job (the run itself), so that main() re-raises them as they are
+_job_errors: list[BaseException] = []
 
 
-def hydra_error_line(exc: BaseException) -> str:
-    """Hydra/OmegaConf's message (unknown option, bad override, YAML syntax, interpolation) as
-    ``<key>: <why>`` on one line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    key = getattr(exc, "full_key", None) or None
-    missing = re.search(r"Could not find '([\w.-]+)/", text)
-    if missing:
-        key = missing.group(1)
-    if key is None:
-        found = re.search(r"(?:override|key|Key|option|group)\s+'([^']+)'", text) or re.search(r"'([\w./+~-]+)'", text)
-        key = found.group(1) if found else None
-    return f"{key}: {text}" if key else text
-
-
-def precheck(argv: Sequence[str]) -> None:
-    """Compose (and resolve) the config of a plain run before Hydra starts it, so that Hydra's own
-    errors come out like ours: one line ``config error: <key>: <why>`` on stderr, exit 2."""
-    if any(a in _HYDRA_ONLY_FLAGS or a.startswith(("--cfg=", "--info=", "--package=", "-sc=")) for a in argv):
-        return
-    if any(a in _MULTIRUN_FLAGS for a in argv):
-        return  # sweep syntax (a=1,2) is Hydra's to expand; each job validates itself
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    overrides = [a for a in argv if not a.startswith("-")]
+@contextlib.contextmanager
+def _hydra_raises() -> Iterator[None]:
+    """``HYDRA_FULL_ERROR=1`` while Hydra runs: it re-raises instead of printing and exiting 1."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-        container = OmegaConf.to_container(cfg, resolve=False)
-        container.pop("hydra", None)
-        OmegaConf.to_container(OmegaConf.create(container), resolve=True)
-    except Exception as exc:  # noqa: BLE001 - every composition error is a config error
-        print(f"config error: {hydra_error_line(exc)}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        yield
     finally:
-        GlobalHydra.instance().clear()
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
-def main() -> Any:
+def main() -> None:
     """``python -m inference`` / the ``inference`` console script."""
-    precheck(sys.argv[1:])
-    return _main()
+    register()
+    _job_errors.clear()
+    try:
+        with _hydra_raises():
+            _main()
+    except Exception as exc:  # noqa: BLE001 - what Hydra raised before or between jobs is a config error
+        if any(exc is e for e in _job_errors):
+            raise
+        line = config_error_line(exc, search_roots(CONF_DIR, sys.argv[1:]))
+        print(f"config error: {line}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    except KeyboardInterrupt:  # Ctrl-C while Hydra composed (the job handles its own)
+        print("stopped", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+    finally:
+        _job_errors.clear()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _main(cfg: DictConfig) -> Any:
+    try:
+        return run_job(cfg)
+    except Exception as exc:
+        _job_errors.append(exc)
+        raise
+
+
+def run_job(cfg: DictConfig) -> Any:
+    """One composed config: build the run object (it validates), launch it, report."""
     _prepare_env()
     install_signal_handlers()
     level = cfg.get("log_level", "INFO")
@@ -148,7 +164,7 @@ def _main(cfg: DictConfig) -> Any:
     except KeyboardInterrupt as exc:
         log.warning("stopped by %s; robot held, files flushed in %s", exc or "Ctrl-C", run_dir)
         print(f"stopped; outputs in {run_dir}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_STOPPED)
     print(f"run finished: outputs in {run_dir}")
     if cfg.get("report", True) and (run_dir / "ticks.csv").is_file():
         from inference.report import make_report

@@ -85,8 +85,16 @@ class Run:
         container.pop("hydra", None)
         self.cfg: DictConfig = OmegaConf.create(container)
         self.run_dir = Path(run_dir)
-        self.make_algorithm()  # its own checks of its knobs (starts nothing) before the run dir exists
+        # built once, here: its constructor checks its knobs (starts nothing) before the run dir exists
+        self._algorithm: Any = self.make_algorithm()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the config and the run dir travel (spawn, Ray): the process that executes builds
+        its own algorithm object."""
+        state = dict(self.__dict__)
+        state["_algorithm"] = None
+        return state
 
     # --------------------------------------------------------------- scalars
     @property
@@ -164,5 +172,5 @@ class Run:
     def execute(self) -> dict[str, Any]:
         """Run the configured algorithm; return (and write) the summary."""
         (self.run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(self.cfg))
-        algorithm = self.make_algorithm()
+        algorithm, self._algorithm = self._algorithm or self.make_algorithm(), None  # one execute per build
         return algorithm.execute()
