@@ -1,4 +1,4 @@
-"""Cost of a camera frame reaching the control process vs a memcpy of its bytes (issue 15).
+"""Cost of a camera frame reaching the control process vs a memcpy of its bytes (cameras in processes of their own).
 
     .venv/bin/python benchmarks/bench_camera_ring.py --reads 3000
 
@@ -120,7 +120,7 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                        f"numpy {np.__version__}", "load_avg": os.getloadavg()}
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["# Camera frame into the control process vs memcpy (issue 15)", "",
+    lines = ["# Camera frame into the control process vs memcpy", "",
              f"Command: `{meta['command']}`", "",
              f"Machine: {meta['machine']}; load average at the end {meta['load_avg'][0]:.1f}.", "",
              "Timed on the control side on a frame the producer (its own process, a frame every 0.2 ms) has "

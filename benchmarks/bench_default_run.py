@@ -1,5 +1,5 @@
 """The default run as a user gets it, new design vs the previous threaded one: task success,
-inference latency and tick timing (issue 15's "no worse than today").
+inference latency and tick timing (the device-process design must be no worse than the threaded one).
 
     .venv/bin/python benchmarks/bench_default_run.py --episodes 10 --rounds 2
 
@@ -73,7 +73,7 @@ def main() -> None:
     (RESULTS / "default_run.json").write_text(json.dumps({"command": command, "started": started,
                                                           "machine": machine, "rows": rows}, indent=2))
     f = lambda v, p=1: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["# The default run, new design vs the previous threaded one (issue 15)", "",
+    lines = ["# The default run, device processes vs the previous threaded design", "",
              f"Command: `{command}`", "",
              f"Started {started}; {machine}. Each row: `python -m inference episodes={args.episodes}` (all "
              "defaults: sim in real time, 3 cameras, flow policy, RTC); `threads` adds "

@@ -12,7 +12,7 @@ construction: with it the table checks the bookkeeping (no skipped/repeated acti
 at every d, no underrun while s + d <= H), not the guidance; the learned flow policy is what
 separates the methods. ``--experiment rtc_study`` runs ``python -m inference +experiment=rtc_study``
 (the delay-sensitive task and its checkpoint; every knob from the experiment unless given here)
-and checks the issue's goals on the table it got.
+and checks the study's three targets on the table it got (``goal_lines``).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> None:
         )
     goals = goal_lines(rows)
     if goals:
-        lines += ["", "## The issue's goals, checked on this table", "", *goals]
+        lines += ["", "## The study's targets, checked on this table", "", *goals]
     out = RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -162,7 +162,7 @@ def main() -> None:
 
 
 def goal_lines(rows: list[dict]) -> list[str]:
-    """Issue 16's must-show checks, computed from the table (empty when its cells are missing):
+    """The delay-sensitive study's targets, computed from the table (empty when its cells are missing):
     naive at d=8 >= 20 points below naive at d=0; the better of rtc / rtc_trained at d=8 within
     5 points of sync at d=0, with a mean discontinuity <= 1/3 of naive's at d=8."""
     cell = {(r["method"], int(r["delay_ticks"])): r for r in rows}

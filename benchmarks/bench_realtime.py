@@ -1,4 +1,4 @@
-"""The real control loop's timing (issue 15): the default app vs the previous threaded design vs a
+"""The real control loop's timing: the default app vs the previous threaded design vs a
 bare clock loop, at several rates, idle and with a CPU hog.
 
     .venv/bin/python benchmarks/bench_realtime.py --ticks 2000
@@ -303,7 +303,7 @@ def main() -> None:
             "compare_ticks": args.compare_ticks or args.ticks, "overrides": args.overrides,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"# Real control loop timing (issue 15){' with ' + ' '.join(args.overrides) if args.overrides else ''}",
+    lines = [f"# Real control loop timing{' with ' + ' '.join(args.overrides) if args.overrides else ''}",
              "", f"Command: `{command}`", "",
              f"Started {started}; {meta['machine']}; {args.ticks} ticks per cell (one episode)"
              + (f", {args.compare_ticks} in the threads and bare cells" if args.compare_ticks else "")

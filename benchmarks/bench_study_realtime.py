@@ -1,5 +1,5 @@
 """The delay-sensitive task in real time: naive async vs VJP RTC vs training-time RTC at the
-policy's real inference latency (issue 16's real-time run; the lockstep table is rtc_study.md).
+policy's real inference latency (the real-time half of the delay-sensitive study; the lockstep table is rtc_study.md).
 
     .venv/bin/python benchmarks/bench_study_realtime.py --episodes 10 --rounds 2
 
@@ -69,7 +69,7 @@ def main() -> None:
     (RESULTS / "rtc_study_realtime.json").write_text(json.dumps(
         {"command": command, "started": started, "machine": machine, "rows": rows}, indent=2))
     f = lambda v, p=1: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["# The delay-sensitive task in real time: naive vs VJP RTC vs training-time RTC (issue 16)", "",
+    lines = ["# The delay-sensitive task in real time: naive vs VJP RTC vs training-time RTC", "",
              f"Command: `{command}`", "",
              f"Started {started}; {machine}. Each row: `python -m inference +experiment=shift_task "
              f"algorithm.guidance=G episodes={args.episodes} seed=S` (sim robot `transfer_cube_shift` in real time "

@@ -1,6 +1,6 @@
 """Ray cluster set-up as configuration: ``python -m inference.cluster role=head|worker|stop|status``.
 
-Replaces the seed's hostname-switched ``start_ray.sh``: what differs between the robot PC (head)
+One command per role instead of a start script that switches on the hostname: what differs between the robot PC (head)
 and the GPU box (worker, advertising ``{"inference_pc": 1}``) is one override, ``role=``, and every
 flag lives in ``conf/cluster/default.yaml``. Each node is started with ``ray start`` in a session of
 its own, and its process-group id is recorded under ``<temp_dir>/inference_nodes/``, so

@@ -1,8 +1,8 @@
-"""The policy contract (a Protocol, as in the seed: no base class to inherit).
+"""The policy contract (a Protocol: no base class to inherit).
 
 A policy works in its *model space*: normalized state in, normalized action chunk out. The engine
 owns normalization (``policies.normalize``) so that RTC can hand the previous chunk back to the
-policy in the same space the model produced it (DESIGN.md section 4).
+policy in the same space the model produced it (docs/rtc.md).
 """
 
 from __future__ import annotations

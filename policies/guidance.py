@@ -1,6 +1,6 @@
 """Real-time-chunking guidance math: the ONE place every policy takes it from.
 
-Conventions (DESIGN.md section 4, Black, Galliker, Levine 2025, arXiv 2506.07339):
+Conventions (Black, Galliker, Levine 2025, arXiv 2506.07339; docs/rtc.md):
 
 - Flow time ``tau`` runs from 0 (pure noise) to 1 (data); ``num_steps`` Euler steps of size
   ``1 / num_steps``, ``A <- A + v(A, tau) / num_steps``. (openpi uses the opposite, t = 1 noise:

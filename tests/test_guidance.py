@@ -26,7 +26,8 @@ H, D = 8, 3
 
 
 # --- prefix weights ------------------------------------------------------------------------------
-def test_exp_weights_match_design_example() -> None:
+def test_exp_weights_match_worked_example() -> None:
+    # H=8, d=2, s=3 worked out by hand from the formula in policies/guidance.py
     w = prefix_weights(8, 2, 3, "exp")
     np.testing.assert_allclose(w, [1, 1, 0.488, 0.189, 0.041, 0, 0, 0], atol=1e-3)
 

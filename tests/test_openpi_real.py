@@ -1,4 +1,4 @@
-"""policy=openpi and policy=openpi_remote against openpi's own code (issue 13), on the CPU, offline.
+"""policy=openpi and policy=openpi_remote against openpi's own code, on the CPU, offline.
 
 openpi (``$OPENPI_SRC``, default ``../shared/openpi``) lives in its own venv (``.venvs/openpi``, built by
 ``python -m tests.side_envs openpi``: NumPy 1.x, jax, transformers 4.53.2 + openpi's patch, our app

@@ -235,7 +235,7 @@ def twin_cli(transport: str, env: dict, tmp_path: Path) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_twin_and_engine_under_each_transport(transport, ros_env, tmp_path):
-    """README's twin recipe: `python -m robots.twin` + `python -m inference robot=igris_b` on one transport."""
+    """The twin recipe of docs/ros2.md: `python -m robots.twin` + `python -m inference robot=igris_b` on one transport."""
     twin = twin_cli(transport, ros_env, tmp_path)
     try:
         proc = run_engine("sequential", transport, ros_env, tmp_path)
@@ -279,7 +279,7 @@ def test_images_at_rate_from_a_fast_dds_camera(transport, distro, reliability, r
 @pytest.mark.parametrize(
     "transport,reliability",
     # our DDS transport (CycloneDDS) cannot pace a frame's datagrams; a best-effort Fast DDS subscriber
-    # with the OS-default socket buffer on the same host loses most frames (README 'Robots over ROS 2')
+    # with the OS-default socket buffer on the same host loses most frames (docs/ros2.md)
     [("dds", "reliable"), ("rclpy", "reliable"), ("rclpy", "best_effort")],
 )
 @pytest.mark.parametrize("distro", DISTROS)

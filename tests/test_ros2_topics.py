@@ -25,10 +25,10 @@ def layout(name: str) -> RobotLayout:
     return RobotLayout.from_config(OmegaConf.load(CONF / f"{name}.yaml"))
 
 
-def test_igris_b_layout_matches_design():
+def test_igris_b_layout_from_its_config():
     lay = layout("igris_b")
     assert (lay.action_dim, lay.state_dim, lay.hz, lay.robot_id) == (24, 24, 20.0, "packy")
-    # home (deg, right then left in DESIGN.md) -> action order left arm, right arm, in radians
+    # home (deg, per arm group in conf/robot/igris_b.yaml) -> action order left arm, right arm, in radians
     np.testing.assert_allclose(lay.home[0:6], np.deg2rad([-20, -30, 0, 120, 0, 0]))
     np.testing.assert_allclose(lay.home[6:12], np.deg2rad([20, 30, 0, -120, 0, 0]))
     np.testing.assert_allclose(lay.home[12:24], [1, 1, 1, 1, 1, 0.5] * 2)
@@ -137,7 +137,7 @@ def test_seed_topics_json_loads(tmp_path):
     topic = StateTopic.from_config("joints", loaded["topics"]["joints"])
     js = messages.joint_state([], np.arange(12.0))
     np.testing.assert_array_equal(topic.extract(js)["/observation/joint_pos/left"], np.arange(6, 12))
-    # the robot config can take the seed file in place of topics:
+    # the robot config can take an inference_runtime_topics.json file in place of topics:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "igris_b.yaml"))
     fingers = cfg["topics"]["fingers"]
     cfg["topics"] = {"fingers": fingers}

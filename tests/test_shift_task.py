@@ -92,7 +92,7 @@ def test_expert_succeeds_and_acting_on_the_stale_pose_fails() -> None:
     seeds = range(20)
     informed = [run_expert(robot, expert, s) for s in seeds]
     blind = [run_expert(robot, expert, s, react_after=None) for s in seeds]
-    assert sum(informed) >= 19, informed  # the issue: >= 95%
+    assert sum(informed) >= 19, informed  # the task's target: >= 95%
     assert sum(blind) <= 2, blind  # the stale observation reaches for an empty table
 
 
@@ -164,9 +164,9 @@ def test_the_shipped_shift_checkpoint_is_prefix_trained_on_the_task() -> None:
     meta = config["meta"]
     assert meta["config"]["data"]["task"] == "transfer_cube_shift"
     assert len(meta["config"]["data"]["expert"]["approach_offsets_m"]) >= 2  # more than one strategy
-    assert meta["data_s"] + meta["train_s"] <= 40 * 60  # the issue: <= 40 min of CPU
+    assert meta["data_s"] + meta["train_s"] <= 40 * 60  # the target: <= 40 min of CPU
     size = sum(p.stat().st_size for p in ck.iterdir())
-    assert size <= 10e6, size  # the issue: checkpoint <= 10 MB
+    assert size <= 10e6, size  # the target: checkpoint <= 10 MB
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""``logger=wandb`` with no W&B variable set makes no network attempt at all (issue 18).
+"""``logger=wandb`` with no W&B variable set makes no network attempt at all.
 
 wandb 0.31's first ``run.log`` builds an OpenTelemetry exporter from the *process-wide* settings,
 which are online unless ``WANDB_MODE`` is in the environment: ``mode="offline"`` given to
@@ -84,7 +84,7 @@ def test_lockstep_wandb_run_makes_no_network_attempt(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
 def test_default_app_with_wandb_and_mcap_is_offline_and_records_every_tick(tmp_path):
-    """Issue 18's command (sim, flow policy, RTC, in real time), no W&B variable set: no network
+    """The default app with W&B and recording (sim, flow policy, RTC, in real time), no W&B variable set: no network
     attempt, and the bag and the W&B run hold one message per tick / per chunk."""
     from mcap.reader import make_reader
     from wandb_records import history_and_summary

@@ -1,4 +1,4 @@
-"""The telemetry ring and the processes it feeds (issue 18): what the control process does per tick
+"""The telemetry ring and the processes it feeds: what the control process does per tick
 is copy fixed-layout records; the files, sinks and the recorder live in other processes, started
 before the first tick; the files keep their columns; a dead control process loses nothing sent."""
 

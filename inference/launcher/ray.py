@@ -1,5 +1,5 @@
 """``launcher=ray``: run the whole run (robot I/O, control loop, policy) in a Ray actor placed on the
-node that advertises ``inference_pc`` (the seed's set-up: a head on the robot PC, a GPU worker).
+node that advertises ``inference_pc`` (a head on the robot PC, a GPU worker).
 
 The driver (``python -m inference launcher=ray``) connects to an existing cluster, checks that
 some node offers the requested resources, creates one actor per run, and calls ``run.execute()``

@@ -47,7 +47,7 @@ from services.errors import ConfigError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "policy=openpi needs the openpi package: install it on the GPU box (README \"openpi\"): "
+    "policy=openpi needs the openpi package: install it on the GPU box (docs/openpi.md): "
     "`git clone https://github.com/Physical-Intelligence/openpi`, openpi's pins, "
     "`pip install --no-deps -e openpi openpi/packages/openpi-client`, then "
     "`python -m policies.openpi.install --openpi-src openpi` (openpi's transformers patch); "

@@ -246,7 +246,7 @@ class DdsSubscription(SlotSubscription):
             types = ", ".join(sorted({name for name, _ in seen}))
             return (f"{len(seen)} publisher(s) ({offered}, type {types}) discovered but not matched: their type "
                     f"information was refused; add their vendor id to Compatibility/IgnoreTypeInformation in "
-                    f"CYCLONEDDS_URI (see README 'Robots over ROS 2')")
+                    f"CYCLONEDDS_URI (see docs/ros2.md)")
         return (f"matched {self.matched} publisher(s) ({offered}) but no data arrived: it is not publishing, or its "
                 f"data cannot reach us (its transports, e.g. Fast DDS shared memory only; CYCLONEDDS_URI's interfaces)")
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
-# Short names accepted in configs (the seed's JSON says "JointState").
+# Short names accepted in configs (topics files in the inference_runtime_topics.json format say "JointState").
 _SHORT_NAMES = {
     "JointState": "sensor_msgs/msg/JointState",
     "Image": "sensor_msgs/msg/Image",

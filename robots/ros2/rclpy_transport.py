@@ -117,7 +117,7 @@ class RclpySubscription(SlotSubscription):
         if not pubs:
             return "no publisher of this topic on the ROS 2 graph (domain, topic name, or the robot is off)"
         return (f"matched {self.matched} publisher(s) ({'/'.join(offered)}) but no data arrived: it is not "
-                f"publishing, or its data cannot reach us (see README 'Robots over ROS 2')")
+                f"publishing, or its data cannot reach us (see docs/ros2.md)")
 
     def close(self) -> None:
         sub, self._sub = self._sub, None

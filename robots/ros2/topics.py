@@ -2,7 +2,7 @@
 which action slices go to which command topics. Pure logic (no I/O), shared by the robot and
 its twin, so a test of the twin's inverse mapping is a test of the robot's mapping.
 
-State topics (as in the seed's ``inference_runtime_topics.json``)::
+State topics (the form of an ``inference_runtime_topics.json`` topics file)::
 
     joints:
       topic: /igris_b/{robot_id}/joint_states
@@ -249,10 +249,10 @@ def parse_command_topics(cfg: Mapping[str, Any], action_dim: int, robot_id: str 
 
 
 def load_seed_topics(path: str | Path) -> dict[str, Any]:
-    """Read the seed system's ``inference_runtime_topics.json`` into this module's config form.
+    """Read an ``inference_runtime_topics.json`` topics file (a robot's existing topic map) into this module's config form.
 
     Returns ``{"robot_id": ..., "hz": ..., "topics": {name: {topic, msg_type, fields}}}``; the
-    seed's field entries (``{"slice": [a, b], "attr": ...}``) are kept as they are.
+    file's field entries (``{"slice": [a, b], "attr": ...}``) are kept as they are.
     """
     raw = json.loads(Path(path).read_text())
     topics = {}
