@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test setup test-envs clean-venv
+.PHONY: run test setup test-envs lerobot-env clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ run: $(STAMP)
 # suite because the suite may run without network access.
 test-envs: $(STAMP)
 	@$(BIN)/python -m tests.side_envs
+
+# LeRobot 0.6's environment alone (Python 3.12 + lerobot, ~6 GB): the interpreter policy=lerobot and
+# record=lerobot use by default (policy.python=.venvs/lerobot/bin/python).
+lerobot-env: $(STAMP)
+	@$(BIN)/python -m tests.side_envs lerobot
 
 # The suite runs in a private network namespace with only loopback where the machine allows it
 # (scripts/netns.py; its first line says whether); `make test NETNS=off` runs it on the host network.

@@ -122,6 +122,52 @@ register(SideEnv("openpi", available=_openpi_missing, post=_openpi_post, steps=[
 ]))
 
 
+# LeRobot 0.6.1 (tests/test_lerobot*.py, benchmarks/bench_lerobot.py, policy=lerobot, record=lerobot): it needs
+# Python >= 3.12 and torch < 2.12, so it cannot share our 3.11 venv. Its extras: dataset (LeRobotDataset v3,
+# video), training (lerobot-train), diffusion (diffusers), pi and smolvla (transformers). PyPI's torch 2.11
+# for x86_64 Linux is the CUDA build (~5 GB with its nvidia-* wheels); no CPU build of a torch < 2.12 is on
+# the registries this machine reaches, so it is accepted. Then what our modules import in the policy host,
+# the RTC inference process and the LeRobot recorder, and this project (-e --no-deps).
+LEROBOT_VERSION = "0.6.1"
+LEROBOT_PYTHON_MINOR = (3, 12)
+
+
+def find_python_312() -> str | None:
+    """A Python 3.12 to build the LeRobot env from: $LEROBOT_BASE_PYTHON, python3.12 on PATH, then pyenv's."""
+    import glob
+    import shutil
+
+    candidates = [os.environ.get("LEROBOT_BASE_PYTHON", ""), shutil.which("python3.12") or ""]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(glob.glob(str(pyenv_root / "versions" / "3.12.*" / "bin" / "python3.12")), reverse=True)
+    candidates += ["/usr/bin/python3.12", "/usr/local/bin/python3.12"]
+    for candidate in candidates:
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+_LEROBOT_BASE_PYTHON = find_python_312()
+
+
+def _lerobot_missing() -> str | None:
+    if _LEROBOT_BASE_PYTHON is None:
+        return ("no Python 3.12 found (LeRobot 0.6 needs >= 3.12): set LEROBOT_BASE_PYTHON, put python3.12 on PATH "
+                "or install one with pyenv (`pyenv install 3.12`)")
+    return None
+
+
+register(SideEnv("lerobot", available=_lerobot_missing, python=_LEROBOT_BASE_PYTHON or sys.executable, steps=[
+    [f"lerobot[dataset,training,diffusion,pi,smolvla]=={LEROBOT_VERSION}"],
+    ["hydra-core==1.3.8", "omegaconf>=2.3", "msgpack>=1.0", "mcap>=1.1", "pytest>=8", "pytest-timeout>=2.3"],
+    ["--no-deps", "-e", str(REPO)],
+]))
+
+
 def build(env: SideEnv, timeout_s: float = 1800.0) -> Path:
     """Create (once) and return the interpreter of ``env``; a file lock keeps parallel builders apart."""
     if env.is_built():
