@@ -46,6 +46,7 @@ class RunConfig:
     logger: Any = None
     launcher: Any = None
     record: Any = None
+    viewer: Any = None    # conf/viewer/: services.viewer (its knobs checked when the run object builds it)
     realtime: Any = None  # conf/realtime/: services.realtime.RealtimeConfig (checked by its preflight)
     seed: Annotated[int, Range(ge=0)] = 0
     episodes: int = 1     # >= 1, checked with its own message below
