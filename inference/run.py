@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from services.telemetry import Telemetry
-from inference.validation import ConfigError, validate
+from inference.validation import ConfigError, check_target_node, validate
 from policies.base import Policy, PolicyMetadata
 from policies.normalize import Normalizer
 from robots.base import Robot, RobotSpec
@@ -87,6 +87,8 @@ class Run:
         self.run_dir = Path(run_dir)
         # built once, here: its constructor checks its knobs (starts nothing) before the run dir exists
         self._algorithm: Any = self.make_algorithm()
+        self.make_viewer()  # its knobs checked (starts nothing); the one a run uses is made with its telemetry
+        self._viewer: Any = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -94,6 +96,7 @@ class Run:
         its own algorithm object."""
         state = dict(self.__dict__)
         state["_algorithm"] = None
+        state["_viewer"] = None
         return state
 
     # --------------------------------------------------------------- scalars
@@ -150,10 +153,31 @@ class Run:
 
     def make_telemetry(self) -> Telemetry:
         sink = instantiate(self.cfg.logger, _partial_=True)()
-        return Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg), period_s=1.0 / self.hz)
+        self._viewer = self.make_viewer()  # gets a copy of every telemetry record, and (make_recorder) the frames
+        return Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg), period_s=1.0 / self.hz,
+                         taps=self._viewer.taps())
 
     def make_recorder(self) -> Any:
-        return instantiate(self.cfg.record, _partial_=True)()
+        recorder = instantiate(self.cfg.record, _partial_=True)()
+        viewer, self._viewer = self._viewer or self.make_viewer(), None
+        return viewer.wrap(recorder)
+
+    def make_viewer(self) -> Any:
+        """``viewer=`` (services/viewer): the live view, fed off the control path."""
+        if self.cfg.get("viewer") is None:
+            from services.viewer import NullViewer
+
+            return NullViewer()
+        check_target_node("viewer", OmegaConf.to_container(self.cfg.viewer))  # keys, types, ranges
+        try:
+            return instantiate(self.cfg.viewer, _partial_=True)()
+        except Exception as exc:  # hydra wraps the constructor's error
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            if isinstance(cause, (ValueError, TypeError)):
+                raise ConfigError(f"viewer: {cause}") from None
+            raise
 
     def make_algorithm(self) -> Any:
         """The configured algorithm object (knobs checked; nothing started). A knob it refuses is a

@@ -171,8 +171,10 @@ class Telemetry:
         period_s: float | None = None,
         status_interval_s: float = 1.0,
         ring_mb: float = 16.0,
+        taps: Sequence[RecordRing] = (),
     ) -> None:
         self.run_dir = Path(run_dir)
+        self._taps = tuple(taps)  # other sinks' rings that get a copy of every record (the live viewer)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.period_s = period_s
         self.summary: dict[str, Any] = {}
@@ -195,18 +197,23 @@ class Telemetry:
         for arrays in (_row_arrays(TICK_FIELDS, {}), _row_arrays(INFERENCE_FIELDS, {"guidance": "-"}),
                        self._command_arrays(0, 0, np.zeros(1), np.zeros(1)),
                        self._chunk_arrays(0, 0, 0, np.zeros((1, 1)))):
-            self._ring.put(WARMUP, arrays)
+            self._put(WARMUP, arrays)
+
+    def _put(self, kind: int, arrays: list[np.ndarray]) -> None:
+        self._ring.put(kind, arrays)
+        for tap in self._taps:  # each ring drops on its own when full: a slow tap costs no record here
+            tap.put(kind, arrays)
 
     # --------------------------------------------------------------- producer side (hot path)
     def tick(self, record: Mapping[str, Any]) -> None:
-        self._ring.put(TICK, _row_arrays(TICK_FIELDS, record))
+        self._put(TICK, _row_arrays(TICK_FIELDS, record))
 
     def inference(self, record: Mapping[str, Any]) -> None:
-        self._ring.put(INFERENCE, _row_arrays(INFERENCE_FIELDS, record))
+        self._put(INFERENCE, _row_arrays(INFERENCE_FIELDS, record))
 
     def event(self, kind: str, **fields: Any) -> None:
-        self._ring.put(EVENT, [text_array(json.dumps({"event": kind, "time": time.time(), **fields},
-                                                      default=_json_default))])
+        self._put(EVENT, [text_array(json.dumps({"event": kind, "time": time.time(), **fields},
+                                                 default=_json_default))])
 
     @staticmethod
     def _command_arrays(episode: int, tick: int, command: np.ndarray, state: np.ndarray | None) -> list[np.ndarray]:
@@ -216,7 +223,7 @@ class Telemetry:
 
     def command(self, episode: int, tick: int, command: np.ndarray, state: np.ndarray | None = None) -> None:
         """The command actually sent at ``tick`` (robot units) and the state read with it."""
-        self._ring.put(COMMAND, self._command_arrays(episode, tick, command, state))
+        self._put(COMMAND, self._command_arrays(episode, tick, command, state))
 
     @staticmethod
     def _chunk_arrays(episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> list[np.ndarray]:
@@ -224,7 +231,7 @@ class Telemetry:
 
     def chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> None:
         """A chunk (robot units) whose index 0 is (or would have been) executed at ``start_tick``."""
-        self._ring.put(CHUNK, self._chunk_arrays(episode, chunk_id, start_tick, chunk))
+        self._put(CHUNK, self._chunk_arrays(episode, chunk_id, start_tick, chunk))
 
     def add_summary(self, **fields: Any) -> None:
         self._proc.send(("summary", fields))
