@@ -122,21 +122,69 @@ def _ranges(annotation: Any) -> tuple[Any, list[Range]]:
     return annotation, []
 
 
+def _dataclass_of(annotation: Any) -> type | None:
+    """The dataclass an annotation names (also as ``X | None``), or None."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = found[0] if len(found) == 1 else None
+    return annotation if inspect.isclass(annotation) and dataclasses.is_dataclass(annotation) else None
+
+
+def check_dataclass_node(path: str, node: Mapping[str, Any], cls: type) -> None:
+    """A nested settings block declared as a dataclass (e.g. an algorithm's chunking settings):
+    its keys, types and ranges, field by field, and the dataclass's own ``preflight`` if it has one."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    names = [f.name for f in fields(cls)]
+    for key, value in node.items():
+        if key in _HYDRA_KEYS:
+            continue
+        if key not in names:
+            raise ConfigError(f"{path}.{key}: unknown key for {cls.__module__}.{cls.__qualname__} "
+                              f"(accepted: {', '.join(names)})")
+        _check_value(f"{path}.{key}", value, hints.get(key, Any))
+    missing = [f.name for f in fields(cls) if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and f.name not in node]
+    if missing:
+        raise ConfigError(f"{path}: missing required key(s) {missing} for {cls.__qualname__}")
+    preflight = getattr(cls, "preflight", None)
+    if callable(preflight):
+        preflight(node, path)
+
+
+def _choices(annotation: Any) -> list[Any] | None:
+    """The values a ``Literal[...]`` or an Enum admits (also as ``X | None``: then None too), or None
+    when the annotation is not a closed set."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [m.value for m in annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        out: list[Any] = []
+        for arg in typing.get_args(annotation):
+            sub = [None] if arg is type(None) else _choices(arg)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return None
+
+
 def _check_value(path: str, value: Any, annotation: Any) -> None:
+    nested = _dataclass_of(annotation)
+    if nested is not None and isinstance(value, Mapping):
+        check_dataclass_node(path, value, nested)
+        return
     annotation, ranges = _ranges(annotation)
     for r in ranges:
         why = r.violation(value)
         if why is not None:
             raise ConfigError(f"{path}: {why}")
-    if typing.get_origin(annotation) is typing.Literal:
-        choices = list(typing.get_args(annotation))
+    choices = _choices(annotation)
+    if choices is not None:
         if value not in choices:
             raise ConfigError(f"{path}: {value!r} is not one of {choices}")
-        return
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        names = [m.value for m in annotation]
-        if value not in names:
-            raise ConfigError(f"{path}: {value!r} is not one of {names}")
         return
     allowed = _simple_types(annotation)
     if allowed is None:
@@ -171,11 +219,15 @@ def resolve_target(path: str, node: Mapping[str, Any]) -> Callable[..., Any]:
     return obj
 
 
-def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = frozenset(), provided: set[str] = frozenset()) -> None:
-    """Check ``node``'s keys and simple types against its ``_target_``'s signature.
+def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = frozenset(),
+                      provided: set[str] = frozenset(), keys_only: bool = False) -> None:
+    """Check ``node``'s keys, types and ranges against its ``_target_``'s signature, then run the
+    target's ``preflight``.
 
     ``ignore``: keys the run object consumes itself. ``provided``: parameters the owner passes at
-    build time (e.g. ``cameras`` for robots, ``spec`` for the safety filter).
+    build time (e.g. ``cameras`` for robots, ``spec`` for the safety filter). ``keys_only``: only
+    refuse keys the target does not take (a typo is named before the key it was meant to be is
+    reported missing).
     """
     target = resolve_target(path, node)
     try:
@@ -203,9 +255,13 @@ def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = fro
                 continue
             known = ", ".join(n for n, p in params.items() if p.kind is not p.VAR_KEYWORD and n not in provided)
             raise ConfigError(f"{sub}: unknown key for {node['_target_']} (accepted: {known})")
+        if keys_only:
+            continue
         _check_value(sub, value, hints.get(key, params[key].annotation))
         if isinstance(value, Mapping) and "_target_" in value:
             check_target_node(sub, value)
+    if keys_only:
+        return
     missing = [
         n for n, p in params.items()
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
@@ -227,8 +283,11 @@ def _require(path: str, node: Mapping[str, Any], keys: tuple[str, ...]) -> None:
 
 
 def _check_normalizer(policy: Mapping[str, Any]) -> None:
-    """Build the normalizer (it reads only its stats file) and check it covers the policy's state and
-    action: a missing, unreadable or incomplete stats file fails here, before anything starts."""
+    """Build the normalizer (it reads only its stats file) and check its contents for every key the
+    engine normalizes through it (the policy reads ``state`` and the previous chunk's ``action``, and
+    writes ``action``): present at the policy's dimension, finite, and a usable scale (std >= 0,
+    min <= max, q01 <= q99, no zero scale). A missing, unreadable, incomplete or corrupt stats file
+    fails here, before anything starts, not as NaN actions at the first chunk."""
     from hydra.utils import instantiate
 
     from policies.normalize import Normalizer
@@ -238,11 +297,38 @@ def _check_normalizer(policy: Mapping[str, Any]) -> None:
         if callable(norm) and not isinstance(norm, Normalizer):
             norm = norm()
         if isinstance(norm, Normalizer):
-            norm.require("state", int(policy["state_dim"]))
-            norm.require("action", int(policy["action_dim"]))
+            for key, dim in (("state", int(policy["state_dim"])), ("action", int(policy["action_dim"]))):
+                norm.require(key, dim)
+                _check_stats(norm, key, dim)
     except Exception as exc:  # noqa: BLE001 - NormalizerError, JSON syntax, missing file, ...
         cause = exc.__cause__ or exc
         raise ConfigError(f"policy.normalizer: {type(cause).__name__}: {' '.join(str(cause).split())[:300]}") from None
+
+
+def _check_stats(norm: Any, key: str, dim: int) -> None:
+    """The stats ``norm`` uses for ``key`` are numbers that make an invertible map."""
+    import numpy as np
+
+    stats = norm.stats.get(key, {})
+    mode = norm.modes.get(key, "identity")
+    if not norm.eps >= 0:
+        raise ValueError(f"eps must be >= 0 (got {norm.eps})")
+    for stat, arr in stats.items():
+        bad = np.flatnonzero(~np.isfinite(np.asarray(arr, dtype=np.float64)))
+        if bad.size:
+            raise ValueError(f"stats {key}.{stat} are not finite at index {bad.tolist()[:5]}")
+    pairs = {"zscore": None, "minmax": ("min", "max"), "quantile": ("q01", "q99")}
+    if mode == "zscore" and np.any(stats["std"] < 0):
+        raise ValueError(f"stats {key}.std are negative at index {np.flatnonzero(stats['std'] < 0).tolist()[:5]}")
+    if pairs.get(mode):
+        lo, hi = pairs[mode]
+        wrong = np.flatnonzero(stats[hi] < stats[lo])
+        if wrong.size:
+            raise ValueError(f"stats {key}.{hi} < {key}.{lo} at index {wrong.tolist()[:5]}")
+    probe = norm.to_model(key, np.ones(dim))
+    if not np.all(np.isfinite(probe)):
+        raise ValueError(f"stats for {key!r} ({mode}) give a zero scale at index "
+                         f"{np.flatnonzero(~np.isfinite(probe)).tolist()[:5]} (eps {norm.eps})")
 
 
 def _check_trained_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
@@ -322,6 +408,8 @@ def validate(cfg: DictConfig) -> None:
             provided={"frames", "host"},
         )
 
+    check_target_node("robot", robot, provided={"cameras"}, keys_only=True)
+    check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"], keys_only=True)
     _require("robot", robot, ROBOT_COMMON)
     _require("policy", policy, POLICY_COMMON)
     for path, node, key, annotation in (("robot", robot, "hz", PositiveFloat), ("robot", robot, "action_dim", PositiveInt),

@@ -38,6 +38,9 @@ def options(group: str) -> list[str]:
 
 
 def _compose(overrides):
+    from inference.schemas import register
+
+    register()  # the structured-config schemas, as every composition of the app's config
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
@@ -45,9 +48,23 @@ def _compose(overrides):
 CASES = [(g, o) for g in GROUPS for o in options(g)]
 
 
+def write_video(path: Path, n_frames: int = 3, size: tuple[int, int] = (64, 48)) -> Path:
+    """A short real video file (MJPG in AVI), for the video cameras' start-time check."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    for i in range(n_frames):
+        writer.write(np.full((size[1], size[0], 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
-def test_every_option_composes_validates_and_instantiates(group, option, tmp_path):
+def test_every_option_composes_validates_and_instantiates(group, option, tmp_path, monkeypatch):
     overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
+    if (group, option) == ("cameras", "video"):  # its files must exist and play (checked at start)
+        monkeypatch.setenv("INFERENCE_VIDEO", str(write_video(tmp_path / "camera.avi")))
     cfg = _compose(overrides)
     if (group, option) == ("policy", "openpi") and importlib.util.find_spec("openpi") is None:
         # without openpi installed the config must fail at start with the install step

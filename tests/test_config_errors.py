@@ -52,7 +52,51 @@ def _files(tmp: Path) -> dict[str, str]:
     unreadable = tmp / "unreadable.json"
     unreadable.write_text("{}")
     out["topics_unreadable"] = str(tmp / "no_such_dir" / "topics.json")
+    out.update(_stats_files(tmp, stats))
+    out.update(_video_files(tmp))
+    out["lab"] = str(_lab_dir(tmp / "lab"))
     return out
+
+
+def _stats_files(tmp: Path, stats: dict) -> dict[str, str]:
+    """Stats files that exist and parse but whose contents the run cannot use."""
+    out = {}
+    inner_key = "stats" if "stats" in stats else None
+
+    def variant(name: str, key: str, stat: str, change) -> None:
+        copy = json.loads(json.dumps(stats))
+        inner = copy[inner_key] if inner_key else copy
+        inner[key][stat] = change(list(inner[key][stat]))
+        (tmp / f"{name}.json").write_text(json.dumps(copy))  # NaN is written as NaN, as numpy would
+        out[name] = str(tmp / f"{name}.json")
+
+    variant("nan_stats", "action", "std", lambda v: [float("nan")] + v[1:])
+    variant("inf_stats", "state", "mean", lambda v: v[:3] + [float("inf")] + v[4:])
+    variant("negative_std", "state", "std", lambda v: [-abs(x) - 0.1 for x in v])
+    variant("short_state", "state", "mean", lambda v: v[:-1])
+    variant("zero_std", "action", "std", lambda v: [0.0] * len(v))
+    return out
+
+
+def _video_files(tmp: Path) -> dict[str, str]:
+    """Files a video camera cannot play: text named .mp4, an empty file."""
+    (tmp / "not_a_video.mp4").write_text("these are not frames\n")
+    (tmp / "empty.avi").write_bytes(b"")
+    return {"not_a_video": str(tmp / "not_a_video.mp4"), "empty_video": str(tmp / "empty.avi")}
+
+
+def _lab_dir(conf: Path) -> Path:
+    """A lab's own config directory (``--config-dir``): a YAML syntax error, a typo'd key, and a
+    robot whose cameras name a source the model lacks."""
+    (conf / "robot").mkdir(parents=True)
+    (conf / "cameras").mkdir()
+    sim = (ROOT / "conf" / "robot" / "sim.yaml").read_text()
+    (conf / "robot" / "broken.yaml").write_text(sim.replace("hz: 20", "hz: [20"))
+    (conf / "robot" / "typo.yaml").write_text(sim.replace("hz: 20", "hzz: 20"))
+    (conf / "robot" / "tabs.yaml").write_text(sim.replace("  ", "\t", 1) if "  " in sim else "\tname: x\n")
+    cams = (ROOT / "conf" / "cameras" / "sim.yaml").read_text()
+    (conf / "cameras" / "mine.yaml").write_text(cams.replace("source: top", "source: ceiling"))
+    return conf
 
 
 # (overrides, the key the one line must name)
@@ -132,6 +176,69 @@ CASES = [
     (["robot=igris_b", "cameras=none", "policy=hold", "robot.transport=zmq"], "robot.transport"),
     (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_bad}"], "robot.topics_file"),
     (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_unreadable}"], "robot.topics_file"),
+    # device knobs, checked from the cameras' declared ranges and their preflight (no camera is built)
+    (["cameras.devices.head.fps=0"], "cameras.devices.head.fps", "must be > 0"),
+    (["cameras.devices.right.fps=-15"], "cameras.devices.right.fps", "must be > 0"),
+    (["cameras.devices.left.source=ceiling"], "cameras.devices.left.source", "not a camera of the sim model"),
+    (["+cameras.devices.head.start_timeout_s=0"], "cameras.devices.head.start_timeout_s", "must be > 0"),
+    (["cameras.devices.head.fps=fast"], "cameras.devices.head.fps", "expected float"),
+    (["robot=igris_b", "cameras=video", "policy=hold"], "cameras.devices.head.device", "does not exist"),
+    (["robot=igris_b", "cameras=video", "policy=hold", "cameras.devices.head.device={not_a_video}"],
+     "cameras.devices.head.device", "cannot open"),
+    (["robot=igris_b", "cameras=video", "policy=hold", "cameras.devices.head.device={empty_video}"],
+     "cameras.devices.head.device", "cannot open"),
+    (["robot=igris_b", "cameras=video", "policy=hold", "+cameras.devices.head.fps=0"], "cameras.devices.head.fps", "> 0"),
+    (["robot=igris_b", "cameras=igris_b", "policy=hold", "cameras.devices.head.fourcc=MJPEG"],
+     "cameras.devices.head.fourcc", "4 characters"),
+    (["robot=igris_b", "cameras=igris_b", "policy=hold", "cameras.devices.left.fps=0"], "cameras.devices.left.fps", "> 0"),
+    (["robot=igris_b", "cameras=igris_b", "policy=hold", "+cameras.devices.head.open_timeout_s=0"],
+     "cameras.devices.head.open_timeout_s", "> 0"),
+    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.reliability=maybe"],
+     "cameras.devices.head.reliability", "not one of"),
+    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.depth=0"],
+     "cameras.devices.head.depth", ">= 1"),
+    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.transport=zmq"],
+     "cameras.devices.head.transport", "not one of"),
+    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.domain_id=300"],
+     "cameras.devices.head.domain_id", "<= 232"),
+    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "cameras.devices.right.topic='/igris_b/{{robot_name}}/image'"],
+     "cameras.devices.right.topic", "placeholders"),
+    # robot knobs the sim cannot honour
+    (["robot.hz=1000"], "robot.hz", "<= 500"),
+    (["robot.seed=-1"], "robot.seed", ">= 0"),
+    # telemetry, recording, launcher, real-time settings
+    (["logger=wandb", "logger.mode=onlin"], "logger.mode", "not one of"),
+    (["logger=wandb", "logger.log_every_ticks=0"], "logger.log_every_ticks", ">= 1"),
+    (["record=mcap", "record.jpeg_quality=101"], "record.jpeg_quality", "<= 100"),
+    (["record=mcap", "record.image_every=0"], "record.image_every", ">= 1"),
+    (["record=mcap", "record.queue_size=0"], "record.queue_size", ">= 1"),
+    (["launcher=ray", "launcher.auth_mode=maybe"], "launcher.auth_mode", "not one of"),
+    (["launcher=ray", "launcher.auth_mode=token", "launcher.auth_token_path=/nonexistent/ray_token"],
+     "launcher.auth_token_path", "does not exist"),
+    (["realtime.control_priority=100"], "realtime.control_priority", "1..99"),
+    (["realtime.device_nice=abc"], "realtime.device_nice", "expected int"),
+    (["+realtime.bogus=1"], "realtime.bogus", "unknown key"),
+    # the contents of the normalizer's stats file, for every key the policy reads and writes
+    (["policy.normalizer.path={nan_stats}"], "policy.normalizer", "action.std are not finite"),
+    (["policy.normalizer.path={inf_stats}"], "policy.normalizer", "state.mean are not finite"),
+    (["policy.normalizer.path={negative_std}"], "policy.normalizer", "state.std are negative"),
+    (["policy.normalizer.path={short_state}"], "policy.normalizer", "state.mean have dim 13"),
+    (["policy.normalizer.path={zero_std}", "+policy.normalizer.eps=0"], "policy.normalizer", "zero scale"),
+    (["+policy.normalizer.eps=-1"], "policy.normalizer", "eps must be >= 0"),
+    # Hydra's own refusals, said the same way
+    (["robot.hz=[20"], "robot.hz", "cannot parse override"),
+    (["hydra.job.chdir=maybe"], "hydra.job.chdir", "not a valid bool"),
+    (["hydra/launcher=nope"], "hydra/launcher", "Could not find"),
+    (["cameras=nope"], "cameras", "available: "),
+    # a lab's own config directory: its files are checked like the repository's
+    (["--config-dir={lab}", "robot=broken"], "robot", "YAML error in"),
+    (["--config-dir", "{lab}", "robot=broken"], "robot", "broken.yaml, line"),
+    (["--config-dir={lab}", "robot=tabs"], "robot", "tabs.yaml"),
+    (["--config-dir={lab}", "robot=typo"], "robot.hzz", "unknown key"),
+    (["--config-dir={lab}", "cameras=mine"], "cameras.devices.head.source", "'ceiling' is not a camera"),
+    (["--config-dir={lab}", "robot=nope"], "robot", "broken"),
+    (["--config-dir=/nonexistent/lab_conf", "robot=sim"], "--config-dir", "not found"),
+    (["--config-name", "nope"], "--config-name", "Cannot find primary config"),
 ]
 
 
@@ -179,18 +286,23 @@ def test_the_corpus_is_large_enough():
     assert len(CASES) >= 50
 
 
-@pytest.mark.parametrize("args,key", CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_malformed_config_fails_before_anything_starts(args, key, broken, tmp_path):
+@pytest.mark.parametrize("args,key,why", [(c[0], c[1], c[2] if len(c) > 2 else "") for c in CASES],
+                         ids=[" ".join(c[0]) for c in CASES])
+def test_malformed_config_fails_before_anything_starts(args, key, why, broken, tmp_path):
     args = [a.format(**broken) if "{" in a and "${" not in a else a for a in args]
     ours = f"/dev/shm/*_{os.getpid()}_*"  # blocks are named <kind>_<creator pid>_<random>
     shm_before = set(glob.glob(ours))
-    code, err = run_app([*args, "logger=none"], tmp_path / "run")
+    quiet_logger = [] if any(a.startswith("logger=") for a in args) else ["logger=none"]
+    code, err = run_app([*args, *quiet_logger], tmp_path / "run")
     lines = err.strip().splitlines()
     print(f"{' '.join(args)} -> exit {code}: {err.strip()}")
     assert code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("config error: "), err
     assert key in lines[0], f"the line does not name {key!r}: {lines[0]}"
+    if why:  # the newer cases: the key comes first, then why
+        assert lines[0].startswith(f"config error: {key}: "), f"the line does not start with {key!r}: {lines[0]}"
+        assert why in lines[0], f"the line does not say {why!r}: {lines[0]}"
     assert mp.active_children() == []  # no inference process, no device process
     assert set(glob.glob(ours)) - shm_before == set()  # no shared memory
     # the robot was never built or commanded: no telemetry of any kind exists

@@ -33,7 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from services.knobs import NonNegativeFloat, PositiveFloat
 from services.ray_connection import (  # noqa: F401 - re-exported for the launcher's users
@@ -170,11 +170,20 @@ class RayLauncher:
     removed after the files arrived unless ``keep_remote_run_dir``.
     """
 
+    @classmethod
+    def preflight(cls, node: Mapping[str, Any], path: str) -> None:
+        """Start-time check: token auth names a token file this driver can read."""
+        from services.errors import ConfigError
+
+        token = node.get("auth_token_path")
+        if node.get("auth_mode") == "token" and token and not Path(str(token)).expanduser().is_file():
+            raise ConfigError(f"{path}.auth_token_path: token file {token} does not exist (auth_mode token)")
+
     def __init__(
         self,
         address: str = "auto",
         namespace: str = "inference",
-        auth_mode: str | None = "disabled",
+        auth_mode: Literal["disabled", "token"] | None = "disabled",
         auth_token_path: str | None = None,
         resources: dict[str, float] | None = None,
         num_cpus: NonNegativeFloat = 1.0,

@@ -16,12 +16,15 @@ competes with the control thread; false keeps the thread in this process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import sys
+import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -29,6 +32,8 @@ import numpy as np
 from robots.base import Frame, RobotError, StaleDataError
 from robots.cameras.base import FrameSpec
 from robots.cameras.process import CameraProcess, start_in_process
+from services.errors import ConfigError
+from services.knobs import PositiveFloat
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +45,65 @@ def to_chw_rgb(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
 
 
+def _device(device: str | int) -> str | int:
+    """A device index given as a string ("0") is the index."""
+    return int(device) if isinstance(device, str) and device.strip().isdigit() else device
+
+
+@contextlib.contextmanager
+def _decoder_log() -> Iterator[list[str]]:
+    """Capture what the decoder (FFmpeg, in C) writes to file descriptor 2 while probing a file, so
+    that a config error stays one line; the yielded list gets its last line."""
+    said: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines = sink.read().decode(errors="replace").strip().splitlines()
+            if lines:
+                said.append(" ".join(lines[-1].split()))
+
+
+def _is_file(device: str | int) -> bool:
+    """A path outside /dev is a video file; an index or a /dev path is a V4L2 device."""
+    return isinstance(device, str) and not device.startswith("/dev/")
+
+
 class OpenCVCamera:
     """Latest-frame camera over ``cv2.VideoCapture``."""
+
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check, before any process exists: the FOURCC is four characters, and a video
+        file exists, opens and yields a first frame. A V4L2 device is hardware that may be plugged
+        in later: it is checked when the camera starts (a robot fault naming it)."""
+        fourcc = node.get("fourcc")
+        if fourcc is not None and len(str(fourcc)) != 4:
+            raise ConfigError(f"{path}.fourcc: a FOURCC code is 4 characters (e.g. MJPG, YUYV), got {fourcc!r}")
+        device = _device(node.get("device", 0))
+        if not _is_file(device):
+            return
+        if not os.path.isfile(str(device)):
+            where = "" if os.path.isabs(str(device)) else f" (relative to {os.getcwd()})"
+            raise ConfigError(f"{path}.device: video file {device} does not exist{where}")
+        with _decoder_log() as said:
+            cap = cv2.VideoCapture(str(device))
+            try:
+                opened = cap.isOpened()
+                ok = opened and cap.read()[0]
+            finally:
+                cap.release()
+        why = f" (decoder: {said[0]})" if said else ""
+        if not opened:
+            raise ConfigError(f"{path}.device: OpenCV cannot open {device} as a video{why}")
+        if not ok:
+            raise ConfigError(f"{path}.device: {device} opens but yields no frame (empty or not a video){why}")
 
     def __init__(
         self,
@@ -49,21 +111,20 @@ class OpenCVCamera:
         host: Any = None,
         *,
         device: str | int = 0,
-        fps: float | None = None,
+        fps: PositiveFloat | None = None,
         fourcc: str | None = None,
         loop: bool = False,
-        open_timeout_s: float = 5.0,
+        open_timeout_s: PositiveFloat = 5.0,
         process: bool = True,
     ) -> None:
         frames.bind(self)
-        if isinstance(device, str) and device.strip().isdigit():
-            device = int(device)
+        device = _device(device)
         self.device = device
         self.fps = None if fps is None else float(fps)
         self.fourcc = fourcc
         self.loop = bool(loop)
         self.open_timeout_s = float(open_timeout_s)
-        self.is_file = isinstance(device, str) and not device.startswith("/dev/")
+        self.is_file = _is_file(device)
         self.process = bool(process)
         self._remote: CameraProcess | None = None
         self._new = threading.Event()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import string
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
@@ -24,7 +25,11 @@ import numpy as np
 from robots.base import Frame, RobotError, StaleDataError
 from robots.cameras.base import FrameSpec
 from robots.cameras.process import CameraProcess, start_in_process
-from robots.ros2.transport import QosProfile, Subscription, make_transport
+from robots.ros2.transport import QosProfile, Subscription, TransportKind, make_transport
+from services.errors import ConfigError
+from services.knobs import PositiveFloat, PositiveInt, Range
+
+TOPIC_FIELDS = ("robot", "robot_id")  # what a topic's {placeholders} are filled with
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +63,30 @@ def image_to_chw(msg: Any, width: int, height: int) -> np.ndarray:
 class RosImageCamera:
     """Newest frame of an image topic; converts lazily, once per new message."""
 
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check: the topic's ``{placeholders}`` are ones the host robot fills in."""
+        topic = str(node.get("topic", ""))
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(topic) if f is not None]
+        except ValueError as exc:
+            raise ConfigError(f"{path}.topic: {topic!r}: {exc}") from None
+        unknown = [f for f in fields if f not in TOPIC_FIELDS]
+        if unknown or not topic.strip():
+            raise ConfigError(f"{path}.topic: {topic!r}: placeholders may only be "
+                              f"{', '.join('{' + f + '}' for f in TOPIC_FIELDS)} (got {unknown or 'an empty topic'})")
+
     def __init__(
         self,
         frames: FrameSpec,
         host: Any = None,
         *,
         topic: str,
-        reliability: str = "best_effort",
-        depth: int = 2,
-        transport: str = "auto",
-        domain_id: int | None = None,
-        open_timeout_s: float = 5.0,
+        reliability: Literal["best_effort", "reliable"] = "best_effort",
+        depth: PositiveInt = 2,
+        transport: TransportKind = "auto",
+        domain_id: Annotated[int, Range(ge=0, le=232)] | None = None,
+        open_timeout_s: PositiveFloat = 5.0,
         process: bool = True,
     ) -> None:
         frames.bind(self)

@@ -12,6 +12,7 @@ synchronously inside ``read()`` (deterministic images).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -26,6 +27,8 @@ from robots.base import Frame, RobotError, StaleDataError
 from robots.cameras.base import FrameSpec
 from robots.cameras.process import CameraProcess
 from robots.sim import aloha
+from services.errors import ConfigError
+from services.knobs import PositiveFloat
 
 mujoco = aloha.mujoco
 log = logging.getLogger(__name__)
@@ -127,6 +130,13 @@ class SimRenderProducer:
             arrays.close()
 
 
+@functools.cache
+def model_camera_names() -> tuple[str, ...]:
+    """The MuJoCo cameras of the sim model (loaded once per process, for start-time checks)."""
+    model = aloha.load_model()
+    return tuple(model.camera(i).name for i in range(model.ncam))
+
+
 class SimCamera:
     """Renders MuJoCo camera ``source`` of the sim robot ``host`` as (3, H, W) uint8 frames.
 
@@ -135,19 +145,25 @@ class SimCamera:
     may be; ``start_timeout_s`` is how long ``read`` waits for the first frame.
     """
 
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check: ``source`` names a camera of the sim model."""
+        names = model_camera_names()
+        if node.get("source") not in names:
+            raise ConfigError(f"{path}.source: {node.get('source')!r} is not a camera of the sim model "
+                              f"(cameras: {', '.join(names)})")
+
     def __init__(
         self,
         frames: FrameSpec,
         host: Any = None,
         *,
         source: str,
-        fps: float = 15.0,
-        start_timeout_s: float = 10.0,
+        fps: PositiveFloat = 15.0,
+        start_timeout_s: PositiveFloat = 10.0,
     ) -> None:
         if host is None or not hasattr(host, "latest_snapshot"):
             raise RobotError(f"SimCamera {frames.name!r} needs the SimRobot as host (got {host!r})")
-        if fps <= 0:
-            raise ValueError(f"SimCamera {frames.name!r}: fps must be > 0 (got {fps})")
         gl.require_rendering()
         frames.bind(self)
         name = self.name

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from robots.base import Observation, RobotError, RobotSpec, StaleDataError
 from robots.sim import aloha
 from robots.sim.physics import SimPhysics, SimSnapshot
 from robots.sim.process import K, PhysicsShared, physics_main, physics_specs
-from services.knobs import NonNegativeInt, PositiveFloat
+from services.knobs import NonNegativeInt, PositiveFloat, Range
 from services.devproc import DeviceProcess
 from services.shm import SharedArrays, ShmRegistry, unique_block_name
 
@@ -69,7 +69,7 @@ class SimRobot:
         *,
         cameras: dict[str, Callable[..., Any]] | None = None,
         name: str = "sim",
-        hz: PositiveFloat = 20.0,
+        hz: Annotated[float, Range(gt=0, le=500)] = 20.0,  # at most one physics step (0.002 s) per tick
         action_dim: int = 14,
         state_dim: int = 14,
         realtime: bool = True,
@@ -80,7 +80,7 @@ class SimRobot:
         max_lag_s: PositiveFloat = 0.5,
         start_timeout_s: PositiveFloat = 10.0,
         render_msaa: NonNegativeInt = 0,
-        seed: int | None = 0,
+        seed: NonNegativeInt | None = 0,
         device_processes: bool = True,
         task: aloha.SimTask = "transfer_cube",
     ) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
+
+from services.knobs import PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,11 @@ class WandbSink:
         self,
         project: str = "inference-engine",
         entity: str | None = None,
-        mode: str = "offline",
+        mode: Literal["online", "offline", "disabled"] = "offline",
         group: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
-        log_every_ticks: int = 1,
+        log_every_ticks: PositiveInt = 1,
     ) -> None:
         self.project = project
         self.entity = entity

@@ -14,11 +14,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
 from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic
+from services.knobs import PositiveFloat, PositiveInt, Range
 from services.ring import RecordRing, SinkProcess
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ OBS, CMD, CHUNK = 1, 2, 3
 
 
 class McapRecorder:
-    def __init__(self, directory: str = "recording", jpeg_quality: int = 85, image_every: int = 1,
-                 queue_size: int = 2000, buffer_mb: float = 64.0) -> None:
+    def __init__(self, directory: str = "recording", jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 85,
+                 image_every: PositiveInt = 1, queue_size: PositiveInt = 2000, buffer_mb: PositiveFloat = 64.0) -> None:
         self.directory = directory
         self.jpeg_quality = jpeg_quality
         self.image_every = max(1, image_every)
