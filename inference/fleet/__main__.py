@@ -50,6 +50,11 @@ def compose(overrides: Sequence[str]) -> Any:
         overrides.insert(0, "+fleet=default")
     else:
         overrides = [("+" + o if o.startswith("fleet=") else o) for o in overrides]
+    from inference.schemas import register
+
+    register()  # the structured-config schemas every composition of the app's config needs
+    if not any(o.split("=", 1)[0].lstrip("+~") == "algorithm" for o in overrides):
+        overrides.append("~algorithm")  # the service runs no control loop: the robots' algorithms are theirs
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=overrides)

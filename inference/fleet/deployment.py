@@ -105,6 +105,14 @@ class FleetReplica:
                 "per_robot": dict(self.per_robot), "uptime_s": time.monotonic() - self.started_at,
                 "batched": self.batched, "max_batch_size": int(self.fleet["max_batch_size"])}
 
+    def metadata(self) -> dict[str, Any]:
+        """What a robot checks at start: the policy's chunk shape and guidance support."""
+        m = self.runner.metadata
+        return {"chunk_size": int(m.chunk_size), "action_dim": int(m.action_dim), "state_dim": int(m.state_dim),
+                "camera_names": list(m.camera_names), "supports_vjp": bool(m.supports_vjp),
+                "supports_trained": bool(getattr(m, "supports_trained", False)), "policy": type(self.runner.policy).__name__,
+                "batched": self.batched, "replica": self.replica}
+
     def check_health(self) -> None:
         """Serve's health check: the worker thread must be alive (raises otherwise)."""
         if self._pool._shutdown:  # noqa: SLF001 - no public flag

@@ -29,7 +29,7 @@ def numeric_info(info: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in info.items():
         arr = np.asarray(value)
         if arr.dtype.kind in "biuf":
-            out[key] = arr
+            out[key] = arr.item() if arr.ndim == 0 else arr  # scalars stay scalars (hashable, as sent)
     return out
 
 
