@@ -69,7 +69,10 @@ def main() -> int:
     logging.basicConfig(level=os.environ.get("LEROBOT_HOST_LOG", "WARNING"), stream=sys.stderr,
                         format="lerobot-host %(levelname)s %(name)s: %(message)s")
     out = _private_stdout()
-    serve(sys.stdin.buffer, out)
+    try:
+        serve(sys.stdin.buffer, out)
+    except BrokenPipeError:  # the engine went away mid-request: nothing to answer
+        return 0
     return 0
 
 

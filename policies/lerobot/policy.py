@@ -117,6 +117,8 @@ class LeRobotPolicy:
                                  "the python of an environment with lerobot 0.6 (e.g. .venvs/lerobot/bin/python)")
             from policies.lerobot.proxy import HostProxy
 
+            if threads is None and "torch" in sys.modules:
+                threads = sys.modules["torch"].get_num_threads()  # the runner's cap for this process, if any
             self.backend = HostProxy(interpreter, kwargs, threads=threads)
             self.where = f"host process {self.backend.pid} ({interpreter})"
         log.info("lerobot %s checkpoint %s: %s", spec.type, spec.root, self.where)
@@ -130,9 +132,13 @@ class LeRobotPolicy:
             spec = CheckpointSpec.read(str(node.get("path")))
             spec.check(state_dim=int(node.get("state_dim", 0)), action_dim=int(node.get("action_dim", 0)),
                        chunk_size=int(node.get("chunk_size", 0)), camera_names=tuple(node.get("camera_names") or ()),
-                       camera_map=node.get("camera_map"), guidance=node.get("algorithm_guidance"))
+                       camera_map=node.get("camera_map"))
         except CheckpointError as exc:
             raise ConfigError(f"{path}.path: {exc}") from None
+        guidance = node.get("algorithm_guidance")
+        if guidance is not None and str(guidance) not in spec.guidance:
+            raise ConfigError(f"algorithm.guidance: algorithm.guidance={guidance} is not available for the {spec.type} "
+                              f"checkpoint {spec.root} (a {spec.type} policy supports {', '.join(spec.guidance)})")
         if lerobot_here():
             return
         python = resolve_python(node.get("python"))

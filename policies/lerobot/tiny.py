@@ -10,7 +10,11 @@ checkpoint's state/action statistics (``policies/flow/checkpoints/transfer_cube/
 normalization is the sim robot's real one.
 
 Kinds: ``act``, ``diffusion`` (blend guidance), ``smolvla`` (flow: VJP guidance) where its VLM config can
-be built locally (``--vlm-dir``: a tiny SmolVLM config + processor written by :func:`tiny_smolvlm`).
+be built locally (a tiny SmolVLM config + processor + tokenizer, :func:`tiny_smolvlm`, written into
+``OUT_DIR/vlm`` unless ``--vlm-dir`` names one). pi0 / pi0.5 are not built here: LeRobot 0.6.1's
+``PI0Config`` / ``PI05Config`` accept only the ``gemma_300m`` / ``gemma_2b`` widths and a fixed SigLIP-so400m
+vision tower (~0.7 B parameters, ~2.8 GB at float32, seconds per chunk on a CPU), and their processor
+factories name the hub tokenizer ``google/paligemma-3b-pt-224``.
 """
 
 from __future__ import annotations
@@ -59,6 +63,44 @@ def dataset_stats(state_dim: int, action_dim: int, cameras: list[str]) -> dict[s
     return out
 
 
+def tiny_smolvlm(out: Path) -> Path:
+    """A tiny SmolVLM (config + processor + tokenizer) in ``out``, what SmolVLA's ``vlm_model_name`` points at.
+
+    SmolVLA builds its VLM from ``AutoConfig.from_pretrained(vlm_model_name)`` (random weights with
+    ``load_vlm_weights=False``) and its processor / tokenizer from the same name, so a local directory
+    with a 2-layer Llama text model, a 1-layer SigLIP-like vision tower (64 px, 16 px patches) and a
+    character-level tokenizer carrying SmolVLM's special tokens runs LeRobot's real SmolVLA code offline.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, SmolVLMConfig
+    from transformers.models.smolvlm import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
+
+    out.mkdir(parents=True, exist_ok=True)
+    special = ["<pad>", "<unk>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
+               "<global-img>", "<video>"]
+    vocab = {t: i for i, t in enumerate(special + [chr(c) for c in range(32, 127)] + ["\n"])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")  # one token per character
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        extra_special_tokens={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                              "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>",
+                              "video_token": "<video>"})
+    image_processor = SmolVLMImageProcessor(do_resize=False, do_image_splitting=False,
+                                            max_image_size={"longest_edge": 64}, size={"longest_edge": 64})
+    SmolVLMProcessor(image_processor=image_processor, tokenizer=fast, video_processor=SmolVLMVideoProcessor(),
+                     image_seq_len=4).save_pretrained(out)
+    SmolVLMConfig(
+        text_config=dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=len(vocab),
+                         max_position_embeddings=512),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        scale_factor=2, image_token_id=vocab["<image>"], vocab_size=len(vocab)).save_pretrained(out)
+    return out
+
+
 def make_config(kind: str, inputs: dict, outputs: dict, chunk: int, vlm_dir: str | None) -> Any:
     if kind == "act":
         from lerobot.policies.act.configuration_act import ACTConfig
@@ -78,11 +120,10 @@ def make_config(kind: str, inputs: dict, outputs: dict, chunk: int, vlm_dir: str
     if kind == "smolvla":
         from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
 
-        if not vlm_dir:
-            raise ValueError("smolvla needs --vlm-dir (a local tiny SmolVLM config + processor: tiny_smolvlm)")
         return SmolVLAConfig(input_features=inputs, output_features=outputs, chunk_size=chunk, n_action_steps=chunk,
                              vlm_model_name=str(vlm_dir), load_vlm_weights=False, num_vlm_layers=2,
-                             num_steps=10, device="cpu")
+                             num_steps=10, resize_imgs_with_padding=(64, 64), tokenizer_max_length=16,
+                             max_state_dim=16, max_action_dim=16, device="cpu")
     raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
@@ -93,6 +134,8 @@ def build(kind: str, out: Path, state_dim: int = 14, action_dim: int = 14, camer
     cameras = list(cameras if cameras is not None else ["head", "left", "right"])
     torch.manual_seed(seed)
     inputs, outputs = features(state_dim, action_dim, cameras, height, width)
+    if kind == "smolvla" and not vlm_dir:
+        vlm_dir = str(tiny_smolvlm(out / "vlm"))  # the checkpoint's config.json names this directory
     cfg = make_config(kind, inputs, outputs, chunk, vlm_dir)
     policy = get_policy_class(cfg.type)(cfg)
     pre, post = make_pre_post_processors(cfg, dataset_stats=dataset_stats(state_dim, action_dim, cameras))
