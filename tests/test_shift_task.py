@@ -65,7 +65,7 @@ def test_the_plain_task_has_no_shift_and_an_unknown_task_is_refused() -> None:
     robot.home(0)
     assert robot.read().info["shift_tick"] == -1
     with pytest.raises(ValueError, match="unknown sim task"):
-        SimRobot(cameras={}, realtime=False, task="transfer_cube_slide")
+        SimRobot(cameras={}, realtime=False, task="transfer_cube_teleport")
 
 
 def test_the_physics_process_moves_the_cube_too() -> None:

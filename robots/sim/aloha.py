@@ -101,20 +101,74 @@ class CubeShift:
         raise RuntimeError(f"no cube pose {self.min_distance_m} m from {cube_init[:2]} in the start box")
 
 
+@dataclass(frozen=True)
+class SlideDraw:
+    """One episode's draw of a :class:`CubeSlide`: the cube's velocity (m/s, world frame), until
+    when it slides (s from home, unless a finger touches it first) and the demonstrator's strategy
+    draw in [0, 1) (which of its strategies it follows: drawn here, from the episode's RNG, so it
+    is independent of anything a camera shows)."""
+
+    velocity_mps: np.ndarray
+    until_s: float
+    strategy_draw: float
+
+
+@dataclass(frozen=True)
+class CubeSlide:
+    """A task variant whose cube moves while the right arm approaches it: it slides at a constant
+    velocity, drawn per episode (speed uniform in ``speed_range_mps`` along ``direction_xy``, a
+    conveyor), from home until ``until_s`` or until a gripper finger touches it, whichever comes
+    first; then it is free (at rest). Its start is the start box shifted by ``start_offset_xy_m``
+    (upstream), so that it ends within reach.
+
+    The direction is fixed and the speed range narrow on purpose: one camera frame shows where
+    the cube is, not how fast it moves, so a policy can only plan ahead for a motion it can
+    predict; a direction drawn per episode would make even an undelayed policy guess.
+    """
+
+    speed_range_mps: tuple[float, float]
+    direction_xy: tuple[float, float]
+    until_s: float
+    start_offset_xy_m: tuple[float, float]
+
+    def start_pose(self, rng: np.random.Generator) -> np.ndarray:
+        pose = sample_cube_pose(rng)
+        pose[:2] += np.asarray(self.start_offset_xy_m)
+        return pose
+
+    def draw(self, rng: np.random.Generator) -> SlideDraw:
+        """This episode's velocity and strategy draw, from the same ``rng`` after the start pose."""
+        speed = float(rng.uniform(*self.speed_range_mps))
+        direction = np.asarray(self.direction_xy, dtype=np.float64)
+        direction = direction / np.linalg.norm(direction)
+        velocity = np.array([speed * direction[0], speed * direction[1], 0.0])
+        return SlideDraw(velocity, float(self.until_s), float(rng.uniform()))
+
+    @staticmethod
+    def position_at(start: np.ndarray, velocity_mps: np.ndarray, until_s: float, t_s: float) -> np.ndarray:
+        """Where an untouched sliding cube is at ``t_s`` (xyz, m): it moves until ``until_s``."""
+        return np.asarray(start[:3], np.float64) + np.asarray(velocity_mps, np.float64) * float(
+            np.clip(t_s, 0.0, until_s))
+
+
 # Named task variants of the scene (``robot.task``): the disturbance each episode draws.
-TASKS: dict[str, CubeShift | None] = {
+TASKS: dict[str, CubeShift | CubeSlide | None] = {
     "transfer_cube": None,  # gym_aloha's task: the cube stays where it starts
     # The cube jumps once, 0.4-1.5 s in (while the right arm approaches it), by >= 6 cm.
     "transfer_cube_shift": CubeShift(first_s=0.4, last_s=1.5, min_distance_m=0.06),
+    # The cube slides towards the left arm at 2.5-3.5 cm/s until the right gripper is down on it
+    # (2.6 s, 6.5-9 cm of travel), and the expert's approach side is drawn per episode.
+    "transfer_cube_slide": CubeSlide(speed_range_mps=(0.025, 0.035), direction_xy=(-1.0, 0.0), until_s=2.6,
+                                     start_offset_xy_m=(0.06, 0.0)),
 }
 
 
 # The task names as a type, for start-time config validation of ``robot.task``.
-SimTask = Literal["transfer_cube", "transfer_cube_shift"]
+SimTask = Literal["transfer_cube", "transfer_cube_shift", "transfer_cube_slide"]
 assert set(get_args(SimTask)) == set(TASKS), "SimTask must list exactly the TASKS"
 
 
-def task_shift(task: str) -> CubeShift | None:
+def task_shift(task: str) -> CubeShift | CubeSlide | None:
     """The disturbance of a named task; ValueError naming the choices for an unknown one."""
     if task not in TASKS:
         raise ValueError(f"unknown sim task {task!r}; expected one of {sorted(TASKS)}")
@@ -137,6 +191,16 @@ class ContactReward:
         self.right_finger = gid("vx300s_right/10_right_gripper_finger")
         if min(self.box, self.table, self.left_finger, self.right_finger) < 0:
             raise ValueError("transfer-cube model lacks the geoms the reward needs")
+
+    def touches_finger(self, data: mujoco.MjData) -> bool:
+        """Whether either gripper finger touches the cube now."""
+        n = data.ncon
+        if n == 0:
+            return False
+        g1 = np.asarray(data.contact.geom1[:n])
+        g2 = np.asarray(data.contact.geom2[:n])
+        other = np.concatenate([g2[g1 == self.box], g1[g2 == self.box]])
+        return bool(np.any((other == self.left_finger) | (other == self.right_finger)))
 
     def __call__(self, data: mujoco.MjData) -> int:
         n = data.ncon

@@ -56,6 +56,7 @@ def physics_specs(model: Any) -> list[ArraySpec]:
         ArraySpec("state.cube", (7,), "float64"),
         ArraySpec("state.cube_init", (7,), "float64"),
         ArraySpec("state.cube_shift", (7,), "float64"),
+        ArraySpec("state.slide", (6,), "float64"),  # sliding-cube task: velocity xyz, until_s, sliding, strategy
         ArraySpec("cmd.lock", (1,), "int64"),
         ArraySpec("cmd.action", (14,), "float64"),
         ArraySpec("ctl.i64", (K.N,), "int64"),
@@ -75,7 +76,7 @@ class PhysicsShared:
         self.stats = arrays["ctl.f64"]
         self.message = arrays["ctl.message"]
         self._state = {k: arrays[f"state.{k}"] for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init",
-                                                               "cube_shift")}
+                                                               "cube_shift", "slide")}
 
     # --- state (physics writes) ---
     def write_state(self, snap: SimSnapshot) -> None:
@@ -89,6 +90,8 @@ class PhysicsShared:
         s["cube"][:] = snap.cube_pose
         s["cube_init"][:] = snap.cube_init_pose
         s["cube_shift"][:] = snap.cube_shift_pose
+        s["slide"][:3] = snap.cube_velocity
+        s["slide"][3:] = (snap.slide_until_s, float(snap.sliding), snap.strategy_draw)
         self.state_lock.write_end()
 
     def state_seq(self) -> int:
@@ -98,12 +101,14 @@ class PhysicsShared:
         s = self._state
 
         def copy() -> SimSnapshot:
-            i64, f64 = s["i64"].copy(), s["f64"].copy()
+            i64, f64, slide = s["i64"].copy(), s["f64"].copy(), s["slide"].copy()
             return SimSnapshot(
                 seq=int(i64[S.SEQ]), qpos=s["qpos"].copy(), qvel=s["qvel"].copy(), sim_time=float(f64[S.SIM_TIME]),
                 mono_time=float(f64[S.MONO_TIME]), step=int(i64[S.STEP]), episode=int(i64[S.EPISODE]),
                 state=s["joints"].copy(), cube_pose=s["cube"].copy(), cube_init_pose=s["cube_init"].copy(),
                 reward=int(i64[S.REWARD]), shift_tick=int(i64[S.SHIFT_TICK]), cube_shift_pose=s["cube_shift"].copy(),
+                cube_velocity=slide[:3], slide_until_s=float(slide[3]), sliding=bool(slide[4]),
+                strategy_draw=float(slide[5]),
             )
 
         return self.state_lock.read(copy)

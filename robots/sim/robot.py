@@ -57,8 +57,9 @@ class SimRobot:
     offscreen multisampling (anti-aliasing) samples; ``seed`` the cube pose of the initial
     episode (before any ``home``); ``device_processes`` real time: physics and cameras in their
     own processes (False: threads of this process); ``task`` the scene's variant
-    (``aloha.TASKS``: ``transfer_cube``, or ``transfer_cube_shift`` whose cube jumps once per
-    episode while the right arm approaches it).
+    (``aloha.TASKS``: ``transfer_cube``, ``transfer_cube_shift`` whose cube jumps once per
+    episode while the right arm approaches it, or ``transfer_cube_slide`` whose cube slides
+    while the right arm approaches it).
 
     ``stats`` (real time): physics ``ticks``, ``late_ticks`` (finished more than one period after
     their deadline), ``max_lag_s`` and ``resyncs`` (clock re-anchored after lagging > max_lag_s).
@@ -383,6 +384,9 @@ class SimRobot:
             "cube_pose": snap.cube_pose,
             "shift_tick": snap.shift_tick,
             "cube_shift_pose": snap.cube_shift_pose,
+            "cube_velocity": snap.cube_velocity,  # a sliding-cube task's motion and strategy draw
+            "slide_until_s": snap.slide_until_s,
+            "strategy_draw": snap.strategy_draw,
             "reward": snap.reward,
             "success": snap.reward >= SUCCESS_REWARD,
             "sim_time": snap.sim_time,
@@ -392,6 +396,7 @@ class SimRobot:
             info["cube_init_pose"] = snap.cube_init_pose.copy()
             info["cube_pose"] = snap.cube_pose.copy()
             info["cube_shift_pose"] = snap.cube_shift_pose.copy()
+            info["cube_velocity"] = snap.cube_velocity.copy()
             return Observation(state=snap.state.copy(), images=images, timestamp=snap.mono_time, info=info)
         return Observation(state=snap.state, images=images, timestamp=snap.mono_time, info=info)
 

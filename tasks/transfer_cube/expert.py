@@ -1,4 +1,5 @@
-"""A scripted expert for the sim transfer-cube task (privileged: it reads the cube's start pose).
+"""A scripted expert for the sim transfer-cube task (privileged: it reads the cube's start pose,
+and on the sliding-cube task its velocity and the episode's strategy draw).
 
 It plans the whole episode once — right arm picks the cube, lifts it to the middle, the left arm
 takes it over and the right arm lets go, after ACT's scripted ``PickAndTransferPolicy`` — as
@@ -81,16 +82,22 @@ class Waypoint:
 
 
 def transfer_cube_waypoints(
-    cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float, approach_x: float = 0.0
+    cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float, approach_x: float = 0.0,
+    cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0,
 ) -> dict[str, list[Waypoint]]:
     """ACT's PickAndTransferPolicy waypoints (times in seconds) for a cube starting at ``cube_xyz``.
 
     Changed from ACT: the lift ends at step 205 instead of 200, so that the arm stays under the
     5 deg/tick slew limit at 20 Hz; the first pose is the robot's home (ACT starts from its mocap);
     ``approach_x`` (m) puts the pre-grasp pose that far beside the cube along x, so the gripper
-    comes down on it diagonally from one side (0: straight down, as in ACT).
+    comes down on it diagonally from one side (0: straight down, as in ACT). A sliding cube
+    (``cube_velocity`` m/s until ``slide_until_s``, from ``cube_xyz`` at home) is tracked: each
+    right-arm waypoint aims at where the cube is at that waypoint's time, and since it moves
+    linearly the straight descent between two of them follows it tick by tick.
     """
     t = lambda steps: steps * ACT_DT_S  # noqa: E731
+    velocity = np.zeros(3) if cube_velocity is None else np.asarray(cube_velocity, np.float64)
+    cube_at = lambda t_s: cube_xyz + velocity * float(np.clip(t_s, 0.0, slide_until_s))  # noqa: E731
     pick_quat = _axis_quat([0.0, 1.0, 0.0], -60.0)  # right gripper tilted 60 deg down
     meet_left_quat = _axis_quat([1.0, 0.0, 0.0], 90.0)  # left jaws vertical
     ident = np.array([1.0, 0.0, 0.0, 0.0])
@@ -105,9 +112,9 @@ def transfer_cube_waypoints(
     ]
     right = [
         Waypoint(t(0), home_xyz["right"], None, home_gripper),
-        Waypoint(t(90), cube_xyz + [approach_x, 0, 0.08], pick_quat, 1.0),  # above the cube
-        Waypoint(t(130), cube_xyz + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # go down
-        Waypoint(t(170), cube_xyz + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
+        Waypoint(t(90), cube_at(t(90)) + [approach_x, 0, 0.08], pick_quat, 1.0),  # above the cube
+        Waypoint(t(130), cube_at(t(130)) + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # go down
+        Waypoint(t(170), cube_at(t(170)) + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
         Waypoint(t(205), meet + [0.05, 0, 0], pick_quat, 0.0),  # lift towards the meet point
         Waypoint(t(220), meet, pick_quat, 0.0),  # meet point
         Waypoint(t(310), meet, pick_quat, 1.0),  # open gripper
@@ -176,20 +183,27 @@ class ScriptedTransferCube:
             self._ik = ArmIK(aloha.load_model())
         return self._ik
 
-    def approach_for(self, cube_pose: np.ndarray) -> float:
-        """The strategy for a plan to ``cube_pose``: one of ``approach_offsets_m``, drawn from a
-        hash of the pose (so every process and every call agree on it)."""
+    def approach_for(self, cube_pose: np.ndarray, strategy_draw: float | None = None) -> float:
+        """The strategy for a plan to ``cube_pose``: one of ``approach_offsets_m``. A task that
+        draws the strategy per episode (``strategy_draw`` in [0, 1), from the episode's RNG:
+        independent of the observation) picks it from that draw; otherwise it comes from a hash of
+        the pose (so every process and every call agree on it)."""
         if len(self.approach_offsets_m) == 1:
             return self.approach_offsets_m[0]
+        if strategy_draw is not None:
+            n = len(self.approach_offsets_m)
+            return self.approach_offsets_m[min(n - 1, int(float(strategy_draw) * n))]
         key = np.round(np.asarray(cube_pose[:3], dtype=np.float64), 6).tobytes()
         rng = np.random.default_rng(zlib.crc32(key))
         return self.approach_offsets_m[int(rng.integers(len(self.approach_offsets_m)))]
 
-    def plan(self, cube_init_pose: np.ndarray, hz: float | None = None, approach_x: float | None = None) -> np.ndarray:
+    def plan(self, cube_init_pose: np.ndarray, hz: float | None = None, approach_x: float | None = None,
+             cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0) -> np.ndarray:
         """The whole episode's joint trajectory, (T, 14) float32, one row per control tick.
 
         Row 0 is the home pose; row k is the command for tick k (sent after observing step k).
-        ``approach_x`` None: the strategy ``approach_for`` draws for this pose.
+        ``approach_x`` None: the strategy ``approach_for`` draws for this pose. A sliding cube:
+        ``cube_velocity`` (m/s) until ``slide_until_s`` (s), tracked by the right arm.
         """
         if approach_x is None:
             approach_x = self.approach_for(cube_init_pose)
@@ -203,6 +217,8 @@ class ScriptedTransferCube:
             {arm: home_pose[arm][0] for arm in home_pose},
             float(home[6]),
             float(approach_x),
+            cube_velocity,
+            float(slide_until_s),
         )
         n_ticks = int(round(waypoints["left"][-1].t_s * hz)) + 1
         plan = np.zeros((n_ticks, 14))
@@ -312,6 +328,12 @@ class ScriptedTransferCube:
                 "scripted expert needs privileged info['cube_init_pose'] (sim robot only)"
             ) from exc
         hz = float(info.get("hz", self.hz))
+        until_s = float(info.get("slide_until_s", 0.0))
+        if until_s > 0.0:  # a sliding cube: its motion and the episode's strategy draw are privileged info
+            velocity = np.asarray(info["cube_velocity"], dtype=np.float64)
+            draw = float(info["strategy_draw"])
+            key = (info.get("episode"), tuple(np.round(cube, 9)), hz, tuple(np.round(velocity, 9)), until_s, draw)
+            return self._cached(key, lambda: self.plan(cube, hz, self.approach_for(cube, draw), velocity, until_s))
         key = (info.get("episode"), tuple(np.round(cube, 9)), hz)
         plan = self._cached(key, lambda: self.plan(cube, hz))
         shift_tick = int(info.get("shift_tick", -1))
