@@ -16,7 +16,10 @@ original exception. ``main`` sets that documented switch for the duration of the
 turns what comes out into our line. Exceptions that escape the job itself (bugs in a run, not
 config problems) are recorded as they pass and re-raised untouched. The alternatives were worse:
 composing a second time first (two compositions, and the command line re-parsed by us, which is how
-``--config-dir <dir>`` once broke) or patching Hydra's private ``run_and_report``.
+``--config-dir <dir>`` once broke) or patching Hydra's private ``run_and_report``. The variable
+stays set while the run executes (a multirun composes each job between runs), so processes the run
+spawns inherit it; it only changes how Hydra reports errors. (Hydra itself composes once more,
+quietly, to read ``hydra.mode`` before a run; that is Hydra's, not ours.)
 """
 
 from __future__ import annotations

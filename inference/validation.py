@@ -56,10 +56,15 @@ class RunConfig:
     objective: Any = None  # summary key(s) the app returns, for sweepers that optimise (Optuna)
 
 
+# A frame side in pixels: each camera's shared-memory ring holds 8 frames, so 4096 x 4096 RGB is
+# already 400 MB per camera; larger is a typo, found here rather than as an allocation failure.
+FramePixels = Annotated[int, Range(ge=1, le=4096)]
+
+
 @dataclass
 class CamerasConfig:
-    width: PositiveInt = 128
-    height: PositiveInt = 96
+    width: FramePixels = 128
+    height: FramePixels = 96
     num_img_obs: PositiveInt = 1
     img_obs_every: PositiveInt = 1
     max_frame_age_s: PositiveFloat = 0.5

@@ -52,6 +52,7 @@ def _files(tmp: Path) -> dict[str, str]:
     unreadable = tmp / "unreadable.json"
     unreadable.write_text("{}")
     out["topics_unreadable"] = str(tmp / "no_such_dir" / "topics.json")
+    out.update(_topics_files(tmp))
     out.update(_stats_files(tmp, stats))
     out.update(_video_files(tmp))
     out["lab"] = str(_lab_dir(tmp / "lab"))
@@ -75,6 +76,26 @@ def _stats_files(tmp: Path, stats: dict) -> dict[str, str]:
     variant("negative_std", "state", "std", lambda v: [-abs(x) - 0.1 for x in v])
     variant("short_state", "state", "mean", lambda v: v[:-1])
     variant("zero_std", "action", "std", lambda v: [0.0] * len(v))
+    return out
+
+
+def _topics_files(tmp: Path) -> dict[str, str]:
+    """ROS 2 topics files that parse as JSON but cannot describe the robot."""
+    def field(slice_=None):
+        return {"attr": "position", **({"slice": slice_} if slice_ else {})}
+
+    files = {
+        # a field without its slice of the message
+        "topics_no_slice": {"topics": {"arm": {"topic": "/x/joint_states", "msg_type": "JointState",
+                                               "fields": {"/observation/joint_pos/left": field()}}}},
+        # a key the robot's own topics already produce, mapped a second time
+        "topics_twice": {"topics": {"extra": {"topic": "/x/more_states", "msg_type": "JointState",
+                                              "fields": {"/observation/joint_pos/left": field([0, 6])}}}},
+    }
+    out = {}
+    for name, content in files.items():
+        (tmp / f"{name}.json").write_text(json.dumps(content))
+        out[name] = str(tmp / f"{name}.json")
     return out
 
 
@@ -176,7 +197,12 @@ CASES = [
     (["robot=igris_b", "cameras=none", "policy=hold", "robot.transport=zmq"], "robot.transport"),
     (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_bad}"], "robot.topics_file"),
     (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_unreadable}"], "robot.topics_file"),
+    (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_no_slice}"], "robot.topics_file",
+     "'slice'"),
+    (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_twice}"], "robot.topics_file",
+     "mapped by two topics"),
     # device knobs, checked from the cameras' declared ranges and their preflight (no camera is built)
+    (["cameras.width=100000", "cameras.height=100000"], "cameras.width", "<= 4096"),
     (["cameras.devices.head.fps=0"], "cameras.devices.head.fps", "must be > 0"),
     (["cameras.devices.right.fps=-15"], "cameras.devices.right.fps", "must be > 0"),
     (["cameras.devices.left.source=ceiling"], "cameras.devices.left.source", "not a camera of the sim model"),

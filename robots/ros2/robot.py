@@ -32,6 +32,15 @@ from robots.ros2.transport import Publisher, Subscription, Transport, diagnose, 
 log = logging.getLogger(__name__)
 
 
+def _describes(params: dict[str, Any]) -> bool:
+    """Whether ``params`` make a robot layout (start-time check: which key broke it)."""
+    try:
+        RobotLayout.from_params(**params)
+    except (RobotError, ValueError, TypeError, KeyError, OSError):
+        return False
+    return True
+
+
 class Ros2Robot:
     """A robot spoken to over ROS 2 topics (rclpy or plain CycloneDDS). Units: radians / raw."""
 
@@ -43,13 +52,16 @@ class Ros2Robot:
         keys) and the topics file parse. A robot that cannot be described fails here, naming the key."""
         keys = ("name", "hz", "action_dim", "state_dim", "groups", "commands", "state_keys", "topics",
                 "topics_file", "robot_id", "max_delta_deg", "home_tolerance_deg")
+        params = {k: node[k] for k in keys if k in node}
         key = "topics_file"
         try:
             if node.get("topics_file"):
                 load_seed_topics(node["topics_file"])
             key = "layout"
-            RobotLayout.from_params(**{k: node[k] for k in keys if k in node})
+            RobotLayout.from_params(**params)
         except (RobotError, ValueError, TypeError, KeyError, OSError) as exc:
+            if key == "layout" and params.get("topics_file") and _describes({**params, "topics_file": None}):
+                key = "topics_file"  # the config alone describes the robot: the file's contents broke it
             raise ConfigError(f"{path}.{key}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
 
     def __init__(
