@@ -160,3 +160,30 @@ def test_a_bug_in_the_run_is_not_called_a_config_error(tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" in proc.stderr and "config error" not in proc.stderr, proc.stderr[-3000:]
     assert "ExplodingLauncher.launch failed on purpose" in proc.stderr
+
+
+def test_the_run_object_builds_its_algorithm_once(tmp_path):
+    """Composed once, built once: the algorithm checked at construction is the one that executes;
+    a pickled run (spawn, Ray) carries only the config and builds its own where it executes."""
+    import pickle
+
+    from hydra import compose, initialize_config_dir
+
+    from inference.run import Run
+    from inference.schemas import register
+
+    class CountingRun(Run):
+        built = 0
+
+        def make_algorithm(self):
+            CountingRun.built += 1
+            return super().make_algorithm()
+
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*FAST, "max_steps=3"])
+    run = CountingRun(cfg, tmp_path / "run")
+    assert CountingRun.built == 1
+    assert pickle.loads(pickle.dumps(Run(cfg, tmp_path / "other")))._algorithm is None
+    summary = run.execute()
+    assert CountingRun.built == 1 and summary["ticks"] == 3
