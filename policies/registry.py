@@ -1,4 +1,4 @@
-"""Name -> policy class registry, the seed's ``@POLICY_REGISTRY.register("name")`` style.
+"""Name -> policy class registry: ``@POLICY_REGISTRY.register("name")`` on the class, ``type: name`` in its YAML.
 
 It works beside Hydra's ``_target_``: a policy config may name its class directly
 (``_target_: policies.flow.FlowPolicy``) or by registered name
@@ -58,6 +58,6 @@ POLICY_REGISTRY = Registry(
 )
 
 
-def build_policy(type: str, **kwargs: Any) -> Any:  # noqa: A002 - the seed's key name
+def build_policy(type: str, **kwargs: Any) -> Any:  # noqa: A002 - the config key is `type`
     """Build a registered policy by name (``policy.type=<name>``)."""
     return POLICY_REGISTRY.get(type)(**kwargs)
