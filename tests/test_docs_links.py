@@ -192,3 +192,45 @@ def test_code_points_at_readme_sections_that_exist():
                 line = text.count("\n", 0, m.start()) + 1
                 problems.append(f"{path.relative_to(REPO)}:{line}: README has no section {m.group(1)!r} (see docs/)")
     assert not problems, "\n".join(problems)
+
+
+def _table_rows(page: Path, heading: str) -> dict[str, list[str]]:
+    """``{first cell without backticks: other cells}`` of the first table under ``heading``."""
+    text = page.read_text()
+    section = text.split(heading, 1)[1]
+    rows: dict[str, list[str]] = {}
+    started = False
+    for line in section.splitlines():
+        if line.startswith("|"):
+            started = True
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if set(cells[0]) <= set("-: ") or cells[0] in ("key", "kind"):
+                continue
+            rows[cells[0].strip("`")] = cells[1:]
+        elif started:
+            break
+    return rows
+
+
+def test_faults_page_lists_every_fault_kind():
+    from services.errors import FaultKind
+
+    rows = _table_rows(REPO / "docs" / "faults.md", "## Fault kinds")
+    assert set(rows) == {str(k) for k in FaultKind}
+
+
+def test_rtc_page_lists_every_rtc_knob_with_its_default():
+    """The knob table of docs/rtc.md against the one declaration of the knobs (``RTCConfig``)."""
+    import dataclasses
+    import importlib
+
+    found = [p for p in (REPO / "algorithms").rglob("*.py") if re.search(r"^class RTCConfig\b", p.read_text(), re.MULTILINE)]
+    assert len(found) == 1, f"RTCConfig is declared in {found}"
+    module = importlib.import_module(".".join(found[0].relative_to(REPO).with_suffix("").parts))
+    rows = _table_rows(REPO / "docs" / "rtc.md", "## The RTC knobs")
+    knobs = {f.name: f.default for f in dataclasses.fields(module.RTCConfig)}
+    assert set(rows) == set(knobs)
+    for name, default in knobs.items():
+        shown = rows[name][0].strip("`")
+        value = "null" if default is None else str(getattr(default, "value", default))
+        assert shown == value, f"docs/rtc.md shows {name} = {shown}, RTCConfig says {value}"
