@@ -3,7 +3,7 @@
 One writer for both the live sink process and ``python -m inference.view`` (a finished run's files),
 so the two show the same thing. Entities:
 
-* ``cameras/<name>``: each camera frame (JPEG), at its capture time;
+* ``cameras/<name>``: each new camera frame, at its capture time;
 * ``joints/<joint>/state`` and ``joints/<joint>/command``: per control tick;
 * ``joints/<joint>/chunk/<n>``: chunk ``n`` of the run for that joint, drawn over the ticks it
   covers (its index 0 at its start tick): each new chunk branches off the previous one's line at its
@@ -119,9 +119,10 @@ class RunView:
             self.rec.log(path, archetype, static=True)
 
     # ------------------------------------------------------------------ records
-    def image(self, camera: str, capture_time: float, jpeg: bytes) -> None:
+    def image(self, camera: str, capture_time: float, image: Any) -> None:
+        """``image``: an ``rr.Image`` (raw RGB) or ``rr.EncodedImage`` (JPEG from a recording)."""
         self._at(self._next_tick, capture_time)
-        self.rec.log(f"cameras/{camera}", self.rr.EncodedImage(contents=jpeg, media_type="image/jpeg"))
+        self.rec.log(f"cameras/{camera}", image)
         self.counts["images"] += 1
 
     def command(self, episode: int, tick: int, command: np.ndarray, state: np.ndarray | None) -> None:

@@ -7,8 +7,8 @@ reads), and each new camera frame is copied in by :meth:`RerunViewer.observation
 thread: the ring never waits; a record that finds it full (or ``queue_size`` records unread) is
 dropped and counted (``viewer_dropped`` in summary.json).
 
-Sink side (:class:`_RerunWriter`, ``python -m services.ring``): decodes the records, JPEG-encodes
-the frames and logs everything with :class:`services.viewer.layout.RunView` to a Rerun recording
+Sink side (:class:`_RerunWriter`, ``python -m services.ring``): decodes the records (frames as raw
+RGB images, or JPEG-encoded with ``image_encoding=jpeg``) and logs everything with :class:`services.viewer.layout.RunView` to a Rerun recording
 whose sinks are the ``.rrd`` file and, with ``serve=true``, the gRPC proxy of the web viewer
 (:class:`services.viewer.server.WebViewerServer`), both started and warmed up before the first tick.
 A slow or absent browser can only make that process fall behind, and then the ring drops records.
@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -46,12 +46,14 @@ class RerunViewer:
     """``viewer=rerun`` knobs: ``serve`` (the web viewer; false = the .rrd file only), ``bind``
     (127.0.0.1: this machine only; 0.0.0.0: the lab network), ``web_port`` / ``grpc_port`` (a taken
     port is replaced by a free one; the URL printed at start is the truth), ``server_memory_limit``
-    (stream kept for late browsers), ``save_rrd``, ``jpeg_quality``, ``image_every`` (every n-th new
+    (stream kept for late browsers), ``save_rrd``, ``image_encoding`` (raw RGB or JPEG) /
+    ``jpeg_quality``, ``image_every`` (every n-th new
     frame of each camera), ``queue_size`` / ``buffer_mb`` (the ring: what the sink may fall behind by)."""
 
     def __init__(self, serve: bool = True, bind: str = "127.0.0.1", web_port: Annotated[int, Range(ge=0, le=65535)] = 9090,
                  grpc_port: Annotated[int, Range(ge=0, le=65535)] = 9876, server_memory_limit: str = "1GiB",
-                 save_rrd: bool = True, jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 80,
+                 save_rrd: bool = True, image_encoding: Literal["raw", "jpeg"] = "raw",
+                 jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 80,
                  image_every: PositiveInt = 1, queue_size: PositiveInt = 4000, buffer_mb: PositiveFloat = 64.0,
                  start_timeout_s: PositiveFloat = 60.0, application_id: str = "rt-inference-engine") -> None:
         if importlib.util.find_spec("rerun") is None:
@@ -60,7 +62,7 @@ class RerunViewer:
             raise ConfigError("viewer: serve=false and save_rrd=false leave the viewer nothing to do (use viewer=none)")
         self.serve, self.bind, self.web_port, self.grpc_port = bool(serve), str(bind), int(web_port), int(grpc_port)
         self.server_memory_limit, self.save_rrd = str(server_memory_limit), bool(save_rrd)
-        self.jpeg_quality, self.image_every = int(jpeg_quality), int(image_every)
+        self.image_encoding, self.jpeg_quality, self.image_every = str(image_encoding), int(jpeg_quality), int(image_every)
         self.queue_size, self.buffer_mb = int(queue_size), float(buffer_mb)
         self.start_timeout_s, self.application_id = float(start_timeout_s), str(application_id)
         self.url: str | None = None
@@ -91,7 +93,8 @@ class RerunViewer:
             run_dir=run_dir, joint_names=tuple(spec.joint_names), cameras=self._cameras,
             mono_to_wall=time.time() - time.monotonic(), period_s=1.0 / float(spec.hz) if getattr(spec, "hz", None) else None,
             serve=self.serve, bind=self.bind, web_port=self.web_port, grpc_port=self.grpc_port,
-            server_memory_limit=self.server_memory_limit, save_rrd=self.save_rrd, jpeg_quality=self.jpeg_quality,
+            server_memory_limit=self.server_memory_limit, save_rrd=self.save_rrd,
+            image_encoding=self.image_encoding, jpeg_quality=self.jpeg_quality,
             application_id=self.application_id, start_timeout_s=self.start_timeout_s
         )
         try:
@@ -173,6 +176,7 @@ class _RerunWriter:
     grpc_port: int
     server_memory_limit: str
     save_rrd: bool
+    image_encoding: str
     jpeg_quality: int
     application_id: str
     start_timeout_s: float
@@ -187,7 +191,7 @@ class _RerunWriter:
 
         from services.viewer.layout import RunView, blueprint
 
-        self._cv2 = cv2
+        self._cv2, self._rr = cv2, rr
         server = None
         try:
             sinks = []
@@ -230,11 +234,15 @@ class _RerunWriter:
                 except (EOFError, OSError):  # the control process is gone: finish the file
                     stopping, conn = True, None
 
-    def _encode(self, image_chw: np.ndarray) -> bytes | None:
+    def _encode(self, image_chw: np.ndarray) -> Any:
+        """An ``rr.Image`` (raw RGB: every browser draws it, software WebGL included) or an
+        ``rr.EncodedImage`` (JPEG: ~10x smaller .rrd; the browser must decode it), or None."""
+        rgb = np.ascontiguousarray(np.transpose(image_chw, (1, 2, 0)))
+        if self.image_encoding == "raw":
+            return self._rr.Image(rgb, color_model="RGB")
         cv2 = self._cv2
-        bgr = cv2.cvtColor(np.ascontiguousarray(np.transpose(image_chw, (1, 2, 0))), cv2.COLOR_RGB2BGR)
-        ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        return jpg.tobytes() if ok else None
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        return self._rr.EncodedImage(contents=jpg.tobytes(), media_type="image/jpeg") if ok else None
 
     def _handle(self, kind: int, arrays: list[np.ndarray]) -> None:
         """One ring record (``arrays`` are views into the ring, valid during this call)."""
@@ -254,11 +262,11 @@ class _RerunWriter:
                 view.event(array_text(arrays[0]))
             elif kind == FRAME:
                 capture_time, cam = float(arrays[0][0]), int(arrays[0][1])
-                jpeg = self._encode(arrays[1])
-                if jpeg is None:
+                image = self._encode(arrays[1])
+                if image is None:
                     self.skipped += 1
                 else:
-                    view.image(self.cameras[cam], capture_time, jpeg)
+                    view.image(self.cameras[cam], capture_time, image)
         except Exception:  # a bad record must not end the live view
             log.exception("viewer: failed to log a record of kind %d", kind)
 
