@@ -21,7 +21,9 @@ class Guidance(StrEnum):
     training-time RTC (Black, Ren, Equi, Levine 2025): the part of the previous chunk that will
     still execute is given to a model trained with clean action prefixes, no VJP (only policies
     with ``metadata.supports_trained``); ``blend``: ``W * prev + (1 - W) * new`` after sampling;
-    ``none``: naive asynchronous chunking. A ``StrEnum``: members compare equal to their config
+    ``none``: naive asynchronous chunking; ``identity``: RTC guidance with the correction taken
+    without the Jacobian (the weighted error itself, as LeRobot computes it: no reverse pass; only
+    policies with ``metadata.supports_identity``). A ``StrEnum``: members compare equal to their config
     strings (``Guidance.VJP == "vjp"``).
     """
 
@@ -29,6 +31,7 @@ class Guidance(StrEnum):
     BLEND = "blend"
     NONE = "none"
     TRAINED = "trained"
+    IDENTITY = "identity"  # appended: members' positions are wire codes (algorithms/rtc/layout.py)
 
 
 class Schedule(StrEnum):
@@ -59,6 +62,7 @@ class PolicyMetadata:
     supports_vjp: bool = False
     needs_privileged: bool = False
     supports_trained: bool = False  # ``guidance: trained`` (the model was trained with clean action prefixes)
+    supports_identity: bool = False  # ``guidance: identity`` (a flow/diffusion sampler it can guide step by step)
 
 
 @dataclass

@@ -208,3 +208,82 @@ def prefix_conditioned_sample(
                           torch.full((), k * dt, dtype=noise.dtype, device=noise.device))[None]
         a = a + dt * free * velocity_fn(a, tau)
     return a.detach()
+
+
+def capped_guided_end(H: int, d: int, s: int, cap_ticks: int | None) -> int:
+    """Where the soft-guided region ends when it is capped at ``cap_ticks`` actions past the delay:
+    ``min(H - s, d + cap_ticks)`` (``None``: the paper's ``H - s``). A cap keeps the committed
+    actions and the next few consistent while leaving the rest of the overlap free to react to a
+    world that changed since the previous chunk was planned."""
+    if cap_ticks is not None and cap_ticks < 0:
+        raise ValueError(f"guided-region cap {cap_ticks} must be >= 0 (or None: no cap)")
+    if not 0 <= s <= H:
+        raise ValueError(f"execution horizon s={s} must be within [0, H={H}]")
+    end = H - s
+    return end if cap_ticks is None else min(end, max(0, d) + int(cap_ticks))
+
+
+def capped_execute_horizon(H: int, d: int, s: int, cap_ticks: int | None) -> int:
+    """The execution horizon to hand a policy's ``guided_inference`` so that its soft-guided region
+    is capped at ``cap_ticks`` past the delay: ``H - capped_guided_end(...)``. The region's end
+    (``H - s``) is the only place the horizon enters the weights, so any policy that builds them
+    with :func:`prefix_weights` gets the capped mask without knowing about the cap."""
+    return H - capped_guided_end(H, d, s, cap_ticks)
+
+
+def capped_prefix_weights(H: int, d: int, s: int, cap_ticks: int | None, schedule: str = "exp") -> np.ndarray:
+    """:func:`prefix_weights` with the soft-guided region ending ``cap_ticks`` actions past the
+    delay instead of at ``H - s``: 1 for ``i < d``, the schedule's decay over ``d <= i < end``,
+    0 from ``end = min(H - s, d + cap_ticks)`` on. ``cap_ticks = 0`` is the hard mask; a cap of
+    ``H - s - d`` or more (or ``None``) is the paper's region."""
+    return prefix_weights(H, d, capped_execute_horizon(H, d, s, cap_ticks), schedule)
+
+
+def identity_correction(a1_hat: torch.Tensor, prev: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The guidance correction without the Jacobian: the weighted error ``W * (prev - A1_hat)``
+    itself. LeRobot's RTC (0.6) computes this: it evaluates the velocity before marking the noisy
+    chunk as requiring gradients, so the reverse pass through ``A1_hat = A + (1 - tau) v`` sees
+    ``dA1_hat/dA = I``. ``weights`` is ``(H,)``; ``prev``/``a1_hat`` are ``(..., H, action_dim)``."""
+    w = torch.as_tensor(weights, dtype=a1_hat.dtype, device=a1_hat.device)[:, None]
+    return w * (torch.as_tensor(prev, dtype=a1_hat.dtype, device=a1_hat.device) - a1_hat)
+
+
+def identity_guided_euler_sample(
+    velocity_fn: VelocityFn,
+    noise: torch.Tensor,
+    prev: torch.Tensor | np.ndarray | None,
+    weights: torch.Tensor | np.ndarray | None,
+    num_steps: int,
+    beta: float,
+) -> torch.Tensor:
+    """Euler sampling with RTC guidance whose correction skips the Jacobian (``guidance: identity``)::
+
+        A1_hat   = A + (1 - tau) * v(A, tau)
+        v_guided = v + w(tau) * W * (prev - A1_hat)        # identity_correction, no reverse pass
+        A        = A + v_guided / num_steps
+
+    Same schedule, weights and ``w(tau) = guidance_weight(tau, beta)`` as
+    :func:`guided_euler_sample`, at the cost of an unguided inference; it works under
+    ``torch.inference_mode``. With a velocity that does not depend on ``A`` both give the same
+    chunk. ``beta == 0``, ``prev is None`` or all-zero weights give :func:`euler_sample`'s chunk.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    if prev is None or weights is None or beta <= 0.0:
+        with torch.no_grad():
+            return euler_sample(velocity_fn, noise, num_steps).detach()
+    w_t = torch.as_tensor(weights).to(dtype=noise.dtype, device=noise.device)
+    y = torch.as_tensor(prev).to(dtype=noise.dtype, device=noise.device)
+    if y.shape[-2:] != noise.shape[-2:]:
+        raise ValueError(f"prev chunk shape {tuple(y.shape)} does not match noise {tuple(noise.shape)}")
+    if w_t.shape != (noise.shape[-2],):
+        raise ValueError(f"weights shape {tuple(w_t.shape)} != (H,) = ({noise.shape[-2]},)")
+    dt = 1.0 / num_steps
+    a = noise.detach()
+    with torch.no_grad():
+        for k in range(num_steps):
+            tau_f = k * dt
+            v = velocity_fn(a, torch.full((), tau_f, dtype=noise.dtype, device=noise.device))
+            a1_hat = a + (1.0 - tau_f) * v
+            a = a + dt * (v + guidance_weight(tau_f, beta) * identity_correction(a1_hat, y, w_t))
+    return a.detach()

@@ -191,3 +191,117 @@ def test_guidance_through_a_nonlinear_network_uses_its_jacobian() -> None:
         x = x + (vel(x, torch.tensor(tau, dtype=torch.float64)) + guidance_weight(tau, beta) * g) / n
     got = guided_euler_sample(vel, noise, y, w, n, beta)
     torch.testing.assert_close(got, x.detach(), rtol=1e-9, atol=1e-9)
+
+
+# --- a capped guided region and guidance without the Jacobian -------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from policies.guidance import (  # noqa: E402
+    capped_execute_horizon,
+    capped_prefix_weights,
+    identity_correction,
+    identity_guided_euler_sample,
+)
+
+
+@st.composite
+def chunk_layouts(draw):
+    h = draw(st.integers(1, 64))
+    s = draw(st.integers(0, h))
+    d = draw(st.integers(0, h))
+    cap = draw(st.integers(0, h + 2))
+    return h, d, s, cap
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk_layouts(), st.sampled_from(["exp", "linear", "ones", "zeros"]))
+def test_capped_weights_end_cap_ticks_past_the_delay(layout, schedule: str) -> None:
+    h, d, s, cap = layout
+    w = capped_prefix_weights(h, d, s, cap, schedule)
+    end = min(h - s, d + cap)
+    assert w.shape == (h,) and w.dtype == np.float32
+    np.testing.assert_array_equal(w[: min(d, h - s)], 1.0)  # the committed actions stay pinned
+    np.testing.assert_array_equal(w[end:], 0.0)  # free past the cap (and past H - s)
+    assert np.all(np.diff(w) <= 1e-7)
+    # the same decay as the paper's mask whose region ends at ``end``
+    np.testing.assert_array_equal(w, prefix_weights(h, d, h - end, schedule))
+    if d + cap >= h - s:  # a cap at or beyond H - s is no cap
+        np.testing.assert_array_equal(w, prefix_weights(h, d, s, schedule))
+    if cap == 0:  # a zero cap is the hard mask
+        np.testing.assert_array_equal(w, prefix_weights(h, d, s, "zeros"))
+    assert capped_execute_horizon(h, d, s, cap) == h - end
+    np.testing.assert_array_equal(capped_prefix_weights(h, d, s, None, schedule), prefix_weights(h, d, s, schedule))
+
+
+def test_capped_weights_worked_example_and_bad_cap() -> None:
+    # H=50, d=4, s=12: the paper's region runs to 38; capped at 6 past the delay it ends at 10
+    w = capped_prefix_weights(50, 4, 12, 6, "exp")
+    assert np.all(w[:4] == 1) and np.all(w[4:10] > 0) and np.all(w[10:] == 0)
+    assert np.count_nonzero(prefix_weights(50, 4, 12, "exp")) == 38
+    with pytest.raises(ValueError, match="cap"):
+        capped_prefix_weights(50, 4, 12, -1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_identity_correction_is_the_weighted_error(h: int, a: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a1_hat, prev = (torch.from_numpy(rng.normal(size=(2, h, a))) for _ in range(2))
+    w = torch.from_numpy(rng.uniform(size=h))
+    got = identity_correction(a1_hat, prev, w)
+    np.testing.assert_allclose(got.numpy(), w.numpy()[:, None] * (prev.numpy() - a1_hat.numpy()), atol=1e-12)
+
+
+def reference_identity(noise: np.ndarray, y: np.ndarray, w: np.ndarray, n: int, beta: float) -> np.ndarray:
+    """Closed-form recursion of identity-guided Euler on the linear field (no Jacobian factor)."""
+    x = noise.astype(np.float64).copy()
+    wc = w[:, None].astype(np.float64)
+    for k in range(n):
+        tau = k / n
+        a, b = coeffs(tau)
+        v = a * x + b
+        a1_hat = x + (1 - tau) * v
+        wt = beta if tau == 0 else min(beta, (tau**2 + (1 - tau) ** 2) / (tau * (1 - tau)))
+        x = x + (v + wt * wc * (y - a1_hat)) / n
+    return x
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 20), st.floats(0.5, 10.0), st.integers(0, H), st.integers(0, 2**31 - 1))
+def test_identity_guided_matches_closed_form_and_differs_from_vjp(n: int, beta: float, d: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(H, D))
+    y = MU + SD * rng.normal(size=(H, D))
+    w = prefix_weights(H, d, 3).astype(np.float64)
+    args = (torch.from_numpy(noise), torch.from_numpy(y), torch.from_numpy(w), n, beta)
+    got = identity_guided_euler_sample(gaussian_velocity, *args)
+    np.testing.assert_allclose(got.numpy(), reference_identity(noise, y, w, n, beta), atol=1e-10)
+    if n >= 2 and w.any():  # the Gaussian field's Jacobian is not the identity: VJP guidance differs
+        vjp = guided_euler_sample(gaussian_velocity, *args).numpy()
+        assert np.abs(vjp - got.numpy()).max() > 1e-6
+
+
+def test_identity_equals_vjp_when_the_velocity_ignores_the_chunk() -> None:
+    """Where dA1_hat/dA is the identity (a velocity that does not depend on A) both corrections agree."""
+    rng = np.random.default_rng(3)
+    field = torch.from_numpy(rng.normal(size=(H, D)))
+    const = lambda a, tau: field * (1.0 + float(tau)) + 0.0 * a  # noqa: E731
+    noise, y = torch.from_numpy(rng.normal(size=(H, D))), torch.from_numpy(rng.normal(size=(H, D)))
+    w = torch.from_numpy(prefix_weights(H, 2, 3).astype(np.float64))
+    np.testing.assert_allclose(identity_guided_euler_sample(const, noise, y, w, 10, 5.0).numpy(),
+                               guided_euler_sample(const, noise, y, w, 10, 5.0).numpy(), atol=1e-12)
+
+
+def test_identity_guidance_needs_no_autograd_and_beta_zero_is_unguided() -> None:
+    rng = np.random.default_rng(4)
+    noise, y = torch.from_numpy(rng.normal(size=(H, D))), torch.from_numpy(rng.normal(size=(H, D)))
+    w = torch.from_numpy(prefix_weights(H, 2, 3).astype(np.float64))
+    with torch.inference_mode():  # no reverse pass: it runs where VJP guidance cannot
+        out = identity_guided_euler_sample(gaussian_velocity, noise.clone(), y.clone(), w.clone(), 10, 5.0)
+    assert np.abs(out.numpy()[:2] - y.numpy()[:2]).mean() < np.abs(noise.numpy()[:2] - y.numpy()[:2]).mean()
+    plain = euler_sample(gaussian_velocity, noise, 10)
+    np.testing.assert_array_equal(identity_guided_euler_sample(gaussian_velocity, noise, y, w, 10, 0.0).numpy(),
+                                  plain.numpy())
+    with pytest.raises(ValueError, match="weights shape"):
+        identity_guided_euler_sample(gaussian_velocity, noise, y, w[:-1], 10, 5.0)

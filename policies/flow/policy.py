@@ -18,7 +18,8 @@ import torch
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path
 from policies.flow.model import FlowModel, Prefix
-from policies.guidance import blend, euler_sample, guided_euler_sample, prefix_conditioned_sample, prefix_weights
+from policies.guidance import (blend, euler_sample, guided_euler_sample, identity_guided_euler_sample,
+                               prefix_conditioned_sample, prefix_weights)
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveInt
@@ -164,6 +165,7 @@ class FlowPolicy:
             supports_vjp=True,
             needs_privileged=False,
             supports_trained=cfg.train_prefix_max > 0,
+            supports_identity=True,
         )
         self.freeze()
 
@@ -288,8 +290,8 @@ class FlowPolicy:
 
         ``guidance``: ``vjp`` (RTC, gradients through the action expert), ``trained`` (the first
         ``delay`` actions of ``prev`` as a clean prefix, for a checkpoint trained so: one unguided
-        inference's cost), ``blend`` (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive
-        asynchronous execution).
+        inference's cost), ``identity`` (RTC guidance without the Jacobian: no reverse pass),
+        ``blend`` (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive asynchronous execution).
         """
         m = self.metadata
         if guidance == "none":
@@ -306,12 +308,14 @@ class FlowPolicy:
         weights = prefix_weights(m.chunk_size, int(delay), int(execute_horizon), schedule)
         if guidance == "blend":
             return blend(prev, self.predict(obs, noise=noise), weights)
-        if guidance != "vjp":
-            raise ValueError(f"flow policy: unknown guidance {guidance!r}; expected vjp, trained, blend or none")
+        if guidance not in ("vjp", "identity"):
+            raise ValueError(f"flow policy: unknown guidance {guidance!r}; "
+                             "expected vjp, identity, trained, blend or none")
+        sample = guided_euler_sample if guidance == "vjp" else identity_guided_euler_sample
         with torch.no_grad():
             prefix = self._encode_prefix(obs)
             y = torch.from_numpy(prev).to(self.device)[None]
-            a = guided_euler_sample(
+            a = sample(
                 self._velocity_fn(prefix),
                 self._noise(noise),
                 y,
