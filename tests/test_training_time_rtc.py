@@ -216,3 +216,125 @@ def test_the_policy_server_runs_trained_guidance_for_a_client_that_asks(tmp_path
         finally:
             client.close()
             srv.stop()
+
+
+# --- the stale-prefix-robust recipe: prefixes from an earlier chunk, labels that re-plan after them ---
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from policies.flow.model import replan_labels  # noqa: E402
+from tasks.transfer_cube.demos import Demos, earlier_counts, sample_steps, stale_prefixes  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 3), st.integers(0, 8), st.integers(0, 2**31 - 1))
+def test_replan_labels_keep_the_prefix_then_return_to_the_plan(h: int, a: int, replan: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    b = 4
+    actions = torch.from_numpy(rng.normal(size=(b, h, a)))
+    prefix = torch.from_numpy(rng.normal(size=(b, h, a)))
+    d = torch.from_numpy(rng.integers(0, h, size=b))
+    out = replan_labels(actions, prefix, d, replan).numpy()
+    act, pre = actions.numpy(), prefix.numpy()
+    for i in range(b):
+        k = int(d[i])
+        np.testing.assert_array_equal(out[i, :k], pre[i, :k])  # the committed actions
+        np.testing.assert_allclose(out[i, k + replan:], act[i, k + replan:], atol=1e-12)  # back on the plan
+        if k > 0:
+            offset = pre[i, k - 1] - act[i, k - 1]
+            for j in range(k, min(h, k + replan)):  # in between: the offset fades linearly
+                fade = 1 - (j - k + 1) / (replan + 1)
+                np.testing.assert_allclose(out[i, j], act[i, j] + fade * offset, atol=1e-12)
+        else:
+            np.testing.assert_allclose(out[i], act[i], atol=1e-12)
+    # a prefix equal to the plan changes nothing (the paper's recipe)
+    np.testing.assert_allclose(replan_labels(actions, actions.clone(), d, replan).numpy(), act, atol=1e-12)
+
+
+@st.composite
+def demo_layouts(draw):
+    lengths = draw(st.lists(st.integers(1, 12), min_size=1, max_size=5))
+    every = draw(st.integers(1, 3))
+    episode = np.concatenate([np.full(n, e, np.int32) for e, n in enumerate(lengths)])
+    return episode, every, draw(st.integers(1, 12)), draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(demo_layouts())
+def test_stale_prefixes_continue_an_earlier_chunk_of_the_same_episode(layout) -> None:
+    episode, every, max_ticks, seed = layout
+    n, h, a = len(episode), 6, 2
+    # each sample's label encodes (sample, row) so a continuation can be traced back
+    actions = np.stack([np.stack([np.full(a, 100 * i + r, np.float64) for r in range(h)]) for i in range(n)])
+    demos = Demos(states=np.zeros((n, 14), np.float32), images=np.zeros((n, 1, 3, 2, 2), np.uint8),
+                  actions=actions, episode=episode, camera_names=("c",), successes=1, attempts=1)
+    steps = sample_steps(demos, every)
+    counts = earlier_counts(episode, steps, max_ticks)
+    for i in range(n):  # candidates: exactly the earlier samples of the episode within max_ticks
+        earlier = [k for k in range(n) if episode[k] == episode[i] and 1 <= steps[i] - steps[k] <= max_ticks]
+        assert counts[i] == len(earlier)
+        assert all(i - k <= counts[i] for k in earlier)
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n)
+    out = stale_prefixes(actions, steps, counts, idx, rng)
+    for i in range(n):
+        src, row0 = divmod(int(out[i, 0, 0]), 100)
+        if counts[i] == 0:
+            np.testing.assert_array_equal(out[i], actions[i])  # no earlier chunk: its own
+            continue
+        assert episode[src] == episode[i] and 1 <= steps[i] - steps[src] <= max_ticks
+        assert row0 == min(steps[i] - steps[src], h - 1)  # continued to the current tick
+        rows = np.minimum(np.arange(row0, row0 + h), h - 1)
+        np.testing.assert_array_equal(out[i], actions[src][rows])  # padded with its last action
+
+
+def test_sample_steps_prefers_recorded_steps() -> None:
+    episode = np.array([0, 0, 0, 1, 1], np.int32)
+    demos = Demos(states=np.zeros((5, 14), np.float32), images=np.zeros((5, 1, 3, 2, 2), np.uint8),
+                  actions=np.zeros((5, 4, 2)), episode=episode, camera_names=("c",), successes=1, attempts=1)
+    np.testing.assert_array_equal(sample_steps(demos, 2), [0, 2, 4, 0, 2])
+    demos.step = np.array([1, 3, 5, 0, 2], np.int32)
+    np.testing.assert_array_equal(sample_steps(demos, 2), [1, 3, 5, 0, 2])
+
+
+def test_robust_loss_with_its_own_labels_as_prefix_is_the_papers_loss() -> None:
+    cfg = dataclasses.replace(CFG, train_prefix_max=D_MAX)
+    torch.manual_seed(0)
+    model = FlowModel(cfg)
+    torch.nn.init.normal_(model.action_out.weight, std=0.1)
+    batch = synthetic_batch(16, torch.Generator().manual_seed(5))
+    def loss(**kw) -> torch.Tensor:
+        torch.manual_seed(6)  # the flow times come from torch's global generator
+        return model.loss(*batch, generator=torch.Generator().manual_seed(6), **kw)
+
+    paper = loss()
+    same = loss(prefix_actions=batch[2].clone(), replan_ticks=3)
+    torch.testing.assert_close(paper, same)
+    stale = batch[2] + 1.0  # a prefix from another plan changes what is learned
+    other = loss(prefix_actions=stale, replan_ticks=3)
+    assert not torch.allclose(paper, other)
+
+
+def test_robust_recipe_draws_stale_prefixes_for_its_share_of_the_batch() -> None:
+    from omegaconf import OmegaConf
+
+    from tasks.transfer_cube.train import StalePrefixRecipe
+
+    n, h = 40, 5
+    episode = np.repeat(np.arange(4, dtype=np.int32), 10)
+    actions = np.stack([np.full((h, 2), float(i)) for i in range(n)])
+    demos = Demos(states=np.zeros((n, 14), np.float32), images=np.zeros((n, 1, 3, 2, 2), np.uint8),
+                  actions=actions, episode=episode, camera_names=("c",), successes=1, attempts=1)
+    assert StalePrefixRecipe.from_cfg(OmegaConf.create({"stale_prefix_prob": 0.0}), demos, 2, 0) is None
+    with pytest.raises(ValueError, match="stale_prefix_prob"):
+        StalePrefixRecipe.from_cfg(OmegaConf.create({"stale_prefix_prob": 1.5}), demos, 2, 0)
+    recipe = StalePrefixRecipe.from_cfg(OmegaConf.create({"stale_prefix_prob": 0.5, "stale_prefix_max_ticks": 4}),
+                                        demos, 2, 0)
+    idx = np.tile(np.arange(n), 50)
+    out = recipe.draw(actions, idx)
+    stale = out[:, 0, 0] != actions[idx, 0, 0]
+    has_earlier = recipe.counts[idx] > 0
+    assert not stale[~has_earlier].any()  # episode starts keep their own chunk
+    assert 0.4 < stale[has_earlier].mean() < 0.6
+    lag = actions[idx, 0, 0][stale] - out[stale, 0, 0]
+    assert set(np.unique(lag)) <= {1.0, 2.0}  # 1..2 samples back (4 ticks at one sample in 2)

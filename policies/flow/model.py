@@ -270,10 +270,11 @@ class FlowModel(nn.Module):
         return self.action_out(self.out_norm(x))
 
     def forward(
-        self, state: torch.Tensor, images: torch.Tensor, actions: torch.Tensor, aux: torch.Tensor | None = None
+        self, state: torch.Tensor, images: torch.Tensor, actions: torch.Tensor, aux: torch.Tensor | None = None,
+        prefix_actions: torch.Tensor | None = None, replan_ticks: int = 0,
     ) -> torch.Tensor:
         """Training entry point (so wrappers such as Lightning Fabric apply precision): the loss."""
-        return self.loss(state, images, actions, aux=aux)
+        return self.loss(state, images, actions, aux=aux, prefix_actions=prefix_actions, replan_ticks=replan_ticks)
 
     def loss(
         self,
@@ -282,6 +283,8 @@ class FlowModel(nn.Module):
         actions: torch.Tensor,
         generator: torch.Generator | None = None,
         aux: torch.Tensor | None = None,
+        prefix_actions: torch.Tensor | None = None,
+        replan_ticks: int = 0,
     ) -> torch.Tensor:
         """Conditional flow-matching loss: x_tau = tau*A + (1-tau)*eps, target v = A - eps.
 
@@ -291,6 +294,13 @@ class FlowModel(nn.Module):
         With ``cfg.train_prefix_max > 0`` (training-time RTC) each sample's first ``d`` actions,
         ``d`` uniform in ``0..train_prefix_max``, are given clean at flow time 1 (per-token flow
         times) and the loss covers only the others: the model learns to continue a known prefix.
+
+        ``prefix_actions`` (B, H, action_dim), the stale-prefix-robust recipe: the clean prefix is
+        taken from it instead of from ``actions`` (e.g. an earlier chunk's continuation, planned
+        before the world changed) and the labels after it are :func:`replan_labels`: they start
+        from the prefix's last action and blend back onto ``actions`` within ``replan_ticks``, so
+        the model learns to honour committed actions and still re-plan from the observation. A
+        sample whose ``prefix_actions`` equal its ``actions`` trains exactly as the paper's recipe.
         """
         b, h = actions.shape[:2]
         noise = torch.randn(actions.shape, generator=generator, device=actions.device, dtype=actions.dtype)
@@ -304,7 +314,14 @@ class FlowModel(nn.Module):
         if d_max > 0:
             d = torch.randint(0, d_max + 1, (b,), generator=generator, device=actions.device)
             clean = torch.arange(h, device=actions.device)[None, :] < d[:, None]  # (B, H)
-            x_tau = torch.where(clean[..., None], actions, x_tau)
+            if prefix_actions is not None:
+                source = prefix_actions.to(actions.dtype)
+                labels = replan_labels(actions, source, d, replan_ticks)
+                x_tau = tb * labels + (1.0 - tb) * noise
+                target = (labels - noise).float()
+            else:
+                source = actions
+            x_tau = torch.where(clean[..., None], source, x_tau)
             tau_tok = torch.where(clean, torch.ones_like(tau)[:, None], tau[:, None].expand(b, h))
             pred = self.velocity(prefix, x_tau, tau_tok.to(actions.dtype))
             free = (~clean).to(target.dtype)[..., None]
@@ -315,3 +332,25 @@ class FlowModel(nn.Module):
         if aux is not None and self.cfg.aux_dim > 0:
             loss = loss + F.mse_loss(self.aux_head(prefix.tokens.mean(1)).float(), aux.float())
         return loss
+
+
+def replan_labels(actions: torch.Tensor, prefix_actions: torch.Tensor, d: torch.Tensor, replan_ticks: int) -> torch.Tensor:
+    """Labels for a chunk whose first ``d`` actions are committed from ``prefix_actions``.
+
+    ``actions``/``prefix_actions`` (B, H, A), ``d`` (B,) prefix lengths. Index ``i < d`` keeps the
+    prefix; from ``d`` on the label is the current plan ``actions[i]`` plus the prefix's offset at
+    its last action, ``prefix[d-1] - actions[d-1]``, fading linearly to 0 over ``replan_ticks``
+    actions (``1 - (i - d + 1) / (replan_ticks + 1)``): the chunk leaves the committed actions
+    without a jump and is back on the informed plan ``replan_ticks`` actions later. ``d = 0`` or a
+    prefix equal to the plan gives ``actions`` unchanged.
+    """
+    b, h = actions.shape[:2]
+    idx = torch.arange(h, device=actions.device)[None, :]  # (1, H)
+    d = d.to(actions.device).reshape(b, 1)
+    last = (d - 1).clamp(min=0)  # (B, 1) index of the prefix's last action
+    gather = last[..., None].expand(b, 1, actions.shape[-1])
+    offset = torch.gather(prefix_actions, 1, gather) - torch.gather(actions, 1, gather)  # (B, 1, A)
+    fade = (1.0 - (idx - d + 1).to(actions.dtype) / (max(0, int(replan_ticks)) + 1)).clamp(0.0, 1.0)
+    fade = torch.where((idx >= d) & (d > 0), fade, torch.zeros_like(fade))  # (B, H)
+    out = actions + fade[..., None] * offset
+    return torch.where((idx < d)[..., None], prefix_actions, out)

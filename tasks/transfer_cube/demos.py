@@ -30,7 +30,9 @@ DEFAULT_CAMERAS: dict[str, str] = {"head": "top", "left": "left_wrist", "right":
 class Demos:
     """Recorded samples. states (N, 14) float32; images (N, cams, 3, H, W) uint8;
     actions (N, chunk, 14) float32 robot units; episode (N,) int32 episode index; cube_xy (N, 2)
-    float32 the cube's position (m, world x/y) at each sample (None in caches recorded before it)."""
+    float32 the cube's position (m, world x/y) at each sample (None in caches recorded before it);
+    step (N,) int32 the control tick of each sample within its episode (None in older caches:
+    :func:`sample_steps` rebuilds it)."""
 
     states: np.ndarray
     images: np.ndarray
@@ -40,6 +42,7 @@ class Demos:
     successes: int
     attempts: int
     cube_xy: np.ndarray | None = None
+    step: np.ndarray | None = None
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -53,6 +56,7 @@ class Demos:
             camera_names=np.array(self.camera_names),
             counts=np.array([self.successes, self.attempts]),
             **({} if self.cube_xy is None else {"cube_xy": self.cube_xy}),
+            **({} if self.step is None else {"step": self.step}),
         )
 
     @classmethod
@@ -67,6 +71,7 @@ class Demos:
                 successes=int(z["counts"][0]),
                 attempts=int(z["counts"][1]),
                 cube_xy=z["cube_xy"] if "cube_xy" in z.files else None,
+                step=z["step"] if "step" in z.files else None,
             )
 
 
@@ -127,7 +132,7 @@ def record_demos(
     robot = make_sim_robot(hz, width, height, cams, task=task)
     expert_policy = ScriptedTransferCube(chunk_size=chunk_size, hz=hz, **(expert or {}))
     names = tuple(cams)
-    states, images, actions, ep_idx, cube_xy = [], [], [], [], []
+    states, images, actions, ep_idx, cube_xy, steps = [], [], [], [], [], []
     successes = 0
     t0 = time.monotonic()
     arm = np.ones(14, bool)
@@ -138,7 +143,7 @@ def record_demos(
             seed = seed_offset + e
             rng = np.random.default_rng(seed)
             robot.home(seed)
-            ep_states, ep_images, ep_actions, ep_cube = [], [], [], []
+            ep_states, ep_images, ep_actions, ep_cube, ep_steps = [], [], [], [], []
             noise = np.zeros(14)
             phase = int(rng.integers(sample_every))
             lag = int(rng.integers(reaction_lag_max_ticks + 1)) if reaction_lag_max_ticks > 0 else 0
@@ -152,6 +157,7 @@ def record_demos(
                     ep_images.append(np.stack([robot.cameras[n].render_snapshot(snap).image for n in names]))
                     ep_actions.append(chunk.astype(np.float32))
                     ep_cube.append(np.asarray(obs.info["cube_pose"][:2], np.float32))
+                    ep_steps.append(int(obs.info["step"]))
                 executed = chunk
                 shift_tick = int(obs.info.get("shift_tick", -1))
                 if lag and 0 <= shift_tick <= obs.info["step"] < shift_tick + lag:
@@ -173,6 +179,7 @@ def record_demos(
                 images += ep_images
                 actions += ep_actions
                 cube_xy += ep_cube
+                steps += ep_steps
                 ep_idx += [e] * len(ep_states)
             logger.info(
                 "demo %d/%d seed %d: %s, %d samples (%.0f s)",
@@ -191,7 +198,58 @@ def record_demos(
         successes=successes,
         attempts=episodes,
         cube_xy=np.stack(cube_xy),
+        step=np.asarray(steps, np.int32),
     )
+
+
+def sample_steps(demos: Demos, sample_every: int) -> np.ndarray:
+    """Each sample's control tick within its episode, (N,) int. Caches without ``Demos.step`` were
+    recorded one tick in ``sample_every`` from a per-episode phase until the episode ended, so
+    consecutive samples of an episode are ``sample_every`` ticks apart (the phase is unknown and
+    taken as 0: only differences within an episode are used)."""
+    if demos.step is not None:
+        return np.asarray(demos.step, np.int64)
+    episode = np.asarray(demos.episode)
+    starts = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(episode)]))
+    return (np.arange(len(episode)) - first) * int(sample_every)
+
+
+def earlier_counts(episode: np.ndarray, steps: np.ndarray, max_ticks: int) -> np.ndarray:
+    """For each sample, how many samples just before it (same episode, recorded in order) lie
+    1..``max_ticks`` ticks earlier: the chunks whose continuation a stale prefix can come from."""
+    episode, steps = np.asarray(episode), np.asarray(steps, np.int64)
+    n = len(episode)
+    counts = np.zeros(n, np.int64)
+    for k in range(1, max(0, int(max_ticks)) + 1):  # sample i - k is earlier in the same episode?
+        if k >= n:
+            break
+        same = episode[k:] == episode[:-k]
+        gap = steps[k:] - steps[:-k]
+        ok = same & (gap >= 1) & (gap <= max_ticks) & (counts[k:] == k - 1)
+        counts[k:] += ok
+    return counts
+
+
+def stale_prefixes(actions: np.ndarray, steps: np.ndarray, counts: np.ndarray, idx: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Prefix sources for the samples ``idx``: each one's chunk continued from an earlier sample of
+    its episode, drawn uniformly among its ``counts`` candidates (1..``max_ticks`` ticks back): that
+    chunk's actions from the current tick on, padded with its last action, (B, H, A). It is what
+    a previous chunk still holds when the new one is planned; after the world changed (the shift
+    task's jump) it is the stale pre-change plan. A sample with no earlier one gets its own chunk."""
+    actions = np.asarray(actions)
+    h = actions.shape[1]
+    idx = np.asarray(idx, np.int64)
+    out = actions[idx].copy()
+    for b, i in enumerate(idx):
+        if counts[i] <= 0:
+            continue
+        src = i - int(rng.integers(1, counts[i] + 1))
+        j = int(steps[i] - steps[src])
+        rows = np.minimum(np.arange(j, j + h), h - 1)
+        out[b] = actions[src][rows]
+    return out
 
 
 def demo_summary(demos: Demos) -> str:
@@ -201,4 +259,5 @@ def demo_summary(demos: Demos) -> str:
     )
 
 
-__all__: Sequence[str] = ("Demos", "record_demos", "make_sim_robot", "demo_summary", "DEFAULT_CAMERAS")
+__all__: Sequence[str] = ("Demos", "record_demos", "make_sim_robot", "demo_summary", "DEFAULT_CAMERAS",
+                          "sample_steps", "earlier_counts", "stale_prefixes")

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from policies.flow.checkpoint import resolve_path, save_checkpoint
-from tasks.transfer_cube.demos import Demos, demo_summary, record_demos
+from tasks.transfer_cube.demos import Demos, demo_summary, earlier_counts, record_demos, sample_steps, stale_prefixes
 from policies.flow.model import FlowModel, FlowModelConfig
 from policies.normalize import Normalizer
 
@@ -79,6 +79,45 @@ def cube_xy_targets(demos: Demos, seed_offset: int) -> np.ndarray:
         pose = aloha.sample_cube_pose(np.random.default_rng(seed_offset + int(e)))
         xy[int(e)] = ((pose[0] - 0.1) / 0.1, (pose[1] - 0.5) / 0.1)
     return np.asarray([xy[int(e)] for e in demos.episode], np.float32)
+
+
+class StalePrefixRecipe:
+    """The stale-prefix-robust training-time RTC recipe (``model.stale_prefix_prob`` > 0): for that
+    share of a batch the clean prefix comes from an earlier sample's chunk continued to the current
+    tick (1..``stale_prefix_max_ticks`` back in the same episode: what a previous chunk holds when
+    the next is planned, the pre-change plan after the shift task's jump), and the loss's labels
+    re-plan after it (``FlowModel.loss``'s ``prefix_actions``). The rest keep their own labels as
+    prefix, the paper's recipe. ``stale_prefix_prob: 0`` (the default) is the paper's recipe."""
+
+    def __init__(self, steps: np.ndarray, counts: np.ndarray, prob: float, replan_ticks: int, seed: int) -> None:
+        self.steps, self.counts = steps, counts
+        self.prob, self.replan_ticks = float(prob), int(replan_ticks)
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_cfg(cls, model_cfg: DictConfig, demos: Demos, sample_every: int, seed: int) -> "StalePrefixRecipe | None":
+        prob = float(model_cfg.get("stale_prefix_prob", 0.0))
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"model.stale_prefix_prob must be within [0, 1] (got {prob})")
+        if prob == 0.0:
+            return None
+        max_ticks = int(model_cfg.get("stale_prefix_max_ticks", 12))
+        if max_ticks < 1:
+            raise ValueError(f"model.stale_prefix_max_ticks must be >= 1 (got {max_ticks})")
+        steps = sample_steps(demos, sample_every)
+        counts = earlier_counts(demos.episode, steps, max_ticks)
+        logger.info("stale-prefix recipe: p=%.2f, chunks 1..%d ticks back (%d of %d samples have one), "
+                    "labels re-plan within %d ticks", prob, max_ticks, int((counts > 0).sum()), len(counts),
+                    int(model_cfg.get("stale_prefix_replan_ticks", 10)))
+        return cls(steps, counts, prob, int(model_cfg.get("stale_prefix_replan_ticks", 10)), seed)
+
+    def draw(self, actions: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Prefix sources for a batch (B, H, A), model space: stale for a ``prob`` share, else own."""
+        out = np.asarray(actions[idx]).copy()
+        pick = self.rng.uniform(size=len(idx)) < self.prob
+        if pick.any():
+            out[pick] = stale_prefixes(actions, self.steps, self.counts, np.asarray(idx)[pick], self.rng)
+        return out
 
 
 def make_normalizer(demos: Demos, min_std: float) -> Normalizer:
@@ -142,6 +181,7 @@ def train(cfg: DictConfig) -> Path:
     images = torch.from_numpy(demos.images)  # uint8, kept so until the batch is drawn
     aux = torch.from_numpy(cube_xy_targets(demos, int(cfg.data.seed_offset))) if mcfg.aux_dim else None
     n = len(states)
+    stale = StalePrefixRecipe.from_cfg(cfg.model, demos, int(cfg.data.sample_every), int(cfg.seed))
 
     model = FlowModel(mcfg)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -166,9 +206,13 @@ def train(cfg: DictConfig) -> Path:
             group["lr"] = float(o.lr) * lr_scale
         idx = torch.randint(0, n, (int(o.batch_size),), generator=gen)
         img = random_shift(images[idx].float().div_(255.0), int(o.image_shift_px), gen)
-        parts = (states[idx], img, actions[idx]) + ((aux[idx],) if aux is not None else ())
-        batch = [t.to(fabric.device) for t in parts]
-        loss = model(*batch)
+        parts = (states[idx], img, actions[idx]) + ((aux[idx],) if aux is not None else (None,))
+        batch = [t if t is None else t.to(fabric.device) for t in parts]
+        if stale is not None and mcfg.train_prefix_max > 0:
+            prefix = torch.from_numpy(stale.draw(actions.numpy(), idx.numpy())).to(fabric.device)
+            loss = model(*batch, prefix_actions=prefix, replan_ticks=stale.replan_ticks)
+        else:
+            loss = model(*batch)
         opt.zero_grad(set_to_none=True)
         fabric.backward(loss)
         fabric.clip_gradients(model, opt, max_norm=float(o.grad_clip))
