@@ -229,6 +229,15 @@ CASES = [
      "cameras.devices.head.domain_id", "<= 232"),
     (["robot=igris_b", "cameras=ros_topics", "policy=hold", "cameras.devices.right.topic='/igris_b/{{robot_name}}/image'"],
      "cameras.devices.right.topic", "placeholders"),
+    # policy knobs checked before any connection or plan
+    (["policy=openpi_remote", "policy.port=70000"], "policy.port", "<= 65535"),
+    (["policy=openpi_remote", "policy.host="], "policy.host", "empty"),
+    (["policy=openpi_remote", "policy.obs_keys.image_layout=whc"], "policy.obs_keys", "image_layout"),
+    (["policy=openpi_remote", "+policy.obs_keys.bogus=1"], "policy.obs_keys", "unknown entries"),
+    (["policy=openpi_remote", "policy.request_timeout_s=0"], "policy.request_timeout_s", "> 0"),
+    (["policy=scripted", "cameras=none", "policy.hz=0"], "policy.hz", "> 0"),
+    (["policy=scripted", "cameras=none", "policy.replan_s=-1"], "policy.replan_s", "> 0"),
+    (["policy=scripted", "cameras=none", "policy.approach_offsets_m=[]"], "policy.approach_offsets_m", "at least one"),
     # robot knobs the sim cannot honour
     (["robot.hz=1000"], "robot.hz", "<= 500"),
     (["robot.seed=-1"], "robot.seed", ">= 0"),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 
@@ -38,6 +38,8 @@ from policies.guidance import blend, prefix_weights
 from policies.openpi import codec
 from policies.openpi.obs_map import ObsKeyMap, images_to_uint8
 from policies.registry import POLICY_REGISTRY
+from services.errors import ConfigError
+from services.knobs import PositiveFloat, Range
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,17 @@ class OpenPIRemotePolicy:
         is refused at the first guided request (``PolicyRunner``), naming the mode."""
         return bool(node.get("server_guidance", True))
 
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check, before any connection: the server is named and ``obs_keys`` maps our
+        state and cameras into a request (the same mapping the policy builds)."""
+        if not str(node.get("host", "")).strip():
+            raise ConfigError(f"{path}.host: empty (the policy server's address, e.g. 127.0.0.1)")
+        try:
+            ObsKeyMap.from_config(node.get("obs_keys"), tuple(node.get("camera_names") or ()), node.get("state_dim"))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}.obs_keys: {' '.join(str(exc).split())}") from None
+
     def __init__(
         self,
         chunk_size: int,
@@ -82,16 +95,16 @@ class OpenPIRemotePolicy:
         state_dim: int,
         camera_names: Sequence[str] = (),
         host: str = "127.0.0.1",
-        port: int = 8000,
+        port: Annotated[int, Range(ge=1, le=65535)] = 8000,
         api_key: str | None = None,
         prompt: str | None = None,
         obs_keys: dict | None = None,
         actions_key: str = "actions",
-        connect_timeout_s: float = 30.0,
-        request_timeout_s: float = 10.0,
-        reconnect_timeout_s: float = 2.0,
-        backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 2.0,
+        connect_timeout_s: PositiveFloat = 30.0,
+        request_timeout_s: PositiveFloat = 10.0,
+        reconnect_timeout_s: PositiveFloat = 2.0,
+        backoff_initial_s: PositiveFloat = 0.1,
+        backoff_max_s: PositiveFloat = 2.0,
         check_metadata: bool = True,
         server_guidance: bool = True,
     ) -> None:

@@ -24,6 +24,8 @@ import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
 from policies.registry import POLICY_REGISTRY
+from services.errors import ConfigError
+from services.knobs import PositiveFloat, PositiveInt
 from tasks.transfer_cube.ik import ARM_DOFS, ArmIK
 from robots.sim import aloha
 
@@ -135,6 +137,12 @@ class ScriptedTransferCube:
     identity normalizer.
     """
 
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check: at least one approach offset to plan with."""
+        if not list(node.get("approach_offsets_m", (0.0,)) or ()):
+            raise ConfigError(f"{path}.approach_offsets_m: needs at least one offset (e.g. [0.0])")
+
     def __init__(
         self,
         chunk_size: int = 50,
@@ -142,12 +150,12 @@ class ScriptedTransferCube:
         state_dim: int = 14,
         camera_names: Sequence[str] = (),
         normalizer: Any = None,
-        hz: float = 20.0,
-        max_delta_deg: float = 5.0,
-        max_gripper_delta: float = 0.1,
-        cache_size: int = 8,
+        hz: PositiveFloat = 20.0,
+        max_delta_deg: PositiveFloat = 5.0,
+        max_gripper_delta: PositiveFloat = 0.1,
+        cache_size: PositiveInt = 8,
         approach_offsets_m: Sequence[float] = (0.0,),
-        replan_s: float = 0.5,
+        replan_s: PositiveFloat = 0.5,
     ) -> None:
         if action_dim != 14 or state_dim != 14:
             raise ValueError(f"scripted expert is 14-dim (got {action_dim}, {state_dim})")
