@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test setup test-envs lerobot-env clean-venv
+.PHONY: run test setup test-envs lerobot-env chromium clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,15 @@ run: $(STAMP)
 # suite because the suite may run without network access.
 test-envs: $(STAMP)
 	@$(BIN)/python -m tests.side_envs
+	@$(MAKE) --no-print-directory chromium
+
+# Headless Chromium from the OS packages, for the live viewer's browser test (tests/test_viewer_browser.py).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the web viewer test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing and not installable here (needs root + apt-get): the web viewer test will skip"; fi; }
 
 # LeRobot 0.6's environment alone (Python 3.12 + lerobot, ~6 GB): the interpreter policy=lerobot and
 # record=lerobot use by default (policy.python=.venvs/lerobot/bin/python).

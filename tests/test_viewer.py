@@ -119,6 +119,28 @@ def test_rrd_reads_back_one_image_per_frame_one_chunk_per_inference_joints_per_t
     assert summary["viewer_logged"]["images"] == sum(len(t) for t in stamps.values())
 
 
+def test_offline_view_of_the_run_files_matches_the_live_rrd(viewed_run, tmp_path):
+    from inference.view import main as view_main
+
+    run_dir, summary, spec = viewed_run
+    out = tmp_path / "view.rrd"
+    assert view_main([str(run_dir), "--out", str(out)]) == 0
+    live, offline = read_rrd(run_dir / "run.rrd"), read_rrd(out)
+    assert set(live) == set(offline)
+    for path in live:
+        if path != "/__properties":
+            assert rows(offline[path]) == rows(live[path]), path
+    for path in (f"/joints/{spec.joint_names[0]}/state", "/timing/period_error_ms"):
+        assert np.array_equal(np.sort(index(offline[path], "tick")), np.sort(index(live[path], "tick")))
+
+
+def test_offline_view_refuses_a_non_run_dir(tmp_path, capsys):
+    from inference.view import main as view_main
+
+    assert view_main([str(tmp_path)]) == 2
+    assert "not a run dir" in capsys.readouterr().err
+
+
 def test_viewer_none_is_the_default_and_changes_nothing(tmp_path):
     from services.record import NullRecorder
     from services.viewer import NullViewer

@@ -119,9 +119,10 @@ class RunView:
             self.rec.log(path, archetype, static=True)
 
     # ------------------------------------------------------------------ records
-    def image(self, camera: str, capture_time: float, image: Any) -> None:
-        """``image``: an ``rr.Image`` (raw RGB) or ``rr.EncodedImage`` (JPEG from a recording)."""
-        self._at(self._next_tick, capture_time)
+    def image(self, camera: str, capture_time: float, image: Any, tick: int | None = None) -> None:
+        """``image``: an ``rr.Image`` (raw RGB) or ``rr.EncodedImage``; drawn at the tick being run
+        (live: frames come in order with the ticks) unless ``tick`` (run-wide) says otherwise."""
+        self._at(self._next_tick if tick is None else tick, capture_time)
         self.rec.log(f"cameras/{camera}", image)
         self.counts["images"] += 1
 
