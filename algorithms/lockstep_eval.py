@@ -2,10 +2,10 @@
 
 No real time: a lockstep robot (``realtime=false``) advances one control period per ``send``, the
 policy runs in this process, and its result is *held back* for ``d`` ticks (constant, or drawn
-per inference), exactly as if inference had taken ``d`` periods. The same ``RTCPlanner`` as the
-real-time runtimes (trigger, snapshot, delay estimate, merge) and the same ``PolicyRunner`` decide
-which action runs each tick, so what this measures is what RTC does on the robot, minus the wall
-clock. Methods (the RTC paper's comparison):
+per inference), exactly as if inference had taken ``d`` periods. It runs the one control loop of the
+robot (``algorithms/loop.py``: planner, rejection rules, faults) with the simulated-delay transport
+(``algorithms/inprocess.py``) on the virtual clock, so what this measures is what RTC does on the
+robot, minus the wall clock. Methods (the RTC paper's comparison):
 
 * ``sync``: the robot pauses while the model thinks (no ticks pass, the pause is counted), then
   runs the new chunk from index 0; the upper bound that real time cannot have.
@@ -31,18 +31,19 @@ import csv
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-from algorithms.common import ControlStep
-from algorithms.rtc.chunk_logic import ChunkRejected, boundary_metrics
-from algorithms.rtc.config import RTCConfig
-from algorithms.rtc.planner import RTCPlanner
+from algorithms.chunking.chunk_logic import boundary_metrics
+from algorithms.chunking.config import RTCConfig
+from algorithms.chunking.planner import RTCPlanner
+from algorithms.inprocess import SimulatedDelayTransport
+from algorithms.loop import ControlLoop, LoopConfig
+from algorithms.settings import build_groups, check_ranges, knob_groups
 from policies.base import Guidance, Schedule
-from policies.runner import ChunkResult, PolicyRunner
-from services.clock import VirtualClock
+from services.knobs import NonNegativeInt
 
 log = logging.getLogger(__name__)
 
@@ -58,122 +59,122 @@ METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
 DISTRIBUTIONS = ("constant", "uniform")
 
 
-@dataclass
-class _Held:
-    """A result held back until ``due_tick``, as if inference had taken that long."""
-
-    due_tick: int
-    seq: int
-    result: ChunkResult
-
-
 @dataclass(kw_only=True)
-class LockstepEvaluator(RTCConfig):
-    """``algorithm=lockstep_eval``: one table of methods x delays per run (Hydra multirun sweeps
-    the knobs). ``delays_ticks`` are the (mean) simulated delays; ``delay_distribution=uniform``
-    draws each delay from ``[d - delay_spread_ticks, d + delay_spread_ticks]``.
-    ``initial_delay_ticks`` null: the cell's delay (a calibrated estimator). ``guidance``/``schedule``
-    are those of method ``custom`` (the others fix theirs, except that ``rtc`` and ``blend`` use the
-    configured schedule)."""
+class StudyConfig:
+    """The evaluation's own knobs: ``methods`` x ``delays_ticks`` cells (the (mean) simulated delays);
+    ``delay_distribution=uniform`` draws each delay from ``[d - delay_spread_ticks, d + delay_spread_ticks]``;
+    the table is written to ``<results_name>.csv`` / ``.json``. The chunking knob ``initial_delay_ticks``
+    null means the cell's delay here (a calibrated estimator)."""
 
-    run: Any
-    methods: list[str] | tuple[str, ...] = ("sync", "naive", "blend", "rtc", "rtc_hard")
-    delays_ticks: list[int] | tuple[int, ...] = (0, 1, 2, 4, 8)
-    delay_distribution: str = "constant"
-    delay_spread_ticks: int = 0
-    initial_delay_ticks: int | None = None
-    warmup_inferences_excluded: int = 0
-    stop_on_success: bool = True
+    methods: list[str] = field(default_factory=lambda: ["sync", "naive", "blend", "rtc", "rtc_hard"])
+    delays_ticks: list[NonNegativeInt] = field(default_factory=lambda: [0, 1, 2, 4, 8])
+    delay_distribution: Literal["constant", "uniform"] = "constant"
+    delay_spread_ticks: NonNegativeInt = 0
     results_name: str = "lockstep"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_chunk_size(self.run.policy_metadata.chunk_size)
+        check_ranges(self)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"algorithm.methods: unknown {unknown}; expected some of {list(METHODS)}")
         if self.delay_distribution not in DISTRIBUTIONS:
             raise ValueError(f"algorithm.delay_distribution={self.delay_distribution!r}; expected {DISTRIBUTIONS}")
-        if any(int(d) < 0 for d in self.delays_ticks) or self.delay_spread_ticks < 0:
-            raise ValueError(f"algorithm.delays_ticks={list(self.delays_ticks)} and delay_spread_ticks="
-                             f"{self.delay_spread_ticks} must be >= 0")
+        if any(int(d) < 0 for d in self.delays_ticks):
+            raise ValueError(f"algorithm.delays_ticks={list(self.delays_ticks)} must be >= 0")
         self.methods = [str(m) for m in self.methods]
         self.delays_ticks = [int(d) for d in self.delays_ticks]
-        self.run_obj = self.run
+
+
+@knob_groups(rtc=RTCConfig, limits=LoopConfig, study=StudyConfig)
+class LockstepEvaluator:
+    """``algorithm=lockstep_eval``: one table of methods x delays per run (Hydra multirun sweeps
+    the knobs). ``guidance``/``schedule`` are those of method ``custom`` (the others fix theirs, except
+    that ``rtc`` and ``blend`` use the configured schedule)."""
+
+    def __init__(self, run: Any, **knobs: Any) -> None:
+        groups = build_groups(self.knob_groups, knobs)
+        self.run = run
+        self.rtc: RTCConfig = groups["rtc"]
+        self.limits: LoopConfig = groups["limits"]
+        self.study: StudyConfig = groups["study"]
+        self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
 
     def method_guidance(self, method: str) -> tuple[Guidance, Schedule]:
         guidance, schedule = METHODS[method]
-        return (guidance or self.guidance), (schedule or self.schedule)
+        return (guidance or self.rtc.guidance), (schedule or self.rtc.schedule)
 
-    def method_config(self, method: str) -> RTCConfig:
+    def method_config(self, method: str, delay: int) -> RTCConfig:
         guidance, schedule = self.method_guidance(method)
-        return dataclasses.replace(self.rtc_config(), guidance=guidance, schedule=schedule)
+        initial = delay if self.rtc.initial_delay_ticks is None else self.rtc.initial_delay_ticks
+        return dataclasses.replace(self.rtc, guidance=guidance, schedule=schedule, initial_delay_ticks=initial)
 
     # ------------------------------------------------------------------ run
     def execute(self) -> dict[str, Any]:
-        run = self.run_obj
-        telemetry = run.make_telemetry()
-        robot = run.make_robot()
-        rows: list[dict[str, Any]] = []
-        summary: dict[str, Any] = {}
-        try:
-            if robot.realtime:
-                raise ValueError("lockstep_eval needs a lockstep robot (robot.realtime=false)")
-            runner = PolicyRunner.from_run(run)
-            robot.start()
-            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry)
-            meta = run.policy_metadata
-            for method in self.methods:
-                for delay in self.delays_ticks:
-                    row = self._evaluate(method, delay, step, runner, meta, telemetry)
+        run, study = self.run, self.study
+        transport = SimulatedDelayTransport(1.0 / run.hz)
+        loop = ControlLoop(run, self.rtc, self.limits, transport, name="lockstep_eval")
+
+        def cells(loop: ControlLoop) -> dict[str, Any]:
+            rows = []
+            for method in study.methods:
+                for delay in study.delays_ticks:
+                    row = self._evaluate(loop, transport, method, delay)
                     rows.append(row)
                     log.info(
                         "lockstep %-8s d=%d: success %.2f, discontinuity mean %.4f max %.4f, max jerk %.1f, underruns %d",
                         method, delay, row["success_rate"], row["discontinuity_mean"],
                         row["discontinuity_max"], row["max_jerk"], row["underruns"],
                     )
+                    if loop.fault is not None:
+                        self._write(rows)
+                        return {"table": rows}
             self._write(rows)
-            summary = {"table": rows, **aggregate_cells(rows)}
-        finally:
-            robot.stop()
-            summary = telemetry.close(
-                algorithm="lockstep_eval", policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
-                execute_horizon=self.execute_horizon, s_min=self.trigger_ticks, delay_distribution=self.delay_distribution,
-                schedule=str(self.schedule), max_guidance_weight=self.max_guidance_weight, **summary,
-            )
-        return summary
+            return {"table": rows, **aggregate_cells(rows)}
+
+        return loop.execute(cells, record=False, summary_fields=lambda: dict(
+            policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
+            delay_distribution=study.delay_distribution, max_guidance_weight=self.rtc.max_guidance_weight))
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        run_dir = self.run_obj.run_dir
-        (run_dir / f"{self.results_name}.json").write_text(json.dumps(rows, indent=1))
+        run_dir = self.run.run_dir
+        (run_dir / f"{self.study.results_name}.json").write_text(json.dumps(rows, indent=1))
         if rows:
-            with (run_dir / f"{self.results_name}.csv").open("w", newline="") as f:
+            with (run_dir / f"{self.study.results_name}.csv").open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
 
     # ------------------------------------------------------------------ one (method, delay) cell
-    def _evaluate(self, method, delay, step, runner, meta, telemetry) -> dict[str, Any]:
-        run = self.run_obj
+    def _evaluate(self, loop: ControlLoop, transport: SimulatedDelayTransport, method: str, delay: int) -> dict[str, Any]:
+        run = self.run
+        meta = run.policy_metadata
         guidance, schedule = self.method_guidance(method)
+        transport.configure(delay, self.study.delay_spread_ticks if self.study.delay_distribution == "uniform" else 0,
+                            sync=method == "sync")
+        loop.sync = method == "sync"
+        loop.record_fields = {"method": method, "delay_ticks": delay,
+                              "guidance": f"{method}:{self.method_config(method, delay).guidance}"}
         successes, discs, jerks, rms_jerks, max_steps_pre, success_s = [], [], [], [], [], []
         underruns = paused = inferences = rejected = ticks_total = 0
         for episode in range(run.episodes):
-            seed = run.seed + episode
-            rng = np.random.default_rng([seed, delay, 7])
-            ep = self._episode(method, delay, seed, rng, step, runner, meta, telemetry)
-            successes.append(ep["success"])
-            if ep["success"]:
-                success_s.append((ep["ticks"] + ep["paused_ticks"]) / run.hz)
-            discs += ep["discontinuities"]
-            jerks.append(ep["max_jerk"])
-            rms_jerks.append(ep["rms_jerk"])
-            max_steps_pre.append(ep["max_step_planned"])
-            underruns += ep["underruns"]
-            paused += ep["paused_ticks"]
-            inferences += ep["inferences"]
-            rejected += ep["rejected"]
-            ticks_total += ep["ticks"]
+            loop.planner = RTCPlanner(self.method_config(method, delay), meta.chunk_size, meta.action_dim)
+            ep = loop.episode(episode, run.seed + episode)
+            successes.append(ep.success)
+            if ep.success:
+                success_s.append((ep.ticks + transport.paused_ticks) / run.hz)
+            discs += ep.discontinuities
+            period_s = 1.0 / run.hz
+            metrics = boundary_metrics(np.asarray(ep.sent), period_s)
+            jerks.append(metrics["max_jerk"])
+            rms_jerks.append(metrics["rms_jerk"])
+            max_steps_pre.append(boundary_metrics(np.asarray(ep.planned), period_s)["max_step"])
+            underruns += ep.underruns
+            paused += transport.paused_ticks
+            inferences += ep.inferences
+            rejected += ep.rejected
+            ticks_total += ep.ticks
+            if loop.fault is not None:
+                break
         finite = [d for d in discs if np.isfinite(d)]
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
@@ -189,102 +190,6 @@ class LockstepEvaluator(RTCConfig):
             "underruns": underruns, "paused_ticks": paused, "inferences": inferences,
             "rejected_chunks": rejected, "ticks": ticks_total,
         }
-
-    def _draw_delay(self, delay: int, rng: np.random.Generator) -> int:
-        if self.delay_distribution == "constant" or self.delay_spread_ticks == 0:
-            return delay
-        lo, hi = max(0, delay - self.delay_spread_ticks), delay + self.delay_spread_ticks
-        return int(rng.integers(lo, hi + 1))
-
-    def _episode(self, method, delay, seed, rng, step, runner, meta, telemetry):
-        run = self.run_obj
-        initial = delay if self.initial_delay_ticks is None else int(self.initial_delay_ticks)
-        planner = RTCPlanner(self.method_config(method), meta.chunk_size, meta.action_dim, initial_delay_ticks=initial)
-        sched = planner.scheduler
-        step.begin_episode(seed - run.seed, seed=seed)
-        planner.begin_episode(seed - run.seed)
-        # Common random numbers: episode e samples the same policy noise in every cell, whatever
-        # cells ran before it in this process (so the table does not depend on how it was split).
-        runner.reset_noise(seed)
-        clock = VirtualClock(1.0 / run.hz)
-        clock.start()
-        sync = method == "sync"
-        out = {"success": False, "discontinuities": [], "underruns": 0, "paused_ticks": 0,
-               "inferences": 0, "rejected": 0, "ticks": 0}
-        sent, planned_seq = [], []
-        held: _Held | None = None
-
-        def infer(req) -> ChunkResult:
-            out["inferences"] += 1
-            return runner.infer_history(step.history, req.guide)
-
-        def record(chunk_id, s, d_est, d_actual, disc, tick):
-            telemetry.inference({
-                "episode": seed - run.seed, "chunk_id": chunk_id, "t_start": clock.now(), "t_end": clock.now(),
-                "latency_ms": d_actual * clock.period_s * 1e3, "d_estimate": d_est, "d_actual": d_actual,
-                "s": s, "guidance": f"{method}:{planner.cfg.guidance}", "discontinuity": disc, "tick": tick,
-                "method": method, "delay_ticks": delay,
-            })
-
-        def try_merge(tick: int) -> None:
-            nonlocal held
-            if held is None or held.due_tick > tick:
-                return
-            h, held = held, None
-            req = planner.pending
-            try:
-                m = planner.accept(h.seq, h.result.robot, h.result.model)
-            except ChunkRejected as exc:
-                out["rejected"] += 1
-                log.warning("lockstep: rejected chunk: %s", exc)
-                return
-            out["discontinuities"].append(m.discontinuity)
-            record(m.chunk_id, req.s, req.d, m.d_actual, m.discontinuity, tick)
-
-        first = planner.request(0)
-        result = infer(first)
-        planner.accept(first.seq, result.robot, result.model)
-        record(sched.chunk_id, 0, 0, 0, None, 0)
-        for tick in range(run.max_steps):
-            clock.wait(tick)
-            try_merge(tick)
-            if planner.wants_inference():
-                req = planner.plain_request(tick) if sync else planner.request(tick)
-                result = infer(req)
-                latency = self._draw_delay(delay, rng)
-                if sync:
-                    # the robot pauses `latency` ticks (no time passes in lockstep), then the new
-                    # chunk runs from index 0
-                    out["paused_ticks"] += latency
-                    last = sched.last_action
-                    try:
-                        planner.accept(req.seq, result.robot, result.model)
-                        disc = float(np.max(np.abs(result.robot[0] - last))) if last is not None else float("nan")
-                        out["discontinuities"].append(disc)
-                        record(sched.chunk_id, req.s, 0, 0, disc, tick)
-                    except ChunkRejected as exc:
-                        out["rejected"] += 1
-                        log.warning("lockstep: rejected chunk: %s", exc)
-                else:
-                    held = _Held(tick + latency, req.seq, result)
-                    try_merge(tick)
-            planned = planner.step()
-            command, _, _, _ = step.act(planned.action)
-            sent.append(command)
-            if planned.action is not None:
-                planned_seq.append(planned.action)
-            obs, _ = step.observe()
-            out["ticks"] = tick + 1
-            if bool(obs.info.get("success", False)):
-                out["success"] = True
-                if self.stop_on_success:
-                    break
-        out["underruns"] = sched.underruns
-        metrics = boundary_metrics(np.asarray(sent), clock.period_s)
-        out["max_jerk"] = metrics["max_jerk"]
-        out["rms_jerk"] = metrics["rms_jerk"]
-        out["max_step_planned"] = boundary_metrics(np.asarray(planned_seq), clock.period_s)["max_step"]
-        return out
 
 
 def aggregate_cells(rows: list[dict[str, Any]]) -> dict[str, Any]:

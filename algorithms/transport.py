@@ -11,12 +11,20 @@ transport that carries an ``InferenceRequest`` to a policy and brings an ``Infer
 The contract, as the loop uses it (all calls from the control thread; none may block for long,
 except ``submit`` of a transport with ``blocking = True``):
 
+Attributes: ``name``; ``blocking`` (True: ``submit`` returns with the answer, the robot holding
+meanwhile; the transport bounds the call by ``session.inference_timeout_s`` itself);
+``simulated`` (True: answers are held back a simulated number of ticks; only a lockstep robot,
+which waits for each send, can run it); ``startup_timeout_s`` (how long a restarted inference side
+may take to get ready); ``restarts`` (how many times it was restarted).
+
 ``start(session)``
     Get the policy ready (build, warm up, place an actor, connect). ``session`` is a
     ``TransportSession``: the run's factories, the robot, the observation history, telemetry. A
     failure raises ``AlgorithmFault`` (kind ``startup``), or ``LaunchError`` for a cluster that is
     not there. ``start_early()`` (optional) runs before the robot starts, so a missing cluster
     fails with the robot untouched.
+``begin_episode(episode, seed)``
+    An episode starts: forget anything in flight (its answer would be for the last episode).
 ``ready() -> bool``
     True while a request can be submitted now (the inference side is up and has nothing in flight
     that it would drop).
@@ -85,6 +93,7 @@ class InferenceRequest:
     tick: int
     guide: Guide | None
     history: Any = field(repr=False, compare=False)
+    first: bool = False  # the episode's first chunk: the robot waits for it, still
 
     def observation(self) -> ObservationPayload:
         snap = self.history.snapshot()
@@ -127,11 +136,12 @@ class TransportFault:
 @dataclass
 class TransportSession:
     """What a transport may use from the run: ``run`` (factories: ``make_policy``, ``policy_metadata``,
-    ``cfg``...), the started ``robot`` (None in ``start_early``), the control side's observation
-    ``history`` and ``telemetry`` (events)."""
+    ``cfg``...), ``telemetry`` (events), the loop's ``inference_timeout_s``, the started ``robot`` and
+    the control side's observation ``history`` (both None in ``start_early``)."""
 
     run: Any
     telemetry: Any
+    inference_timeout_s: float
     robot: Any = None
     history: Any = None
 
@@ -140,7 +150,11 @@ class TransportSession:
 class Transport(Protocol):
     name: str
     blocking: bool
+    simulated: bool
+    startup_timeout_s: float
+    restarts: int
 
+    def begin_episode(self, episode: int, seed: int) -> None: ...
     def start_early(self, session: TransportSession) -> None: ...
     def start(self, session: TransportSession) -> None: ...
     def ready(self) -> bool: ...
@@ -157,8 +171,14 @@ class TransportBase:
 
     name = "transport"
     blocking = False
+    simulated = False
+    startup_timeout_s = 0.0
+    restarts = 0
 
     def start_early(self, session: TransportSession) -> None:
+        pass
+
+    def begin_episode(self, episode: int, seed: int) -> None:
         pass
 
     def ready(self) -> bool:

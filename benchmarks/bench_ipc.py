@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from algorithms.rtc.layout import C, Layout, SharedState, build_specs  # noqa: E402
-from algorithms.rtc.shm import SharedArrays, unique_block_name  # noqa: E402
+from algorithms.rtc.layout import Layout, RequestSlot, SharedState, build_specs  # noqa: E402
+from services.shm import SharedArrays, unique_block_name  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -57,7 +57,8 @@ def main() -> None:
     try:
         shared = SharedState(arrays, layout)
         reader = SharedState(SharedArrays.attach(name, specs), layout)
-        counters = {C.EPISODE: 1, C.TICK: 0, C.REQ_SEQ: 0, C.REQ_S: 25, C.REQ_D: 2, C.REQ_GUIDED: 1}
+        counters = {RequestSlot.EPISODE: 1, RequestSlot.TICK: 0, RequestSlot.SEQ: 0, RequestSlot.EXECUTED_TICKS: 25,
+                    RequestSlot.DELAY_TICKS: 2, RequestSlot.GUIDED: 1}
         prev = rng.standard_normal((args.chunk, args.dim)).astype(np.float32)
         # raw baseline: the same bytes, private arrays
         dst_state, src_state = np.empty_like(state), state
@@ -66,8 +67,8 @@ def main() -> None:
         chunk_dst = [np.empty_like(c) for c in chunk_src]
         t_ipc, t_raw, t_snap = [], [], []
         for i in range(args.iters):
-            counters[C.TICK] = i
-            counters[C.REQ_SEQ] = i + 1
+            counters[RequestSlot.TICK] = i
+            counters[RequestSlot.SEQ] = i + 1
             t0 = time.perf_counter()
             shared.publish_request(state, images, {}, counters, obs_time=0.0, tick_time=0.0, prev=prev)
             result = shared.read_result()

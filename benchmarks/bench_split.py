@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_split.py                  # starts and stops its own 2-node cluster
     .venv/bin/python benchmarks/bench_split.py --address HOST:PORT --rounds 200 --steps 400
 
-1. Per inference: the same request (a real sim observation + ``prev``/``s``/``d``) served by the
+1. Per inference: the same request (a real sim observation + a guide) served by the
    same ``InferenceServer`` class in this process (``local``) and through Ray in the actor on the
    worker node (``remote``: ``ray.get(actor.infer.remote(req))``, one in flight), per camera payload:
    none, 3 x 128x96 raw, 3 x 320x240 raw, 3 x 320x240 JPEG q90. The policy is the scripted expert
@@ -40,8 +40,11 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from algorithms.rtc.chunk_logic import prev_remainder  # noqa: E402
-from algorithms.rtc_split.codec import encode_observation, payload_bytes  # noqa: E402
+from algorithms.chunking.chunk_logic import prev_remainder  # noqa: E402
+from algorithms.rtc_split.codec import encode_request, payload_bytes  # noqa: E402
+from algorithms.transport import ObservationPayload  # noqa: E402
+from policies.base import Guidance, Schedule  # noqa: E402
+from policies.runner import Guide  # noqa: E402
 from algorithms.rtc_split.server import InferenceServer  # noqa: E402
 from inference.app import compose_run  # noqa: E402
 from scripts.netns import network_of_this_run, reexec_in_netns  # noqa: E402
@@ -84,8 +87,9 @@ def make_request(cameras: str, width: int, height: int, jpeg: int | None) -> tup
     snap = history.snapshot()
     H, A = run.policy_metadata.chunk_size, run.policy_metadata.action_dim
     prev = prev_remainder(np.zeros((H, A), np.float32), 25)
-    req = {"obs": encode_observation(snap.state, snap.images, obs.info, jpeg), "prev": prev, "s": 25, "d": 2,
-           "guidance": "vjp", "schedule": "exp", "max_guidance_weight": 5.0}
+    guide = Guide(prev, delay_ticks=2, executed_ticks=25, guidance=Guidance.VJP, schedule=Schedule.EXP,
+                  max_guidance_weight=5.0)
+    req = encode_request(ObservationPayload(snap.state, snap.images, obs.info, snap.timestamp), guide, jpeg)
     return req, run
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 import pytest
 
-from algorithms.common import AlgorithmFault
+from services.errors import AlgorithmFault
 from inference.app import compose_run
 from tests.test_rtc_runtime import ROOT, check_commands, our_blocks, overrides
 

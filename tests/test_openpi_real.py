@@ -207,7 +207,9 @@ def relaxed(overrides: list[str]) -> list[str]:
     from hydra import compose, initialize_config_dir
 
     from inference.app import CONF_DIR
+    from inference.schemas import register
 
+    register()  # the structured-config schemas, as every composition of the app's config
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return [*overrides, *(f"algorithm.{k}={v}" for k, v in ENGINE_SLACK.items() if k in cfg.algorithm)]

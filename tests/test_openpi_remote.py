@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from algorithms.common import AlgorithmFault
+from services.errors import AlgorithmFault
 from inference.app import CONF_DIR, compose_run
 from inference.serve import build_server
 from policies.base import PolicyInput

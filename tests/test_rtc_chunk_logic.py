@@ -1,4 +1,4 @@
-"""Property tests of the RTC chunk bookkeeping (algorithms/rtc/chunk_logic.py)."""
+"""Property tests of the RTC chunk bookkeeping (algorithms/chunking/chunk_logic.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.rtc.chunk_logic import (
+from algorithms.chunking.chunk_logic import (
     ChunkRejected,
     ChunkScheduler,
     DelayEstimator,
@@ -177,7 +177,7 @@ def test_clip_delay():
 
 
 def test_boundary_metrics_jerk_and_step():
-    from algorithms.rtc.chunk_logic import boundary_metrics
+    from algorithms.chunking.chunk_logic import boundary_metrics
 
     ramp = np.linspace(0, 1, 20)[:, None] * np.ones((1, 3))
     m = boundary_metrics(ramp, period_s=0.05)

@@ -1,4 +1,4 @@
-"""Lockstep evaluator (algorithms/rtc/lockstep.py) on the lockstep sim robot, from the app config."""
+"""Lockstep evaluator (algorithms/lockstep_eval.py) on the lockstep sim robot, from the app config."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.rtc.chunk_logic import ChunkRejected
-from algorithms.rtc.config import RTCConfig
-from algorithms.rtc.planner import RTCPlanner
+from algorithms.chunking.chunk_logic import ChunkRejected
+from algorithms.chunking.config import RTCConfig
+from algorithms.chunking.planner import RTCPlanner
 from policies.base import Guidance, Schedule
 
 H, A = 12, 3

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from algorithms.common import AlgorithmFault
+from services.errors import AlgorithmFault
 from inference.app import compose_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Shared-memory arrays and the seqlock of the RTC runtime (algorithms/rtc/shm.py)."""
+"""Shared-memory arrays and the seqlock the RTC transport uses (services/shm.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from algorithms.rtc.shm import ArraySpec, SeqLock, SharedArrays, ShmRegistry, unique_block_name
+from services.shm import ArraySpec, SeqLock, SharedArrays, ShmRegistry, unique_block_name
 
 SPECS = [
     ArraySpec("seq", (1,), "int64"),

@@ -1,9 +1,5 @@
-"""Real-time chunking: pure chunk logic, the typed knobs, the control-side planner, the
-shared-memory runtime (``algorithm=rtc``)."""
+"""``algorithm=rtc``: the shared-memory transport (layout, inference process) and its algorithm."""
 
-from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler, DelayEstimator
-from algorithms.rtc.config import RTCConfig
-from algorithms.rtc.planner import Request, RTCPlanner
-from algorithms.rtc.runtime import RTCAlgorithm
+from algorithms.rtc.algorithm import RTCAlgorithm
 
-__all__ = ["ChunkRejected", "ChunkScheduler", "DelayEstimator", "RTCAlgorithm", "RTCConfig", "RTCPlanner", "Request"]
+__all__ = ["RTCAlgorithm"]

@@ -12,45 +12,46 @@ Two single-writer regions, each behind its own seqlock:
   and the request it answers (its seq), with times.
 
 Plus ``hb.*``: the inference process' heartbeat and state, plain aligned float64/int64 stores that
-need no lock. Integers live in small int64 vectors indexed by the constants below.
+need no lock. Integers live in small int64 vectors indexed by the ``IntEnum`` slots below;
+``encode_request``/``decode_request`` and ``encode_reply``/``decode_reply`` are this wire's one
+encoder/decoder of the transport schema (``algorithms/transport.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from algorithms.rtc.shm import ArraySpec, SeqLock, SharedArrays
+from services.shm import ArraySpec, SeqLock, SharedArrays
 from policies.base import Guidance, Schedule
 
 log = logging.getLogger(__name__)
 
 
-class C:
+class RequestSlot(IntEnum):
     """Indices into ``ctrl.i64`` (written by control)."""
 
     EPISODE = 0  # episode number, starts at 1 for the first episode
     TICK = 1  # control tick of the request's observation (per episode, from 0)
-    REQ_SEQ = 2  # id of the newest request (0: none yet); the inference process answers each once
-    REQ_S = 3  # the guide's s (actions already executed of prev's chunk; 0 for a first chunk)
-    REQ_D = 4  # delay estimate d handed to guidance (ticks)
-    REQ_GUIDED = 5  # 1: guided inference toward req.prev; 0: plain predict
-    REQ_GUIDANCE = 6  # index into GUIDANCE_CODES
-    REQ_SCHEDULE = 7  # index into SCHEDULE_CODES
+    SEQ = 2  # id of the newest request (0: none yet); the inference process answers each once
+    EXECUTED_TICKS = 3  # actions of prev's chunk already executed at the snapshot (0 for a first chunk)
+    DELAY_TICKS = 4  # delay estimate d handed to guidance (ticks)
+    GUIDED = 5  # 1: guided inference toward req.prev; 0: plain predict
+    GUIDANCE = 6  # index into GUIDANCE_CODES
+    SCHEDULE = 7  # index into SCHEDULE_CODES
     STOP = 8  # 1: the inference process must exit
-    N = 9
 
 
-class CF:
+class RequestValue(IntEnum):
     """Indices into ``ctrl.f64``."""
 
     OBS_TIME = 0  # capture time of the newest state (monotonic s)
     TICK_TIME = 1  # when the tick published it (monotonic s)
     MAX_GUIDANCE_WEIGHT = 2  # beta of the request
-    N = 3
 
 
 # enum members as shared-memory integers (ctrl.i64 holds no strings)
@@ -58,29 +59,33 @@ GUIDANCE_CODES: tuple[Guidance, ...] = tuple(Guidance)
 SCHEDULE_CODES: tuple[Schedule, ...] = tuple(Schedule)
 
 
-class R:
+class ReplySlot(IntEnum):
     """Indices into ``res.i64`` (written by inference)."""
 
     SEQ = 0  # increments once per published result
-    REQ_SEQ = 1  # the request this result answers
-    N = 2
+    REQUEST_SEQ = 1  # the request this result answers
 
 
-class RF:
+class ReplyTime(IntEnum):
+    """Indices into ``res.f64``."""
+
     T_START = 0  # snapshot time (monotonic s)
     T_END = 1  # publish time
     POLICY_MS = 2  # time inside the policy call
-    N = 3
 
 
-class H:
-    """Indices into ``hb.f64`` / ``hb.i64`` (written by inference, no lock)."""
+class HeartbeatTime(IntEnum):
+    """Indices into ``hb.f64`` (written by inference, no lock)."""
 
-    BEAT = 0  # f64: last heartbeat (monotonic s)
-    READY = 0  # i64: 1 after warmup
-    PID = 1  # i64: inference pid
-    INFERENCES = 2  # i64: completed inferences
-    N = 3
+    BEAT = 0  # last heartbeat (monotonic s)
+
+
+class HeartbeatState(IntEnum):
+    """Indices into ``hb.i64`` (written by inference, no lock)."""
+
+    READY = 0  # 1 after warmup
+    PID = 1  # inference pid
+    INFERENCES = 2  # completed inferences
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,8 @@ def build_specs(
     (a policy that needs them cannot run under RTC; said in the log)."""
     specs = [
         ArraySpec("ctrl.seq", (1,), "int64"),
-        ArraySpec("ctrl.i64", (C.N,), "int64"),
-        ArraySpec("ctrl.f64", (CF.N,), "float64"),
+        ArraySpec("ctrl.i64", (len(RequestSlot),), "int64"),
+        ArraySpec("ctrl.f64", (len(RequestValue),), "float64"),
         ArraySpec("obs.state", tuple(state_shape), "float32"),
     ]
     for name, arr in images.items():
@@ -125,12 +130,12 @@ def build_specs(
     specs += [
         ArraySpec("req.prev", (chunk_size, action_dim), "float32"),
         ArraySpec("res.seq", (1,), "int64"),
-        ArraySpec("res.i64", (R.N,), "int64"),
-        ArraySpec("res.f64", (RF.N,), "float64"),
+        ArraySpec("res.i64", (len(ReplySlot),), "int64"),
+        ArraySpec("res.f64", (len(ReplyTime),), "float64"),
         ArraySpec("res.model", (chunk_size, action_dim), "float32"),
         ArraySpec("res.robot", (chunk_size, action_dim), "float32"),
-        ArraySpec("hb.f64", (H.N,), "float64"),
-        ArraySpec("hb.i64", (H.N,), "int64"),
+        ArraySpec("hb.f64", (len(HeartbeatTime),), "float64"),
+        ArraySpec("hb.i64", (len(HeartbeatState),), "int64"),
     ]
     return specs, tuple(info_keys), tuple(info_scalar)
 
@@ -179,9 +184,9 @@ class SharedState:
                     np.copyto(dst, value, casting="unsafe")
             for index, value in counters.items():
                 self.ctrl_i64[index] = value
-            self.ctrl_f64[CF.OBS_TIME] = obs_time
-            self.ctrl_f64[CF.TICK_TIME] = tick_time
-            self.ctrl_f64[CF.MAX_GUIDANCE_WEIGHT] = max_guidance_weight
+            self.ctrl_f64[RequestValue.OBS_TIME] = obs_time
+            self.ctrl_f64[RequestValue.TICK_TIME] = tick_time
+            self.ctrl_f64[RequestValue.MAX_GUIDANCE_WEIGHT] = max_guidance_weight
             if prev is not None:
                 np.copyto(self.req_prev, prev, casting="unsafe")
         finally:
@@ -232,8 +237,63 @@ class SharedState:
                 self.res_i64[index] = value
             for index, value in times.items():
                 self.res_f64[index] = value
-            self.res_i64[R.SEQ] += 1
-            seq = int(self.res_i64[R.SEQ])
+            self.res_i64[ReplySlot.SEQ] += 1
+            seq = int(self.res_i64[ReplySlot.SEQ])
         finally:
             self.res_lock.write_end()
         return seq
+
+
+# ---------------------------------------------------------------- the schema on this wire
+def encode_request(shared: SharedState, request: Any, episode_no: int, tick_time: float) -> None:
+    """Publish an ``InferenceRequest``: the history's newest state ring, its frames straight from
+    their rings into the block (the frames' one copy), the numeric info, and the guide."""
+    history = request.history
+    snap = history.snapshot(images=False)
+    last = history.last
+    guide = request.guide
+    counters = {RequestSlot.EPISODE: episode_no, RequestSlot.TICK: request.tick, RequestSlot.SEQ: request.seq,
+                RequestSlot.EXECUTED_TICKS: guide.executed_ticks if guide is not None else 0,
+                RequestSlot.DELAY_TICKS: guide.delay_ticks if guide is not None else 0,
+                RequestSlot.GUIDED: int(guide is not None)}
+    if guide is not None:
+        counters[RequestSlot.GUIDANCE] = GUIDANCE_CODES.index(guide.guidance)
+        counters[RequestSlot.SCHEDULE] = SCHEDULE_CODES.index(guide.schedule)
+    shared.publish_request(
+        snap.state, history.copy_images_into, last.info if last is not None else {}, counters,
+        obs_time=snap.timestamp, tick_time=tick_time,
+        prev=guide.prev_model if guide is not None else None,
+        max_guidance_weight=guide.max_guidance_weight if guide is not None else 0.0,
+    )
+
+
+def decode_request(shared: SharedState) -> tuple[int, Any, Any]:
+    """The newest request as (seq, ``ObservationPayload``, ``Guide`` or None)."""
+    from algorithms.transport import ObservationPayload
+    from policies.runner import Guide
+
+    snap = shared.read_snapshot()
+    i64, f64 = snap["i64"], snap["f64"]
+    guide = None
+    if i64[RequestSlot.GUIDED]:
+        guide = Guide(snap["prev"], int(i64[RequestSlot.DELAY_TICKS]), int(i64[RequestSlot.EXECUTED_TICKS]),
+                      GUIDANCE_CODES[int(i64[RequestSlot.GUIDANCE])], SCHEDULE_CODES[int(i64[RequestSlot.SCHEDULE])],
+                      float(f64[RequestValue.MAX_GUIDANCE_WEIGHT]))
+    obs = ObservationPayload(snap["state"], snap["images"], snap["info"], float(f64[RequestValue.OBS_TIME]))
+    return int(i64[RequestSlot.SEQ]), obs, guide
+
+
+def encode_reply(shared: SharedState, request_seq: int, model: np.ndarray, robot: np.ndarray, t_start: float,
+                 t_end: float, policy_ms: float) -> int:
+    return shared.publish_result(model, robot, {ReplySlot.REQUEST_SEQ: request_seq},
+                                 {ReplyTime.T_START: t_start, ReplyTime.T_END: t_end, ReplyTime.POLICY_MS: policy_ms})
+
+
+def decode_reply(shared: SharedState) -> tuple[int, Any]:
+    """(published result counter, ``InferenceReply``) of the result in the block."""
+    from algorithms.transport import InferenceReply
+
+    model, robot, meta, times = shared.read_result()
+    reply = InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), model, robot, float(times[ReplyTime.T_START]),
+                           float(times[ReplyTime.T_END]), float(times[ReplyTime.POLICY_MS]))
+    return int(meta[ReplySlot.SEQ]), reply

@@ -3,7 +3,8 @@
 Started with ``spawn`` (CUDA-safe); it receives the picklable run object and the shared-memory layout
 once, builds the policy *here* (``PolicyRunner.from_run``: build, freeze, warm up), then loops: wait
 for the control side's next request (its ``RTCPlanner`` decided when, and cut the snapshot: the
-observation, ``prev = chunk[s:]`` in model space, ``s``, the delay estimate ``d``), run the policy on
+observation and the ``Guide``: the previous chunk's rest in model space, the actions of it executed,
+the delay estimate), run the policy on
 exactly that, publish the chunk. It keeps no RTC state. Log records (tracebacks included) go to the
 parent through a queue so they land in the run's log. SIGINT is ignored: the parent decides when to stop
 (stop flag).
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
-from algorithms.rtc.layout import GUIDANCE_CODES, RF, SCHEDULE_CODES, C, CF, H, Layout, R, SharedState
-from algorithms.rtc.shm import SharedArrays
+from algorithms.rtc.layout import (HeartbeatState, HeartbeatTime, Layout, RequestSlot, SharedState, decode_request,
+                                   encode_reply)
+from services.shm import SharedArrays
 from services import realtime
 from policies.base import Guidance
 from policies.runner import Guide, PolicyRunner
@@ -53,7 +55,7 @@ def _watchdog(shared: SharedState, parent_pid: int, stop: threading.Event) -> No
     """Heartbeat + orphan check, independent of the policy call. An orphan unlinks the run's block
     before it exits: its owner (the control process) died without the chance to."""
     while not stop.is_set():
-        shared.hb_f64[H.BEAT] = time.monotonic()
+        shared.hb_f64[HeartbeatTime.BEAT] = time.monotonic()
         if os.getppid() != parent_pid:
             try:
                 from _posixshmem import shm_unlink
@@ -105,20 +107,20 @@ class _Worker:
         self.ready = False
 
     def alive(self) -> bool:
-        return os.getppid() == self.parent_pid and self.shared.ctrl_i64[C.STOP] == 0
+        return os.getppid() == self.parent_pid and self.shared.ctrl_i64[RequestSlot.STOP] == 0
 
     def loop(self) -> None:
         shared = self.shared
-        shared.hb_i64[H.PID] = os.getpid()
+        shared.hb_i64[HeartbeatState.PID] = os.getpid()
         self.runner = PolicyRunner.from_run(self.run, self.cfg.inference_threads)
         # requests issued before this process was ready belong to a predecessor: the control side
         # sends a new one once it sees READY
-        handled = int(shared.read_counters()[C.REQ_SEQ])
-        shared.hb_i64[H.READY] = 1
+        handled = int(shared.read_counters()[RequestSlot.SEQ])
+        shared.hb_i64[HeartbeatState.READY] = 1
         self.ready = True
         log.info("inference process %d ready (policy built and warmed up in %.2f s)", os.getpid(), self.runner.startup_s)
         while self.alive():
-            if int(shared.read_counters()[C.REQ_SEQ]) == handled:
+            if int(shared.read_counters()[RequestSlot.SEQ]) == handled:
                 time.sleep(self.cfg.poll_interval_s)
                 continue
             handled = self.infer_once()
@@ -127,20 +129,14 @@ class _Worker:
         """Answer the newest request; returns its seq."""
         shared = self.shared
         t_start = time.monotonic()
-        snap = shared.read_snapshot()
-        i64, f64 = snap["i64"], snap["f64"]
-        seq = int(i64[C.REQ_SEQ])
-        guide = None
-        if i64[C.REQ_GUIDED]:
-            guide = Guide(snap["prev"], int(i64[C.REQ_D]), int(i64[C.REQ_S]), GUIDANCE_CODES[int(i64[C.REQ_GUIDANCE])],
-                          SCHEDULE_CODES[int(i64[C.REQ_SCHEDULE])], float(f64[CF.MAX_GUIDANCE_WEIGHT]))
+        seq, obs, guide = decode_request(shared)
+        if guide is not None:
             self._check_vjp(guide)
-        result = self.runner.infer_observation(snap["state"], snap["images"], snap["info"], guide)
-        shared.publish_result(result.model, result.robot, {R.REQ_SEQ: seq},
-                              {RF.T_START: t_start, RF.T_END: time.monotonic(), RF.POLICY_MS: result.policy_ms})
-        shared.hb_i64[H.INFERENCES] += 1
-        log.debug("inference for request %d: s=%d d=%d policy %.1f ms", seq, int(i64[C.REQ_S]), int(i64[C.REQ_D]),
-                  result.policy_ms)
+        result = self.runner.infer_observation(obs.state, obs.images, obs.info, guide)
+        encode_reply(shared, seq, result.model, result.robot, t_start, time.monotonic(), result.policy_ms)
+        shared.hb_i64[HeartbeatState.INFERENCES] += 1
+        log.debug("inference for request %d: %s policy %.1f ms", seq, "plain" if guide is None else
+                  f"executed {guide.executed_ticks} delay {guide.delay_ticks}", result.policy_ms)
         return seq
 
     def _check_vjp(self, guide: Guide) -> None:

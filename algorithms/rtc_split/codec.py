@@ -100,3 +100,28 @@ def payload_bytes(payload: Mapping[str, Any]) -> int:
 
     walk(payload)
     return total
+
+
+def encode_request(obs: Any, guide: Any, jpeg_quality: int | None = None) -> dict[str, Any]:
+    """An ``InferenceRequest``'s observation (``ObservationPayload``) and ``Guide`` (or None: plain
+    predict) as the dict the Ray actor takes."""
+    request: dict[str, Any] = {"obs": encode_observation(obs.state, obs.images, obs.info, jpeg_quality)}
+    if guide is not None:
+        request.update(prev_model=np.ascontiguousarray(guide.prev_model, np.float32), delay_ticks=int(guide.delay_ticks),
+                       executed_ticks=int(guide.executed_ticks), guidance=str(guide.guidance),
+                       schedule=str(guide.schedule), max_guidance_weight=float(guide.max_guidance_weight))
+    return request
+
+
+def decode_request(request: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any], Any]:
+    """Inverse of :func:`encode_request`: state, images, info and the ``Guide`` (or None)."""
+    from policies.base import Guidance, Schedule
+    from policies.runner import Guide
+
+    state, images, info = decode_observation(request["obs"])
+    guide = None
+    if request.get("prev_model") is not None:
+        guide = Guide(np.asarray(request["prev_model"], np.float32), int(request["delay_ticks"]),
+                      int(request["executed_ticks"]), Guidance(request["guidance"]), Schedule(request["schedule"]),
+                      float(request["max_guidance_weight"]))
+    return state, images, info, guide

@@ -15,11 +15,9 @@ import socket
 import time
 from typing import Any, Mapping
 
-import numpy as np
 
-from algorithms.rtc_split.codec import decode_observation
-from policies.base import Guidance, Schedule
-from policies.runner import Guide, PolicyRunner
+from algorithms.rtc_split.codec import decode_request
+from policies.runner import PolicyRunner
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +41,11 @@ class InferenceServer:
                 "host": socket.gethostname(), "startup_s": self.startup_s}
 
     def infer(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """One chunk. ``request``: obs (codec payload), prev (H, A) model space or None, s, d, guidance,
-        schedule, max_guidance_weight. Returns model/robot chunks (float32) and ``server_ms`` /
+        """One chunk. ``request``: ``codec.encode_request`` (the observation, and the guide: absent for a
+        plain predict). Returns model/robot chunks (float32) and ``server_ms`` /
         ``policy_ms`` (time inside this call / inside the policy)."""
         t0 = time.perf_counter()
-        state, images, info = decode_observation(request["obs"])
-        prev = request.get("prev")
-        guide = None
-        if prev is not None:
-            guide = Guide(np.asarray(prev, np.float32), int(request["d"]), int(request["s"]),
-                          Guidance(request["guidance"]), Schedule(request["schedule"]),
-                          float(request["max_guidance_weight"]))
+        state, images, info, guide = decode_request(request)
         result = self.runner.infer_observation(state, images, info, guide)
         self.requests += 1
         return {"model": result.model, "robot": result.robot, "policy_ms": result.policy_ms,

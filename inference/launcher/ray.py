@@ -254,7 +254,7 @@ class RayLauncher:
             finished = True
             return summary
         except ray.exceptions.RayActorError as exc:
-            from algorithms.common import AlgorithmFault
+            from services.errors import AlgorithmFault
 
             raise AlgorithmFault(f"the run's Ray actor died (node {str(self.placement.get('node_id'))[:8]}): {exc}") from None
         except KeyboardInterrupt:

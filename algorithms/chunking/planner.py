@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.rtc.chunk_logic import ChunkRejected, ChunkScheduler, DelayEstimator, Merge, Snapshot, Step, clip_delay
-from algorithms.rtc.config import RTCConfig
+from algorithms.chunking.chunk_logic import (ChunkRejected, ChunkScheduler, DelayEstimator, Merge, Snapshot, Step,
+                                            boundary_jump, clip_delay)
+from algorithms.chunking.config import RTCConfig
 from policies.base import Guidance
 from policies.runner import Guide
 
@@ -135,7 +136,8 @@ class RTCPlanner:
         Returns None for a stale result (not the request in flight: discarded). Raises
         ``ChunkRejected`` for a chunk that must not run (shape, NaN/inf); the request is then no
         longer in flight, so the next tick asks again. A first chunk runs from index 0
-        (``d_actual`` 0); a later one continues at ``d_actual = t - s`` (measured here, so it includes
+        (``d_actual`` 0), and so does a ``restart`` (sync execution), whose ``discontinuity`` is then
+        measured at index 0; a later one continues at ``d_actual = t - s`` (measured here, so it includes
         any transport), which feeds the delay estimator.
         """
         if not self.is_current(seq):
@@ -145,8 +147,9 @@ class RTCPlanner:
         if req.first or req.restart:
             reference = self.anchor if req.first else sched.last_action
             self._check_plausible(chunk_robot, 0, reference)
+            last = None if req.first else sched.last_action
             chunk_id = sched.start(chunk_robot, chunk_model)
-            return Merge(chunk_id, 0, req.s, False, float("nan"))
+            return Merge(chunk_id, 0, req.s, False, boundary_jump(last, sched.chunk_robot[0]))
         self._check_plausible(chunk_robot, sched.t - req.s, sched.last_action)
         merge = sched.merge(chunk_robot, chunk_model, req.s)
         self.estimator.observe(merge.d_actual)

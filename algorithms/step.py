@@ -1,8 +1,7 @@
-"""Pieces every algorithm shares: the per-tick control step, episode bookkeeping, faults.
+"""The per-tick control step: read the robot, filter and send a command, record the tick.
 
-Sequential and RTC differ only in *where the next action comes from*; reading the robot,
-filtering and sending the command, and recording the tick are the same code (STYLE.md: no
-copy-paste between algorithms).
+The one control loop (``algorithms/loop.py``) calls this for every execution mode, so reading,
+the NaN/inf check of observations, the safety filter, the send and the tick record exist once.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from services.errors import AlgorithmFault, FaultKind  # noqa: F401 - AlgorithmFault: the loops' fault type
+from services.errors import AlgorithmFault, FaultKind
 from services.telemetry import Telemetry
 from robots.base import Observation, Robot, RobotError
 from robots.history import ObservationHistory
@@ -25,11 +24,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EpisodeResult:
+    """One episode as the loop ran it: outcome, and what the evaluator's metrics are computed from
+    (the commands sent, the planned actions executed, the chunk-boundary discontinuities)."""
+
     episode: int
     ticks: int = 0
     success: bool = False
     max_reward: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    sent: list[np.ndarray] = field(default_factory=list)
+    planned: list[np.ndarray] = field(default_factory=list)
+    discontinuities: list[float] = field(default_factory=list)
+    inferences: int = 0
+    rejected: int = 0
+    underruns: int = 0
 
 
 class ControlStep:
@@ -135,8 +143,9 @@ class ControlStep:
         hold) and record the tick; returns the command actually sent."""
         command, send_ms, held, rejected = self.act(planned.action)
         self.telemetry.command(result.episode, tick, command, obs.state)
-        result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
-        result.success = result.success or bool(obs.info.get("success", False))
+        result.sent.append(command)
+        if planned.action is not None:
+            result.planned.append(planned.action)
         self.telemetry.tick({
             "episode": result.episode, "tick": tick, "t_sched": scheduled, "t_actual": actual,
             "period_error_ms": (actual - scheduled) * 1e3, "read_ms": read_ms,
@@ -145,6 +154,12 @@ class ControlStep:
             "held": int(held), "rejected": int(rejected),
         })
         return command
+
+    @staticmethod
+    def score(result: EpisodeResult, obs: Observation) -> None:
+        """Fold an observation's task outcome (``reward``, ``success``) into the episode's."""
+        result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
+        result.success = result.success or bool(obs.info.get("success", False))
 
 
 def check_observation(obs: Observation) -> None:
@@ -158,44 +173,6 @@ def check_observation(obs: Observation) -> None:
         image = np.asarray(getattr(frame, "image", frame))
         if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
             raise AlgorithmFault(f"non-finite observation: camera {name} frame holds NaN/inf", FaultKind.OBSERVATION)
-
-
-def fault_summary(fault: AlgorithmFault | None) -> dict[str, Any] | None:
-    return None if fault is None else fault.record()
-
-
-def run_episodes(
-    step: ControlStep,
-    episodes: int,
-    seed: int,
-    episode_fn: Any,
-    faulted: Any,
-) -> list[EpisodeResult]:
-    """Home and run ``episodes`` episodes (episode e uses ``seed + e``), stopping after a fault.
-
-    ``episode_fn(episode, first_obs) -> EpisodeResult``; ``faulted() -> bool``.
-    """
-    results: list[EpisodeResult] = []
-    for episode in range(episodes):
-        obs = step.begin_episode(episode, seed=seed + episode)
-        results.append(episode_fn(episode, obs))
-        log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
-        if faulted():
-            break
-    return results
-
-
-def chunk_discontinuity(last_command: np.ndarray | None, new_first: np.ndarray) -> float | None:
-    """Max-abs jump (robot units) between the last command executed and a new chunk's first action."""
-    if last_command is None:
-        return None
-    return float(np.max(np.abs(np.asarray(new_first, dtype=np.float64) - last_command)))
-
-
-def policy_info(policy: Any) -> dict[str, Any]:
-    """Extra per-inference facts a policy reports (remote policies: server time, round trip)."""
-    info = getattr(policy, "last_info", None)
-    return dict(info()) if callable(info) else {}
 
 
 def episode_summary(results: list[EpisodeResult]) -> dict[str, Any]:

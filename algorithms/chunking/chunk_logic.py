@@ -1,7 +1,7 @@
 """Real-time chunking bookkeeping as pure code: no processes, no clocks, no I/O.
 
-Shared by the real-time runtime (control process + inference process) and the lockstep evaluator,
-so a property test of this module is a test of both. Conventions (DESIGN.md section 4, the RTC
+Run by the one control loop of every execution mode (``algorithms/loop.py``), so a property test of
+this module is a test of all of them. Conventions (DESIGN.md section 4, the RTC
 paper's Algorithm 1, Black, Galliker, Levine 2025):
 
 * Time is counted in control ticks. ``t`` is the number of ticks since the current chunk became
@@ -141,12 +141,12 @@ class ChunkScheduler:
     from). Chunk ids start at 1; 0 means "no chunk yet".
     """
 
-    def __init__(self, chunk_size: int, action_dim: int, s_min: int) -> None:
-        if not 1 <= s_min <= chunk_size:
-            raise ValueError(f"s_min must be in [1, chunk_size={chunk_size}], got {s_min}")
+    def __init__(self, chunk_size: int, action_dim: int, trigger_ticks: int) -> None:
+        if not 1 <= trigger_ticks <= chunk_size:
+            raise ValueError(f"trigger_ticks (s_min) must be in [1, chunk_size={chunk_size}], got {trigger_ticks}")
         self.chunk_size = int(chunk_size)
         self.action_dim = int(action_dim)
-        self.s_min = int(s_min)
+        self.trigger_ticks = int(trigger_ticks)
         self.chunk_robot = np.zeros((chunk_size, action_dim), np.float32)
         self.chunk_model = np.zeros((chunk_size, action_dim), np.float32)
         self.reset()
@@ -169,7 +169,7 @@ class ChunkScheduler:
         return max(0, self.chunk_size - self.t) if self.has_chunk else 0
 
     def should_trigger(self) -> bool:
-        return self.has_chunk and self.t >= self.s_min
+        return self.has_chunk and self.t >= self.trigger_ticks
 
     def snapshot(self) -> Snapshot:
         if not self.has_chunk:
@@ -199,10 +199,7 @@ class ChunkScheduler:
         model = validate_chunk(chunk_model, self.chunk_size, self.action_dim)
         d_actual = self.t - int(s)
         stale = d_actual >= self.chunk_size
-        if self.last_action is not None and not stale:
-            disc = float(np.max(np.abs(robot[d_actual] - self.last_action)))
-        else:
-            disc = float("nan")
+        disc = boundary_jump(self.last_action, robot[d_actual]) if not stale else float("nan")
         self.chunk_robot[:] = robot
         self.chunk_model[:] = model
         self.chunk_id += 1
@@ -223,6 +220,14 @@ class ChunkScheduler:
         action = self.chunk_robot[index].copy()
         self.last_action = action
         return Step(action, self.chunk_id, index, False)
+
+
+def boundary_jump(last_action: np.ndarray | None, first_new: np.ndarray) -> float:
+    """The chunk-boundary discontinuity: max-abs difference (robot units, over dimensions) between the
+    last action executed and the first action of the new chunk that executes; NaN without a last action."""
+    if last_action is None:
+        return float("nan")
+    return float(np.max(np.abs(np.asarray(first_new) - np.asarray(last_action))))
 
 
 def boundary_metrics(actions: np.ndarray, period_s: float) -> dict[str, float]:

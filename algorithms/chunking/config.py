@@ -1,0 +1,54 @@
+"""The chunking knobs, declared once: what the ``RTCPlanner`` (and so every execution mode) runs by.
+
+Every algorithm holds one ``RTCConfig`` as a member (``algo.rtc``) and hands it to the planner; the
+inference side receives none of it (it runs the policy on the request the planner cut). Each
+field's annotation is its type and range (``services.knobs``), checked by start-time validation on
+the YAML and by ``check_ranges`` here; guidance and schedule are enums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from algorithms.settings import check_ranges
+from policies.base import Guidance, Schedule
+from services.knobs import NonNegativeInt, PositiveFloat, PositiveInt
+
+
+@dataclass(kw_only=True)
+class RTCConfig:
+    """Real-time chunking knobs, all in control ticks unless named otherwise.
+
+    ``execute_horizon``: target actions executed per chunk; the next inference starts once that many
+    of the current chunk have executed (``s_min`` set: after ``s_min`` instead; see ``trigger_ticks``).
+    ``delay_window`` (b) and ``initial_delay_ticks`` configure ``d = max(last b observed delays)``; the
+    first ``warmup_inferences_excluded`` delays are not recorded (compile/warm-up spikes).
+    ``guidance``/``schedule``/``max_guidance_weight`` (beta) are handed to ``guided_inference``.
+    ``max_rejected_chunks``: that many unexecutable chunks in a row end the run (``chunks_rejected``).
+    ``max_chunk_jump`` (robot units, max over joints): a chunk whose first executed action is farther
+    than this from the last command is implausible and rejected (null: no check).
+    """
+
+    execute_horizon: PositiveInt = 25
+    s_min: PositiveInt | None = None
+    delay_window: PositiveInt = 10
+    initial_delay_ticks: NonNegativeInt | None = 4
+    warmup_inferences_excluded: NonNegativeInt = 1
+    guidance: Guidance = Guidance.VJP
+    schedule: Schedule = Schedule.EXP
+    max_guidance_weight: PositiveFloat = 5.0
+    max_rejected_chunks: PositiveInt = 3
+    max_chunk_jump: PositiveFloat | None = 1.0
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    @property
+    def trigger_ticks(self) -> int:
+        """Actions of the current chunk executed before the next inference starts (``s_min``, or
+        ``execute_horizon`` when ``s_min`` is null)."""
+        return int(self.execute_horizon if self.s_min is None else self.s_min)
+
+    def check_chunk_size(self, chunk_size: int) -> None:
+        if not 1 <= self.trigger_ticks <= chunk_size:
+            raise ValueError(f"algorithm.s_min/execute_horizon={self.trigger_ticks} must be in [1, chunk_size={chunk_size}]")
