@@ -69,12 +69,24 @@ def gaps(ckpt: str, trials: int = 4, delay: int = 4, shift: int = 5, chunk: int 
             "ms": {k: float(np.median(v)) for k, v in out["ms"].items()}}
 
 
+def dataset(root: str, repo_id: str = "local/rollouts") -> dict:
+    """A recorded dataset, loaded with LeRobot's own ``LeRobotDataset``: counts, features, one decoded frame."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset(repo_id, root=root)
+    item = ds[len(ds) - 1]
+    images = {k: list(item[k].shape) for k in ds.meta.camera_keys}
+    return {"frames": ds.num_frames, "episodes": ds.num_episodes, "len": len(ds), "fps": ds.fps,
+            "features": sorted(ds.features), "images": images, "state": list(item["observation.state"].shape),
+            "action": list(item["action"].shape), "task": item.get("task")}
+
+
 def main(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     probe, *args = argv
-    result = {"build": build, "gaps": gaps}[probe](*args)
+    result = {"build": build, "gaps": gaps, "dataset": dataset}[probe](*args)
     print(json.dumps(result), flush=True)
     return 0
 

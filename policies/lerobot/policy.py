@@ -60,7 +60,11 @@ def probe_python(python: str) -> str:
     if not os.access(python, os.X_OK):
         raise ValueError(f"{python} is not an executable interpreter")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    code = "import lerobot, policies.lerobot.runtime as r; print(lerobot.__version__)"
+    # find_spec, not import: importing lerobot takes seconds to a minute on a busy machine
+    code = ("import importlib.util as u, importlib.metadata as m, sys\n"
+            "missing = [n for n in ('lerobot', 'torch', 'policies.lerobot.runtime') if u.find_spec(n) is None]\n"
+            "if missing: sys.exit('cannot import ' + ', '.join(missing))\n"
+            "print(m.version('lerobot'))")
     try:
         res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=str(REPO))
     except (OSError, subprocess.TimeoutExpired) as exc:
