@@ -8,10 +8,12 @@ thread: the ring never waits; a record that finds it full (or ``queue_size`` rec
 dropped and counted (``viewer_dropped`` in summary.json).
 
 Sink side (:class:`_RerunWriter`, ``python -m services.ring``): decodes the records (frames as raw
-RGB images, or JPEG-encoded with ``image_encoding=jpeg``) and logs everything with :class:`services.viewer.layout.RunView` to a Rerun recording
-whose sinks are the ``.rrd`` file and, with ``serve=true``, the gRPC proxy of the web viewer
-(:class:`services.viewer.server.WebViewerServer`), both started and warmed up before the first tick.
-A slow or absent browser can only make that process fall behind, and then the ring drops records.
+RGB images, or JPEG-encoded with ``image_encoding=jpeg``) and logs them with
+:class:`services.viewer.layout.RunView` to the ``.rrd`` file and, with ``serve=true``, to a second
+stream for the web viewer's server (:class:`services.viewer.server.WebViewerServer`), fed from a
+thread and a bounded queue of its own (:class:`_LiveLeg`): Rerun's server waits for its slowest
+browser, and that wait stops there (records dropped and counted, ``viewer_live_dropped``), never
+reaching the file, the ring or the loop. All of it is started and warmed up before the first tick.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class RerunViewer:
             out["viewer_failed"] = True
         else:
             out.update(viewer_url=result.get("url"), viewer_rrd=result.get("rrd"), viewer_logged=result.get("counts"),
-                       viewer_sink_skipped=result.get("skipped", 0))
+                       viewer_sink_skipped=result.get("skipped", 0), viewer_live_dropped=result.get("live_dropped", 0))
         if dropped:
             log.warning("viewer: %d records found its ring full and were dropped (the loop did not wait)", dropped)
         log.info("viewer: %s", {k: v for k, v in out.items() if k != "viewer_url"})
@@ -192,34 +194,42 @@ class _RerunWriter:
         from services.viewer.layout import RunView, blueprint
 
         self._cv2, self._rr = cv2, rr
-        server = None
+        server, live, file_rec = None, None, None
+        rrd = self.run_dir / RRD_NAME if self.save_rrd else None
+        recording_id = self.run_dir.name or None
+        layout = blueprint(self.joint_names, self.cameras)
         try:
-            sinks = []
-            rrd = self.run_dir / RRD_NAME if self.save_rrd else None
             if rrd is not None:
-                sinks.append(rr.FileSink(str(rrd)))
+                file_rec = rr.RecordingStream(self.application_id, recording_id=recording_id)
+                file_rec.set_sinks(rr.FileSink(str(rrd)), default_blueprint=layout)
+                file_rec.send_recording_name(str(self.run_dir))
             if self.serve:
                 server = WebViewerServer(self.bind, self.web_port, self.grpc_port, self.server_memory_limit,
                                          log_path=self.run_dir / "viewer_server.log", start_timeout_s=self.start_timeout_s)
-                sinks.append(rr.GrpcSink(server.local_grpc_url))
-            rec = rr.RecordingStream(self.application_id, recording_id=self.run_dir.name or None)
-            rec.set_sinks(*sinks, default_blueprint=blueprint(self.joint_names, self.cameras))
-            rec.send_recording_name(str(self.run_dir))
-            self.view = RunView(rec, self.joint_names, self.cameras, self.mono_to_wall, self.period_s)
+                live = _LiveLeg(rr, self.application_id, recording_id, server.local_grpc_url, layout, str(self.run_dir))
+            self.tee = _Tee(file_rec, live)
+            self.view = RunView(self.tee, self.joint_names, self.cameras, self.mono_to_wall, self.period_s)
             self._encode(np.zeros((3, 8, 8), np.uint8))  # warm-up: the encoder's first call is slow
             self.skipped = 0
             conn.send(("ready", {"url": server.url if server else None, "rrd": str(rrd) if rrd else None}))
             result = self._loop(ring, conn)
             self.view.finish(result.pop("summary", None))
-            rec.flush(timeout_sec=30.0)
-            rec.disconnect()
+            self.tee.commit()
+            if file_rec is not None:
+                file_rec.flush(timeout_sec=60.0)
+                file_rec.disconnect()
         finally:
+            if live is not None:
+                live.close()
             if server is not None:
                 server.stop()
+            # a live stream the server stopped taking must not hold the exit (the file is flushed above)
+            rr.unregister_shutdown()
             shutil.rmtree(config_home, ignore_errors=True)
         if result.get("conn") is not None:
             conn.send(("done", {"url": server.url if server else None, "rrd": str(rrd) if rrd else None,
-                                "counts": self.view.counts, "skipped": self.skipped}))
+                                "counts": self.view.counts, "skipped": self.skipped,
+                                "live_dropped": live.dropped if live else 0}))
 
     def _loop(self, ring: RecordRing, conn: Any) -> dict[str, Any]:
         stopping = False
@@ -269,4 +279,92 @@ class _RerunWriter:
                     view.image(self.cameras[cam], capture_time, image)
         except Exception:  # a bad record must not end the live view
             log.exception("viewer: failed to log a record of kind %d", kind)
+        self.tee.commit()
+
+
+class _Tee:
+    """What :class:`RunView` logs to: the file's recording at once, and a copy of the calls of each
+    ring record handed to the live leg as one unit (dropped whole when the live leg is behind, so
+    a drawn value never lands at another record's time)."""
+
+    def __init__(self, file_rec: Any, live: "_LiveLeg | None") -> None:
+        self.file_rec, self.live = file_rec, live
+        self._calls: list[tuple[str, tuple, dict]] = []
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if self.file_rec is not None:
+            getattr(self.file_rec, name)(*args, **kwargs)
+        if self.live is not None:
+            self._calls.append((name, args, kwargs))
+
+    def set_time(self, *args: Any, **kwargs: Any) -> None:
+        self._call("set_time", *args, **kwargs)
+
+    def disable_timeline(self, *args: Any, **kwargs: Any) -> None:
+        self._call("disable_timeline", *args, **kwargs)
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        self._call("log", *args, **kwargs)
+
+    def send_columns(self, *args: Any, **kwargs: Any) -> None:
+        self._call("send_columns", *args, **kwargs)
+
+    def commit(self) -> None:
+        if self.live is not None and self._calls:
+            self.live.submit(self._calls)
+        self._calls = []
+
+
+class _LiveLeg:
+    """The stream to the web viewer's server, logged from a thread of its own.
+
+    Rerun's gRPC server waits for its slowest browser (its broadcast channel blocks the sender), and
+    the SDK then blocks the logging call: that wait must reach neither the .rrd file nor the ring.
+    Records queue here (``max_pending`` at most) and a record that finds the queue full is dropped
+    and counted (``viewer_live_dropped``)."""
+
+    def __init__(self, rr: Any, application_id: str, recording_id: str | None, url: str, layout: Any,
+                 name: str, max_pending: int = 2000) -> None:
+        import queue
+        import threading
+
+        self.rec = rr.RecordingStream(application_id, recording_id=recording_id)
+        self.rec.set_sinks(rr.GrpcSink(url), default_blueprint=layout)
+        self.rec.send_recording_name(name)
+        self.queue: Any = queue.Queue(maxsize=max_pending)
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="viewer-live", daemon=True)
+        self._thread.start()
+
+    def submit(self, calls: list[tuple[str, tuple, dict]]) -> None:
+        import queue
+
+        try:
+            self.queue.put_nowait(calls)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                calls = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            for name, args, kwargs in calls:
+                try:
+                    getattr(self.rec, name)(*args, **kwargs)
+                except Exception:  # noqa: BLE001 - the live view is best effort
+                    log.exception("viewer: live stream call %s failed", name)
+
+    def close(self, drain_s: float = 5.0) -> None:
+        """Give the browser ``drain_s`` to take what is queued, then stop (what is left is dropped)."""
+        deadline = time.monotonic() + drain_s
+        while not self.queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.dropped += self.queue.qsize()
 
