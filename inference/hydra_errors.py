@@ -42,7 +42,11 @@ def _yaml_line(exc: yaml.MarkedYAMLError, roots: Sequence[str]) -> str:
     where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "a config file"
     what = _squash(exc.problem or "")
     if exc.context:
-        what = f"{what} ({_squash(exc.context)})" if what else _squash(exc.context)
+        context = _squash(exc.context)
+        start = exc.context_mark
+        if start is not None and mark is not None and (start.line, start.column) != (mark.line, mark.column):
+            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
+        what = f"{what} ({context})" if what else context
     key = _group_of(mark.name, roots) if mark is not None else "config"
     return f"{key}: YAML error in {where}: {what}"
 
