@@ -192,7 +192,9 @@ class SinkProcess:
     until it receives ``("stop", payload)``, then send ``("done", result)``.
     """
 
-    def __init__(self, worker: Any, ring: RecordRing, name: str, ready_timeout_s: float = 120.0) -> None:
+    def __init__(self, worker: Any, ring: RecordRing, name: str, ready_timeout_s: float = 120.0,
+                 python: str | None = None) -> None:
+        """``python``: the consumer's interpreter (default this one; e.g. LeRobot's for ``record=lerobot``)."""
         self.name = name
         self.ring = ring
         parent_sock, child_sock = socket.socketpair()
@@ -201,7 +203,7 @@ class SinkProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.ring", str(child_sock.fileno())],
+            [python or sys.executable, "-m", "services.ring", str(child_sock.fileno())],
             pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
             # its own session: Ctrl-C to the terminal's group or a kill of the whole group must not cut
             # it short; it learns that the control process is gone from the socket and finishes
