@@ -24,7 +24,9 @@ PROMPT = "transfer the cube"
 # Real-time runs share 2 cores between the sim, its camera processes, the host and the model: older samples are
 # fine here (staleness is tested elsewhere); random weights jump far from the robot's pose, which the chunk
 # plausibility check would (rightly) reject.
-LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0", "algorithm.max_chunk_jump=100"]
+LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0", "algorithm.max_chunk_jump=100",
+                  "algorithm.inference_timeout_s=300", "algorithm.first_chunk_timeout_s=300",
+                  "algorithm.startup_timeout_s=900", "algorithm.stall_timeout_s=60"]
 CHUNK = {"act": 20, "diffusion": 8, "smolvla": 20}
 
 
@@ -121,7 +123,8 @@ def _inferences(run_dir: Path) -> list[dict]:
 def test_sequential_runs_the_checkpoint_through_the_host(ckpts, lerobot_python, tmp_path, name):
     ticks = 30
     proc = run_app(lerobot_args(ckpts, lerobot_python, name, "algorithm=sequential", "robot.realtime=false",
-                                "algorithm.max_chunk_jump=100", f"algorithm.execute_horizon={CHUNK[name] // 2}",
+                                "algorithm.max_chunk_jump=100", "algorithm.inference_timeout_s=300",
+                                f"algorithm.execute_horizon={CHUNK[name] // 2}",
                                 f"max_steps={ticks}"), tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary, rows = _summary(tmp_path), _inferences(tmp_path)
@@ -135,8 +138,8 @@ def test_sequential_runs_the_checkpoint_through_the_host(ckpts, lerobot_python, 
 @pytest.mark.parametrize("name,guidance", [("act", "blend"), ("diffusion", "blend"), ("smolvla", "vjp")])
 def test_rtc_runs_the_checkpoint_with_its_guidance(ckpts, lerobot_python, tmp_path, name, guidance):
     proc = run_app(lerobot_args(ckpts, lerobot_python, name, "algorithm=rtc", f"algorithm.guidance={guidance}",
-                                f"algorithm.execute_horizon={CHUNK[name] // 2}", "algorithm.startup_timeout_s=600",
-                                "max_steps=60", *LOADED_MACHINE), tmp_path)
+                                f"algorithm.execute_horizon={CHUNK[name] // 2}", "max_steps=60", *LOADED_MACHINE),
+                   tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary, rows = _summary(tmp_path), _inferences(tmp_path)
     guided = [r for r in rows if r["guidance"] == guidance]
