@@ -30,6 +30,7 @@ COMPANIONS = {
     ("cameras", "none"): ["policy=scripted"],
     ("policy", "openpi"): ["robot=igris_b", "cameras=igris_b"],
     ("policy", "openpi_remote"): [],
+    ("policy", "lerobot"): ["algorithm.execute_horizon=10"],  # its chunk_size is 20
 }
 
 
@@ -69,6 +70,12 @@ def test_every_option_composes_validates_and_instantiates(group, option, tmp_pat
     if (group, option) == ("policy", "openpi") and importlib.util.find_spec("openpi") is None:
         # without openpi installed the config must fail at start with the install step
         with pytest.raises(ConfigError, match="needs the openpi package: install it"):
+            Run(cfg, tmp_path)
+        return
+    if (group, option) == ("policy", "lerobot"):
+        # the option ships with a placeholder checkpoint path: it must fail at start naming the key
+        # (tests/test_lerobot.py runs it with real LeRobot checkpoints)
+        with pytest.raises(ConfigError, match=r"^policy\.path: .* is not a directory"):
             Run(cfg, tmp_path)
         return
     run = Run(cfg, tmp_path)

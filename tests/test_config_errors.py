@@ -123,7 +123,7 @@ def _lab_dir(conf: Path) -> Path:
 # (overrides, the key the one line must name)
 CASES = [
     (["robot.hz=0"], "robot.hz"),
-    (["robot.task=transfer_cube_slide"], "robot.task"),
+    (["robot.task=transfer_cube_spin"], "robot.task"),  # a task the sim does not have
     (["robot.hz=-5"], "robot.hz"),
     (["robot.action_dim=0", "policy.action_dim=0"], "robot.action_dim"),
     (["algorithm.guidance=foo"], "algorithm.guidance"),
