@@ -39,7 +39,7 @@ from scripts.netns import reexec_in_netns  # noqa: E402
 
 VIEWER = ["viewer=rerun", "viewer.web_port=0", "viewer.grpc_port=0"]
 # every cell: the device processes may take long to start on a loaded machine (not what is measured)
-SLOW_START = ["robot.start_timeout_s=120"]
+SLOW_START = ["robot.start_timeout_s=120", "algorithm.startup_timeout_s=600"]
 MODES = {"off": SLOW_START, "on": SLOW_START + VIEWER, "frozen": SLOW_START + VIEWER}
 
 

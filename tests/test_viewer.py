@@ -197,7 +197,7 @@ def test_a_frozen_viewer_process_costs_the_run_no_tick(tmp_path):
     cmd = [sys.executable, "-m", "inference", "viewer=rerun", "viewer.serve=false", "viewer.queue_size=200",
            "policy=scripted", f"max_steps={ticks}", "report=false", "algorithm.stop_on_success=false",
            "algorithm.max_chunk_jump=null", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
-           "robot.start_timeout_s=120", f"hydra.run.dir={run_dir}"]
+           "robot.start_timeout_s=120", "algorithm.startup_timeout_s=600", f"hydra.run.dir={run_dir}"]
     with out.open("w") as f:
         app = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     pid = None

@@ -132,7 +132,7 @@ def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
     cmd = [sys.executable, "-m", "inference", "viewer=rerun", "viewer.web_port=0", "viewer.grpc_port=0",
            f"policy={policy}", "max_steps=3000", "report=false", "algorithm.stop_on_success=false",
            "algorithm.max_chunk_jump=null", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
-           "algorithm.inference_timeout_s=60", "robot.start_timeout_s=120",
+           "algorithm.inference_timeout_s=60", "robot.start_timeout_s=120", "algorithm.startup_timeout_s=600",
            f"hydra.run.dir={run_dir}"]
     with out.open("w") as f:
         app = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
