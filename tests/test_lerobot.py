@@ -24,7 +24,8 @@ PROMPT = "transfer the cube"
 # Real-time runs share 2 cores between the sim, its camera processes, the host and the model: older samples are
 # fine here (staleness is tested elsewhere); random weights jump far from the robot's pose, which the chunk
 # plausibility check would (rightly) reject.
-LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0", "algorithm.max_chunk_jump=100",
+LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0", "robot.start_timeout_s=120",
+                  "algorithm.max_chunk_jump=100",
                   "algorithm.inference_timeout_s=300", "algorithm.first_chunk_timeout_s=300",
                   "algorithm.startup_timeout_s=900", "algorithm.stall_timeout_s=60"]
 CHUNK = {"act": 20, "diffusion": 8, "smolvla": 20}
