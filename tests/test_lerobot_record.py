@@ -4,6 +4,7 @@ back with LeRobot's own ``LeRobotDataset`` and trained on by LeRobot's own train
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_recorded_run_loads_and_trains_with_lerobot(lerobot_python, tmp_path):
          "--policy.dim_feedforward=64", "--policy.n_encoder_layers=1", "--policy.n_decoder_layers=1",
          "--policy.chunk_size=10", "--policy.n_action_steps=10", "--steps=3", "--batch_size=2", "--num_workers=0",
          "--log_freq=1", "--save_checkpoint=false", "--wandb.enable=false", f"--output_dir={out}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+        cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     print(train.stdout[-1500:], train.stderr[-1500:])
     assert train.returncode == 0, train.stderr[-3000:]
     assert "step:3" in (train.stdout + train.stderr).replace(" ", "") or "step: 3" in train.stdout + train.stderr
