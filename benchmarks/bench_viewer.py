@@ -66,8 +66,11 @@ class Freezer(threading.Thread):
                     os.kill(self.pid, signal.SIGSTOP)
                     t_stop = time.monotonic()
             if self.pid is not None:
-                ticks_csv = runs[0] / "ticks.csv"
+                ticks_csv, events = runs[0] / "ticks.csv", runs[0] / "events.jsonl"
                 if ticks_csv.is_file() and len(ticks_csv.read_text().splitlines()) - 1 >= self.ticks:
+                    break
+                # a run that ended early (a fault) waits for the viewer to finish: let it
+                if events.is_file() and ('"episode_end"' in events.read_text() or '"fault"' in events.read_text()):
                     break
             time.sleep(0.2)
         if self.pid is not None:
@@ -104,6 +107,8 @@ def main() -> None:
                     freezer.start()
                 try:
                     res = rt.run_app(rate, args.ticks, "processes", MODES[mode], workdir)
+                except Exception as exc:  # noqa: BLE001 - e.g. a cell past its time limit: keep the others
+                    res = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 finally:
                     if freezer:
                         freezer.stop()
