@@ -85,7 +85,12 @@ class Browser:
                 deadline = time.monotonic() + wait_s
                 while True:
                     await asyncio.sleep(5.0)
-                    shot = await call("Page.captureScreenshot", format="png")
+                    try:  # a starved renderer may not produce a frame: ask again rather than hang
+                        shot = await asyncio.wait_for(call("Page.captureScreenshot", format="png"), timeout=60)
+                    except asyncio.TimeoutError:
+                        if time.monotonic() > deadline:
+                            raise AssertionError("chromium produced no screenshot") from None
+                        continue
                     png = base64.b64decode(shot["result"]["data"])
                     if ready(png) or time.monotonic() > deadline:
                         return png
