@@ -139,13 +139,13 @@ def test_sequential_runs_the_checkpoint_through_the_host(ckpts, lerobot_python, 
 @pytest.mark.parametrize("name,guidance", [("act", "blend"), ("diffusion", "blend"), ("smolvla", "vjp")])
 def test_rtc_runs_the_checkpoint_with_its_guidance(ckpts, lerobot_python, tmp_path, name, guidance):
     proc = run_app(lerobot_args(ckpts, lerobot_python, name, "algorithm=rtc", f"algorithm.guidance={guidance}",
-                                f"algorithm.execute_horizon={CHUNK[name] // 2}", "max_steps=60", *LOADED_MACHINE),
+                                f"algorithm.execute_horizon={CHUNK[name] // 2}", "max_steps=160", *LOADED_MACHINE),
                    tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary, rows = _summary(tmp_path), _inferences(tmp_path)
     guided = [r for r in rows if r["guidance"] == guidance]
     print(name, guidance, {k: summary.get(k) for k in ("ticks", "inferences")}, "guided chunks", len(guided))
-    assert summary["ticks"] == 60 and len(rows) >= 2
+    assert summary["ticks"] == 160 and len(rows) >= 2
     assert guided, f"no chunk used guidance={guidance}: {[r['guidance'] for r in rows]}"
 
 
