@@ -10,7 +10,7 @@ robot, minus the wall clock. Methods (the RTC paper's comparison):
 * ``sync``: the robot pauses while the model thinks (no ticks pass, the pause is counted), then
   runs the new chunk from index 0; the upper bound that real time cannot have.
 * ``naive``: asynchronous, no guidance: the new chunk is swapped in at ``d`` as is.
-* ``blend``: ``W * prev + (1 - W) * new`` (the seed system's openpi inpainting).
+* ``blend``: ``W * prev + (1 - W) * new`` (blend inpainting, as openpi clients do it).
 * ``rtc``: real VJP guidance with the soft mask (``schedule``, default ``exp``).
 * ``rtc_hard``: VJP guidance with hard masking (schedule ``zeros``).
 * ``rtc_trained``: training-time RTC (``guidance: trained``): the ``d`` actions that still execute

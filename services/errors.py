@@ -15,7 +15,7 @@ class ConfigError(ValueError):
 
 
 class FaultKind(StrEnum):
-    """What ended a run early (README "Exit codes"); every one exits 3 with the robot holding."""
+    """What ended a run early (docs/faults.md); every one exits 3 with the robot holding."""
 
     ROBOT = "robot"                       # the robot or a camera failed: stale/silent topic, refused command, dead device
     OBSERVATION = "observation"           # an observation with NaN/inf reached the robot boundary

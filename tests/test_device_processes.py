@@ -1,4 +1,4 @@
-"""Devices in their own processes (issue 15): the shared-memory frame ring, camera processes, the sim
+"""Devices in their own processes: the shared-memory frame ring, camera processes, the sim
 physics process; a dead one is a named fault, and no shared memory is left after kill -9 of any."""
 
 from __future__ import annotations

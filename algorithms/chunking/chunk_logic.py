@@ -1,8 +1,8 @@
 """Real-time chunking bookkeeping as pure code: no processes, no clocks, no I/O.
 
 Run by the one control loop of every execution mode (``algorithms/loop.py``), so a property test of
-this module is a test of all of them. Conventions (DESIGN.md section 4, the RTC
-paper's Algorithm 1, Black, Galliker, Levine 2025):
+this module is a test of all of them. Conventions (the RTC paper's Algorithm 1,
+Black, Galliker, Levine 2025; docs/rtc.md):
 
 * Time is counted in control ticks. ``t`` is the number of ticks since the current chunk became
   current, *including* underrun ticks, so ``chunk[t]`` is always the action planned for this tick
@@ -60,7 +60,7 @@ def clip_delay(delay: int, s: int, chunk_size: int) -> int:
 
 
 class DelayEstimator:
-    """``d = max(Q)`` over the last ``window`` observed delays (ticks), DESIGN.md section 4.
+    """``d = max(Q)`` over the last ``window`` observed delays (ticks), the delay estimate of docs/rtc.md.
 
     The window is bounded so a compile/warm-up spike ages out; the first ``warmup_excluded``
     observations (the first inferences after start or restart) are not recorded at all. Before any

@@ -1,5 +1,5 @@
 """Split RTC: the control loop runs here (robot, cameras, safety filter), the policy runs in a Ray
-actor on the node advertising ``inference_pc`` (DESIGN.md section 6, "beyond the seed").
+actor on the node advertising ``inference_pc`` (the inference PC of a Ray cluster; docs/distributed.md).
 
 The one control loop (``algorithms/loop.py``) as ``algorithm=rtc``; only the transport differs:
 instead of shared memory and a spawned process, the request (``codec.encode_request``: observation as
