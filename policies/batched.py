@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from policies.base import Guidance, PolicyInput, Schedule
-from policies.guidance import blend, guidance_weight, prefix_weights
+from policies.guidance import blend, guidance_weight, prefix_weights, vjp_step
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +112,11 @@ def batched_guided_sample(
                 v = velocity_fn(a, tau)
             a = a + dt * free * v
             continue
-        with torch.enable_grad():
-            a_req = a.detach().requires_grad_(True)
-            v = velocity_fn(a_req, tau)
-            a1_hat = a_req + (1.0 - tau_f) * v
-            err = (w_col * (y - a1_hat)).detach()
-            (g,) = torch.autograd.grad(a1_hat, a_req, grad_outputs=err)
+        v, g = vjp_step(velocity_fn, a, tau, tau_f, y, w_col)
         w_tau = torch.tensor([guidance_weight(tau_f, float(beta)) if row else 0.0
                               for beta, row in zip(betas.tolist(), guided_rows.tolist())],
                              dtype=noise.dtype, device=noise.device)[:, None, None]
-        a = a + dt * free * (v.detach() + w_tau * g)
+        a = a + dt * free * (v + w_tau * g)
     return a.detach()
 
 

@@ -115,6 +115,21 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int) -
     return a
 
 
+def vjp_step(velocity_fn: VelocityFn, a: torch.Tensor, tau: torch.Tensor, tau_f: float, y: torch.Tensor,
+             w_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One flow step's velocity ``v`` and RTC correction ``g``: the VJP of ``W * (Y - A1_hat)`` through
+    ``A1_hat = A + (1 - tau) v(A, tau)`` with respect to ``A`` (one reverse pass). ``w_col`` broadcasts
+    the prefix weights over the action dim; both results are detached. Shared by the single and the
+    batched guided samplers, so the guidance math exists once."""
+    with torch.enable_grad():
+        a_req = a.detach().requires_grad_(True)
+        v = velocity_fn(a_req, tau)
+        a1_hat = a_req + (1.0 - tau_f) * v
+        err = (w_col * (y - a1_hat)).detach()
+        (g,) = torch.autograd.grad(a1_hat, a_req, grad_outputs=err)
+    return v.detach(), g
+
+
 def guided_euler_sample(
     velocity_fn: VelocityFn,
     noise: torch.Tensor,
@@ -170,13 +185,8 @@ def guided_euler_sample(
     for k in range(num_steps):
         tau_f = k * dt
         tau = torch.full((), tau_f, dtype=noise.dtype, device=noise.device)
-        with torch.enable_grad():
-            a_req = a.detach().requires_grad_(True)
-            v = velocity_fn(a_req, tau)
-            a1_hat = a_req + (1.0 - tau_f) * v
-            err = (w_col * (y - a1_hat)).detach()
-            (g,) = torch.autograd.grad(a1_hat, a_req, grad_outputs=err)
-        a = a + dt * (v.detach() + guidance_weight(tau_f, beta) * g)
+        v, g = vjp_step(velocity_fn, a, tau, tau_f, y, w_col)
+        a = a + dt * (v + guidance_weight(tau_f, beta) * g)
     return a.detach()
 
 
