@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+from pathlib import Path
 import threading
 import time
 from dataclasses import dataclass
@@ -74,11 +75,30 @@ def start_process(proc: Any, python: str | None) -> None:
     from multiprocessing import spawn
 
     previous = spawn.get_executable()
+    previous_preparation = spawn.get_preparation_data
+    previous_pythonpath = os.environ.get("PYTHONPATH")
+
+    def preparation_data(name: str) -> dict[str, Any]:
+        # spawn replaces the child's sys.path with ours: this interpreter's site-packages (compiled
+        # for another Python) would shadow the other interpreter's own. The child keeps its own
+        # path and finds this repository through PYTHONPATH instead.
+        data = previous_preparation(name)
+        data.pop("sys_path", None)
+        return data
+
+    repo = str(Path(__file__).resolve().parents[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join([repo] + ([previous_pythonpath] if previous_pythonpath else []))
     spawn.set_executable(os.path.expanduser(str(python)))
+    spawn.get_preparation_data = preparation_data
     try:
         proc.start()
     finally:
         spawn.set_executable(previous)
+        spawn.get_preparation_data = previous_preparation
+        if previous_pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous_pythonpath
 
 
 class SharedMemoryTransport(TransportBase):
