@@ -29,7 +29,7 @@ test-envs: $(STAMP)
 	@$(BIN)/python -m tests.side_envs
 	@$(MAKE) --no-print-directory chromium
 
-# Headless Chromium from the OS packages, for the live viewer's browser test (tests/test_viewer_browser.py).
+# Headless Chromium from the OS packages, for the live viewer's browser test (tests/services/test_viewer_browser.py).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -79,7 +79,7 @@ def main() -> None:
     import torch
 
     from policies.openpi import tiny
-    from tests.test_openpi_real import KEYS
+    from tests.policies.test_openpi_real import KEYS
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:

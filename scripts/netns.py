@@ -25,7 +25,7 @@ The file system, /dev/shm, /tmp and the process tree are shared with the host as
 every socket of the run: all sockets of the namespace, or on the host network those of processes
 carrying this run's ``RT_NETNS_RUN`` marker in their environment. A socket connected to, or
 listening on, an address reachable off loopback is printed and appended to the file named by
-``RT_NETNS_WATCH`` (``tests/test_loopback_only.py`` reads it). In a private namespace, where none
+``RT_NETNS_WATCH`` (``tests/scripts/test_loopback_only.py`` reads it). In a private namespace, where none
 can exist unless the namespace gained an interface, that makes the exit status non-zero even when
 CMD succeeded; on the host network, where e.g. Ray listens on every interface, it is reported only,
 so a run without a namespace passes as before. A socket that lives less than a sample period may

@@ -1,4 +1,4 @@
-"""Probes that run inside the LeRobot side env (``.venvs/lerobot``), for tests/test_lerobot.py and the benchmark.
+"""Probes that run inside the LeRobot side env (``.venvs/lerobot``), for tests/policies/test_lerobot.py and the benchmark.
 
 Run by path (a package in LeRobot's env is named ``tests`` too): ``<lerobot python> tests/lerobot_probe.py build OUT``:: the tiny checkpoints (``policies/lerobot/tiny.py``).
 ``... gaps CKPT``: on random sim-sized observations, the previous chunk's

@@ -1,4 +1,4 @@
-"""Small policies and a recording robot for the RTC fault tests (tests/test_rtc_runtime.py).
+"""Small policies and a recording robot for the RTC fault tests (tests/algorithms/test_rtc_runtime.py).
 
 Referenced from configs by ``_target_`` (``policy._target_=tests.rtc_fault_policies.FaultPolicy``),
 so the spawned inference process imports them by name like any other policy.

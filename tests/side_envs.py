@@ -81,7 +81,7 @@ register(SideEnv("ros2-jazzy", steps=[[
     "numpy<3",
 ]]))
 
-# openpi itself (tests/test_openpi_real.py, benchmarks/bench_openpi.py): $OPENPI_SRC (default ../shared/openpi,
+# openpi itself (tests/policies/test_openpi_real.py, benchmarks/bench_openpi.py): $OPENPI_SRC (default ../shared/openpi,
 # read-only) installed --no-deps beside torch 2.13 CPU and openpi's pins (NumPy 1.x, jax 0.5.3 CPU, flax 0.10.2,
 # transformers 4.53.2), plus what our app needs to run policy=openpi in the same interpreter, and this project
 # (-e --no-deps). Post: openpi's transformers patch, a placeholder for the lerobot module openpi imports at

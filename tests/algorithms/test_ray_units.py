@@ -1,0 +1,106 @@
+"""Pure parts of the Ray launcher, cluster CLI and split mode (no cluster needed, fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from algorithms.rtc_split.codec import decode_observation, encode_observation, numeric_info, payload_bytes
+from inference.cluster import auth_env, start_command
+from inference.launcher.ray import FileMirror, LaunchError, describe_nodes, nodes_offering, resolve_address
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_worker_command_advertises_inference_pc_and_small_store():
+    cmd = start_command("worker", head_address="10.0.0.5", port=6379, temp_dir="/tmp/x",
+                        object_store_memory_bytes=100_000_000, num_cpus=1, resources={"inference_pc": 1})
+    assert "--address=10.0.0.5:6379" in cmd and "--head" not in cmd
+    assert "--object-store-memory=100000000" in cmd and "--num-cpus=1" in cmd
+    res = [a for a in cmd if a.startswith("--resources=")]
+    assert json.loads(res[0].split("=", 1)[1]) == {"inference_pc": 1.0}
+
+
+def test_head_command_and_bad_role():
+    cmd = start_command("head", port=0, temp_dir="/tmp/x")
+    assert "--head" in cmd and "--port=0" in cmd and "--temp-dir=/tmp/x" in cmd
+    assert not [a for a in cmd if a.startswith("--resources")]
+    with pytest.raises(Exception, match="role='stop' does not start a node"):
+        start_command("stop")
+
+
+def test_auth_env_is_explicit():
+    assert auth_env("disabled") == {"RAY_AUTH_MODE": "disabled"}
+    assert auth_env("token", "/tmp/tok") == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "/tmp/tok"}
+    with pytest.raises(Exception, match="auth_mode='off'"):
+        auth_env("off")
+
+
+def test_cluster_config_composes_per_role():
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "cluster"), version_base="1.3"):
+        cfg = compose(config_name="default", overrides=["role=worker", "head_address=10.0.0.5"])
+    assert cfg.resources.worker.inference_pc == 1 and not cfg.resources.head
+    assert cfg.auth_mode in ("disabled", "token")
+
+
+def test_auto_address_without_cluster_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(LaunchError, match="python -m inference.cluster role=head"):
+        resolve_address("auto", temp_dirs=(str(tmp_path),))
+    (tmp_path / "ray_current_cluster").write_text("10.1.2.3:6379\n")
+    assert resolve_address("auto", temp_dirs=(str(tmp_path),)) == "10.1.2.3:6379"
+    assert resolve_address("h:1") == "h:1"
+
+
+def test_nodes_offering_and_description():
+    nodes = [
+        {"Alive": True, "NodeID": "aaaaaaaaaa", "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 8.0}},
+        {"Alive": True, "NodeID": "bbbbbbbbbb", "NodeManagerAddress": "10.0.0.2",
+         "Resources": {"CPU": 16.0, "GPU": 1.0, "inference_pc": 1.0}},
+        {"Alive": False, "NodeID": "cccccccccc", "Resources": {"inference_pc": 1.0}},
+    ]
+    assert [n["NodeID"] for n in nodes_offering(nodes, {"inference_pc": 1, "GPU": 1})] == ["bbbbbbbbbb"]
+    assert nodes_offering(nodes, {"inference_pc": 1, "GPU": 2}) == []
+    text = describe_nodes(nodes)
+    assert "10.0.0.2 (node bbbbbbbb): inference_pc=1, CPU=16, GPU=1" in text
+    assert "cccccccc" not in text
+
+
+def test_file_mirror_appends_and_rewrites(tmp_path):
+    mirror = FileMirror(tmp_path)
+    mirror.apply({"ticks.csv": (0, b"a,b\n1,2\n")})
+    mirror.apply({"ticks.csv": (8, b"3,4\n"), "sub/x.txt": (0, b"x")})
+    assert (tmp_path / "ticks.csv").read_bytes() == b"a,b\n1,2\n3,4\n"
+    assert mirror.offsets == {"ticks.csv": 12, "sub/x.txt": 1}
+    mirror.apply({"ticks.csv": (0, b"new\n")})  # rewritten (shrank) on the worker
+    assert (tmp_path / "ticks.csv").read_bytes() == b"new\n"
+
+
+def test_codec_raw_roundtrip_is_exact_and_drops_non_numeric_info():
+    rng = np.random.default_rng(0)
+    state = rng.standard_normal((2, 14)).astype(np.float32)
+    images = {"head": rng.integers(0, 255, (1, 3, 24, 32), dtype=np.uint8)}
+    info = {"step": 3, "cube_init_pose": np.arange(7.0), "task": "transfer", "success": False}
+    payload = encode_observation(state, images, info)
+    s, im, inf = decode_observation(payload)
+    np.testing.assert_array_equal(s, state)
+    np.testing.assert_array_equal(im["head"], images["head"])
+    assert set(inf) == {"step", "cube_init_pose", "success"} and inf["step"] == 3
+    assert numeric_info({"x": "no"}) == {}
+    assert payload_bytes(payload) >= state.nbytes + images["head"].nbytes
+
+
+def test_codec_jpeg_is_smaller_and_close():
+    y, x = np.mgrid[0:96, 0:128]
+    frame = np.stack([(x * 2) % 256, (y * 2) % 256, ((x + y)) % 256]).astype(np.uint8)
+    images = {"head": np.stack([frame, frame])}  # (2, 3, 96, 128)
+    payload = encode_observation(np.zeros((1, 4), np.float32), images, {}, jpeg_quality=90)
+    assert isinstance(payload["images"]["head"], list) and len(payload["images"]["head"]) == 2
+    assert payload_bytes(payload) < images["head"].nbytes / 3
+    _, im, _ = decode_observation(payload)
+    assert im["head"].shape == images["head"].shape and im["head"].dtype == np.uint8
+    assert np.mean(np.abs(im["head"].astype(int) - images["head"].astype(int))) < 4.0

@@ -1,0 +1,280 @@
+"""RTC end to end on the real-time sim robot: normal run and the faults that must not move the arm.
+
+Each run spawns the real inference process and ticks the real MuJoCo sim at 50 Hz for ~2 s.
+Commands the robot received are recorded by tests.rtc_fault_policies.RecordingSimRobot.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.errors import AlgorithmFault
+from inference.app import compose_run
+
+ROOT = Path(__file__).resolve().parents[2]
+HZ = 50
+
+
+def overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "algorithm=rtc", "policy=hold", "cameras=none", f"robot.hz={HZ}", "max_steps=100",
+        "robot.max_state_age_s=2.0",
+        "robot._target_=tests.rtc_fault_policies.RecordingSimRobot",
+        f"+robot.record_path={tmp_path}/sent.npy",
+        "policy._target_=tests.rtc_fault_policies.FaultPolicy", "~policy.type", "policy.chunk_size=10",
+        "algorithm.execute_horizon=5", "algorithm.initial_delay_ticks=1", "algorithm.stop_on_success=false",
+        *extra,
+    ]
+
+
+def our_blocks() -> list[str]:
+    return glob.glob(f"/dev/shm/rtc_run_{os.getpid()}_*")
+
+
+def check_commands(tmp_path: Path, run) -> np.ndarray:
+    """Every command finite and within the per-tick slew limit of the robot."""
+    sent = np.load(tmp_path / "sent.npy")
+    assert len(sent) > 10
+    assert np.all(np.isfinite(sent))
+    robot = run.make_robot()
+    try:
+        limit = robot.spec.max_delta
+    finally:
+        robot.stop()
+    assert np.all(np.abs(np.diff(sent, axis=0)) <= limit + 1e-9), "a command jumped past the slew limit"
+    return sent
+
+
+def test_normal_run_has_no_underruns_and_reports(tmp_path):
+    run = compose_run(overrides(tmp_path, "algorithm.initial_delay_ticks=3"), run_dir=tmp_path)
+    summary = run.execute()
+    assert summary["ticks"] == 100
+    assert summary["underruns"] == 0
+    assert summary["rejected_chunks"] == 0
+    assert summary["discarded_results"] == 0  # no inference ever started from a superseded chunk
+    assert summary["inferences"] >= 10
+    for key in ("period_error_ms_p99", "inference_latency_ms_p50", "inference_latency_ms_p99",
+                "d_estimate_p50", "d_actual_max"):
+        assert key in summary
+    assert summary["d_actual_p50"] >= 1  # a chunk is merged at the earliest one tick after its snapshot
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["underruns"] == 0
+    check_commands(tmp_path, run)
+    assert our_blocks() == []
+    # delay estimate = max over the window of observed delays; the first (warm-up) one excluded,
+    # before any recorded delay the configured initial value
+    rows = list(csv.DictReader((tmp_path / "inferences.csv").open()))
+    d_actual = [int(r["d_actual"]) for r in rows[1:]]
+    d_est = [int(r["d_estimate"]) for r in rows[1:]]
+    assert d_est[0] == 3 and d_est[1] == 3
+    for k in range(2, len(rows) - 1):
+        assert d_est[k] == max(d_actual[1:k][-10:]), (k, d_est, d_actual)
+
+
+def _kill_inference_when_running(run_dir: Path, sig: int, after_ticks: int = 30) -> threading.Thread:
+    def killer():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ticks = run_dir / "ticks.csv"
+            if ticks.exists() and len(ticks.read_text().splitlines()) > after_ticks:
+                for child in mp.active_children():
+                    if child.name == "rtc-inference":
+                        os.kill(child.pid, sig)
+                        return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_kill9_inference_finishes_chunk_holds_and_fails(tmp_path):
+    run = compose_run(overrides(tmp_path, "max_steps=400"), run_dir=tmp_path)
+    _kill_inference_when_running(tmp_path, signal.SIGKILL)
+    with pytest.raises(AlgorithmFault, match="killed by signal 9"):
+        run.execute()
+    sent = check_commands(tmp_path, run)
+    assert len(sent) < 400  # the run ended after the chunk ran out, not at max_steps
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "signal 9" in summary["fault"]["message"] and summary["fault"]["kind"] == "inference_died"
+    assert our_blocks() == []
+
+
+def test_policy_slower_than_a_chunk_underruns_and_holds(tmp_path):
+    # chunk of 10 at 50 Hz lasts 0.2 s; from the 3rd call on every inference takes 0.5 s
+    run = compose_run(overrides(tmp_path, "+policy.mode=sleep", "+policy.sleep_s=0.5"), run_dir=tmp_path)
+    summary = run.execute()
+    assert summary["underruns"] > 0
+    assert summary["held_ticks"] >= summary["underruns"]
+    assert summary["fault"] is None
+    sent = check_commands(tmp_path, run)
+    ticks = np.genfromtxt(tmp_path / "ticks.csv", delimiter=",", names=True)
+    under = ticks["underrun"].astype(bool)
+    # while underrunning the same command is held
+    idx = np.flatnonzero(under[1:] & under[:-1]) + 1
+    assert np.all(np.abs(sent[idx] - sent[idx - 1]) == 0)
+    assert our_blocks() == []
+
+
+def test_nan_chunk_rejected_never_sent(tmp_path):
+    run = compose_run(overrides(tmp_path, "+policy.mode=nan_chunk"), run_dir=tmp_path)
+    # from the 3rd call on every chunk holds a NaN: after max_rejected_chunks (3) in a row the run ends
+    with pytest.raises(AlgorithmFault, match="3 chunks in a row rejected"):
+        run.execute()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["fault"]["kind"] == "chunks_rejected"
+    assert summary["rejected_chunks"] >= 1
+    assert summary["ticks"] < 100  # the last good chunk ran out, nothing replaced it: hold and end
+    check_commands(tmp_path, run)
+    events = (tmp_path / "events.jsonl").read_text()
+    assert "chunk_rejected" in events and "non-finite" in events
+
+
+def test_policy_exception_traceback_reaches_main_log(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run = compose_run(overrides(tmp_path, "+policy.mode=raise"), run_dir=tmp_path)
+    with pytest.raises(AlgorithmFault, match="FaultPolicy exploded"):
+        run.execute()
+    text = caplog.text
+    assert "Traceback" in text and "FaultPolicy exploded on call 3" in text
+    check_commands(tmp_path, run)
+    assert our_blocks() == []
+
+
+def test_policy_failing_to_build_fails_the_run_with_the_cause(tmp_path):
+    run = compose_run(overrides(tmp_path, "+policy.mode=raise_at_build"), run_dir=tmp_path)
+    with pytest.raises(AlgorithmFault, match="failed at start.*cannot load its weights"):
+        run.execute()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "cannot load its weights" in summary["fault"]["message"] and summary["fault"]["kind"] == "startup"
+    assert our_blocks() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["rtc", "sequential"])
+def test_robot_refusing_a_command_is_a_reported_fault(tmp_path, algorithm):
+    """The robot raises on send (its state went stale after the read): the run ends as a fault
+    naming the cause, nothing more is sent, shared memory is released."""
+    args = overrides(tmp_path, "+robot.refuse_send_after=20")
+    if algorithm != "rtc":  # the RTC-only settings do not exist in the sequential config
+        args = [f"algorithm={algorithm}", *(a for a in args if not a.startswith("algorithm")),
+                "algorithm.execute_horizon=5", "algorithm.stop_on_success=false"]
+    run = compose_run(args, run_dir=tmp_path)
+    with pytest.raises(AlgorithmFault, match="robot fault: joint state is 0.600 s old"):
+        run.execute()
+    assert len(np.load(tmp_path / "sent.npy")) == 20
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "joint state is 0.600 s old" in summary["fault"]["message"] and summary["fault"]["kind"] == "robot"
+    assert "fault" in (tmp_path / "events.jsonl").read_text()
+    assert our_blocks() == []
+
+
+def test_restart_on_failure_restarts_then_gives_up(tmp_path):
+    run = compose_run(
+        overrides(tmp_path, "+policy.mode=raise", "+policy.after_calls=4", "max_steps=600",
+                  "algorithm.restart_on_failure=true", "algorithm.max_restarts=1"),
+        run_dir=tmp_path,
+    )
+    with pytest.raises(AlgorithmFault):
+        run.execute()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["restarts"] == 1
+    events = (tmp_path / "events.jsonl").read_text()
+    assert events.count("inference_process_start") == 2
+    check_commands(tmp_path, run)
+
+
+def _start_app(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "inference", *overrides(tmp_path, "max_steps=100000", *extra),
+            f"hydra.run.dir={tmp_path}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, text=True)
+
+
+def _wait_ticking(proc: subprocess.Popen, tmp_path: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ticks = tmp_path / "ticks.csv"
+        if ticks.exists() and len(ticks.read_text().splitlines()) > 20:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"app exited early: {proc.stdout.read()}")
+        time.sleep(0.05)
+    pytest.fail("app never started ticking")
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Live (non-zombie) processes of the run's process group: app, inference, resource tracker."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
+    members = []
+    for line in out.splitlines():
+        pid, group, stat, *args = line.split(None, 3)
+        if int(group) == pgid and not stat.startswith("Z"):
+            members.append(line.strip())
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group_members(pgid))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigint_group", "sigterm_main"])
+def test_ctrl_c_and_sigterm_stop_both_within_2s(tmp_path, how):
+    proc = _start_app(tmp_path)
+    try:
+        _wait_ticking(proc, tmp_path)
+        pid = proc.pid
+        t0 = time.monotonic()
+        if how == "sigint_group":
+            os.killpg(pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        else:
+            os.kill(pid, signal.SIGTERM)
+        while _group_alive(pid) and time.monotonic() - t0 < 10:
+            proc.poll()
+            time.sleep(0.01)
+        elapsed = time.monotonic() - t0
+        assert not _group_alive(pid), f"a process of the run survived: {_group_members(pid)}"
+        out = proc.stdout.read()
+        assert elapsed < 2.0, f"stopping took {elapsed:.2f} s\n{out}"
+        assert proc.wait() == 130
+        assert glob.glob(f"/dev/shm/rtc_run_{pid}_*") == []
+        sent = np.load(tmp_path / "sent.npy")
+        assert np.all(np.isfinite(sent))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_kill9_of_control_process_leaves_no_shm_and_no_orphan(tmp_path):
+    proc = _start_app(tmp_path)
+    try:
+        _wait_ticking(proc, tmp_path)
+        pid = proc.pid
+        assert glob.glob(f"/dev/shm/rtc_run_{pid}_*")
+        os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while (_group_alive(pid) or glob.glob(f"/dev/shm/rtc_run_{pid}_*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_alive(pid), "inference process outlived its parent"
+        assert glob.glob(f"/dev/shm/rtc_run_{pid}_*") == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,213 @@
+"""The served web viewer in a real browser (headless Chromium from the OS packages) during a run.
+
+``make test`` installs Chromium when it is missing (the Makefile's ``test-envs``). The browser is
+driven over the DevTools protocol (a websocket to 127.0.0.1): open the URL the app logged, wait for
+the wasm viewer to stream the run, take a screenshot while the run still ticks.
+
+``VIEWER_SCREENSHOT_OUT=docs/images/live-view.png VIEWER_TEST_POLICY=flow`` makes the picture in
+docs/live-view.md with the default policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  # the wasm viewer draws with WebGL: a software rasterizer, there being no GPU
+                  "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+WINDOW = (1600, 1000)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """Headless Chromium with a DevTools port on 127.0.0.1 and a fresh profile."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.profile = tempfile.mkdtemp(prefix="chromium-")
+        self.proc = subprocess.Popen(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={port}",
+             "--remote-debugging-address=127.0.0.1", f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tabs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2).read())
+                self.ws_url = next(t["webSocketDebuggerUrl"] for t in tabs if t["type"] == "page")
+                break
+            except (OSError, StopIteration, ValueError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("chromium's DevTools endpoint did not come up")
+                time.sleep(0.2)
+
+    def screenshot(self, url: str, wait_s: float, ready: Callable[[bytes], bool]) -> bytes:
+        """Open ``url`` and take screenshots every few seconds until ``ready(png)`` or ``wait_s``
+        (the wasm viewer loads, connects and catches up at its own pace); the last one."""
+        import websockets
+
+        async def run() -> bytes:
+            async with websockets.connect(self.ws_url, max_size=1 << 28) as ws:
+                ids = iter(range(1, 1 << 30))
+
+                async def call(method: str, **params) -> dict:
+                    n = next(ids)
+                    await ws.send(json.dumps({"id": n, "method": method, "params": params}))
+                    while True:
+                        msg = json.loads(await ws.recv())
+                        if msg.get("id") == n:
+                            return msg
+
+                await call("Page.enable")
+                await call("Page.navigate", url=url)
+                deadline = time.monotonic() + wait_s
+                while True:
+                    await asyncio.sleep(5.0)
+                    try:  # a starved renderer may not produce a frame: ask again rather than hang
+                        shot = await asyncio.wait_for(call("Page.captureScreenshot", format="png"), timeout=60)
+                    except asyncio.TimeoutError:
+                        if time.monotonic() > deadline:
+                            raise AssertionError("chromium produced no screenshot") from None
+                        continue
+                    png = base64.b64decode(shot["result"]["data"])
+                    if ready(png) or time.monotonic() > deadline:
+                        return png
+
+        return asyncio.run(run())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _wait_for_url(log_path: Path, proc: subprocess.Popen, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+        found = re.search(r"live view: (http://\S+)", text)
+        if found:
+            return found.group(1)
+        time.sleep(0.5)
+    raise AssertionError(f"no 'live view:' URL in the app's output (exit {proc.poll()}):\n"
+                         + (log_path.read_text()[-3000:] if log_path.is_file() else ""))
+
+
+def _ticks_so_far(run_dir: Path) -> int:
+    path = run_dir / "ticks.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+@pytest.mark.slow
+def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
+    if chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make test-envs installs it)")
+        pytest.skip("chromium is not installed (apt-get install chromium; make test-envs does it)")
+    policy = os.environ.get("VIEWER_TEST_POLICY", "scripted")
+    run_dir = tmp_path / "run"
+    out = tmp_path / "app.out"
+    cmd = [sys.executable, "-m", "inference", "viewer=rerun", "viewer.web_port=0", "viewer.grpc_port=0",
+           f"policy={policy}", "max_steps=3000", "report=false", "algorithm.stop_on_success=false",
+           "algorithm.max_chunk_jump=null", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
+           "algorithm.inference_timeout_s=60", "robot.start_timeout_s=120", "algorithm.startup_timeout_s=600",
+           f"hydra.run.dir={run_dir}"]
+    with out.open("w") as f:
+        app = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    browser = None
+    try:
+        url = _wait_for_url(out, app, timeout_s=240)
+        assert url.startswith("http://127.0.0.1:"), url  # bound to this machine unless told otherwise
+        deadline = time.monotonic() + 240
+        while _ticks_so_far(run_dir) < 20:  # the run is ticking (the policy may take a while to load)
+            assert app.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run did not start ticking"
+            time.sleep(0.5)
+        browser = Browser(port=_free_port())
+        ticks_before = _ticks_so_far(run_dir)
+        png = browser.screenshot(url, wait_s=float(os.environ.get("VIEWER_TEST_WAIT_S", "180")), ready=_shows_it)
+        ticks_at_shot = _ticks_so_far(run_dir)
+        running = app.poll() is None
+    finally:
+        if browser is not None:
+            browser.close()
+        if app.poll() is None:
+            app.send_signal(signal.SIGINT)  # the app stops cleanly: robot holds, files flushed
+            try:
+                app.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                app.kill()
+                app.wait()
+    shot_path = tmp_path / "live-view.png"
+    shot_path.write_bytes(png)
+    if os.environ.get("VIEWER_SCREENSHOT_OUT"):
+        Path(os.environ["VIEWER_SCREENSHOT_OUT"]).write_bytes(png)
+    image = _decode(png)
+    assert image is not None and image.shape[1] >= WINDOW[0] * 0.9, "no screenshot"
+    # taken during the run: it kept ticking while the browser watched, and had ticks left
+    assert running and ticks_before < ticks_at_shot < 3000, (ticks_before, ticks_at_shot, running)
+    _assert_shows_cameras_and_plots(image, shot_path)
+
+
+def _decode(png: bytes) -> np.ndarray | None:
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _shows_it(png: bytes) -> bool:
+    image = _decode(png)
+    try:
+        _assert_shows_cameras_and_plots(image, Path("-"))
+    except AssertionError:
+        return False
+    return True
+
+
+def _assert_shows_cameras_and_plots(image: np.ndarray, path: Path) -> None:
+    """The blueprint's layout: three camera views across the top left, the joint plots on the right.
+
+    A camera view holding a rendered sim frame has many distinct colours; an empty or still loading
+    one is flat. A joint plot with the state, command and chunk lines has coloured line pixels (the
+    chunk palette) on its light background."""
+    h, w = image.shape[:2]
+    cams = image[int(0.08 * h):int(0.38 * h), int(0.02 * w):int(0.50 * w)]
+    colours = len(np.unique((cams // 16).reshape(-1, 3), axis=0))
+    assert colours > 150, f"the camera views look empty ({colours} colour bins): {path}"
+    plots = image[int(0.08 * h):int(0.95 * h), int(0.55 * w):]
+    hsv = cv2.cvtColor(plots, cv2.COLOR_BGR2HSV)
+    saturated = int(np.sum((hsv[..., 1] > 80) & (hsv[..., 2] > 60)))
+    assert saturated > 2000, f"the joint/chunk plots show no coloured lines ({saturated} px): {path}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
