@@ -22,6 +22,7 @@ ALGORITHMS = {
     "rtc_split": "algorithms.rtc_split.SplitRTCAlgorithm",
     "sequential": "algorithms.sequential.SequentialAlgorithm",
     "lockstep_eval": "algorithms.lockstep_eval.LockstepEvaluator",
+    "rtc_fleet": "algorithms.rtc_fleet.FleetRTCAlgorithm",
 }
 
 _registered = False
