@@ -326,6 +326,10 @@ class ControlLoop:
             if transport.blocking and result.inferences > requested:
                 # the robot held while the model thought: the next tick is due one period from now
                 clock.start(clock.now() - tick * clock.period_s)
+            if self.sync and self.fault is not None:
+                # sync: the robot held while the model failed; there is no chunk to finish: end here
+                step.hold()
+                break
             if self.sync and planner.wants_inference():
                 # sync: the chunk's execute horizon is used up and no new chunk came (rejected): hold
                 planned = Step(None, planner.scheduler.chunk_id, planner.scheduler.t, False)

@@ -28,7 +28,7 @@ from policies.base import PolicyInput
 from policies.openpi import OpenPIRemotePolicy, RemotePolicyError
 
 REPO = Path(__file__).resolve().parents[2]
-HAS_RTC = (REPO / "algorithms" / "rtc" / "runtime.py").exists()
+HAS_RTC = (REPO / "algorithms" / "rtc" / "algorithm.py").exists()
 BASE = ["robot=sim", "robot.realtime=false", "cameras=none", "policy=openpi_remote"]
 
 
