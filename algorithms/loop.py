@@ -324,8 +324,11 @@ class ControlLoop:
             requested = result.inferences
             self._exchange(tick, result)
             if transport.blocking and result.inferences > requested:
-                # the robot held while the model thought: the next tick is due one period from now
-                clock.start(clock.now() - tick * clock.period_s)
+                # the robot held while the model thought: this tick (the new chunk's first action)
+                # is due now, the next one period from now
+                anchor = clock.now()
+                clock.start(anchor - tick * clock.period_s)
+                scheduled = actual = anchor
             if self.sync and self.fault is not None:
                 # sync: the robot held while the model failed; there is no chunk to finish: end here
                 step.hold()
