@@ -346,7 +346,10 @@ class ControlLoop:
                 step.hold()
                 break
         else:  # the episode ran out of ticks: its outcome is the state after the last command
-            obs, _ = step.observe()
+            # sync execution reads after every send, the last one included (its recordings hold the
+            # start observation + one per tick); asynchronous execution reads before each tick's action
+            # (one per tick): this read only scores the last command there
+            obs, _ = step.observe(record=self.sync)
             step.score(result, obs)
         result.ticks = tick
         result.underruns = planner.scheduler.underruns

@@ -86,7 +86,9 @@ class ControlStep:
         self.telemetry.event("episode_start", episode=episode, seed=seed)
         return obs
 
-    def observe(self) -> tuple[Observation, float]:
+    def observe(self, record: bool = True) -> tuple[Observation, float]:
+        """Read the robot (checked finite) into the history; ``record`` False keeps it out of the
+        recorder (the read that only scores an episode's last command: no tick acts on it)."""
         t0 = time.perf_counter()
         try:
             obs = self.robot.read()
@@ -95,7 +97,8 @@ class ControlStep:
         check_observation(obs)
         self.history.push(obs)
         read_ms = (time.perf_counter() - t0) * 1e3
-        self.recorder.observation(obs)
+        if record:
+            self.recorder.observation(obs)
         return obs, read_ms
 
     def act(self, action: np.ndarray | None) -> tuple[np.ndarray, float, bool, bool]:
