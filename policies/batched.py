@@ -67,19 +67,22 @@ def batched_guided_sample(
     betas: torch.Tensor,
     clean: torch.Tensor,
     num_steps: int,
+    identity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Euler sampling of a batch with per-sample RTC guidance; ``policies.guidance`` per row.
 
-    ``noise``/``prev`` ``(B, H, A)``; ``weights`` ``(B, H)`` (a zero row: no VJP guidance for that
+    ``noise``/``prev`` ``(B, H, A)``; ``weights`` ``(B, H)`` (a zero row: no guidance for that
     sample); ``betas`` ``(B,)`` guidance strengths; ``clean`` ``(B, H)`` bool, the tokens of a
-    trained-prefix row given clean at flow time 1 (``A = prev`` there, never integrated). Per step
-    ``tau = k / num_steps``::
+    trained-prefix row given clean at flow time 1 (``A = prev`` there, never integrated);
+    ``identity`` ``(B,)`` bool, the guided rows whose correction skips the Jacobian
+    (``guidance: identity``). Per step ``tau = k / num_steps``::
 
         A1_hat = A + (1 - tau) v(A, tau)
-        g      = (dA1_hat/dA)^T [W * (prev - A1_hat)]    # one reverse pass for all B rows
+        g      = (dA1_hat/dA)^T [W * (prev - A1_hat)]    # VJP rows: one reverse pass for all of them
+        g      = W * (prev - A1_hat)                     # identity rows: no reverse pass
         A      = A + free * (v + w_i(tau) g) / num_steps  # w_i(tau) = guidance_weight(tau, beta_i)
 
-    With no guided row (all weights zero) no reverse pass is run. Returns a detached tensor.
+    With no VJP row no reverse pass is run. Returns a detached tensor.
     """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -91,12 +94,20 @@ def batched_guided_sample(
                          f"and betas {tuple(betas.shape)} (B,)")
     guided_rows = (weights != 0).any(dim=1) & (betas > 0)
     any_guided = bool(guided_rows.any())
-    if any_guided and torch.is_inference_mode_enabled():
+    if identity is None:
+        identity = torch.zeros((b,), dtype=torch.bool, device=noise.device)
+    if identity.shape != (b,):
+        raise ValueError(f"identity {tuple(identity.shape)} must be (B,) = ({b},)")
+    id_rows = identity & guided_rows
+    any_vjp = bool((guided_rows & ~identity).any())
+    if any_vjp and torch.is_inference_mode_enabled():
         raise RuntimeError("batched_guided_sample needs autograd for its VJP; call it under torch.no_grad(), "
                            "not torch.inference_mode")
     per_token = bool(clean.any())
     free = (~clean).to(noise.dtype)[..., None]
     w_col = weights.to(noise.dtype)[..., None]
+    w_id = w_col * id_rows.to(noise.dtype)[:, None, None]  # identity rows' weights (others zero)
+    w_vjp = w_col - w_id
     y = prev.to(noise.dtype)
     a = torch.where(clean[..., None], y, noise).detach()
     dt = 1.0 / num_steps
@@ -112,7 +123,13 @@ def batched_guided_sample(
                 v = velocity_fn(a, tau)
             a = a + dt * free * v
             continue
-        v, g = vjp_step(velocity_fn, a, tau, tau_f, y, w_col)
+        if any_vjp:
+            v, g = vjp_step(velocity_fn, a, tau, tau_f, y, w_vjp)
+        else:
+            with torch.no_grad():
+                v = velocity_fn(a, tau)
+            g = torch.zeros_like(a)
+        g = g + w_id * (y - (a + (1.0 - tau_f) * v))  # identity_correction, per row
         w_tau = torch.tensor([guidance_weight(tau_f, float(beta)) if row else 0.0
                               for beta, row in zip(betas.tolist(), guided_rows.tolist())],
                              dtype=noise.dtype, device=noise.device)[:, None, None]
@@ -126,9 +143,10 @@ class BatchPlan:
     blended after sampling."""
 
     prev: np.ndarray  # (B, H, A) float32, zero-padded
-    weights: np.ndarray  # (B, H) float32; zero rows: no VJP
+    weights: np.ndarray  # (B, H) float32; zero rows: no guidance
     betas: np.ndarray  # (B,) float32
     clean: np.ndarray  # (B, H) bool: trained-prefix tokens
+    identity: np.ndarray  # (B,) bool: guided rows without the Jacobian
     blend_weights: list[np.ndarray | None]  # per row: W of a blend row, else None
 
 
@@ -141,6 +159,7 @@ def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: in
     weights = np.zeros((b, h), np.float32)
     betas = np.zeros((b,), np.float32)
     clean = np.zeros((b, h), bool)
+    identity = np.zeros((b,), bool)
     blends: list[np.ndarray | None] = [None] * b
     for i, req in enumerate(requests):
         kind = req.kind
@@ -160,12 +179,13 @@ def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: in
         w = prefix_weights(h, int(req.d), int(req.s), str(req.schedule))
         if kind == Guidance.BLEND:
             blends[i] = w
-        elif kind == Guidance.VJP:
+        elif kind in (Guidance.VJP, Guidance.IDENTITY):
             weights[i] = w
             betas[i] = float(req.max_guidance_weight)
+            identity[i] = kind == Guidance.IDENTITY
         else:
             raise ValueError(f"batch row {i}: unknown guidance {req.guidance!r}")
-    return BatchPlan(prev, weights, betas, clean, blends)
+    return BatchPlan(prev, weights, betas, clean, identity, blends)
 
 
 def finish_blends(chunks: np.ndarray, plan: BatchPlan) -> list[np.ndarray]:

@@ -36,6 +36,9 @@ INFERENCE_FIELDS = (
     "episode", "chunk_id", "t_start", "t_end", "latency_ms", "d_estimate", "d_actual", "s",
     "guidance", "discontinuity", "server_ms", "rtt_ms", "policy_ms", "snapshot_tick", "merge_tick",
     "stale", "rejected",
+    # where a transport measures them: the wire both ways (latency minus server time), the request's
+    # size, and for a shared service the wait for its batch, the batch's size and the sends it took
+    "transport_ms", "payload_bytes", "queue_ms", "batch_size", "attempts",
 )
 PERCENTILES = (50, 95, 99)
 
@@ -78,6 +81,8 @@ def summarize(
     for key in ("read_ms", "compute_ms", "send_ms"):
         summary.update(percentiles(col(ticks, key), key.removesuffix("_ms") + "_ms"))
     summary.update(percentiles(col(inferences, "latency_ms"), "inference_latency_ms"))
+    for key in ("policy_ms", "transport_ms", "queue_ms"):
+        summary.update(percentiles(col(inferences, key), "inference_" + key))
     for key in ("d_estimate", "d_actual", "discontinuity"):
         summary.update(percentiles(col(inferences, key), key))
     return summary

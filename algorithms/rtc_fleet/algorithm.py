@@ -29,4 +29,5 @@ class FleetRTCAlgorithm:
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
 
     def execute(self) -> dict[str, Any]:
-        return ControlLoop(self.run, self.rtc, self.limits, FleetTransport(self.fleet), name="rtc_fleet").execute()
+        return ControlLoop(self.run, self.rtc, self.limits, FleetTransport(self.fleet, guidance=str(self.rtc.guidance)),
+                           name="rtc_fleet").execute()

@@ -8,10 +8,10 @@ other robots' requests into one guided sampling call and keeps nothing of it, so
 answer and a replica restart loses nothing. ``d_actual`` is counted on this side, so the delay
 estimate includes the queue, the batch and the transport both ways.
 
-Telemetry per inference (``inferences.csv``): ``latency_ms`` (submit to arrival here), ``queue_ms``
-(waiting in the replica for its batch), ``batch_size``, ``compute_ms`` (the batch's policy call),
-``server_ms``, ``transport_ms`` (latency minus server time), ``attempts`` (2: resent after its
-replica died). The summary adds their percentiles and which replicas answered.
+Telemetry per inference (``inferences.csv``, and W&B's ``inference/*``): ``latency_ms`` (submit to
+arrival here), ``queue_ms`` (waiting in the replica for its batch), ``batch_size``, ``policy_ms`` (the
+batch's policy call), ``server_ms``, ``transport_ms`` (latency minus server time), ``attempts`` (2:
+resent after its replica died). The summary adds their percentiles and which replicas answered.
 
 Faults, all with the robot finishing its current chunk and holding: no reply within
 ``inference_timeout_s`` -> ``inference_timeout`` (the control loop's bound); the service overloaded
@@ -79,8 +79,9 @@ class FleetTransport(TransportBase):
     blocking = False
     simulated = False
 
-    def __init__(self, cfg: FleetClientConfig, client: FleetClient | None = None) -> None:
+    def __init__(self, cfg: FleetClientConfig, client: FleetClient | None = None, guidance: str = "vjp") -> None:
         self.cfg = cfg
+        self.guidance = guidance
         self.robot_name = cfg.robot_name or f"{socket.gethostname()}:{os.getpid()}"
         self.client = client or FleetClient(cfg.app_name, cfg.address, cfg.auth_mode, cfg.auth_token_path,
                                             cfg.connect_timeout_s, max_retries=cfg.max_retries)
@@ -115,6 +116,11 @@ class FleetTransport(TransportBase):
             if int(self.service[key]) != int(getattr(meta, key)):
                 raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} serves {key}={self.service[key]} but this "
                                      f"robot's policy config says {key}={getattr(meta, key)}", FaultKind.STARTUP)
+        needs = {"trained": "supports_trained", "identity": "supports_identity"}.get(self.guidance)
+        if needs is not None and not self.service.get(needs, False):
+            raise AlgorithmFault(f"algorithm.guidance={self.guidance}: fleet service {self.cfg.app_name!r} serves "
+                                 f"{self.service.get('policy')}, which does not support it ({needs} is false)",
+                                 FaultKind.STARTUP)
         session.telemetry.event("fleet_service", app=self.cfg.app_name, address=address, robot=self.robot_name,
                                 **{k: v for k, v in self.service.items() if k != "camera_names"})
         log.info("rtc_fleet: robot %s uses fleet app %r on %s (%s, batched=%s)", self.robot_name, self.cfg.app_name,
@@ -164,14 +170,15 @@ class FleetTransport(TransportBase):
                                   error=(f"{reply['error']} (robot {self.robot_name})", kind))
         latency_ms = (t_end - call.t_start) * 1e3
         server_ms = float(reply.get("server_ms", 0.0))
+        compute_ms = float(reply.get("compute_ms", 0.0))
         fields = dict(queue_ms=float(reply.get("queue_ms", 0.0)), batch_size=int(reply.get("batch_size", 0)),
-                      compute_ms=float(reply.get("compute_ms", 0.0)), server_ms=server_ms,
-                      transport_ms=max(0.0, latency_ms - server_ms), attempts=call.attempts)
+                      server_ms=server_ms, transport_ms=max(0.0, latency_ms - server_ms), attempts=call.attempts)
+        numbers = {**fields, "compute_ms": compute_ms, "latency_ms": latency_ms}
         for key in self._numbers:
-            self._numbers[key].append(latency_ms if key == "latency_ms" else float(fields[key]))
+            self._numbers[key].append(float(numbers[key]))
         self.replicas.add(str(reply.get("replica")))
         return InferenceReply(self.seq, reply["model"], reply["robot"], call.t_start, t_end,
-                              policy_ms=float(reply.get("compute_ms", 0.0)), fields=fields)
+                              policy_ms=compute_ms, fields=fields)
 
     # ------------------------------------------------------------------ faults
     def health(self, now: float) -> TransportFault | None:

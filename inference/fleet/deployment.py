@@ -110,7 +110,8 @@ class FleetReplica:
         m = self.runner.metadata
         return {"chunk_size": int(m.chunk_size), "action_dim": int(m.action_dim), "state_dim": int(m.state_dim),
                 "camera_names": list(m.camera_names), "supports_vjp": bool(m.supports_vjp),
-                "supports_trained": bool(getattr(m, "supports_trained", False)), "policy": type(self.runner.policy).__name__,
+                "supports_trained": bool(getattr(m, "supports_trained", False)),
+                "supports_identity": bool(getattr(m, "supports_identity", False)), "policy": type(self.runner.policy).__name__,
                 "batched": self.batched, "replica": self.replica}
 
     def check_health(self) -> None:

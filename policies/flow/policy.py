@@ -368,5 +368,5 @@ class FlowPolicy:
             a = batched_guided_sample(
                 self._velocity_fn(prefix), noise, torch.from_numpy(plan.prev).to(dev),
                 torch.from_numpy(plan.weights).to(dev), torch.from_numpy(plan.betas).to(dev),
-                torch.from_numpy(plan.clean).to(dev), self.num_steps)
+                torch.from_numpy(plan.clean).to(dev), self.num_steps, torch.from_numpy(plan.identity).to(dev))
         return finish_blends(a.float().cpu().numpy(), plan)

@@ -14,7 +14,7 @@ import torch
 from policies.base import Guidance, PolicyInput, Schedule
 from policies.batched import BatchRequest, batched_guided_sample, infer_batch, plan_batch
 from policies.flow.policy import FlowPolicy
-from policies.guidance import guided_euler_sample
+from policies.guidance import guided_euler_sample, identity_guided_euler_sample
 
 pytestmark = pytest.mark.timeout(240)
 TOL = 2e-4  # float32 sums in a different order (batched matrix products)
@@ -57,6 +57,7 @@ def test_each_guided_request_in_a_mixed_batch_equals_the_request_alone(policy):
         _request(policy, rng, Guidance.NONE, d=0, s=25),
         _request(policy, rng, Guidance.BLEND, d=5, s=25),
         _request(policy, rng, Guidance.VJP, d=0, s=25),
+        _request(policy, rng, Guidance.IDENTITY, d=4, s=15),
     ]
     batch = policy.guided_inference_batch(reqs)
     assert len(batch) == len(reqs)
@@ -66,6 +67,19 @@ def test_each_guided_request_in_a_mixed_batch_equals_the_request_alone(policy):
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=f"row {i} ({req.kind}, d={req.d}, s={req.s})")
     # the rows really differ (different observations, delays, previous chunks): no row copied another
     assert min(np.abs(batch[0] - batch[1]).max(), np.abs(batch[0] - batch[4]).max()) > 1e-2
+
+
+def test_identity_and_vjp_rows_of_the_same_request_differ_only_by_the_jacobian(policy):
+    """The same input, noise and prev as a VJP row and an identity row in one batch: each equals its
+    own single-chunk sampler, and they differ (the model's Jacobian is not the identity)."""
+    rng = np.random.default_rng(5)
+    vjp = _request(policy, rng, Guidance.VJP, d=6, s=20)
+    ident = BatchRequest(vjp.inp, vjp.prev_model, vjp.d, vjp.s, Guidance.IDENTITY, vjp.schedule,
+                         vjp.max_guidance_weight, vjp.noise)
+    got_vjp, got_id = policy.guided_inference_batch([vjp, ident])
+    np.testing.assert_allclose(got_vjp, _alone(policy, vjp), atol=TOL, rtol=0)
+    np.testing.assert_allclose(got_id, _alone(policy, ident), atol=TOL, rtol=0)
+    assert np.abs(got_vjp[: vjp.d] - got_id[: vjp.d]).max() > 10 * TOL
 
 
 def test_a_guided_row_is_not_the_unguided_chunk(policy):
@@ -134,6 +148,29 @@ def test_batch_math_matches_the_single_chunk_guidance_per_row():
         for i in range(3):
             alone = guided_euler_sample(v, noise[i:i + 1], prev[i:i + 1], weights[i], 6, float(betas[i]))
             np.testing.assert_allclose(out[i].numpy(), alone[0].numpy(), atol=1e-6)
+
+
+def test_batch_math_identity_rows_match_the_identity_sampler_without_a_reverse_pass():
+    """Identity rows against ``policies.guidance.identity_guided_euler_sample``; a batch of identity
+    and unguided rows only never asks for a gradient (it runs under inference_mode)."""
+    torch.manual_seed(1)
+    mix = torch.randn(2, 2)
+    calls = []
+
+    def v(a, tau):
+        calls.append(a.requires_grad)
+        return torch.tanh(a @ mix) * (1.0 + tau)
+
+    noise, prev = torch.randn(3, 8, 2), torch.randn(3, 8, 2)
+    weights = torch.stack([torch.linspace(1, 0, 8), torch.zeros(8), torch.ones(8)])
+    betas = torch.tensor([5.0, 5.0, 1.5])
+    with torch.inference_mode():
+        out = batched_guided_sample(v, noise, prev, weights, betas, torch.zeros(3, 8, dtype=torch.bool), 6,
+                                    identity=torch.ones(3, dtype=torch.bool))
+        for i in range(3):
+            alone = identity_guided_euler_sample(v, noise[i:i + 1], prev[i:i + 1], weights[i], 6, float(betas[i]))
+            np.testing.assert_allclose(out[i].numpy(), alone[0].numpy(), atol=1e-6)
+    assert calls and not any(calls)
 
 
 class _Identity:
