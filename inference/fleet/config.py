@@ -7,12 +7,15 @@ What Ray Serve gets (replicas, per-replica resources, the bounded queues) and wh
 
 from __future__ import annotations
 
+import logging
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Mapping
 
 from services.errors import ConfigError
 from services.knobs import NonNegativeFloat, PositiveFloat, PositiveInt, Range
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,13 @@ class FleetConfig:
         if self.max_ongoing_requests < self.max_batch_size:
             raise bad("max_ongoing_requests", f"{self.max_ongoing_requests} < max_batch_size={self.max_batch_size}: "
                       "a replica could never fill a batch")
-        if self.max_queued_requests < -1:
-            raise bad("max_queued_requests", f"{self.max_queued_requests}; expected -1 (unbounded) or >= 0")
+        if self.max_ongoing_requests < 2 * self.max_batch_size:
+            log.warning("fleet.max_ongoing_requests=%d < 2 x max_batch_size=%d: the next batch cannot form while "
+                        "one computes, so requests wait in the robots' own callers, where the replica cannot shed "
+                        "them (max_queue_wait_s): a saturated service then shows as plain inference timeouts",
+                        self.max_ongoing_requests, self.max_batch_size)
+        if self.max_queued_requests < -1 or self.max_queued_requests == 0:  # Serve's own rule: 0 is refused
+            raise bad("max_queued_requests", f"{self.max_queued_requests}; expected -1 (unbounded) or >= 1")
         if self.auth_mode not in (None, "disabled", "token"):
             raise bad("auth_mode", f"{self.auth_mode!r}; expected disabled or token")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):

@@ -49,9 +49,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
-def _fleet(address: str, *overrides: str, command: str = "serve", timeout_s: float = 240) -> subprocess.CompletedProcess:
+def _fleet(address: str, *overrides: str, command: str = "serve", timeout_s: float = 240, policy: list[str] = POLICY,
+           app: str = APP) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "inference.fleet", command, *POLICY, f"fleet.address={address}", f"fleet.app_name={APP}",
+        [sys.executable, "-m", "inference.fleet", command, *policy, f"fleet.address={address}", f"fleet.app_name={app}",
          "fleet.num_cpus=0.5", "fleet.torch_threads=1", *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=_env())
 
@@ -81,10 +82,11 @@ def cluster():
             os.environ["RAY_AUTH_MODE"] = old_mode
 
 
-def _robot(address: str, run_dir: Path, name: str, *overrides: str) -> subprocess.Popen:
+def _robot(address: str, run_dir: Path, name: str, *overrides: str, policy: list[str] = POLICY,
+           app: str = APP) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "inference", *POLICY, "algorithm=rtc_fleet", f"algorithm.address={address}",
-           f"algorithm.app_name={APP}", f"algorithm.robot_name={name}", "report=false", f"hydra.run.dir={run_dir}",
+    cmd = [sys.executable, "-m", "inference", *policy, "algorithm=rtc_fleet", f"algorithm.address={address}",
+           f"algorithm.app_name={app}", f"algorithm.robot_name={name}", "report=false", f"hydra.run.dir={run_dir}",
            *overrides]
     log = open(run_dir / "stdout.txt", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=_env(),
@@ -119,6 +121,10 @@ def test_config_errors_are_one_line_before_anything_starts():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
         "config error: fleet.max_ongoing_requests: 2 < max_batch_size=4: a replica could never fill a batch")
+    out = _fleet("127.0.0.1:1", "fleet.max_queued_requests=0", timeout_s=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "config error: fleet.max_queued_requests: 0; expected -1 (unbounded) or >= 1")
 
 
 def test_three_robots_share_one_deployment_each_with_its_own_delay(cluster, tmp_path):
@@ -242,3 +248,39 @@ def test_killing_the_replica_mid_run_is_a_resend_or_a_named_fault_never_a_hang(c
             break
         assert time.monotonic() < deadline, stats
         time.sleep(3)
+
+
+# A policy that takes 0.5 s per chunk (tests/rtc_fault_policies.py; continues the previous chunk when
+# guided, so every chunk is plausible): one replica serves at most 2 chunks/s.
+SLOW = ["robot=sim", "cameras=none", "policy=hold", "policy._target_=tests.rtc_fault_policies.FaultPolicy",
+        "~policy.type", "+policy.mode=sleep", "+policy.sleep_s=0.5", "+policy.after_calls=0",
+        "+policy.follow_prev=true"]
+
+
+def test_a_saturated_service_sheds_load_as_a_named_overload_fault(cluster, tmp_path):
+    """Back-pressure: one replica serving one request at a time (max_batch_size=1), admitting at
+    most 4 (max_ongoing_requests) and shedding a request that waited over 0.7 s for its turn
+    (max_queue_wait_s), against three robots that together ask for more than it serves. A robot
+    whose request is shed ends with the overload named (``inference_timeout``: fleet service
+    overloaded), holding, exit 3; nothing queues without bound and no run hangs."""
+    address = cluster
+    out = _fleet(address, "fleet.detach=true", "fleet.max_batch_size=1", "fleet.max_ongoing_requests=4",
+                 "fleet.max_queue_wait_s=0.7", policy=SLOW, app="fleet_slow")
+    assert out.returncode == 0, out.stderr[-3000:]
+    try:
+        names = ["s0", "s1", "s2"]
+        procs = [_robot(address, tmp_path / n, n, f"seed={i}", "max_steps=400", "algorithm.execute_horizon=5",
+                        "algorithm.stop_on_success=false", policy=SLOW, app="fleet_slow") for i, n in enumerate(names)]
+        codes = _wait(procs, 240)
+        logs = {n: (tmp_path / n / "stdout.txt").read_text()[-1500:] for n in names}
+        assert -9 not in codes and set(codes) <= {0, 3}, (codes, logs)
+        summaries = {n: _summary(tmp_path / n) for n in names}
+        shed = {n: s for n, s in summaries.items() if s["fault"] is not None}
+        assert shed, {n: (s["ticks"], s.get("fleet_overloaded")) for n, s in summaries.items()}
+        for n, s in shed.items():
+            assert codes[names.index(n)] == 3
+            assert s["fault"]["kind"] == "inference_timeout", s["fault"]
+            assert "fleet service overloaded" in s["fault"]["message"], s["fault"]
+            assert s["fleet_overloaded"] >= 1 and s["ticks"] < 400, (n, s["ticks"])
+    finally:
+        _fleet(address, command="stop", policy=SLOW, app="fleet_slow", timeout_s=120)
