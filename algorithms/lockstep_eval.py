@@ -15,7 +15,11 @@ robot, minus the wall clock. Methods (the RTC paper's comparison):
 * ``rtc_hard``: VJP guidance with hard masking (schedule ``zeros``).
 * ``rtc_trained``: training-time RTC (``guidance: trained``): the ``d`` actions that still execute
   are given to the model as a clean prefix; needs a policy trained so (a config error otherwise).
-* ``custom``: the configured ``guidance`` + ``schedule`` (for Hydra sweeps over them).
+* ``rtc_identity``: RTC guidance whose correction skips the model's Jacobian (``guidance:
+  identity``, what LeRobot 0.6's RTC computes): no reverse pass; needs ``supports_identity``.
+* ``rtc_capped``: ``rtc`` with its soft-guided region ending ``guided_cap_ticks`` actions past the
+  delay instead of at ``H - s`` (the knob must be set; the other methods ignore it).
+* ``custom``: the configured ``guidance`` + ``schedule`` + ``guided_cap_ticks`` (for Hydra sweeps).
 
 Every cell runs the same episodes (seeds ``seed + e``) and re-seeds a sampling policy's noise
 with the episode seed, so methods are compared on the same draws (at d = 0, naive and
@@ -54,6 +58,8 @@ METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
     "rtc": (Guidance.VJP, None),
     "rtc_hard": (Guidance.VJP, Schedule.ZEROS),
     "rtc_trained": (Guidance.TRAINED, None),
+    "rtc_identity": (Guidance.IDENTITY, None),
+    "rtc_capped": (Guidance.VJP, None),
     "custom": (None, None),
 }
 DISTRIBUTIONS = ("constant", "uniform")
@@ -98,6 +104,9 @@ class LockstepEvaluator:
         self.limits: LoopConfig = groups["limits"]
         self.study: StudyConfig = groups["study"]
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
+        if "rtc_capped" in self.study.methods and self.rtc.guided_cap_ticks is None:
+            raise ValueError(f"algorithm.methods={self.study.methods}: rtc_capped needs algorithm.guided_cap_ticks "
+                             "(actions past the delay that stay soft-guided)")
 
     def method_guidance(self, method: str) -> tuple[Guidance, Schedule]:
         guidance, schedule = METHODS[method]
@@ -106,7 +115,9 @@ class LockstepEvaluator:
     def method_config(self, method: str, delay: int) -> RTCConfig:
         guidance, schedule = self.method_guidance(method)
         initial = delay if self.rtc.initial_delay_ticks is None else self.rtc.initial_delay_ticks
-        return dataclasses.replace(self.rtc, guidance=guidance, schedule=schedule, initial_delay_ticks=initial)
+        cap = self.rtc.guided_cap_ticks if method in ("rtc_capped", "custom") else None
+        return dataclasses.replace(self.rtc, guidance=guidance, schedule=schedule, initial_delay_ticks=initial,
+                                   guided_cap_ticks=cap)
 
     # ------------------------------------------------------------------ run
     def execute(self) -> dict[str, Any]:

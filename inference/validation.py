@@ -336,26 +336,37 @@ def _check_stats(norm: Any, key: str, dim: int) -> None:
                          f"{np.flatnonzero(~np.isfinite(probe)).tolist()[:5]} (eps {norm.eps})")
 
 
-def _check_trained_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
-    """``guidance: trained`` (or lockstep method ``rtc_trained``) needs a policy whose class says its
-    configured model was trained with clean action prefixes (``supports_trained_guidance(node)``)."""
+# Guidance a policy may or may not offer: the class method that says whether the configured policy
+# does (it reads the policy's config node only; nothing is built), and what it takes.
+_OPTIONAL_GUIDANCE = {
+    "trained": ("supports_trained_guidance", "a policy trained with action-prefix conditioning (training-time "
+                "RTC); flow: train with model.train_prefix_max > 0"),
+    "identity": ("supports_identity_guidance", "a policy with a sampler it can guide step by step (the flow "
+                 "policy)"),
+}
+
+
+def _check_optional_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
+    """``guidance: trained`` / ``identity`` (or the lockstep methods that use them) need a policy
+    whose class says the configured policy supports them (``supports_<kind>_guidance(node)``)."""
     from algorithms.lockstep_eval import METHODS  # the methods' guidance, where it is defined
-    from policies.base import Guidance
 
     methods = algorithm.get("methods")
-    if methods is not None and any(METHODS.get(m, (None,))[0] == Guidance.TRAINED for m in methods):
-        key = "algorithm.methods"
-    elif str(algorithm.get("guidance", "")) == "trained" and (methods is None or "custom" in methods):
-        key = "algorithm.guidance"
-    else:
-        return
-    target = resolve_target("policy", policy)
-    check = getattr(target, "supports_trained_guidance", None)
-    if not (callable(check) and check(policy)):
-        raise ConfigError(
-            f"{key}: guidance 'trained' needs a policy trained with action-prefix conditioning (training-time "
-            f"RTC); policy {policy.get('_target_')} with this checkpoint is not (flow: train with "
-            "model.train_prefix_max > 0, or pick guidance vjp/blend/none)")
+    wanted: list[tuple[str, str]] = []
+    if methods is not None:
+        wanted += [("algorithm.methods", str(METHODS[m][0])) for m in methods if METHODS.get(m, (None,))[0] is not None]
+    if methods is None or "custom" in methods:
+        wanted.append(("algorithm.guidance", str(algorithm.get("guidance", ""))))
+    target = None
+    for key, kind in wanted:
+        if kind not in _OPTIONAL_GUIDANCE:
+            continue
+        check_name, needs = _OPTIONAL_GUIDANCE[kind]
+        target = target or resolve_target("policy", policy)
+        check = getattr(target, check_name, None)
+        if not (callable(check) and check(policy)):
+            raise ConfigError(f"{key}: guidance '{kind}' needs {needs}; policy {policy.get('_target_')} with this "
+                              "config does not declare it (pick guidance vjp/blend/none)")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -448,7 +459,7 @@ def validate(cfg: DictConfig) -> None:
         check_target_node("realtime", container["realtime"])
 
     # cross-part checks
-    _check_trained_guidance(container["algorithm"], policy)
+    _check_optional_guidance(container["algorithm"], policy)
     missing_cams = [c for c in policy["camera_names"] if c not in devices]
     if missing_cams:
         raise ConfigError(

@@ -107,3 +107,24 @@ class Policy(Protocol):
     def warmup(self) -> None: ...
 
     def freeze(self) -> None: ...
+
+
+def capped_guided_end(H: int, d: int, s: int, cap_ticks: int | None) -> int:
+    """Where the soft-guided region ends when it is capped at ``cap_ticks`` actions past the delay:
+    ``min(H - s, d + cap_ticks)`` (``None``: the paper's ``H - s``). A cap keeps the committed
+    actions and the next few consistent while leaving the rest of the overlap free to react to a
+    world that changed since the previous chunk was planned."""
+    if cap_ticks is not None and cap_ticks < 0:
+        raise ValueError(f"guided-region cap {cap_ticks} must be >= 0 (or None: no cap)")
+    if not 0 <= s <= H:
+        raise ValueError(f"execution horizon s={s} must be within [0, H={H}]")
+    end = H - s
+    return end if cap_ticks is None else min(end, max(0, d) + int(cap_ticks))
+
+
+def capped_execute_horizon(H: int, d: int, s: int, cap_ticks: int | None) -> int:
+    """The execution horizon to hand a policy's ``guided_inference`` so that its soft-guided region
+    is capped at ``cap_ticks`` past the delay: ``H - capped_guided_end(...)``. The region's end
+    (``H - s``) is the only place the horizon enters the weights, so any policy that builds them
+    with ``policies.guidance.prefix_weights`` gets the capped mask without knowing about the cap."""
+    return H - capped_guided_end(H, d, s, cap_ticks)

@@ -27,6 +27,9 @@ class RTCConfig:
     ``max_rejected_chunks``: that many unexecutable chunks in a row end the run (``chunks_rejected``).
     ``max_chunk_jump`` (robot units, max over joints): a chunk whose first executed action is farther
     than this from the last command is implausible and rejected (null: no check).
+    ``guided_cap_ticks``: the soft-guided region of a guided request ends this many actions past the
+    delay instead of at ``H - s`` (null: the paper's region); the committed actions stay guided and
+    the rest of the overlap is free to react to a world that changed since the last chunk.
     """
 
     execute_horizon: PositiveInt = 25
@@ -39,6 +42,7 @@ class RTCConfig:
     max_guidance_weight: PositiveFloat = 5.0
     max_rejected_chunks: PositiveInt = 3
     max_chunk_jump: PositiveFloat | None = 1.0
+    guided_cap_ticks: NonNegativeInt | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self)

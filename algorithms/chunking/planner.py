@@ -18,7 +18,7 @@ import numpy as np
 from algorithms.chunking.chunk_logic import (ChunkRejected, ChunkScheduler, DelayEstimator, Merge, Snapshot, Step,
                                             boundary_jump, clip_delay)
 from algorithms.chunking.config import RTCConfig
-from policies.base import Guidance
+from policies.base import Guidance, capped_execute_horizon
 from policies.runner import Guide
 
 
@@ -108,14 +108,16 @@ class RTCPlanner:
             H = self.chunk_size
             if snap.s < H:
                 d = clip_delay(self.estimator.estimate(), snap.s, H)
-                guide = Guide(snap.prev_model, d, snap.s, cfg.guidance, cfg.schedule, cfg.max_guidance_weight)
+                guide = Guide(snap.prev_model, d, capped_execute_horizon(H, d, snap.s, cfg.guided_cap_ticks),
+                              cfg.guidance, cfg.schedule, cfg.max_guidance_weight)
             else:
                 # nothing of the chunk is left (an underrun, or after an inference restart): the robot
                 # holds the chunk's last action, so the new chunk is guided to continue from there
                 d = clip_delay(self.estimator.estimate(), 0, H)
                 hold = np.repeat(sched.chunk_model[-1:], H, axis=0)
-                guide = Guide(hold, d, min(cfg.trigger_ticks, H - d), cfg.guidance, cfg.schedule,
-                              cfg.max_guidance_weight)
+                s = min(cfg.trigger_ticks, H - d)
+                guide = Guide(hold, d, capped_execute_horizon(H, d, s, cfg.guided_cap_ticks), cfg.guidance,
+                              cfg.schedule, cfg.max_guidance_weight)
             req = Request(self._seq, self.episode, int(tick), snap, d, guide)
         self.pending = req
         return req

@@ -111,6 +111,11 @@ class FlowPolicy:
             raise ConfigError(f"{path}.{getattr(exc, 'key', 'checkpoint')}: {exc}") from None
 
     @classmethod
+    def supports_identity_guidance(cls, node: Any) -> bool:
+        """Every checkpoint: the Euler sampler takes the correction without the Jacobian."""
+        return True
+
+    @classmethod
     def supports_trained_guidance(cls, node: Any) -> bool:
         """Whether the configured checkpoint was trained with action-prefix conditioning (start-time
         check of ``guidance: trained``; reads config.json only)."""

@@ -71,6 +71,30 @@ def test_unknown_method_is_a_config_error(tmp_path):
         compose_run([*BASE, "algorithm.methods=[bogus]"], run_dir=tmp_path).execute()
 
 
+def test_methods_a_policy_cannot_run_are_config_errors_naming_them(tmp_path):
+    with pytest.raises(ValueError, match=r"^algorithm.methods: .*rtc_capped needs algorithm.guided_cap_ticks"):
+        compose_run([*BASE, "algorithm.methods=[rtc_capped]"], run_dir=tmp_path / "a").execute()
+    with pytest.raises(ValueError, match=r"^algorithm.methods: guidance 'identity' needs a policy with a sampler"):
+        compose_run([*BASE, "algorithm.methods=[naive,rtc_identity]"], run_dir=tmp_path / "b").execute()
+
+
+def test_identity_and_capped_guidance_run_in_the_table(tmp_path):
+    """The flow policy through ``rtc_identity`` (no reverse pass) and ``rtc_capped`` next to ``rtc``
+    on the same draws: every cell runs its chunks, and their boundaries differ (the Jacobian and
+    the cap change what the policy is asked)."""
+    common = ["algorithm=lockstep_eval", "policy=flow", "cameras=sim", "episodes=1", "max_steps=40",
+              "algorithm.delays_ticks=[4]", "algorithm.execute_horizon=10", "algorithm.guided_cap_ticks=2",
+              "algorithm.stop_on_success=false", "report=false", "algorithm.methods=[rtc,rtc_identity,rtc_capped]"]
+    table = rows_by(compose_run(common, run_dir=tmp_path).execute())
+    rows = [table[(m, 4)] for m in ("rtc", "rtc_identity", "rtc_capped")]
+    assert [r["guidance"] for r in rows] == ["vjp", "identity", "vjp"]
+    assert all(r["rejected_chunks"] == 0 and r["ticks"] == 40 for r in rows), rows
+    gaps = [r["discontinuity_mean"] for r in rows]
+    assert len(set(gaps)) == 3, gaps
+    infs = list(csv.DictReader((tmp_path / "inferences.csv").open()))
+    assert {r["guidance"] for r in infs} >= {"rtc:vjp", "rtc_identity:identity", "rtc_capped:vjp"}
+
+
 @pytest.mark.slow
 def test_hydra_multirun_sweeps_guidance_knobs(tmp_path):
     args = [sys.executable, "-m", "inference", "-m", *BASE, "max_steps=40", "algorithm.methods=[custom]",

@@ -38,6 +38,25 @@ def test_config_rejects_bad_names_and_ranges_naming_the_key():
     assert cfg.guidance is Guidance.BLEND and cfg.schedule is Schedule.ZEROS and cfg.guidance == "blend"
 
 
+@settings(max_examples=200, deadline=None)
+@given(s_min=st.integers(1, H - 1), cap=st.one_of(st.none(), st.integers(0, H)), initial=st.integers(0, H))
+def test_a_guided_region_cap_reaches_the_policy_as_a_longer_horizon_only(s_min, cap, initial):
+    """``guided_cap_ticks``: the guide's horizon is ``H - min(H - s, d + cap)`` (its soft region ends
+    ``cap`` past the delay); the request's own ``s``, ``d`` and previous chunk are the uncapped ones."""
+    p = RTCPlanner(RTCConfig(execute_horizon=s_min, initial_delay_ticks=initial, guided_cap_ticks=cap,
+                             max_chunk_jump=None), H, A)
+    p.begin_episode(0)
+    first = p.request(0)
+    p.accept(first.seq, chunk(0), chunk(0))
+    while not p.wants_inference():
+        p.step()
+    req = p.request(s_min)
+    assert req.s == s_min and req.d == max(0, min(initial, H - s_min))
+    end = H - s_min if cap is None else min(H - s_min, req.d + cap)
+    assert req.guide.executed_ticks == H - end and req.guide.delay_ticks == req.d
+    assert np.array_equal(req.guide.prev_model[: H - s_min], p.scheduler.chunk_model[s_min:])
+
+
 def test_first_request_is_a_plain_predict_and_runs_from_index_zero():
     p = planner()
     p.begin_episode(0)

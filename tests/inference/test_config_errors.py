@@ -132,6 +132,12 @@ CASES = [
     (["algorithm=rtc_split", "algorithm.guidance=trained"], "algorithm.guidance"),
     (["algorithm=lockstep_eval", "algorithm.methods=[naive,rtc_trained]"],
      "algorithm.methods"),
+    # identity guidance needs a sampler to guide: the scripted expert has none
+    (["policy=scripted", "cameras=none", "algorithm.guidance=identity"], "algorithm.guidance"),
+    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[rtc_identity]"],
+     "algorithm.methods"),
+    (["algorithm=lockstep_eval", "algorithm.methods=[rtc_capped]"], "algorithm.methods"),
+    (["algorithm.guided_cap_ticks=-1"], "algorithm.guided_cap_ticks"),
     (["algorithm.schedule=foo"], "algorithm.schedule"),
     (["algorithm.stall_timeout_s=0"], "algorithm.stall_timeout_s"),
     (["algorithm.delay_window=0"], "algorithm.delay_window"),
