@@ -166,15 +166,15 @@ class RecordRing:
             n += 1
         return n
 
-    def close(self) -> None:
-        """Unmap (the creator also unlinks); safe to call twice."""
+    def close(self, orphaned: bool = False) -> None:
+        """Unmap (the creator also unlinks; an ``orphaned`` attacher too); safe to call twice."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         del self.counters, self.data
         self.buf.release()
-        self.block.close()
+        self.block.close(orphaned)
 
 
 def text_array(text: str) -> np.ndarray:
@@ -285,12 +285,7 @@ def _child_main(fd: int) -> None:
             pass
         raise SystemExit(1) from None
     finally:
-        if os.getppid() != parent:  # orphaned (kill -9 of the control process, or of its whole group,
-            try:                    # resource tracker included): nobody else will unlink the ring
-                ring.block.shm.unlink()
-            except FileNotFoundError:
-                pass
-        ring.close()
+        ring.close(orphaned=os.getppid() != parent)
 
 
 if __name__ == "__main__":

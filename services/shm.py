@@ -94,8 +94,15 @@ class SharedArrays:
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays[key]
 
-    def close(self) -> None:
-        """Drop the views and unmap; the creator also unlinks. Safe to call twice."""
+    def close(self, orphaned: bool = False) -> None:
+        """Drop the views and unmap; the creator also unlinks, and so does an attached process that
+        outlived it (``orphaned``: the creator was killed with -9, alone or with its whole process
+        group, resource tracker included, so nobody else will). Safe to call twice."""
+        if orphaned and not self._closed:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
         if self._closed:
             return
         self._closed = True
@@ -269,8 +276,8 @@ class ShmRing:
         """Number of the newest complete sample (0: none yet)."""
         return self._head_mv[0]
 
-    def close(self) -> None:
-        """Unmap (the creator also unlinks)."""
+    def close(self, orphaned: bool = False) -> None:
+        """Unmap (the creator also unlinks; an ``orphaned`` attacher too, see ``SharedArrays.close``)."""
         for mv in (self._head_mv, self._seq_mv, self._times_mv, self._index_mv):
             mv.release()
         self._slot_views = {}
@@ -281,7 +288,7 @@ class ShmRing:
         if self.arrays.owner:
             ShmRegistry.release(self.arrays)
         else:
-            self.arrays.close()
+            self.arrays.close(orphaned)
 
     # ------------------------------------------------------------------ writer
     def slot_for_write(self) -> tuple[int, int]:

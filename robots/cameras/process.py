@@ -55,7 +55,7 @@ def camera_main(producer: Producer, ring_name: str, fields: dict, slots: int, *,
             log.exception("camera process failed")
         raise SystemExit(1)
     finally:
-        ring.close()
+        ring.close(orphaned=not parent_alive())
 
 
 class CameraProcess:

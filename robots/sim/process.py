@@ -150,7 +150,7 @@ def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float
         log.exception("sim physics process failed")
         raise SystemExit(1)
     finally:
-        arrays.close()
+        arrays.close(orphaned=not parent_alive())
 
 
 def _physics_loop(shared: PhysicsShared, physics: SimPhysics, period: float, max_lag_s: float,

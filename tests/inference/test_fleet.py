@@ -14,6 +14,7 @@ here is the transport's. Batched flow inference has its own tests
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -200,7 +202,8 @@ def test_killing_one_robot_leaves_the_others_running(cluster, tmp_path):
         _wait_running(tmp_path / n)
     time.sleep(3.0)  # all three exchanging chunks
     t_kill = time.monotonic()  # CLOCK_MONOTONIC: the robots' t_start is on the same clock
-    os.killpg(procs["b"].pid, signal.SIGKILL)
+    children = psutil.Process(procs["b"].pid).children(recursive=True)  # sim physics, telemetry writer, ...
+    os.kill(procs["b"].pid, signal.SIGKILL)  # the control process dies; its children see it and exit
     assert procs["a"].poll() is None and procs["c"].poll() is None  # killed mid-run of the others
     codes = _wait([procs["a"], procs["c"]], 240)
     assert codes == [0, 0], {n: (tmp_path / n / "stdout.txt").read_text()[-2000:] for n in ("a", "c")}
@@ -215,6 +218,10 @@ def test_killing_one_robot_leaves_the_others_running(cluster, tmp_path):
         seen = f"{n}: before {np.round(before)}, after {np.round(after)}"
         assert np.median(after) <= 2 * np.median(before) + 10, seen
         assert np.percentile(after, 90) <= 2 * np.percentile(before, 90) + 50, seen
+    # the dead robot left no process and no shared memory behind (its children unlinked on the way out)
+    assert children and not [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert glob.glob(f"/dev/shm/rtc_*_{procs['b'].pid}_*") == []
+    assert _wait([procs["b"]], 5) == [-signal.SIGKILL]
 
 
 def test_killing_the_replica_mid_run_is_a_resend_or_a_named_fault_never_a_hang(cluster, tmp_path):
