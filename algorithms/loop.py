@@ -288,7 +288,7 @@ class ControlLoop:
             result.discontinuities.append(merge.discontinuity)
         # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
         self.step.new_chunk(result.episode, merge.chunk_id, tick - merge.d_actual,
-                            np.array(self.planner.scheduler.chunk_robot, copy=True))
+                            np.array(self.planner.scheduler.chunk_robot, copy=True), guidance=req.guidance)
         self.telemetry.inference({**record, "chunk_id": merge.chunk_id, "d_actual": merge.d_actual,
                                   "discontinuity": disc, "stale": int(merge.stale), "rejected": 0})
         return True
@@ -353,6 +353,7 @@ class ControlLoop:
             step.score(result, obs)
         result.ticks = tick
         result.underruns = planner.scheduler.underruns
+        step.end_episode(episode, result.success)
         self.telemetry.event("episode_end", episode=episode, ticks=tick, success=result.success,
                              underruns=result.underruns)
         return result

@@ -59,6 +59,9 @@ class ControlStep:
         self.telemetry = telemetry
         self.recorder = recorder if recorder is not None else NullRecorder()
         self.action_dim = robot.spec.action_dim
+        # a recorder's optional ``annotate(event, **fields)`` (record=lerobot): which chunk and guidance
+        # produced each command, the action proposed before the safety filter, episode ends with success
+        self._annotate = _optional_hook(self.recorder, "annotate")
 
     def start_recording(self, run_dir: Any) -> None:
         self.recorder.start(run_dir, self.robot.spec, tuple(self.robot.spec.camera_names))
@@ -66,10 +69,17 @@ class ControlStep:
     def stop_recording(self) -> dict[str, Any]:
         return self.recorder.close()
 
-    def new_chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray) -> None:
+    def new_chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray, guidance: str = "") -> None:
         """Record a chunk (robot units) whose index 0 runs (or would have run) at ``start_tick``."""
         self.telemetry.chunk(episode, chunk_id, start_tick, chunk)
         self.recorder.chunk(chunk)
+        if self._annotate is not None:
+            self._annotate("chunk", chunk_id=chunk_id, guidance=str(guidance))
+
+    def end_episode(self, episode: int, success: bool) -> None:
+        """Tell the recorder the episode is over (its dataset splits episodes here)."""
+        if self._annotate is not None:
+            self._annotate("episode_end", episode=episode, success=bool(success))
 
     def begin_episode(self, episode: int, seed: int | None) -> Observation:
         """Home the robot, reset history and anchor the safety filter at the measured pose."""
@@ -144,6 +154,8 @@ class ControlStep:
     ) -> np.ndarray:
         """Send a scheduled action (``planned``: action/chunk_id/index/underrun, None action =
         hold) and record the tick; returns the command actually sent."""
+        if self._annotate is not None:  # before the send: the recorder pairs it with the command
+            self._annotate("planned", action=planned.action, chunk_id=planned.chunk_id, index=planned.index)
         command, send_ms, held, rejected = self.act(planned.action)
         self.telemetry.command(result.episode, tick, command, obs.state)
         result.sent.append(command)
@@ -163,6 +175,16 @@ class ControlStep:
         """Fold an observation's task outcome (``reward``, ``success``) into the episode's."""
         result.max_reward = max(result.max_reward, float(obs.info.get("reward", 0.0)))
         result.success = result.success or bool(obs.info.get("success", False))
+
+
+def _optional_hook(recorder: Any, name: str) -> Any:
+    """``recorder.<name>``, looked up through wrappers that keep the wrapped one as ``.recorder`` (the viewer's)."""
+    while recorder is not None:
+        hook = getattr(recorder, name, None)
+        if hook is not None:
+            return hook
+        recorder = getattr(recorder, "recorder", None)
+    return None
 
 
 def check_observation(obs: Observation) -> None:

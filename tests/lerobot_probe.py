@@ -70,15 +70,26 @@ def gaps(ckpt: str, trials: int = 4, delay: int = 4, shift: int = 5, chunk: int 
 
 
 def dataset(root: str, repo_id: str = "local/rollouts") -> dict:
-    """A recorded dataset, loaded with LeRobot's own ``LeRobotDataset``: counts, features, one decoded frame."""
+    """A recorded dataset, loaded with LeRobot's own ``LeRobotDataset``: counts, features, one decoded frame, and
+    every frame's rollout columns (proposed vs sent action, chunk, guidance, episode ends, success)."""
+    import torch
+
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     ds = LeRobotDataset(repo_id, root=root)
     item = ds[len(ds) - 1]
     images = {k: list(item[k].shape) for k in ds.meta.camera_keys}
+    cols = ds.hf_dataset.with_format("torch")
+    flat = {k: torch.stack(list(cols[k])).reshape(len(ds), -1) for k in
+            ("action", "proposed_action", "held", "chunk_id", "chunk_step", "guidance", "command_time", "next.done",
+             "next.success", "episode_index", "frame_index")}
+    codes = json.loads((Path(root) / "meta" / "guidance_codes.json").read_text())
     return {"frames": ds.num_frames, "episodes": ds.num_episodes, "len": len(ds), "fps": ds.fps,
             "features": sorted(ds.features), "images": images, "state": list(item["observation.state"].shape),
-            "action": list(item["action"].shape), "task": item.get("task")}
+            "action": list(item["action"].shape), "task": item.get("task"), "guidance_codes": codes,
+            "proposed_minus_sent": (flat["proposed_action"] - flat["action"]).abs().amax(dim=1).tolist(),
+            **{k: flat[k][:, 0].tolist() for k in ("held", "chunk_id", "chunk_step", "guidance", "command_time",
+                                                    "next.done", "next.success", "episode_index", "frame_index")}}
 
 
 def main(argv: list[str]) -> int:

@@ -6,15 +6,31 @@ interpreter (``record.python``, default ``.venvs/lerobot/bin/python``: LeRobot n
 dataset is written by LeRobot's own ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode`` /
 ``finalize`` and loads with ``LeRobotDataset`` and trains with ``lerobot-train`` unchanged.
 
-One frame per control tick (a command): ``observation.state`` (the newest observation's state),
-``observation.images.<camera>`` (its frames, as images or video), ``action`` (the command sent, i.e. after
-the safety filter), ``chunk_index`` (how many chunks had arrived when it was sent), ``timestamp`` from the
-command times, ``task`` (``record.prompt``). Episode boundaries: ``episode_end(success)`` when the control
-loop calls it, else the run is one episode.
+One frame per command sent (a control tick, or a hold on an exit path):
+
+- ``observation.state`` and ``observation.images.<camera>``: the newest observation's state and frames;
+- ``action``: the command sent, i.e. after the safety filter;
+- ``proposed_action``: the action the policy's chunk proposed for that tick, before the safety filter (the
+  command itself where the policy proposed nothing: ``held``);
+- ``held``: no proposed action (a hold: no chunk yet, a used-up chunk in sync mode, an exit path);
+- ``chunk_id`` / ``chunk_step``: which chunk produced the action and its index in that chunk (-1 / -1 on a hold);
+- ``guidance``: the guidance that chunk was sampled with, a code into ``meta/guidance_codes.json``
+  (``algorithm.guidance``'s values in order; -1 on a hold);
+- ``command_time``: seconds since the episode's first command (monotonic clock; LeRobot's own ``timestamp``
+  column is ``frame_index / fps``, as its loader requires);
+- ``next.done`` / ``next.success``: true on an episode's last frame / on the last frame of a successful episode
+  (LeRobot's column names for episode ends and outcomes);
+- ``task``: ``record.prompt``.
+
+Episodes are split where the control loop ends one (``annotate("episode_end", success=...)``, or
+``episode_end(success)``); a run cut short ends its open episode on close. The control step calls
+:meth:`LeRobotRecorder.annotate` before each send (the proposed action, its chunk and index) and for every
+chunk it accepts (its guidance).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policies.base import Guidance
 from services.knobs import PositiveFloat, PositiveInt
 from services.ring import RecordRing, SinkProcess
 
@@ -46,14 +63,15 @@ class LeRobotRecorder:
         self.queue_size, self.buffer_mb = queue_size, buffer_mb
         self._ring: RecordRing | None = None
         self._proc: SinkProcess | None = None
-        self._chunks = 0
+        self._guidance: dict[int, int] = {}  # chunk id -> guidance code (the newest chunks)
+        self._planned: tuple[np.ndarray | None, int, int] | None = None  # the next command's proposal
 
     def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
         self.path = Path(run_dir) / self.directory
         self._cameras = tuple(camera_names)
         self._ring = RecordRing.create(int(self.buffer_mb * (1 << 20)), max_records=self.queue_size)
         writer = _DatasetWriter(self.path, self.repo_id, self.fps, tuple(spec.joint_names), self._cameras,
-                                self.prompt, self.use_videos)
+                                self.prompt, self.use_videos, GUIDANCE_NAMES)
         try:
             self._proc = SinkProcess(writer, self._ring, "lerobot-recorder", ready_timeout_s=600.0, python=self.python)
         except BaseException:
@@ -66,15 +84,38 @@ class LeRobotRecorder:
         if self._ring is None:
             return
         frames = [obs.images.get(cam) for cam in self._cameras]
-        self._ring.put(OBS, [np.array([obs.timestamp]), np.asarray(obs.state, np.float32).reshape(-1),
+        success = float(bool((obs.info or {}).get("success", False)))
+        self._ring.put(OBS, [np.array([obs.timestamp, success]), np.asarray(obs.state, np.float32).reshape(-1),
                              *(np.asarray(f.image, np.uint8) if f is not None else _NO_IMAGE for f in frames)])
 
+    def annotate(self, event: str, **fields: Any) -> None:
+        """The control step's extra facts: ``planned`` (action, chunk_id, index: the proposal the next
+        command comes from), ``chunk`` (chunk_id, guidance), ``episode_end`` (success)."""
+        if event == "planned":
+            self._planned = (fields.get("action"), int(fields.get("chunk_id", -1)), int(fields.get("index", -1)))
+        elif event == "chunk":
+            guidance = str(fields.get("guidance", ""))
+            self._guidance[int(fields["chunk_id"])] = GUIDANCE_NAMES.index(guidance) if guidance in GUIDANCE_NAMES else -1
+            while len(self._guidance) > 64:
+                del self._guidance[min(self._guidance)]
+        elif event == "episode_end":
+            self.episode_end(bool(fields.get("success", False)))
+
     def command(self, command: np.ndarray) -> None:
-        if self._ring is not None:
-            self._ring.put(CMD, [np.array([time.monotonic(), self._chunks]), np.asarray(command, np.float32).reshape(-1)])
+        planned, self._planned = self._planned, None
+        if self._ring is None:
+            return
+        command = np.asarray(command, np.float32).reshape(-1)
+        action, chunk_id, index = planned if planned is not None else (None, -1, -1)
+        held = action is None
+        if held:
+            chunk_id = index = -1
+        proposed = command if held else np.asarray(action, np.float32).reshape(-1)
+        guidance = -1 if held else self._guidance.get(chunk_id, -1)
+        self._ring.put(CMD, [np.array([time.monotonic(), chunk_id, index, guidance, float(held)]), command, proposed])
 
     def chunk(self, chunk: np.ndarray) -> None:
-        self._chunks += 1
+        pass
 
     def episode_end(self, success: bool = False) -> None:
         if self._ring is not None:
@@ -94,11 +135,15 @@ class LeRobotRecorder:
 
 
 _NO_IMAGE = np.zeros((0, 0, 0), np.uint8)
+GUIDANCE_NAMES: tuple[str, ...] = tuple(str(g) for g in Guidance)
 
 
 @dataclass
 class _DatasetWriter:
-    """The sink process's side (pickled to it, runs under LeRobot's interpreter)."""
+    """The sink process's side (pickled to it, runs under LeRobot's interpreter).
+
+    A frame is added one command late: whether it ends its episode (``next.done``) and the episode's
+    outcome (``next.success``) are known only when the next command or the episode end arrives."""
 
     path: Path
     repo_id: str
@@ -107,6 +152,7 @@ class _DatasetWriter:
     cameras: tuple[str, ...]
     prompt: str
     use_videos: bool
+    guidance_names: tuple[str, ...]
 
     def run(self, ring: RecordRing, conn: Any) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -114,7 +160,9 @@ class _DatasetWriter:
         self._cls = LeRobotDataset
         self.ds = None
         self.last_obs: list[np.ndarray] | None = None
-        self.counts = {"frames": 0, "episodes": 0, "successes": 0}
+        self.frame: dict[str, Any] | None = None  # the newest frame, not yet added
+        self.t0: float | None = None  # the episode's first command time
+        self.counts = {"frames": 0, "episodes": 0, "successes": 0, "held": 0}
         self.pending = 0
         conn.send(("ready", {}))
         stopping = False
@@ -128,22 +176,31 @@ class _DatasetWriter:
                         stopping = True
                 except (EOFError, OSError):
                     stopping, conn = True, None
-        if self.pending:
-            self.ds.save_episode()
-            self.counts["episodes"] += 1
+        try:  # a run cut short (no episode end): its open episode ends here
+            self._end_episode(bool(self.last_obs is not None and self.last_obs[0][1] > 0.5))
+        except Exception:
+            log.exception("lerobot recorder: failed to save the last episode")
         if self.ds is not None:
             self.ds.finalize()
+            (self.path / "meta" / "guidance_codes.json").write_text(json.dumps(list(self.guidance_names)))
         if conn is not None:
             conn.send(("done", self.counts))
 
     def _create(self, state_dim: int, action_dim: int, images: list[np.ndarray]) -> None:
         names = list(self.joint_names)
+        joint = lambda dim: names[:dim] if len(names) >= dim else None  # noqa: E731
+        one = lambda dtype, name: {"dtype": dtype, "shape": (1,), "names": [name]}  # noqa: E731
         features = {
-            "observation.state": {"dtype": "float32", "shape": (state_dim,),
-                                  "names": names[:state_dim] if len(names) >= state_dim else None},
-            "action": {"dtype": "float32", "shape": (action_dim,),
-                       "names": names[:action_dim] if len(names) >= action_dim else None},
-            "chunk_index": {"dtype": "int64", "shape": (1,), "names": None},
+            "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": joint(state_dim)},
+            "action": {"dtype": "float32", "shape": (action_dim,), "names": joint(action_dim)},
+            "proposed_action": {"dtype": "float32", "shape": (action_dim,), "names": joint(action_dim)},
+            "held": one("bool", "held"),
+            "chunk_id": one("int64", "chunk_id"),
+            "chunk_step": one("int64", "chunk_step"),
+            "guidance": one("int64", "guidance"),
+            "command_time": one("float32", "command_time"),
+            "next.done": one("bool", "done"),
+            "next.success": one("bool", "success"),
         }
         for cam, img in zip(self.cameras, images):
             if img.size:
@@ -153,6 +210,25 @@ class _DatasetWriter:
         self.ds = self._cls.create(self.repo_id, self.fps, features, root=self.path, robot_type="sim",
                                    use_videos=self.use_videos)
 
+    def _add(self, done: bool, success: bool) -> None:
+        if self.frame is None:
+            return
+        frame, self.frame = self.frame, None
+        frame["next.done"] = np.array([done])
+        frame["next.success"] = np.array([done and success])
+        self.ds.add_frame(frame)
+        self.pending += 1
+        self.counts["frames"] += 1
+
+    def _end_episode(self, success: bool) -> None:
+        self._add(True, success)
+        self.t0 = None
+        if self.pending:
+            self.ds.save_episode()
+            self.pending = 0
+            self.counts["episodes"] += 1
+            self.counts["successes"] += int(success)
+
     def _handle(self, kind: int, arrays: list[np.ndarray]) -> None:
         try:
             if kind == OBS:
@@ -161,20 +237,23 @@ class _DatasetWriter:
                 state, images = self.last_obs[1], self.last_obs[2:]
                 if self.ds is None:
                     self._create(state.shape[0], arrays[1].shape[0], images)
+                self._add(False, False)
+                t, chunk_id, index, guidance, held = (float(v) for v in arrays[0])
+                self.t0 = t if self.t0 is None else self.t0
                 frame = {"observation.state": state.astype(np.float32), "action": np.array(arrays[1], np.float32),
-                         "chunk_index": np.array([int(arrays[0][1])], np.int64), "task": self.prompt or "rollout"}
+                         "proposed_action": np.array(arrays[2], np.float32), "held": np.array([held > 0.5]),
+                         "chunk_id": np.array([int(chunk_id)], np.int64),
+                         "chunk_step": np.array([int(index)], np.int64),
+                         "guidance": np.array([int(guidance)], np.int64),
+                         "command_time": np.array([t - self.t0], np.float32), "task": self.prompt or "rollout"}
                 for cam, img in zip(self.cameras, images):
                     key = f"observation.images.{cam}"
                     if key in self.ds.features:
                         frame[key] = np.transpose(img, (1, 2, 0)) if img.size else np.zeros(
                             self.ds.features[key]["shape"], np.uint8)
-                self.ds.add_frame(frame)
-                self.pending += 1
-                self.counts["frames"] += 1
-            elif kind == EPISODE and self.pending:
-                self.ds.save_episode()
-                self.pending = 0
-                self.counts["episodes"] += 1
-                self.counts["successes"] += int(arrays[0][1] > 0.5)
+                self.frame = frame
+                self.counts["held"] += int(held > 0.5)
+            elif kind == EPISODE:
+                self._end_episode(bool(arrays[0][1] > 0.5))
         except Exception:
             log.exception("lerobot recorder: failed to write a sample of kind %d", kind)
