@@ -11,10 +11,10 @@ normalization is the sim robot's real one.
 
 Kinds: ``act``, ``diffusion`` (blend guidance), ``smolvla`` (flow: VJP guidance) where its VLM config can
 be built locally (a tiny SmolVLM config + processor + tokenizer, :func:`tiny_smolvlm`, written into
-``OUT_DIR/vlm`` unless ``--vlm-dir`` names one). pi0 / pi0.5 are not built here: LeRobot 0.6.1's
-``PI0Config`` / ``PI05Config`` accept only the ``gemma_300m`` / ``gemma_2b`` widths and a fixed SigLIP-so400m
-vision tower (~0.7 B parameters, ~2.8 GB at float32, seconds per chunk on a CPU), and their processor
-factories name the hub tokenizer ``google/paligemma-3b-pt-224``.
+``OUT_DIR/vlm`` unless ``--vlm-dir`` names one). pi0 / pi0.5 are not built here: in LeRobot 0.6.1 their
+size comes from the variant names (``gemma_300m`` / ``gemma_2b`` only), the ``gemma_300m`` VLM does not run
+(its image projector is hard-coded to 2048 wide), and the smallest that runs has 4.0 B parameters (see
+docs/lerobot.md, "Why there is no tiny pi0 / pi0.5").
 """
 
 from __future__ import annotations
