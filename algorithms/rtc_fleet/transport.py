@@ -116,6 +116,10 @@ class FleetTransport(TransportBase):
             if int(self.service[key]) != int(getattr(meta, key)):
                 raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} serves {key}={self.service[key]} but this "
                                      f"robot's policy config says {key}={getattr(meta, key)}", FaultKind.STARTUP)
+        missing = sorted(set(self.service.get("camera_names", ())) - set(meta.camera_names))
+        if missing:
+            raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} needs cameras {missing} that this robot's policy "
+                                 f"config does not send (camera_names={list(meta.camera_names)})", FaultKind.STARTUP)
         needs = {"trained": "supports_trained", "identity": "supports_identity"}.get(self.guidance)
         if needs is not None and not self.service.get(needs, False):
             raise AlgorithmFault(f"algorithm.guidance={self.guidance}: fleet service {self.cfg.app_name!r} serves "

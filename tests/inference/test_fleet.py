@@ -165,9 +165,13 @@ def test_three_robots_share_one_deployment_each_with_its_own_delay(cluster, tmp_
 
 
 def test_guidance_the_served_policy_lacks_is_a_startup_fault_with_the_robot_untouched(cluster, tmp_path):
-    """``guidance: identity`` against a service whose policy (the scripted expert) declares no
-    identity guidance: the run ends at start, before the robot moved, naming the knob."""
-    proc = _robot(cluster, tmp_path / "g", "g", "max_steps=50", "algorithm.guidance=identity")
+    """A robot configured for the flow policy (which offers identity guidance, so its config passes
+    validation) asks ``guidance: identity`` of a service that serves another policy of the same
+    shape (the scripted expert, which does not): the run ends at start, before the robot moved,
+    naming the knob. (The same request with the robot's own config saying scripted is a config
+    error, exit 2: tests/inference/test_config_errors.py.)"""
+    proc = _robot(cluster, tmp_path / "g", "g", "max_steps=50", "algorithm.guidance=identity",
+                  policy=["robot=sim", "policy=flow"])
     assert _wait([proc], 120) == [3], (tmp_path / "g" / "stdout.txt").read_text()[-2000:]
     s = _summary(tmp_path / "g")
     assert s["fault"]["kind"] == "startup" and "algorithm.guidance=identity" in s["fault"]["message"], s["fault"]
