@@ -178,11 +178,12 @@ def test_rtc_study_experiment_runs_every_method_on_the_shift_task(tmp_path) -> N
     summary = compose_run(["+experiment=rtc_study", "episodes=1", "algorithm.delays_ticks=[8]", "max_steps=40"],
                           run_dir=tmp_path).execute()
     rows = summary["table"]
-    assert [r["method"] for r in rows] == ["sync", "naive", "blend", "rtc", "rtc_hard", "rtc_trained"]
+    assert [r["method"] for r in rows] == ["sync", "naive", "blend", "rtc", "rtc_hard", "rtc_trained", "rtc_identity",
+                                          "rtc_capped"]
     for r in rows:
         assert r["delay_ticks"] == 8 and r["episodes"] == 1 and r["inferences"] >= 2
         assert "time_to_success_s" in r  # nan: 40 ticks are too few to succeed
-    assert [r["guidance"] for r in rows][-1] == "trained"
+    assert [r["guidance"] for r in rows][-3:] == ["trained", "identity", "vjp"]
     written = list(csv.DictReader((tmp_path / "rtc_study.csv").open()))
     assert {"method", "delay_ticks", "episodes", "success_rate", "discontinuity_mean"} <= set(written[0])
 
