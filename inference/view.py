@@ -75,7 +75,7 @@ def convert(run_dir: Path, rec: Any) -> dict[str, int]:
     # the recording's stamps are wall-clock (monotonic + an offset the recorder took at start); the
     # first joint-state message is the first observation, read just before the first tick
     mono_to_wall = (state_ns[0] * 1e-9 - t_actual[0]) if state_ns and t_actual.size else time.time() - time.monotonic()
-    rec.send_blueprint(blueprint(joint_names, cameras))
+    rec.send_blueprint(blueprint(joint_names, cameras, period_s=1.0 / hz if hz else None))
     view = RunView(rec, joint_names, cameras, mono_to_wall, 1.0 / hz if hz else None)
     if traj is not None:
         state = traj["state"] if "state" in traj.files else None

@@ -5,13 +5,17 @@ so the two show the same thing. Entities:
 
 * ``cameras/<name>``: each new camera frame, at its capture time;
 * ``joints/<joint>/state`` and ``joints/<joint>/command``: per control tick;
-* ``joints/<joint>/chunk/<n>``: chunk ``n`` of the run for that joint, drawn over the ticks it
+* ``joints/<joint>/chunk/<k>``: the chunks of the run for that joint, each drawn over the ticks it
   covers (its index 0 at its start tick): each new chunk branches off the previous one's line at its
-  merge tick, and the previous chunk's remainder goes on past it, the part the new one replaced;
+  merge tick, and the previous chunk's remainder goes on past it, the part the new one replaced.
+  Chunks that overlap in ticks go to different lines ``k``; a line takes the next chunk that starts
+  after its last one ended (a ``Clear`` at the tick after each chunk's last step breaks the line
+  there), so a run has as many lines per joint as chunks overlap at most (about horizon / execute
+  horizon + 1), not one per chunk: the web viewer's cost stays flat however long the run;
 * ``joints/<joint>/prefix``: dots on each chunk's executed prefix (the ``d`` steps that had already
   run, from the previous chunk, while it was computed);
-* ``chunks/<n>``: the whole chunk (steps x joints tensor) and its facts (episode, chunk id, start,
-  merge tick, delay, latency), one entity per accepted inference;
+* ``chunks``: each accepted inference's whole chunk (steps x joints tensor) and its facts (episode,
+  chunk id, start, merge tick, delay, latency), one row per chunk at its merge tick;
 * ``timing/period_error_ms``, ``timing/latency_ms``, ``timing/delay_ticks/{estimate,actual}``;
 * ``events``: the run's events (faults as errors, rejected chunks as warnings); ``summary`` at the end.
 
@@ -29,8 +33,9 @@ import numpy as np
 
 TICK_TIMELINE, TIME_TIMELINE = "tick", "time"
 STATE_COLOR, COMMAND_COLOR, PREFIX_COLOR = (40, 40, 40), (230, 120, 0), (200, 30, 30)
-# chunk lines cycle through these, so neighbours differ
-CHUNK_COLORS = ((31, 119, 180), (44, 160, 44), (148, 103, 189), (23, 190, 207), (140, 86, 75), (188, 189, 34))
+# chunk lines cycle through these, so overlapping chunks differ (none near the state's dark grey, the
+# command's orange or a blend of the two)
+CHUNK_COLORS = ((31, 119, 180), (44, 160, 44), (148, 103, 189), (23, 190, 207), (227, 119, 194), (188, 189, 34))
 
 
 def joint_path(name: str) -> str:
@@ -39,20 +44,34 @@ def joint_path(name: str) -> str:
     return f"joints/{rr.escape_entity_path_part(str(name))}"
 
 
-def blueprint(joint_names: Sequence[str], cameras: Sequence[str]) -> Any:
-    """Cameras across the top left, timing plots and events below them; one plot per joint on the right."""
+PLOT_WINDOW_S = 10.0  # the time plots show the last this many seconds before the time cursor
+
+
+def blueprint(joint_names: Sequence[str], cameras: Sequence[str], window_s: float = PLOT_WINDOW_S,
+              period_s: float | None = None) -> Any:
+    """Cameras across the top left, timing plots and events below them; one plot per joint on the right.
+
+    The time plots show a sliding window, the last ``window_s`` before the time cursor and everything
+    after it (the newest chunk's steps still to come): what a viewer draws each frame stays the same
+    however long the run (drawing the whole run in 20 plots, a browser without a GPU falls ever
+    further behind a live run)."""
     import rerun.blueprint as rrb
 
+    window = [rrb.VisibleTimeRange(TIME_TIMELINE, start=rrb.TimeRangeBoundary.cursor_relative(seconds=-window_s),
+                                   end=rrb.TimeRangeBoundary.infinite()),
+              rrb.VisibleTimeRange(TICK_TIMELINE, start=rrb.TimeRangeBoundary.cursor_relative(
+                                       seq=-int(round(window_s / (period_s or 0.05)))),
+                                   end=rrb.TimeRangeBoundary.infinite())]
     cams = [rrb.Spatial2DView(origin=f"cameras/{c}", name=c) for c in cameras]
     timing = [
         rrb.TimeSeriesView(origin="timing/period_error_ms", name="period error (ms)",
-                           plot_legend=rrb.PlotLegend(visible=False)),
+                           plot_legend=rrb.PlotLegend(visible=False), time_ranges=window),
         rrb.TimeSeriesView(origin="timing/latency_ms", name="inference latency (ms)",
-                           plot_legend=rrb.PlotLegend(visible=False)),
-        rrb.TimeSeriesView(origin="timing/delay_ticks", name="delay d (ticks): estimate / actual"),
+                           plot_legend=rrb.PlotLegend(visible=False), time_ranges=window),
+        rrb.TimeSeriesView(origin="timing/delay_ticks", name="delay d (ticks): estimate / actual", time_ranges=window),
     ]
     joints = [rrb.TimeSeriesView(origin=joint_path(j), name=f"{j}: state, command, chunks",
-                                 plot_legend=rrb.PlotLegend(visible=False)) for j in joint_names]
+                                 plot_legend=rrb.PlotLegend(visible=False), time_ranges=window) for j in joint_names]
     left = rrb.Vertical(
         *([rrb.Horizontal(*cams)] if cams else []),
         rrb.Horizontal(*timing),
@@ -94,6 +113,7 @@ class RunView:
         self._inferences: dict[tuple[int, int], Mapping[str, Any]] = {}
         self._last_tick_time: float | None = None
         self._styled: set[str] = set()
+        self._line_ends: list[int] = []          # per chunk line k: the run-wide tick after its last chunk
 
     # ------------------------------------------------------------------ time
     def _global_tick(self, episode: int, tick: int) -> int:
@@ -191,7 +211,6 @@ class RunView:
         rr = self.rr
         chunk = np.asarray(chunk, np.float64)
         row = row or {}
-        n = self.counts["chunks"]
         d = _num(row.get("d_actual"))
         d = int(d) if d is not None else 0
         merge = _num(row.get("merge_tick"))
@@ -202,7 +221,7 @@ class RunView:
                                    ("merge_tick", merge), ("d_actual", d), ("d_estimate", _num(row.get("d_estimate"))),
                                    ("latency_ms", _num(row.get("latency_ms"))), ("guidance", row.get("guidance")))
                  if v is not None}
-        self.rec.log(f"chunks/{n:05d}", rr.Tensor(chunk, dim_names=("step", "joint")), rr.AnyValues(**facts))
+        self.rec.log("chunks", rr.Tensor(chunk, dim_names=("step", "joint")), rr.AnyValues(**facts))
         steps = np.arange(chunk.shape[0])
         times = (t_end + self.mono_to_wall + (steps - d) * self.period_s
                  if t_end is not None and self.period_s else None)
@@ -213,11 +232,20 @@ class RunView:
                 out.append(rr.TimeColumn(TIME_TIMELINE, timestamp=times[rows]))
             return out
 
-        color = CHUNK_COLORS[n % len(CHUNK_COLORS)]
+        # the first line free since before this chunk's start (a clear between the two), else a new one
+        end = g0 + chunk.shape[0]
+        k = next((k for k, e in enumerate(self._line_ends) if e < g0), len(self._line_ends))
+        if k == len(self._line_ends):
+            self._line_ends.append(end)
+        else:
+            self._line_ends[k] = end
+        self._at(end, None if times is None else float(times[-1]) + self.period_s - self.mono_to_wall)
+        color = CHUNK_COLORS[k % len(CHUNK_COLORS)]
         for i, name in enumerate(self.joint_names[: chunk.shape[1]]):
-            path = f"{joint_path(name)}/chunk/{n:05d}"
-            self.rec.log(path, rr.SeriesLines(colors=[color], widths=[1.0], names=[f"chunk {chunk_id}"]), static=True)
+            path = f"{joint_path(name)}/chunk/{k}"
+            self._style(path, rr.SeriesLines(colors=[color], widths=[1.0], names=[f"chunks (line {k})"]))
             self.rec.send_columns(path, indexes=indexes(slice(None)), columns=rr.Scalars.columns(scalars=chunk[:, i]))
+            self.rec.log(path, rr.Clear(recursive=False))  # the line breaks after this chunk's last step
             if d > 0:
                 prefix = f"{joint_path(name)}/prefix"
                 self._style(prefix, rr.SeriesPoints(colors=[PREFIX_COLOR], marker_sizes=[2.0], names=["executed prefix"]))

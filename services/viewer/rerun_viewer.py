@@ -197,7 +197,7 @@ class _RerunWriter:
         server, live, file_rec = None, None, None
         rrd = self.run_dir / RRD_NAME if self.save_rrd else None
         recording_id = self.run_dir.name or None
-        layout = blueprint(self.joint_names, self.cameras)
+        layout = blueprint(self.joint_names, self.cameras, period_s=self.period_s)
         try:
             if rrd is not None:
                 file_rec = rr.RecordingStream(self.application_id, recording_id=recording_id)

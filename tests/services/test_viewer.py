@@ -46,6 +46,11 @@ def column(batches: list, name: str) -> list:
     return [v for b in batches for v in b.column(name).to_pylist()]
 
 
+def scalar_batches(batches: list) -> list:
+    """The batches holding scalar values (not the clears logged to the same entity)."""
+    return [b for b in batches if "Scalars:scalars" in b.schema.names]
+
+
 def index(batches: list, name: str) -> np.ndarray:
     """A timeline column as integers (sequence numbers, or nanoseconds for timestamps)."""
     import pyarrow as pa
@@ -84,14 +89,15 @@ def test_rrd_reads_back_one_image_per_frame_one_chunk_per_inference_joints_per_t
         rrd_ns = np.sort(index(images, "time"))
         assert np.all(np.abs(rrd_ns - np.sort(np.fromiter(times, np.int64))) < 1_000_000), cam  # < 1 ms apart
 
-    # one chunk entity per accepted inference, holding the chunk the telemetry saved
+    # one row of /chunks per accepted inference (at its merge tick), holding the chunk the telemetry saved
     with (run_dir / "inferences.csv").open() as f:
         accepted = [r for r in csv.DictReader(f) if int(r["chunk_id"]) >= 0 and r["rejected"] in ("0", "")]
-    chunk_entities = sorted(p for p in entities if p.startswith("/chunks/"))
-    assert len(chunk_entities) == len(accepted) == summary["inferences"] > 0
+    assert not any(p.startswith("/chunks/") for p in entities)
+    chunk_rows = entities["/chunks"]
+    assert rows(chunk_rows) == len(accepted) == summary["inferences"] > 0
     saved = np.load(run_dir / "chunks.npz")
-    for i, path in enumerate(chunk_entities):
-        (tensor,) = column(entities[path], "Tensor:data")[0]
+    tensors = [t for _, t in sorted(zip(index(chunk_rows, "tick"), column(chunk_rows, "Tensor:data")), key=lambda x: x[0])]
+    for i, (tensor,) in enumerate(tensors):
         buffer = tensor["buffer"][1] if isinstance(tensor["buffer"], tuple) else tensor["buffer"]
         assert np.allclose(np.asarray(buffer, np.float64).reshape(saved["chunk"][i].shape), saved["chunk"][i])
 
@@ -99,14 +105,24 @@ def test_rrd_reads_back_one_image_per_frame_one_chunk_per_inference_joints_per_t
     with (run_dir / "ticks.csv").open() as f:
         ticks = list(csv.DictReader(f))
     assert len(ticks) == summary["ticks"] == 80
-    for joint in spec.joint_names:
+    for j, joint in enumerate(spec.joint_names):
         for series in ("state", "command"):
             batches = entities[f"/joints/{joint}/{series}"]
             assert rows(batches) == len(ticks), (joint, series)
             assert np.array_equal(np.sort(index(batches, "tick")), np.arange(len(ticks)))
-        # each chunk drawn over the ticks it covers
-        lines = [p for p in entities if p.startswith(f"/joints/{joint}/chunk/")]
-        assert len(lines) == len(accepted)
+        # each chunk drawn over the ticks it covers, on one of a few lines (chunks that overlap in ticks
+        # on different ones, a clear after each chunk's last step), not one entity per chunk
+        lines = sorted(p for p in entities if p.startswith(f"/joints/{joint}/chunk/"))
+        assert 1 < len(lines) < len(accepted), lines
+        drawn = {p: dict(zip(index(scalar_batches(entities[p]), "tick"),
+                             (v[0] for v in column(scalar_batches(entities[p]), "Scalars:scalars")))) for p in lines}
+        assert sum(map(len, drawn.values())) == sum(c.shape[0] for c in saved["chunk"])
+        for c, start in zip(saved["chunk"], saved["start_tick"]):
+            span = range(int(start), int(start) + c.shape[0])
+            assert any(all(t in line and np.isclose(line[t], v) for t, v in zip(span, c[:, j]))
+                       for line in drawn.values()), (joint, int(start))
+        clears = sum(rows([b for b in entities[p] if "Scalars:scalars" not in b.schema.names]) for p in lines)
+        assert clears == len(accepted)
     traj = np.load(run_dir / "trajectory.npz")
     j = len(spec.joint_names) - 1
     batches = entities[f"/joints/{spec.joint_names[j]}/command"]

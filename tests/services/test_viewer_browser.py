@@ -35,6 +35,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   # the wasm viewer draws with WebGL: a software rasterizer, there being no GPU
                   "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 WINDOW = (1600, 1000)
+MAX_STEPS = 6000  # 5 min at 20 Hz: the run outlasts the wait for the viewer on a loaded machine (stopped after the shot)
 
 
 def chromium() -> str | None:
@@ -65,7 +66,8 @@ class Browser:
 
     def screenshot(self, url: str, wait_s: float, ready: Callable[[bytes], bool]) -> bytes:
         """Open ``url`` and take screenshots every few seconds until ``ready(png)`` or ``wait_s``
-        (the wasm viewer loads, connects and catches up at its own pace); the last one."""
+        (the wasm viewer loads, connects and catches up at its own pace): the first ready one, else
+        the last one."""
         import websockets
 
         async def run() -> bytes:
@@ -83,17 +85,21 @@ class Browser:
                 await call("Page.enable")
                 await call("Page.navigate", url=url)
                 deadline = time.monotonic() + wait_s
-                while True:
-                    await asyncio.sleep(5.0)
-                    try:  # a starved renderer may not produce a frame: ask again rather than hang
-                        shot = await asyncio.wait_for(call("Page.captureScreenshot", format="png"), timeout=60)
+                png = None
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(3.0)
+                    # the renderer may be busy for a while (a software rasterizer on a loaded machine):
+                    # ask again rather than hang; the reply to a call given up on is skipped by call()
+                    try:
+                        shot = await asyncio.wait_for(call("Page.captureScreenshot", format="png"), timeout=30)
                     except asyncio.TimeoutError:
-                        if time.monotonic() > deadline:
-                            raise AssertionError("chromium produced no screenshot") from None
                         continue
                     png = base64.b64decode(shot["result"]["data"])
-                    if ready(png) or time.monotonic() > deadline:
+                    if ready(png):
                         return png
+                if png is None:
+                    raise AssertionError(f"chromium produced no screenshot in {wait_s:.0f} s")
+                return png
 
         return asyncio.run(run())
 
@@ -126,9 +132,7 @@ def _ticks_so_far(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known failure, the live-view work is open: on this 2-core CPU machine Chromium's "
-                          "software WebGL renderer gives no screenshot of the full viewer within the wait (seen at "
-                          "load 3 and 13); one screenshot was taken once (docs/images/live-view.png)", strict=False)
+@pytest.mark.timeout(600)
 def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
     if chromium() is None:
         if os.environ.get("CI"):
@@ -138,7 +142,7 @@ def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
     run_dir = tmp_path / "run"
     out = tmp_path / "app.out"
     cmd = [sys.executable, "-m", "inference", "viewer=rerun", "viewer.web_port=0", "viewer.grpc_port=0",
-           f"policy={policy}", "max_steps=3000", "report=false", "algorithm.stop_on_success=false",
+           f"policy={policy}", f"max_steps={MAX_STEPS}", "report=false", "algorithm.stop_on_success=false",
            "algorithm.max_chunk_jump=null", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
            "algorithm.inference_timeout_s=60", "robot.start_timeout_s=120", "algorithm.startup_timeout_s=600",
            f"hydra.run.dir={run_dir}"]
@@ -148,14 +152,11 @@ def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
     try:
         url = _wait_for_url(out, app, timeout_s=240)
         assert url.startswith("http://127.0.0.1:"), url  # bound to this machine unless told otherwise
-        deadline = time.monotonic() + 240
-        while _ticks_so_far(run_dir) < 20:  # the run is ticking (the policy may take a while to load)
-            assert app.poll() is None, out.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the run did not start ticking"
-            time.sleep(0.5)
+        # the browser opens the page at once: the wasm viewer loads while the policy does, and the
+        # stream it then has to catch up on is short (the server keeps the whole run for late browsers)
         browser = Browser(port=_free_port())
         ticks_before = _ticks_so_far(run_dir)
-        png = browser.screenshot(url, wait_s=float(os.environ.get("VIEWER_TEST_WAIT_S", "180")), ready=_shows_it)
+        png = browser.screenshot(url, wait_s=float(os.environ.get("VIEWER_TEST_WAIT_S", "240")), ready=_shows_it)
         ticks_at_shot = _ticks_so_far(run_dir)
         running = app.poll() is None
     finally:
@@ -174,8 +175,8 @@ def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
         Path(os.environ["VIEWER_SCREENSHOT_OUT"]).write_bytes(png)
     image = _decode(png)
     assert image is not None and image.shape[1] >= WINDOW[0] * 0.9, "no screenshot"
-    # taken during the run: it kept ticking while the browser watched, and had ticks left
-    assert running and ticks_before < ticks_at_shot < 3000, (ticks_before, ticks_at_shot, running)
+    # taken during the run: it ticked while the browser watched, and had ticks left
+    assert running and ticks_before < ticks_at_shot < MAX_STEPS, (ticks_before, ticks_at_shot, running)
     _assert_shows_cameras_and_plots(image, shot_path)
 
 
@@ -195,17 +196,30 @@ def _shows_it(png: bytes) -> bool:
 def _assert_shows_cameras_and_plots(image: np.ndarray, path: Path) -> None:
     """The blueprint's layout: three camera views across the top left, the joint plots on the right.
 
-    A camera view holding a rendered sim frame has many distinct colours; an empty or still loading
-    one is flat. A joint plot with the state, command and chunk lines has coloured line pixels (the
-    chunk palette) on its light background."""
+    A camera view holding a sim frame is a grey-level picture (the sim draws flat-shaded grey
+    objects, a red cube: a few dozen distinct colours, not hundreds), while an empty or loading view
+    is the flat panel background: each view must have several grey levels and contrast. The joint
+    plots must have the command's orange and at least two of the chunk lines' colours (the layout's
+    palette; overlapping chunks get different ones): plots with no chunk drawn have the command and
+    state only."""
+    from services.viewer.layout import CHUNK_COLORS, COMMAND_COLOR
+
     h, w = image.shape[:2]
-    cams = image[int(0.08 * h):int(0.38 * h), int(0.02 * w):int(0.50 * w)]
-    colours = len(np.unique((cams // 16).reshape(-1, 3), axis=0))
-    assert colours > 150, f"the camera views look empty ({colours} colour bins): {path}"
-    plots = image[int(0.08 * h):int(0.95 * h), int(0.55 * w):]
-    hsv = cv2.cvtColor(plots, cv2.COLOR_BGR2HSV)
-    saturated = int(np.sum((hsv[..., 1] > 80) & (hsv[..., 2] > 60)))
-    assert saturated > 2000, f"the joint/chunk plots show no coloured lines ({saturated} px): {path}"
+    left = int(w * 1.1 / 2.1)  # the blueprint's column shares: [1.1, 1.0]
+    for i in range(3):
+        view = image[int(0.18 * h):int(0.36 * h), i * left // 3 + 10:(i + 1) * left // 3 - 10]
+        grey = cv2.cvtColor(view, cv2.COLOR_BGR2GRAY)
+        levels, contrast = len(np.unique(grey // 16)), float(grey.std())
+        assert levels >= 5 and contrast > 12, f"camera view {i} looks empty ({levels} grey levels, std {contrast:.1f}): {path}"
+    plots = image[int(0.06 * h):int(0.92 * h), left + 10:].astype(np.int16)
+
+    def near(color: tuple) -> int:
+        return int(np.sum(np.abs(plots - np.array(color[::-1], np.int16)).max(-1) < 30))
+
+    chunk_px, command_px = [near(c) for c in CHUNK_COLORS], near(COMMAND_COLOR)
+    # at least two chunks drawn (a chunk line per colour: a new chunk and the previous one's remainder)
+    assert sum(n > 100 for n in chunk_px) >= 2 and command_px > 300, \
+        f"the joint plots show no two chunk lines ({chunk_px} px) or no commands ({command_px} px): {path}"
 
 
 def _free_port() -> int:
