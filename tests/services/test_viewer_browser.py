@@ -4,8 +4,8 @@
 driven over the DevTools protocol (a websocket to 127.0.0.1): open the URL the app logged, wait for
 the wasm viewer to stream the run, take a screenshot while the run still ticks.
 
-``VIEWER_SCREENSHOT_OUT=docs/images/live-view.png VIEWER_TEST_POLICY=flow`` makes the picture in
-docs/live-view.md with the default policy.
+``VIEWER_SCREENSHOT_OUT=docs/images/live-view.png`` makes the picture in docs/live-view.md
+(``VIEWER_TEST_POLICY=flow``: with the flow policy instead of the scripted one).
 """
 
 from __future__ import annotations
