@@ -1,15 +1,20 @@
-"""The delay-sensitive task in real time: naive async vs VJP RTC vs training-time RTC at the
-policy's real inference latency (the real-time half of the delay-sensitive study; the lockstep table is rtc_study.md).
+"""A study task in real time: naive async vs RTC methods at the policy's real inference latency
+(the real-time half of the RTC study; the lockstep tables are rtc_study.md and rtc_study_slide.md).
 
     .venv/bin/python benchmarks/bench_study_realtime.py --episodes 10 --rounds 2
+    .venv/bin/python benchmarks/bench_study_realtime.py --experiment slide_task --name rtc_study_slide_realtime \
+        --modes naive,rtc_capped,rtc_trained --mode rtc_trained_robust algorithm.guidance=trained \
+        policy.checkpoint=policies/flow/checkpoints/transfer_cube_slide ...
 
-Each round runs ``python -m inference +experiment=shift_task algorithm.guidance=G episodes=N
-seed=S`` once per mode (``naive`` = ``none``, ``rtc`` = ``vjp``, ``rtc_trained`` = ``trained``),
+Each round runs ``python -m inference +experiment=<experiment> <mode's overrides> episodes=N
+seed=S`` once per mode (``naive`` = ``guidance=none``, ``rtc`` = ``vjp``, ``rtc_trained`` = ``trained``,
+``rtc_identity`` = ``identity``, ``rtc_capped`` = ``vjp`` with ``guided_cap_ticks=8``; ``--mode LABEL
+OVERRIDE...`` adds one, e.g. another checkpoint),
 the modes alternating and every mode on the same seeds within a round (round r: seeds
 ``1000 * (r + 1)`` on, disjoint from the training seeds 10000+ and from the lockstep study's 0..19).
 Everything else is the experiment's and the app's defaults (sim robot in real time, 3 cameras,
 execute horizon 12, episodes stop at success, the plausibility check on). Reads each run's
-``summary.json``. Results: ``benchmarks/results/rtc_study_realtime.md`` (+ .json).
+``summary.json``. Results: ``benchmarks/results/<name>.md`` (+ .json; default rtc_study_realtime).
 """
 
 from __future__ import annotations
@@ -26,18 +31,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-MODES = {"naive": "none", "rtc": "vjp", "rtc_trained": "trained"}
+MODES = {"naive": ["algorithm.guidance=none"], "rtc": ["algorithm.guidance=vjp"],
+         "rtc_trained": ["algorithm.guidance=trained"], "rtc_identity": ["algorithm.guidance=identity"],
+         "rtc_capped": ["algorithm.guidance=vjp", "algorithm.guided_cap_ticks=8"]}
 KEYS = ("success_rate", "successes", "episodes", "inference_latency_ms_p50", "inference_latency_ms_p95",
         "d_actual_mean", "discontinuity_mean", "discontinuity_max", "rejected_chunks", "underruns")
 
 
-def run_mode(mode: str, episodes: int, seed: int, workdir: Path) -> dict:
+def run_mode(mode: str, overrides: list[str], experiment: str, episodes: int, seed: int, workdir: Path) -> dict:
     run_dir = workdir / f"{mode}_{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "inference", "+experiment=shift_task", f"algorithm.guidance={MODES[mode]}",
+    cmd = [sys.executable, "-m", "inference", f"+experiment={experiment}", *overrides,
            f"episodes={episodes}", f"seed={seed}", "report=false", f"hydra.run.dir={run_dir}"]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=episodes * 120 + 300)
-    out: dict = {"mode": mode, "guidance": MODES[mode], "seed": seed, "returncode": proc.returncode,
+    out: dict = {"mode": mode, "overrides": " ".join(overrides), "seed": seed, "returncode": proc.returncode,
                  "wall_s": round(time.monotonic() - t0, 1)}
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
@@ -53,28 +60,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default="naive,rtc,rtc_trained", help=f"of {', '.join(MODES)}")
+    ap.add_argument("--mode", nargs="+", action="append", default=[], metavar=("LABEL", "OVERRIDE"),
+                    help="one more mode: its label and Hydra overrides; repeatable")
+    ap.add_argument("--experiment", default="shift_task", help="a conf/experiment/ file (the task and its policy)")
+    ap.add_argument("--name", default="rtc_study_realtime", help="results file stem")
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    modes = args.modes.split(",")
+    modes = args.modes.split(",") if args.modes else []
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode(s) {unknown}; known: {list(MODES)} (or --mode LABEL OVERRIDE...)")
+    overrides = {m: MODES[m] for m in modes}
+    for label, *extra in args.mode:
+        overrides[label] = extra
+        modes.append(label)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_study_rt_") as tmp:
         for rnd in range(args.rounds):
             for mode in modes:
-                row = {"round": rnd, **run_mode(mode, args.episodes, 1000 * (rnd + 1), Path(tmp))}
+                row = {"round": rnd, **run_mode(mode, overrides[mode], args.experiment, args.episodes,
+                                                1000 * (rnd + 1), Path(tmp))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     command = "cd /work/main && .venv/bin/python benchmarks/bench_study_realtime.py " + " ".join(sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    (RESULTS / "rtc_study_realtime.json").write_text(json.dumps(
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(
         {"command": command, "started": started, "machine": machine, "rows": rows}, indent=2))
     f = lambda v, p=1: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["# The delay-sensitive task in real time: naive vs VJP RTC vs training-time RTC", "",
+    lines = [f"# `+experiment={args.experiment}` in real time: naive vs RTC methods", "",
              f"Command: `{command}`", "",
-             f"Started {started}; {machine}. Each row: `python -m inference +experiment=shift_task "
-             f"algorithm.guidance=G episodes={args.episodes} seed=S` (sim robot `transfer_cube_shift` in real time "
-             "at 20 Hz, 3 cameras, the flow checkpoint `transfer_cube_shift`, execute horizon 12; episodes stop at "
-             "success). Modes alternate within a round, on the same seeds. Latency = request to merged chunk (ms); "
+             f"Started {started}; {machine}. Each row: `python -m inference +experiment={args.experiment} "
+             f"<mode's overrides> episodes={args.episodes} seed=S` (the experiment's sim robot and flow checkpoint in "
+             "real time at 20 Hz, 3 cameras, execute horizon 12; episodes stop at success). Modes: "
+             + "; ".join(f"`{m}` = `{' '.join(overrides[m])}`" for m in modes) + ". "
+             "Modes alternate within a round, on the same seeds. Latency = request to merged chunk (ms); "
              "d = the measured delay (ticks); discontinuity = max |last executed old action - first new action| at "
              "a chunk switch (rad).", "",
              "| round | mode | seeds | success | episodes run | inference p50 | inference p95 | d mean | "
@@ -92,7 +112,7 @@ def main() -> None:
         mine = [r for r in rows if r["mode"] == mode]
         wins, eps = sum(int(r.get("successes") or 0) for r in mine), sum(int(r.get("episodes") or 0) for r in mine)
         lines.append(f"| {mode} | {wins} / {eps} ({wins / eps:.2f}) |" if eps else f"| {mode} | - |")
-    (RESULTS / "rtc_study_realtime.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -18,7 +18,7 @@ episodes where both sides appear among the K, and how often a chunk picks the si
 
 The shift task's probe ticks stay before the cube's jump (the strategies are defined for one cube
 pose): early = ``--early`` ticks, later = the tick before the jump (or ``--late`` if earlier). The
-sliding task: early = ``--early``, later = ``--late``. Results: ``benchmarks/results/multimodality_<task>.md``.
+sliding task: early = ``--early``, later = ``--late``. Results: ``benchmarks/results/multimodality_<task>.md`` (or ``--name``).
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="default: the task's shipped checkpoint")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--samples", type=int, default=8, help="K chunks per observation")
+    ap.add_argument("--name", default=None, help="results file stem (default multimodality_<task>)")
     ap.add_argument("--early", type=int, default=2, help="early probe tick")
     ap.add_argument("--late", type=int, default=24, help="later probe tick (shift task: at most the tick before the jump)")
     args = ap.parse_args()
@@ -154,7 +155,7 @@ def main() -> None:
     for p in probes:
         lines.append(f"| {p} | {min(ticks[p])}-{max(ticks[p])} | {np.mean(disagree[p]):.2f} | "
                      f"{sum(both[p])}/{len(both[p])} | {np.mean(drawn[p]):.2f} | {np.mean(other[p]):.2f} |")
-    out = ROOT / "benchmarks" / "results" / f"multimodality_{args.task}.md"
+    out = ROOT / "benchmarks" / "results" / f"{args.name or 'multimodality_' + args.task}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
