@@ -191,7 +191,8 @@ class LockstepEvaluator:
         return {
             "method": method, "delay_ticks": delay, "guidance": str(guidance),
             "schedule": str(schedule) if guidance in (Guidance.VJP, Guidance.BLEND) else "",
-            "episodes": run.episodes, "success_rate": float(np.mean(successes)) if successes else 0.0,
+            # Episodes actually run: a fault ends the run (as in every mode), so a faulted cell has fewer.
+            "episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else 0.0,
             "time_to_success_s": float(np.mean(success_s)) if success_s else float("nan"),
             "discontinuity_mean": float(np.mean(finite)) if finite else float("nan"),
             "discontinuity_max": float(np.max(finite)) if finite else float("nan"),
@@ -200,6 +201,7 @@ class LockstepEvaluator:
             "max_step_planned": float(np.nanmax(max_steps_pre)) if max_steps_pre else float("nan"),
             "underruns": underruns, "paused_ticks": paused, "inferences": inferences,
             "rejected_chunks": rejected, "ticks": ticks_total,
+            "fault": str(loop.fault.kind) if loop.fault is not None else "",
         }
 
 

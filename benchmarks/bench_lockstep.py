@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 import tempfile
@@ -35,16 +36,21 @@ RESULTS = ROOT / "benchmarks" / "results"
 def _run_cells(overrides: list[str]) -> tuple[list[dict], dict]:
     """One lockstep_eval run (in its own process when --jobs > 1)."""
     from inference.app import compose_run
+    from services.errors import AlgorithmFault
 
     run = compose_run(overrides, run_dir=Path(tempfile.mkdtemp(prefix="bench-lockstep-")))
     if os.environ.get("BENCH_LOCKSTEP_THREADS"):  # --jobs > 1: one core per job
         import torch
 
         torch.set_num_threads(int(os.environ["BENCH_LOCKSTEP_THREADS"]))
-    summary = run.execute()
+    try:
+        table = run.execute()["table"]
+    except AlgorithmFault as fault:  # the run ended in a fault: the cells it finished are in its results file
+        print(f"fault in {overrides}: {fault.line()}", flush=True)
+        table = json.loads((run.run_dir / f"{run.cfg.algorithm.results_name}.json").read_text())
     meta = run.policy_metadata
     cfg = run.cfg
-    return summary["table"], {"chunk_size": meta.chunk_size, "hz": run.hz, "seed": run.seed,
+    return table, {"chunk_size": meta.chunk_size, "hz": run.hz, "seed": run.seed,
                               "checkpoint": cfg.policy.get("checkpoint"), "episodes": run.episodes,
                               "max_steps": int(cfg.max_steps), "execute_horizon": int(cfg.algorithm.execute_horizon),
                               "policy": str(cfg.policy.get("type")), "task": str(cfg.robot.get("task", "transfer_cube")),
@@ -77,6 +83,8 @@ def main() -> None:
     ap.add_argument("--execute-horizon", type=int, default=None, help="default 25")
     ap.add_argument("--jobs", type=int, default=1, help="processes; methods are split between them")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the cells already in the results CSV and run only the missing ones")
     ap.add_argument("--variant", nargs="+", action="append", default=[], metavar=("LABEL METHOD", "OVERRIDE"),
                     help="one more row set: METHOD run with these Hydra overrides (e.g. another checkpoint), "
                          "labelled LABEL in the table; repeatable")
@@ -114,13 +122,20 @@ def main() -> None:
     overrides = overrides_for(methods)
     # Work items: (label, overrides), one per method (or variant) and half of the delays, so that the
     # pool stays balanced; a label renames the rows of a variant's one method.
-    halves = [delays[: (len(delays) + 1) // 2], delays[(len(delays) + 1) // 2 :]]
-    halves = [h for h in halves if h]
     per_cell = [(None, m, []) for m in methods] + variants
-    jobs_in = [(label, [*overrides_for([m], extra), f"algorithm.delays_ticks=[{','.join(map(str, h))}]"])
-               for label, m, extra in per_cell for h in halves]
+    out = RESULTS / name
+    done: dict[tuple[str, int], dict] = {}
+    if args.resume and out.with_suffix(".csv").is_file():  # cells already in the results file are kept
+        for r in csv.DictReader(out.with_suffix(".csv").open()):
+            r = {k: (v if k in ("method", "guidance", "schedule", "fault") else float(v) if "." in v or "nan" in v
+                     else int(v)) for k, v in r.items()}
+            done[(r["method"], int(r["delay_ticks"]))] = {**r, "fault": r.get("fault") or ""}
+    # One work item per (method or variant, delay): the pool stays balanced, and a fault (which ends
+    # a run) costs only its own cell.
+    jobs_in = [(label, [*overrides_for([m], extra), f"algorithm.delays_ticks=[{d}]"])
+               for label, m, extra in per_cell for d in delays if ((label or m), d) not in done]
     t0 = time.monotonic()
-    if args.jobs <= 1 and not variants:
+    if args.jobs <= 1 and not variants and not args.resume:
         rows, info = _run_cells(overrides)
     else:
         import multiprocessing as mp
@@ -136,14 +151,16 @@ def main() -> None:
                           f"success={r['success_rate']:.3f} disc={r['discontinuity_mean']:.4f} "
                           f"t={time.monotonic() - t0:.0f}s", flush=True)
             results = [(label, f.result()) for (label, _), f in zip(jobs_in, futures)]
-        by_method: dict[str, list[dict]] = {}
+        if not results:
+            raise SystemExit("nothing to run: every cell is already in the results file (--resume)")
+        info = None
+        cells = dict(done)
         for label, (table, table_info) in results:
-            if label is None:
+            if label is None or info is None:
                 info = table_info
             for r in table:
-                name_ = label or r["method"]
-                by_method.setdefault(name_, []).append({**r, "method": name_})
-        rows = [r for m in [*methods, *(v[0] for v in variants)] for r in by_method.get(m, [])]
+                cells[(label or r["method"], int(r["delay_ticks"]))] = {**r, "method": label or r["method"]}
+        rows = [cells[(m, d)] for m in [*methods, *(v[0] for v in variants)] for d in delays if (m, d) in cells]
     elapsed = time.monotonic() - t0
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
@@ -164,15 +181,15 @@ def main() -> None:
         "third difference of the commands sent (after the safety filter) / dt^3, max and RMS over ticks and "
         "dimensions (the max saturates at the slew limit: 4 * max_delta / dt^3).", "",
         "| method | d | episodes | success | time to success (s) | discontinuity mean | discontinuity max | max jerk "
-        "| RMS jerk | underruns | rejected | paused ticks |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| RMS jerk | underruns | rejected | paused ticks | fault |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['delay_ticks']} | {r['episodes']} | {r['success_rate']:.2f} | "
             f"{r['time_to_success_s']:.2f} | {r['discontinuity_mean']:.4f} | "
             f"{r['discontinuity_max']:.4f} | {r['max_jerk']:.1f} | {r['rms_jerk']:.1f} | {r['underruns']} | "
-            f"{r['rejected_chunks']} | {r['paused_ticks']} |"
+            f"{r['rejected_chunks']} | {r['paused_ticks']} | {r.get('fault') or ''} |"
         )
     goals = goal_lines(rows)
     if goals:
