@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="default sync,naive,blend,rtc,rtc_hard")
     ap.add_argument("--delays", default=None, help="default 0,1,2,4,8")
     ap.add_argument("--execute-horizon", type=int, default=None, help="default 25")
-    ap.add_argument("--jobs", type=int, default=1, help="processes; methods are split between them")
+    ap.add_argument("--jobs", type=int, default=1, help="processes; the (method, delay) cells are shared between them")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides")
     ap.add_argument("--resume", action="store_true",
                     help="keep the cells already in the results CSV and run only the missing ones")
@@ -120,8 +120,6 @@ def main() -> None:
     configured, delays = _configured_cells(overrides_for(None))
     methods = args.methods.split(",") if args.methods else configured
     overrides = overrides_for(methods)
-    # Work items: (label, overrides), one per method (or variant) and half of the delays, so that the
-    # pool stays balanced; a label renames the rows of a variant's one method.
     per_cell = [(None, m, []) for m in methods] + variants
     out = RESULTS / name
     done: dict[tuple[str, int], dict] = {}
@@ -130,8 +128,8 @@ def main() -> None:
             r = {k: (v if k in ("method", "guidance", "schedule", "fault") else float(v) if "." in v or "nan" in v
                      else int(v)) for k, v in r.items()}
             done[(r["method"], int(r["delay_ticks"]))] = {**r, "fault": r.get("fault") or ""}
-    # One work item per (method or variant, delay): the pool stays balanced, and a fault (which ends
-    # a run) costs only its own cell.
+    # One work item (label, overrides) per (method or variant, delay): the pool stays balanced, a fault
+    # (which ends a run) costs only its own cell, and a label renames the rows of a variant's method.
     jobs_in = [(label, [*overrides_for([m], extra), f"algorithm.delays_ticks=[{d}]"])
                for label, m, extra in per_cell for d in delays if ((label or m), d) not in done]
     t0 = time.monotonic()
@@ -145,12 +143,13 @@ def main() -> None:
         os.environ["BENCH_LOCKSTEP_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(_run_cells, o) for _, o in jobs_in]
-            for (label, _), f in zip(jobs_in, futures):  # as they finish, so a cut-short run keeps what it had
-                for r in f.result()[0]:
+            results = []
+            for (label, _), f in zip(jobs_in, futures):  # printed in order, so a cut-short run keeps what it had
+                results.append((label, f.result()))
+                for r in results[-1][1][0]:
                     print(f"row {label or r['method']} d={r['delay_ticks']} episodes={r['episodes']} "
                           f"success={r['success_rate']:.3f} disc={r['discontinuity_mean']:.4f} "
                           f"t={time.monotonic() - t0:.0f}s", flush=True)
-            results = [(label, f.result()) for (label, _), f in zip(jobs_in, futures)]
         if not results:
             raise SystemExit("nothing to run: every cell is already in the results file (--resume)")
         info = None

@@ -3,13 +3,12 @@
 
     .venv/bin/python benchmarks/bench_study_realtime.py --episodes 10 --rounds 2
     .venv/bin/python benchmarks/bench_study_realtime.py --experiment slide_task --name rtc_study_slide_realtime \
-        --modes naive,rtc_capped,rtc_trained --mode rtc_trained_robust algorithm.guidance=trained \
-        policy.checkpoint=policies/flow/checkpoints/transfer_cube_slide ...
+        --episodes 5 --rounds 1 --modes naive,rtc_identity,rtc --mode rtc_trained_robust algorithm.guidance=trained
 
 Each round runs ``python -m inference +experiment=<experiment> <mode's overrides> episodes=N
 seed=S`` once per mode (``naive`` = ``guidance=none``, ``rtc`` = ``vjp``, ``rtc_trained`` = ``trained``,
-``rtc_identity`` = ``identity``, ``rtc_capped`` = ``vjp`` with ``guided_cap_ticks=8``; ``--mode LABEL
-OVERRIDE...`` adds one, e.g. another checkpoint),
+any other ``lockstep_eval`` method name but ``sync`` likewise, ``rtc_capped`` with
+``guided_cap_ticks=8``; ``--mode LABEL OVERRIDE...`` adds one, e.g. another checkpoint),
 the modes alternating and every mode on the same seeds within a round (round r: seeds
 ``1000 * (r + 1)`` on, disjoint from the training seeds 10000+ and from the lockstep study's 0..19).
 Everything else is the experiment's and the app's defaults (sim robot in real time, 3 cameras,
@@ -31,9 +30,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-MODES = {"naive": ["algorithm.guidance=none"], "rtc": ["algorithm.guidance=vjp"],
-         "rtc_trained": ["algorithm.guidance=trained"], "rtc_identity": ["algorithm.guidance=identity"],
-         "rtc_capped": ["algorithm.guidance=vjp", "algorithm.guided_cap_ticks=8"]}
+sys.path.insert(0, str(ROOT))
+from algorithms.lockstep_eval import METHODS  # noqa: E402  (the lockstep study's method names)
+
+CAPPED_TICKS = 8  # rtc_capped's guided_cap_ticks, as in the study experiments
+
+
+def _mode_overrides(method: str) -> list[str]:
+    """A lockstep method's guidance as real-time overrides (sync has no real-time twin: it is sequential)."""
+    guidance, schedule = METHODS[method]
+    return [f"algorithm.guidance={guidance}", *([f"algorithm.schedule={schedule}"] if schedule else []),
+            *([f"algorithm.guided_cap_ticks={CAPPED_TICKS}"] if method == "rtc_capped" else [])]
+
+
+MODES = {m: _mode_overrides(m) for m in METHODS if m not in ("sync", "custom")}
 KEYS = ("success_rate", "successes", "episodes", "inference_latency_ms_p50", "inference_latency_ms_p95",
         "d_actual_mean", "discontinuity_mean", "discontinuity_max", "rejected_chunks", "underruns")
 
