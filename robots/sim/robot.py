@@ -305,10 +305,26 @@ class SimRobot:
             raise
 
     def home(self, seed: int | None = None) -> None:
-        """New episode: arms to home, cube re-drawn from ``default_rng(seed)``, step counter 0."""
+        """New episode: arms to home, cube re-drawn from ``default_rng(seed)``, step counter 0.
+
+        In real time it returns once every camera shows the new episode: the reset is a teleport,
+        and a camera's newest frame would otherwise still show the last episode (or the pose
+        before the first home), so the episode's first observation -- the one its first chunk is
+        planned from -- would pair the new state with an old scene."""
         if self._shared is None:
             self._reset(np.random.default_rng(seed), new_episode=True)
-            return
+        else:
+            self._home_process(seed)
+        if self._physics_running():
+            reset_at = self.latest_snapshot().mono_time
+            for cam in self.cameras.values():
+                cam.wait_for_frame(reset_at, self.start_timeout_s)
+
+    def _physics_running(self) -> bool:
+        """Real-time physics is stepping (process or thread): its cameras render the live scene."""
+        return self._shared is not None or (self._thread is not None and self._thread.is_alive())
+
+    def _home_process(self, seed: int | None) -> None:
         shared = self._shared
         home = aloha.home_joints14()
         with self._cmd_lock:

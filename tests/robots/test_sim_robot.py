@@ -191,6 +191,39 @@ def test_realtime_runs_with_wall_clock_and_fresh_frames() -> None:
         assert idx == sorted(idx) and idx[-1] - idx[0] >= 5, f"camera {name} did not keep rendering"
 
 
+def cube_pixel(image: np.ndarray) -> np.ndarray:
+    """Centroid (x, y, pixels) of the red cube in a (3, H, W) frame."""
+    r, g, b = np.asarray(image, dtype=int)
+    ys, xs = np.nonzero((r > 120) & (g < 60) & (b < 60))
+    assert len(xs) > 0, "no cube in the frame"
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("device_processes", [True, False], ids=["processes", "threads"])
+def test_realtime_first_frame_after_home_shows_the_new_episode(device_processes: bool) -> None:
+    # home() teleports the cube; the episode's first observation (its first chunk is planned from
+    # it) must show the new scene, not the camera's last frame of the previous episode.
+    seeds = (1000, 1001, 1002)
+    lockstep = SimRobot(cameras=camera_factories(), realtime=False)
+    expected = []
+    for seed in seeds:
+        lockstep.home(seed)
+        expected.append(cube_pixel(lockstep.read().images["head"].image))
+    # the seeds put the cube visibly apart (else a stale frame could pass)
+    assert all(np.linalg.norm(a - b) > 3.0 for a, b in zip(expected, expected[1:]))
+    robot = SimRobot(cameras=camera_factories(), realtime=True, device_processes=device_processes)
+    robot.start()
+    try:
+        for seed, want in zip(seeds, expected):
+            robot.home(seed)
+            obs = robot.read()
+            assert obs.info["episode"] >= 1
+            got = cube_pixel(obs.images["head"].image)
+            assert np.linalg.norm(got - want) < 1.5, f"seed {seed}: cube at {got} in the first frame, expected {want}"
+    finally:
+        robot.stop()
+
+
 def test_realtime_stale_frames_and_state_raise() -> None:
     robot = SimRobot(cameras=camera_factories(max_frame_age_s=0.3), realtime=True, max_state_age_s=10.0)
     robot.start()
