@@ -298,8 +298,7 @@ class SimRobot:
             if self._pending is not None:
                 self._wait_process()
             # Block until every camera shows the running sim, so the first read() is not stale.
-            for cam in self.cameras.values():
-                cam.wait_for_frame(started, self.start_timeout_s)
+            self._wait_for_frames_after(started)
         except BaseException:
             self.stop()
             raise
@@ -316,13 +315,17 @@ class SimRobot:
         else:
             self._home_process(seed)
         if self._physics_running():
-            reset_at = self.latest_snapshot().mono_time
-            for cam in self.cameras.values():
-                cam.wait_for_frame(reset_at, self.start_timeout_s)
+            self._wait_for_frames_after(self.latest_snapshot().mono_time)
 
     def _physics_running(self) -> bool:
         """Real-time physics is stepping (process or thread): its cameras render the live scene."""
-        return self._shared is not None or (self._thread is not None and self._thread.is_alive())
+        return self.in_process or (self._thread is not None and self._thread.is_alive())
+
+    def _wait_for_frames_after(self, mono_time: float) -> None:
+        """Block until every camera has a frame captured at or after ``mono_time`` (``RobotError``
+        after ``start_timeout_s``)."""
+        for cam in self.cameras.values():
+            cam.wait_for_frame(mono_time, self.start_timeout_s)
 
     def _home_process(self, seed: int | None) -> None:
         shared = self._shared

@@ -192,7 +192,7 @@ def test_realtime_runs_with_wall_clock_and_fresh_frames() -> None:
 
 
 def cube_pixel(image: np.ndarray) -> np.ndarray:
-    """Centroid (x, y, pixels) of the red cube in a (3, H, W) frame."""
+    """Centroid (x, y) in pixels of the red cube in a (3, H, W) frame."""
     r, g, b = np.asarray(image, dtype=int)
     ys, xs = np.nonzero((r > 120) & (g < 60) & (b < 60))
     assert len(xs) > 0, "no cube in the frame"
