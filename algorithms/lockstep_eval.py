@@ -19,6 +19,9 @@ robot, minus the wall clock. Methods (the RTC paper's comparison):
   identity``, what LeRobot 0.6's RTC computes): no reverse pass; needs ``supports_identity``.
 * ``rtc_capped``: ``rtc`` with its soft-guided region ending ``guided_cap_ticks`` actions past the
   delay instead of at ``H - s`` (the knob must be set; the other methods ignore it).
+* ``select``: no guidance in the sampler: ``select_samples`` (K) chunks sampled for the observation,
+  the one closest to the previous chunk's rest under the soft mask kept (``guidance: select``, the
+  backward-coherence criterion of bidirectional decoding); needs ``supports_select``.
 * ``custom``: the configured ``guidance`` + ``schedule`` + ``guided_cap_ticks`` (for Hydra sweeps).
 
 Every cell runs the same episodes (seeds ``seed + e``) and re-seeds a sampling policy's noise
@@ -60,6 +63,7 @@ METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
     "rtc_trained": (Guidance.TRAINED, None),
     "rtc_identity": (Guidance.IDENTITY, None),
     "rtc_capped": (Guidance.VJP, None),
+    "select": (Guidance.SELECT, None),
     "custom": (None, None),
 }
 DISTRIBUTIONS = ("constant", "uniform")

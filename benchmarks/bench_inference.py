@@ -1,5 +1,6 @@
-"""Latency of the flow policy: unguided predict vs RTC guided inference (VJP) vs training-time RTC
-(``guidance=trained``: a clean action prefix, no VJP) vs one bare velocity call.
+"""Latency of the flow policy: unguided predict vs RTC guided inference (VJP, and ``identity``: the
+correction without the Jacobian) vs training-time RTC (``guidance=trained``: a clean action prefix,
+no VJP) vs ``select`` (K plain samples in one batch, the most coherent kept) vs one bare velocity call.
 
     python benchmarks/bench_inference.py                      # CPU, H in 16 32 50, steps 5 10
     python benchmarks/bench_inference.py --device cuda --horizons 50 --steps 10
@@ -9,7 +10,8 @@ Models use the bundled architecture (from its config.json, with ``train_prefix_m
 chunk sizes: weights do not change the cost). Per case it reports the median (and p90)
 wall time of: ``velocity`` (one action-expert call v(A, tau), prefix already encoded),
 ``prefix`` (observation encoding, done once per chunk), ``predict`` and ``guided_inference`` with
-``guidance=vjp``, ``blend`` and ``trained``, and the ratios. Writes a markdown table to
+``guidance=vjp``, ``identity``, ``blend``, ``trained`` and ``select`` (``--select-samples`` K), and
+each one's ratio to ``predict`` measured in the same rounds. Writes a markdown table to
 ``benchmarks/results/inference.md`` (``--out``) with the command line at the top.
 """
 
@@ -33,6 +35,9 @@ if str(ROOT) not in sys.path:
 from policies.base import PolicyInput  # noqa: E402
 from policies.flow import FlowModel, FlowPolicy  # noqa: E402
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path, save_checkpoint  # noqa: E402
+
+
+MODES = ("predict", "vjp", "identity", "blend", "trained", "select")  # predict, then guided_inference's kinds
 
 
 def timed(fn, repeats: int, sync) -> tuple[float, float]:
@@ -96,6 +101,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="autocast_bf16 in the policy")
+    ap.add_argument("--select-samples", type=int, default=8, help="K for guidance=select")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,6 +113,7 @@ def main() -> None:
         for horizon in args.horizons:
             for steps in args.steps:
                 p = make_policy(horizon, steps, args.device, Path(tmpdir), args.bf16)
+                p.select_samples = args.select_samples
                 m = p.metadata
                 rng = np.random.default_rng(0)
                 obs = PolicyInput(
@@ -122,20 +129,14 @@ def main() -> None:
                     vel = p._velocity_fn(prefix)
                     t_vel = timed(lambda: vel(a, tau), args.repeats, sync)
                     t_pre = timed(lambda: p._encode_prefix(obs), args.repeats, sync)
-                t_pred, t_vjp, t_blend, t_trained = timed_interleaved([
-                    lambda: p.predict(obs),
-                    lambda: p.guided_inference(obs, prev, d, s, guidance="vjp"),
-                    lambda: p.guided_inference(obs, prev, d, s, guidance="blend"),
-                    lambda: p.guided_inference(obs, prev, d, s, guidance="trained"),
-                ], args.repeats, sync)
-                rows.append((horizon, steps, t_vel, t_pre, t_pred, t_vjp, t_blend, t_trained))
-                print(
-                    f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
-                    f"predict {t_pred[0]:.2f} ms, guided vjp {t_vjp[0]:.2f} ms "
-                    f"({t_vjp[0] / t_pred[0]:.2f}x predict), blend {t_blend[0]:.2f} ms, trained {t_trained[0]:.2f} ms "
-                    f"({t_trained[0] / t_pred[0]:.2f}x predict)",
-                    flush=True,
-                )
+                times = dict(zip(MODES, timed_interleaved(
+                    [lambda: p.predict(obs)]
+                    + [lambda g=g: p.guided_inference(obs, prev, d, s, guidance=g) for g in MODES[1:]],
+                    args.repeats, sync)))
+                rows.append((horizon, steps, t_vel, t_pre, times))
+                print(f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
+                      + ", ".join(f"{k} {t[0]:.2f} ms ({t[0] / times['predict'][0]:.2f}x)" for k, t in times.items()),
+                      flush=True)
 
     script = Path(sys.argv[0]).resolve()
     shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
@@ -147,25 +148,26 @@ def main() -> None:
         "",
         f"Device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} threads{', bf16 autocast' if args.bf16 else ''}); {args.repeats} timed calls per cell "
-        "after 2 warm-up calls, predict / vjp / blend / trained interleaved (one of each per round, the "
+        f"after 2 warm-up calls, {' / '.join(MODES)} interleaved (one of each per round, the "
         "order rotating); median (p90) in ms. Bundled architecture "
         "(3 cameras 96x128, 14-dim); delay d = max(1, H/10), execute horizon s = H/2.",
         "",
         "`velocity` = one action-expert call v(A, tau) with the observation prefix already encoded; "
         "`prefix` = observation encoding (once per chunk); `predict` = prefix + n Euler steps "
         "(inference_mode); `vjp` = RTC guided inference (prefix + n steps of forward + reverse pass); "
+        "`identity` = RTC guidance without the Jacobian (no reverse pass); "
         "`blend` = predict + W*prev + (1-W)*new; `trained` = training-time RTC (the first d actions of prev "
-        "clean at flow time 1, n Euler steps over the rest, inference_mode).",
+        f"clean at flow time 1, n Euler steps over the rest, inference_mode); `select` = K = {args.select_samples} "
+        "plain chunks in one batch (prefix encoded once), the most coherent with prev kept.",
         "",
-        "| H | steps | velocity | prefix | predict | vjp | blend | trained | vjp / predict | trained / predict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| H | steps | velocity | prefix | " + " | ".join(MODES) + " | "
+        + " | ".join(f"{k} / predict" for k in MODES[1:]) + " |",
+        "|---|---|---|---|" + "---|" * (2 * len(MODES) - 1),
     ]
     fmt = lambda t: f"{t[0]:.2f} ({t[1]:.2f})"  # noqa: E731
-    for h, n, tv, tp, tpred, tvjp, tb, ttr in rows:
-        lines.append(
-            f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | {fmt(tpred)} | {fmt(tvjp)} | {fmt(tb)} | {fmt(ttr)} | "
-            f"{tvjp[0] / tpred[0]:.2f} | {ttr[0] / tpred[0]:.2f} |"
-        )
+    for h, n, tv, tp, times in rows:
+        lines.append(f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | " + " | ".join(fmt(times[k]) for k in MODES) + " | "
+                     + " | ".join(f"{times[k][0] / times['predict'][0]:.2f}" for k in MODES[1:]) + " |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

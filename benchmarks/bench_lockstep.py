@@ -48,9 +48,14 @@ def _run_cells(overrides: list[str]) -> tuple[list[dict], dict]:
     except AlgorithmFault as fault:  # the run ended in a fault: the cells it finished are in its results file
         print(f"fault in {overrides}: {fault.line()}", flush=True)
         table = json.loads((run.run_dir / f"{run.cfg.algorithm.results_name}.json").read_text())
+    return table, _run_info(run)
+
+
+def _run_info(run) -> dict:
+    """What the table's header says about the run (policy, task, episodes, horizon)."""
     meta = run.policy_metadata
     cfg = run.cfg
-    return table, {"chunk_size": meta.chunk_size, "hz": run.hz, "seed": run.seed,
+    return {"chunk_size": meta.chunk_size, "hz": run.hz, "seed": run.seed,
                               "checkpoint": cfg.policy.get("checkpoint"), "episodes": run.episodes,
                               "max_steps": int(cfg.max_steps), "execute_horizon": int(cfg.algorithm.execute_horizon),
                               "policy": str(cfg.policy.get("type")), "task": str(cfg.robot.get("task", "transfer_cube")),
@@ -150,9 +155,12 @@ def main() -> None:
                     print(f"row {label or r['method']} d={r['delay_ticks']} episodes={r['episodes']} "
                           f"success={r['success_rate']:.3f} disc={r['discontinuity_mean']:.4f} "
                           f"t={time.monotonic() - t0:.0f}s", flush=True)
-        if not results:
-            raise SystemExit("nothing to run: every cell is already in the results file (--resume)")
         info = None
+        if not results:  # every cell is in the results file: only the table, targets and plot are rewritten
+            from inference.app import compose_run
+
+            print("nothing to run: every cell is already in the results file (--resume); rewriting the report")
+            info = _run_info(compose_run(overrides, run_dir=Path(tempfile.mkdtemp(prefix="bench-lockstep-"))))
         cells = dict(done)
         for label, (table, table_info) in results:
             if label is None or info is None:
@@ -179,13 +187,15 @@ def main() -> None:
         "(robot units: rad / gripper 0..1, before the safety filter), mean and max over all boundaries; jerk = "
         "third difference of the commands sent (after the safety filter) / dt^3, max and RMS over ticks and "
         "dimensions (the max saturates at the slew limit: 4 * max_delta / dt^3).", "",
-        "| method | d | episodes | success | time to success (s) | discontinuity mean | discontinuity max | max jerk "
-        "| RMS jerk | underruns | rejected | paused ticks | fault |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "success 95% = the Wilson score interval of the success rate over the cell's episodes.", "",
+        "| method | d | episodes | success | success 95% | time to success (s) | discontinuity mean | discontinuity max "
+        "| max jerk | RMS jerk | underruns | rejected | paused ticks | fault |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        lo, hi = wilson_interval(round(r["success_rate"] * r["episodes"]), int(r["episodes"]))
         lines.append(
-            f"| {r['method']} | {r['delay_ticks']} | {r['episodes']} | {r['success_rate']:.2f} | "
+            f"| {r['method']} | {r['delay_ticks']} | {r['episodes']} | {r['success_rate']:.2f} | {lo:.2f}-{hi:.2f} | "
             f"{r['time_to_success_s']:.2f} | {r['discontinuity_mean']:.4f} | "
             f"{r['discontinuity_max']:.4f} | {r['max_jerk']:.1f} | {r['rms_jerk']:.1f} | {r['underruns']} | "
             f"{r['rejected_chunks']} | {r['paused_ticks']} | {r.get('fault') or ''} |"
@@ -206,7 +216,20 @@ def main() -> None:
     print(f"plot: {out.with_suffix('.png')}")
 
 
-GUIDED = ("rtc", "rtc_hard", "rtc_trained", "rtc_trained_robust", "rtc_identity", "rtc_capped")
+# The rows that make the next chunk agree with the previous one: the inpainting methods, and select
+# (which picks the agreeing chunk among plain samples instead of inpainting it). Not blend.
+GUIDED = ("rtc", "rtc_hard", "rtc_trained", "rtc_trained_robust", "rtc_identity", "rtc_capped", "select")
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate from ``n`` episodes (the spread one cell's
+    success has from its episode draw alone: with 30 episodes about +-0.15 around 0.8)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # p itself despite rounding
 
 
 def goal_lines(rows: list[dict]) -> list[str]:

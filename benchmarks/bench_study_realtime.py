@@ -8,7 +8,7 @@
 Each round runs ``python -m inference +experiment=<experiment> <mode's overrides> episodes=N
 seed=S`` once per mode (``naive`` = ``guidance=none``, ``rtc`` = ``vjp``, ``rtc_trained`` = ``trained``,
 any other ``lockstep_eval`` method name but ``sync`` likewise, ``rtc_capped`` with
-``guided_cap_ticks=8``; ``--mode LABEL OVERRIDE...`` adds one, e.g. another checkpoint),
+the ``guided_cap_ticks`` of ``conf/experiment/rtc_study.yaml``; ``--mode LABEL OVERRIDE...`` adds one, e.g. another checkpoint),
 the modes alternating and every mode on the same seeds within a round (round r: seeds
 ``1000 * (r + 1)`` on, disjoint from the training seeds 10000+ and from the lockstep study's 0..19).
 Everything else is the experiment's and the app's defaults (sim robot in real time, 3 cameras,
@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 from algorithms.lockstep_eval import METHODS  # noqa: E402  (the lockstep study's method names)
+from omegaconf import OmegaConf  # noqa: E402
 
-CAPPED_TICKS = 8  # rtc_capped's guided_cap_ticks, as in the study experiments
+# rtc_capped's cap, read from the lockstep study's experiment so that both halves of the study use one value
+CAPPED_TICKS = int(OmegaConf.load(ROOT / "conf" / "experiment" / "rtc_study.yaml").algorithm.guided_cap_ticks)
 
 
 def _mode_overrides(method: str) -> list[str]:

@@ -343,6 +343,8 @@ _OPTIONAL_GUIDANCE = {
                 "RTC); flow: train with model.train_prefix_max > 0"),
     "identity": ("supports_identity_guidance", "a policy with a sampler it can guide step by step (the flow "
                  "policy)"),
+    "select": ("supports_select_guidance", "a policy that samples several chunks for one observation (the flow "
+               "policy)"),
 }
 
 

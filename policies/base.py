@@ -23,7 +23,11 @@ class Guidance(StrEnum):
     with ``metadata.supports_trained``); ``blend``: ``W * prev + (1 - W) * new`` after sampling;
     ``none``: naive asynchronous chunking; ``identity``: RTC guidance with the correction taken
     without the Jacobian (the weighted error itself, as LeRobot computes it: no reverse pass; only
-    policies with ``metadata.supports_identity``). A ``StrEnum``: members compare equal to their config
+    policies with ``metadata.supports_identity``); ``select``: no guidance inside the sampler: K chunks
+    are sampled from the observation and the one closest to the previous chunk's unexecuted rest (the
+    soft mask's weights) is kept (the backward-coherence criterion of bidirectional decoding, Liu et
+    al. 2024), so every candidate is a plan for the world as it is now (only policies with
+    ``metadata.supports_select``). A ``StrEnum``: members compare equal to their config
     strings (``Guidance.VJP == "vjp"``).
     """
 
@@ -32,6 +36,7 @@ class Guidance(StrEnum):
     NONE = "none"
     TRAINED = "trained"
     IDENTITY = "identity"  # appended: members' positions are wire codes (algorithms/rtc/layout.py)
+    SELECT = "select"  # appended likewise
 
 
 class Schedule(StrEnum):
@@ -42,6 +47,23 @@ class Schedule(StrEnum):
     LINEAR = "linear"
     ONES = "ones"
     ZEROS = "zeros"
+
+
+# Guidance a policy may lack, and the ``PolicyMetadata`` flag that says it has it (the others -- vjp
+# through ``supports_vjp``, blend, none -- every policy with ``guided_inference`` takes).
+GUIDANCE_CAPABILITY: dict[Guidance, str] = {
+    Guidance.TRAINED: "supports_trained",
+    Guidance.IDENTITY: "supports_identity",
+    Guidance.SELECT: "supports_select",
+}
+
+
+def missing_capability(policy: Any, guidance: Guidance | str) -> str | None:
+    """Why ``policy`` cannot run ``guidance`` (one line naming its metadata flag), or None if it can."""
+    flag = GUIDANCE_CAPABILITY.get(Guidance(guidance)) if guidance in tuple(Guidance) else None
+    if flag is None or getattr(getattr(policy, "metadata", None), flag, False):
+        return None
+    return f"policy {type(policy).__name__} does not support guidance={guidance} (metadata.{flag} is False)"
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,7 @@ class PolicyMetadata:
     needs_privileged: bool = False
     supports_trained: bool = False  # ``guidance: trained`` (the model was trained with clean action prefixes)
     supports_identity: bool = False  # ``guidance: identity`` (a flow/diffusion sampler it can guide step by step)
+    supports_select: bool = False  # ``guidance: select`` (it can sample several chunks for one observation)
 
 
 @dataclass

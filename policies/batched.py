@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from policies.base import Guidance, PolicyInput, Schedule
+from policies.base import Guidance, PolicyInput, Schedule, missing_capability
 from policies.guidance import blend, guidance_weight, prefix_weights, vjp_step
 
 log = logging.getLogger(__name__)
@@ -215,35 +215,34 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
     sampler still serve a fleet, unbatched). A row the policy refuses gets its error; the others
     still run."""
     policy = runner.policy
-    meta = getattr(policy, "metadata", None)
     errors: list[str | None] = [None] * len(requests)
     for i, req in enumerate(requests):
-        if req.kind == Guidance.TRAINED and not getattr(meta, "supports_trained", False):
-            errors[i] = (f"policy {type(policy).__name__} does not support guidance=trained "
-                         "(metadata.supports_trained is False)")
+        errors[i] = missing_capability(policy, req.kind)
     ok = [i for i, e in enumerate(errors) if e is None]
     chunks: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     batched = getattr(policy, "guided_inference_batch", None)
-    if ok and batched is not None:
+    # a select row samples its own K candidates as a batch: it runs on its own
+    single = [i for i in ok if batched is None or requests[i].kind == Guidance.SELECT]
+    together = [i for i in ok if i not in single]
+    if together:
         try:
-            outs = batched([requests[i] for i in ok])
-            chunks = {i: out for i, out in zip(ok, outs)}
+            outs = batched([requests[i] for i in together])
+            chunks = {i: out for i, out in zip(together, outs)}
         except ValueError as exc:  # a row the batch could not plan: run rows one by one to name it
             log.warning("batched inference refused the batch (%s); running its rows one by one", exc)
-            batched = None
-    if ok and batched is None:
-        for i in ok:
-            req = requests[i]
-            try:
-                if req.kind == Guidance.NONE:
-                    chunks[i] = policy.predict(req.inp)
-                else:
-                    chunks[i] = policy.guided_inference(req.inp, np.asarray(req.prev_model, np.float32), int(req.d),
-                                                        int(req.s), guidance=req.guidance, schedule=req.schedule,
-                                                        max_guidance_weight=float(req.max_guidance_weight))
-            except ValueError as exc:
-                errors[i] = str(exc)
+            single = ok
+    for i in single:
+        req = requests[i]
+        try:
+            if req.kind == Guidance.NONE:
+                chunks[i] = policy.predict(req.inp)
+            else:
+                chunks[i] = policy.guided_inference(req.inp, np.asarray(req.prev_model, np.float32), int(req.d),
+                                                    int(req.s), guidance=req.guidance, schedule=req.schedule,
+                                                    max_guidance_weight=float(req.max_guidance_weight))
+        except ValueError as exc:
+            errors[i] = str(exc)
     policy_ms = (time.perf_counter() - t0) * 1e3
     results = []
     for i in range(len(requests)):

@@ -276,3 +276,31 @@ def identity_guided_euler_sample(
             a1_hat = a + (1.0 - tau_f) * v
             a = a + dt * (v + guidance_weight(tau_f, beta) * identity_correction(a1_hat, y, w_t))
     return a.detach()
+
+
+def coherence_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
+                    weights: torch.Tensor | np.ndarray) -> np.ndarray:
+    """How far each of K candidate chunks strays from the previous chunk's unexecuted rest:
+    ``sum_i W_i * ||candidate_i - prev_i||^2`` over the chunk axis (``(K,)`` float64).
+
+    ``candidates`` ``(K, H, action_dim)``, ``prev`` ``(H, action_dim)`` (model space, zero-padded to
+    H), ``weights`` the soft mask ``(H,)`` (:func:`prefix_weights`): the committed actions and the
+    ones right after weigh most, the free tail not at all. This is the backward-coherence term of
+    bidirectional decoding (Liu et al. 2024) with RTC's mask as its decay."""
+    c = np.asarray(candidates.detach().cpu() if isinstance(candidates, torch.Tensor) else candidates, np.float64)
+    y = np.asarray(prev.detach().cpu() if isinstance(prev, torch.Tensor) else prev, np.float64)
+    w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64)
+    if c.ndim != 3 or c.shape[1:] != y.shape:
+        raise ValueError(f"candidates shape {c.shape} does not match prev {y.shape} as (K, H, action_dim)")
+    if w.shape != (c.shape[1],):
+        raise ValueError(f"weights shape {w.shape} != (H,) = ({c.shape[1]},)")
+    return np.einsum("h,kh->k", w, ((c - y[None]) ** 2).sum(axis=-1))
+
+
+def select_coherent(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
+                    weights: torch.Tensor | np.ndarray) -> int:
+    """Index of the candidate with the lowest :func:`coherence_costs` (the first on a tie), so a
+    sampled plan that keeps the previous chunk's strategy wins over one that switches, while every
+    candidate was sampled for the current observation (a changed world changes all of them)."""
+    return int(np.argmin(coherence_costs(candidates, prev, weights)))
+

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from policies.base import Guidance, PolicyInput, Schedule
+from policies.base import Guidance, PolicyInput, Schedule, missing_capability
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,10 @@ class PolicyRunner:
         A chunk that is not 2-D is passed through unconverted in both spaces, so the caller's chunk
         check rejects it by shape instead of the normalizer failing on it.
         """
-        if guide is not None and guide.guidance == Guidance.TRAINED and not getattr(self.metadata, "supports_trained",
-                                                                                    False):
-            # a policy without prefix training would treat the unknown mode as some other guidance
-            raise ValueError(f"policy {type(self.policy).__name__} does not support guidance=trained "
-                             "(metadata.supports_trained is False)")
+        missing = None if guide is None else missing_capability(self.policy, guide.guidance)
+        if missing is not None:
+            # a policy without the capability would treat the unknown mode as some other guidance
+            raise ValueError(missing)
         t0 = time.perf_counter()
         if guide is None:
             out = self.policy.predict(inp)

@@ -28,7 +28,7 @@ import numpy as np
 from ray import serve
 
 from inference.fleet.wire import OVERLOADED, REFUSED, error_reply
-from policies.base import Guidance, Schedule
+from policies.base import GUIDANCE_CAPABILITY, Guidance, Schedule
 from policies.batched import BatchRequest, infer_batch
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ class FleetReplica:
         m = self.runner.metadata
         return {"chunk_size": int(m.chunk_size), "action_dim": int(m.action_dim), "state_dim": int(m.state_dim),
                 "camera_names": list(m.camera_names), "supports_vjp": bool(m.supports_vjp),
-                "supports_trained": bool(getattr(m, "supports_trained", False)),
-                "supports_identity": bool(getattr(m, "supports_identity", False)), "policy": type(self.runner.policy).__name__,
+                **{flag: bool(getattr(m, flag, False)) for flag in GUIDANCE_CAPABILITY.values()}, "policy": type(self.runner.policy).__name__,
                 "batched": self.batched, "replica": self.replica}
 
     def check_health(self) -> None:

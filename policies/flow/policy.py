@@ -19,7 +19,7 @@ from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path
 from policies.flow.model import FlowModel, Prefix
 from policies.guidance import (blend, euler_sample, guided_euler_sample, identity_guided_euler_sample,
-                               prefix_conditioned_sample, prefix_weights)
+                               prefix_conditioned_sample, prefix_weights, select_coherent)
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveInt
@@ -92,6 +92,8 @@ class FlowPolicy:
         cudnn_benchmark: set ``torch.backends.cudnn.benchmark`` (no effect on CPU).
         num_steps: Euler steps per chunk.
         seed: seed of the sampling-noise generator (reproducible chunks for a fixed input order).
+        select_samples: K, the chunks sampled per request under ``guidance: select`` (one batched
+            sampling call; the encoder runs once). K = 1 is naive async.
         normalizer: accepted and ignored: the engine owns normalization.
     """
 
@@ -113,6 +115,11 @@ class FlowPolicy:
     @classmethod
     def supports_identity_guidance(cls, node: Any) -> bool:
         """Every checkpoint: the Euler sampler takes the correction without the Jacobian."""
+        return True
+
+    @classmethod
+    def supports_select_guidance(cls, node: Any) -> bool:
+        """Every checkpoint: the sampler draws ``select_samples`` chunks in one batched call."""
         return True
 
     @classmethod
@@ -139,10 +146,14 @@ class FlowPolicy:
         cudnn_benchmark: bool = False,
         num_steps: PositiveInt = 10,
         seed: int = 0,
+        select_samples: PositiveInt = 8,
         normalizer: Any = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"flow policy: num_steps must be positive, got {num_steps}")
+        if select_samples <= 0:
+            raise ValueError(f"flow policy: select_samples must be positive, got {select_samples}")
+        self.select_samples = int(select_samples)
         self.checkpoint = resolve_path(checkpoint)
         self.device = _device(device)
         model, self.meta = _load_checked(self.checkpoint, chunk_size, action_dim, state_dim, camera_names, image_size)
@@ -171,6 +182,7 @@ class FlowPolicy:
             needs_privileged=False,
             supports_trained=cfg.train_prefix_max > 0,
             supports_identity=True,
+            supports_select=True,
         )
         self.freeze()
 
@@ -296,6 +308,7 @@ class FlowPolicy:
         ``guidance``: ``vjp`` (RTC, gradients through the action expert), ``trained`` (the first
         ``delay`` actions of ``prev`` as a clean prefix, for a checkpoint trained so: one unguided
         inference's cost), ``identity`` (RTC guidance without the Jacobian: no reverse pass),
+        ``select`` (``select_samples`` unguided chunks, the most coherent with ``prev`` kept),
         ``blend`` (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive asynchronous execution).
         """
         m = self.metadata
@@ -311,11 +324,14 @@ class FlowPolicy:
         if guidance == "trained":
             return self._prefix_conditioned(obs, prev, int(delay), int(execute_horizon), noise)
         weights = prefix_weights(m.chunk_size, int(delay), int(execute_horizon), schedule)
+        if guidance == "select":
+            candidates = self._candidates(obs, noise)
+            return candidates[select_coherent(candidates, prev, weights)]
         if guidance == "blend":
             return blend(prev, self.predict(obs, noise=noise), weights)
         if guidance not in ("vjp", "identity"):
             raise ValueError(f"flow policy: unknown guidance {guidance!r}; "
-                             "expected vjp, identity, trained, blend or none")
+                             "expected vjp, identity, select, trained, blend or none")
         sample = guided_euler_sample if guidance == "vjp" else identity_guided_euler_sample
         with torch.no_grad():
             prefix = self._encode_prefix(obs)
@@ -329,6 +345,19 @@ class FlowPolicy:
                 float(max_guidance_weight),
             )
         return a[0].float().cpu().numpy()
+
+    def _candidates(self, obs: PolicyInput, noise: np.ndarray | None) -> np.ndarray:
+        """K = ``select_samples`` plain chunks ``(K, H, action_dim)`` for one observation in one batched
+        sampling call (the observation encoded once); for ``guidance: select`` and the replan gate.
+        ``noise`` (optional) is the first candidate's, the others are drawn."""
+        m = self.metadata
+        with torch.inference_mode():
+            prefix = self._encode_prefix(obs)
+            first = self._noise(noise)
+            rest = torch.randn((self.select_samples - 1, m.chunk_size, m.action_dim), generator=self._generator,
+                               device=self.device)
+            candidates = euler_sample(self._velocity_fn(prefix), torch.cat([first, rest]), self.num_steps)
+        return candidates.float().cpu().numpy()
 
     def _prefix_conditioned(self, obs: PolicyInput, prev: np.ndarray, delay: int, execute_horizon: int,
                             noise: np.ndarray | None) -> np.ndarray:

@@ -136,6 +136,11 @@ CASES = [
     (["policy=scripted", "cameras=none", "algorithm.guidance=identity"], "algorithm.guidance"),
     (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[rtc_identity]"],
      "algorithm.methods"),
+    # select needs a policy that samples several chunks: the scripted expert does not
+    (["policy=scripted", "cameras=none", "algorithm.guidance=select"], "algorithm.guidance"),
+    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"],
+     "algorithm.methods"),
+    (["policy.select_samples=0"], "policy.select_samples"),
     (["algorithm=lockstep_eval", "algorithm.methods=[rtc_capped]"], "algorithm.methods"),
     (["algorithm.guided_cap_ticks=-1"], "algorithm.guided_cap_ticks"),
     (["algorithm.schedule=foo"], "algorithm.schedule"),

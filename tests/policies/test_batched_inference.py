@@ -192,3 +192,23 @@ def test_infer_batch_names_a_refused_row_and_serves_the_others(policy):
     assert out[0].error is None and out[0].batch_size == 1
     np.testing.assert_allclose(out[0].model, _alone(policy, good), atol=TOL, rtol=0)
     np.testing.assert_allclose(out[0].robot, 2.0 * out[0].model)
+
+
+def test_infer_batch_runs_a_select_row_on_its_own_and_batches_the_others(policy, monkeypatch):
+    """A ``select`` row samples its own K candidates as a batch: it is not planned into the shared
+    batch (which has no such row kind) and the other rows still share one call."""
+    rng = np.random.default_rng(5)
+    vjp, plain = _request(policy, rng, Guidance.VJP, d=3, s=25), _request(policy, rng, Guidance.VJP, d=5, s=20)
+    select = _request(policy, rng, Guidance.SELECT, d=3, s=25)
+    with pytest.raises(ValueError, match="unknown guidance"):
+        plan_batch([select], policy.metadata.chunk_size, policy.metadata.action_dim, 0)
+    calls = []
+    batched = policy.guided_inference_batch
+    monkeypatch.setattr(policy, "guided_inference_batch", lambda reqs: calls.append(len(reqs)) or batched(reqs))
+    monkeypatch.setattr(policy, "select_samples", 4)
+    out = infer_batch(_Runner(policy), [vjp, select, plain])
+    assert calls == [2] and all(r.error is None for r in out), [r.error for r in out]
+    np.testing.assert_allclose(out[0].model, _alone(policy, vjp), atol=TOL, rtol=0)
+    np.testing.assert_allclose(out[2].model, _alone(policy, plain), atol=TOL, rtol=0)
+    assert out[1].model.shape == (policy.metadata.chunk_size, policy.metadata.action_dim)
+    assert np.isfinite(out[1].model).all()

@@ -208,6 +208,30 @@ def test_blend_guidance(policy: FlowPolicy) -> None:
         policy.guided_inference(obs, prev, 2, 3, guidance="magic")  # type: ignore[arg-type]
 
 
+def test_select_keeps_the_sampled_mode_that_continues_prev(checkpoint: Path) -> None:
+    """``guidance: select`` on the synthetic task's unobservable offset: of K plain samples it keeps
+    the one whose offset continues ``prev``; with K = 1 it is ``predict`` on the same noise."""
+    state = np.array([0.0, 0.5, -0.5, 1.0], np.float32)
+    obs = make_obs(state)
+    ramp = state[None, :A] + np.linspace(0, 1, H)[:, None] * state[3]
+    prev = (ramp + 1.0).astype(np.float32)  # offset +1: one mode among many
+    one = FlowPolicy(checkpoint=str(checkpoint), seed=5, select_samples=1)
+    noise = np.random.default_rng(6).normal(size=(H, A)).astype(np.float32)
+    np.testing.assert_array_equal(one.guided_inference(obs, prev, 2, 3, guidance="select", noise=noise),
+                                  one.predict(obs, noise=noise))
+    many = FlowPolicy(checkpoint=str(checkpoint), seed=5, select_samples=16)
+    plain, chosen = [], []
+    for _ in range(8):
+        plain.append(np.abs(one.predict(obs) - prev)[: H - 3].mean())
+        out = many.guided_inference(obs, prev, 2, 3, guidance="select")
+        chosen.append(np.abs(out - prev)[: H - 3].mean())
+        assert np.abs(out - prev)[:2].max() > 1e-3  # a sample, not prev pasted in
+    assert np.mean(chosen) < 0.5 * np.mean(plain), (np.mean(chosen), np.mean(plain))
+    assert many.metadata.supports_select and FlowPolicy.supports_select_guidance({})
+    with pytest.raises(ValueError, match="select_samples"):
+        FlowPolicy(checkpoint=str(checkpoint), select_samples=0)
+
+
 def test_bad_inputs_are_refused(policy: FlowPolicy) -> None:
     with pytest.raises(ValueError, match="camera 'head' missing"):
         policy.predict(PolicyInput(state=np.zeros((1, S), np.float32)))

@@ -305,3 +305,51 @@ def test_identity_guidance_needs_no_autograd_and_beta_zero_is_unguided() -> None
                                   plain.numpy())
     with pytest.raises(ValueError, match="weights shape"):
         identity_guided_euler_sample(gaussian_velocity, noise, y, w[:-1], 10, 5.0)
+
+
+# --- guidance: select (best of K unguided samples by backward coherence) --------------------------
+from policies.guidance import coherence_costs, select_coherent  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 20), st.integers(1, 4), st.integers(0, 2**31 - 1), st.data())
+def test_coherence_costs_are_the_weighted_squared_distance(k: int, h: int, a: int, seed: int, data) -> None:
+    rng = np.random.default_rng(seed)
+    cands, prev, w = rng.normal(size=(k, h, a)), rng.normal(size=(h, a)), rng.uniform(size=h)
+    costs = coherence_costs(cands, prev, w)
+    expected = [sum(w[i] * np.sum((c[i] - prev[i]) ** 2) for i in range(h)) for c in cands]
+    np.testing.assert_allclose(costs, expected, rtol=1e-12, atol=1e-12)
+    best = select_coherent(cands, prev, w)
+    assert costs[best] == costs.min() and best == int(np.flatnonzero(costs == costs.min())[0])
+    # the choice follows the candidate, not its position (continuous draws and W > 0: no ties)
+    perm = np.asarray(data.draw(st.permutations(range(k))))
+    assert np.array_equal(cands[perm][select_coherent(cands[perm], prev, w)], cands[best])
+    # torch inputs give the same answer
+    assert select_coherent(torch.from_numpy(cands), torch.from_numpy(prev), torch.from_numpy(w)) == best
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 8), st.integers(0, 2**31 - 1), st.integers(0, 30), st.integers(0, 12))
+def test_select_keeps_the_candidate_that_continues_prev(k: int, seed: int, d: int, s: int) -> None:
+    """One candidate follows ``prev`` on the guided region (any tail), the others follow another
+    mode: the follower is kept; a difference only in the free tail (W = 0) costs nothing."""
+    rng = np.random.default_rng(seed)
+    h, a = 32, 3
+    prev = rng.normal(size=(h, a))
+    w = prefix_weights(h, d, s)
+    cands = prev[None] + 2.0 + rng.normal(size=(k, h, a)) * 0.1  # another mode: offset by 2 everywhere
+    j = int(rng.integers(k))
+    cands[j] = prev + rng.normal(size=(h, a)) * 0.1
+    cands[j, w == 0] += 100.0  # the free tail does not count
+    if w.any():
+        assert select_coherent(cands, prev, w) == j
+    else:  # nothing guided: every candidate costs 0, the first wins
+        assert select_coherent(cands, prev, w) == 0
+
+
+def test_coherence_costs_reject_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="candidates shape"):
+        coherence_costs(np.zeros((2, 5, 3)), np.zeros((5, 2)), np.ones(5))
+    with pytest.raises(ValueError, match="weights shape"):
+        coherence_costs(np.zeros((2, 5, 3)), np.zeros((5, 3)), np.ones(4))
+
