@@ -193,7 +193,9 @@ class FlowPolicy:
         self.model.requires_grad_(False)
 
     def warmup(self) -> None:
-        """Compile (if asked) and run one unguided and one guided inference on a blank input."""
+        """Compile (if asked) and run one inference of each kind this policy serves on a blank input
+        (a compiled network traces each batch shape once: ``select``'s K-chunk batch is one of them,
+        and tracing it in the control loop would stall a chunk). The noise generator is left as it was."""
         if self.compile:
             try:
                 self._velocity = torch.compile(self.model.velocity, dynamic=False)
@@ -212,6 +214,9 @@ class FlowPolicy:
             self.guided_inference(obs, noise, delay=1, execute_horizon=1, noise=noise)
             if self.metadata.supports_trained:
                 self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="trained", noise=noise)
+            state = self._generator.get_state()
+            self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="select", noise=noise)
+            self._generator.set_state(state)
         except Exception as exc:
             if self.compile and self._velocity is not self.model.velocity:
                 logger.warning("compiled flow model failed at warmup (%s); running eagerly", exc)
@@ -348,7 +353,7 @@ class FlowPolicy:
 
     def _candidates(self, obs: PolicyInput, noise: np.ndarray | None) -> np.ndarray:
         """K = ``select_samples`` plain chunks ``(K, H, action_dim)`` for one observation in one batched
-        sampling call (the observation encoded once); for ``guidance: select`` and the replan gate.
+        sampling call (the observation encoded once), for ``guidance: select``.
         ``noise`` (optional) is the first candidate's, the others are drawn."""
         m = self.metadata
         with torch.inference_mode():

@@ -248,6 +248,20 @@ def test_warmup_and_options_run_on_cpu(checkpoint: Path) -> None:
     assert out.shape == (H, A) and out.dtype == np.float32 and np.all(np.isfinite(out))
 
 
+def test_warmup_serves_every_kind_and_leaves_the_noise_draws_alone(checkpoint: Path) -> None:
+    """Warm-up runs select's K-chunk batch too (a compiled network would trace it there, not in the
+    control loop) without drawing from the noise generator: a warmed policy samples what a cold one does."""
+    warmed = FlowPolicy(checkpoint=str(checkpoint), seed=3, select_samples=4)
+    calls = []
+    real = warmed._candidates
+    warmed._candidates = lambda obs, noise: calls.append(1) or real(obs, noise)  # type: ignore[method-assign]
+    warmed.warmup()
+    assert calls == [1]
+    cold = FlowPolicy(checkpoint=str(checkpoint), seed=3, select_samples=4)
+    obs = make_obs(np.zeros(S))
+    np.testing.assert_array_equal(warmed.predict(obs), cold.predict(obs))
+
+
 def test_bundled_checkpoint_loads() -> None:
     path = resolve_path(DEFAULT_CHECKPOINT)
     assert (path / "model.safetensors").stat().st_size < 8 * 2**20
