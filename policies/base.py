@@ -58,9 +58,15 @@ GUIDANCE_CAPABILITY: dict[Guidance, str] = {
 }
 
 
+def capability_flag(guidance: Guidance | str) -> str | None:
+    """The ``PolicyMetadata`` flag ``guidance`` needs (None: every guided policy takes it, or it is
+    not a guidance kind at all, which the caller's own check names)."""
+    return GUIDANCE_CAPABILITY.get(Guidance(guidance)) if guidance in tuple(Guidance) else None
+
+
 def missing_capability(policy: Any, guidance: Guidance | str) -> str | None:
     """Why ``policy`` cannot run ``guidance`` (one line naming its metadata flag), or None if it can."""
-    flag = GUIDANCE_CAPABILITY.get(Guidance(guidance)) if guidance in tuple(Guidance) else None
+    flag = capability_flag(guidance)
     if flag is None or getattr(getattr(policy, "metadata", None), flag, False):
         return None
     return f"policy {type(policy).__name__} does not support guidance={guidance} (metadata.{flag} is False)"

@@ -215,9 +215,7 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
     sampler still serve a fleet, unbatched). A row the policy refuses gets its error; the others
     still run."""
     policy = runner.policy
-    errors: list[str | None] = [None] * len(requests)
-    for i, req in enumerate(requests):
-        errors[i] = missing_capability(policy, req.kind)
+    errors: list[str | None] = [missing_capability(policy, req.kind) for req in requests]
     ok = [i for i, e in enumerate(errors) if e is None]
     chunks: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()

@@ -287,9 +287,8 @@ def coherence_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | 
     H), ``weights`` the soft mask ``(H,)`` (:func:`prefix_weights`): the committed actions and the
     ones right after weigh most, the free tail not at all. This is the backward-coherence term of
     bidirectional decoding (Liu et al. 2024) with RTC's mask as its decay."""
-    c = np.asarray(candidates.detach().cpu() if isinstance(candidates, torch.Tensor) else candidates, np.float64)
-    y = np.asarray(prev.detach().cpu() if isinstance(prev, torch.Tensor) else prev, np.float64)
-    w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64)
+    c, y, w = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float64)
+               for x in (candidates, prev, weights))
     if c.ndim != 3 or c.shape[1:] != y.shape:
         raise ValueError(f"candidates shape {c.shape} does not match prev {y.shape} as (K, H, action_dim)")
     if w.shape != (c.shape[1],):

@@ -36,7 +36,7 @@ import numpy as np
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault
 from inference.fleet.client import DIED, TIMEOUT, FleetCall, FleetClient
 from inference.fleet.wire import OVERLOADED, make_request
-from policies.base import GUIDANCE_CAPABILITY, Guidance
+from policies.base import capability_flag
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import NonNegativeInt, PositiveFloat
 
@@ -121,7 +121,7 @@ class FleetTransport(TransportBase):
         if missing:
             raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} needs cameras {missing} that this robot's policy "
                                  f"config does not send (camera_names={list(meta.camera_names)})", FaultKind.STARTUP)
-        needs = GUIDANCE_CAPABILITY.get(Guidance(self.guidance)) if self.guidance in tuple(Guidance) else None
+        needs = capability_flag(self.guidance)
         if needs is not None and not self.service.get(needs, False):
             raise AlgorithmFault(f"algorithm.guidance={self.guidance}: fleet service {self.cfg.app_name!r} serves "
                                  f"{self.service.get('policy')}, which does not support it ({needs} is false)",
