@@ -280,8 +280,13 @@ def test_a_saturated_service_sheds_load_as_a_named_overload_fault(cluster, tmp_p
     assert out.returncode == 0, out.stderr[-3000:]
     try:
         names = ["s0", "s1", "s2"]
+        # Three real-time sims, a Ray node and the replica share the machine (2 cores in CI): a sim's physics
+        # thread can stall past its default 0.5 s state age there, which would end a run as a robot fault
+        # before the service sheds anything. The overload is what this test is about, so the state age is
+        # relaxed; every other fault still ends the run and fails the assertions below.
         procs = [_robot(address, tmp_path / n, n, f"seed={i}", "max_steps=400", "algorithm.execute_horizon=5",
-                        "algorithm.stop_on_success=false", policy=SLOW, app="fleet_slow") for i, n in enumerate(names)]
+                        "algorithm.stop_on_success=false", "robot.max_state_age_s=5.0", policy=SLOW,
+                        app="fleet_slow") for i, n in enumerate(names)]
         codes = _wait(procs, 240)
         logs = {n: (tmp_path / n / "stdout.txt").read_text()[-1500:] for n in names}
         assert -9 not in codes and set(codes) <= {0, 3}, (codes, logs)
