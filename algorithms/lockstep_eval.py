@@ -74,13 +74,17 @@ class StudyConfig:
     """The evaluation's own knobs: ``methods`` x ``delays_ticks`` cells (the (mean) simulated delays);
     ``delay_distribution=uniform`` draws each delay from ``[d - delay_spread_ticks, d + delay_spread_ticks]``;
     the table is written to ``<results_name>.csv`` / ``.json``. The chunking knob ``initial_delay_ticks``
-    null means the cell's delay here (a calibrated estimator)."""
+    null means the cell's delay here (a calibrated estimator). ``fault_ends_cell``: a fault (say
+    ``chunks_rejected``) ends its cell and the run, as in every mode; false: the faulted episode counts
+    as failed (the robot held, as the fault handling does), the next one starts from home and the row
+    counts them (``faulted_episodes``), so that every cell of a study runs the same seeds."""
 
     methods: list[str] = field(default_factory=lambda: ["sync", "naive", "blend", "rtc", "rtc_hard"])
     delays_ticks: list[NonNegativeInt] = field(default_factory=lambda: [0, 1, 2, 4, 8])
     delay_distribution: Literal["constant", "uniform"] = "constant"
     delay_spread_ticks: NonNegativeInt = 0
     results_name: str = "lockstep"
+    fault_ends_cell: bool = True
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -140,7 +144,7 @@ class LockstepEvaluator:
                         method, delay, row["success_rate"], row["discontinuity_mean"],
                         row["discontinuity_max"], row["max_jerk"], row["underruns"],
                     )
-                    if loop.fault is not None:
+                    if loop.fault is not None:  # only where study.fault_ends_cell
                         self._write(rows)
                         return {"table": rows}
             self._write(rows)
@@ -171,6 +175,7 @@ class LockstepEvaluator:
                               "guidance": f"{method}:{self.method_config(method, delay).guidance}"}
         successes, discs, jerks, rms_jerks, max_steps_pre, success_s = [], [], [], [], [], []
         underruns = paused = inferences = rejected = ticks_total = 0
+        faulted: list[str] = []
         for episode in range(run.episodes):
             loop.planner = RTCPlanner(self.method_config(method, delay), meta.chunk_size, meta.action_dim)
             ep = loop.episode(episode, run.seed + episode)
@@ -189,7 +194,10 @@ class LockstepEvaluator:
             rejected += ep.rejected
             ticks_total += ep.ticks
             if loop.fault is not None:
-                break
+                if self.study.fault_ends_cell:
+                    break
+                faulted.append(str(loop.fault.kind))
+                loop.fault = None  # the episode failed and the robot held; the next one starts from home
         finite = [d for d in discs if np.isfinite(d)]
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
@@ -205,7 +213,9 @@ class LockstepEvaluator:
             "max_step_planned": float(np.nanmax(max_steps_pre)) if max_steps_pre else float("nan"),
             "underruns": underruns, "paused_ticks": paused, "inferences": inferences,
             "rejected_chunks": rejected, "ticks": ticks_total,
-            "fault": str(loop.fault.kind) if loop.fault is not None else "",
+            "faulted_episodes": len(faulted),
+            "fault": str(loop.fault.kind) if loop.fault is not None else (
+                f"{', '.join(sorted(set(faulted)))} in {len(faulted)} episode(s)" if faulted else ""),
         }
 
 

@@ -100,3 +100,22 @@ def test_bad_chunks_end_the_same_way_in_every_mode(tmp_path, mode, fault, reques
     # near where the robot started (the good chunks move 0.02 per index; a huge one is 1e6 away)
     sent = check_commands(tmp_path, run)
     assert float(np.max(np.abs(sent - sent[0]))) < 1.0
+
+
+@pytest.mark.timeout(300)
+def test_a_study_that_lets_faulted_episodes_fail_runs_every_seed(tmp_path, request):
+    """``algorithm.fault_ends_cell=false``: each episode's chunks_rejected fault fails that episode
+    (the robot held, nothing bad sent), the next starts from home, the row counts them and the run
+    ends normally; with the default the first fault ends the cell and the run."""
+    args = [*mode_overrides(tmp_path, "lockstep_eval", "nan_chunk", request), "episodes=3",
+            "algorithm.fault_ends_cell=false"]
+    run = compose_run(args, run_dir=tmp_path)
+    summary = run.execute()
+    (row,) = summary["table"]
+    assert row["episodes"] == 3 and row["faulted_episodes"] == 3 and row["success_rate"] == 0.0, row
+    assert row["fault"] == "chunks_rejected in 3 episode(s)" and row["rejected_chunks"] == 3 * MAX_REJECTED
+    sent = np.load(tmp_path / "sent.npy")  # all three episodes (the arm is homed between them)
+    assert len(sent) >= row["ticks"] and np.all(np.isfinite(sent))
+    ended = compose_run([a for a in args if a != "algorithm.fault_ends_cell=false"], run_dir=tmp_path / "default")
+    with pytest.raises(AlgorithmFault, match="chunks in a row rejected"):
+        ended.execute()
