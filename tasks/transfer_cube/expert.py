@@ -18,11 +18,12 @@ import logging
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
+from policies.guidance import prefix_weights, select_coherent
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt
@@ -36,6 +37,17 @@ log = logging.getLogger(__name__)
 MEET_XYZ = np.array([0.0, 0.5, 0.25])
 # ACT's waypoint times are in 50 Hz simulation steps; we convert them to seconds.
 ACT_DT_S = 0.02
+# The late-strategy demonstrator (``hover_ends_s``): hover height over the cube (m), when the hover
+# pose is reached (s), the drop to its side (m over the cube, s) and the move into it and the close (s).
+HOVER_M = 0.08
+HOVER_REACH_S = 1.2
+LOW_SIDE_M = 0.02
+DROP_S = 0.3
+INTO_S = 0.4
+CLOSE_S = 0.8
+# Hover ends a plan can take: after the hover pose is reached, and closed on the cube before the
+# lift towards the meet point starts (ACT step 205).
+HOVER_END_RANGE_S = (HOVER_REACH_S, 205 * ACT_DT_S - DROP_S - INTO_S - CLOSE_S)
 # Rotation from the mocap frame of the EE sim to each arm's gripper_link frame.
 _RZ180 = np.diag([-1.0, -1.0, 1.0])
 MOCAP_TO_LINK = {"left": np.eye(3), "right": _RZ180}
@@ -85,7 +97,7 @@ class Waypoint:
 
 def transfer_cube_waypoints(
     cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float, approach_x: float = 0.0,
-    cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0,
+    cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0, hover_end_s: float | None = None,
 ) -> dict[str, list[Waypoint]]:
     """ACT's PickAndTransferPolicy waypoints (times in seconds) for a cube starting at ``cube_xyz``.
 
@@ -96,6 +108,13 @@ def transfer_cube_waypoints(
     (``cube_velocity`` m/s until ``slide_until_s``, from ``cube_xyz`` at home) is tracked: each
     right-arm waypoint aims at where the cube is at that waypoint's time, and since it moves
     linearly the straight descent between two of them follows it tick by tick.
+
+    ``hover_end_s`` (a demonstrator that shows its strategy late): the right arm first reaches a
+    hover pose straight above the cube (``HOVER_M`` over it, by ``HOVER_REACH_S``) and follows it
+    there until ``hover_end_s``, so until then nothing in its motion says which side it will take;
+    then it drops beside the cube on its ``approach_x`` side (``LOW_SIDE_M`` over it, in
+    ``DROP_S``) and moves into it (in ``INTO_S``); ``HOVER_END_RANGE_S`` bounds it (the grasp must
+    close before the lift).
     """
     t = lambda steps: steps * ACT_DT_S  # noqa: E731
     velocity = np.zeros(3) if cube_velocity is None else np.asarray(cube_velocity, np.float64)
@@ -112,11 +131,28 @@ def transfer_cube_waypoints(
         Waypoint(t(360), meet + [-0.1, 0, -0.02], ident, 0.0),  # pull left
         Waypoint(t(400), meet + [-0.1, 0, -0.02], ident, 0.0),  # stay
     ]
+    if hover_end_s is None:
+        grasp = [
+            Waypoint(t(90), cube_at(t(90)) + [approach_x, 0, 0.08], pick_quat, 1.0),  # above the cube
+            Waypoint(t(130), cube_at(t(130)) + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # go down
+            Waypoint(t(170), cube_at(t(170)) + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
+        ]
+    else:
+        end = float(hover_end_s)
+        down = end + DROP_S + INTO_S
+        if not HOVER_END_RANGE_S[0] < end <= HOVER_END_RANGE_S[1] + 1e-9:
+            raise ValueError(f"hover_end_s={end} must be in ({HOVER_END_RANGE_S[0]}, {HOVER_END_RANGE_S[1]:.2f}]")
+        grasp = [
+            Waypoint(HOVER_REACH_S, cube_at(HOVER_REACH_S) + [0, 0, HOVER_M], pick_quat, 1.0),  # over it
+            Waypoint(end, cube_at(end) + [0, 0, HOVER_M], pick_quat, 1.0, linear=True),  # follow it there
+            Waypoint(end + DROP_S, cube_at(end + DROP_S) + [approach_x, 0, LOW_SIDE_M], pick_quat, 1.0,
+                     linear=True),  # drop beside it: the side shows from here on
+            Waypoint(down, cube_at(down) + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # into it
+            Waypoint(down + CLOSE_S, cube_at(down) + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
+        ]
     right = [
         Waypoint(t(0), home_xyz["right"], None, home_gripper),
-        Waypoint(t(90), cube_at(t(90)) + [approach_x, 0, 0.08], pick_quat, 1.0),  # above the cube
-        Waypoint(t(130), cube_at(t(130)) + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # go down
-        Waypoint(t(170), cube_at(t(170)) + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
+        *grasp,
         Waypoint(t(205), meet + [0.05, 0, 0], pick_quat, 0.0),  # lift towards the meet point
         Waypoint(t(220), meet, pick_quat, 0.0),  # meet point
         Waypoint(t(310), meet, pick_quat, 1.0),  # open gripper
@@ -135,13 +171,29 @@ class ScriptedTransferCube:
     tick) and ``max_gripper_delta`` (normalized per tick) bound the plan's steps, as the robot's
     slew limits do. ``normalizer`` is accepted for config symmetry and not used: configure the
     identity normalizer.
+
+    Strategies: on a task that draws one per episode (``transfer_cube_slide``), the demonstrator's
+    strategy is one of ``approach_offsets_m`` x ``hover_ends_s`` (empty: no hover; see
+    ``transfer_cube_waypoints``), picked by the episode's draw. ``hidden_strategy`` says what the
+    expert knows of it: ``drawn`` follows the draw (the demonstrator); ``posterior`` does not read
+    it, and acts as an ideally trained multimodal policy would: each chunk follows a strategy drawn
+    at random among those whose plan agrees with the arm's observed motion so far (within
+    ``consistency_tol_rad``), so two chunks from one observation can take different strategies
+    until the arm's motion shows one. With ``guidance: select`` it keeps, among those, the one most
+    coherent with the previous chunk (a consistency method with perfect candidates). It measures
+    what mode switching alone costs naive asynchronous execution on a task, with no learning error.
     """
 
     @classmethod
     def preflight(cls, node: Any, path: str) -> None:
-        """Start-time check: at least one approach offset to plan with."""
+        """Start-time check: at least one approach offset to plan with, and hover ends a plan can take."""
         if not list(node.get("approach_offsets_m", (0.0,)) or ()):
             raise ConfigError(f"{path}.approach_offsets_m: needs at least one offset (e.g. [0.0])")
+        lo, hi = HOVER_END_RANGE_S
+        for end in list(node.get("hover_ends_s", ()) or ()):
+            if not lo < float(end) <= hi + 1e-9:
+                raise ConfigError(f"{path}.hover_ends_s: {end} s is outside ({lo}, {hi:.2f}] (after the hover pose "
+                                  "is reached, and closed on the cube before the lift)")
 
     def __init__(
         self,
@@ -156,6 +208,9 @@ class ScriptedTransferCube:
         cache_size: PositiveInt = 8,
         approach_offsets_m: Sequence[float] = (0.0,),
         replan_s: PositiveFloat = 0.5,
+        hover_ends_s: Sequence[float] = (),
+        hidden_strategy: Literal["drawn", "posterior"] = "drawn",
+        consistency_tol_rad: PositiveFloat = 0.03,
     ) -> None:
         if action_dim != 14 or state_dim != 14:
             raise ValueError(f"scripted expert is 14-dim (got {action_dim}, {state_dim})")
@@ -171,6 +226,7 @@ class ScriptedTransferCube:
             state_history=1,
             supports_vjp=False,
             needs_privileged=True,
+            supports_select=hidden_strategy == "posterior",
         )
         self.hz = float(hz)
         self.max_delta_deg = float(max_delta_deg)
@@ -182,14 +238,38 @@ class ScriptedTransferCube:
             raise ValueError(f"replan_s must be > 0 (got {replan_s})")
         self.approach_offsets_m = tuple(float(x) for x in approach_offsets_m)
         self.replan_s = float(replan_s)
+        self.hover_ends_s = tuple(float(x) for x in hover_ends_s)
+        bad = [x for x in self.hover_ends_s if not HOVER_END_RANGE_S[0] < x <= HOVER_END_RANGE_S[1] + 1e-9]
+        if bad:
+            raise ValueError(f"hover_ends_s {bad} outside ({HOVER_END_RANGE_S[0]}, {HOVER_END_RANGE_S[1]:.2f}] s")
+        if hidden_strategy not in ("drawn", "posterior"):
+            raise ValueError(f"hidden_strategy must be 'drawn' or 'posterior' (got {hidden_strategy!r})")
+        self.hidden_strategy = hidden_strategy
+        self.consistency_tol_rad = float(consistency_tol_rad)
         self._ik: ArmIK | None = None
         self._plans: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def supports_select_guidance(cls, node: Any) -> bool:
+        """``guidance: select`` with ``hidden_strategy: posterior`` (several strategies to pick from)."""
+        return str(node.get("hidden_strategy", "drawn")) == "posterior"
 
     # --- planning ---------------------------------------------------------------------------
     def _solver(self) -> ArmIK:
         if self._ik is None:
             self._ik = ArmIK(aloha.load_model())
         return self._ik
+
+    def strategies(self) -> list[tuple[float, float | None]]:
+        """Every (approach offset, hover end or None) the demonstrator may follow on a task that
+        draws its strategy, in the order a draw indexes them."""
+        hovers: tuple[float | None, ...] = self.hover_ends_s or (None,)
+        return [(x, h) for x in self.approach_offsets_m for h in hovers]
+
+    def strategy_for(self, strategy_draw: float) -> tuple[float, float | None]:
+        """The strategy an episode's draw in [0, 1) picks (uniform over ``strategies()``)."""
+        options = self.strategies()
+        return options[min(len(options) - 1, int(float(strategy_draw) * len(options)))]
 
     def approach_for(self, cube_pose: np.ndarray, strategy_draw: float | None = None) -> float:
         """The strategy for a plan to ``cube_pose``: one of ``approach_offsets_m``. A task that
@@ -199,14 +279,14 @@ class ScriptedTransferCube:
         if len(self.approach_offsets_m) == 1:
             return self.approach_offsets_m[0]
         if strategy_draw is not None:
-            n = len(self.approach_offsets_m)
-            return self.approach_offsets_m[min(n - 1, int(float(strategy_draw) * n))]
+            return self.strategy_for(strategy_draw)[0]
         key = np.round(np.asarray(cube_pose[:3], dtype=np.float64), 6).tobytes()
         rng = np.random.default_rng(zlib.crc32(key))
         return self.approach_offsets_m[int(rng.integers(len(self.approach_offsets_m)))]
 
     def plan(self, cube_init_pose: np.ndarray, hz: float | None = None, approach_x: float | None = None,
-             cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0) -> np.ndarray:
+             cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0,
+             hover_end_s: float | None = None) -> np.ndarray:
         """The whole episode's joint trajectory, (T, 14) float32, one row per control tick.
 
         Row 0 is the home pose; row k is the command for tick k (sent after observing step k).
@@ -227,6 +307,7 @@ class ScriptedTransferCube:
             float(approach_x),
             cube_velocity,
             float(slide_until_s),
+            hover_end_s,
         )
         n_ticks = int(round(waypoints["left"][-1].t_s * hz)) + 1
         plan = np.zeros((n_ticks, 14))
@@ -338,10 +419,7 @@ class ScriptedTransferCube:
         hz = float(info.get("hz", self.hz))
         until_s = float(info.get("slide_until_s", 0.0))
         if until_s > 0.0:  # a sliding cube: its motion and the episode's strategy draw are privileged info
-            velocity = np.asarray(info["cube_velocity"], dtype=np.float64)
-            draw = float(info["strategy_draw"])
-            key = (info.get("episode"), tuple(np.round(cube, 9)), hz, tuple(np.round(velocity, 9)), until_s, draw)
-            return self._cached(key, lambda: self.plan(cube, hz, self.approach_for(cube, draw), velocity, until_s))
+            return self._strategy_plan(info, self.strategy_for(float(info["strategy_draw"])))
         key = (info.get("episode"), tuple(np.round(cube, 9)), hz)
         plan = self._cached(key, lambda: self.plan(cube, hz))
         shift_tick = int(info.get("shift_tick", -1))
@@ -351,20 +429,68 @@ class ScriptedTransferCube:
         return self._cached(key + (shift_tick, tuple(np.round(moved, 9))),
                             lambda: self.replanned(plan, self.plan(moved, hz), shift_tick, hz))
 
-    # --- policy protocol --------------------------------------------------------------------
-    def predict(self, obs: PolicyInput) -> np.ndarray:
-        """``plan[step : step + H]`` (padded with the final pose), (H, 14) float32."""
-        plan = self._cached_plan(obs.info)
-        step = int(obs.info.get("step", 0))
-        horizon = self.metadata.chunk_size
-        idx = np.clip(np.arange(step, step + horizon), 0, len(plan) - 1)
+    def _strategy_plan(self, info: dict[str, Any], strategy: tuple[float, float | None]) -> np.ndarray:
+        """The plan of one strategy for this episode's sliding cube."""
+        cube = np.asarray(info["cube_init_pose"], dtype=np.float64)
+        hz = float(info.get("hz", self.hz))
+        until_s = float(info["slide_until_s"])
+        velocity = np.asarray(info["cube_velocity"], dtype=np.float64)
+        key = (info.get("episode"), tuple(np.round(cube, 9)), hz, tuple(np.round(velocity, 9)), until_s, strategy)
+        approach_x, hover_end = strategy
+        return self._cached(key, lambda: self.plan(cube, hz, approach_x, velocity, until_s, hover_end))
+
+    def consistent_plans(self, obs: PolicyInput) -> list[np.ndarray]:
+        """``hidden_strategy: posterior``: the plans of every strategy whose right arm agrees with
+        the observed one (the closest, and any within ``consistency_tol_rad`` of it): the
+        strategies the arm's motion so far has not ruled out. Each plan is compared with the
+        observed joints over the last few ticks (the arm lags its commands)."""
+        info = obs.info
+        step = int(info.get("step", 0))
+        joints = np.asarray(obs.state, dtype=np.float64).reshape(-1, 14)[-1, 7:14]
+        plans = [self._strategy_plan(info, strategy) for strategy in self.strategies()]
+        ticks = np.arange(max(0, step - 4), step + 1)
+        gaps = [float(np.min(np.max(np.abs(plan[np.clip(ticks, 0, len(plan) - 1), 7:14] - joints), axis=1)))
+                for plan in plans]
+        best = min(gaps)
+        return [plan for plan, gap in zip(plans, gaps) if gap <= best + self.consistency_tol_rad]
+
+    def _chunk(self, plan: np.ndarray, step: int) -> np.ndarray:
+        """``plan[step : step + H]``, padded with the final pose."""
+        idx = np.clip(np.arange(step, step + self.metadata.chunk_size), 0, len(plan) - 1)
         return plan[idx].copy()
 
-    def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
-        """Same as ``predict``: slices of one fixed plan already agree with the previous chunk
-        (``prev_chunk[:delay]`` equals the new chunk's first ``delay`` actions whenever the step
-        counter advanced by the actions consumed), so no guidance is needed."""
-        return self.predict(obs)
+    def _posterior(self, info: dict[str, Any]) -> bool:
+        return self.hidden_strategy == "posterior" and float(info.get("slide_until_s", 0.0)) > 0.0
+
+    # --- policy protocol --------------------------------------------------------------------
+    def predict(self, obs: PolicyInput) -> np.ndarray:
+        """``plan[step : step + H]``, (H, 14) float32. With ``hidden_strategy: posterior``, the plan
+        of a strategy drawn uniformly among ``consistent_plans`` (seeded by the episode and the step,
+        so that every method and delay sees the same draws)."""
+        step = int(obs.info.get("step", 0))
+        if not self._posterior(obs.info):
+            return self._chunk(self._cached_plan(obs.info), step)
+        plans = self.consistent_plans(obs)
+        key = (obs.info.get("episode"), round(float(obs.info["strategy_draw"]), 9), step)
+        return self._chunk(plans[int(np.random.default_rng(zlib.crc32(repr(key).encode())).integers(len(plans)))], step)
+
+    def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, delay: int = 0, execute_horizon: int = 1,
+                         guidance: Any = "none", schedule: Any = "exp", *args: Any, **kwargs: Any) -> np.ndarray:
+        """Slices of one fixed plan already agree with the previous chunk (``prev_chunk[:delay]``
+        equals the new chunk's first ``delay`` actions whenever the step counter advanced by the
+        actions consumed), so ``drawn`` needs no guidance: this is ``predict``. ``posterior`` with
+        ``guidance: select``: among ``consistent_plans``, the one closest to ``prev_chunk`` under
+        RTC's soft mask (``policies.guidance.select_coherent``); any other guidance: ``predict``."""
+        if not (self._posterior(obs.info) and str(guidance) == "select"):
+            return self.predict(obs)
+        step = int(obs.info.get("step", 0))
+        horizon = self.metadata.chunk_size
+        candidates = np.stack([self._chunk(plan, step) for plan in self.consistent_plans(obs)])
+        prev = np.zeros((horizon, 14), np.float32)
+        given = np.asarray(prev_chunk, dtype=np.float32)[:horizon]
+        prev[: len(given)] = given
+        weights = prefix_weights(horizon, int(delay), int(execute_horizon), str(schedule))
+        return candidates[select_coherent(candidates, prev, weights)]
 
     def warmup(self) -> None:
         """Nothing to compile; the first plan of an episode takes ~0.1-0.5 s of IK."""

@@ -249,6 +249,11 @@ CASES = [
     (["policy=scripted", "cameras=none", "policy.hz=0"], "policy.hz", "> 0"),
     (["policy=scripted", "cameras=none", "policy.replan_s=-1"], "policy.replan_s", "> 0"),
     (["policy=scripted", "cameras=none", "policy.approach_offsets_m=[]"], "policy.approach_offsets_m", "at least one"),
+    (["policy=scripted", "cameras=none", "policy.hover_ends_s=[1.5,3.0]"], "policy.hover_ends_s", "outside"),
+    (["policy=scripted", "cameras=none", "policy.hidden_strategy=oracle"], "policy.hidden_strategy", "oracle"),
+    (["policy=scripted", "cameras=none", "policy.consistency_tol_rad=0"], "policy.consistency_tol_rad", "> 0"),
+    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"], "algorithm.methods",
+     "guidance 'select'"),
     # robot knobs the sim cannot honour
     (["robot.hz=1000"], "robot.hz", "<= 500"),
     (["robot.seed=-1"], "robot.seed", ">= 0"),
