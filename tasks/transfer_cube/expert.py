@@ -48,6 +48,16 @@ CLOSE_S = 0.8
 # Hover ends a plan can take: after the hover pose is reached, and closed on the cube before the
 # lift towards the meet point starts (ACT step 205).
 HOVER_END_RANGE_S = (HOVER_REACH_S, 205 * ACT_DT_S - DROP_S - INTO_S - CLOSE_S)
+
+
+def hover_end_problem(end_s: float) -> str | None:
+    """Why a plan cannot take hover end ``end_s`` (one phrase), or None when it can: the one check
+    behind the start-time check, the constructor and the planner."""
+    lo, hi = HOVER_END_RANGE_S
+    if lo < float(end_s) <= hi + 1e-9:
+        return None
+    return f"{end_s} s is outside ({lo}, {hi:.2f}] (after the hover pose is reached, and closed on the cube before the lift)"
+
 # Rotation from the mocap frame of the EE sim to each arm's gripper_link frame.
 _RZ180 = np.diag([-1.0, -1.0, 1.0])
 MOCAP_TO_LINK = {"left": np.eye(3), "right": _RZ180}
@@ -140,8 +150,9 @@ def transfer_cube_waypoints(
     else:
         end = float(hover_end_s)
         down = end + DROP_S + INTO_S
-        if not HOVER_END_RANGE_S[0] < end <= HOVER_END_RANGE_S[1] + 1e-9:
-            raise ValueError(f"hover_end_s={end} must be in ({HOVER_END_RANGE_S[0]}, {HOVER_END_RANGE_S[1]:.2f}]")
+        problem = hover_end_problem(end)
+        if problem:
+            raise ValueError(f"hover_end_s: {problem}")
         grasp = [
             Waypoint(HOVER_REACH_S, cube_at(HOVER_REACH_S) + [0, 0, HOVER_M], pick_quat, 1.0),  # over it
             Waypoint(end, cube_at(end) + [0, 0, HOVER_M], pick_quat, 1.0, linear=True),  # follow it there
@@ -189,11 +200,10 @@ class ScriptedTransferCube:
         """Start-time check: at least one approach offset to plan with, and hover ends a plan can take."""
         if not list(node.get("approach_offsets_m", (0.0,)) or ()):
             raise ConfigError(f"{path}.approach_offsets_m: needs at least one offset (e.g. [0.0])")
-        lo, hi = HOVER_END_RANGE_S
         for end in list(node.get("hover_ends_s", ()) or ()):
-            if not lo < float(end) <= hi + 1e-9:
-                raise ConfigError(f"{path}.hover_ends_s: {end} s is outside ({lo}, {hi:.2f}] (after the hover pose "
-                                  "is reached, and closed on the cube before the lift)")
+            problem = hover_end_problem(end)
+            if problem:
+                raise ConfigError(f"{path}.hover_ends_s: {problem}")
 
     def __init__(
         self,
@@ -239,9 +249,9 @@ class ScriptedTransferCube:
         self.approach_offsets_m = tuple(float(x) for x in approach_offsets_m)
         self.replan_s = float(replan_s)
         self.hover_ends_s = tuple(float(x) for x in hover_ends_s)
-        bad = [x for x in self.hover_ends_s if not HOVER_END_RANGE_S[0] < x <= HOVER_END_RANGE_S[1] + 1e-9]
-        if bad:
-            raise ValueError(f"hover_ends_s {bad} outside ({HOVER_END_RANGE_S[0]}, {HOVER_END_RANGE_S[1]:.2f}] s")
+        problems = [p for p in map(hover_end_problem, self.hover_ends_s) if p]
+        if problems:
+            raise ValueError(f"hover_ends_s: {problems[0]}")
         if hidden_strategy not in ("drawn", "posterior"):
             raise ValueError(f"hidden_strategy must be 'drawn' or 'posterior' (got {hidden_strategy!r})")
         self.hidden_strategy = hidden_strategy
