@@ -77,7 +77,8 @@ def timed_interleaved(fns, repeats: int, sync) -> list[tuple[float, float]]:
     return out
 
 
-def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool) -> FlowPolicy:
+def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool, compile_: bool = False,
+                compile_mode: str = "default") -> FlowPolicy:
     bundled = resolve_path(DEFAULT_CHECKPOINT)
     cfg, _ = load_config(bundled)
     ck = tmp / f"h{horizon}"
@@ -90,7 +91,8 @@ def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool) ->
             model = FlowModel(cfg)
         model.cfg.train_prefix_max = max(1, horizon // 4)
         save_checkpoint(ck, model)
-    return FlowPolicy(checkpoint=str(ck), device=device, num_steps=steps, autocast_bf16=bf16)
+    return FlowPolicy(checkpoint=str(ck), device=device, num_steps=steps, autocast_bf16=bf16, compile=compile_,
+                      compile_mode=compile_mode)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -88,6 +88,10 @@ class FlowPolicy:
         device: ``auto`` (cuda if available), ``cpu`` or ``cuda[:i]``.
         compile: ``torch.compile`` the action expert at :meth:`warmup` (falls back with a warning
             where no compiler toolchain exists).
+        compile_mode: torch.compile's ``mode``. ``reduce-overhead`` adds CUDA graphs: this network is
+            small, so on a GPU a chunk costs kernel launches more than arithmetic, and replaying each
+            Euler step's launches as one graph removes most of that (``benchmarks/results/inference_cuda.md``).
+            On a CPU it compiles as ``default``.
         autocast_bf16: run the network under bf16 autocast (the Euler state stays float32).
         cudnn_benchmark: set ``torch.backends.cudnn.benchmark`` (no effect on CPU).
         num_steps: Euler steps per chunk.
@@ -142,6 +146,7 @@ class FlowPolicy:
         image_size: Sequence[int] | None = None,
         device: str = "auto",
         compile: bool = False,  # noqa: A002 - config key
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
         autocast_bf16: bool = False,
         cudnn_benchmark: bool = False,
         num_steps: PositiveInt = 10,
@@ -162,6 +167,7 @@ class FlowPolicy:
         self.num_steps = int(num_steps)
         self.seed = int(seed)
         self.compile = bool(compile)
+        self.compile_mode = str(compile_mode)
         self.autocast_bf16 = bool(autocast_bf16)
         if cudnn_benchmark and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -169,6 +175,12 @@ class FlowPolicy:
         self._generator.manual_seed(self.seed)
         self._velocity = self.model.velocity
         self._encode = self.model.encode_prefix
+        self.compiled = False  # torch.compile in effect (set by warmup; False again after a fallback)
+        # CUDA graphs (reduce-overhead, max-autotune) reuse their output buffers: a later replay (the
+        # next Euler step, or the next chunk's generation) overwrites what an earlier one returned,
+        # so the encoded prefix and each velocity are copied out (a few KB per call)
+        self._copy_graph_outputs = (self.compile and self.device.type == "cuda"
+                                    and self.compile_mode in ("reduce-overhead", "max-autotune"))
         self._warned_prefix = False  # the delay exceeded the longest prefix trained (said once)
         self.metadata = PolicyMetadata(
             chunk_size=cfg.chunk_size,
@@ -198,8 +210,9 @@ class FlowPolicy:
         and tracing it in the control loop would stall a chunk). The noise generator is left as it was."""
         if self.compile:
             try:
-                self._velocity = torch.compile(self.model.velocity, dynamic=False)
-                self._encode = torch.compile(self.model.encode_prefix, dynamic=False)
+                self._velocity = torch.compile(self.model.velocity, dynamic=False, mode=self.compile_mode)
+                self._encode = torch.compile(self.model.encode_prefix, dynamic=False, mode=self.compile_mode)
+                self.compiled = True
             except Exception as exc:  # pragma: no cover - depends on the toolchain
                 logger.warning("torch.compile unavailable (%s); running eagerly", exc)
         m = self.metadata
@@ -218,9 +231,10 @@ class FlowPolicy:
             self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="select", noise=noise)
             self._generator.set_state(state)
         except Exception as exc:
-            if self.compile and self._velocity is not self.model.velocity:
+            if self.compiled:
                 logger.warning("compiled flow model failed at warmup (%s); running eagerly", exc)
                 self._velocity, self._encode = self.model.velocity, self.model.encode_prefix
+                self.compiled = self._copy_graph_outputs = False
                 self.predict(obs, noise=noise)
             else:
                 raise
@@ -264,14 +278,20 @@ class FlowPolicy:
         def fn(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
             with self._autocast():
                 v = self._velocity(prefix, a, tau)
-            return v.float()
+            return v.clone() if self._copy_graph_outputs and v.dtype == torch.float32 else v.float()
 
         return fn
 
     def _encode_prefix(self, obs: PolicyInput) -> Prefix:
-        s, im = self._tensors(obs)
+        return self._encode_tensors(*self._tensors(obs))
+
+    def _encode_tensors(self, state: torch.Tensor, images: torch.Tensor) -> Prefix:
         with self._autocast():
-            return self._encode(s, im)
+            prefix = self._encode(state, images)
+        if not self._copy_graph_outputs:
+            return prefix
+        return Prefix([(k.clone(), v.clone()) for k, v in prefix.kv],
+                      None if prefix.tokens is None else prefix.tokens.clone())
 
     def reset_noise(self, seed: int | None = None) -> None:
         """Re-seed the sampling-noise generator (``seed`` defaults to the configured one)."""
@@ -402,8 +422,7 @@ class FlowPolicy:
                     m.chunk_size, m.action_dim)
         dev = self.device
         with torch.no_grad():
-            with self._autocast():
-                prefix = self._encode(torch.cat([s for s, _ in tensors]), torch.cat([im for _, im in tensors]))
+            prefix = self._encode_tensors(torch.cat([s for s, _ in tensors]), torch.cat([im for _, im in tensors]))
             a = batched_guided_sample(
                 self._velocity_fn(prefix), noise, torch.from_numpy(plan.prev).to(dev),
                 torch.from_numpy(plan.weights).to(dev), torch.from_numpy(plan.betas).to(dev),

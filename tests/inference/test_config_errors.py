@@ -196,6 +196,7 @@ CASES = [
     (["+robot.foo=1"], "robot.foo"),
     (["policy.num_steps=0"], "policy.num_steps"),
     (["policy.device=tpu"], "policy.device"),
+    (["policy.compile_mode=fastest"], "policy.compile_mode"),
     (["policy.checkpoint=/nonexistent/ckpt"], "policy.checkpoint"),
     (["policy.checkpoint={truncated}"], "policy.checkpoint"),
     (["policy.checkpoint={corrupt_config}"], "policy.checkpoint"),
