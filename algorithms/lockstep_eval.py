@@ -22,6 +22,10 @@ robot, minus the wall clock. Methods (the RTC paper's comparison):
 * ``select``: no guidance in the sampler: ``select_samples`` (K) chunks sampled for the observation,
   the one closest to the previous chunk's rest under the soft mask kept (``guidance: select``, the
   backward-coherence criterion of bidirectional decoding); needs ``supports_select``.
+* ``select_hard``: ``select`` scored on the hard mask (schedule ``zeros``): only the ``d`` actions
+  that execute from the previous chunk while the model thinks count, so the kept candidate joins the
+  committed actions without being pulled toward the rest of a plan that may be stale. At d = 0 no
+  action counts: it keeps its first candidate, an unselected sample like naive's.
 * ``custom``: the configured ``guidance`` + ``schedule`` + ``guided_cap_ticks`` (for Hydra sweeps).
 
 Every cell runs the same episodes (seeds ``seed + e``) and re-seeds a sampling policy's noise
@@ -64,6 +68,7 @@ METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
     "rtc_identity": (Guidance.IDENTITY, None),
     "rtc_capped": (Guidance.VJP, None),
     "select": (Guidance.SELECT, None),
+    "select_hard": (Guidance.SELECT, Schedule.ZEROS),
     "custom": (None, None),
 }
 DISTRIBUTIONS = ("constant", "uniform")
@@ -202,7 +207,7 @@ class LockstepEvaluator:
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
             "method": method, "delay_ticks": delay, "guidance": str(guidance),
-            "schedule": str(schedule) if guidance in (Guidance.VJP, Guidance.BLEND) else "",
+            "schedule": str(schedule) if guidance not in (Guidance.NONE, Guidance.TRAINED) else "",
             # Episodes actually run: a fault ends the run (as in every mode), so a faulted cell has fewer.
             "episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else 0.0,
             "time_to_success_s": float(np.mean(success_s)) if success_s else float("nan"),

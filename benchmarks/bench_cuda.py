@@ -14,7 +14,7 @@ after each section so an interrupted run keeps what it measured):
    ``max ||chunk - ref|| / ||ref||`` for predict, VJP, identity and trained guidance; and whether
    anything non-finite came out.
 2. **Warm-up**: the wall time of ``FlowPolicy.warmup`` per variant (compilation happens there).
-3. **Latency**: per guidance kind, the variants called in turn (order rotating each round), so
+3. **Latency**: after ``--burn-in-s`` of plain chunks, per guidance kind, the variants called in turn (order rotating each round), so
    their ratios are measured in one window; medians (p90) in ms with a device synchronize per call.
 4. **Batching**: B VJP requests (each its own observation, delay, horizon, previous chunk) in one
    ``guided_inference_batch`` call vs B ``guided_inference`` calls, interleaved; the first call at a
@@ -75,6 +75,9 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--batch-variants", nargs="+", default=["eager", "bf16", "compile"], choices=list(VARIANTS))
     ap.add_argument("--select-samples", type=int, default=8)
+    ap.add_argument("--burn-in-s", type=float, default=5.0,
+                    help="seconds of plain chunks before the latency rows (an idle GPU's clocks ramp up; the first "
+                         "row of a run without it was inflated)")
     ap.add_argument("--device", default="cuda", help="cuda[:N]; cpu only to try the script where no GPU is")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_cuda.md"))
     args = ap.parse_args()
@@ -157,6 +160,11 @@ def main() -> None:
 
         # 3. latency per guidance kind, variants interleaved
         obs, prev, _ = cases[0]
+        t_end = time.perf_counter() + args.burn_in_s
+        while time.perf_counter() < t_end:
+            for p in policies.values():
+                p.predict(obs)
+        sync()
         names = list(policies)
         lines += ["## Latency (ms, median (p90))", "",
                   f"{args.repeats} timed calls per cell after 2 warm-up rounds; per row the variants are called in "

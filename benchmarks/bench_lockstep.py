@@ -75,6 +75,16 @@ def _configured_cells(overrides: list[str]) -> tuple[list[str], list[int]]:
     return [str(m) for m in cfg.algorithm.methods], [int(d) for d in cfg.algorithm.delays_ticks]
 
 
+def _reading_sections(report: Path) -> list[str]:
+    """The hand-written part of an existing report (from its first ``## Reading`` heading on), which a
+    ``--resume`` run keeps below the regenerated table: the cells it read still hold."""
+    if not report.is_file():
+        return []
+    text = report.read_text().splitlines()
+    start = next((i for i, line in enumerate(text) if line.startswith("## Reading")), None)
+    return [] if start is None else ["", *text[start:]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--experiment", default=None, help="a conf/experiment/ file: every knob from it unless given")
@@ -205,9 +215,12 @@ def main() -> None:
         lines += ["", "## The study's targets, checked on this table", "", *goals]
     out = RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    kept = _reading_sections(out.with_suffix(".md")) if args.resume else []
+    out.with_suffix(".md").write_text("\n".join([*lines, *kept]) + "\n")
     with out.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # kept cells may predate a column the new ones have (or the reverse): the union, blanks where absent
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     plot_paper_figure(rows, out.with_suffix(".png"),
@@ -218,7 +231,7 @@ def main() -> None:
 
 # The rows that make the next chunk agree with the previous one: the inpainting methods, and select
 # (which picks the agreeing chunk among plain samples instead of inpainting it). Not blend.
-GUIDED = ("rtc", "rtc_hard", "rtc_trained", "rtc_trained_robust", "rtc_identity", "rtc_capped", "select")
+GUIDED = ("rtc", "rtc_hard", "rtc_trained", "rtc_trained_robust", "rtc_identity", "rtc_capped", "select", "select_hard")
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

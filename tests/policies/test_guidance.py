@@ -347,6 +347,27 @@ def test_select_keeps_the_candidate_that_continues_prev(k: int, seed: int, d: in
         assert select_coherent(cands, prev, w) == 0
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 8), st.integers(0, 2**31 - 1), st.integers(1, 20), st.integers(0, 12))
+def test_select_on_the_hard_mask_scores_only_the_committed_actions(k: int, seed: int, d: int, s: int) -> None:
+    """``select_hard`` (schedule ``zeros``): a candidate that joins the ``d`` committed actions and
+    then leaves the previous plan (a world that changed) beats candidates that follow the previous
+    plan's rest but jump at the committed actions; where the whole guided region counts (``ones``)
+    and outweighs the committed part, the plan-followers win."""
+    rng = np.random.default_rng(seed)
+    h, a = 32, 3
+    d = min(d, h - s)
+    prev = rng.normal(size=(h, a))
+    cands = prev[None] + rng.normal(size=(k, h, a)) * 0.05  # all follow the previous plan ...
+    cands[:, :d] += 1.0  # ... but jump where the committed actions run
+    j = int(rng.integers(k))
+    cands[j] = prev + 5.0  # a new plan from the first free action on
+    cands[j, :d] = prev[:d] + rng.normal(size=(d, a)) * 0.05  # that joins the committed actions
+    assert select_coherent(cands, prev, prefix_weights(h, d, s, "zeros")) == j
+    if 25 * (h - s - d) > 2 * d:  # the new plan's offset (5 per dim) over the region after d outweighs the jumps
+        assert select_coherent(cands, prev, prefix_weights(h, d, s, "ones")) != j
+
+
 def test_coherence_costs_reject_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="candidates shape"):
         coherence_costs(np.zeros((2, 5, 3)), np.zeros((5, 2)), np.ones(5))

@@ -1,4 +1,5 @@
-"""The lockstep study's success intervals (benchmarks/bench_lockstep.py ``wilson_interval``)."""
+"""The lockstep study's success intervals (benchmarks/bench_lockstep.py ``wilson_interval``) and what a
+``--resume`` run keeps of an existing report (``_reading_sections``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_lockstep import wilson_interval  # noqa: E402
+from bench_lockstep import _reading_sections, wilson_interval  # noqa: E402
 
 
 def test_wilson_interval_worked_example() -> None:
@@ -27,3 +28,13 @@ def test_wilson_interval_holds_the_rate_and_narrows_with_episodes(n: int, data) 
     assert 0.0 <= lo <= k / n <= hi <= 1.0
     lo4, hi4 = wilson_interval(4 * k, 4 * n)
     assert hi4 - lo4 < hi - lo
+
+
+def test_a_resumed_report_keeps_its_hand_written_reading(tmp_path) -> None:
+    report = tmp_path / "study.md"
+    assert _reading_sections(report) == []  # no report yet
+    report.write_text("# table\n\n| a |\n\n## The study's targets\n\n- x\n")
+    assert _reading_sections(report) == []  # nothing hand-written
+    report.write_text("# table\n\n| a |\n\n## Reading (written after the run)\n\ntext\n\n## Later\n\nmore\n")
+    assert _reading_sections(report) == ["", "## Reading (written after the run)", "", "text", "", "## Later", "",
+                                         "more"]

@@ -179,11 +179,12 @@ def test_rtc_study_experiment_runs_every_method_on_the_shift_task(tmp_path) -> N
                           run_dir=tmp_path).execute()
     rows = summary["table"]
     assert [r["method"] for r in rows] == ["sync", "naive", "blend", "rtc", "rtc_hard", "rtc_trained", "rtc_identity",
-                                          "rtc_capped", "select"]
+                                          "rtc_capped", "select", "select_hard"]
     for r in rows:
         assert r["delay_ticks"] == 8 and r["episodes"] == 1 and r["inferences"] >= 2
         assert "time_to_success_s" in r  # nan: 40 ticks are too few to succeed
-    assert [r["guidance"] for r in rows][-4:] == ["trained", "identity", "vjp", "select"]
+    assert [r["guidance"] for r in rows][-5:] == ["trained", "identity", "vjp", "select", "select"]
+    assert rows[-1]["schedule"] == "zeros" and rows[-2]["schedule"] == "exp"  # select_hard: the hard mask
     written = list(csv.DictReader((tmp_path / "rtc_study.csv").open()))
     assert {"method", "delay_ticks", "episodes", "success_rate", "discontinuity_mean"} <= set(written[0])
 
