@@ -176,11 +176,6 @@ class FlowPolicy:
         self._velocity = self.model.velocity
         self._encode = self.model.encode_prefix
         self.compiled = False  # torch.compile in effect (set by warmup; False again after a fallback)
-        # CUDA graphs (reduce-overhead, max-autotune) reuse their output buffers: a later replay (the
-        # next Euler step, or the next chunk's generation) overwrites what an earlier one returned,
-        # so the encoded prefix and each velocity are copied out (a few KB per call)
-        self._copy_graph_outputs = (self.compile and self.device.type == "cuda"
-                                    and self.compile_mode in ("reduce-overhead", "max-autotune"))
         self._warned_prefix = False  # the delay exceeded the longest prefix trained (said once)
         self.metadata = PolicyMetadata(
             chunk_size=cfg.chunk_size,
@@ -234,12 +229,20 @@ class FlowPolicy:
             if self.compiled:
                 logger.warning("compiled flow model failed at warmup (%s); running eagerly", exc)
                 self._velocity, self._encode = self.model.velocity, self.model.encode_prefix
-                self.compiled = self._copy_graph_outputs = False
+                self.compiled = False
                 self.predict(obs, noise=noise)
             else:
                 raise
 
     # -- helpers --------------------------------------------------------------------------------
+    @property
+    def _copy_graph_outputs(self) -> bool:
+        """CUDA graphs (compiled in mode reduce-overhead or max-autotune, on a GPU) reuse their output
+        buffers: a later replay (the next Euler step, or the next chunk's generation) overwrites what
+        an earlier one returned, so the encoded prefix and each velocity are copied out (a few KB)."""
+        return (self.compiled and self.device.type == "cuda"
+                and self.compile_mode in ("reduce-overhead", "max-autotune"))
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_bf16:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
