@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from policies.base import Guidance, PolicyInput, Schedule, missing_capability
-from policies.guidance import blend, guidance_weight, prefix_weights, vjp_step
+from policies.guidance import blend, guidance_weight, padded_prev, prefix_weights, vjp_step
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +165,10 @@ def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: in
         kind = req.kind
         if kind == Guidance.NONE:
             continue
-        p = np.asarray(req.prev_model, np.float32)
-        if p.ndim != 2 or p.shape[1] != action_dim or p.shape[0] > h:
-            raise ValueError(f"batch row {i}: prev shape {p.shape}, expected (<= {h}, {action_dim})")
-        prev[i, : p.shape[0]] = p
+        try:
+            prev[i] = padded_prev(req.prev_model, h, action_dim)
+        except ValueError as exc:
+            raise ValueError(f"batch row {i}: {exc}") from None
         if kind == Guidance.TRAINED:
             if train_prefix_max <= 0:
                 raise ValueError(f"batch row {i}: guidance=trained needs a checkpoint trained with action-prefix "

@@ -38,6 +38,20 @@ SCHEDULES = tuple(s.value for s in Schedule)
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def padded_prev(prev: np.ndarray, horizon: int, action_dim: int, name: str = "prev") -> np.ndarray:
+    """``prev`` as the ``(horizon, action_dim)`` float32 chunk the guidance math takes: a shorter
+    remainder zero-padded at the end (the engine hands it padded; direct callers need not).
+    ``ValueError`` naming ``name`` and the shape for anything else."""
+    p = np.asarray(prev, dtype=np.float32)
+    if p.ndim != 2 or p.shape[1] != action_dim or p.shape[0] > horizon:
+        raise ValueError(f"{name} shape {p.shape}, expected (<= {horizon}, {action_dim})")
+    if p.shape[0] == horizon:
+        return p
+    out = np.zeros((horizon, action_dim), np.float32)
+    out[: p.shape[0]] = p
+    return out
+
+
 def prefix_weights(H: int, d: int, s: int, schedule: str = "exp") -> np.ndarray:
     """Inpainting weights ``W`` (shape ``(H,)``, float32, in [0, 1]) for one guided inference.
 

@@ -18,7 +18,7 @@ import torch
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path
 from policies.flow.model import FlowModel, Prefix
-from policies.guidance import (blend, euler_sample, guided_euler_sample, identity_guided_euler_sample,
+from policies.guidance import (blend, euler_sample, guided_euler_sample, identity_guided_euler_sample, padded_prev,
                                prefix_conditioned_sample, prefix_weights, select_coherent)
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
@@ -342,13 +342,10 @@ class FlowPolicy:
         m = self.metadata
         if guidance == "none":
             return self.predict(obs, noise=noise)
-        prev = np.asarray(prev_chunk, dtype=np.float32)
-        if prev.ndim != 2 or prev.shape[1] != m.action_dim or prev.shape[0] > m.chunk_size:
-            raise ValueError(
-                f"flow policy: prev_chunk shape {prev.shape}, expected (<= {m.chunk_size}, {m.action_dim})"
-            )
-        if prev.shape[0] < m.chunk_size:
-            prev = np.concatenate([prev, np.zeros((m.chunk_size - prev.shape[0], m.action_dim), np.float32)])
+        try:
+            prev = padded_prev(prev_chunk, m.chunk_size, m.action_dim, "prev_chunk")
+        except ValueError as exc:
+            raise ValueError(f"flow policy: {exc}") from None
         if guidance == "trained":
             return self._prefix_conditioned(obs, prev, int(delay), int(execute_horizon), noise)
         weights = prefix_weights(m.chunk_size, int(delay), int(execute_horizon), schedule)

@@ -23,7 +23,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
-from policies.guidance import prefix_weights, select_coherent
+from policies.guidance import padded_prev, prefix_weights, select_coherent
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt
@@ -496,9 +496,7 @@ class ScriptedTransferCube:
         step = int(obs.info.get("step", 0))
         horizon = self.metadata.chunk_size
         candidates = np.stack([self._chunk(plan, step) for plan in self.consistent_plans(obs)])
-        prev = np.zeros((horizon, 14), np.float32)
-        given = np.asarray(prev_chunk, dtype=np.float32)[:horizon]
-        prev[: len(given)] = given
+        prev = padded_prev(np.asarray(prev_chunk)[:horizon], horizon, 14)
         weights = prefix_weights(horizon, int(delay), int(execute_horizon), str(schedule))
         return candidates[select_coherent(candidates, prev, weights)]
 

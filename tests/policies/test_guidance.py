@@ -16,6 +16,7 @@ import torch
 
 from policies.guidance import (
     blend,
+    padded_prev,
     euler_sample,
     guidance_weight,
     guided_euler_sample,
@@ -366,6 +367,18 @@ def test_select_on_the_hard_mask_scores_only_the_committed_actions(k: int, seed:
     assert select_coherent(cands, prev, prefix_weights(h, d, s, "zeros")) == j
     if 25 * (h - s - d) > 2 * d:  # the new plan's offset (5 per dim) over the region after d outweighs the jumps
         assert select_coherent(cands, prev, prefix_weights(h, d, s, "ones")) != j
+
+
+@given(st.integers(1, 12), st.integers(1, 4), st.data())
+def test_padded_prev_zero_pads_a_remainder_and_names_a_wrong_shape(h: int, a: int, data) -> None:
+    n = data.draw(st.integers(0, h))
+    rest = np.arange(n * a, dtype=np.float64).reshape(n, a) + 1.0
+    out = padded_prev(rest, h, a)
+    assert out.shape == (h, a) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:n], rest) and np.testing.assert_array_equal(out[n:], 0.0)
+    for bad in (np.zeros((h + 1, a)), np.zeros((h, a + 1)), np.zeros(h)):
+        with pytest.raises(ValueError, match=r"^prev shape .*expected \(<= "):
+            padded_prev(bad, h, a)
 
 
 def test_coherence_costs_reject_mismatched_shapes() -> None:
