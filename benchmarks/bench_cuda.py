@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_inference import make_policy, timed_interleaved  # noqa: E402
+from benchmarks.bench_inference import make_policy, random_input, timed_interleaved  # noqa: E402
 from policies.base import Guidance, PolicyInput  # noqa: E402
 from policies.batched import BatchRequest  # noqa: E402
 from policies.flow import FlowPolicy  # noqa: E402
@@ -47,12 +47,6 @@ VARIANTS = {"eager": (False, None), "bf16": (True, None), "compile": (False, "de
             "graphs": (False, "reduce-overhead"), "graphs+bf16": (True, "reduce-overhead")}
 ACCURACY_KINDS = ("predict", "vjp", "identity", "trained")
 LATENCY_KINDS = ("predict", "vjp", "identity", "trained", "select")
-
-
-def random_input(policy: FlowPolicy, rng: np.random.Generator) -> PolicyInput:
-    m = policy.metadata
-    return PolicyInput(state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
-                       images={c: rng.random((1, 3, *m.image_size), dtype=np.float32) for c in m.camera_names})
 
 
 def chunk(policy: FlowPolicy, kind: str, obs: PolicyInput, prev: np.ndarray, d: int, s: int,

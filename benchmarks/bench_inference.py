@@ -77,6 +77,13 @@ def timed_interleaved(fns, repeats: int, sync) -> list[tuple[float, float]]:
     return out
 
 
+def random_input(policy: FlowPolicy, rng: np.random.Generator) -> PolicyInput:
+    """A random observation the policy takes (state and every camera; never zeros)."""
+    m = policy.metadata
+    return PolicyInput(state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
+                       images={c: rng.random((1, 3, *m.image_size), dtype=np.float32) for c in m.camera_names})
+
+
 def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool, compile_: bool = False,
                 compile_mode: str = "default") -> FlowPolicy:
     bundled = resolve_path(DEFAULT_CHECKPOINT)
@@ -118,10 +125,7 @@ def main() -> None:
                 p.select_samples = args.select_samples
                 m = p.metadata
                 rng = np.random.default_rng(0)
-                obs = PolicyInput(
-                    state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
-                    images={c: rng.random((1, 3, *m.image_size), dtype=np.float32) for c in m.camera_names},
-                )
+                obs = random_input(p, rng)
                 prev = rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32)
                 d, s = max(1, horizon // 10), horizon // 2
                 with torch.inference_mode():
