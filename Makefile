@@ -45,10 +45,12 @@ lerobot-env: $(STAMP)
 # The suite runs in a private network namespace with only loopback where the machine allows it
 # (scripts/netns.py; its first line says whether); `make test NETNS=off` runs it on the host network.
 # The first line printed says where the suite will run (the namespace is probed with `true`).
+# `-X faulthandler`: a native crash, even at interpreter teardown after pytest's summary (one CI run
+# here ended so, exit 139, with nothing printed), shows every thread's Python stack on stderr.
 test: $(STAMP)
 	@$(BIN)/python scripts/netns.py --what "the test suite" -- true
 	@$(MAKE) --no-print-directory test-envs
-	@$(BIN)/python scripts/netns.py --watch --what "the test suite" -- $(BIN)/python -m pytest $(ARGS)
+	@$(BIN)/python scripts/netns.py --watch --what "the test suite" -- $(BIN)/python -X faulthandler -m pytest $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
