@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Mapping
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from policies.base import GUIDANCE_CAPABILITY, Guidance
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt, Range
 
@@ -336,16 +337,16 @@ def _check_stats(norm: Any, key: str, dim: int) -> None:
                          f"{np.flatnonzero(~np.isfinite(probe)).tolist()[:5]} (eps {norm.eps})")
 
 
-# Guidance a policy may or may not offer: the class method that says whether the configured policy
-# does (it reads the policy's config node only; nothing is built), and what it takes.
-_OPTIONAL_GUIDANCE = {
-    "trained": ("supports_trained_guidance", "a policy trained with action-prefix conditioning (training-time "
-                "RTC); flow: train with model.train_prefix_max > 0"),
-    "identity": ("supports_identity_guidance", "a policy with a sampler it can guide step by step (the flow "
-                 "policy)"),
-    "select": ("supports_select_guidance", "a policy that samples several chunks for one observation (the flow "
-               "policy)"),
+# What each guidance a policy may lack (``policies.base.GUIDANCE_CAPABILITY``) needs, said in the
+# error; the class method that says whether the configured policy has it is
+# ``supports_<guidance>_guidance(node)`` (it reads the policy's config node only; nothing is built).
+_GUIDANCE_NEEDS: dict[Guidance, str] = {
+    Guidance.TRAINED: "a policy trained with action-prefix conditioning (training-time RTC); flow: train with "
+                      "model.train_prefix_max > 0",
+    Guidance.IDENTITY: "a policy with a sampler it can guide step by step (the flow policy)",
+    Guidance.SELECT: "a policy that samples several chunks for one observation (the flow policy)",
 }
+assert set(_GUIDANCE_NEEDS) == set(GUIDANCE_CAPABILITY), "every optional guidance needs its start-time check"
 
 
 def _check_optional_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
@@ -361,11 +362,11 @@ def _check_optional_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, 
         wanted.append(("algorithm.guidance", str(algorithm.get("guidance", ""))))
     target = None
     for key, kind in wanted:
-        if kind not in _OPTIONAL_GUIDANCE:
+        if kind not in tuple(Guidance) or Guidance(kind) not in _GUIDANCE_NEEDS:
             continue
-        check_name, needs = _OPTIONAL_GUIDANCE[kind]
+        needs = _GUIDANCE_NEEDS[Guidance(kind)]
         target = target or resolve_target("policy", policy)
-        check = getattr(target, check_name, None)
+        check = getattr(target, f"supports_{kind}_guidance", None)
         if not (callable(check) and check(policy)):
             raise ConfigError(f"{key}: guidance '{kind}' needs {needs}; policy {policy.get('_target_')} with this "
                               "config does not declare it (pick guidance vjp/blend/none)")

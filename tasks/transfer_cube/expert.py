@@ -58,6 +58,11 @@ def hover_end_problem(end_s: float) -> str | None:
         return None
     return f"{end_s} s is outside ({lo}, {hi:.2f}] (after the hover pose is reached, and closed on the cube before the lift)"
 
+# The posterior compares the observed right arm with each plan over this many past ticks and now:
+# the position-controlled arm lags its commands by a few ticks, so the command of this very tick is
+# not where the arm is yet.
+ARM_LAG_TICKS = 4
+
 # Rotation from the mocap frame of the EE sim to each arm's gripper_link frame.
 _RZ180 = np.diag([-1.0, -1.0, 1.0])
 MOCAP_TO_LINK = {"left": np.eye(3), "right": _RZ180}
@@ -453,12 +458,12 @@ class ScriptedTransferCube:
         """``hidden_strategy: posterior``: the plans of every strategy whose right arm agrees with
         the observed one (the closest, and any within ``consistency_tol_rad`` of it): the
         strategies the arm's motion so far has not ruled out. Each plan is compared with the
-        observed joints over the last few ticks (the arm lags its commands)."""
+        observed joints over the last ``ARM_LAG_TICKS`` ticks and this one (the arm lags its commands)."""
         info = obs.info
         step = int(info.get("step", 0))
         joints = np.asarray(obs.state, dtype=np.float64).reshape(-1, 14)[-1, 7:14]
         plans = [self._strategy_plan(info, strategy) for strategy in self.strategies()]
-        ticks = np.arange(max(0, step - 4), step + 1)
+        ticks = np.arange(max(0, step - ARM_LAG_TICKS), step + 1)
         gaps = [float(np.min(np.max(np.abs(plan[np.clip(ticks, 0, len(plan) - 1), 7:14] - joints), axis=1)))
                 for plan in plans]
         best = min(gaps)
