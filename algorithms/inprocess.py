@@ -103,6 +103,7 @@ class _Held:
     seq: int
     result: ChunkResult
     t_start: float
+    fields: dict[str, Any]  # what the policy reported with the chunk (policy_info)
 
 
 class SimulatedDelayTransport(TransportBase):
@@ -155,7 +156,8 @@ class SimulatedDelayTransport(TransportBase):
         if self.sync:
             self.paused_ticks += latency
             latency = 0
-        self.held = _Held(request.tick + latency, request.seq, result, request.tick * self.period_s)
+        self.held = _Held(request.tick + latency, request.seq, result, request.tick * self.period_s,
+                          policy_info(self.runner.policy))
 
     def poll(self, tick: int) -> InferenceReply | None:
         held = self.held
@@ -163,7 +165,7 @@ class SimulatedDelayTransport(TransportBase):
             return None
         self.held = None
         return InferenceReply(held.seq, held.result.model, held.result.robot, held.t_start, tick * self.period_s,
-                              held.result.policy_ms)
+                              held.result.policy_ms, held.fields)
 
     def stop(self) -> None:
         self.held = None

@@ -178,7 +178,7 @@ class LockstepEvaluator:
         loop.sync = method == "sync"
         loop.record_fields = {"method": method, "delay_ticks": delay,
                               "guidance": f"{method}:{self.method_config(method, delay).guidance}"}
-        successes, discs, jerks, rms_jerks, max_steps_pre, success_s = [], [], [], [], [], []
+        successes, discs, jerks, rms_jerks, max_steps_pre, success_s, gate = [], [], [], [], [], [], []
         underruns = paused = inferences = rejected = ticks_total = 0
         faulted: list[str] = []
         for episode in range(run.episodes):
@@ -188,6 +188,7 @@ class LockstepEvaluator:
             if ep.success:
                 success_s.append((ep.ticks + transport.paused_ticks) / run.hz)
             discs += ep.discontinuities
+            gate += [f["select_stale"] for f in ep.inference_fields if "select_stale" in f]
             period_s = 1.0 / run.hz
             metrics = boundary_metrics(np.asarray(ep.sent), period_s)
             jerks.append(metrics["max_jerk"])
@@ -219,6 +220,9 @@ class LockstepEvaluator:
             "underruns": underruns, "paused_ticks": paused, "inferences": inferences,
             "rejected_chunks": rejected, "ticks": ticks_total,
             "faulted_episodes": len(faulted),
+            # share of the cell's executed chunks whose previous chunk select's stale gate called stale
+            # (policy.select_stale_gate; NaN where no inference reported it)
+            "select_stale_rate": float(np.mean(gate)) if gate else float("nan"),
             "fault": str(loop.fault.kind) if loop.fault is not None else (
                 f"{', '.join(sorted(set(faulted)))} in {len(faulted)} episode(s)" if faulted else ""),
         }

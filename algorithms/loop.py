@@ -286,6 +286,8 @@ class ControlLoop:
         disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
         if not req.first:
             result.discontinuities.append(merge.discontinuity)
+        if reply.fields:
+            result.inference_fields.append(dict(reply.fields))
         # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
         self.step.new_chunk(result.episode, merge.chunk_id, tick - merge.d_actual,
                             np.array(self.planner.scheduler.chunk_robot, copy=True), guidance=req.guidance)

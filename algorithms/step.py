@@ -35,6 +35,9 @@ class EpisodeResult:
     sent: list[np.ndarray] = field(default_factory=list)
     planned: list[np.ndarray] = field(default_factory=list)
     discontinuities: list[float] = field(default_factory=list)
+    # per executed chunk, what its inference reported beside it (InferenceReply.fields: transport
+    # timings, or a policy's last_info such as select's stale gate)
+    inference_fields: list[dict[str, Any]] = field(default_factory=list)
     inferences: int = 0
     rejected: int = 0
     underruns: int = 0

@@ -310,6 +310,38 @@ def coherence_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | 
     return np.einsum("h,kh->k", w, ((c - y[None]) ** 2).sum(axis=-1))
 
 
+def pairwise_coherence_costs(candidates: torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray) -> np.ndarray:
+    """:func:`coherence_costs` between every two of K candidates, ``(K, K)`` float64 (symmetric,
+    zero diagonal): the same weighted squared distance, with candidate ``j`` in the place of ``prev``."""
+    c = np.asarray(candidates.detach().cpu() if isinstance(candidates, torch.Tensor) else candidates, np.float64)
+    if c.ndim != 3:
+        raise ValueError(f"candidates shape {c.shape} is not (K, H, action_dim)")
+    return np.stack([coherence_costs(c, c[j], weights) for j in range(c.shape[0])], axis=1)
+
+
+def prev_is_stale(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
+                  weights: torch.Tensor | np.ndarray) -> bool:
+    """Whether the previous chunk's rest is an outlier among K fresh samples for the current
+    observation: farther (:func:`coherence_costs`) from its nearest candidate than any candidate is
+    from its own nearest other candidate.
+
+    Why: when the world has not changed, the previous chunk is one more sample of the same plans
+    (its rest and the candidates describe the same future ticks), so it is the farthest of the
+    K + 1 from its nearest neighbour with probability about 1/(K + 1): the test has no threshold
+    to tune. When the world changed under it (the cube jumped), every fresh sample re-plans for
+    the world the cameras show now and the old plan stands apart from all of them; keeping the
+    candidate closest to it would then favour the samples that react latest. A multimodal policy's
+    candidates fall into modes, and a previous chunk in a mode that is still sampled has a near
+    neighbour there, so it is not stale. With K < 2 there is no spread to compare with: False."""
+    c = np.asarray(candidates.detach().cpu() if isinstance(candidates, torch.Tensor) else candidates, np.float64)
+    to_prev = coherence_costs(c, prev, weights)
+    if c.shape[0] < 2:
+        return False
+    pairs = pairwise_coherence_costs(c, weights)
+    np.fill_diagonal(pairs, np.inf)
+    return bool(to_prev.min() > pairs.min(axis=1).max())
+
+
 def select_coherent(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
                     weights: torch.Tensor | np.ndarray) -> int:
     """Index of the candidate with the lowest :func:`coherence_costs` (the first on a tie), so a
@@ -317,3 +349,12 @@ def select_coherent(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | 
     candidate was sampled for the current observation (a changed world changes all of them)."""
     return int(np.argmin(coherence_costs(candidates, prev, weights)))
 
+
+def gated_select(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
+                 weights: torch.Tensor | np.ndarray) -> tuple[int, bool]:
+    """``(index, stale)``: :func:`select_coherent`, unless :func:`prev_is_stale`; then candidate 0
+    (the one sampled from the caller's noise: exactly the chunk naive asynchronous execution would
+    run), so a plan made for a world that has since changed picks nothing."""
+    if prev_is_stale(candidates, prev, weights):
+        return 0, True
+    return select_coherent(candidates, prev, weights), False

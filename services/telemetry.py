@@ -39,6 +39,8 @@ INFERENCE_FIELDS = (
     # where a transport measures them: the wire both ways (latency minus server time), the request's
     # size, and for a shared service the wait for its batch, the batch's size and the sends it took
     "transport_ms", "payload_bytes", "queue_ms", "batch_size", "attempts",
+    # what an in-process policy reported (last_info): select's stale gate fired (1) or not (0)
+    "select_stale",
 )
 PERCENTILES = (50, 95, 99)
 
@@ -85,6 +87,9 @@ def summarize(
         summary.update(percentiles(col(inferences, key), "inference_" + key))
     for key in ("d_estimate", "d_actual", "discontinuity"):
         summary.update(percentiles(col(inferences, key), key))
+    stale = col(inferences, "select_stale")
+    if stale:
+        summary["select_stale_rate"] = float(np.mean(stale))
     return summary
 
 

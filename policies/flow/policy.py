@@ -18,8 +18,8 @@ import torch
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path
 from policies.flow.model import FlowModel, Prefix
-from policies.guidance import (blend, euler_sample, guided_euler_sample, identity_guided_euler_sample, padded_prev,
-                               prefix_conditioned_sample, prefix_weights, select_coherent)
+from policies.guidance import (blend, euler_sample, gated_select, guided_euler_sample, identity_guided_euler_sample,
+                               padded_prev, prefix_conditioned_sample, prefix_weights, select_coherent)
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveInt
@@ -98,6 +98,10 @@ class FlowPolicy:
         seed: seed of the sampling-noise generator (reproducible chunks for a fixed input order).
         select_samples: K, the chunks sampled per request under ``guidance: select`` (one batched
             sampling call; the encoder runs once). K = 1 is naive async.
+        select_stale_gate: under ``guidance: select``, run the unselected first sample (naive async's
+            chunk) whenever the previous chunk is an outlier among the K fresh samples
+            (``policies.guidance.prev_is_stale``: the world changed under the old plan), so a stale
+            plan never picks which fresh sample runs.
         normalizer: accepted and ignored: the engine owns normalization.
     """
 
@@ -152,6 +156,7 @@ class FlowPolicy:
         num_steps: PositiveInt = 10,
         seed: int = 0,
         select_samples: PositiveInt = 8,
+        select_stale_gate: bool = False,
         normalizer: Any = None,
     ) -> None:
         if num_steps <= 0:
@@ -159,6 +164,7 @@ class FlowPolicy:
         if select_samples <= 0:
             raise ValueError(f"flow policy: select_samples must be positive, got {select_samples}")
         self.select_samples = int(select_samples)
+        self.select_stale_gate = bool(select_stale_gate)
         self.checkpoint = resolve_path(checkpoint)
         self.device = _device(device)
         model, self.meta = _load_checked(self.checkpoint, chunk_size, action_dim, state_dim, camera_names, image_size)
@@ -177,6 +183,7 @@ class FlowPolicy:
         self._encode = self.model.encode_prefix
         self.compiled = False  # torch.compile in effect (set by warmup; False again after a fallback)
         self._warned_prefix = False  # the delay exceeded the longest prefix trained (said once)
+        self._last_info: dict[str, float] = {}  # what the last call reports (last_info)
         self.metadata = PolicyMetadata(
             chunk_size=cfg.chunk_size,
             action_dim=cfg.action_dim,
@@ -308,12 +315,19 @@ class FlowPolicy:
             v = self._velocity_fn(prefix)(a, torch.tensor(float(tau), device=self.device))
         return v[0].cpu().numpy()
 
+    def last_info(self) -> dict[str, float]:
+        """What the last call reports beside its chunk, recorded with the inference: under
+        ``guidance: select`` with ``select_stale_gate``, ``select_stale`` (1.0: the previous chunk was
+        an outlier among the samples, and the first sample ran unselected); else nothing."""
+        return dict(self._last_info)
+
     # -- Policy protocol --------------------------------------------------------------------------
     def predict(self, obs: PolicyInput, *, noise: np.ndarray | None = None) -> np.ndarray:
         """Unguided chunk (chunk_size, action_dim) float32 in model space.
 
         ``noise`` (optional, (H, action_dim)) replaces the generator's draw, for reproducibility.
         """
+        self._last_info = {}
         with torch.inference_mode():
             prefix = self._encode_prefix(obs)
             a = euler_sample(self._velocity_fn(prefix), self._noise(noise), self.num_steps)
@@ -340,6 +354,7 @@ class FlowPolicy:
         ``blend`` (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive asynchronous execution).
         """
         m = self.metadata
+        self._last_info = {}
         if guidance == "none":
             return self.predict(obs, noise=noise)
         try:
@@ -351,7 +366,11 @@ class FlowPolicy:
         weights = prefix_weights(m.chunk_size, int(delay), int(execute_horizon), schedule)
         if guidance == "select":
             candidates = self._candidates(obs, noise)
-            return candidates[select_coherent(candidates, prev, weights)]
+            if not self.select_stale_gate:
+                return candidates[select_coherent(candidates, prev, weights)]
+            index, stale = gated_select(candidates, prev, weights)
+            self._last_info = {"select_stale": float(stale)}
+            return candidates[index]
         if guidance == "blend":
             return blend(prev, self.predict(obs, noise=noise), weights)
         if guidance not in ("vjp", "identity"):

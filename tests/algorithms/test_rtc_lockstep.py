@@ -95,6 +95,22 @@ def test_identity_and_capped_guidance_run_in_the_table(tmp_path):
     assert {r["guidance"] for r in infs} >= {"rtc:vjp", "rtc_identity:identity", "rtc_capped:vjp"}
 
 
+def test_the_select_stale_gate_is_counted_per_cell_and_recorded_per_inference(tmp_path):
+    """``policy.select_stale_gate``: each select inference reports whether the gate fired (the
+    policy's ``last_info``, carried by the simulated-delay transport), the cell's row has the share,
+    and naive's row, which never asks, has none (NaN)."""
+    common = ["algorithm=lockstep_eval", "policy=flow", "cameras=sim", "episodes=1", "max_steps=40",
+              "algorithm.delays_ticks=[4]", "algorithm.execute_horizon=10", "algorithm.stop_on_success=false",
+              "report=false", "algorithm.methods=[naive,select]", "policy.select_stale_gate=true",
+              "policy.select_samples=4"]
+    table = rows_by(compose_run(common, run_dir=tmp_path).execute())
+    assert table[("naive", 4)]["select_stale_rate"] != table[("naive", 4)]["select_stale_rate"]  # NaN
+    infs = [r for r in csv.DictReader((tmp_path / "inferences.csv").open()) if r["guidance"] == "select:select"]
+    flags = [float(r["select_stale"]) for r in infs if r["select_stale"] != ""]
+    assert flags and set(flags) <= {0.0, 1.0} and len(flags) == len(infs) - 1  # the first chunk is unguided
+    assert table[("select", 4)]["select_stale_rate"] == pytest.approx(sum(flags) / len(flags))
+
+
 @pytest.mark.slow
 def test_hydra_multirun_sweeps_guidance_knobs(tmp_path):
     args = [sys.executable, "-m", "inference", "-m", *BASE, "max_steps=40", "algorithm.methods=[custom]",

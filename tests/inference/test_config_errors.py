@@ -141,6 +141,7 @@ CASES = [
     (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"],
      "algorithm.methods"),
     (["policy.select_samples=0"], "policy.select_samples"),
+    (["policy.select_stale_gate=sometimes"], "policy.select_stale_gate"),
     (["algorithm=lockstep_eval", "algorithm.methods=[rtc_capped]"], "algorithm.methods"),
     (["algorithm.guided_cap_ticks=-1"], "algorithm.guided_cap_ticks"),
     (["algorithm.schedule=foo"], "algorithm.schedule"),

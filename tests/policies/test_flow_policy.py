@@ -232,6 +232,31 @@ def test_select_keeps_the_sampled_mode_that_continues_prev(checkpoint: Path) -> 
         FlowPolicy(checkpoint=str(checkpoint), select_samples=0)
 
 
+def test_select_stale_gate_runs_the_first_sample_for_a_stale_plan_and_says_so(checkpoint: Path) -> None:
+    """``select_stale_gate``: a previous chunk that is one of the fresh samples is not stale (select
+    keeps exactly it); one far from every sample (a plan for another world) is, and the chunk is the
+    first sample, naive's chunk on the same noise. ``last_info`` reports the gate for that call only."""
+    obs = make_obs(np.array([0.0, 0.5, -0.5, 1.0], np.float32))
+    noise = np.random.default_rng(6).normal(size=(H, A)).astype(np.float32)
+    gated = FlowPolicy(checkpoint=str(checkpoint), seed=5, select_samples=8, select_stale_gate=True)
+    gated.reset_noise(11)
+    samples = gated._candidates(obs, noise)
+    gated.reset_noise(11)  # the same K samples again: prev is one of them
+    out = gated.guided_inference(obs, samples[5], 2, 3, guidance="select", noise=noise)
+    np.testing.assert_array_equal(out, samples[5])
+    assert gated.last_info() == {"select_stale": 0.0}
+    far = samples[5] + 50.0
+    out = gated.guided_inference(obs, far, 2, 3, guidance="select", noise=noise)
+    np.testing.assert_allclose(out, gated.predict(obs, noise=noise), atol=1e-5)  # K-batch vs 1: float noise
+    gated.guided_inference(obs, far, 2, 3, guidance="select", noise=noise)
+    assert gated.last_info() == {"select_stale": 1.0}
+    gated.predict(obs, noise=noise)
+    assert gated.last_info() == {}  # a later call without the gate reports nothing
+    ungated = FlowPolicy(checkpoint=str(checkpoint), seed=5, select_samples=8)
+    ungated.guided_inference(obs, far, 2, 3, guidance="select", noise=noise)
+    assert ungated.last_info() == {}
+
+
 def test_bad_inputs_are_refused(policy: FlowPolicy) -> None:
     with pytest.raises(ValueError, match="camera 'head' missing"):
         policy.predict(PolicyInput(state=np.zeros((1, S), np.float32)))

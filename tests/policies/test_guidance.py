@@ -381,6 +381,77 @@ def test_padded_prev_zero_pads_a_remainder_and_names_a_wrong_shape(h: int, a: in
             padded_prev(bad, h, a)
 
 
+from policies.guidance import gated_select, pairwise_coherence_costs, prev_is_stale  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 12), st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_pairwise_costs_are_coherence_costs_against_each_candidate(k: int, h: int, a: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cands, w = rng.normal(size=(k, h, a)), rng.uniform(size=h)
+    pairs = pairwise_coherence_costs(cands, w)
+    assert pairs.shape == (k, k)
+    for j in range(k):
+        np.testing.assert_allclose(pairs[:, j], coherence_costs(cands, cands[j], w), rtol=1e-12)
+    np.testing.assert_allclose(pairs, pairs.T, rtol=1e-12) and np.testing.assert_array_equal(np.diag(pairs), 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 8), st.integers(0, 2**31 - 1), st.integers(0, 20), st.integers(0, 12), st.floats(0.5, 50.0))
+def test_the_stale_gate_passes_a_previous_chunk_in_a_sampled_mode_and_stops_one_that_left_every_mode(
+        k: int, seed: int, d: int, s: int, jump: float) -> None:
+    """Fresh candidates in two modes (offset 0 or 3) around a plan: a previous chunk that one of them
+    continues closely is not stale and select keeps a candidate of its mode; one moved off every
+    mode by more than the modes' own spread (a plan for a world that changed) is stale, and the
+    gated select keeps candidate 0 (naive's chunk) while the ungated one still picks the nearest."""
+    rng = np.random.default_rng(seed)
+    h, a = 32, 3
+    w = prefix_weights(h, d, s)
+    if not w.any():
+        return  # nothing guided: every distance is 0, nothing to test
+    plan = rng.normal(size=(h, a))
+    modes = np.array([0.0, 3.0])[np.arange(k) % 2]  # both modes sampled at least once
+    cands = plan[None] + modes[:, None, None] + rng.normal(size=(k, h, a)) * 0.05
+    for j, mode in enumerate((0.0, 3.0)):  # candidate j is in this mode; prev continues it closely
+        prev = cands[j] + rng.normal(size=(h, a)) * 1e-3
+        assert not prev_is_stale(cands, prev, w)
+        index, stale = gated_select(cands, prev, w)
+        assert not stale and index == select_coherent(cands, prev, w) and modes[index] == mode
+    # farther from both modes, in every dim, than the modes are from each other (K = 2: one sample a mode)
+    up = rng.normal(size=(1, a)) > 0
+    stale = plan + np.where(up, 6.5 + jump, -3.5 - jump)
+    assert prev_is_stale(cands, stale, w)
+    assert gated_select(cands, stale, w) == (0, True)
+    assert select_coherent(cands, stale, w) == int(np.argmin(coherence_costs(cands, stale, w)))
+    if k >= 4:  # two samples a mode: the spread is the modes' own noise, and halfway between them is stale
+        assert prev_is_stale(cands, plan + 1.5, w)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(2, 16), st.integers(0, 2**31 - 1))
+def test_a_previous_chunk_drawn_like_the_candidates_is_called_stale_about_once_in_k_plus_1(k: int, seed: int) -> None:
+    """Exchangeability: when the previous chunk is one more draw from the candidates' distribution
+    (an unchanged world), it is the farthest of the K + 1 from its nearest neighbour, and called
+    stale, with probability 1/(K + 1) (ties have probability 0); over 400 draws the rate stays
+    within 5 standard errors of that, so the gate has no threshold to tune."""
+    rng = np.random.default_rng(seed)
+    h, a, n = 8, 2, 400
+    w = prefix_weights(h, 2, 2)
+    hits = sum(prev_is_stale(draw[1:], draw[0], w) for draw in rng.normal(size=(n, k + 1, h, a)))
+    p = 1.0 / (k + 1)
+    assert abs(hits / n - p) <= 5 * math.sqrt(p * (1 - p) / n), (hits, n, p)
+
+
+def test_the_stale_gate_needs_two_candidates_and_checks_shapes() -> None:
+    w = np.ones(5)
+    assert not prev_is_stale(np.zeros((1, 5, 3)), np.full((5, 3), 100.0), w)  # K = 1: nothing to compare
+    assert gated_select(np.zeros((1, 5, 3)), np.full((5, 3), 100.0), w) == (0, False)
+    with pytest.raises(ValueError, match="candidates shape"):
+        prev_is_stale(np.zeros((2, 5, 3)), np.zeros((5, 2)), w)
+    with pytest.raises(ValueError, match="candidates shape"):
+        pairwise_coherence_costs(np.zeros((5, 3)), w)
+
+
 def test_coherence_costs_reject_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="candidates shape"):
         coherence_costs(np.zeros((2, 5, 3)), np.zeros((5, 2)), np.ones(5))
