@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import tempfile
@@ -140,8 +141,7 @@ def main() -> None:
     done: dict[tuple[str, int], dict] = {}
     if args.resume and out.with_suffix(".csv").is_file():  # cells already in the results file are kept
         for r in csv.DictReader(out.with_suffix(".csv").open()):
-            r = {k: (v if k in ("method", "guidance", "schedule", "fault") else float(v) if "." in v or "nan" in v
-                     else int(v)) for k, v in r.items()}
+            r = {k: csv_value(k, v) for k, v in r.items()}
             done[(r["method"], int(r["delay_ticks"]))] = {**r, "fault": r.get("fault") or ""}
     # One work item (label, overrides) per (method or variant, delay): the pool stays balanced, a fault
     # (which ends a run) costs only its own cell, and a label renames the rows of a variant's method.
@@ -180,6 +180,7 @@ def main() -> None:
         rows = [cells[(m, d)] for m in [*methods, *(v[0] for v in variants)] for d in delays if (m, d) in cells]
     elapsed = time.monotonic() - t0
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    gated = any(math.isfinite(stale_gate_rate(r)) for r in rows)
     lines = [
         f"# Lockstep RTC evaluation: policy `{info['policy']}` on `{info['task']}`", "",
         f"Command: `{command}`", "",
@@ -198,9 +199,12 @@ def main() -> None:
         "third difference of the commands sent (after the safety filter) / dt^3, max and RMS over ticks and "
         "dimensions (the max saturates at the slew limit: 4 * max_delta / dt^3).", "",
         "success 95% = the Wilson score interval of the success rate over the cell's episodes.", "",
+        *(["stale gate = the share of a cell's chunks for which `select`'s stale gate (`policy.select_stale_gate`) "
+           "found the previous chunk an outlier among the K samples and ran the first sample unselected.", ""]
+          if gated else []),
         "| method | d | episodes | success | success 95% | time to success (s) | discontinuity mean | discontinuity max "
-        "| max jerk | RMS jerk | underruns | rejected | paused ticks | fault |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| max jerk | RMS jerk | underruns | rejected | paused ticks | fault |" + (" stale gate |" if gated else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
     ]
     for r in rows:
         lo, hi = wilson_interval(round(r["success_rate"] * r["episodes"]), int(r["episodes"]))
@@ -209,6 +213,7 @@ def main() -> None:
             f"{r['time_to_success_s']:.2f} | {r['discontinuity_mean']:.4f} | "
             f"{r['discontinuity_max']:.4f} | {r['max_jerk']:.1f} | {r['rms_jerk']:.1f} | {r['underruns']} | "
             f"{r['rejected_chunks']} | {r['paused_ticks']} | {r.get('fault') or ''} |"
+            + ((f" {stale_gate_rate(r):.2f} |" if math.isfinite(stale_gate_rate(r)) else " |") if gated else "")
         )
     goals = goal_lines(rows)
     if goals:
@@ -229,9 +234,33 @@ def main() -> None:
     print(f"plot: {out.with_suffix('.png')}")
 
 
-# The rows that make the next chunk agree with the previous one: the inpainting methods, and select
-# (which picks the agreeing chunk among plain samples instead of inpainting it). Not blend.
-GUIDED = ("rtc", "rtc_hard", "rtc_trained", "rtc_trained_robust", "rtc_identity", "rtc_capped", "select", "select_hard")
+# The guidance of the rows that make the next chunk agree with the previous one: the inpainting methods
+# (VJP, identity, trained prefix), and select (which picks the agreeing chunk among plain samples instead
+# of inpainting it). Not blend, naive or sync. Read from each row, so a variant row counts by its method.
+CONSISTENCY_GUIDANCE = frozenset({"vjp", "identity", "trained", "select"})
+
+
+TEXT_COLUMNS = ("method", "guidance", "schedule", "fault")
+
+
+def csv_value(column: str, text: str | None) -> str | int | float:
+    """One cell of a results CSV read back for ``--resume``: text columns as they are, numbers as
+    int or float, and a blank (a column that a kept row predates) as ''."""
+    if column in TEXT_COLUMNS or text is None or text == "":
+        return "" if text is None else text
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def stale_gate_rate(row: dict) -> float:
+    """A row's ``select_stale_rate`` as a float: NaN where it has none (another method, or a cell
+    kept from a results file written before the column existed: blank or 'nan' in the CSV)."""
+    try:
+        return float(row.get("select_stale_rate", "nan") or "nan")
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -252,8 +281,9 @@ def goal_lines(rows: list[dict]) -> list[str]:
     within 5 points of sync at d=0, with a mean discontinuity <= 1/3 of naive's at d=8. Shift task:
     one RTC method >= naive at every d, with a discontinuity at d=8 below naive's. Both are printed
     for both tasks; the results file says which one the task is judged on. "RTC method" = the
-    guided rows (``GUIDED``), not blend."""
+    rows whose guidance is in ``CONSISTENCY_GUIDANCE`` (variants included), not blend."""
     cell = {(r["method"], int(r["delay_ticks"])): r for r in rows}
+    guided = list(dict.fromkeys(r["method"] for r in rows if str(r.get("guidance", "")) in CONSISTENCY_GUIDANCE))
     success = lambda m, d: float(cell[(m, d)]["success_rate"])  # noqa: E731
     disc = lambda m, d: float(cell[(m, d)]["discontinuity_mean"])  # noqa: E731
     mark = lambda ok: "**met**" if ok else "**missed**"  # noqa: E731
@@ -262,7 +292,7 @@ def goal_lines(rows: list[dict]) -> list[str]:
         drop = success("naive", 0) - success("naive", 8)
         lines.append(f"- Delay-sensitive (naive d=8 >= 20 points below naive d=0): naive {success('naive', 0):.2f} at "
                      f"d=0, {success('naive', 8):.2f} at d=8, {100 * drop:+.0f} points: {mark(drop >= 0.20 - 1e-9)}.")
-    at8 = [m for m in GUIDED if (m, 8) in cell]
+    at8 = [m for m in guided if (m, 8) in cell]
     if at8 and ("sync", 0) in cell and ("naive", 8) in cell:
         best = max(at8, key=lambda m: (success(m, 8), -disc(m, 8)))
         sync0, naive_disc = success("sync", 0), disc("naive", 8)
@@ -273,7 +303,7 @@ def goal_lines(rows: list[dict]) -> list[str]:
             f"({disc(best, 8) / naive_disc:.2f}x): {mark(disc(best, 8) <= naive_disc / 3 + 1e-12)}.",
         ]
     delays = sorted({d for m, d in cell if m == "naive"})
-    full = [m for m in GUIDED if all((m, d) in cell for d in delays)]
+    full = [m for m in guided if all((m, d) in cell for d in delays)]
     if delays and full and 8 in delays:
         margin = lambda m: min(success(m, d) - success("naive", d) for d in delays)  # noqa: E731
         best = max(full, key=lambda m: (margin(m), -disc(m, 8)))

@@ -1,5 +1,6 @@
-"""The lockstep study's success intervals (benchmarks/bench_lockstep.py ``wilson_interval``) and what a
-``--resume`` run keeps of an existing report (``_reading_sections``)."""
+"""The lockstep study's success intervals (benchmarks/bench_lockstep.py ``wilson_interval``), what a
+``--resume`` run keeps of an existing report (``_reading_sections``), which rows its target checks
+count as consistency methods (``goal_lines``) and how it reads the stale-gate column."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_lockstep import _reading_sections, wilson_interval  # noqa: E402
+from bench_lockstep import _reading_sections, csv_value, goal_lines, stale_gate_rate, wilson_interval  # noqa: E402
 
 
 def test_wilson_interval_worked_example() -> None:
@@ -38,3 +39,43 @@ def test_a_resumed_report_keeps_its_hand_written_reading(tmp_path) -> None:
     report.write_text("# table\n\n| a |\n\n## Reading (written after the run)\n\ntext\n\n## Later\n\nmore\n")
     assert _reading_sections(report) == ["", "## Reading (written after the run)", "", "text", "", "## Later", "",
                                          "more"]
+
+
+def _row(method: str, guidance: str, d: int, success: float, disc: float) -> dict:
+    return {"method": method, "guidance": guidance, "delay_ticks": d, "success_rate": success,
+            "discontinuity_mean": disc}
+
+
+def test_the_target_checks_count_a_variant_row_by_its_guidance_and_never_blend_or_naive() -> None:
+    """A variant label (here ``select_gated``) is not a method name; its row's guidance says it is a
+    consistency method. Blend beats naive at every d here and is still never the 'RTC method'."""
+    delays = (0, 1, 8)
+    rows = [_row("naive", "none", d, 0.8, 0.2) for d in delays]
+    rows += [_row("blend", "blend", d, 1.0, 0.01) for d in delays]
+    rows += [_row("select_gated", "select", d, 0.8 + 0.01 * d, 0.1) for d in delays]
+    rows += [_row("rtc", "vjp", d, 0.5, 0.05) for d in delays]
+    lines = goal_lines(rows)
+    every_d = next(line for line in lines if line.startswith("- One RTC method >= naive at every d"))
+    assert "best select_gated" in every_d and "**met**" in every_d
+    rows = [r for r in rows if r["method"] != "select_gated"]
+    every_d = next(line for line in goal_lines(rows) if line.startswith("- One RTC method >= naive at every d"))
+    assert "best rtc" in every_d and "**missed**" in every_d
+
+
+def test_stale_gate_rate_reads_floats_blanks_and_nan() -> None:
+    assert stale_gate_rate({"select_stale_rate": 0.25}) == 0.25
+    assert stale_gate_rate({"select_stale_rate": "0.5"}) == 0.5
+    for blank in ({}, {"select_stale_rate": ""}, {"select_stale_rate": "nan"}, {"select_stale_rate": None}):
+        assert stale_gate_rate(blank) != stale_gate_rate(blank)  # NaN
+
+
+def test_a_resumed_csv_reads_blanks_numbers_and_text() -> None:
+    """A kept row that predates a column has a blank there (the writer's restval): read as '', not
+    an int() error, which stopped a --resume of rtc_study.csv once its newer rows had
+    ``faulted_episodes``."""
+    assert csv_value("faulted_episodes", "") == "" and csv_value("select_stale_rate", "") == ""
+    assert csv_value("episodes", "30") == 30 and csv_value("success_rate", "0.9") == 0.9
+    assert csv_value("time_to_success_s", "nan") != csv_value("time_to_success_s", "nan")  # NaN
+    assert csv_value("max_jerk", "1e-05") == 1e-05 and csv_value("max_jerk", "inf") == float("inf")
+    assert csv_value("fault", "") == "" and isinstance(csv_value("episodes", "30"), int)
+    assert csv_value("method", "naive") == "naive" and csv_value("schedule", "") == ""
