@@ -353,8 +353,8 @@ def select_coherent(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | 
 def gated_select(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
                  weights: torch.Tensor | np.ndarray) -> tuple[int, bool]:
     """``(index, stale)``: :func:`select_coherent`, unless :func:`prev_is_stale`; then candidate 0
-    (the one sampled from the caller's noise: exactly the chunk naive asynchronous execution would
-    run), so a plan made for a world that has since changed picks nothing."""
+    (the one sampled from the caller's noise: a plain sample, which with that noise is the chunk
+    naive asynchronous execution would run), so a plan made for a world that has since changed picks nothing."""
     if prev_is_stale(candidates, prev, weights):
         return 0, True
     return select_coherent(candidates, prev, weights), False

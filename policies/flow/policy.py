@@ -98,8 +98,8 @@ class FlowPolicy:
         seed: seed of the sampling-noise generator (reproducible chunks for a fixed input order).
         select_samples: K, the chunks sampled per request under ``guidance: select`` (one batched
             sampling call; the encoder runs once). K = 1 is naive async.
-        select_stale_gate: under ``guidance: select``, run the unselected first sample (naive async's
-            chunk) whenever the previous chunk is an outlier among the K fresh samples
+        select_stale_gate: under ``guidance: select``, run the unselected first sample (a plain
+            sample, as naive async runs) whenever the previous chunk is an outlier among the K fresh samples
             (``policies.guidance.prev_is_stale``: the world changed under the old plan), so a stale
             plan never picks which fresh sample runs.
         normalizer: accepted and ignored: the engine owns normalization.
