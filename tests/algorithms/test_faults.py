@@ -25,7 +25,7 @@ import pytest
 
 from services.errors import AlgorithmFault
 from inference.app import compose_run
-from tests.algorithms.test_rtc_runtime import ROOT, check_commands, our_blocks, overrides
+from tests.algorithms.test_rtc_runtime import ROOT, _group_alive, check_commands, our_blocks, overrides
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -206,6 +206,12 @@ def test_orphaned_inference_process_exits_within_1s_even_during_warmup(tmp_path)
             time.sleep(0.05)
         assert glob.glob(f"/dev/shm/rtc_*_{app.pid}_*") == []
     finally:
+        # Let the group end by itself first: multiprocessing's resource tracker unlinks the killed
+        # control process's semaphores (/dev/shm/sem.mp-*) once its last child is gone, and a SIGKILL
+        # of the group before that left three behind on every run.
+        deadline = time.monotonic() + 5
+        while _group_alive(app.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         try:
             os.killpg(app.pid, signal.SIGKILL)
         except ProcessLookupError:
