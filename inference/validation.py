@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable, Mapping
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from policies.base import GUIDANCE_CAPABILITY, Guidance
+from policies.base import GUIDANCE_CAPABILITY, Guidance, capability_flag
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt, Range
 
@@ -362,7 +362,7 @@ def _check_optional_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, 
         wanted.append(("algorithm.guidance", str(algorithm.get("guidance", ""))))
     target = None
     for key, kind in wanted:
-        if kind not in tuple(Guidance) or Guidance(kind) not in _GUIDANCE_NEEDS:
+        if capability_flag(kind) is None:  # every guided policy takes it (or not a guidance kind at all)
             continue
         needs = _GUIDANCE_NEEDS[Guidance(kind)]
         target = target or resolve_target("policy", policy)
