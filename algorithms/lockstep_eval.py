@@ -32,8 +32,10 @@ Every cell runs the same episodes (seeds ``seed + e``) and re-seeds a sampling p
 with the episode seed, so methods are compared on the same draws (at d = 0, naive and
 rtc_trained, which then has no prefix, give the same chunks). Per method and delay it reports success rate, time to success (mean over the successful episodes,
 seconds, a sync method's pauses included: they are wall time on a robot), chunk-boundary
-discontinuity (max |last executed old action - first new action|, robot units) and max jerk of
-the sent commands (units/s^3).
+discontinuity (max |last executed old action - first new action|, robot units), the jump from plan
+at the same boundaries (max |first new action - the old chunk's action for that tick|: the
+discontinuity less the arm's ordinary motion over the tick) and max jerk of the sent commands
+(units/s^3).
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class LockstepEvaluator:
         loop.sync = method == "sync"
         loop.record_fields = {"method": method, "delay_ticks": delay,
                               "guidance": f"{method}:{self.method_config(method, delay).guidance}"}
-        successes, discs, jerks, rms_jerks, max_steps_pre, success_s, gate = [], [], [], [], [], [], []
+        successes, discs, plan_jumps, jerks, rms_jerks, max_steps_pre, success_s, gate = [], [], [], [], [], [], [], []
         underruns = paused = inferences = rejected = ticks_total = 0
         faulted: list[str] = []
         for episode in range(run.episodes):
@@ -188,6 +190,7 @@ class LockstepEvaluator:
             if ep.success:
                 success_s.append((ep.ticks + transport.paused_ticks) / run.hz)
             discs += ep.discontinuities
+            plan_jumps += ep.plan_jumps
             gate += [f["select_stale"] for f in ep.inference_fields if "select_stale" in f]
             period_s = 1.0 / run.hz
             metrics = boundary_metrics(np.asarray(ep.sent), period_s)
@@ -205,6 +208,7 @@ class LockstepEvaluator:
                 faulted.append(str(loop.fault.kind))
                 loop.fault = None  # the episode failed and the robot held; the next one starts from home
         finite = [d for d in discs if np.isfinite(d)]
+        finite_jumps = [j for j in plan_jumps if np.isfinite(j)]
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
             "method": method, "delay_ticks": delay, "guidance": str(guidance),
@@ -214,6 +218,9 @@ class LockstepEvaluator:
             "time_to_success_s": float(np.mean(success_s)) if success_s else float("nan"),
             "discontinuity_mean": float(np.mean(finite)) if finite else float("nan"),
             "discontinuity_max": float(np.max(finite)) if finite else float("nan"),
+            # the same boundaries measured against the old chunk's plan for that tick (per-tick motion excluded)
+            "plan_jump_mean": float(np.mean(finite_jumps)) if finite_jumps else float("nan"),
+            "plan_jump_max": float(np.max(finite_jumps)) if finite_jumps else float("nan"),
             "max_jerk": float(np.max(jerks)) if jerks else float("nan"),
             "rms_jerk": float(np.nanmean(rms_jerks)) if rms_jerks else float("nan"),
             "max_step_planned": float(np.nanmax(max_steps_pre)) if max_steps_pre else float("nan"),

@@ -284,15 +284,18 @@ class ControlLoop:
             return False
         self.rejected_in_a_row = 0
         disc = None if np.isnan(merge.discontinuity) else merge.discontinuity
+        plan_jump = None if np.isnan(merge.plan_jump) else merge.plan_jump
         if not req.first:
             result.discontinuities.append(merge.discontinuity)
+            result.plan_jumps.append(merge.plan_jump)
         if reply.fields:
             result.inference_fields.append(dict(reply.fields))
         # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
         self.step.new_chunk(result.episode, merge.chunk_id, tick - merge.d_actual,
                             np.array(self.planner.scheduler.chunk_robot, copy=True), guidance=req.guidance)
         self.telemetry.inference({**record, "chunk_id": merge.chunk_id, "d_actual": merge.d_actual,
-                                  "discontinuity": disc, "stale": int(merge.stale), "rejected": 0})
+                                  "discontinuity": disc, "plan_jump": plan_jump, "stale": int(merge.stale),
+                                  "rejected": 0})
         return True
 
     # ------------------------------------------------------------------ one episode

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class EpisodeResult:
     """One episode as the loop ran it: outcome, and what the evaluator's metrics are computed from
-    (the commands sent, the planned actions executed, the chunk-boundary discontinuities)."""
+    (the commands sent, the planned actions executed, the chunk-boundary discontinuities and jumps from plan)."""
 
     episode: int
     ticks: int = 0
@@ -35,6 +35,8 @@ class EpisodeResult:
     sent: list[np.ndarray] = field(default_factory=list)
     planned: list[np.ndarray] = field(default_factory=list)
     discontinuities: list[float] = field(default_factory=list)
+    # per chunk boundary, the swap's jump from the old chunk's plan for the same tick (Merge.plan_jump)
+    plan_jumps: list[float] = field(default_factory=list)
     # per executed chunk, what its inference reported beside it (InferenceReply.fields: transport
     # timings, or a policy's last_info such as select's stale gate)
     inference_fields: list[dict[str, Any]] = field(default_factory=list)

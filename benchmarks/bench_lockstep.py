@@ -197,23 +197,27 @@ def main() -> None:
         "over dims |last executed old action - first new action| at each chunk boundary "
         "(robot units: rad / gripper 0..1, before the safety filter), mean and max over all boundaries; jerk = "
         "third difference of the commands sent (after the safety filter) / dt^3, max and RMS over ticks and "
-        "dimensions (the max saturates at the slew limit: 4 * max_delta / dt^3).", "",
+        "dimensions (the max saturates at the slew limit: 4 * max_delta / dt^3). jump from plan = max over dims "
+        "|first new action - the action the old chunk planned for the same tick| at the same boundaries: the "
+        "discontinuity without the arm's ordinary motion over one tick (a chunk that continues the old plan "
+        "exactly scores 0 on it, but its per-tick step on the discontinuity).", "",
         "success 95% = the Wilson score interval of the success rate over the cell's episodes.", "",
         *(["stale gate = the share of a cell's chunks for which `select`'s stale gate (`policy.select_stale_gate`) "
            "found the previous chunk an outlier among the K samples and ran the first sample unselected.", ""]
           if gated else []),
         "| method | d | episodes | success | success 95% | time to success (s) | discontinuity mean | discontinuity max "
-        "| max jerk | RMS jerk | underruns | rejected | paused ticks | fault |" + (" stale gate |" if gated else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
+        "| jump from plan mean | max jerk | RMS jerk | underruns | rejected | paused ticks | fault |" + (" stale gate |" if gated else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
     ]
     for r in rows:
         lo, hi = wilson_interval(round(r["success_rate"] * r["episodes"]), int(r["episodes"]))
         lines.append(
             f"| {r['method']} | {r['delay_ticks']} | {r['episodes']} | {r['success_rate']:.2f} | {lo:.2f}-{hi:.2f} | "
             f"{r['time_to_success_s']:.2f} | {r['discontinuity_mean']:.4f} | "
-            f"{r['discontinuity_max']:.4f} | {r['max_jerk']:.1f} | {r['rms_jerk']:.1f} | {r['underruns']} | "
+            f"{r['discontinuity_max']:.4f} | {fixed(number(r.get('plan_jump_mean')), 4)} | {r['max_jerk']:.1f} | "
+            f"{r['rms_jerk']:.1f} | {r['underruns']} | "
             f"{r['rejected_chunks']} | {r['paused_ticks']} | {r.get('fault') or ''} |"
-            + ((f" {stale_gate_rate(r):.2f} |" if math.isfinite(stale_gate_rate(r)) else " |") if gated else "")
+            + (f" {fixed(stale_gate_rate(r), 2)} |" if gated else "")
         )
     goals = goal_lines(rows)
     if goals:
@@ -254,13 +258,24 @@ def csv_value(column: str, text: str | None) -> str | int | float:
         return float(text)
 
 
+def number(value: object) -> float:
+    """A row's numeric cell as a float: NaN where it is missing (a cell kept from a results file
+    written before the column existed: absent, blank or 'nan')."""
+    try:
+        return float(value if value not in (None, "") else "nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def fixed(value: float, digits: int) -> str:
+    """A table cell: the number to ``digits`` places, blank where it is NaN (no such measurement)."""
+    return f"{value:.{digits}f}" if math.isfinite(value) else ""
+
+
 def stale_gate_rate(row: dict) -> float:
     """A row's ``select_stale_rate`` as a float: NaN where it has none (another method, or a cell
     kept from a results file written before the column existed: blank or 'nan' in the CSV)."""
-    try:
-        return float(row.get("select_stale_rate", "nan") or "nan")
-    except (TypeError, ValueError):
-        return float("nan")
+    return number(row.get("select_stale_rate"))
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -286,6 +301,7 @@ def goal_lines(rows: list[dict]) -> list[str]:
     guided = list(dict.fromkeys(r["method"] for r in rows if str(r.get("guidance", "")) in CONSISTENCY_GUIDANCE))
     success = lambda m, d: float(cell[(m, d)]["success_rate"])  # noqa: E731
     disc = lambda m, d: float(cell[(m, d)]["discontinuity_mean"])  # noqa: E731
+    jump = lambda m, d: number(cell[(m, d)].get("plan_jump_mean"))  # noqa: E731
     mark = lambda ok: "**met**" if ok else "**missed**"  # noqa: E731
     lines = []
     if ("naive", 0) in cell and ("naive", 8) in cell:
@@ -302,6 +318,10 @@ def goal_lines(rows: list[dict]) -> list[str]:
             f"- Its mean discontinuity <= 1/3 of naive's at d=8: {disc(best, 8):.4f} vs naive {naive_disc:.4f} "
             f"({disc(best, 8) / naive_disc:.2f}x): {mark(disc(best, 8) <= naive_disc / 3 + 1e-12)}.",
         ]
+        if math.isfinite(jump(best, 8)) and math.isfinite(jump("naive", 8)) and jump("naive", 8) > 0:
+            ratio = jump(best, 8) / jump("naive", 8)
+            lines.append(f"- The same on the jump from plan (the ordinary per-tick motion left out): {jump(best, 8):.4f} vs "
+                         f"naive {jump('naive', 8):.4f} ({ratio:.2f}x): {mark(ratio <= 1 / 3 + 1e-12)}.")
     delays = sorted({d for m, d in cell if m == "naive"})
     full = [m for m in guided if all((m, d) in cell for d in delays)]
     if delays and full and 8 in delays:

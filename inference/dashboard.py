@@ -35,7 +35,8 @@ LAYOUT: list[tuple[str, list[tuple[str, str, list[str], str]]]] = [
         ("line", "Executed prefix s (ticks)", ["inference/s"], "inference/chunk_id"),
     ]),
     ("Smoothness", [
-        ("line", "Chunk-boundary discontinuity (robot units)", ["inference/discontinuity"], "inference/chunk_id"),
+        ("line", "Chunk-boundary discontinuity and jump from plan (robot units)",
+         ["inference/discontinuity", "inference/plan_jump"], "inference/chunk_id"),
         ("bar", "Discontinuity and success", ["discontinuity_mean", "discontinuity_max", "success_rate"], ""),
     ]),
 ]

@@ -34,7 +34,7 @@ TICK_FIELDS = (
 )
 INFERENCE_FIELDS = (
     "episode", "chunk_id", "t_start", "t_end", "latency_ms", "d_estimate", "d_actual", "s",
-    "guidance", "discontinuity", "server_ms", "rtt_ms", "policy_ms", "snapshot_tick", "merge_tick",
+    "guidance", "discontinuity", "plan_jump", "server_ms", "rtt_ms", "policy_ms", "snapshot_tick", "merge_tick",
     "stale", "rejected",
     # where a transport measures them: the wire both ways (latency minus server time), the request's
     # size, and for a shared service the wait for its batch, the batch's size and the sends it took
@@ -85,7 +85,7 @@ def summarize(
     summary.update(percentiles(col(inferences, "latency_ms"), "inference_latency_ms"))
     for key in ("policy_ms", "transport_ms", "queue_ms"):
         summary.update(percentiles(col(inferences, key), "inference_" + key))
-    for key in ("d_estimate", "d_actual", "discontinuity"):
+    for key in ("d_estimate", "d_actual", "discontinuity", "plan_jump"):
         summary.update(percentiles(col(inferences, key), key))
     stale = col(inferences, "select_stale")
     if stale:

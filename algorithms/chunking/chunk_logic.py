@@ -124,7 +124,11 @@ class Merge:
     ``d_actual`` ticks passed between the snapshot and the merge; execution continues at
     ``new[d_actual]``. ``discontinuity`` is max |last executed old action - first new action|
     (robot space, per dimension max-abs), NaN when there is no previous action or the new chunk
-    is already used up (stale: ``d_actual >= H``).
+    is already used up (stale: ``d_actual >= H``). It includes the ordinary motion of one tick, so a
+    new chunk that continues the old one exactly still scores the arm's per-tick step.
+    ``plan_jump`` is max |first new action - the action the old chunk planned for the same tick|:
+    zero for an exact continuation at any speed, so it isolates what the swap itself changed (NaN
+    without an old plan for that tick: a first chunk, an underrun, a stale new chunk).
     """
 
     chunk_id: int
@@ -132,6 +136,7 @@ class Merge:
     s: int
     stale: bool
     discontinuity: float
+    plan_jump: float
 
 
 class ChunkScheduler:
@@ -200,13 +205,21 @@ class ChunkScheduler:
         d_actual = self.t - int(s)
         stale = d_actual >= self.chunk_size
         disc = boundary_jump(self.last_action, robot[d_actual]) if not stale else float("nan")
+        jump = boundary_jump(self.planned_next(), robot[d_actual]) if not stale else float("nan")
         self.chunk_robot[:] = robot
         self.chunk_model[:] = model
         self.chunk_id += 1
         self.t = d_actual
         self.merges += 1
         self.stale_chunks += int(stale)
-        return Merge(self.chunk_id, d_actual, int(s), stale, disc)
+        return Merge(self.chunk_id, d_actual, int(s), stale, disc, jump)
+
+    def planned_next(self) -> np.ndarray | None:
+        """The action the current chunk plans for the next tick (a copy); None without a chunk or
+        once it is used up (an underrun holds instead)."""
+        if not self.has_chunk or self.t >= self.chunk_size:
+            return None
+        return self.chunk_robot[self.t].copy()
 
     def step(self) -> Step:
         """Advance one tick: the action planned for it, or an underrun (caller holds)."""

@@ -138,9 +138,9 @@ class RTCPlanner:
         Returns None for a stale result (not the request in flight: discarded). Raises
         ``ChunkRejected`` for a chunk that must not run (shape, NaN/inf); the request is then no
         longer in flight, so the next tick asks again. A first chunk runs from index 0
-        (``d_actual`` 0), and so does a ``restart`` (sync execution), whose ``discontinuity`` is then
-        measured at index 0; a later one continues at ``d_actual = t - s`` (measured here, so it includes
-        any transport), which feeds the delay estimator.
+        (``d_actual`` 0), and so does a ``restart`` (sync execution), whose ``discontinuity`` and
+        ``plan_jump`` are then measured at index 0; a later one continues at ``d_actual = t - s``
+        (measured here, so it includes any transport), which feeds the delay estimator.
         """
         if not self.is_current(seq):
             return None
@@ -150,8 +150,10 @@ class RTCPlanner:
             reference = self.anchor if req.first else sched.last_action
             self._check_plausible(chunk_robot, 0, reference)
             last = None if req.first else sched.last_action
+            planned = None if req.first else sched.planned_next()
             chunk_id = sched.start(chunk_robot, chunk_model)
-            return Merge(chunk_id, 0, req.s, False, boundary_jump(last, sched.chunk_robot[0]))
+            first_new = sched.chunk_robot[0]
+            return Merge(chunk_id, 0, req.s, False, boundary_jump(last, first_new), boundary_jump(planned, first_new))
         self._check_plausible(chunk_robot, sched.t - req.s, sched.last_action)
         merge = sched.merge(chunk_robot, chunk_model, req.s)
         self.estimator.observe(merge.d_actual)

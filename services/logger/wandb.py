@@ -21,7 +21,7 @@ TICK_METRICS = {"period_error_ms": "control/period_error_ms", "read_ms": "contro
                  "underrun": "control/underrun", "chunk_index": "control/chunk_index"}
 INFERENCE_METRICS = {"latency_ms": "inference/latency_ms", "d_estimate": "inference/d_estimate",
                 "d_actual": "inference/d_actual", "s": "inference/s",
-                "discontinuity": "inference/discontinuity", "server_ms": "inference/server_ms",
+                "discontinuity": "inference/discontinuity", "plan_jump": "inference/plan_jump", "server_ms": "inference/server_ms",
                 "policy_ms": "inference/policy_ms", "transport_ms": "inference/transport_ms",
                 "queue_ms": "inference/queue_ms", "batch_size": "inference/batch_size"}
 

@@ -152,6 +152,46 @@ def test_merge_discontinuity_and_model_space_prev():
     m = sched.merge(coded_chunk(1, 4), coded_chunk(1, 4), snap.s)
     assert m.d_actual == 1
     assert m.discontinuity == pytest.approx(abs(1001.0 - 1.0))
+    # the old chunk planned index 2 (value 2) for this tick; the new chunk runs its index 1 (1001)
+    assert m.plan_jump == pytest.approx(abs(1001.0 - 2.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(horizon=st.integers(3, 20), data=st.data())
+def test_plan_jump_is_zero_for_an_exact_continuation_and_discontinuity_keeps_the_step(horizon, data):
+    """A new chunk that repeats the rest of the old plan swaps with no jump from plan, whatever the
+    speed, while the boundary discontinuity still reads the arm's step over that tick; a chunk that
+    is offset by c everywhere jumps by |c| on both."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    old = np.cumsum(rng.normal(0, data.draw(st.floats(0.0, 0.5)), (horizon, A)), axis=0).astype(np.float32)
+    s = data.draw(st.integers(1, horizon - 2))
+    d = data.draw(st.integers(0, horizon - 1 - s))
+    offset = data.draw(st.floats(-1.0, 1.0))
+    for shift, expect_plan_jump in ((0.0, 0.0), (offset, abs(offset))):
+        sched = ChunkScheduler(horizon, A, 1)
+        sched.start(old, old)
+        for _ in range(s):
+            sched.step()
+        snap = sched.snapshot()
+        for _ in range(d):
+            sched.step()
+        new = np.zeros_like(old)
+        new[: horizon - s] = old[s:] + np.float32(shift)  # index j continues old index s + j
+        m = sched.merge(new, new, snap.s)
+        t = s + d  # the tick's index in the old chunk
+        assert m.plan_jump == pytest.approx(expect_plan_jump, abs=1e-5)
+        step = np.abs(old[t].astype(np.float64) + shift - old[t - 1]).max()
+        assert m.discontinuity == pytest.approx(step, abs=1e-5)
+
+
+def test_plan_jump_is_nan_without_an_old_plan_for_the_tick():
+    sched = ChunkScheduler(4, A, 1)
+    sched.start(coded_chunk(0, 4), coded_chunk(0, 4))
+    for _ in range(5):  # the chunk runs out: the fifth tick is an underrun
+        sched.step()
+    assert sched.planned_next() is None
+    m = sched.merge(coded_chunk(1, 4), coded_chunk(1, 4), 4)
+    assert np.isnan(m.plan_jump) and np.isfinite(m.discontinuity)
 
 
 def test_delay_estimator_window_warmup_initial():

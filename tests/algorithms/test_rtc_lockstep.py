@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -91,8 +92,12 @@ def test_identity_and_capped_guidance_run_in_the_table(tmp_path):
     assert all(r["rejected_chunks"] == 0 and r["ticks"] == 40 for r in rows), rows
     gaps = [r["discontinuity_mean"] for r in rows]
     assert len(set(gaps)) == 3, gaps
+    # the jump from plan is measured at the same boundaries: finite, and not the discontinuity itself
+    jumps = [r["plan_jump_mean"] for r in rows]
+    assert all(math.isfinite(j) and j >= 0 for j in jumps) and jumps != gaps, (jumps, gaps)
     infs = list(csv.DictReader((tmp_path / "inferences.csv").open()))
     assert {r["guidance"] for r in infs} >= {"rtc:vjp", "rtc_identity:identity", "rtc_capped:vjp"}
+    assert sum(r["plan_jump"] not in ("", None) for r in infs) == sum(r["discontinuity"] not in ("", None) for r in infs)
 
 
 def test_the_select_stale_gate_is_counted_per_cell_and_recorded_per_inference(tmp_path):
@@ -183,8 +188,6 @@ def test_optuna_sweep_searches_inpainting_params_reproducibly(tmp_path):
 
 
 def test_objective_values_and_unmeasured_metrics():
-    import math
-
     from inference.app import objective_values
 
     assert objective_values({"success_rate": 0.5, "d_actual_max": 2}, ["success_rate", "d_actual_max"]) == [0.5, 2.0]

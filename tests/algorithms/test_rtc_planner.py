@@ -173,3 +173,7 @@ def test_plain_request_restarts_the_chunk_from_index_zero():
     assert sync.guide is None and sync.restart
     merge = p.accept(sync.seq, chunk(5), chunk(5))
     assert merge.d_actual == 0 and p.scheduler.t == 0 and merge.chunk_id == 2
+    # measured at the new chunk's index 0: against the last executed action (old index 2) and
+    # against what the old chunk planned for this tick (old index 3)
+    assert merge.discontinuity == pytest.approx(np.abs(chunk(5)[0] - chunk(0)[2]).max())
+    assert merge.plan_jump == pytest.approx(np.abs(chunk(5)[0] - chunk(0)[3]).max())

@@ -41,9 +41,26 @@ def test_a_resumed_report_keeps_its_hand_written_reading(tmp_path) -> None:
                                          "more"]
 
 
-def _row(method: str, guidance: str, d: int, success: float, disc: float) -> dict:
+def _row(method: str, guidance: str, d: int, success: float, disc: float, jump: float | str = "") -> dict:
     return {"method": method, "guidance": guidance, "delay_ticks": d, "success_rate": success,
-            "discontinuity_mean": disc}
+            "discontinuity_mean": disc, "plan_jump_mean": jump}
+
+
+def test_the_discontinuity_target_is_also_checked_on_the_jump_from_plan_where_the_rows_have_it() -> None:
+    """The third target reads the boundary discontinuity, which keeps the ordinary per-tick step; the
+    jump from plan leaves it out, so a method at the motion floor can miss the first and meet the
+    second. Rows kept from before the column (blank) print no such line."""
+    rows = [_row("sync", "none", 0, 1.0, 0.09, 0.08), _row("naive", "none", 8, 1.0, 0.09, 0.06),
+            _row("rtc", "vjp", 8, 1.0, 0.045, 0.01)]
+    lines = goal_lines(rows)
+    assert any(line.startswith("- Its mean discontinuity <= 1/3") and "**missed**" in line for line in lines)
+    jump = next(line for line in lines if line.startswith("- The same on the jump from plan"))
+    assert "0.0100 vs naive 0.0600 (0.17x)" in jump and "**met**" in jump
+    rows[2]["plan_jump_mean"] = 0.03
+    assert "**missed**" in next(line for line in goal_lines(rows) if line.startswith("- The same on the jump"))
+    for r in rows:
+        r["plan_jump_mean"] = ""
+    assert not any(line.startswith("- The same on the jump") for line in goal_lines(rows))
 
 
 def test_the_target_checks_count_a_variant_row_by_its_guidance_and_never_blend_or_naive() -> None:
