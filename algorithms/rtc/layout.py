@@ -9,7 +9,7 @@ Two single-writer regions, each behind its own seqlock:
   request (its seq, episode, tick, ``s``, ``d``, guidance) and ``prev = chunk[s:]`` in model space.
   The inference process runs the policy on exactly that and nothing else.
 * ``res.*`` (written by the inference process once per inference): the new chunk in both spaces
-  and the request it answers (its seq), with times.
+  and the request it answers (its seq), with times and what the policy reported beside it.
 
 Plus ``hb.*``: the inference process' heartbeat and state, plain aligned float64/int64 stores that
 need no lock. Integers live in small int64 vectors indexed by the ``IntEnum`` slots below;
@@ -66,12 +66,17 @@ class ReplySlot(IntEnum):
     REQUEST_SEQ = 1  # the request this result answers
 
 
-class ReplyTime(IntEnum):
+class ReplyValue(IntEnum):
     """Indices into ``res.f64``."""
 
     T_START = 0  # snapshot time (monotonic s)
     T_END = 1  # publish time
     POLICY_MS = 2  # time inside the policy call
+    SELECT_STALE = 3  # what the policy reported beside the chunk (last_info): NaN where it reported nothing
+
+
+# The policy's per-inference report (``last_info``) keys this wire carries, each in its ``res.f64`` slot.
+REPLY_INFO_SLOTS = {"select_stale": ReplyValue.SELECT_STALE}
 
 
 class HeartbeatTime(IntEnum):
@@ -131,7 +136,7 @@ def build_specs(
         ArraySpec("req.prev", (chunk_size, action_dim), "float32"),
         ArraySpec("res.seq", (1,), "int64"),
         ArraySpec("res.i64", (len(ReplySlot),), "int64"),
-        ArraySpec("res.f64", (len(ReplyTime),), "float64"),
+        ArraySpec("res.f64", (len(ReplyValue),), "float64"),
         ArraySpec("res.model", (chunk_size, action_dim), "float32"),
         ArraySpec("res.robot", (chunk_size, action_dim), "float32"),
         ArraySpec("hb.f64", (len(HeartbeatTime),), "float64"),
@@ -284,16 +289,23 @@ def decode_request(shared: SharedState) -> tuple[int, Any, Any]:
 
 
 def encode_reply(shared: SharedState, request_seq: int, model: np.ndarray, robot: np.ndarray, t_start: float,
-                 t_end: float, policy_ms: float) -> int:
-    return shared.publish_result(model, robot, {ReplySlot.REQUEST_SEQ: request_seq},
-                                 {ReplyTime.T_START: t_start, ReplyTime.T_END: t_end, ReplyTime.POLICY_MS: policy_ms})
+                 t_end: float, policy_ms: float, info: Mapping[str, Any] | None = None) -> int:
+    """Publish a result; ``info`` is the policy's ``last_info`` (keys this wire has no slot for are
+    left out, a key it did not report is NaN)."""
+    info = info or {}
+    values = {ReplyValue.T_START: t_start, ReplyValue.T_END: t_end, ReplyValue.POLICY_MS: policy_ms}
+    for key, slot in REPLY_INFO_SLOTS.items():
+        value = info.get(key)
+        values[slot] = float("nan") if value is None else float(value)
+    return shared.publish_result(model, robot, {ReplySlot.REQUEST_SEQ: request_seq}, values)
 
 
 def decode_reply(shared: SharedState) -> tuple[int, Any]:
     """(published result counter, ``InferenceReply``) of the result in the block."""
     from algorithms.transport import InferenceReply
 
-    model, robot, meta, times = shared.read_result()
-    reply = InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), model, robot, float(times[ReplyTime.T_START]),
-                           float(times[ReplyTime.T_END]), float(times[ReplyTime.POLICY_MS]))
+    model, robot, meta, values = shared.read_result()
+    fields = {key: float(values[slot]) for key, slot in REPLY_INFO_SLOTS.items() if not np.isnan(values[slot])}
+    reply = InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), model, robot, float(values[ReplyValue.T_START]),
+                           float(values[ReplyValue.T_END]), float(values[ReplyValue.POLICY_MS]), fields)
     return int(meta[ReplySlot.SEQ]), reply

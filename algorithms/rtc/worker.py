@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from algorithms.inprocess import policy_info
 from algorithms.rtc.layout import (HeartbeatState, HeartbeatTime, Layout, RequestSlot, SharedState, decode_request,
                                    encode_reply)
 from services.shm import SharedArrays
@@ -133,7 +134,8 @@ class _Worker:
         if guide is not None:
             self._check_vjp(guide)
         result = self.runner.infer_observation(obs.state, obs.images, obs.info, guide)
-        encode_reply(shared, seq, result.model, result.robot, t_start, time.monotonic(), result.policy_ms)
+        encode_reply(shared, seq, result.model, result.robot, t_start, time.monotonic(), result.policy_ms,
+                     policy_info(self.runner.policy))
         shared.hb_i64[HeartbeatState.INFERENCES] += 1
         log.debug("inference for request %d: %s policy %.1f ms", seq, "plain" if guide is None else
                   f"executed {guide.executed_ticks} delay {guide.delay_ticks}", result.policy_ms)

@@ -85,6 +85,23 @@ def test_normal_run_has_no_underruns_and_reports(tmp_path):
         assert d_est[k] == max(d_actual[1:k][-10:]), (k, d_est, d_actual)
 
 
+@pytest.mark.slow
+def test_select_stale_gate_reaches_the_records_of_a_real_time_run(tmp_path):
+    """The bundled flow policy under real-time RTC with ``select`` and its stale gate: the inference
+    process's policy reports per chunk whether the gate fired, and the shared-memory reply carries it
+    into ``inferences.csv`` as the lockstep and blocking transports do (it was blank here before)."""
+    run = compose_run(["policy=flow", "algorithm=rtc", "algorithm.guidance=select", "policy.select_stale_gate=true",
+                       "policy.select_samples=4", "max_steps=160", "episodes=1", "logger=none",
+                       "algorithm.stop_on_success=false"], run_dir=tmp_path)
+    summary = run.execute()
+    rows = list(csv.DictReader((tmp_path / "inferences.csv").open()))
+    assert rows[0]["guidance"] == "none" and rows[0]["select_stale"] == ""  # the first chunk: nothing to select
+    flags = [r["select_stale"] for r in rows[1:] if r["guidance"] == "select"]
+    assert flags and set(flags) <= {"0.0", "1.0"}, rows
+    assert summary["select_stale_rate"] == pytest.approx(np.mean([float(f) for f in flags]))
+    assert our_blocks() == []
+
+
 def _kill_inference_when_running(run_dir: Path, sig: int, after_ticks: int = 30) -> threading.Thread:
     def killer():
         deadline = time.monotonic() + 60

@@ -90,3 +90,28 @@ def test_seqlock_times_out_on_a_dead_writer():
     lock.write_begin()  # writer "died" mid-write
     with pytest.raises(TimeoutError):
         lock.read(lambda: 1, timeout_s=0.05)
+
+
+def test_rtc_reply_carries_what_the_policy_reported_and_nothing_it_did_not():
+    """The shared-memory reply carries a policy's ``last_info`` keys that the wire has a slot for
+    (select's stale gate), so a real-time run records them as the in-process transports do; a key
+    the policy did not report stays absent rather than reading as 0."""
+    from algorithms.rtc.layout import Layout, SharedState, build_specs, decode_reply, encode_reply
+
+    H, A = 4, 2
+    specs, keys, scalar = build_specs((1, 3), {}, {}, H, A)
+    name = unique_block_name("test")
+    arrays = SharedArrays.create(specs, name=name)
+    try:
+        shared = SharedState(arrays, Layout(name, tuple(specs), H, A, (), keys, scalar))
+        chunk = np.arange(H * A, dtype=np.float32).reshape(H, A)
+        n = encode_reply(shared, 7, chunk, chunk + 1, 1.0, 2.0, 3.5, {"select_stale": 1.0, "not_on_this_wire": 9})
+        seq, reply = decode_reply(shared)
+        assert seq == n and reply.seq == 7 and reply.policy_ms == 3.5 and dict(reply.fields) == {"select_stale": 1.0}
+        np.testing.assert_array_equal(reply.robot, chunk + 1)
+        encode_reply(shared, 8, chunk, chunk, 1.0, 2.0, 3.5)  # a policy with nothing to report
+        assert dict(decode_reply(shared)[1].fields) == {}
+        encode_reply(shared, 9, chunk, chunk, 1.0, 2.0, 3.5, {"select_stale": 0.0})
+        assert dict(decode_reply(shared)[1].fields) == {"select_stale": 0.0}
+    finally:
+        arrays.close()
