@@ -89,10 +89,13 @@ def test_normal_run_has_no_underruns_and_reports(tmp_path):
 def test_select_stale_gate_reaches_the_records_of_a_real_time_run(tmp_path):
     """The bundled flow policy under real-time RTC with ``select`` and its stale gate: the inference
     process's policy reports per chunk whether the gate fired, and the shared-memory reply carries it
-    into ``inferences.csv`` as the lockstep and blocking transports do (it was blank here before)."""
+    into ``inferences.csv`` as the lockstep and blocking transports do (it was blank here before).
+    The plausibility check is off (the slew limit still holds every command): on a loaded 2-core
+    CI host the chunks came late enough to be rejected three in a row, a fault that ends the run
+    and is tested elsewhere (test_faults, test_fault_modes), not what this test is about."""
     run = compose_run(["policy=flow", "algorithm=rtc", "algorithm.guidance=select", "policy.select_stale_gate=true",
                        "policy.select_samples=4", "max_steps=160", "episodes=1", "logger=none",
-                       "algorithm.stop_on_success=false"], run_dir=tmp_path)
+                       "algorithm.stop_on_success=false", "algorithm.max_chunk_jump=null"], run_dir=tmp_path)
     summary = run.execute()
     rows = list(csv.DictReader((tmp_path / "inferences.csv").open()))
     assert rows[0]["guidance"] == "none" and rows[0]["select_stale"] == ""  # the first chunk: nothing to select
