@@ -71,7 +71,7 @@ class Cell:
 
 def _requests(n: int, seed: int = 0) -> list[dict]:
     """One request per robot: own observation, previous chunk, d and s."""
-    from inference.fleet.wire import make_request
+    from algorithms.rtc_fleet.wire import make_request
     from policies.base import Guidance, Schedule
     from policies.runner import Guide
 

@@ -41,6 +41,7 @@ class FaultPolicy:
         follow_prev: bool = False,
         warmup_s: float = 0.0,
         once_file: str = "",
+        hold_action: list[float] | None = None,  # policy=hold's key (these tests build on that config); unused
     ) -> None:
         self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
                                        camera_names=tuple(camera_names))

@@ -3,7 +3,7 @@
 Each robot's control process keeps its own planner (trigger, snapshot, delay estimate, merge) as in
 ``algorithm=rtc``; only the carrier differs. A request (observation, the previous chunk's rest in
 model space, ``d``, ``s``, guidance) goes to the Serve application of ``python -m inference.fleet
-serve`` through Serve's Python handle (``inference.fleet.client``); the service batches it with
+serve`` through Serve's Python handle (``algorithms.rtc_fleet.client``); the service batches it with
 other robots' requests into one guided sampling call and keeps nothing of it, so any replica can
 answer and a replica restart loses nothing. ``d_actual`` is counted on this side, so the delay
 estimate includes the queue, the batch and the transport both ways.
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault
-from inference.fleet.client import DIED, TIMEOUT, FleetCall, FleetClient
-from inference.fleet.wire import OVERLOADED, make_request
+from algorithms.rtc_fleet.client import DIED, TIMEOUT, FleetCall, FleetClient
+from algorithms.rtc_fleet.wire import OVERLOADED, make_request
 from policies.base import capability_flag
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import NonNegativeInt, PositiveFloat
@@ -71,6 +71,16 @@ class FleetClientConfig:
         check_ranges(self)
         if self.auth_mode not in (None, "disabled", "token"):
             raise ValueError(f"algorithm.auth_mode={self.auth_mode!r}; expected disabled or token")
+        from services.ray_connection import address_problem
+
+        why = address_problem(self.address)
+        if why:
+            raise ValueError(f"algorithm.address={why}")
+        if not str(self.app_name).strip():
+            raise ValueError("algorithm.app_name='': empty (the fleet service's fleet.app_name)")
+        token = self.auth_token_path
+        if self.auth_mode == "token" and token and not os.path.isfile(os.path.expanduser(str(token))):
+            raise ValueError(f"algorithm.auth_token_path={token!r}: the token file does not exist (auth_mode token)")
 
 
 class FleetTransport(TransportBase):

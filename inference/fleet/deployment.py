@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 from ray import serve
 
-from inference.fleet.wire import OVERLOADED, REFUSED, error_reply
+from algorithms.rtc_fleet.wire import OVERLOADED, REFUSED, error_reply
 from policies.base import GUIDANCE_CAPABILITY, Guidance, Schedule
 from policies.batched import BatchRequest, infer_batch
 

@@ -22,7 +22,7 @@ import pytest
 from inference.app import compose_run
 from services.errors import AlgorithmFault
 from tests.algorithms.test_faults import assert_fault, summary_of
-from tests.algorithms.test_rtc_runtime import ROOT, check_commands, overrides
+from tests.algorithms.test_rtc_runtime import ROOT, UNTIL_FAULT, check_commands, overrides
 
 MODES = ["rtc", "rtc_split", "sequential", "lockstep_eval"]
 FAULTS = {  # the policy's fault mode -> words of the rejection reason
@@ -79,6 +79,8 @@ def mode_overrides(tmp_path: Path, mode: str, fault: str, request: pytest.Fixtur
         args.append(f"algorithm.address={request.getfixturevalue('ray_address')}")
     if mode == "lockstep_eval":
         args += ["algorithm.methods=[naive]", "algorithm.delays_ticks=[1]"]
+    else:  # real time: the fault ends the run, not a tick budget a slow host spends before it
+        args.append(UNTIL_FAULT)
     return args
 
 

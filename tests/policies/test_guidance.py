@@ -375,7 +375,8 @@ def test_padded_prev_zero_pads_a_remainder_and_names_a_wrong_shape(h: int, a: in
     rest = np.arange(n * a, dtype=np.float64).reshape(n, a) + 1.0
     out = padded_prev(rest, h, a)
     assert out.shape == (h, a) and out.dtype == np.float32
-    np.testing.assert_array_equal(out[:n], rest) and np.testing.assert_array_equal(out[n:], 0.0)
+    np.testing.assert_array_equal(out[:n], rest)
+    np.testing.assert_array_equal(out[n:], 0.0)
     for bad in (np.zeros((h + 1, a)), np.zeros((h, a + 1)), np.zeros(h)):
         with pytest.raises(ValueError, match=r"^prev shape .*expected \(<= "):
             padded_prev(bad, h, a)
@@ -393,7 +394,8 @@ def test_pairwise_costs_are_coherence_costs_against_each_candidate(k: int, h: in
     assert pairs.shape == (k, k)
     for j in range(k):
         np.testing.assert_allclose(pairs[:, j], coherence_costs(cands, cands[j], w), rtol=1e-12)
-    np.testing.assert_allclose(pairs, pairs.T, rtol=1e-12) and np.testing.assert_array_equal(np.diag(pairs), 0.0)
+    np.testing.assert_allclose(pairs, pairs.T, rtol=1e-12)
+    np.testing.assert_array_equal(np.diag(pairs), 0.0)
 
 
 @settings(max_examples=200, deadline=None)

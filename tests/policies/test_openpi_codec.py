@@ -107,7 +107,8 @@ def test_obs_map_nested_keys_and_several_state_keys_roundtrip():
     assert set(req) == {"state", "images", "prompt"} and set(req["images"]) == {"cam_high"}
     np.testing.assert_array_equal(req["images"]["cam_high"], img["head"][0])
     state2, imgs2, prompt, _ = nested.decode(codec.unpackb(codec.packb(req)))
-    np.testing.assert_array_equal(state2, state) and np.testing.assert_array_equal(imgs2["head"], img["head"])
+    np.testing.assert_array_equal(state2, state)
+    np.testing.assert_array_equal(imgs2["head"], img["head"])
     assert prompt == "go" and nested.as_dict()["nested"] is True
     split = ObsKeyMap.from_config({"state": {"observation/gripper_position": [7, 8], "observation/joint_position": [0, 7]},
                                    "images": {"head": "observation/exterior_image_1_left"}, "image_layout": "hwc"},

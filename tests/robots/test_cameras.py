@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import cv2
@@ -31,7 +32,8 @@ def write_video(path, n_frames=10, size=(160, 120), fps=20.0):
 
 def test_video_file_frames_are_chw_rgb_resized(tmp_path):
     path = write_video(tmp_path / "v.avi")
-    cam = OpenCVCamera(FrameSpec("head", 64, 48, 0.5), device=str(path), loop=True)
+    # generous frame age and start-up limits: a starved 2-core host must not make a frame stale
+    cam = OpenCVCamera(FrameSpec("head", 64, 48, 30.0), device=str(path), loop=True, open_timeout_s=60.0)
     assert isinstance(cam, Camera)
     cam.start()
     try:
@@ -40,8 +42,8 @@ def test_video_file_frames_are_chw_rgb_resized(tmp_path):
         # BGR (200, g, 0) on disk -> RGB: red ~0, blue ~200
         assert f.image[2].mean() > 180 and f.image[0].mean() < 20
         assert f.capture_time <= f.receive_time <= time.monotonic()
-        # the file plays at its 20 fps and loops past its 10 frames
-        deadline = time.monotonic() + 5
+        # the file plays on and loops past its 10 frames (at 20 fps when the machine keeps up)
+        deadline = time.monotonic() + 60
         while cam.read().index < 15 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert cam.read().index >= 15
@@ -52,22 +54,30 @@ def test_video_file_frames_are_chw_rgb_resized(tmp_path):
 
 def test_non_looping_video_goes_stale_at_its_end(tmp_path):
     path = write_video(tmp_path / "short.avi", n_frames=3, fps=30.0)
-    cam = OpenCVCamera(FrameSpec("left", 32, 24, 0.3), device=str(path), loop=False)
+    cam = OpenCVCamera(FrameSpec("left", 32, 24, 0.3), device=str(path), loop=False, open_timeout_s=60.0)
     cam.start()
     try:
-        time.sleep(0.8)
-        with pytest.raises(StaleDataError, match=r"camera left: newest frame is \d\.\d+ s old.*end of video"):
-            cam.read()
+        # the last of its 3 frames ages past 0.3 s once the file has ended; when, depends on the load
+        stale, deadline = None, time.monotonic() + 60
+        while stale is None and time.monotonic() < deadline:
+            try:
+                cam.read()
+            except StaleDataError as err:
+                stale = err
+            time.sleep(0.05)
+        assert stale is not None, "the frame of a video that ended never went stale"
+        assert re.search(r"camera left: newest frame is \d+\.\d+ s old.*end of video", str(stale)), stale
     finally:
         cam.stop()
 
 
-def test_missing_device_fails_clearly_and_fast():
+def test_missing_device_fails_clearly_without_waiting_for_a_frame():
+    # "does not exist" comes only from the check before opening: had start() tried the device and
+    # waited out open_timeout_s, the error would say "cannot open" or "no frame ... within" instead.
+    # (How long it took is not asserted: that is the machine's load.)
     cam = OpenCVCamera(FrameSpec("head", 320, 240, 0.5), device="/dev/head_camera_does_not_exist", open_timeout_s=3.0)
-    t0 = time.monotonic()
     with pytest.raises(RobotError, match="camera head: device /dev/head_camera_does_not_exist does not exist"):
         cam.start()
-    assert time.monotonic() - t0 < 3.5
     with pytest.raises(RobotError, match="camera head"):
         cam.read()
 

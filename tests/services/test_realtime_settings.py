@@ -1,6 +1,8 @@
 """Real-time settings (conf/realtime, services/realtime.py): ranges checked at start, applied where
 permitted and reported, a clear fallback where not, children never inherit real-time priority, and
-the deadline clock spins only ``fifo_spin_s`` (0.3 ms, bounded) at SCHED_FIFO."""
+the deadline clock is given ``fifo_spin_s`` (0.3 ms, bounded) at SCHED_FIFO and ``spin_s`` otherwise.
+How much CPU a given spin costs is checked on a fake clock (test_deadline_clock_spin.py) and
+measured for real in benchmarks/bench_realtime.py, never against this machine's wall clock here."""
 
 from __future__ import annotations
 
@@ -79,10 +81,10 @@ if __name__ == "__main__":
     robot.start(); robot.stop()  # its physics process is a device process: noted in the report
     clock = DeadlineClock(0.01)
     out["spin_s"] = clock.spin_s
-    clock.start(); c0, w0 = time.thread_time(), time.monotonic()
-    for i in range(1, 51):
-        clock.wait(i)
-    out["cpu_share"] = (time.thread_time() - c0) / (time.monotonic() - w0)
+    clock.start()
+    for i in range(1, 6):
+        scheduled, actual = clock.wait(i)
+        assert actual >= scheduled, (i, scheduled, actual)
     out["closed"] = s.close()
     out["after"] = process_settings(0)
     print(json.dumps(out))
@@ -106,18 +108,18 @@ def test_applied_as_permitted_reported_and_undone() -> None:
     assert devices[0]["policy"] == "SCHED_OTHER" and devices[0]["cpus"] == sorted(os.sched_getaffinity(0))
     assert devices[0]["nice"] == -3
     # at SCHED_FIFO the clock sleeps to fifo_spin_s (0.3 ms) before the deadline: 3% of 10 ms ticks
+    # (that share: test_deadline_clock_spin.py on a fake clock)
     assert out["spin_s"] == RealtimeConfig().fifo_spin_s == 0.0003 and control["clock_spin_s"] == 0.0003
-    assert out["cpu_share"] < 0.08, out["cpu_share"]
     assert out["after"] == {"cpus": sorted(os.sched_getaffinity(0)), "policy": "SCHED_OTHER",
                             "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 def test_sched_other_clock_spins_longer_than_the_fifo_clock() -> None:
-    """The contrast the previous test relies on: the SCHED_OTHER clock busy-waits its (longer) spin_s."""
+    """The contrast the previous test relies on: the SCHED_OTHER clock busy-waits its (longer) spin_s
+    (2 of every 10 ms ticks; the share itself: test_deadline_clock_spin.py)."""
     out = run_py(SESSION.replace("{CFG}", repr({"control_priority": 0, "mlockall": False})))["report"]
     assert out["report"]["control"]["sched"]["applied"] is False
-    assert out["spin_s"] == RealtimeConfig().spin_s
-    assert out["cpu_share"] > 0.1, out["cpu_share"]  # ~spin_s / period of the 10 ms ticks (2 of 10 ms)
+    assert out["spin_s"] == RealtimeConfig().spin_s > RealtimeConfig().fifo_spin_s
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop capabilities")

@@ -75,7 +75,7 @@ def test_the_physics_process_moves_the_cube_too() -> None:
     try:
         info = robot.read().info
         assert info["shift_tick"] > 0 and info["cube_shift_pose"] is not None
-        deadline = time.monotonic() + 20.0
+        deadline = time.monotonic() + 120.0  # a condition with a generous deadline (a loaded host is slow)
         while robot.read().info["step"] <= info["shift_tick"] + 2:
             assert time.monotonic() < deadline, "physics did not reach the shift tick"
             time.sleep(0.02)

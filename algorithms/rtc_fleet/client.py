@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.fleet.wire import OVERLOADED, error_reply
+from algorithms.rtc_fleet.wire import OVERLOADED, error_reply
 from services.ray_connection import LaunchError, connect
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class FleetClient:
     def connect(self) -> str:
         """Join the cluster and find the application (``LaunchError`` naming the app if absent)."""
         self.resolved = connect(self.address, self.namespace, self.connect_timeout_s, self.auth_mode,
-                                self.auth_token_path, log_to_driver=False)
+                                self.auth_token_path, log_to_driver=False, address_key="algorithm.address")
         from ray import serve
 
         try:
