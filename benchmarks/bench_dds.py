@@ -130,7 +130,7 @@ def round_trip(rounds: int) -> list[float]:
 
 def per_tick(ticks: int, hz: float, cameras: bool) -> dict[str, list[float]]:
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "robot" / "igris_b.yaml"))
-    params = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    params = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "defaults"}  # defaults: Hydra's list
     params.update(transport="dds", topic_timeout_s=30.0, max_state_age_s=1.0)
     factories = None
     if cameras:

@@ -167,7 +167,7 @@ def per_tick(transport: str, ticks: int, hz: float) -> dict[str, list[float]]:
          "twin.start_pose=home", "cameras=none", "hydra/job_logging=disabled", "hydra.output_subdir=null",
          "hydra.run.dir=."], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "robot" / "igris_b.yaml"))
-    params = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    params = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "defaults"}  # defaults: Hydra's list
     params.update(transport=transport, topic_timeout_s=30.0, max_state_age_s=1.0)
     robot = Ros2Robot(**params)
     read_s, send_s = [], []

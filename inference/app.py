@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 
 from inference.hydra_errors import config_error_line, search_roots
 from inference.schemas import register
+from services import logs
 from services.errors import AlgorithmFault, ConfigError
 
 log = logging.getLogger("inference")
@@ -74,6 +75,7 @@ def build_and_execute(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     from inference.run import Run
 
     run = Run(cfg, run_dir)
+    log.info("outputs in %s", run_dir, extra=logs.SHOW)
     launcher = instantiate(run.cfg.launcher, _partial_=True)()
     return launcher.launch(run)
 
@@ -147,25 +149,29 @@ def _main(cfg: DictConfig) -> Any:
 
 
 def run_job(cfg: DictConfig) -> Any:
-    """One composed config: build the run object (it validates), launch it, report."""
+    """One composed config: build the run object (it validates), launch it, report.
+
+    The console shows ``log_level`` and up (WARNING by default), the progress lines and the few INFO
+    lines marked for it (``services.logs``); the run's log file keeps INFO and up. The one line a
+    config error or a fault ends with is printed on stderr and written to the log file, once each."""
+    level = cfg.get("log_level", "WARNING")
+    if isinstance(level, str) and level in logging.getLevelNamesMapping():
+        logs.configure(logging.getLevelNamesMapping()[level])  # else validation names the key
     _prepare_env()
     install_signal_handlers()
-    level = cfg.get("log_level", "INFO")
-    if isinstance(level, str) and level in logging.getLevelNamesMapping():
-        logging.getLogger().setLevel(level)  # else validation names the key
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = build_and_execute(cfg, run_dir)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
-        log.error("config error: %s", exc)
+        log.error("config error: %s", exc, extra=logs.FILE_ONLY)
         sys.exit(EXIT_CONFIG)
     except AlgorithmFault as exc:
-        log.error("%s", exc.line())
+        log.error("%s", exc.line(), extra=logs.FILE_ONLY)
         print(f"{exc.line()} (outputs in {run_dir})", file=sys.stderr)
         sys.exit(EXIT_FAULT)
     except KeyboardInterrupt as exc:
-        log.warning("stopped by %s; robot held, files flushed in %s", exc or "Ctrl-C", run_dir)
+        log.warning("stopped by %s; robot held, files flushed in %s", exc or "Ctrl-C", run_dir, extra=logs.FILE_ONLY)
         print(f"stopped; outputs in {run_dir}", file=sys.stderr)
         sys.exit(EXIT_STOPPED)
     print(f"run finished: outputs in {run_dir}")

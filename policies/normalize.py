@@ -4,6 +4,10 @@ Modes (per key): ``zscore`` (x - mean) / (std + eps); ``minmax`` to [-1, 1]; ``q
 [-1, 1] by q01/q99 (as pi0.5 does, robust to outliers); ``identity``. Images are scaled from uint8
 to float32 [0, 1]. Stats files hold, for the keys ``state`` and ``action``, the arrays mean, std,
 min, max, q01, q99 (JSON, NPZ with ``<key>.<stat>`` names, or safetensors with the same names).
+
+No key is ever identity by omission: a key is normalized only by the mode it was given (``modes``,
+or the stats file's own ``modes``), and ``require`` refuses a key without one. A stats file that lost
+its ``action`` entry must not quietly send model-unit actions to a robot.
 """
 
 from __future__ import annotations
@@ -34,8 +38,7 @@ class Normalizer:
         modes: Mapping[str, str] | None = None,
         eps: float = 1e-6,
     ) -> None:
-        self.modes = {key: "identity" for key in KEYS}
-        self.modes.update(modes or {})
+        self.modes = dict(modes or {})  # no default: a key without a mode cannot be normalized
         self.eps = float(eps)
         self.stats: dict[str, dict[str, np.ndarray]] = {}
         for key, mode in self.modes.items():
@@ -52,7 +55,8 @@ class Normalizer:
     # ----------------------------------------------------------------- construction
     @classmethod
     def identity(cls) -> "Normalizer":
-        return cls()
+        """Robot space is model space for every key (policies that normalize inside, or none)."""
+        return cls(modes={key: "identity" for key in KEYS})
 
     @classmethod
     def from_file(
@@ -68,7 +72,7 @@ class Normalizer:
         if path.suffix == ".json":
             raw = json.loads(path.read_text())
             stats = raw.get("stats", raw)
-            modes = modes or raw.get("modes")
+            modes = modes or raw.get("modes")  # explicit modes replace the file's (no key is added either way)
         elif path.suffix == ".npz":
             with np.load(path) as data:
                 stats = _unflatten({name: data[name] for name in data.files})
@@ -107,8 +111,9 @@ class Normalizer:
 
     # ----------------------------------------------------------------- transforms
     def require(self, key: str, dim: int) -> None:
-        """Fail at start if ``key`` cannot be normalized at dimension ``dim``."""
-        mode = self.modes.get(key, "identity")
+        """Fail at start if ``key`` cannot be normalized at dimension ``dim``: it has a mode, and the
+        stats that mode needs, at that dimension."""
+        mode = self.mode(key)
         for stat in _NEEDS[mode]:
             arr = self.stats[key][stat]
             if arr.shape[-1] != dim:
@@ -116,9 +121,18 @@ class Normalizer:
                     f"normalizer: stats {key}.{stat} have dim {arr.shape[-1]}, data has dim {dim}"
                 )
 
+    def mode(self, key: str) -> str:
+        """``key``'s mode; a key without one is an error, never identity by default."""
+        if key not in self.modes:
+            raise NormalizerError(
+                f"normalizer: no mode for {key!r} (modes given: {self.modes or 'none'}); give it one of {MODES}, "
+                f"with the stats that mode needs"
+            )
+        return self.modes[key]
+
     def _scale_offset(self, key: str) -> tuple[np.ndarray | float, np.ndarray | float]:
         """(scale, offset) with model = (robot - offset) / scale."""
-        mode = self.modes.get(key, "identity")
+        mode = self.mode(key)
         st = self.stats.get(key, {})
         if mode == "zscore":
             return st["std"] + self.eps, st["mean"]

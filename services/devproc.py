@@ -17,14 +17,16 @@ import time
 from typing import Any, Callable
 
 from services import realtime
+from services.logs import LogSetup
 
 log = logging.getLogger(__name__)
 
 
 def _child_entry(target: Callable[..., None], args: tuple, name: str, parent_pid: int,
-                 settings: realtime.ChildSettings | None, log_level: int) -> None:
+                 settings: realtime.ChildSettings | None, log_setup: LogSetup) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    logging.basicConfig(level=log_level, format=f"%(asctime)s [{name}] %(levelname)s %(name)s: %(message)s")
+    # stderr as quiet as the app's console, the rest appended to the run's log file
+    log_setup.apply(f"%(asctime)s [{name}] %(levelname)s %(name)s: %(message)s")
     realtime.apply_child(settings, name)
     target(*args, parent_alive=lambda: os.getppid() == parent_pid)
 
@@ -43,7 +45,7 @@ class DeviceProcess:
         self.proc = ctx.Process(
             target=_child_entry, name=self.name, daemon=True,
             args=(self.target, self.args, self.name, os.getpid(), realtime.device_settings(),
-                  logging.getLogger().getEffectiveLevel()),
+                  LogSetup.current()),
         )
         self.proc.start()
 

@@ -19,7 +19,8 @@ class FaultKind(StrEnum):
 
     ROBOT = "robot"                       # the robot or a camera failed: stale/silent topic, refused command, dead device
     OBSERVATION = "observation"           # an observation with NaN/inf reached the robot boundary
-    STARTUP = "startup"                   # the policy could not be built / inference never became ready / no server
+    STARTUP = "startup"                   # the policy could not be built / inference never became ready / no server /
+                                          # a helper process (telemetry writer, recorder, viewer) failed at start
     INFERENCE_DIED = "inference_died"     # the inference process or actor exited
     INFERENCE_STALLED = "inference_stalled"  # its heartbeat stopped (process frozen)
     INFERENCE_TIMEOUT = "inference_timeout"  # one inference took longer than algorithm.inference_timeout_s

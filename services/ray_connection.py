@@ -37,8 +37,21 @@ class LaunchError(ConfigError):
     """
 
 
-def resolve_address(address: str, temp_dirs: tuple[str, ...] = DEFAULT_TEMP_DIRS) -> str:
-    """``auto`` -> ``RAY_ADDRESS`` or the address file a local head wrote; else ``address``."""
+def address_problem(address: Any, named: tuple[str, ...] = ("auto",)) -> str | None:
+    """Why ``address`` is not a cluster address (one of ``named``, or ``host:port``), or None."""
+    text = str(address if address is not None else "")
+    if text in named:
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"{text!r}: expected host:port or {' | '.join(named)}"
+    return None
+
+
+def resolve_address(address: str, temp_dirs: tuple[str, ...] = DEFAULT_TEMP_DIRS,
+                    address_key: str = "launcher.address") -> str:
+    """``auto`` -> ``RAY_ADDRESS`` or the address file a local head wrote; else ``address``.
+    ``address_key``: the config key the address came from, named in the error."""
     if address != "auto":
         return address
     env = os.environ.get("RAY_ADDRESS")
@@ -49,17 +62,17 @@ def resolve_address(address: str, temp_dirs: tuple[str, ...] = DEFAULT_TEMP_DIRS
         if found:
             return found
     raise LaunchError(
-        "no Ray cluster reachable: launcher.address=auto found no RAY_ADDRESS and no "
+        f"no Ray cluster reachable: {address_key}=auto found no RAY_ADDRESS and no "
         f"ray_current_cluster file in {', '.join(temp_dirs)}; start one with "
-        "`python -m inference.cluster role=head` or set launcher.address=<host>:<port>"
+        f"`python -m inference.cluster role=head` or set {address_key}=<host>:<port>"
     )
 
 
-def wait_for_port(address: str, timeout_s: float) -> None:
+def wait_for_port(address: str, timeout_s: float, address_key: str = "launcher.address") -> None:
     """Bounded wait until ``host:port`` accepts TCP connections; ``LaunchError`` names the address."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise LaunchError(f"launcher.address={address!r}: expected host:port or auto")
+        raise LaunchError(f"{address_key}={address!r}: expected host:port or auto")
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while True:
@@ -71,19 +84,20 @@ def wait_for_port(address: str, timeout_s: float) -> None:
         if time.monotonic() >= deadline:
             raise LaunchError(
                 f"no Ray cluster reachable at {address} within {timeout_s:g} s ({last}); start the head "
-                "with `python -m inference.cluster role=head` (same auth_mode) or fix launcher.address"
+                f"with `python -m inference.cluster role=head` (same auth_mode) or fix {address_key}"
             )
         time.sleep(0.2)
 
 
 def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | None,
             auth_token_path: str | None = None, log_to_driver: bool = True,
-            runtime_env: Mapping[str, Any] | None = None) -> str:
-    """Connect this process to the cluster (bounded); returns the resolved address."""
+            runtime_env: Mapping[str, Any] | None = None, address_key: str = "launcher.address") -> str:
+    """Connect this process to the cluster (bounded); returns the resolved address. ``address_key``:
+    the config key the address came from (``fleet.address``, ``algorithm.address``), named in errors."""
     apply_auth_env(auth_mode, auth_token_path)
     import ray
 
-    resolved = resolve_address(address)
+    resolved = resolve_address(address, address_key=address_key)
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
         if _same_address(current, resolved):
@@ -91,7 +105,7 @@ def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | Non
         log.info("disconnecting from the Ray cluster at %s to connect to %s", current, resolved)
         ray.shutdown()
     t0 = time.monotonic()
-    wait_for_port(resolved, timeout_s)
+    wait_for_port(resolved, timeout_s, address_key)
     error: list[BaseException] = []
 
     def _init() -> None:

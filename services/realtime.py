@@ -274,7 +274,8 @@ def apply_child(settings: ChildSettings | None, name: str) -> dict[str, Any]:
             log.warning("realtime: nice %d for %s not permitted (%s); it runs at nice %d", settings.nice, name, exc,
                         os.getpriority(os.PRIO_PROCESS, 0))
     applied = {"role": settings.role, "pid": os.getpid(), **process_settings(0)}
-    log.info("realtime: %s process %s (pid %d) on CPUs %s, %s, nice %s", settings.role, name, os.getpid(),
+    # DEBUG: the parent says the same once it sees the child up (``note_child``, in the log and the report)
+    log.debug("realtime: %s process %s (pid %d) on CPUs %s, %s, nice %s", settings.role, name, os.getpid(),
              applied.get("cpus"), applied.get("policy"), applied.get("nice"))
     return {**applied, "affinity": result} if result else applied
 

@@ -41,9 +41,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from services.errors import AlgorithmFault, FaultKind
+from services.logs import FILE_ONLY, LogSetup
 from services.shm import ArraySpec, SharedArrays, unique_block_name
 
 log = logging.getLogger(__name__)
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # the app's (Hydra's) format
 
 _HEAD, _TAIL, _DROPPED, _WRITTEN, _READ = range(5)  # in ring.counters
 _RECORD = struct.Struct("<IHH")
@@ -202,28 +205,34 @@ class SinkProcess:
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [python or sys.executable, "-m", "services.ring", str(child_sock.fileno())],
-            pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
-            # its own session: Ctrl-C to the terminal's group or a kill of the whole group must not cut
-            # it short; it learns that the control process is gone from the socket and finishes
-            start_new_session=True,
-        )
+        # A start that fails is a STARTUP fault naming the process (one line from the app, never a
+        # traceback); the child's own traceback is in the run's log file.
+        try:
+            self.proc = subprocess.Popen(
+                [python or sys.executable, "-m", "services.ring", str(child_sock.fileno())],
+                pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
+                # its own session: Ctrl-C to the terminal's group or a kill of the whole group must not cut
+                # it short; it learns that the control process is gone from the socket and finishes
+                start_new_session=True,
+            )
+        except OSError as exc:
+            child_sock.close()
+            self.conn.close()
+            raise AlgorithmFault(f"{name} process cannot start: {python or sys.executable}: {exc.strerror or exc}",
+                                 FaultKind.STARTUP) from None
         child_sock.close()
-        root_log = logging.getLogger()
-        log_files = [h.baseFilename for h in root_log.handlers if isinstance(h, logging.FileHandler)]
-        self.conn.send_bytes(pickle.dumps((ring.name, ring.capacity, worker, log_files, root_log.level)))
+        self.conn.send_bytes(pickle.dumps((ring.name, ring.capacity, worker, LogSetup.current())))
         if not self.conn.poll(ready_timeout_s):
             self.kill()
-            raise RuntimeError(f"{name} process not ready within {ready_timeout_s} s")
+            raise AlgorithmFault(f"{name} process not ready within {ready_timeout_s} s", FaultKind.STARTUP)
         try:
             kind, self.ready_info = self.conn.recv()
         except EOFError:
             self.kill()
-            raise RuntimeError(f"{name} process died at start (exit {self.proc.wait()})") from None
+            raise AlgorithmFault(f"{name} process died at start (exit {self.proc.wait()})", FaultKind.STARTUP) from None
         if kind != "ready":  # ("error", text)
             self.kill()
-            raise RuntimeError(f"{name} process failed at start: {self.ready_info}")
+            raise AlgorithmFault(f"{name} process failed at start: {self.ready_info}", FaultKind.STARTUP)
         self.ready_s = time.monotonic() - t0
 
     def send(self, message: Any) -> None:
@@ -267,18 +276,14 @@ def _child_main(fd: int) -> None:
     except OSError:
         pass
     conn = Connection(fd)
-    ring_name, capacity, worker, log_files, level = pickle.loads(conn.recv_bytes())
-    root = logging.getLogger()
-    root.setLevel(level)
-    for path in log_files:  # the run's log file (Hydra's), appended to like the control process does
-        handler = logging.FileHandler(path, mode="a")
-        handler.setFormatter(root.handlers[0].formatter)
-        root.addHandler(handler)
+    ring_name, capacity, worker, log_setup = pickle.loads(conn.recv_bytes())
+    # stderr filtered like the app's console; the run's log file (Hydra's) appended to like the control process does
+    log_setup.apply(LOG_FORMAT)
     ring = RecordRing.attach(ring_name, capacity)
     try:
         worker.run(ring, conn)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs it
-        log.exception("sink process failed")
+        log.exception("sink process failed", extra=FILE_ONLY)  # the parent says it as one named line
         try:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
         except OSError:
@@ -289,5 +294,5 @@ def _child_main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")  # stderr, like the app
+    logging.basicConfig(format=LOG_FORMAT)  # stderr, like the app (until the parent's LogSetup arrives)
     _child_main(int(sys.argv[1]))

@@ -97,7 +97,7 @@ def join(fleet: Any) -> str:
                        namespace=fleet.namespace)
         return str(ctx.address_info.get("gcs_address", "local"))
     return connect(fleet.address, fleet.namespace, fleet.connect_timeout_s, fleet.auth_mode, fleet.auth_token_path,
-                   log_to_driver=False)
+                   log_to_driver=False, address_key="fleet.address")
 
 
 def deploy(cfg: Any, fleet: Any) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Annotated, Any, Mapping
 
 from services.errors import ConfigError
@@ -103,6 +104,19 @@ class FleetConfig:
             raise bad("auth_mode", f"{self.auth_mode!r}; expected disabled or token")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise bad("device", f"{self.device!r}; expected auto | cpu | cuda[:N]")
+        for key in ("app_name", "deployment_name", "namespace"):  # Serve and Ray refuse empty names
+            if not str(getattr(self, key)).strip():
+                raise bad(key, "empty (robots and Serve find the service by this name)")
+        from services.ray_connection import address_problem
+
+        why = address_problem(self.address, named=("auto", "local"))
+        if why:
+            raise bad("address", why)
+        if self.auth_mode == "token" and self.auth_token_path and not Path(str(self.auth_token_path)).expanduser().is_file():
+            raise bad("auth_token_path", f"token file {self.auth_token_path} does not exist (auth_mode token)")
+        for name, amount in self.resources.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise bad(f"resources.{name}", f"{amount!r}; expected a number >= 0 (units of the custom resource)")
 
     def deployment_options(self) -> dict[str, Any]:
         """``serve.deployment(...)`` keyword arguments."""

@@ -175,9 +175,16 @@ class RayLauncher:
         """Start-time check: token auth names a token file this driver can read."""
         from services.errors import ConfigError
 
+        from services.ray_connection import address_problem
+
         token = node.get("auth_token_path")
         if node.get("auth_mode") == "token" and token and not Path(str(token)).expanduser().is_file():
             raise ConfigError(f"{path}.auth_token_path: token file {token} does not exist (auth_mode token)")
+        why = address_problem(node.get("address", "auto"))
+        if why:
+            raise ConfigError(f"{path}.address: {why}")
+        if not str(node.get("namespace", "inference")).strip():
+            raise ConfigError(f"{path}.namespace: empty (Ray needs a namespace name)")
 
     def __init__(
         self,

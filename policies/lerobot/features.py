@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from policies.control_rate import ControlRate, lerobot_dataset_rate, positive_hz, read_json
+
 STATE_KEY = "observation.state"
 IMAGE_PREFIX = "observation.images."
 ACTION_KEY = "action"
@@ -150,6 +152,24 @@ class CheckpointSpec:
             raise CheckpointError(f"algorithm.guidance={guidance} is not available for a {self.type} policy "
                                   f"(it supports {', '.join(self.guidance)})")
         return cams
+
+
+def checkpoint_rate(path: str | Path) -> ControlRate | None:
+    """The control rate a LeRobot checkpoint was trained at. ``lerobot-train`` saves its
+    ``train_config.json`` beside the policy: the simulation's ``env.fps`` when it trained with one,
+    else the dataset's ``fps`` (``meta/info.json`` of ``dataset.root``, or of ``dataset.repo_id`` in
+    the local LeRobot cache). None when neither is on this machine."""
+    train = read_json(Path(path).expanduser() / "train_config.json")
+    if not isinstance(train, Mapping):
+        return None
+    env = train.get("env")
+    hz = positive_hz(env.get("fps")) if isinstance(env, Mapping) else None
+    if hz is not None:
+        return ControlRate(hz, f"{Path(path).expanduser() / 'train_config.json'} (env.fps)")
+    dataset = train.get("dataset")
+    if isinstance(dataset, Mapping):
+        return lerobot_dataset_rate(dataset.get("repo_id"), dataset.get("root"))
+    return None
 
 
 def _image_key(name: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,13 +32,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
-from policies.lerobot.features import CheckpointError, CheckpointSpec
+from policies.control_rate import ControlRate
+from policies.lerobot.features import CheckpointError, CheckpointSpec, checkpoint_rate
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
+from services.knobs import NonNegativeInt, PositiveInt
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")  # torch devices a LeRobot policy runs on
 
 
 def lerobot_here() -> bool:
@@ -88,9 +94,9 @@ class LeRobotPolicy:
         python: str | None = None,
         prompt: str = "",
         device: str = "cpu",
-        seed: int = 0,
-        num_inference_steps: int | None = None,
-        threads: int | None = None,
+        seed: NonNegativeInt = 0,
+        num_inference_steps: PositiveInt | None = None,
+        threads: PositiveInt | None = None,
         algorithm_guidance: str | None = None,
     ) -> None:
         spec = CheckpointSpec.read(path)
@@ -129,6 +135,12 @@ class LeRobotPolicy:
 
     # ------------------------------------------------------------------ start-time checks
     @classmethod
+    def trained_control_hz(cls, node: Mapping[str, Any]) -> ControlRate | None:
+        """The rate the checkpoint was trained at (its train_config.json: ``env.fps`` or the dataset's
+        ``fps``), compared with ``robot.hz`` at start; None when the files on this machine do not say."""
+        return checkpoint_rate(str(node.get("path")))
+
+    @classmethod
     def preflight(cls, node: Mapping[str, Any], path: str) -> None:
         """The checkpoint fits the robot (state, action, cameras, chunk), the guidance asked for is one its
         kind does, and an interpreter that imports lerobot is there: else one ConfigError naming the key."""
@@ -139,6 +151,10 @@ class LeRobotPolicy:
                        camera_map=node.get("camera_map"))
         except CheckpointError as exc:
             raise ConfigError(f"{path}.path: {exc}") from None
+        device = str(node.get("device", "cpu"))
+        if not DEVICE.fullmatch(device):
+            raise ConfigError(f"{path}.device: {device!r}; expected cpu, cuda, cuda:<N> or mps (a torch device in "
+                              "LeRobot's interpreter)")
         guidance = node.get("algorithm_guidance")
         if guidance is not None and str(guidance) not in spec.guidance:
             raise ConfigError(f"algorithm.guidance: algorithm.guidance={guidance} is not available for the {spec.type} "

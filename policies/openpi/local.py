@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
+from policies.control_rate import ControlRate, lerobot_dataset_rate
 from policies.guidance import blend, prefix_weights
 from policies.openpi.obs_map import ObsKeyMap, images_to_uint8
 from policies.registry import POLICY_REGISTRY
@@ -209,6 +210,18 @@ class OpenPIPolicy:
         self._last_model: np.ndarray | None = None
         self._vjp_ok = True
         self._warned: set[str] = set()
+
+    @classmethod
+    def trained_control_hz(cls, node: Mapping[str, Any]) -> ControlRate | None:
+        """The rate the training data was recorded at, where the training config says: openpi's configs
+        train on a LeRobot dataset (``data.repo_id``) whose ``meta/info.json`` states its ``fps``; read when
+        that dataset is in the local LeRobot cache. None otherwise (openpi not importable, no repo id, the
+        dataset not on this machine): the rate is then unknown and not checked."""
+        try:
+            repo_id = getattr(resolve_train_config(str(node.get("train_config_name"))).data, "repo_id", None)
+        except (OpenPINotInstalledError, ValueError):
+            return None
+        return lerobot_dataset_rate(repo_id) if isinstance(repo_id, str) else None
 
     @classmethod
     def preflight(cls, node: Mapping[str, Any], path: str) -> None:

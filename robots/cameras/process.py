@@ -24,6 +24,7 @@ from typing import Any, Callable, Protocol
 
 from robots.base import Frame, RobotError, StaleDataError
 from services.devproc import DeviceProcess
+from services.logs import FILE_ONLY
 from services.shm import ShmRing
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def camera_main(producer: Producer, ring_name: str, fields: dict, slots: int, *,
         ring.set_message(str(exc) if isinstance(exc, RobotError) else f"{type(exc).__name__}: {exc}")
         ring.status[ShmRing.STATE] = ShmRing.STATE_FAILED
         if not isinstance(exc, RobotError):
-            log.exception("camera process failed")
+            log.exception("camera process failed", extra=FILE_ONLY)  # the parent names it in one fault line
         raise SystemExit(1)
     finally:
         ring.close(orphaned=not parent_alive())

@@ -145,6 +145,10 @@ class SimCamera:
     may be; ``start_timeout_s`` is how long ``read`` waits for the first frame.
     """
 
+    # The robot class that must host it (start-time check, inference/validation.py): it renders the
+    # host's own MuJoCo model and physics state, so no other robot can carry it.
+    host_class = "robots.sim.robot.SimRobot"
+
     @classmethod
     def preflight(cls, node: Any, path: str) -> None:
         """Start-time check: ``source`` names a camera of the sim model."""

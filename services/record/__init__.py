@@ -19,6 +19,19 @@ COMMAND_TOPIC = "/command/joint_states"
 CHUNK_TOPIC = "/policy/chunk"
 
 
+def run_subdirectory_problem(directory: Any) -> str | None:
+    """Why a recorder's ``directory`` cannot be its own new folder inside the run directory, or None:
+    it must be a non-empty relative path that stays inside (the run directory itself already exists,
+    and a writer refuses to write into an existing folder)."""
+    text = str(directory if directory is not None else "").strip()
+    if not text:
+        return "empty (a folder name inside the run directory, e.g. recording)"
+    path = Path(text)
+    if path.is_absolute() or ".." in path.parts or path == Path("."):
+        return f"{text!r} must be a new folder inside the run directory (a relative path without '..')"
+    return None
+
+
 def image_topic(camera: str) -> str:
     return f"/observation/{camera}/image/compressed"
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policies.base import Guidance
+from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt
+from services.record import run_subdirectory_problem
 from services.ring import RecordRing, SinkProcess
 
 if TYPE_CHECKING:
@@ -52,6 +55,30 @@ OBS, CMD, CHUNK, EPISODE = 1, 2, 3, 4
 
 
 class LeRobotRecorder:
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check of what the sink process would otherwise fail on after the run started:
+        its folder (new, inside the run directory), a repo id, and LeRobot's interpreter (it exists and
+        imports lerobot; ``make lerobot-env`` builds the default one)."""
+        why = run_subdirectory_problem(node.get("directory", "lerobot_dataset"))
+        if why:
+            raise ConfigError(f"{path}.directory: {why}")
+        if not str(node.get("repo_id", "local/rollouts")).strip():
+            raise ConfigError(f"{path}.repo_id: empty (LeRobotDataset.create needs one, e.g. local/rollouts)")
+        python = node.get("python", ".venvs/lerobot/bin/python")
+        if not python:
+            return  # this interpreter writes (it must import lerobot: checked when the sink starts)
+        from policies.lerobot.policy import probe_python, resolve_python
+
+        resolved = resolve_python(str(python))
+        if not os.path.exists(resolved):
+            raise ConfigError(f"{path}.python: {resolved} does not exist (`make lerobot-env` builds .venvs/lerobot; "
+                              "or point record.python at an interpreter with lerobot 0.6)")
+        try:
+            probe_python(resolved)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.python: {exc}") from None
+
     def __init__(self, directory: str = "lerobot_dataset", repo_id: str = "local/rollouts", fps: PositiveInt = 20,
                  prompt: str = "", use_videos: bool = False, python: str | None = ".venvs/lerobot/bin/python",
                  queue_size: PositiveInt = 4000, buffer_mb: PositiveFloat = 128.0) -> None:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 
-from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic
+from services.errors import ConfigError
+from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic, run_subdirectory_problem
 from services.knobs import PositiveFloat, PositiveInt, Range
 from services.ring import RecordRing, SinkProcess
 
@@ -31,6 +32,13 @@ OBS, CMD, CHUNK = 1, 2, 3
 
 
 class McapRecorder:
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check: the recording's folder is a new one inside the run directory."""
+        why = run_subdirectory_problem(node.get("directory", "recording"))
+        if why:
+            raise ConfigError(f"{path}.directory: {why}")
+
     def __init__(self, directory: str = "recording", jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 85,
                  image_every: PositiveInt = 1, queue_size: PositiveInt = 2000, buffer_mb: PositiveFloat = 64.0) -> None:
         self.directory = directory

@@ -31,6 +31,7 @@ import numpy as np
 
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt, Range
+from services.logs import SHOW
 from services.ring import RecordRing, SinkProcess, array_text
 from services.telemetry import CHUNK, COMMAND, EVENT, INFERENCE, INFERENCE_FIELDS, TICK, TICK_FIELDS, _row
 from services.viewer import ViewedRecorder
@@ -51,6 +52,22 @@ class RerunViewer:
     (stream kept for late browsers), ``save_rrd``, ``image_encoding`` (raw RGB or JPEG) /
     ``jpeg_quality``, ``image_every`` (every n-th new
     frame of each camera), ``queue_size`` / ``buffer_mb`` (the ring: what the sink may fall behind by)."""
+
+    @classmethod
+    def preflight(cls, node: Any, path: str) -> None:
+        """Start-time check of what the viewer process would otherwise die of after the run started:
+        the bind address (an IP this machine has), the server's memory limit (rerun's size syntax),
+        a non-empty application id."""
+        from services.viewer.server import bind_problem, memory_limit_problem
+
+        if node.get("serve", True):
+            for key, check, default in (("bind", bind_problem, "127.0.0.1"),
+                                        ("server_memory_limit", memory_limit_problem, "1GiB")):
+                why = check(str(node.get(key, default)))
+                if why:
+                    raise ConfigError(f"{path}.{key}: {why}")
+        if not str(node.get("application_id", "rt-inference-engine")).strip():
+            raise ConfigError(f"{path}.application_id: empty (Rerun needs a name for the recording)")
 
     def __init__(self, serve: bool = True, bind: str = "127.0.0.1", web_port: Annotated[int, Range(ge=0, le=65535)] = 9090,
                  grpc_port: Annotated[int, Range(ge=0, le=65535)] = 9876, server_memory_limit: str = "1GiB",
@@ -110,7 +127,7 @@ class RerunViewer:
         log.info("viewer ready in %.2f s (pid %d)%s", self._ready_s, self._proc.proc.pid,
                  f", saving {info['rrd']}" if info.get("rrd") else "")
         if self.url:
-            log.info("live view: %s", self.url)
+            log.info("live view: %s", self.url, extra=SHOW)  # the console shows it at every log_level
 
     def observation(self, obs: Observation) -> None:
         ring = self._ring

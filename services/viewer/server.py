@@ -12,9 +12,11 @@ started here (a config of their own in a private directory).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +29,38 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ANY = ("0.0.0.0", "::", "")
+
+
+# ``rerun --server-memory-limit``: a byte size with one of these units, or a share of RAM in percent
+MEMORY_UNITS = ("B", "kB", "KiB", "MB", "MiB", "GB", "GiB", "TB", "TiB")
+_MEMORY_LIMIT = re.compile(r"^(?:0|\d+(?:\.\d+)?\s?(?:" + "|".join(MEMORY_UNITS) + r")|(?P<pct>\d+(?:\.\d+)?)%)$")
+
+
+def bind_problem(bind: str) -> str | None:
+    """Why ``rerun --serve-web --bind <bind>`` would exit at start, or None: it takes an IP address
+    only (not a host name), one this machine has (a socket binds it)."""
+    try:
+        address = ipaddress.ip_address(str(bind))
+    except ValueError:
+        return f"{bind!r} is not an IP address (rerun binds an address, e.g. 127.0.0.1 or 0.0.0.0; not a host name)"
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((str(address), 0))
+    except OSError as exc:
+        return f"{bind} cannot be bound on this machine ({exc.strerror or exc})"
+    return None
+
+
+def memory_limit_problem(limit: str) -> str | None:
+    """Why rerun would refuse ``--server-memory-limit <limit>``, or None."""
+    found = _MEMORY_LIMIT.match(str(limit))
+    if found is None:
+        return (f"{limit!r} is not a size: a number with one of {', '.join(MEMORY_UNITS)} (e.g. 1GiB, 500MB), "
+                "or a share of RAM such as 25%")
+    if found.group("pct") is not None and float(found.group("pct")) > 100:
+        return f"{limit!r}: a share of RAM is at most 100%"
+    return None
 
 
 def rerun_binary() -> str:

@@ -82,3 +82,53 @@ def test_policy_input_scales_images():
     inp = norm.policy_input(np.zeros((1, 2)), {"head": img}, {"step": 3})
     assert inp.images["head"].dtype == np.float32 and inp.images["head"].max() == 1.0
     assert inp.state.shape == (1, 2) and inp.info == {"step": 3}
+
+
+def test_a_key_without_a_mode_is_never_identity():
+    """A normalizer normalizes only the keys it was given a mode for; using another is an error at
+    start (``require``) and at use, never robot units passed through as model units."""
+    stats = Normalizer.compute_stats({"state": _data(3), "action": _data(3, seed=1)})
+    norm = Normalizer(stats, {"state": "zscore"})
+    norm.require("state", 3)
+    with pytest.raises(NormalizerError, match="no mode for 'action'"):
+        norm.require("action", 3)
+    with pytest.raises(NormalizerError, match="no mode for 'action'"):
+        norm.action_to_robot(np.zeros(3))
+    with pytest.raises(NormalizerError, match="no mode for 'action'"):
+        Normalizer().require("action", 3)
+
+
+def test_identity_is_said_explicitly_for_every_key():
+    norm = Normalizer.identity()
+    assert norm.modes == {"state": "identity", "action": "identity"}
+    norm.require("state", 5)
+    norm.require("action", 7)
+    x = np.arange(7, dtype=np.float32)
+    np.testing.assert_array_equal(norm.action_to_robot(x), x)
+
+
+def test_a_stats_file_that_lost_its_action_entry_is_refused(tmp_path):
+    """The bundled format (``modes`` + ``stats``) with ``action`` deleted from both: the action would
+    have been identity; it has no mode now."""
+    stats = Normalizer.compute_stats({"state": _data(3), "action": _data(2, seed=2)})
+    path = tmp_path / "stats.json"
+    Normalizer(stats, {"state": "zscore", "action": "zscore"}).save(path)
+    raw = json.loads(path.read_text())
+    del raw["stats"]["action"], raw["modes"]["action"]
+    path.write_text(json.dumps(raw))
+    norm = Normalizer.from_file(path)
+    with pytest.raises(NormalizerError, match="no mode for 'action'"):
+        norm.require("action", 2)
+
+
+@pytest.mark.parametrize("mode,missing", [("zscore", "std"), ("minmax", "max"), ("quantile", "q01")])
+def test_a_mode_without_its_stats_is_refused(mode, missing):
+    stats = Normalizer.compute_stats({"state": _data(3), "action": _data(3, seed=1)})
+    del stats["action"][missing]
+    with pytest.raises(NormalizerError, match=f"'action' lack \\['{missing}'\\] needed by mode '{mode}'"):
+        Normalizer(stats, {"state": "zscore", "action": mode})
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(NormalizerError, match="'tanh'; expected one of"):
+        Normalizer({}, {"state": "tanh"})

@@ -219,8 +219,9 @@ def test_a_frozen_viewer_process_costs_the_run_no_tick(tmp_path):
     pid = None
     try:
         deadline = time.monotonic() + 300
+        log = run_dir / "app.log"  # an INFO line: the run's log file has it (the console shows warnings and progress)
         while pid is None:
-            found = re.search(r"viewer ready in [\d.]+ s \(pid (\d+)\)", out.read_text())
+            found = re.search(r"viewer ready in [\d.]+ s \(pid (\d+)\)", log.read_text() if log.is_file() else "")
             if found:
                 pid = int(found.group(1))
             assert app.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
