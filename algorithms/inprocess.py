@@ -1,5 +1,6 @@
 """Transports that run the policy in the control process: blocking (``algorithm=sequential``) and
-with a simulated delay (``algorithm=lockstep_eval``). Both build the policy with the one
+with a simulated delay (``algorithm=lockstep_eval``; with ``parallel_episodes`` > 1 each episode
+worker's port to one batched call, ``BatchedDelayTransport``). Both build the policy with the one
 ``PolicyRunner`` and answer a request from the control side's observation history.
 """
 
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from algorithms.episode_batcher import EpisodeBatcher, Row
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportSession
 from policies.runner import ChunkResult, PolicyRunner
 from services.errors import AlgorithmFault, ConfigError, FaultKind
@@ -139,6 +141,10 @@ class SimulatedDelayTransport(TransportBase):
         self.held = None
         self.paused_ticks = 0
         self.rng = np.random.default_rng([seed, self.delay_ticks, 7])
+        self._seed_noise(seed)
+
+    def _seed_noise(self, seed: int) -> None:
+        """The episode's policy noise starts from ``seed`` (common random numbers)."""
         self.runner.reset_noise(seed)
 
     def _draw_delay(self) -> int:
@@ -151,13 +157,16 @@ class SimulatedDelayTransport(TransportBase):
         return self.held is None
 
     def submit(self, request: InferenceRequest) -> None:
-        result = self.runner.infer_history(request.history, request.guide)
+        result, fields = self._infer(request)
         latency = 0 if request.first else self._draw_delay()
         if self.sync:
             self.paused_ticks += latency
             latency = 0
-        self.held = _Held(request.tick + latency, request.seq, result, request.tick * self.period_s,
-                          policy_info(self.runner.policy))
+        self.held = _Held(request.tick + latency, request.seq, result, request.tick * self.period_s, fields)
+
+    def _infer(self, request: InferenceRequest) -> tuple[ChunkResult, dict[str, Any]]:
+        """The chunk for ``request`` and what the policy reported with it, computed now."""
+        return self.runner.infer_history(request.history, request.guide), policy_info(self.runner.policy)
 
     def poll(self, tick: int) -> InferenceReply | None:
         held = self.held
@@ -169,3 +178,35 @@ class SimulatedDelayTransport(TransportBase):
 
     def stop(self) -> None:
         self.held = None
+
+
+class BatchedDelayTransport(SimulatedDelayTransport):
+    """One episode worker's port to a shared ``EpisodeBatcher``: the simulated delay exactly as
+    ``SimulatedDelayTransport`` holds it, but the chunk is computed in the batcher's next batched
+    call (``submit`` waits for it, so a reply is due when a lone episode's would be) from the
+    episode's own noise stream. ``member``: this worker's name in the rendezvous."""
+
+    name = "simulated-delay-batched"
+
+    def __init__(self, period_s: float, batcher: EpisodeBatcher, member: Any) -> None:
+        super().__init__(period_s)
+        self.batcher = batcher
+        self.member = member
+        self.episode = 0
+        self.stream: Any = None
+
+    def start(self, session: TransportSession) -> None:
+        self.runner = self.batcher.runner
+
+    def begin_episode(self, episode: int, seed: int) -> None:
+        self.episode = int(episode)
+        super().begin_episode(episode, seed)
+
+    def _seed_noise(self, seed: int) -> None:
+        self.stream = self.batcher.noise_stream(seed)
+
+    def _infer(self, request: InferenceRequest) -> tuple[ChunkResult, dict[str, Any]]:
+        snap = request.history.snapshot()
+        info = request.history.last.info if request.history.last is not None else {}
+        inp = self.runner.policy_input(snap.state, snap.images, info)
+        return self.batcher.infer(self.member, Row(inp, request.guide, self.stream), key=self.episode)

@@ -26,7 +26,17 @@ robot, minus the wall clock. Methods (the RTC paper's comparison):
   that execute from the previous chunk while the model thinks count, so the kept candidate joins the
   committed actions without being pulled toward the rest of a plan that may be stale. At d = 0 no
   action counts: it keeps its first candidate, an unselected sample like naive's.
+* ``bid``: bidirectional decoding (Liu et al. 2024; ``guidance: bid``), the RTC paper's baseline:
+  ``bid_samples`` (N) chunks from the policy and N from its weak checkpoint, the kept one closest
+  to the previous chunk's rest under the soft mask plus closest to the other strong samples and
+  farthest from the weak ones; needs ``supports_bid`` (``policy.bid_weak_checkpoint``).
 * ``custom``: the configured ``guidance`` + ``schedule`` + ``guided_cap_ticks`` (for Hydra sweeps).
+
+A cell is (method, delay d, execute horizon s): every cell runs ``execute_horizon`` unless
+``execute_horizons`` pairs one s with each delay (the RTC paper's d = 0..4 at s = max(d, 1), and an s
+sweep at d = 1); rows record their s. ``parallel_episodes`` > 1 runs a cell's episodes side by side,
+each the one ``ControlLoop`` with its own robot, their requests answered by one batched call
+(``algorithms/lockstep_parallel.py``); the rows are the ones one episode at a time gives.
 
 Every cell runs the same episodes (seeds ``seed + e``) and re-seeds a sampling policy's noise
 with the episode seed, so methods are compared on the same draws (at d = 0, naive and
@@ -53,10 +63,12 @@ from algorithms.chunking.chunk_logic import boundary_metrics
 from algorithms.chunking.config import RTCConfig
 from algorithms.chunking.planner import RTCPlanner
 from algorithms.inprocess import SimulatedDelayTransport
+from algorithms.lockstep_parallel import CellJob, EpisodeOutcome, EpisodeWorkers, cut_outcomes
 from algorithms.loop import ControlLoop, LoopConfig
 from algorithms.settings import build_groups, check_ranges, knob_groups
 from policies.base import Guidance, Schedule
-from services.knobs import NonNegativeInt
+from services.errors import AlgorithmFault, FaultKind
+from services.knobs import NonNegativeInt, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +83,7 @@ METHODS: dict[str, tuple[Guidance | None, Schedule | None]] = {
     "rtc_capped": (Guidance.VJP, None),
     "select": (Guidance.SELECT, None),
     "select_hard": (Guidance.SELECT, Schedule.ZEROS),
+    "bid": (Guidance.BID, None),
     "custom": (None, None),
 }
 DISTRIBUTIONS = ("constant", "uniform")
@@ -84,7 +97,16 @@ class StudyConfig:
     null means the cell's delay here (a calibrated estimator). ``fault_ends_cell``: a fault (say
     ``chunks_rejected``) ends its cell and the run, as in every mode; false: the faulted episode counts
     as failed (the robot held, as the fault handling does), the next one starts from home and the row
-    counts them (``faulted_episodes``), so that every cell of a study runs the same seeds."""
+    counts them (``faulted_episodes``), so that every cell of a study runs the same seeds.
+
+    ``execute_horizons``: null, every cell executes ``execute_horizon`` actions per chunk; else a list
+    paired with ``delays_ticks`` (same length): cell i is (``delays_ticks[i]``, ``execute_horizons[i]``),
+    the RTC paper's protocol being ``delays_ticks=[0,1,2,3,4]`` with ``execute_horizons=[1,1,2,3,4]``
+    (s = max(d, 1)) and a sweep of s at d = 1 as ``delays_ticks=[1,1,1,1]``, ``execute_horizons=[1,2,3,4]``
+    (s is the paper's: see docs/rtc.md). ``parallel_episodes`` (P): a cell's episodes run P at a time,
+    each its own control loop and robot, their requests answered by one batched call; 1 runs them one
+    after the other. Either way an episode gets the same noise and so the same chunks (to float
+    tolerance)."""
 
     methods: list[str] = field(default_factory=lambda: ["sync", "naive", "blend", "rtc", "rtc_hard"])
     delays_ticks: list[NonNegativeInt] = field(default_factory=lambda: [0, 1, 2, 4, 8])
@@ -92,18 +114,35 @@ class StudyConfig:
     delay_spread_ticks: NonNegativeInt = 0
     results_name: str = "lockstep"
     fault_ends_cell: bool = True
+    execute_horizons: list[PositiveInt] | None = None
+    parallel_episodes: PositiveInt = 1
 
     def __post_init__(self) -> None:
         check_ranges(self)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"algorithm.methods: unknown {unknown}; expected some of {list(METHODS)}")
+        if not self.methods or not self.delays_ticks:  # an empty table: a run that evaluates nothing
+            raise ValueError(f"algorithm.{'methods' if not self.methods else 'delays_ticks'}: empty; name at least one")
         if self.delay_distribution not in DISTRIBUTIONS:
             raise ValueError(f"algorithm.delay_distribution={self.delay_distribution!r}; expected {DISTRIBUTIONS}")
         if any(int(d) < 0 for d in self.delays_ticks):
             raise ValueError(f"algorithm.delays_ticks={list(self.delays_ticks)} must be >= 0")
         self.methods = [str(m) for m in self.methods]
         self.delays_ticks = [int(d) for d in self.delays_ticks]
+        if self.execute_horizons is not None:
+            self.execute_horizons = [int(s) for s in self.execute_horizons]
+            if len(self.execute_horizons) != len(self.delays_ticks):
+                raise ValueError(f"algorithm.execute_horizons={self.execute_horizons}: one per delay in "
+                                 f"algorithm.delays_ticks={self.delays_ticks} (cell i is (delays_ticks[i], "
+                                 "execute_horizons[i]))")
+            if any(s < 1 for s in self.execute_horizons):
+                raise ValueError(f"algorithm.execute_horizons={self.execute_horizons} must be >= 1")
+
+    def cells(self, execute_horizon: int) -> list[tuple[int, int]]:
+        """The (delay, execute horizon) cells each method runs, in order."""
+        horizons = self.execute_horizons or [int(execute_horizon)] * len(self.delays_ticks)
+        return list(zip(self.delays_ticks, horizons))
 
 
 @knob_groups(rtc=RTCConfig, limits=LoopConfig, study=StudyConfig)
@@ -119,6 +158,14 @@ class LockstepEvaluator:
         self.limits: LoopConfig = groups["limits"]
         self.study: StudyConfig = groups["study"]
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
+        if self.study.execute_horizons is not None:
+            if self.rtc.s_min is not None:
+                raise ValueError(f"algorithm.execute_horizons={self.study.execute_horizons}: each cell's horizon is "
+                                 f"its trigger, so algorithm.s_min (={self.rtc.s_min}) must be null")
+            for _delay, horizon in self.study.cells(self.rtc.execute_horizon):
+                if not 1 <= horizon <= run.policy_metadata.chunk_size:
+                    raise ValueError(f"algorithm.execute_horizons={self.study.execute_horizons}: {horizon} is not in "
+                                     f"[1, chunk_size={run.policy_metadata.chunk_size}]")
         if "rtc_capped" in self.study.methods and self.rtc.guided_cap_ticks is None:
             raise ValueError(f"algorithm.methods={self.study.methods}: rtc_capped needs algorithm.guided_cap_ticks "
                              "(actions past the delay that stay soft-guided)")
@@ -127,12 +174,13 @@ class LockstepEvaluator:
         guidance, schedule = METHODS[method]
         return (guidance or self.rtc.guidance), (schedule or self.rtc.schedule)
 
-    def method_config(self, method: str, delay: int) -> RTCConfig:
+    def method_config(self, method: str, delay: int, execute_horizon: int | None = None) -> RTCConfig:
         guidance, schedule = self.method_guidance(method)
         initial = delay if self.rtc.initial_delay_ticks is None else self.rtc.initial_delay_ticks
         cap = self.rtc.guided_cap_ticks if method in ("rtc_capped", "custom") else None
+        horizon = self.rtc.execute_horizon if execute_horizon is None else int(execute_horizon)
         return dataclasses.replace(self.rtc, guidance=guidance, schedule=schedule, initial_delay_ticks=initial,
-                                   guided_cap_ticks=cap)
+                                   guided_cap_ticks=cap, execute_horizon=horizon)
 
     # ------------------------------------------------------------------ run
     def execute(self) -> dict[str, Any]:
@@ -141,25 +189,40 @@ class LockstepEvaluator:
         loop = ControlLoop(run, self.rtc, self.limits, transport, name="lockstep_eval")
 
         def cells(loop: ControlLoop) -> dict[str, Any]:
-            rows = []
-            for method in study.methods:
-                for delay in study.delays_ticks:
-                    row = self._evaluate(loop, transport, method, delay)
-                    rows.append(row)
-                    log.info(
-                        "lockstep %-8s d=%d: success %.2f, discontinuity mean %.4f max %.4f, max jerk %.1f, underruns %d",
-                        method, delay, row["success_rate"], row["discontinuity_mean"],
-                        row["discontinuity_max"], row["max_jerk"], row["underruns"],
-                    )
-                    if loop.fault is not None:  # only where study.fault_ends_cell
-                        self._write(rows)
-                        return {"table": rows}
-            self._write(rows)
-            return {"table": rows, **aggregate_cells(rows)}
+            workers = None
+            if study.parallel_episodes > 1:  # the episodes side by side, one batched call for their requests
+                try:
+                    workers = EpisodeWorkers(run, transport.runner, self.rtc, self.limits, loop.telemetry,
+                                             min(study.parallel_episodes, run.episodes), loop.name)
+                except ValueError as exc:  # a policy whose noise cannot be kept per episode
+                    raise AlgorithmFault(str(exc), FaultKind.STARTUP) from None
+            try:
+                return self._cells(loop, transport, workers)
+            finally:
+                if workers is not None:
+                    workers.close()
 
         return loop.execute(cells, record=False, summary_fields=lambda: dict(
             policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
             delay_distribution=study.delay_distribution, max_guidance_weight=self.rtc.max_guidance_weight))
+
+    def _cells(self, loop: ControlLoop, transport: SimulatedDelayTransport,
+               workers: EpisodeWorkers | None) -> dict[str, Any]:
+        rows = []
+        for method in self.study.methods:
+            for delay, horizon in self.study.cells(self.rtc.execute_horizon):
+                row = self._evaluate(loop, transport, method, delay, horizon, workers)
+                rows.append(row)
+                log.info(
+                    "lockstep %-8s d=%d s=%d: success %.2f, discontinuity mean %.4f max %.4f, max jerk %.1f, underruns %d",
+                    method, delay, horizon, row["success_rate"], row["discontinuity_mean"],
+                    row["discontinuity_max"], row["max_jerk"], row["underruns"],
+                )
+                if loop.fault is not None:  # only where study.fault_ends_cell
+                    self._write(rows)
+                    return {"table": rows}
+        self._write(rows)
+        return {"table": rows, **aggregate_cells(rows)}
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         run_dir = self.run.run_dir
@@ -170,25 +233,51 @@ class LockstepEvaluator:
                 writer.writeheader()
                 writer.writerows(rows)
 
-    # ------------------------------------------------------------------ one (method, delay) cell
-    def _evaluate(self, loop: ControlLoop, transport: SimulatedDelayTransport, method: str, delay: int) -> dict[str, Any]:
+    # ------------------------------------------------------------------ one (method, delay, horizon) cell
+    def _episodes(self, loop: ControlLoop, transport: SimulatedDelayTransport, cfg: RTCConfig) -> list[EpisodeOutcome]:
+        """The cell's episodes one after the other on the run's loop (``parallel_episodes`` = 1)."""
+        run, meta = self.run, self.run.policy_metadata
+        outcomes = []
+        for episode in range(run.episodes):
+            loop.planner = RTCPlanner(cfg, meta.chunk_size, meta.action_dim)
+            ep = loop.episode(episode, run.seed + episode)
+            outcomes.append(EpisodeOutcome(episode, ep, transport.paused_ticks, loop.fault))
+            if loop.fault is not None:
+                if self.study.fault_ends_cell:
+                    break
+                loop.fault = None  # the episode failed and the robot held; the next one starts from home
+        return outcomes
+
+    def _evaluate(self, loop: ControlLoop, transport: SimulatedDelayTransport, method: str, delay: int,
+                  horizon: int | None = None, workers: EpisodeWorkers | None = None) -> dict[str, Any]:
         run = self.run
-        meta = run.policy_metadata
+        horizon = self.rtc.execute_horizon if horizon is None else int(horizon)
         guidance, schedule = self.method_guidance(method)
-        transport.configure(delay, self.study.delay_spread_ticks if self.study.delay_distribution == "uniform" else 0,
-                            sync=method == "sync")
-        loop.sync = method == "sync"
-        loop.record_fields = {"method": method, "delay_ticks": delay,
-                              "guidance": f"{method}:{self.method_config(method, delay).guidance}"}
+        cfg = self.method_config(method, delay, horizon)
+        spread = self.study.delay_spread_ticks if self.study.delay_distribution == "uniform" else 0
+        record_fields = {"method": method, "delay_ticks": delay, "guidance": f"{method}:{cfg.guidance}"}
+        if workers is None:
+            transport.configure(delay, spread, sync=method == "sync")
+            loop.sync = method == "sync"
+            loop.record_fields = record_fields
+            outcomes = self._episodes(loop, transport, cfg)
+        else:
+            job = CellJob([(e, run.seed + e) for e in range(run.episodes)], cfg, delay, spread, method == "sync",
+                          record_fields, stop_on_fault=self.study.fault_ends_cell)
+            try:
+                outcomes = cut_outcomes(workers.run_cell(job), self.study.fault_ends_cell)
+            finally:
+                workers.collect_counters(loop)
+            if outcomes and outcomes[-1].fault is not None and self.study.fault_ends_cell:
+                loop.fault = outcomes[-1].fault  # the cell and the run end with it, as one at a time
         successes, discs, plan_jumps, jerks, rms_jerks, max_steps_pre, success_s, gate = [], [], [], [], [], [], [], []
         underruns = paused = inferences = rejected = ticks_total = 0
         faulted: list[str] = []
-        for episode in range(run.episodes):
-            loop.planner = RTCPlanner(self.method_config(method, delay), meta.chunk_size, meta.action_dim)
-            ep = loop.episode(episode, run.seed + episode)
+        for outcome in outcomes:
+            ep = outcome.result
             successes.append(ep.success)
             if ep.success:
-                success_s.append((ep.ticks + transport.paused_ticks) / run.hz)
+                success_s.append((ep.ticks + outcome.paused_ticks) / run.hz)
             discs += ep.discontinuities
             plan_jumps += ep.plan_jumps
             gate += [f["select_stale"] for f in ep.inference_fields if "select_stale" in f]
@@ -198,20 +287,17 @@ class LockstepEvaluator:
             rms_jerks.append(metrics["rms_jerk"])
             max_steps_pre.append(boundary_metrics(np.asarray(ep.planned), period_s)["max_step"])
             underruns += ep.underruns
-            paused += transport.paused_ticks
+            paused += outcome.paused_ticks
             inferences += ep.inferences
             rejected += ep.rejected
             ticks_total += ep.ticks
-            if loop.fault is not None:
-                if self.study.fault_ends_cell:
-                    break
-                faulted.append(str(loop.fault.kind))
-                loop.fault = None  # the episode failed and the robot held; the next one starts from home
+            if outcome.fault is not None and not self.study.fault_ends_cell:
+                faulted.append(str(outcome.fault.kind))
         finite = [d for d in discs if np.isfinite(d)]
         finite_jumps = [j for j in plan_jumps if np.isfinite(j)]
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
-            "method": method, "delay_ticks": delay, "guidance": str(guidance),
+            "method": method, "delay_ticks": delay, "execute_horizon": horizon, "guidance": str(guidance),
             "schedule": str(schedule) if guidance not in (Guidance.NONE, Guidance.TRAINED) else "",
             # Episodes actually run: a fault ends the run (as in every mode), so a faulted cell has fewer.
             "episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else 0.0,

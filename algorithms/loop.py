@@ -43,6 +43,7 @@ from algorithms.transport import InferenceReply, InferenceRequest, Transport, Tr
 from robots.base import RobotError
 from services.clock import make_clock
 from services.knobs import PositiveFloat
+from services.logs import SHOW
 from services.realtime import RealtimeSession
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class ControlLoop:
         results: list[EpisodeResult] = []
         for episode in range(self.run.episodes):
             results.append(self.episode(episode, self.run.seed + episode))
-            log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success)
+            log.info("episode %d: %d ticks, success=%s", episode, results[-1].ticks, results[-1].success, extra=SHOW)
             if self.fault is not None:
                 break
         return episode_summary(results)

@@ -20,7 +20,8 @@ from algorithms.settings import build_groups, knob_groups
 @knob_groups(rtc=RTCConfig, limits=LoopConfig)
 class SequentialAlgorithm:
     """``algorithm=sequential``: the chunking knobs (``RTCConfig``; guidance is unused, every chunk
-    is a plain predict) and the loop's bounds (``LoopConfig``)."""
+    is a plain predict, except that ``bid`` chooses among samples by agreement with the current
+    chunk's rest, with no delay) and the loop's bounds (``LoopConfig``)."""
 
     def __init__(self, run: Any, **knobs: Any) -> None:
         groups = build_groups(self.knob_groups, knobs)

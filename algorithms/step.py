@@ -97,7 +97,9 @@ class ControlStep:
         self.history.reset()
         self.history.push(obs)
         self.recorder.observation(obs)
-        self.safety.reset(np.asarray(obs.state[: self.action_dim], dtype=np.float64))
+        spec = self.robot.spec  # anchor at the command that holds the robot where it is
+        anchor = obs.state[: self.action_dim] if getattr(spec, "command_in_state", True) else spec.home
+        self.safety.reset(np.asarray(anchor, dtype=np.float64))
         self.telemetry.event("episode_start", episode=episode, seed=seed)
         return obs
 

@@ -81,7 +81,8 @@ class InferenceRequest:
     """One inference to run, cut by the planner at control tick ``tick`` of episode ``episode``.
 
     ``guide`` None: plain predict (an episode's first chunk, sync execution, or nothing left to
-    continue); else guided inference toward ``guide.prev_model`` (the previous chunk's unexecuted
+    continue; under ``guidance: bid`` the first and the sync chunks carry a guide too, since it
+    chooses among samples); else guided inference toward ``guide.prev_model`` (the previous chunk's unexecuted
     rest, model space), with ``guide.delay_ticks`` actions that execute before the new chunk takes
     over and ``guide.executed_ticks`` actions of that chunk already executed at the snapshot.
     ``history`` is the control side's observation history at the snapshot; ``observation()`` copies

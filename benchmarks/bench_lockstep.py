@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/bench_lockstep.py --policy scripted --episodes 10
     .venv/bin/python benchmarks/bench_lockstep.py --policy flow --episodes 5 --cameras sim
     .venv/bin/python benchmarks/bench_lockstep.py --experiment rtc_study --jobs 2   # rtc_study.{md,csv,png}
+    # the RTC paper's protocol: d = 0..4 at s = max(d, 1), then s = 2..5 at d = 1; 16 episodes side by side
+    .venv/bin/python benchmarks/bench_lockstep.py ... --delays 0,1,2,3,4,1,1,1,1 --horizons 1,1,2,3,4,2,3,4,5 --parallel 16
 
-Runs the app's ``algorithm=lockstep_eval`` (algorithms/rtc/lockstep.py) in-process for methods
+Runs the app's ``algorithm=lockstep_eval`` (algorithms/lockstep_eval.py) in-process for methods
 sync / naive / blend / rtc / rtc_hard and d in {0, 1, 2, 4, 8} on the lockstep sim robot, and
 writes benchmarks/results/lockstep_<policy>.md (+ .csv) with the exact command. The scripted
 expert replays one fixed plan indexed by the sim step, so its chunks agree with each other by
@@ -13,6 +15,13 @@ at every d, no underrun while s + d <= H), not the guidance; the learned flow po
 separates the methods. ``--experiment rtc_study`` runs ``python -m inference +experiment=rtc_study``
 (the delay-sensitive task and its checkpoint; every knob from the experiment unless given here)
 and checks the study's three targets on the table it got (``goal_lines``).
+
+A cell is (method, delay d, execute horizon s): ``--horizons`` pairs one s with each delay of
+``--delays`` (``algorithm.execute_horizons``), else every cell runs ``--execute-horizon``. The figure
+is shaped like the RTC paper's: success (Wilson 95% bars) vs d over the cells with s = max(d, 1) (or
+every cell, when s is one value), success vs s at the delay swept over s, and the jump from plan vs
+d. ``--parallel P`` runs each cell's episodes P at a time (``algorithm.parallel_episodes``: one
+batched policy call for their requests; the same numbers as one at a time).
 """
 
 from __future__ import annotations
@@ -59,12 +68,18 @@ def _run_info(run) -> dict:
     return {"chunk_size": meta.chunk_size, "hz": run.hz, "seed": run.seed,
                               "checkpoint": cfg.policy.get("checkpoint"), "episodes": run.episodes,
                               "max_steps": int(cfg.max_steps), "execute_horizon": int(cfg.algorithm.execute_horizon),
-                              "policy": str(cfg.policy.get("type")), "task": str(cfg.robot.get("task", "transfer_cube")),
-                              "cameras": "none" if not cfg.robot.get("render_in_lockstep", True) else "sim"}
+                              "execute_horizons": list(cfg.algorithm.get("execute_horizons") or []) or None,
+                              "parallel_episodes": int(cfg.algorithm.get("parallel_episodes", 1)),
+                              "policy": str(cfg.policy.get("type")),
+                              "task": str(cfg.robot.get("env_id") or cfg.robot.get("task") or "transfer_cube"),
+                              "robot": str(cfg.robot.get("name", "sim")),
+                              # what the policy sees (a state-only policy none, whatever the robot renders)
+                              "cameras": ", ".join(meta.camera_names) or "none"}
 
 
-def _configured_cells(overrides: list[str]) -> tuple[list[str], list[int]]:
-    """The methods and delays the composed config (e.g. an experiment) asks for, to split them between jobs."""
+def _configured_cells(overrides: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
+    """The methods and (delay, execute horizon) cells the composed config (e.g. an experiment) asks
+    for, to split them between jobs."""
     from hydra import compose, initialize_config_dir
 
     from inference.app import CONF_DIR
@@ -73,7 +88,9 @@ def _configured_cells(overrides: list[str]) -> tuple[list[str], list[int]]:
     register()  # the structured-config schemas the algorithm files extend
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    return [str(m) for m in cfg.algorithm.methods], [int(d) for d in cfg.algorithm.delays_ticks]
+    delays = [int(d) for d in cfg.algorithm.delays_ticks]
+    horizons = cfg.algorithm.get("execute_horizons") or [cfg.algorithm.execute_horizon] * len(delays)
+    return [str(m) for m in cfg.algorithm.methods], list(zip(delays, (int(h) for h in horizons)))
 
 
 def _reading_sections(report: Path) -> list[str]:
@@ -97,6 +114,9 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="default sync,naive,blend,rtc,rtc_hard")
     ap.add_argument("--delays", default=None, help="default 0,1,2,4,8")
     ap.add_argument("--execute-horizon", type=int, default=None, help="default 25")
+    ap.add_argument("--horizons", default=None,
+                    help="one execute horizon s per delay of --delays (cells (d, s); the paper: 0,1,2,3,4 with 1,1,2,3,4)")
+    ap.add_argument("--parallel", type=int, default=None, help="episodes side by side per cell (default 1)")
     ap.add_argument("--jobs", type=int, default=1, help="processes; the (method, delay) cells are shared between them")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides")
     ap.add_argument("--resume", action="store_true",
@@ -125,6 +145,8 @@ def main() -> None:
             (methods, f"algorithm.methods=[{','.join(methods or [])}]"),
             (args.delays, f"algorithm.delays_ticks=[{args.delays}]"),
             (args.execute_horizon, f"algorithm.execute_horizon={args.execute_horizon}"),
+            (args.horizons, f"algorithm.execute_horizons=[{args.horizons}]"),
+            (args.parallel, f"algorithm.parallel_episodes={args.parallel}"),
         ]
         return [
             f"+experiment={args.experiment}" if args.experiment else "algorithm=lockstep_eval",
@@ -133,20 +155,24 @@ def main() -> None:
             *args.extra, *extra,
         ]
 
-    configured, delays = _configured_cells(overrides_for(None))
+    configured, grid = _configured_cells(overrides_for(None))
     methods = args.methods.split(",") if args.methods else configured
     overrides = overrides_for(methods)
     per_cell = [(None, m, []) for m in methods] + variants
     out = RESULTS / name
-    done: dict[tuple[str, int], dict] = {}
+    done: dict[tuple[str, int, int], dict] = {}
+    default_s = grid[0][1] if len({h for _, h in grid}) == 1 else None
     if args.resume and out.with_suffix(".csv").is_file():  # cells already in the results file are kept
         for r in csv.DictReader(out.with_suffix(".csv").open()):
             r = {k: csv_value(k, v) for k, v in r.items()}
-            done[(r["method"], int(r["delay_ticks"]))] = {**r, "fault": r.get("fault") or ""}
-    # One work item (label, overrides) per (method or variant, delay): the pool stays balanced, a fault
-    # (which ends a run) costs only its own cell, and a label renames the rows of a variant's method.
-    jobs_in = [(label, [*overrides_for([m], extra), f"algorithm.delays_ticks=[{d}]"])
-               for label, m, extra in per_cell for d in delays if ((label or m), d) not in done]
+            # a row written before the s column: its run's one execute horizon
+            s = int(r["execute_horizon"]) if r.get("execute_horizon") not in (None, "") else default_s
+            done[(r["method"], int(r["delay_ticks"]), s)] = {**r, "execute_horizon": s, "fault": r.get("fault") or ""}
+    # One work item (label, overrides) per (method or variant, delay, horizon): the pool stays balanced, a
+    # fault (which ends a run) costs only its own cell, and a label renames the rows of a variant's method.
+    jobs_in = [(label, [*overrides_for([m], extra), f"algorithm.delays_ticks=[{d}]",
+                        *([f"algorithm.execute_horizons=[{h}]"] if args.horizons else [])])
+               for label, m, extra in per_cell for d, h in grid if ((label or m), d, h) not in done]
     t0 = time.monotonic()
     if args.jobs <= 1 and not variants and not args.resume:
         rows, info = _run_cells(overrides)
@@ -162,7 +188,7 @@ def main() -> None:
             for (label, _), f in zip(jobs_in, futures):  # printed in order, so a cut-short run keeps what it had
                 results.append((label, f.result()))
                 for r in results[-1][1][0]:
-                    print(f"row {label or r['method']} d={r['delay_ticks']} episodes={r['episodes']} "
+                    print(f"row {label or r['method']} d={r['delay_ticks']} s={r['execute_horizon']} episodes={r['episodes']} "
                           f"success={r['success_rate']:.3f} disc={r['discontinuity_mean']:.4f} "
                           f"t={time.monotonic() - t0:.0f}s", flush=True)
         info = None
@@ -176,8 +202,9 @@ def main() -> None:
             if label is None or info is None:
                 info = table_info
             for r in table:
-                cells[(label or r["method"], int(r["delay_ticks"]))] = {**r, "method": label or r["method"]}
-        rows = [cells[(m, d)] for m in [*methods, *(v[0] for v in variants)] for d in delays if (m, d) in cells]
+                cells[(label or r["method"], int(r["delay_ticks"]), int(r["execute_horizon"]))] = {
+                    **r, "method": label or r["method"]}
+        rows = [cells[(m, d, h)] for m in [*methods, *(v[0] for v in variants)] for d, h in grid if (m, d, h) in cells]
     elapsed = time.monotonic() - t0
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     gated = any(math.isfinite(stale_gate_rate(r)) for r in rows)
@@ -189,37 +216,45 @@ def main() -> None:
            + "; ".join(f"`{label}` = `{m}` with `{' '.join(extra)}`" for label, m, extra in variants), ""] if variants else []),
         f"Policy: `{info['policy']}` (chunk H={info['chunk_size']}"
         + (f", checkpoint `{info['checkpoint']}`" if info.get("checkpoint") else "")
-        + f"), cameras `{info['cameras']}`, robot sim task `{info['task']}` (lockstep, {info['hz']:g} Hz), "
+        + f"), cameras `{info['cameras']}`, robot `{info.get('robot', 'sim')}` task `{info['task']}` (lockstep, {info['hz']:g} Hz), "
         f"{info['episodes']} episodes per cell (seeds {info['seed']}..{info['seed'] + info['episodes'] - 1}, the "
-        f"same for every cell), max {info['max_steps']} ticks, execute_horizon s={info['execute_horizon']}, "
-        f"{elapsed:.0f} s wall ({args.jobs} job(s)).", "",
+        f"same for every cell), max {info['max_steps']} ticks, "
+        + (f"execute horizon s per cell (column s), " if info.get("execute_horizons") else
+           f"execute_horizon s={info['execute_horizon']}, ")
+        + f"{elapsed:.0f} s wall ({args.jobs} job(s), {info.get('parallel_episodes', 1)} episode(s) side by side "
+        "per cell).", "",
+        "s = the execute horizon: actions of each chunk executed before the next one is swapped in (the next "
+        "inference starts once s actions of the current chunk have run; the RTC paper's s, see docs/rtc.md).", "",
         "time to success = mean over the successful episodes (s; sync's pauses included). discontinuity = max "
         "over dims |last executed old action - first new action| at each chunk boundary "
-        "(robot units: rad / gripper 0..1, before the safety filter), mean and max over all boundaries; jerk = "
+        "(robot units: rad / gripper 0..1 on the arms, the env's action units on robot=gym; before the safety filter), mean and max over all boundaries; jerk = "
         "third difference of the commands sent (after the safety filter) / dt^3, max and RMS over ticks and "
         "dimensions (the max saturates at the slew limit: 4 * max_delta / dt^3). jump from plan = max over dims "
         "|first new action - the action the old chunk planned for the same tick| at the same boundaries: the "
         "discontinuity without the arm's ordinary motion over one tick (a chunk that continues the old plan "
-        "exactly scores 0 on it, but its per-tick step on the discontinuity).", "",
+        "exactly scores 0 on it, but its per-tick step on the discontinuity; blank where d + s = H: the old "
+        "chunk has no action planned for the new chunk's first tick).", "",
         "success 95% = the Wilson score interval of the success rate over the cell's episodes.", "",
         *(["stale gate = the share of a cell's chunks for which `select`'s stale gate (`policy.select_stale_gate`) "
            "found the previous chunk an outlier among the K samples and ran the first sample unselected.", ""]
           if gated else []),
-        "| method | d | episodes | success | success 95% | time to success (s) | discontinuity mean | discontinuity max "
-        "| jump from plan mean | max jerk | RMS jerk | underruns | rejected | paused ticks | fault |" + (" stale gate |" if gated else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
+        "| method | d | s | episodes | success | success 95% | jump from plan mean | time to success (s) "
+        "| discontinuity mean | discontinuity max | max jerk | RMS jerk | underruns | rejected | paused ticks | fault |"
+        + (" stale gate |" if gated else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
     ]
     for r in rows:
         lo, hi = wilson_interval(round(r["success_rate"] * r["episodes"]), int(r["episodes"]))
         lines.append(
-            f"| {r['method']} | {r['delay_ticks']} | {r['episodes']} | {r['success_rate']:.2f} | {lo:.2f}-{hi:.2f} | "
+            f"| {r['method']} | {r['delay_ticks']} | {r.get('execute_horizon', '')} | {r['episodes']} | "
+            f"{r['success_rate']:.2f} | {lo:.2f}-{hi:.2f} | {fixed(number(r.get('plan_jump_mean')), 4)} | "
             f"{r['time_to_success_s']:.2f} | {r['discontinuity_mean']:.4f} | "
-            f"{r['discontinuity_max']:.4f} | {fixed(number(r.get('plan_jump_mean')), 4)} | {r['max_jerk']:.1f} | "
+            f"{r['discontinuity_max']:.4f} | {r['max_jerk']:.1f} | "
             f"{r['rms_jerk']:.1f} | {r['underruns']} | "
             f"{r['rejected_chunks']} | {r['paused_ticks']} | {r.get('fault') or ''} |"
             + (f" {fixed(stale_gate_rate(r), 2)} |" if gated else "")
         )
-    goals = goal_lines(rows)
+    goals = goal_lines(delay_sweep(rows))
     if goals:
         lines += ["", "## The study's targets, checked on this table", "", *goals]
     out = RESULTS / name
@@ -232,8 +267,9 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
+    s_text = "s per cell" if info.get("execute_horizons") else f"s={info['execute_horizon']}"
     plot_paper_figure(rows, out.with_suffix(".png"),
-                      title=f"{info['policy']} on {info['task']}, s={info['execute_horizon']}, {info['episodes']} eps/cell")
+                      title=f"{info['policy']} on {info['task']}, {s_text}, {info['episodes']} eps/cell")
     print("\n".join(lines))
     print(f"plot: {out.with_suffix('.png')}")
 
@@ -337,27 +373,80 @@ def goal_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _horizon(row: dict) -> int | None:
+    value = number(row.get("execute_horizon"))
+    return int(value) if math.isfinite(value) else None
+
+
+def delay_sweep(rows: list[dict]) -> list[dict]:
+    """One row per (method, d): the cells at the paper's s = max(d, 1) where a table pairs several s
+    with a delay, else every row (a table with one s per delay, e.g. one configured horizon)."""
+    per_cell: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        per_cell.setdefault((r["method"], int(r["delay_ticks"])), []).append(r)
+    if all(len(v) == 1 for v in per_cell.values()):
+        return list(rows)
+    return [r for r in rows if _horizon(r) == max(int(r["delay_ticks"]), 1)]
+
+
+def horizon_sweep(rows: list[dict]) -> tuple[int | None, list[dict]]:
+    """The delay swept over s (the one with the most execute horizons, at least two) and its rows."""
+    horizons: dict[int, set[int]] = {}
+    for r in rows:
+        if _horizon(r) is not None:
+            horizons.setdefault(int(r["delay_ticks"]), set()).add(_horizon(r))
+    swept = [d for d, hs in horizons.items() if len(hs) >= 2]
+    if not swept:
+        return None, []
+    d = max(swept, key=lambda k: (len(horizons[k]), -k))
+    return d, [r for r in rows if int(r["delay_ticks"]) == d and _horizon(r) is not None]
+
+
+def _success_bars(sel: list[dict]) -> tuple[list[float], list[list[float]]]:
+    """Success rates and their Wilson 95% intervals as error-bar offsets."""
+    rates, lows, highs = [], [], []
+    for r in sel:
+        rate, n = float(r["success_rate"]), int(r["episodes"])
+        lo, hi = wilson_interval(round(rate * n), n)
+        rates.append(rate)
+        lows.append(max(0.0, rate - lo))
+        highs.append(max(0.0, hi - rate))
+    return rates, [lows, highs]
+
+
 def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
-    """The RTC paper's simulated-study figure, ours: success and discontinuity vs delay d per method."""
+    """The RTC paper's simulated-study figure, ours: solve rate vs delay d (at s = max(d, 1) where the
+    table pairs several s with a delay), solve rate vs execution horizon s at the delay swept over s
+    (when there is one), and the jump from plan vs d; Wilson 95% intervals as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with_time = all("time_to_success_s" in r for r in rows)
-    fig, axes = plt.subplots(1, 3 if with_time else 2, figsize=(16 if with_time else 11, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        sel = sorted((r for r in rows if r["method"] == method), key=lambda r: int(r["delay_ticks"]))
-        d = [int(r["delay_ticks"]) for r in sel]
-        axes[0].plot(d, [float(r["success_rate"]) for r in sel], marker="o", label=method)
-        axes[1].plot(d, [float(r["discontinuity_mean"]) for r in sel], marker="o", label=method)
-        if with_time:
-            axes[2].plot(d, [float(r["time_to_success_s"]) for r in sel], marker="o", label=method)
-    axes[0].set(xlabel="inference delay d (ticks)", ylabel="success rate", ylim=(-0.05, 1.05))
-    axes[1].set(xlabel="inference delay d (ticks)", ylabel="mean chunk-boundary discontinuity")
-    if with_time:
-        axes[2].set(xlabel="inference delay d (ticks)", ylabel="time to success (s, successful episodes)")
-    axes[1].legend()
+    by_d = delay_sweep(rows)
+    swept_d, by_s = horizon_sweep(rows)
+    panels = 3 if by_s else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for method in methods:
+        sel = sorted((r for r in by_d if r["method"] == method), key=lambda r: int(r["delay_ticks"]))
+        if sel:
+            d = [int(r["delay_ticks"]) for r in sel]
+            rates, bars = _success_bars(sel)
+            axes[0].errorbar(d, rates, yerr=bars, marker="o", capsize=3, label=method)
+            axes[-1].plot(d, [number(r.get("plan_jump_mean")) for r in sel], marker="o", label=method)
+        if by_s:
+            sel = sorted((r for r in by_s if r["method"] == method), key=_horizon)
+            if sel:
+                rates, bars = _success_bars(sel)
+                axes[1].errorbar([_horizon(r) for r in sel], rates, yerr=bars, marker="o", capsize=3, label=method)
+    paired = len(by_d) < len(rows)
+    axes[0].set(xlabel="inference delay d (ticks)" + (", s = max(d, 1)" if paired else ""), ylabel="solve rate",
+                ylim=(-0.05, 1.05))
+    if by_s:
+        axes[1].set(xlabel=f"execution horizon s (ticks), d = {swept_d}", ylabel="solve rate", ylim=(-0.05, 1.05))
+    axes[-1].set(xlabel="inference delay d (ticks)", ylabel="mean jump from plan at chunk boundaries")
+    axes[0].legend()
     fig.suptitle(f"Lockstep RTC study ({title})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from services.telemetry import Telemetry
-from inference.validation import ConfigError, check_target_node, validate
+from inference.validation import RUN_OBJECT_KEYS, ConfigError, check_target_node, control_rate_mismatch, validate
 from policies.base import Policy, PolicyMetadata
 from policies.normalize import Normalizer
 from robots.base import Robot, RobotSpec
@@ -28,7 +28,7 @@ from robots.safety import SafetyFilter
 
 log = logging.getLogger(__name__)
 
-_POLICY_RUN_KEYS = ("normalizer", "state_history", "image_size")
+_POLICY_RUN_KEYS = tuple(sorted(RUN_OBJECT_KEYS["policy"]))  # read here, not passed to the policy class
 
 
 def policy_metadata(cfg: DictConfig) -> PolicyMetadata:
@@ -85,6 +85,13 @@ class Run:
         container.pop("hydra", None)
         self.cfg: DictConfig = OmegaConf.create(container)
         self.run_dir = Path(run_dir)
+        # validation refused a mismatch unless policy.allow_rate_mismatch: this run goes on with it, said
+        # in the log and (make_telemetry) in events.jsonl and summary.json
+        self.rate_mismatch: dict[str, Any] | None = control_rate_mismatch(container["robot"], container["policy"])
+        if self.rate_mismatch is not None:
+            m = self.rate_mismatch
+            log.warning("robot.hz=%g but the policy was trained at %g Hz (%s); running anyway "
+                        "(policy.allow_rate_mismatch=true)", m["robot_hz"], m["policy_hz"], m["source"])
         # built once, here: its constructor checks its knobs (starts nothing) before the run dir exists
         self._algorithm: Any = self.make_algorithm()
         self.make_viewer()  # its knobs checked (starts nothing); the one a run uses is made with its telemetry
@@ -154,8 +161,12 @@ class Run:
     def make_telemetry(self) -> Telemetry:
         sink = instantiate(self.cfg.logger, _partial_=True)()
         self._viewer = self.make_viewer()  # gets a copy of every telemetry record, and (make_recorder) the frames
-        return Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg), period_s=1.0 / self.hz,
-                         taps=self._viewer.taps())
+        telemetry = Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg),
+                              period_s=1.0 / self.hz, taps=self._viewer.taps())
+        if self.rate_mismatch is not None:
+            telemetry.event("rate_mismatch", **self.rate_mismatch)
+            telemetry.add_summary(rate_mismatch=dict(self.rate_mismatch))
+        return telemetry
 
     def make_recorder(self) -> Any:
         recorder = instantiate(self.cfg.record, _partial_=True)()

@@ -47,12 +47,12 @@ class RunConfig:
     logger: Any = None
     launcher: Any = None
     record: Any = None
-    viewer: Any = None    # conf/viewer/: services.viewer (its knobs checked when the run object builds it)
+    viewer: Any = None    # conf/viewer/: services.viewer (knobs and preflight checked with the other groups)
     realtime: Any = None  # conf/realtime/: services.realtime.RealtimeConfig (checked by its preflight)
     seed: Annotated[int, Range(ge=0)] = 0
     episodes: int = 1     # >= 1, checked with its own message below
     max_steps: int = 200
-    log_level: LogLevel = LogLevel.INFO
+    log_level: LogLevel = LogLevel.WARNING  # the console's level; the log file keeps INFO and up (services/logs.py)
     report: bool = True
     objective: Any = None  # summary key(s) the app returns, for sweepers that optimise (Optuna)
 
@@ -74,7 +74,7 @@ class CamerasConfig:
 
 # Keys the run object itself reads from a group node (they are not target parameters).
 RUN_OBJECT_KEYS = {
-    "policy": {"normalizer", "state_history", "image_size"},
+    "policy": {"normalizer", "state_history", "image_size", "allow_rate_mismatch"},
     "robot": set(),
 }
 # Keys read by the run object for cross-checks; they may or may not be target parameters.
@@ -206,6 +206,8 @@ def _check_value(path: str, value: Any, annotation: Any) -> None:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # int | None -> "int or None"
+        return " or ".join("None" if a is type(None) else _type_name(a) for a in typing.get_args(annotation))
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
@@ -282,6 +284,104 @@ def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = fro
         preflight(node, path)
 
 
+def _check_camera_hosts(robot: Mapping[str, Any], devices: Mapping[str, Any]) -> None:
+    """Every camera can ride on the configured robot: a camera class that renders from its host's
+    own state names the robot class it needs (``host_class``); any other robot is refused here
+    rather than as a traceback from the robot's constructor."""
+    robot_cls = resolve_target("robot", robot)
+    for name, dev in devices.items():
+        needed = getattr(resolve_target(f"cameras.devices.{name}", dev), "host_class", None)
+        if needed is None:
+            continue
+        host = get_object(needed)
+        if not (inspect.isclass(robot_cls) and issubclass(robot_cls, host)):
+            raise ConfigError(
+                f"cameras: cameras.devices.{name} ({dev['_target_']}) needs robot {needed} as its host, but robot "
+                f"{robot.get('name')!r} is {robot.get('_target_')} (leave cameras= out to use the robot's own "
+                f"cameras, or pick ones it can carry, e.g. cameras=none)")
+
+
+def _complete_robot(cfg: DictConfig) -> None:
+    """A robot whose rate and sizes are facts of what it drives (``robot=gym``: the environment)
+    fills the keys its config leaves null (its ``complete_config``) into ``cfg`` itself, before
+    anything reads them (``policy=hold`` takes its dims from ``${robot.action_dim}``; the run
+    object its rate from ``robot.hz``). The robot's keys, types and ranges are checked first, and
+    its own refusals (an unknown env, a size that contradicts it) name their key."""
+    from omegaconf import open_dict, read_write
+
+    node = cfg.get("robot")
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    try:
+        robot = OmegaConf.to_container(node, resolve=True)
+        cameras = OmegaConf.to_container(cfg.cameras, resolve=True) if isinstance(cfg.get("cameras"), DictConfig) else {}
+    except Exception:  # noqa: BLE001 - an unresolvable ${...}: the full resolution in validate() names it
+        return
+    complete = getattr(resolve_target("robot", robot), "complete_config", None)
+    if not callable(complete):
+        return
+    check_target_node("robot", robot, provided={"cameras"})
+    filled = complete(robot, cameras, "robot")
+    with read_write(cfg), open_dict(cfg):
+        for key, value in filled.items():
+            cfg.robot[key] = value
+
+
+def control_rate_mismatch(robot: Mapping[str, Any], policy: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{robot_hz, policy_hz, source}`` when the configured policy's checkpoint states a control rate
+    (its class's ``trained_control_hz(node)``) other than ``robot.hz``; None when they agree or the
+    checkpoint does not say. A chunk is H ticks of the training data's rate: played at another rate
+    it moves the robot faster or slower than anything the policy saw."""
+    import math
+
+    target = resolve_target("policy", policy)
+    trained = getattr(target, "trained_control_hz", None)
+    if not callable(trained):
+        return None
+    try:
+        rate = trained(policy)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"policy: cannot tell the checkpoint's control rate: {' '.join(str(exc).split())}") from None
+    robot_hz = float(robot["hz"])
+    if rate is None or math.isclose(rate.hz, robot_hz, rel_tol=1e-6):
+        return None
+    return {"robot_hz": robot_hz, "policy_hz": rate.hz, "source": rate.source}
+
+
+def _check_control_rate(robot: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
+    """``robot.hz`` equals the rate the policy was trained at, unless ``policy.allow_rate_mismatch``."""
+    allow = policy.get("allow_rate_mismatch", False)
+    _check_value("policy.allow_rate_mismatch", allow, bool)
+    mismatch = control_rate_mismatch(robot, policy)
+    if mismatch is None or allow:
+        return
+    raise ConfigError(
+        f"robot.hz: robot.hz={mismatch['robot_hz']:g} but the policy was trained at {mismatch['policy_hz']:g} Hz "
+        f"({mismatch['source']}); its chunks would play {mismatch['robot_hz'] / mismatch['policy_hz']:.2g}x as fast "
+        f"as its data. Run robot.hz={mismatch['policy_hz']:g}, or set policy.allow_rate_mismatch=true to run it "
+        f"at {mismatch['robot_hz']:g} Hz anyway (a warning, and rate_mismatch in summary.json)")
+
+
+# What to run on a robot the configured policy was not trained for (the dims disagree).
+POLICY_FOR_YOUR_ROBOT = ("for your robot, run a policy trained on it: policy=openpi policy.train_config_name=<config> "
+                         "policy.ckpt_dir=<checkpoint> (docs/openpi.md) or policy=lerobot "
+                         "policy.path=<pretrained_model> (docs/lerobot.md)")
+
+
+def _policy_for_robot_hint(policy: Mapping[str, Any], robot: Mapping[str, Any]) -> str:
+    """``: <what the policy drives>; <what to run instead>`` for a dims mismatch where the policy's
+    class says its checkpoint was trained for another robot (``describe_for_robot(node, robot)``);
+    empty where it does not (the mismatch is then in the config)."""
+    try:
+        describe = getattr(resolve_target("policy", policy), "describe_for_robot", None)
+        said = describe(policy, robot) if callable(describe) else None
+    except ConfigError:
+        said = None
+    return f": {said}; {POLICY_FOR_YOUR_ROBOT}" if said else ""
+
+
 def _require(path: str, node: Mapping[str, Any], keys: tuple[str, ...]) -> None:
     for key in keys:
         if key not in node or node[key] is None:
@@ -316,7 +416,7 @@ def _check_stats(norm: Any, key: str, dim: int) -> None:
     import numpy as np
 
     stats = norm.stats.get(key, {})
-    mode = norm.modes.get(key, "identity")
+    mode = norm.mode(key)  # require() already refused a key without an explicit mode
     if not norm.eps >= 0:
         raise ValueError(f"eps must be >= 0 (got {norm.eps})")
     for stat, arr in stats.items():
@@ -339,12 +439,15 @@ def _check_stats(norm: Any, key: str, dim: int) -> None:
 
 # What each guidance a policy may lack (``policies.base.GUIDANCE_CAPABILITY``) needs, said in the
 # error; the class method that says whether the configured policy has it is
-# ``supports_<guidance>_guidance(node)`` (it reads the policy's config node only; nothing is built).
+# ``supports_<guidance>_guidance(node)`` (it reads the policy's config node only; nothing is built),
+# and an optional ``require_<guidance>_guidance(node, path)`` names a policy key the guidance needs.
 _GUIDANCE_NEEDS: dict[Guidance, str] = {
     Guidance.TRAINED: "a policy trained with action-prefix conditioning (training-time RTC); flow: train with "
                       "model.train_prefix_max > 0",
     Guidance.IDENTITY: "a policy with a sampler it can guide step by step (the flow policy)",
     Guidance.SELECT: "a policy that samples several chunks for one observation (the flow policy)",
+    Guidance.BID: "a policy that samples several chunks for one observation and has a weak policy to contrast them "
+                  "with (the flow policy with policy.bid_weak_checkpoint)",
 }
 assert set(_GUIDANCE_NEEDS) == set(GUIDANCE_CAPABILITY), "every optional guidance needs its start-time check"
 
@@ -370,6 +473,9 @@ def _check_optional_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, 
         if not (callable(check) and check(policy)):
             raise ConfigError(f"{key}: guidance '{kind}' needs {needs}; policy {policy.get('_target_')} with this "
                               "config does not declare it (pick guidance vjp/blend/none)")
+        require = getattr(target, f"require_{kind}_guidance", None)
+        if callable(require):  # what the guidance needs from the policy's own keys: ConfigError naming the key
+            require(policy, "policy")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -380,6 +486,7 @@ def validate(cfg: DictConfig) -> None:
             continue
         if key not in structured:
             raise ConfigError(f"{key}: unknown top-level key (accepted: {', '.join(f.name for f in fields(RunConfig))})")
+    _complete_robot(cfg)
     run_hints = typing.get_type_hints(RunConfig, include_extras=True)
     cam_hints = typing.get_type_hints(CamerasConfig, include_extras=True)
     container = OmegaConf.to_container(cfg, resolve=False)
@@ -428,6 +535,7 @@ def validate(cfg: DictConfig) -> None:
         )
 
     check_target_node("robot", robot, provided={"cameras"}, keys_only=True)
+    _check_camera_hosts(robot, devices)
     check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"], keys_only=True)
     _require("robot", robot, ROBOT_COMMON)
     _require("policy", policy, POLICY_COMMON)
@@ -441,6 +549,7 @@ def validate(cfg: DictConfig) -> None:
         if int(policy[key]) != int(robot[key]):
             raise ConfigError(
                 f"policy.{key}: policy.{key}={policy[key]} does not match robot.{key}={robot[key]} (robot {robot['name']})"
+                f"{_policy_for_robot_hint(policy, robot)}"
             )
     horizon = container["algorithm"].get("execute_horizon")
     if isinstance(horizon, int) and not isinstance(horizon, bool) and not 1 <= int(horizon) <= int(policy["chunk_size"]):
@@ -453,11 +562,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("policy.normalizer: required (a node with _target_, e.g. policies.normalize.Normalizer.identity)")
     check_target_node("policy.normalizer", policy["normalizer"])
     _check_normalizer(policy)
+    _check_control_rate(robot, policy)
     check_target_node("algorithm", container["algorithm"], provided={"run"})
     check_target_node("safety", container["safety"], provided={"spec"})
     check_target_node("logger", container["logger"])
     check_target_node("launcher", container["launcher"])
     check_target_node("record", container["record"])
+    if container.get("viewer") is not None:  # the run object builds it once more (starting nothing) at start
+        check_target_node("viewer", container["viewer"])
     if container.get("realtime") is not None:
         check_target_node("realtime", container["realtime"])
 

@@ -27,8 +27,12 @@ class Guidance(StrEnum):
     are sampled from the observation and the one closest to the previous chunk's unexecuted rest (the
     soft mask's weights) is kept (the backward-coherence criterion of bidirectional decoding, Liu et
     al. 2024), so every candidate is a plan for the world as it is now (only policies with
-    ``metadata.supports_select``). A ``StrEnum``: members compare equal to their config
-    strings (``Guidance.VJP == "vjp"``).
+    ``metadata.supports_select``); ``bid``: bidirectional decoding (Liu et al. 2024) as the RTC paper
+    runs it for a baseline: N chunks sampled from the policy and N from a weak policy (an earlier
+    checkpoint), the kept one scoring lowest on backward coherence with the previous chunk's rest plus
+    forward contrast (close to the other strong samples, far from the weak ones;
+    ``policies.guidance.bid_select``; only policies with ``metadata.supports_bid``). A ``StrEnum``:
+    members compare equal to their config strings (``Guidance.VJP == "vjp"``).
     """
 
     VJP = "vjp"
@@ -37,6 +41,7 @@ class Guidance(StrEnum):
     TRAINED = "trained"
     IDENTITY = "identity"  # appended: members' positions are wire codes (algorithms/rtc/layout.py)
     SELECT = "select"  # appended likewise
+    BID = "bid"  # appended likewise
 
 
 class Schedule(StrEnum):
@@ -55,6 +60,7 @@ GUIDANCE_CAPABILITY: dict[Guidance, str] = {
     Guidance.TRAINED: "supports_trained",
     Guidance.IDENTITY: "supports_identity",
     Guidance.SELECT: "supports_select",
+    Guidance.BID: "supports_bid",
 }
 
 
@@ -92,6 +98,7 @@ class PolicyMetadata:
     supports_trained: bool = False  # ``guidance: trained`` (the model was trained with clean action prefixes)
     supports_identity: bool = False  # ``guidance: identity`` (a flow/diffusion sampler it can guide step by step)
     supports_select: bool = False  # ``guidance: select`` (it can sample several chunks for one observation)
+    supports_bid: bool = False  # ``guidance: bid`` (it samples several chunks, and has a weak policy to contrast them with)
 
 
 @dataclass

@@ -12,7 +12,10 @@ share one network, so one batched call per Euler step serves them all:
 - an unguided row (``guidance: none``, or a first chunk) has ``W = 0``: it gets no guidance term;
 - ``blend`` is an unguided row blended toward ``prev`` after sampling;
 - ``trained`` (prefix-conditioned, for checkpoints trained so) rows carry per-token flow times: their
-  first ``d`` tokens sit clean at flow time 1 and are never integrated.
+  first ``d`` tokens sit clean at flow time 1 and are never integrated;
+- ``select`` and ``bid`` requests sample a batch of candidates of their own (bid's from the policy
+  and from its weak checkpoint) and keep one: they are not rows of the shared call; ``infer_batch``
+  runs each alone through the policy's ``guided_inference``.
 
 So a request in a batch gets the chunk it would get alone (same noise), to float tolerance: only the
 order of floating-point sums inside batched matrix products differs. The math for one chunk stays in
@@ -35,6 +38,11 @@ from policies.guidance import blend, guidance_weight, padded_prev, prefix_weight
 log = logging.getLogger(__name__)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Guidance that draws several candidates per request and keeps one (select: K from the policy; bid: N
+# from the policy and N from its weak checkpoint): such a request is already a batch of its own, so
+# ``infer_batch`` runs it alone through ``guided_inference`` and ``plan_batch`` refuses it as a row.
+SAMPLES_OWN_BATCH = (Guidance.SELECT, Guidance.BID)
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,9 @@ def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: in
             weights[i] = w
             betas[i] = float(req.max_guidance_weight)
             identity[i] = kind == Guidance.IDENTITY
+        elif kind in SAMPLES_OWN_BATCH:
+            raise ValueError(f"batch row {i}: guidance={kind} samples a batch of candidates of its own; it is run "
+                             "alone with guided_inference (infer_batch does), not as a row of a batched call")
         else:
             raise ValueError(f"batch row {i}: unknown guidance {req.guidance!r}")
     return BatchPlan(prev, weights, betas, clean, identity, blends)
@@ -220,8 +231,8 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
     chunks: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     batched = getattr(policy, "guided_inference_batch", None)
-    # a select row samples its own K candidates as a batch: it runs on its own
-    single = [i for i in ok if batched is None or requests[i].kind == Guidance.SELECT]
+    # a select or bid row samples its own candidates as a batch (bid's from two networks): it runs on its own
+    single = [i for i in ok if batched is None or requests[i].kind in SAMPLES_OWN_BATCH]
     together = [i for i in ok if i not in single]
     if together:
         try:

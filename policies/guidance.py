@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -358,3 +359,82 @@ def gated_select(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.
     if prev_is_stale(candidates, prev, weights):
         return 0, True
     return select_coherent(candidates, prev, weights), False
+
+
+def stepwise_distances(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Euclidean distance between every chunk of ``a`` ``(K, H, action_dim)`` and every chunk of ``b``
+    ``(M, H, action_dim)`` at each chunk index: ``(K, M, H)`` float64, ``||a_k,i - b_m,i||_2``."""
+    x, y = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, np.float64) for v in (a, b))
+    if x.ndim != 3 or y.ndim != 3 or x.shape[1:] != y.shape[1:]:
+        raise ValueError(f"chunk sets {x.shape} and {y.shape} are not (K, H, action_dim) and (M, H, action_dim)")
+    return np.sqrt(((x[:, None] - y[None]) ** 2).sum(axis=-1))
+
+
+@dataclass(frozen=True)
+class BidChoice:
+    """What :func:`bid_select` chose: the kept candidate's ``index`` and each candidate's two terms
+    (``(K,)`` float64; ``total = backward + forward``, whose argmin is ``index``)."""
+
+    index: int
+    backward: np.ndarray
+    forward: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.backward + self.forward
+
+
+def bid_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray | None,
+              weights: torch.Tensor | np.ndarray | None,
+              weak: torch.Tensor | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The two criteria of bidirectional decoding (Liu et al. 2024) for K candidate chunks sampled
+    from the policy, ``(backward, forward)``, each ``(K,)`` float64, lower is better.
+
+    Distances are the paper's: the Euclidean norm of the action difference at each chunk index,
+    summed over indices (not squared: a squared distance to a set is the distance to the set's
+    mean plus a constant, so the forward term would favour a chunk that averages two modes of a
+    multimodal policy over one inside the larger mode).
+
+    - ``backward_k = sum_i W_i ||c_k,i - prev_i||``: agreement with the previous chunk's unexecuted
+      rest. The paper decays its weight as ``rho^i`` over the overlap; here ``W`` is RTC's soft mask
+      (:func:`prefix_weights` of the request's ``d``, ``s`` and schedule), as ``guidance: select``
+      uses, so the two are comparable: 1 on the actions that execute while the model thinks,
+      decaying to 0 at ``H - s``. Zero for every candidate when ``prev`` or ``weights`` is None
+      (an episode's first chunk) or ``W = 0``.
+    - ``forward_k = mean_{j != k} sum_i ||c_k,i - c_j,i|| - mean_m sum_i ||c_k,i - weak_m,i||``:
+      close to the other strong samples (the positive set; a medoid rule, so a sample inside the
+      policy's dominant mode wins over an outlier) and far from the ``weak`` policy's samples (the
+      negative set; an earlier checkpoint's mistakes). The first mean is 0 with K = 1, the second
+      with no weak samples (``weak`` None or empty).
+
+    Shapes: ``candidates`` ``(K, H, action_dim)``, ``prev`` ``(H, action_dim)`` (model space,
+    zero-padded to H), ``weights`` ``(H,)``, ``weak`` ``(M, H, action_dim)``.
+    """
+    c = np.asarray(candidates.detach().cpu() if isinstance(candidates, torch.Tensor) else candidates, np.float64)
+    if c.ndim != 3 or c.shape[0] < 1:
+        raise ValueError(f"candidates shape {c.shape} is not (K >= 1, H, action_dim)")
+    k, h = c.shape[:2]
+    backward = np.zeros(k, np.float64)
+    if prev is not None and weights is not None:
+        y = np.asarray(prev.detach().cpu() if isinstance(prev, torch.Tensor) else prev, np.float64)
+        w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64)
+        if y.shape != c.shape[1:]:
+            raise ValueError(f"prev shape {y.shape} does not match the candidates' {c.shape[1:]}")
+        if w.shape != (h,):
+            raise ValueError(f"weights shape {w.shape} != (H,) = ({h},)")
+        backward = stepwise_distances(c, y[None])[:, 0] @ w
+    positive = stepwise_distances(c, c).sum(axis=-1)  # (K, K), zero diagonal
+    forward = positive.sum(axis=1) / (k - 1) if k > 1 else np.zeros(k, np.float64)
+    if weak is not None:
+        n = np.asarray(weak.detach().cpu() if isinstance(weak, torch.Tensor) else weak, np.float64)
+        if n.size:
+            forward = forward - stepwise_distances(c, n).sum(axis=-1).mean(axis=1)
+    return backward, forward
+
+
+def bid_select(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray | None,
+               weights: torch.Tensor | np.ndarray | None, weak: torch.Tensor | np.ndarray | None) -> BidChoice:
+    """Bidirectional decoding's choice: the candidate with the lowest ``backward + forward``
+    (:func:`bid_costs`; the paper sums the two criteria unweighted), the first on a tie."""
+    backward, forward = bid_costs(candidates, prev, weights, weak)
+    return BidChoice(int(np.argmin(backward + forward)), backward, forward)

@@ -2,7 +2,9 @@
 
 Every chunk repeats the measured joint positions (the first ``action_dim`` entries of the newest
 state, per the robot state convention), so the loop, transport and safety path run end to end
-while nothing moves. Model space = robot space (identity normalizer).
+while nothing moves. A robot commanded in force or torque (``robot=gym``) has no position in its
+state: there ``hold_action`` (the robot's ``home_action``, wired by ``conf/policy/hold.yaml``) is
+repeated instead. Model space = robot space (identity normalizer).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ class HoldPolicy:
         action_dim: int,
         state_dim: int,
         camera_names: list[str] | tuple[str, ...] = (),
+        hold_action: list[float] | None = None,
     ) -> None:
-        if state_dim < action_dim:
+        self.hold_action = None if hold_action is None else np.asarray(list(hold_action), dtype=np.float32)
+        if self.hold_action is not None and self.hold_action.shape != (action_dim,):
+            raise ValueError(f"hold policy: hold_action has {self.hold_action.size} values for action_dim {action_dim}")
+        if self.hold_action is None and state_dim < action_dim:
             raise ValueError(f"hold policy needs state_dim >= action_dim, got {state_dim} < {action_dim}")
         self.metadata = PolicyMetadata(
             chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
@@ -30,6 +36,8 @@ class HoldPolicy:
         )
 
     def predict(self, obs: PolicyInput) -> np.ndarray:
+        if self.hold_action is not None:
+            return np.repeat(self.hold_action[None], self.metadata.chunk_size, axis=0)
         current = np.asarray(obs.state[-1][: self.metadata.action_dim], dtype=np.float32)
         return np.repeat(current[None], self.metadata.chunk_size, axis=0)
 

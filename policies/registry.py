@@ -54,7 +54,8 @@ POLICY_REGISTRY = Registry(
     "policy",
     # modules whose import registers the built-in policies (by name, so this package imports none of
     # them: the scripted expert lives with its sim task in tasks/, which may use robots/)
-    autoload=("policies.hold", "tasks.transfer_cube.expert", "policies.flow", "policies.openpi", "policies.lerobot"),
+    autoload=("policies.hold", "tasks.transfer_cube.expert", "tasks.gym_control.policy", "policies.flow",
+              "policies.openpi", "policies.lerobot"),
 )
 
 

@@ -25,6 +25,9 @@ class RobotSpec:
     """Static facts about a robot, in robot units (radians; grippers in their own units).
 
     ``max_delta`` is the slew-rate limit per control tick for every action dimension.
+    ``command_in_state``: the state's first ``action_dim`` entries are the measured command-space
+    position (joint positions: the command that holds the robot where it is). False for a robot
+    commanded in force or torque (``robots.gym``), whose holding command is ``home``.
     """
 
     name: str
@@ -37,6 +40,7 @@ class RobotSpec:
     home: np.ndarray
     max_delta: np.ndarray
     camera_names: tuple[str, ...] = ()
+    command_in_state: bool = True
 
     @property
     def period_s(self) -> float:

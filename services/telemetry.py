@@ -39,8 +39,9 @@ INFERENCE_FIELDS = (
     # where a transport measures them: the wire both ways (latency minus server time), the request's
     # size, and for a shared service the wait for its batch, the batch's size and the sends it took
     "transport_ms", "payload_bytes", "queue_ms", "batch_size", "attempts",
-    # what an in-process policy reported (last_info): select's stale gate fired (1) or not (0)
-    "select_stale",
+    # what an in-process policy reported (last_info): select's stale gate fired (1) or not (0);
+    # bidirectional decoding's kept sample (0: the one from the request's own noise) and its two terms
+    "select_stale", "bid_index", "bid_backward", "bid_forward",
 )
 PERCENTILES = (50, 95, 99)
 
@@ -288,6 +289,7 @@ class _TelemetryWriter:
         self._chunks: list[tuple] = []
         self.extra_summary: dict[str, Any] = {}
         self._last_status = 0.0
+        self._last_line = ""
         for sink in self.sinks:
             sink.start(self.run_dir, self.config)
         conn.send(("ready", {"writer_start_s": round(time.monotonic() - t0, 3)}))
@@ -395,8 +397,9 @@ class _TelemetryWriter:
         stream = sys.stderr
         if stream.isatty():
             stream.write("\r" + line + ("\n" if final else ""))
-        else:
+        elif line != self._last_line:  # a log file gets a line only when something moved (not once a second after the end)
             stream.write(line + "\n")
+        self._last_line = line
         stream.flush()
 
     def _finish(self, summary_fields: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ transport) and feeds the delay estimator. Pure logic: no clocks, processes or I/
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +27,10 @@ from policies.runner import Guide
 class Request:
     """One inference to run, from the observation of control tick ``tick``.
 
-    ``snapshot`` None: the episode's first chunk (plain predict). ``guide`` is what guided inference
-    continues (None when there is nothing left of the current chunk, ``s >= H``: plain predict).
+    ``snapshot`` None: the episode's first chunk (plain predict, except under ``guidance: bid``, whose
+    first chunk is chosen by forward contrast alone: a guide with nothing to continue). ``guide`` is
+    what guided inference continues (None when there is nothing left of the current chunk, ``s >= H``:
+    plain predict).
     ``seq`` identifies the request: a result for any other seq is stale and discarded.
     """
 
@@ -62,6 +65,7 @@ class RTCPlanner:
         cfg.check_chunk_size(chunk_size)
         self.cfg = cfg
         self.chunk_size = int(chunk_size)
+        self.action_dim = int(action_dim)
         self.scheduler = ChunkScheduler(chunk_size, action_dim, cfg.trigger_ticks)
         initial = cfg.initial_delay_ticks if initial_delay_ticks is None else initial_delay_ticks
         self.estimator = DelayEstimator(cfg.delay_window, int(initial or 0), cfg.warmup_inferences_excluded)
@@ -102,7 +106,7 @@ class RTCPlanner:
         sched, cfg = self.scheduler, self.cfg
         self._seq += 1
         if not sched.has_chunk:
-            req = Request(self._seq, self.episode, int(tick), None, 0, None)
+            req = Request(self._seq, self.episode, int(tick), None, 0, self._first_guide())
         else:
             snap = sched.snapshot()
             H = self.chunk_size
@@ -122,10 +126,27 @@ class RTCPlanner:
         self.pending = req
         return req
 
+    def _first_guide(self) -> Guide | None:
+        """What an episode's first inference continues: nothing (plain predict), except that
+        bidirectional decoding chooses its first chunk among samples too, by forward contrast alone:
+        a zero ``prev`` with no overlap (``d = 0``, all ``H`` actions free), so the soft mask is zero
+        everywhere and the backward term vanishes."""
+        cfg = self.cfg
+        if cfg.guidance != Guidance.BID:
+            return None
+        return Guide(np.zeros((self.chunk_size, self.action_dim), np.float32), 0, self.chunk_size, cfg.guidance,
+                     cfg.schedule, cfg.max_guidance_weight)
+
     def plain_request(self, tick: int) -> Request:
-        """A request that ignores the current chunk (``sync`` execution: predict, run from index 0)."""
+        """A request for ``sync`` execution: the new chunk runs from index 0, so nothing of the current
+        chunk is inpainted (a plain predict). Bidirectional decoding alone keeps using it: it chooses
+        among plain samples by their agreement with the rest of the current chunk, with no delay
+        (``d = 0``: the robot paused), which is the synchronous setting the method was made for."""
         req = self.request(tick)
-        self.pending = Request(req.seq, req.episode, req.tick, req.snapshot, 0, None, restart=True)
+        guide = None
+        if req.guide is not None and req.guide.guidance == Guidance.BID:
+            guide = dataclasses.replace(req.guide, delay_ticks=0)
+        self.pending = Request(req.seq, req.episode, req.tick, req.snapshot, 0, guide, restart=True)
         return self.pending
 
     # ------------------------------------------------------------------ results

@@ -73,10 +73,14 @@ class ReplyValue(IntEnum):
     T_END = 1  # publish time
     POLICY_MS = 2  # time inside the policy call
     SELECT_STALE = 3  # what the policy reported beside the chunk (last_info): NaN where it reported nothing
+    BID_INDEX = 4  # likewise (guidance: bid)
+    BID_BACKWARD = 5
+    BID_FORWARD = 6
 
 
 # The policy's per-inference report (``last_info``) keys this wire carries, each in its ``res.f64`` slot.
-REPLY_INFO_SLOTS = {"select_stale": ReplyValue.SELECT_STALE}
+REPLY_INFO_SLOTS = {"select_stale": ReplyValue.SELECT_STALE, "bid_index": ReplyValue.BID_INDEX,
+                    "bid_backward": ReplyValue.BID_BACKWARD, "bid_forward": ReplyValue.BID_FORWARD}
 
 
 class HeartbeatTime(IntEnum):

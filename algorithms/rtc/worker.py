@@ -37,6 +37,7 @@ from services import realtime
 from policies.base import Guidance
 from policies.runner import Guide, PolicyRunner
 from services.errors import FaultKind
+from services.logs import FILE_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def inference_main(run: Any, layout: Layout, cfg: WorkerConfig, log_queue: Any, 
         worker = _Worker(run, shared, cfg, parent_pid, log_queue)
         worker.loop()
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent's log
-        log.error("inference process failed: %s\n%s", exc, traceback.format_exc())
+        # the run's log file keeps the traceback; the console gets the parent's one named fault line
+        log.error("inference process failed: %s\n%s", exc, traceback.format_exc(), extra=FILE_ONLY)
         kind = FaultKind.INFERENCE_ERROR if worker is not None and worker.ready else FaultKind.STARTUP
         log_queue.put(("fault", f"{type(exc).__name__}: {exc}", str(kind)))
         raise SystemExit(1)

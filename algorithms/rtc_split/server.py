@@ -16,6 +16,7 @@ import time
 from typing import Any, Mapping
 
 
+from algorithms.inprocess import policy_info
 from algorithms.rtc_split.codec import decode_request
 from policies.runner import PolicyRunner
 
@@ -42,11 +43,13 @@ class InferenceServer:
 
     def infer(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """One chunk. ``request``: ``codec.encode_request`` (the observation, and the guide: absent for a
-        plain predict). Returns model/robot chunks (float32) and ``server_ms`` /
-        ``policy_ms`` (time inside this call / inside the policy)."""
+        plain predict). Returns model/robot chunks (float32), ``server_ms`` / ``policy_ms`` (time
+        inside this call / inside the policy) and ``info``, what the policy reported with the chunk
+        (``last_info``, e.g. bidirectional decoding's choice)."""
         t0 = time.perf_counter()
         state, images, info, guide = decode_request(request)
         result = self.runner.infer_observation(state, images, info, guide)
         self.requests += 1
         return {"model": result.model, "robot": result.robot, "policy_ms": result.policy_ms,
-                "server_ms": (time.perf_counter() - t0) * 1e3, "seq": self.requests}
+                "server_ms": (time.perf_counter() - t0) * 1e3, "seq": self.requests,
+                "info": policy_info(self.runner.policy)}

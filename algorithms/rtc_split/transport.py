@@ -163,7 +163,8 @@ class RayActorTransport(TransportBase):
         self.transport_ms.append(transport_ms)
         self.payload_sizes.append(pending.nbytes)
         return InferenceReply(pending.seq, result["model"], result["robot"], pending.t_start, t_end,
-                              float(result["policy_ms"]), {"server_ms": float(result["server_ms"]),
+                              float(result["policy_ms"]), {**result.get("info", {}),
+                                                           "server_ms": float(result["server_ms"]),
                                                            "transport_ms": transport_ms,
                                                            "payload_bytes": pending.nbytes})
 

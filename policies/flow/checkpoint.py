@@ -1,8 +1,8 @@
 """Checkpoint directory layout for the flow policy.
 
 A checkpoint is a directory with ``model.safetensors`` (weights), ``config.json`` (the
-:class:`FlowModelConfig` under ``"model"`` plus free-form ``"meta"`` such as training settings)
-and ``stats.json`` (normalization statistics, written by ``policies.normalize.Normalizer.save``).
+:class:`FlowModelConfig` under ``"model"`` plus free-form ``"meta"`` such as training settings and
+``meta.control_hz``, the rate in Hz the training data was recorded at) and ``stats.json`` (normalization statistics, written by ``policies.normalize.Normalizer.save``).
 Relative paths are resolved against the repository root, not the working directory, so a Hydra
 run directory as cwd does not break the bundled default.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from policies.control_rate import ControlRate, positive_hz, read_json
 from policies.flow.model import FlowModel, FlowModelConfig
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ def save_checkpoint(
     normalizer: Any | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write weights (float32 safetensors), config.json and, if given, stats.json."""
+    """Write weights (float32 safetensors), config.json and, if given, stats.json. ``meta`` should
+    carry ``control_hz`` (the data's rate): a run at another ``robot.hz`` is then refused at start."""
     out = resolve_path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -58,6 +60,27 @@ def load_config(directory: str | Path) -> tuple[FlowModelConfig, dict[str, Any]]
         raise FileNotFoundError(f"flow checkpoint config not found: {path}")
     data = json.loads(path.read_text())
     return FlowModelConfig.from_dict(data["model"]), data.get("meta", {})
+
+
+def control_rate(directory: str | Path) -> ControlRate | None:
+    """The control rate the checkpoint was trained at: config.json's ``meta.control_hz``, else the
+    data rate its recorded training settings name (``meta.config.data.hz``); None when neither says.
+    A ``control_hz`` that is not a positive number is a ValueError (a broken checkpoint, not an unknown rate)."""
+    path = resolve_path(directory) / CONFIG
+    data = read_json(path)
+    if not isinstance(data, dict):
+        return None
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    if "control_hz" in meta:
+        hz = positive_hz(meta["control_hz"])
+        if hz is None:
+            raise ValueError(f"{path}: meta.control_hz={meta['control_hz']!r} is not a positive number of Hz")
+        return ControlRate(hz, f"{path} (meta.control_hz)")
+    recorded: Any = data
+    for key in ("meta", "config", "data", "hz"):
+        recorded = recorded.get(key) if isinstance(recorded, dict) else None
+    hz = positive_hz(recorded)
+    return ControlRate(hz, f"{path} (meta.config.data.hz)") if hz is not None else None
 
 
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[FlowModel, dict[str, Any]]:

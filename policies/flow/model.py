@@ -216,8 +216,9 @@ class FlowModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
-        self.image_encoder = ImageEncoder(cfg)
-        self.camera_embed = nn.Parameter(torch.randn(len(cfg.camera_names), 1, d) * 0.02)
+        if cfg.camera_names:  # a state-only model (no cameras) has no image encoder
+            self.image_encoder = ImageEncoder(cfg)
+            self.camera_embed = nn.Parameter(torch.randn(len(cfg.camera_names), 1, d) * 0.02)
         self.state_proj = nn.Sequential(nn.Linear(cfg.state_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.prefix_layers = nn.ModuleList(
             [EncoderLayer(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.prefix_layers)]
@@ -236,15 +237,18 @@ class FlowModel(nn.Module):
 
     # -- observation prefix -------------------------------------------------------------------
     def encode_prefix(self, state: torch.Tensor, images: torch.Tensor) -> Prefix:
-        """state (B, state_dim) normalized; images (B, cams, 3, H, W) float in [0, 1]."""
+        """state (B, state_dim) normalized; images (B, cams, 3, H, W) float in [0, 1] (cams may be 0:
+        a state-only model's prefix is the state token alone)."""
         b, n_cam = images.shape[:2]
         if n_cam != len(self.cfg.camera_names):
             raise ValueError(f"expected {len(self.cfg.camera_names)} cameras, got {n_cam}")
-        x = images.flatten(0, 1)
-        if self.cfg.image_downsample > 1 and x.shape[-2:] == tuple(self.cfg.image_size):
-            x = F.avg_pool2d(x, self.cfg.image_downsample)
-        tok = self.image_encoder(x).view(b, n_cam, -1, self.cfg.dim) + self.camera_embed[None]
-        tokens = torch.cat([tok.flatten(1, 2), self.state_proj(state)[:, None]], dim=1)
+        tokens = self.state_proj(state)[:, None]
+        if n_cam:
+            x = images.flatten(0, 1)
+            if self.cfg.image_downsample > 1 and x.shape[-2:] == tuple(self.cfg.image_size):
+                x = F.avg_pool2d(x, self.cfg.image_downsample)
+            tok = self.image_encoder(x).view(b, n_cam, -1, self.cfg.dim) + self.camera_embed[None]
+            tokens = torch.cat([tok.flatten(1, 2), tokens], dim=1)
         for layer in self.prefix_layers:
             tokens = layer(tokens)
         tokens = self.prefix_norm(tokens)

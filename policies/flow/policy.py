@@ -10,19 +10,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
-from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path
+from policies.control_rate import ControlRate
+from policies.flow.bid import WeakPolicy
+from policies.flow.checkpoint import (DEFAULT_CHECKPOINT, REPO_ROOT, control_rate, load_config, load_model,
+                                     resolve_path)
 from policies.flow.model import FlowModel, Prefix
-from policies.guidance import (blend, euler_sample, gated_select, guided_euler_sample, identity_guided_euler_sample,
-                               padded_prev, prefix_conditioned_sample, prefix_weights, select_coherent)
+from policies.guidance import (blend, bid_select, euler_sample, gated_select, guided_euler_sample,
+                               identity_guided_euler_sample, padded_prev, prefix_conditioned_sample, prefix_weights,
+                               select_coherent)
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
-from services.knobs import PositiveInt
+from services.knobs import PositiveInt, Range
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,14 @@ class FlowPolicy:
             sample, as naive async runs) whenever the previous chunk is an outlier among the K fresh samples
             (``policies.guidance.prev_is_stale``: the world changed under the old plan), so a stale
             plan never picks which fresh sample runs.
+        bid_samples: N (>= 2), under ``guidance: bid`` (bidirectional decoding): the chunks sampled per
+            request from this checkpoint and from the weak one each (2N samples per chunk); the kept
+            one is ``policies.guidance.bid_select``'s.
+        bid_weak_checkpoint: the weak policy ``guidance: bid`` contrasts with: a checkpoint directory
+            (relative to the repository root) or the name of a bundled one, normally an earlier
+            checkpoint of the same training run. Its chunk size, dims, cameras and image size must
+            match; required for ``guidance: bid`` (a config error at start otherwise); None: no
+            weak network is loaded.
         normalizer: accepted and ignored: the engine owns normalization.
     """
 
@@ -119,6 +131,53 @@ class FlowPolicy:
                           node.get("image_size"))
         except ValueError as exc:
             raise ConfigError(f"{path}.{getattr(exc, 'key', 'checkpoint')}: {exc}") from None
+        weak = node.get("bid_weak_checkpoint")
+        if weak:
+            try:
+                strong = resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT))
+                WeakPolicy.load(str(weak), load_config(strong)[0], strong)
+            except ValueError as exc:
+                raise ConfigError(f"{path}.bid_weak_checkpoint: {exc}") from None
+
+    @classmethod
+    def describe_for_robot(cls, node: Any, robot: Any) -> str | None:
+        """For a start-time error about dims: when the configured checkpoint was trained for a robot of
+        other dims than ``robot``'s, what it drives (config.json's ``meta.task``); else None (the
+        mismatch is in the config, not the robot)."""
+        ckpt = resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT))
+        try:
+            model, meta = load_config(ckpt)
+        except (OSError, ValueError, KeyError):
+            return None
+        if (model.action_dim, model.state_dim) == (int(robot["action_dim"]), int(robot["state_dim"])):
+            return None
+        task = meta.get("task")
+        shown = ckpt.relative_to(REPO_ROOT) if ckpt.is_relative_to(REPO_ROOT) else ckpt
+        bundled = "the bundled policy (policy=flow, " if ckpt.parent == REPO_ROOT / "policies/flow/checkpoints" else "policy=flow ("
+        return f"{bundled}checkpoint {shown}) was trained on {task or 'its own task'} and drives that robot only"
+
+    @classmethod
+    def trained_control_hz(cls, node: Any) -> ControlRate | None:
+        """The rate the configured checkpoint was trained at (config.json), compared with ``robot.hz``
+        at start; None when the checkpoint does not say."""
+        try:
+            return control_rate(resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT)))
+        except ValueError as exc:
+            raise ConfigError(f"policy.checkpoint: {exc}") from None
+
+    @classmethod
+    def supports_bid_guidance(cls, node: Any) -> bool:
+        """Every checkpoint, given a weak one to contrast with (``require_bid_guidance``)."""
+        return True
+
+    @classmethod
+    def require_bid_guidance(cls, node: Any, path: str) -> None:
+        """Start-time check of ``guidance: bid``: the weak checkpoint is configured (``preflight``
+        checks that it loads and matches)."""
+        if not node.get("bid_weak_checkpoint"):
+            raise ConfigError(f"{path}.bid_weak_checkpoint: required for guidance=bid (the weak policy bidirectional "
+                              "decoding contrasts with: an earlier checkpoint of the same model, a directory or a "
+                              "bundled checkpoint name)")
 
     @classmethod
     def supports_identity_guidance(cls, node: Any) -> bool:
@@ -157,12 +216,17 @@ class FlowPolicy:
         seed: int = 0,
         select_samples: PositiveInt = 8,
         select_stale_gate: bool = False,
+        bid_samples: Annotated[int, Range(ge=2)] = 8,
+        bid_weak_checkpoint: str | None = None,
         normalizer: Any = None,
     ) -> None:
         if num_steps <= 0:
             raise ValueError(f"flow policy: num_steps must be positive, got {num_steps}")
         if select_samples <= 0:
             raise ValueError(f"flow policy: select_samples must be positive, got {select_samples}")
+        if bid_samples < 2:
+            raise ValueError(f"flow policy: bid_samples must be >= 2, got {bid_samples}")
+        self.bid_samples = int(bid_samples)
         self.select_samples = int(select_samples)
         self.select_stale_gate = bool(select_stale_gate)
         self.checkpoint = resolve_path(checkpoint)
@@ -170,6 +234,12 @@ class FlowPolicy:
         model, self.meta = _load_checked(self.checkpoint, chunk_size, action_dim, state_dim, camera_names, image_size)
         cfg = model.cfg
         self.model: FlowModel = model.to(self.device)
+        self.weak: WeakPolicy | None = None  # guidance: bid's weak network
+        if bid_weak_checkpoint:
+            try:
+                self.weak = WeakPolicy.load(str(bid_weak_checkpoint), cfg, self.checkpoint, self.device)
+            except ValueError as exc:
+                raise _Mismatch("bid_weak_checkpoint", f"flow policy: {exc}") from None
         self.num_steps = int(num_steps)
         self.seed = int(seed)
         self.compile = bool(compile)
@@ -197,6 +267,7 @@ class FlowPolicy:
             supports_trained=cfg.train_prefix_max > 0,
             supports_identity=True,
             supports_select=True,
+            supports_bid=self.weak is not None,
         )
         self.freeze()
 
@@ -231,6 +302,8 @@ class FlowPolicy:
                 self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="trained", noise=noise)
             state = self._generator.get_state()
             self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="select", noise=noise)
+            if self.weak is not None:
+                self.guided_inference(obs, noise, delay=1, execute_horizon=1, guidance="bid", noise=noise)
             self._generator.set_state(state)
         except Exception as exc:
             if self.compiled:
@@ -274,7 +347,8 @@ class FlowPolicy:
                 )
             frames.append(img)
         s = torch.from_numpy(state).to(self.device)[None]
-        im = torch.from_numpy(np.stack(frames)).to(self.device)[None]
+        stacked = np.stack(frames) if frames else np.zeros((0, 3, *m.image_size), np.float32)  # state-only
+        im = torch.from_numpy(stacked).to(self.device)[None]
         return s, im
 
     def _noise(self, noise: np.ndarray | None) -> torch.Tensor:
@@ -318,7 +392,10 @@ class FlowPolicy:
     def last_info(self) -> dict[str, float]:
         """What the last call reports beside its chunk, recorded with the inference: under
         ``guidance: select`` with ``select_stale_gate``, ``select_stale`` (1.0: the previous chunk was
-        an outlier among the samples, and the first sample ran unselected); else nothing."""
+        an outlier among the samples, and the first sample ran unselected); under ``guidance: bid``,
+        ``bid_index`` (which of the N strong samples was kept; 0 is the one drawn from the caller's
+        noise, the chunk naive execution would run) and the kept one's ``bid_backward`` and
+        ``bid_forward`` terms; else nothing."""
         return dict(self._last_info)
 
     # -- Policy protocol --------------------------------------------------------------------------
@@ -351,6 +428,9 @@ class FlowPolicy:
         ``delay`` actions of ``prev`` as a clean prefix, for a checkpoint trained so: one unguided
         inference's cost), ``identity`` (RTC guidance without the Jacobian: no reverse pass),
         ``select`` (``select_samples`` unguided chunks, the most coherent with ``prev`` kept),
+        ``bid`` (bidirectional decoding: ``bid_samples`` chunks from this checkpoint and as many from
+        the weak one, ``policies.guidance.bid_select``'s choice kept; ``execute_horizon = H`` leaves
+        no overlap, so only the forward contrast counts, as at an episode's first chunk),
         ``blend`` (``W*prev + (1-W)*new``) or ``none`` (plain predict: naive asynchronous execution).
         """
         m = self.metadata
@@ -371,11 +451,13 @@ class FlowPolicy:
             index, stale = gated_select(candidates, prev, weights)
             self._last_info = {"select_stale": float(stale)}
             return candidates[index]
+        if guidance == "bid":
+            return self._bid(obs, prev, weights, noise)
         if guidance == "blend":
             return blend(prev, self.predict(obs, noise=noise), weights)
         if guidance not in ("vjp", "identity"):
             raise ValueError(f"flow policy: unknown guidance {guidance!r}; "
-                             "expected vjp, identity, select, trained, blend or none")
+                             "expected vjp, identity, select, bid, trained, blend or none")
         sample = guided_euler_sample if guidance == "vjp" else identity_guided_euler_sample
         with torch.no_grad():
             prefix = self._encode_prefix(obs)
@@ -402,6 +484,27 @@ class FlowPolicy:
                                device=self.device)
             candidates = euler_sample(self._velocity_fn(prefix), torch.cat([first, rest]), self.num_steps)
         return candidates.float().cpu().numpy()
+
+    def _bid(self, obs: PolicyInput, prev: np.ndarray, weights: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        """``guidance: bid``: N chunks from this network (the first from ``noise``, the others drawn) and
+        N from the weak one, all from this policy's noise generator in a fixed order (strong, then
+        weak), so an evaluation that re-seeds it per episode compares methods on the same draws."""
+        m, n = self.metadata, self.bid_samples
+        if self.weak is None:
+            raise ValueError("flow policy: guidance=bid needs a weak checkpoint (policy.bid_weak_checkpoint)")
+        with torch.inference_mode():
+            state, images = self._tensors(obs)
+            prefix = self._encode_tensors(state, images)
+            first = self._noise(noise)  # drawn first: with the same generator state, the chunk predict would make
+            rest = torch.randn((n - 1, m.chunk_size, m.action_dim), generator=self._generator, device=self.device)
+            strong_noise = torch.cat([first, rest])
+            weak_noise = torch.randn((n, m.chunk_size, m.action_dim), generator=self._generator, device=self.device)
+            strong = euler_sample(self._velocity_fn(prefix), strong_noise, self.num_steps).float().cpu().numpy()
+        weak = self.weak.sample(state, images, weak_noise, self.num_steps, self._autocast)
+        choice = bid_select(strong, prev, weights, weak)
+        self._last_info = {"bid_index": float(choice.index), "bid_backward": float(choice.backward[choice.index]),
+                           "bid_forward": float(choice.forward[choice.index])}
+        return strong[choice.index]
 
     def _prefix_conditioned(self, obs: PolicyInput, prev: np.ndarray, delay: int, execute_horizon: int,
                             noise: np.ndarray | None) -> np.ndarray:

@@ -23,10 +23,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from robots.device_block import Ctl as K, DeviceBlock, control_specs, run_clock
 from robots.sim import aloha
 from robots.sim.physics import SimPhysics, SimSnapshot
-from services.devproc import sleep_until
-from services.shm import ArraySpec, SeqLock, SharedArrays, read_text, write_text
+from services.logs import FILE_ONLY
+from services.shm import ArraySpec, SharedArrays
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,6 @@ class S:
 
     SEQ, STEP, EPISODE, REWARD, SHIFT_TICK, N = 0, 1, 2, 3, 4, 5
     SIM_TIME, MONO_TIME, NF = 0, 1, 2
-
-
-class K:
-    """``ctl.i64`` indices (``ctl.f64``: the physics clock stats, ``STATS`` order)."""
-
-    HOME_REQ, HOME_ACK, HOME_SEED, HOME_HAS_SEED, STOP, PID, READY, FAILED, N = range(9)
-    STATS = ("ticks", "late_ticks", "max_lag_s", "resyncs")
 
 
 def physics_specs(model: Any) -> list[ArraySpec]:
@@ -57,24 +51,14 @@ def physics_specs(model: Any) -> list[ArraySpec]:
         ArraySpec("state.cube_init", (7,), "float64"),
         ArraySpec("state.cube_shift", (7,), "float64"),
         ArraySpec("state.slide", (6,), "float64"),  # sliding-cube task: velocity xyz, until_s, sliding, strategy
-        ArraySpec("cmd.lock", (1,), "int64"),
-        ArraySpec("cmd.action", (14,), "float64"),
-        ArraySpec("ctl.i64", (K.N,), "int64"),
-        ArraySpec("ctl.f64", (len(K.STATS),), "float64"),
-        ArraySpec("ctl.message", (512,), "uint8"),
-    ]
+    ] + control_specs(14)
 
 
-class PhysicsShared:
+class PhysicsShared(DeviceBlock):
     """Typed access to the physics block (either side)."""
 
     def __init__(self, arrays: SharedArrays) -> None:
-        self.arrays = arrays
-        self.state_lock = SeqLock(arrays["state.lock"])
-        self.cmd_lock = SeqLock(arrays["cmd.lock"])
-        self.ctl = arrays["ctl.i64"]
-        self.stats = arrays["ctl.f64"]
-        self.message = arrays["ctl.message"]
+        super().__init__(arrays)
         self._state = {k: arrays[f"state.{k}"] for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init",
                                                                "cube_shift", "slide")}
 
@@ -113,21 +97,6 @@ class PhysicsShared:
 
         return self.state_lock.read(copy)
 
-    # --- command (control writes) ---
-    def write_command(self, command: np.ndarray) -> None:
-        self.cmd_lock.write_begin()
-        self.arrays["cmd.action"][:] = command
-        self.cmd_lock.write_end()
-
-    def read_command(self) -> np.ndarray:
-        return self.cmd_lock.read(lambda: self.arrays["cmd.action"].copy())
-
-    def failure(self) -> str:
-        return read_text(self.message) if self.ctl[K.FAILED] else ""
-
-    def stats_dict(self) -> dict[str, float]:
-        return {k: (float(v) if k == "max_lag_s" else int(v)) for k, v in zip(K.STATS, self.stats)}
-
 
 def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float, render_msaa: int,
                  task: str = "transfer_cube", *, parent_alive: Callable[[], bool]) -> None:
@@ -145,9 +114,8 @@ def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float
         shared.ctl[K.READY] = 1
         _physics_loop(shared, physics, 1.0 / hz, max_lag_s, parent_alive)
     except BaseException as exc:  # noqa: BLE001 - the control side reads the message
-        write_text(shared.message, f"{type(exc).__name__}: {exc}")
-        shared.ctl[K.FAILED] = 1
-        log.exception("sim physics process failed")
+        shared.record_failure(exc)
+        log.exception("sim physics process failed", extra=FILE_ONLY)  # the parent names it in one fault line
         raise SystemExit(1)
     finally:
         arrays.close(orphaned=not parent_alive())
@@ -155,33 +123,12 @@ def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float
 
 def _physics_loop(shared: PhysicsShared, physics: SimPhysics, period: float, max_lag_s: float,
                   parent_alive: Callable[[], bool]) -> None:
-    ctl, stats = shared.ctl, shared.stats
-    stop = lambda: bool(ctl[K.STOP]) or not parent_alive()  # noqa: E731
-    t0 = time.monotonic()
-    k = 0
-    while True:
-        k += 1
-        deadline = t0 + k * period
-        # sleep to the deadline in short steps, answering home requests meanwhile
-        while True:
-            if ctl[K.HOME_REQ] != ctl[K.HOME_ACK]:
-                req = int(ctl[K.HOME_REQ])
-                seed = int(ctl[K.HOME_SEED]) if ctl[K.HOME_HAS_SEED] else None
-                physics.reset(np.random.default_rng(seed), new_episode=True)
-                shared.write_state(physics.snapshot(time.monotonic()))
-                ctl[K.HOME_ACK] = req
-            if not sleep_until(min(deadline, time.monotonic() + 0.005), stop, step_s=0.005):
-                return
-            if time.monotonic() >= deadline:
-                break
+    def home(seed: int | None) -> None:
+        physics.reset(np.random.default_rng(seed), new_episode=True)
+        shared.write_state(physics.snapshot(time.monotonic()))
+
+    def step(deadline: float) -> None:
         physics.advance(shared.read_command())
         shared.write_state(physics.snapshot(deadline))
-        lag = time.monotonic() - deadline
-        stats[0] += 1
-        stats[2] = max(stats[2], lag)
-        if lag > period:
-            stats[1] += 1
-        if lag > max_lag_s:  # far behind (CPU starved): restart the clock rather than burst-step
-            log.warning("sim physics %.3f s behind the wall clock; re-anchoring", lag)
-            t0 = time.monotonic() - k * period
-            stats[3] += 1
+
+    run_clock(shared, period, max_lag_s, parent_alive, step, home, "sim physics")

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Callable
 import numpy as np
 
 from robots.base import Observation, RobotError, RobotSpec, StaleDataError
+from robots.device_block import read_state, request_home, stop_process, wait_ready
 from robots.sim import aloha
 from robots.sim.physics import SimPhysics, SimSnapshot
 from robots.sim.process import K, PhysicsShared, physics_main, physics_specs
@@ -223,36 +224,17 @@ class SimRobot:
 
     def _wait_process(self) -> None:
         shared, self._pending = self._pending, None
-        deadline = time.monotonic() + self.start_timeout_s
-        while not shared.ctl[K.READY]:
-            if not self._proc.alive() or time.monotonic() > deadline:
-                cause = shared.failure() or (self._proc.death_cause() if not self._proc.alive()
-                                             else f"not ready within {self.start_timeout_s} s")
-                self._stop_process()
-                raise RobotError(f"sim physics process failed at start: {cause}")
-            time.sleep(0.005)
-        self._proc.ready()
+        wait_ready(self._proc, shared, self.start_timeout_s, "sim physics", self._stop_process)
         self._shared = shared
         self._read_seq = -1
-
-    def _process_fault(self) -> str | None:
-        """Why the physics process cannot serve (dead, failed), or None."""
-        failure = self._shared.failure()
-        if failure:
-            return f"sim physics process failed: {failure}"
-        if not self._proc.alive():
-            return f"sim physics process (pid {self._proc.pid}) died: {self._proc.death_cause()}"
-        return None
 
     def _stop_process(self, deadline: float | None = None) -> None:
         proc, shared, block = self._proc, self._shared, self._block
         self._proc, self._shared, self._pending = None, None, None
         if proc is not None:
             stats_src = shared or (PhysicsShared(block) if block is not None else None)
-            proc.stop(request_stop=(lambda: stats_src.ctl.__setitem__(K.STOP, 1)) if stats_src else None,
-                      deadline=deadline)
+            self.stats.update(stop_process(proc, stats_src, deadline))
             if stats_src is not None:
-                self.stats.update(stats_src.stats_dict())
                 try:  # keep the last state: read() after stop() shows it (and ages it), start() resumes it
                     snap, cmd = stats_src.read_state(), stats_src.read_command()
                     with self._physics_lock:
@@ -333,18 +315,7 @@ class SimRobot:
         with self._cmd_lock:
             self._cmd = home
         shared.write_command(home)  # before the reset: the first step after it holds home
-        shared.ctl[K.HOME_HAS_SEED] = int(seed is not None)
-        shared.ctl[K.HOME_SEED] = 0 if seed is None else int(seed)
-        request = int(shared.ctl[K.HOME_REQ]) + 1
-        shared.ctl[K.HOME_REQ] = request
-        deadline = time.monotonic() + self.start_timeout_s
-        while int(shared.ctl[K.HOME_ACK]) != request:
-            fault = self._process_fault()
-            if fault is not None:
-                raise RobotError(fault)
-            if time.monotonic() > deadline:
-                raise RobotError(f"sim physics process did not home within {self.start_timeout_s} s")
-            time.sleep(0.001)
+        request_home(self._proc, shared, seed, self.start_timeout_s, "sim physics", "home")
 
     def send(self, action: np.ndarray) -> None:
         """Command 14 joint targets. Lockstep: also advance one control period.
@@ -372,14 +343,7 @@ class SimRobot:
             if self._physics_error is not None:
                 raise RobotError(f"sim physics thread failed: {self._physics_error!r}")
             return self.latest_snapshot()
-        if shared.state_seq() == self._read_seq:  # nothing new since the last read: still there?
-            fault = self._process_fault()
-            if fault is not None:
-                raise RobotError(fault)
-        try:
-            snap = shared.read_state()
-        except TimeoutError:
-            raise RobotError(self._process_fault() or "sim physics state stuck mid-write") from None
+        snap = read_state(self._proc, shared, self._read_seq, "sim physics")
         self._read_seq = snap.seq
         return snap
 

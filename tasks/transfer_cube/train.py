@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import numpy as np
@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf" / "train")
 
 
-def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
+def cached_or_recorded(data: DictConfig, chunk_size: int, record: Callable[[], Demos]) -> Demos:
+    """The demonstrations cached at ``data.cache`` when their chunk size matches, else ``record()``'s
+    (then cached): one cache rule for every task's expert."""
     cache = resolve_path(data.cache) if data.get("cache") else None
     if cache is not None and cache.is_file():
         demos = Demos.load(cache)
@@ -38,7 +40,15 @@ def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
             logger.info("loaded demonstrations from %s: %s", cache, demo_summary(demos))
             return demos
         logger.info("cached demonstrations have chunk %d != %d; re-recording", demos.actions.shape[1], chunk_size)
-    demos = record_demos(
+    demos = record()
+    logger.info("recorded %s", demo_summary(demos))
+    if cache is not None:
+        demos.save(cache)
+    return demos
+
+
+def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
+    return cached_or_recorded(data, chunk_size, lambda: record_demos(
         episodes=data.episodes,
         seed_offset=data.seed_offset,
         chunk_size=chunk_size,
@@ -55,11 +65,7 @@ def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
         task=str(data.get("task", "transfer_cube")),
         expert=OmegaConf.to_container(data.expert, resolve=True) if data.get("expert") else None,
         reaction_lag_max_ticks=int(data.get("reaction_lag_max_ticks", 0)),
-    )
-    logger.info("recorded %s", demo_summary(demos))
-    if cache is not None:
-        demos.save(cache)
-    return demos
+    ))
 
 
 def cube_xy_targets(demos: Demos, seed_offset: int) -> np.ndarray:
@@ -143,7 +149,10 @@ def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.
     return out.view(b, c, ch, h, w)
 
 
-def train(cfg: DictConfig) -> Path:
+def train(cfg: DictConfig, demos: Demos | None = None) -> Path:
+    """Train and write the checkpoint. ``demos`` (optional): demonstrations recorded elsewhere (e.g. a
+    Gymnasium task's expert, ``tasks.gym_control``); the model's state/action dims and cameras follow
+    them (no cameras: a state-only model). Without it the ALOHA demonstrations are recorded/loaded."""
     from lightning_fabric import Fabric
 
     t_start = time.monotonic()
@@ -157,12 +166,15 @@ def train(cfg: DictConfig) -> Path:
     fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
     fabric.seed_everything(int(cfg.seed))
 
+    if demos is None:
+        demos = load_or_record(cfg.data, int(cfg.model.chunk_size))
+    t_data = time.monotonic() - t_start
     mcfg = FlowModelConfig(
         chunk_size=int(cfg.model.chunk_size),
-        action_dim=14,
-        state_dim=14,
-        camera_names=tuple(cfg.data.cameras),
-        image_size=(int(cfg.data.height), int(cfg.data.width)),
+        action_dim=int(demos.actions.shape[-1]),
+        state_dim=int(demos.states.shape[-1]),
+        camera_names=tuple(demos.camera_names),
+        image_size=(int(cfg.data.get("height", 0)), int(cfg.data.get("width", 0))),
         image_downsample=int(cfg.model.image_downsample),
         dim=int(cfg.model.dim),
         heads=int(cfg.model.heads),
@@ -173,8 +185,6 @@ def train(cfg: DictConfig) -> Path:
         aux_dim=2 if cfg.model.get("aux_cube", False) else 0,
         train_prefix_max=int(cfg.model.get("train_prefix_max", 0)),
     )
-    demos = load_or_record(cfg.data, mcfg.chunk_size)
-    t_data = time.monotonic() - t_start
     normalizer = make_normalizer(demos, float(cfg.data.min_std))
     states = torch.from_numpy(normalizer.state_to_model(demos.states))
     actions = torch.from_numpy(normalizer.action_to_model(demos.actions))
@@ -197,6 +207,7 @@ def train(cfg: DictConfig) -> Path:
     max_s = float(o.max_minutes) * 60.0
     t0 = time.monotonic()
     step, running = 0, 0.0
+    early_step = int(o.get("early_checkpoint_step", 0) or 0)  # >0: also keep the EMA weights at this step
     while step < int(o.max_steps):
         progress = max(step / int(o.max_steps), (time.monotonic() - t0) / max_s)
         if progress >= 1.0:
@@ -222,6 +233,9 @@ def train(cfg: DictConfig) -> Path:
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm.detach().to(pe.device, pe.dtype), 1.0 - decay)
         step += 1
+        if step == early_step and cfg.get("early_output_dir"):  # a weak early checkpoint (e.g. BID's contrast)
+            save_checkpoint(cfg.early_output_dir, copy.deepcopy(ema).cpu(), normalizer,
+                            _meta(cfg, demos, step, running, t_data, time.monotonic() - t0, precision))
         running = 0.98 * running + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())
         if step % int(cfg.log_every) == 0:
             logger.info(
@@ -229,11 +243,23 @@ def train(cfg: DictConfig) -> Path:
                 float(o.lr) * lr_scale, time.monotonic() - t0,
             )
     t_train = time.monotonic() - t0
-    meta: dict[str, Any] = {
-        "task": f"sim {cfg.data.get('task', 'transfer_cube')} (ALOHA, 20 Hz)",
+    out = save_checkpoint(cfg.output_dir, ema.cpu(), normalizer,
+                          _meta(cfg, demos, step, running, t_data, t_train, precision))
+    logger.info("done: %d steps in %.0f s (data %.0f s); checkpoint %s", step, t_train, t_data, out)
+    print(f"checkpoint written: {out} ({step} steps, loss {running:.4f}, {time.monotonic() - t_start:.0f} s total)")
+    return out
+
+
+def _meta(cfg: DictConfig, demos: Demos, step: int, running: float, t_data: float, t_train: float,
+          precision: str) -> dict[str, Any]:
+    """config.json's ``meta``: what was trained on, how long, with which settings. ``control_hz`` is
+    the rate the demonstrations were recorded at (the rate the policy's chunk steps mean)."""
+    return {
+        "task": str(cfg.data.get("task_label") or f"sim {cfg.data.get('task', 'transfer_cube')} (ALOHA, 20 Hz)"),
+        "control_hz": float(cfg.data.hz),
         "train_steps": step,
         "final_loss_avg": running,
-        "samples": n,
+        "samples": int(len(demos.states)),
         "episodes": int(len(np.unique(demos.episode))),
         "expert_success": f"{demos.successes}/{demos.attempts}",
         "data_s": round(t_data, 1),
@@ -241,10 +267,6 @@ def train(cfg: DictConfig) -> Path:
         "precision": precision,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    out = save_checkpoint(cfg.output_dir, ema.cpu(), normalizer, meta)
-    logger.info("done: %d steps in %.0f s (data %.0f s); checkpoint %s", step, t_train, t_data, out)
-    print(f"checkpoint written: {out} ({step} steps, loss {running:.4f}, {time.monotonic() - t_start:.0f} s total)")
-    return out
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="flow")

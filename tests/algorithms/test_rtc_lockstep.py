@@ -148,14 +148,23 @@ def test_sweep_summary_ranks_each_lockstep_cell(tmp_path):
         assert row["success_rate"] == c["success_rate"] and row["ticks"] == c["ticks"]
 
 
+# A sweep runs the flow policy with guidance and rendered cameras for each trial. On a loaded 2-core
+# host the first sweep of the reproducibility test took ~4 min and the test met the suite's 300 s
+# per-test limit (300.22 s, failed; the sqlite test's two 1-trial sweeps took 128 s): the likely
+# cause of its unexplained CI failure. These limits are deadlines for a hang, not timings.
+SWEEP_TIMEOUT_S = 1200
+TWO_SWEEPS_TIMEOUT_S = 2 * SWEEP_TIMEOUT_S + 120
+
+
 def _optuna_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "inference", "-m", "+experiment=rtc_optuna", "hydra.sweeper.n_trials=3",
             "episodes=1", "max_steps=80", f"hydra.sweep.dir={sweep_dir}", *extra]
     return subprocess.run(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=SWEEP_TIMEOUT_S)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TWO_SWEEPS_TIMEOUT_S)
 def test_optuna_sweep_searches_inpainting_params_reproducibly(tmp_path):
     import yaml
 
@@ -218,6 +227,7 @@ def test_every_known_metric_name_is_one_a_run_writes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TWO_SWEEPS_TIMEOUT_S)
 def test_optuna_study_in_sqlite_resumes_and_records_failed_trials(tmp_path):
     """A trial too short to measure discontinuity fails without ending the search; a second
     command adds its trials to the same stored study."""

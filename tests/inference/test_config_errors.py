@@ -56,7 +56,23 @@ def _files(tmp: Path) -> dict[str, str]:
     out.update(_stats_files(tmp, stats))
     out.update(_video_files(tmp))
     out["lab"] = str(_lab_dir(tmp / "lab"))
+    out.update(_normalizer_mode_files(tmp, stats))
+    out.update(_rate_files(tmp))
+    out["lerobot_ckpt"] = str(_lerobot_checkpoint(tmp / "lerobot_ckpt"))
+    out.update(_weak_files(tmp))
     return out
+
+
+def _weak_files(tmp: Path) -> dict[str, str]:
+    """Weak checkpoints ``guidance: bid`` cannot contrast with: one that loads but writes chunks of
+    another length (a real model, saved), and a truncated copy of the bundled one."""
+    from policies.flow.checkpoint import load_config, save_checkpoint
+    from policies.flow.model import FlowModel
+
+    cfg, _ = load_config(CKPT)
+    short = tmp / "weak_short_chunks"
+    save_checkpoint(short, FlowModel(type(cfg).from_dict({**cfg.to_dict(), "chunk_size": 10})))
+    return {"weak_short": str(short)}
 
 
 def _stats_files(tmp: Path, stats: dict) -> dict[str, str]:
@@ -77,6 +93,50 @@ def _stats_files(tmp: Path, stats: dict) -> dict[str, str]:
     variant("short_state", "state", "mean", lambda v: v[:-1])
     variant("zero_std", "action", "std", lambda v: [0.0] * len(v))
     return out
+
+
+def _normalizer_mode_files(tmp: Path, stats: dict) -> dict[str, str]:
+    """Stats files whose modes leave a key the policy uses without a usable normalization: ``action``
+    gone from both ``stats`` and ``modes`` (it must not become identity), a mode whose stats are
+    missing, a mode that does not exist."""
+    def variant(name: str, change) -> None:
+        copy = json.loads(json.dumps(stats))
+        change(copy)
+        (tmp / f"{name}.json").write_text(json.dumps(copy))
+        out[name] = str(tmp / f"{name}.json")
+
+    out: dict[str, str] = {}
+    assert "stats" in stats and "modes" in stats, "the bundled stats.json has both"
+    variant("no_action_anywhere", lambda c: (c["stats"].pop("action"), c["modes"].pop("action")))
+    variant("minmax_without_min", lambda c: (c["modes"].update(action="minmax"), c["stats"]["action"].pop("min")))
+    variant("unknown_mode", lambda c: c["modes"].update(action="tanh"))
+    return out
+
+
+def _rate_files(tmp: Path) -> dict[str, str]:
+    """A copy of the bundled checkpoint whose config.json states a control rate that is no rate."""
+    bad = tmp / "bad_rate"
+    shutil.copytree(CKPT, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["meta"]["control_hz"] = "fast"
+    (bad / "config.json").write_text(json.dumps(config))
+    return {"bad_rate": str(bad)}
+
+
+def _lerobot_checkpoint(root: Path) -> Path:
+    """A directory laid out like LeRobot's save_pretrained output for the sim robot (config.json with
+    its features, the processor files): enough for the start-time checks, which read the JSON only."""
+    root.mkdir(parents=True)
+    image = {"type": "VISUAL", "shape": [3, 96, 128]}
+    (root / "config.json").write_text(json.dumps({
+        "type": "act", "chunk_size": 50, "n_action_steps": 50, "n_obs_steps": 1,
+        "input_features": {"observation.state": {"type": "STATE", "shape": [14]},
+                           **{f"observation.images.{c}": image for c in ("head", "left", "right")}},
+        "output_features": {"action": {"type": "ACTION", "shape": [14]}}}))
+    (root / "train_config.json").write_text(json.dumps({"env": {"fps": 50}, "dataset": {"repo_id": "local/none"}}))
+    for name in ("model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
+        (root / name).write_text("{}")
+    return root
 
 
 def _topics_files(tmp: Path) -> dict[str, str]:
@@ -256,9 +316,37 @@ CASES = [
     (["policy=scripted", "cameras=none", "policy.consistency_tol_rad=0"], "policy.consistency_tol_rad", "> 0"),
     (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"], "algorithm.methods",
      "guidance 'select'"),
+    # bidirectional decoding needs a weak checkpoint that answers like the policy's own
+    (["algorithm.guidance=bid"], "policy.bid_weak_checkpoint", "required for guidance=bid"),
+    (["algorithm=lockstep_eval", "algorithm.methods=[naive,bid]"], "policy.bid_weak_checkpoint", "required"),
+    (["algorithm.guidance=bid", "policy.bid_weak_checkpoint=/nonexistent/weak"], "policy.bid_weak_checkpoint",
+     "not found"),
+    (["algorithm.guidance=bid", "policy.bid_weak_checkpoint={weak_short}"], "policy.bid_weak_checkpoint",
+     "chunk_size=10"),
+    (["algorithm.guidance=bid", "policy.bid_weak_checkpoint={truncated}"], "policy.bid_weak_checkpoint",
+     "cannot be loaded"),
+    (["policy.bid_samples=1", "policy.bid_weak_checkpoint=transfer_cube_prefix"], "policy.bid_samples", ">= 2"),
+    (["policy=scripted", "cameras=none", "algorithm.guidance=bid"], "algorithm.guidance", "guidance 'bid'"),
     # robot knobs the sim cannot honour
     (["robot.hz=1000"], "robot.hz", "<= 500"),
     (["robot.seed=-1"], "robot.seed", ">= 0"),
+    # robot=gym (robots/gym): the env decides the rate and sizes; what contradicts it is refused at start
+    (["robot=gym", "policy=hold", "robot.env_id=NoSuchEnv-v9"], "robot.env_id", "no environment"),
+    (["robot=gym", "policy=hold", "robot.env_id=gym_pusht/PushT-v0"], "robot.env_id", "not installed"),
+    (["robot=gym", "policy=hold", "robot.env_id=CartPole-v1"], "robot.env_id", "Box"),
+    (["robot=gym", "policy=hold", "robot.action_dim=3"], "robot.action_dim", "action space has 1"),
+    (["robot=gym", "policy=hold", "robot.state_dim=4"], "robot.state_dim", "has 3"),
+    (["robot=gym", "policy=hold", "policy.action_dim=2"], "policy.action_dim", "robot.action_dim=1"),
+    (["robot=gym", "policy=flow"], "policy.action_dim", "does not match robot.action_dim=1"),
+    (["robot=gym", "policy=hold", "cameras=gym", "cameras.devices.image.source=pixels"],
+     "cameras.devices.image.source", "not an image"),
+    (["robot=gym", "policy=hold", "robot.hz=30"], "robot.hz", "not Pendulum-v1's rate"),
+    (["robot=gym", "policy=hold", "robot.action_noise_std=-0.1"], "robot.action_noise_std", ">= 0"),
+    (["robot=gym", "policy=hold", "robot.state_keys=[x]"], "robot.state_keys", "no keys"),
+    (["robot=gym", "policy=hold", "robot.success=return"], "robot.success_return", "registers none"),
+    (["robot=gym", "policy=hold", "+robot.env_kwargs.bogus=1"], "robot.env_kwargs", "bogus"),
+    (["robot=gym", "policy=hold", "robot.home_action=[5]"], "robot.home_action", "outside the action bounds"),
+    (["robot=gym", "policy=hold", "cameras=sim"], "cameras", "needs robot"),
     # telemetry, recording, launcher, real-time settings
     (["logger=wandb", "logger.mode=onlin"], "logger.mode", "not one of"),
     (["logger=wandb", "logger.log_every_ticks=0"], "logger.log_every_ticks", ">= 1"),
@@ -278,6 +366,72 @@ CASES = [
     (["policy.normalizer.path={short_state}"], "policy.normalizer", "state.mean have dim 13"),
     (["policy.normalizer.path={zero_std}", "+policy.normalizer.eps=0"], "policy.normalizer", "zero scale"),
     (["+policy.normalizer.eps=-1"], "policy.normalizer", "eps must be >= 0"),
+    # a robot's cameras come with it; a pairing that cannot work is refused before anything starts
+    (["robot=igris_b", "cameras=sim", "policy=hold"], "cameras", "needs robot robots.sim.robot.SimRobot"),
+    (["robot=igris_c", "cameras=sim", "policy=hold"], "cameras", "leave cameras= out"),
+    # the bundled policy on a real robot: what it drives, and what to run instead
+    (["robot=igris_b"], "policy.action_dim", "policy=openpi"),
+    (["robot=igris_c", "algorithm=rtc"], "policy.action_dim", "docs/lerobot.md"),
+    # a checkpoint that states its control rate runs at that robot.hz unless told otherwise
+    (["robot.hz=50"], "robot.hz", "policy.allow_rate_mismatch=true"),
+    (["robot.hz=10"], "robot.hz", "trained at 20 Hz"),
+    (["robot.hz=50", "policy.allow_rate_mismatch=maybe"], "policy.allow_rate_mismatch", "expected bool"),
+    (["policy.checkpoint={bad_rate}"], "policy.checkpoint", "control_hz='fast'"),
+    # every key the policy uses has an explicit normalization mode and the stats it needs
+    (["policy.normalizer.path={no_action_anywhere}"], "policy.normalizer", "no mode for 'action'"),
+    (["policy.normalizer.path={minmax_without_min}"], "policy.normalizer", "lack ['min']"),
+    (["policy.normalizer.path={unknown_mode}"], "policy.normalizer", "'tanh'"),
+    (["+policy.normalizer.modes={{state: zscore}}"], "policy.normalizer", "no mode for 'action'"),
+    # the live viewer's knobs, including what its server process would otherwise die of after the start
+    (["viewer=rerun", "viewer.web_port=-1"], "viewer.web_port", ">= 0"),
+    (["viewer=rerun", "viewer.web_port=abc"], "viewer.web_port", "expected int"),
+    (["viewer=rerun", "viewer.grpc_port=70000"], "viewer.grpc_port", "<= 65535"),
+    (["viewer=rerun", "+viewer.unknown_key=1"], "viewer.unknown_key", "unknown key"),
+    (["+viewer.unknown_key=1"], "viewer.unknown_key", "unknown key"),
+    (["viewer=rerun", "viewer.bind=localhost"], "viewer.bind", "not an IP address"),
+    (["viewer=rerun", "viewer.bind="], "viewer.bind", "not an IP address"),
+    (["viewer=rerun", "viewer.bind=192.0.2.1"], "viewer.bind", "cannot be bound"),
+    (["viewer=rerun", "viewer.server_memory_limit=lots"], "viewer.server_memory_limit", "not a size"),
+    (["viewer=rerun", "viewer.server_memory_limit=150%"], "viewer.server_memory_limit", "at most 100%"),
+    (["viewer=rerun", "viewer.application_id="], "viewer.application_id", "empty"),
+    (["viewer=rerun", "viewer.image_encoding=png"], "viewer.image_encoding", "not one of"),
+    (["viewer=rerun", "viewer.serve=false", "viewer.save_rrd=false"], "viewer", "nothing to do"),
+    # recorders: their folder, LeRobot's interpreter and knobs
+    (["record=mcap", "+record.bogus=1"], "record.bogus", "unknown key"),
+    (["record=mcap", "record.directory="], "record.directory", "empty"),
+    (["record=mcap", "record.directory=/tmp/elsewhere"], "record.directory", "inside the run directory"),
+    (["record=lerobot", "record.directory=../up"], "record.directory", "inside the run directory"),
+    (["record=lerobot", "record.fps=0"], "record.fps", ">= 1"),
+    (["record=lerobot", "record.fps=abc"], "record.fps", "expected int"),
+    (["record=lerobot", "+record.bogus=1"], "record.bogus", "unknown key"),
+    (["record=lerobot", "record.repo_id="], "record.repo_id", "empty"),
+    (["record=lerobot", "record.python=/nonexistent/python"], "record.python", "does not exist"),
+    (["record=lerobot", "record.queue_size=0"], "record.queue_size", ">= 1"),
+    # where the Ray pieces connect
+    (["launcher=ray", "launcher.address=nohost"], "launcher.address", "expected host:port"),
+    (["launcher=ray", "launcher.namespace="], "launcher.namespace", "empty"),
+    (["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.address=nohost:0"], "algorithm.address",
+     "expected host:port"),
+    (["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.app_name="], "algorithm.app_name", "empty"),
+    (["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.auth_mode=token",
+      "algorithm.auth_token_path=/nonexistent/token"], "algorithm.auth_token_path", "does not exist"),
+    # policy=lerobot's own knobs, checked before its interpreter is even looked for
+    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.device=tpu"],
+     "policy.device", "expected cpu, cuda"),
+    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.threads=0"],
+     "policy.threads", ">= 1"),
+    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.num_inference_steps=0"],
+     "policy.num_inference_steps", ">= 1"),
+    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.seed=-1"],
+     "policy.seed", ">= 0"),
+    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "+policy.bogus=1"],
+     "policy.bogus", "unknown key"),
+    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.chunk_size=60"],
+     "policy.path", "exceeds"),
+    # guidance and evaluation knobs
+    (["algorithm.guided_cap_ticks=abc"], "algorithm.guided_cap_ticks", "expected int or None"),
+    (["algorithm=lockstep_eval", "algorithm.methods=[]"], "algorithm.methods", "empty"),
+    (["algorithm=lockstep_eval", "algorithm.delays_ticks=[]"], "algorithm.delays_ticks", "empty"),
     # Hydra's own refusals, said the same way
     (["robot.hz=[20"], "robot.hz", "cannot parse override"),
     (["hydra.job.chdir=maybe"], "hydra.job.chdir", "not a valid bool"),

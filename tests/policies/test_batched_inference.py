@@ -200,7 +200,7 @@ def test_infer_batch_runs_a_select_row_on_its_own_and_batches_the_others(policy,
     rng = np.random.default_rng(5)
     vjp, plain = _request(policy, rng, Guidance.VJP, d=3, s=25), _request(policy, rng, Guidance.VJP, d=5, s=20)
     select = _request(policy, rng, Guidance.SELECT, d=3, s=25)
-    with pytest.raises(ValueError, match="unknown guidance"):
+    with pytest.raises(ValueError, match="guidance=select samples a batch of candidates of its own"):
         plan_batch([select], policy.metadata.chunk_size, policy.metadata.action_dim, 0)
     calls = []
     batched = policy.guided_inference_batch
