@@ -24,3 +24,17 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 # here; a process the suite starts gets the default disposition at exec and installs its own.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# absl's logging handler (imported by dm_control, which robot=gym makes through shimmy) writes to the
+# sys.stderr of the moment absl is first imported: under pytest, one test's capture stream. Hydra's
+# logging set-up in a later in-process app run closes every handler ever made, and absl's close()
+# closes its stream unless it is the process's own stderr: the capture stream of a running test, and
+# the interpreter loses stderr (CI crashed in test_config_errors after the gym experiment test). Point
+# absl at the real stderr once, before any test imports a suite. A command-line run is not affected:
+# there absl's stream is the real stderr, which it never closes.
+try:
+    import absl.logging as _absl_logging
+except ImportError:
+    pass
+else:
+    _absl_logging.get_absl_handler().python_handler.setStream(sys.__stderr__)

@@ -11,9 +11,11 @@ MuJoCo-based suites render with MuJoCo's offscreen OpenGL, whose backend must be
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,25 @@ def _import_suite(env_id: str) -> None:
         gymnasium.register_envs(module)
 
 
+@contextlib.contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """Undo what a suite does to the root logger while it is imported or made.
+
+    dm_control (through shimmy) adds a plain stderr handler to the root logger when an env is first
+    made. In a run that bypasses the console filter (services/logs.py: every start-up line twice, on a
+    console meant to show warnings and progress only); under a test runner the handler keeps the
+    runner's captured stream, which is closed after that test, and the next log record crashes the
+    interpreter's stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
 def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, render_mode: str | None = None) -> Any:
     """``gymnasium.make(env_id, render_mode=..., **env_kwargs)`` with its suite registered first.
 
@@ -75,12 +96,13 @@ def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, render_mo
     import gymnasium
     from gymnasium import error
 
-    _import_suite(env_id)
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     try:
-        return gymnasium.make(env_id.split(":", 1)[-1] if ":" in env_id else env_id, **kwargs)
+        with root_logging_kept():
+            _import_suite(env_id)
+            return gymnasium.make(env_id.split(":", 1)[-1] if ":" in env_id else env_id, **kwargs)
     except (error.NameNotFound, error.NamespaceNotFound, error.VersionNotFound, error.DeprecatedEnv,
             error.UnregisteredEnv) as exc:
         ns = namespace(env_id)

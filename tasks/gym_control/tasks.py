@@ -53,14 +53,10 @@ def get_task(name: str) -> GymTask:
 
 
 def make_env(task: GymTask):
-    """The task's Gymnasium env (dm_control ids are registered by importing shimmy)."""
-    import gymnasium as gym
+    """The task's Gymnasium env, made as ``robot=gym`` makes it (its suite registered first)."""
+    from robots.gym.suites import make_env as make_suite_env
 
-    if task.env_id.startswith("dm_control/"):
-        import shimmy
-
-        gym.register_envs(shimmy)
-    return gym.make(task.env_id, **task.env_kwargs)
+    return make_suite_env(task.env_id, task.env_kwargs)
 
 
 def flatten_observation(obs: Any, space: Any) -> np.ndarray:

@@ -424,3 +424,17 @@ def test_app_runs_a_gym_robot_with_the_hold_policy(mode: str, tmp_path: Path) ->
     np.testing.assert_array_equal(trajectory["command"], 0.0)  # hold = the home action (zero torque)
     first = trajectory["episode"] == trajectory["episode"][0]
     assert np.ptp(trajectory["state"][first][:, 2]) > 0.1  # the pendulum swung: the env was stepped
+
+
+def test_making_a_dm_control_env_leaves_the_root_logger_as_it_was() -> None:
+    """dm_control adds a bare stderr handler to the root logger the first time an env is made; kept, it
+    would print every start-up line on the quiet console and, under pytest, write to a closed capture
+    stream in a later test. A fresh interpreter, since only the first make adds it."""
+    code = ("import logging\n"
+            "from robots.gym.suites import make_env\n"
+            "make_env('dm_control/cartpole-swingup-v0')\n"
+            "print(len(logging.getLogger().handlers), logging.getLogger().level)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", str(30)]  # no handler, WARNING (the root logger's default level)
