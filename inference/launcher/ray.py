@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from services import logs
 from services.knobs import NonNegativeFloat, PositiveFloat
 from services.ray_connection import (  # noqa: F401 - re-exported for the launcher's users
     DEFAULT_TEMP_DIRS, LaunchError, RayTarget, check_resources, connect, describe_nodes, nodes_offering,
@@ -84,7 +85,8 @@ class RunActor:
         assert self.run_dir is not None, "prepare() first"
         local = copy.copy(run)
         local.run_dir = self.run_dir
-        logging.getLogger().setLevel(str(local.cfg.get("log_level", "INFO")))
+        # log_level is the console's level; actor.log, the run's log file here, keeps INFO and up
+        logs.configure(logging.getLevelNamesMapping()[str(local.cfg.get("log_level", "WARNING"))])
         self._thread_id = threading.get_ident()
         try:
             return local.execute()
