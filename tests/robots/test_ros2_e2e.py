@@ -41,7 +41,8 @@ def target_pose(action_dim: int) -> np.ndarray:
 class TargetPolicy:
     """Test policy (robot space, identity normalizer): every chunk is the same target pose."""
 
-    def __init__(self, chunk_size: int, action_dim: int, state_dim: int, camera_names: list[str] = ()) -> None:
+    def __init__(self, chunk_size: int, action_dim: int, state_dim: int, camera_names: list[str] = (),
+                 hold_action: list[float] | None = None) -> None:  # hold_action: policy=hold's key (built on it); unused
         self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
                                        camera_names=tuple(camera_names))
         self.target = target_pose(action_dim).astype(np.float32)
