@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from policies.flow.checkpoint import STATS, load_model, resolve_path
+from policies.flow.checkpoint import STATS, load_model_named, resolve_path
 from policies.flow.model import FlowModel, FlowModelConfig
 from policies.guidance import euler_sample
 from policies.normalize import Normalizer
@@ -72,13 +72,8 @@ class WeakPolicy:
     def load(cls, value: str | Path, strong: FlowModelConfig, strong_checkpoint: Path,
              device: torch.device | str = "cpu") -> WeakPolicy:
         checkpoint = resolve_checkpoint(value)
-        try:
-            model, _ = load_model(checkpoint, map_location="cpu")
-        except FileNotFoundError as exc:
-            raise ValueError(f"weak checkpoint {value!r} ({checkpoint}): {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - truncated weights, corrupt config.json, wrong tensors
-            raise ValueError(f"weak checkpoint {checkpoint} cannot be loaded: {type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:300]}") from None
+        model, _ = load_model_named(checkpoint, f"weak checkpoint {value!r} ({checkpoint})",
+                                    f"weak checkpoint {checkpoint}")
         check_compatible(model.cfg, strong, checkpoint, strong_checkpoint)
         state_map = action_map = None
         if not _same_stats(checkpoint, strong_checkpoint):

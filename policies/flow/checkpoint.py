@@ -94,5 +94,18 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     return model, meta
 
 
+
+def load_model_named(directory: Path, missing: str, broken: str) -> tuple[FlowModel, dict[str, Any]]:
+    """``load_model`` on the CPU with one ValueError line per way a checkpoint can be unusable:
+    ``"<missing>: <what is absent>"`` or ``"<broken> cannot be loaded: <why>"`` (truncated weights,
+    a corrupt config.json, wrong tensors), so a start-time check can name the key that pointed here."""
+    try:
+        return load_model(directory, map_location="cpu")
+    except FileNotFoundError as exc:
+        raise ValueError(f"{missing}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated weights, corrupt config.json, wrong tensors
+        raise ValueError(f"{broken} cannot be loaded: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+
 def stats_path(directory: str | Path = DEFAULT_CHECKPOINT) -> Path:
     return resolve_path(directory) / STATS

@@ -18,7 +18,7 @@ import torch
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
 from policies.control_rate import ControlRate
 from policies.flow.bid import WeakPolicy
-from policies.flow.checkpoint import (DEFAULT_CHECKPOINT, REPO_ROOT, control_rate, load_config, load_model,
+from policies.flow.checkpoint import (DEFAULT_CHECKPOINT, REPO_ROOT, control_rate, load_config, load_model_named,
                                      resolve_path)
 from policies.flow.model import FlowModel, Prefix
 from policies.guidance import (blend, bid_select, euler_sample, gated_select, guided_euler_sample,
@@ -65,13 +65,7 @@ def _device(device: str) -> torch.device:
 def _load_checked(checkpoint: Path, chunk_size: Any, action_dim: Any, state_dim: Any, camera_names: Any,
                   image_size: Any) -> tuple[FlowModel, dict[str, Any]]:
     """Load the checkpoint on the CPU and check it keeps the config's promises (ValueError naming the key)."""
-    try:
-        model, meta = load_model(checkpoint, map_location="cpu")
-    except FileNotFoundError as exc:
-        raise ValueError(f"checkpoint {checkpoint}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - truncated weights, corrupt config.json, wrong tensors
-        raise ValueError(f"checkpoint {checkpoint} cannot be loaded: {type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:300]}") from None
+    model, meta = load_model_named(checkpoint, f"checkpoint {checkpoint}", f"checkpoint {checkpoint}")
     cfg, ck = model.cfg, str(checkpoint)
     _check("chunk_size", chunk_size, cfg.chunk_size, ck)
     _check("action_dim", action_dim, cfg.action_dim, ck)
