@@ -3,6 +3,10 @@
 It works beside Hydra's ``_target_``: a policy config may name its class directly
 (``_target_: policies.flow.FlowPolicy``) or by registered name
 (``_target_: policies.registry.build_policy`` with ``type: flow``).
+
+The registry holds the policies of this package only: it sits below ``algorithms/``, ``inference/`` and
+``tasks/`` and loads nothing from them. A policy that lives higher up (a task's scripted expert, which
+needs its robot's model) is named by class in its config (``conf/policy/scripted.yaml``).
 """
 
 from __future__ import annotations
@@ -52,10 +56,9 @@ class Registry:
 
 POLICY_REGISTRY = Registry(
     "policy",
-    # modules whose import registers the built-in policies (by name, so this package imports none of
-    # them: the scripted expert lives with its sim task in tasks/, which may use robots/)
-    autoload=("policies.hold", "tasks.transfer_cube.expert", "tasks.gym_control.policy", "policies.flow",
-              "policies.openpi", "policies.lerobot"),
+    # the modules of this package whose import registers its policies (by name, so importing the
+    # registry loads none of them and no optional dependency)
+    autoload=("policies.hold", "policies.flow", "policies.openpi", "policies.lerobot"),
 )
 
 

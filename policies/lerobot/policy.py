@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import re
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -37,48 +34,18 @@ from policies.lerobot.features import CheckpointError, CheckpointSpec, checkpoin
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import NonNegativeInt, PositiveInt
+from services.lerobot_python import probe_python, resolve_python
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-
-
+# the engine's code that runs in LeRobot's interpreter when this one cannot import lerobot
+RUNTIME_MODULE = "policies.lerobot.runtime"
 DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")  # torch devices a LeRobot policy runs on
 
 
 def lerobot_here() -> bool:
     """Whether this interpreter can import lerobot (then the policy runs in process)."""
     return sys.version_info >= (3, 12) and importlib.util.find_spec("lerobot") is not None
-
-
-def resolve_python(python: str | None) -> str | None:
-    """``policy.python`` as an absolute path (relative paths are taken from the repository root)."""
-    if not python:
-        return None
-    p = Path(os.path.expanduser(str(python)))
-    if not p.is_absolute():
-        p = REPO / p
-    return str(p)
-
-
-def probe_python(python: str) -> str:
-    """LeRobot's version in ``python`` (with this repository on its path), or ValueError saying why not."""
-    if not os.access(python, os.X_OK):
-        raise ValueError(f"{python} is not an executable interpreter")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    # find_spec, not import: importing lerobot takes seconds to a minute on a busy machine
-    code = ("import importlib.util as u, importlib.metadata as m, sys\n"
-            "missing = [n for n in ('lerobot', 'torch', 'policies.lerobot.runtime') if u.find_spec(n) is None]\n"
-            "if missing: sys.exit('cannot import ' + ', '.join(missing))\n"
-            "print(m.version('lerobot'))")
-    try:
-        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=str(REPO))
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ValueError(f"{python} could not be run ({exc})") from None
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"{python} cannot import lerobot and this engine's policies.lerobot ({last})")
-    return res.stdout.strip()
 
 
 @POLICY_REGISTRY.register("lerobot")
@@ -167,7 +134,7 @@ class LeRobotPolicy:
                               "policy.python to the python of an environment with lerobot 0.6 "
                               "(`make lerobot-env` builds .venvs/lerobot)")
         try:
-            probe_python(python)
+            probe_python(python, RUNTIME_MODULE)
         except ValueError as exc:
             raise ConfigError(f"{path}.python: {exc}") from None
 

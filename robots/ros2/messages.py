@@ -121,7 +121,3 @@ def image_rgb8(hwc: np.ndarray, frame_id: str = "", t_wall_s: float | None = Non
         step=w * 3,
         data=hwc.reshape(-1),
     )
-
-
-def stamp_to_s(t: Any) -> float:
-    return float(t.sec) + float(t.nanosec) * 1e-9

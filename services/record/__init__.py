@@ -7,12 +7,11 @@ A recorder gets every observation, command and chunk from the control step and m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from robots.base import Observation, RobotSpec
+from services.robot_data import ObservationLike, RobotSpecLike
 
 STATE_TOPIC = "/observation/joint_states"
 COMMAND_TOPIC = "/command/joint_states"
@@ -39,10 +38,10 @@ def image_topic(camera: str) -> str:
 class NullRecorder:
     """``record=none``."""
 
-    def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
+    def start(self, run_dir: Path, spec: RobotSpecLike, camera_names: tuple[str, ...]) -> None:
         pass
 
-    def observation(self, obs: Observation) -> None:
+    def observation(self, obs: ObservationLike) -> None:
         pass
 
     def command(self, command: np.ndarray) -> None:

@@ -36,21 +36,20 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from policies.base import Guidance
 from services.errors import ConfigError
+from services.guidance import Guidance
 from services.knobs import PositiveFloat, PositiveInt
+from services.lerobot_python import probe_python, resolve_python
 from services.record import run_subdirectory_problem
 from services.ring import RecordRing, SinkProcess
-
-if TYPE_CHECKING:
-    from robots.base import Observation, RobotSpec
+from services.robot_data import ObservationLike, RobotSpecLike
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[2]
+WRITER_MODULE = __name__  # the dataset writer runs this module's code in LeRobot's interpreter
 OBS, CMD, CHUNK, EPISODE = 1, 2, 3, 4
 
 
@@ -68,14 +67,12 @@ class LeRobotRecorder:
         python = node.get("python", ".venvs/lerobot/bin/python")
         if not python:
             return  # this interpreter writes (it must import lerobot: checked when the sink starts)
-        from policies.lerobot.policy import probe_python, resolve_python
-
         resolved = resolve_python(str(python))
         if not os.path.exists(resolved):
             raise ConfigError(f"{path}.python: {resolved} does not exist (`make lerobot-env` builds .venvs/lerobot; "
                               "or point record.python at an interpreter with lerobot 0.6)")
         try:
-            probe_python(resolved)
+            probe_python(resolved, WRITER_MODULE)
         except ValueError as exc:
             raise ConfigError(f"{path}.python: {exc}") from None
 
@@ -84,16 +81,14 @@ class LeRobotRecorder:
                  queue_size: PositiveInt = 4000, buffer_mb: PositiveFloat = 128.0) -> None:
         self.directory, self.repo_id, self.fps, self.prompt = directory, repo_id, int(fps), prompt
         self.use_videos = bool(use_videos)
-        python_path = Path(python) if python else None
-        self.python = str(python_path if python_path is None or python_path.is_absolute() else REPO / python_path) \
-            if python else None
+        self.python = resolve_python(python)
         self.queue_size, self.buffer_mb = queue_size, buffer_mb
         self._ring: RecordRing | None = None
         self._proc: SinkProcess | None = None
         self._guidance: dict[int, int] = {}  # chunk id -> guidance code (the newest chunks)
         self._planned: tuple[np.ndarray | None, int, int] | None = None  # the next command's proposal
 
-    def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
+    def start(self, run_dir: Path, spec: RobotSpecLike, camera_names: tuple[str, ...]) -> None:
         self.path = Path(run_dir) / self.directory
         self._cameras = tuple(camera_names)
         self._ring = RecordRing.create(int(self.buffer_mb * (1 << 20)), max_records=self.queue_size)
@@ -107,7 +102,7 @@ class LeRobotRecorder:
             raise
         log.info("lerobot recorder ready in %.2f s: %s", self._proc.ready_s, self.path)
 
-    def observation(self, obs: Observation) -> None:
+    def observation(self, obs: ObservationLike) -> None:
         if self._ring is None:
             return
         frames = [obs.images.get(cam) for cam in self._cameras]

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -22,9 +22,7 @@ from services.errors import ConfigError
 from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic, run_subdirectory_problem
 from services.knobs import PositiveFloat, PositiveInt, Range
 from services.ring import RecordRing, SinkProcess
-
-if TYPE_CHECKING:
-    from robots.base import Observation, RobotSpec
+from services.robot_data import ObservationLike, RobotSpecLike
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ class McapRecorder:
         self._proc: SinkProcess | None = None
 
     # ------------------------------------------------------------------ control side
-    def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
+    def start(self, run_dir: Path, spec: RobotSpecLike, camera_names: tuple[str, ...]) -> None:
         self.path = Path(run_dir) / self.directory
         self._cameras = tuple(camera_names)
         self._ring = RecordRing.create(int(self.buffer_mb * (1 << 20)), max_records=self.queue_size)
@@ -69,7 +67,7 @@ class McapRecorder:
         self._ready_s = self._proc.ready_s
         log.info("recorder ready in %.2f s (pid %d): %s", self._ready_s, self._proc.proc.pid, self.path)
 
-    def observation(self, obs: Observation) -> None:
+    def observation(self, obs: ObservationLike) -> None:
         if self._ring is None:
             return
         self._obs_index += 1

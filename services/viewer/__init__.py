@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from robots.base import Observation, RobotSpec
     from services.ring import RecordRing
+    from services.robot_data import ObservationLike, RobotSpecLike
 
 
 class NullViewer:
@@ -41,11 +41,11 @@ class ViewedRecorder:
         self.recorder = recorder
         self.viewer = viewer
 
-    def start(self, run_dir: Path, spec: "RobotSpec", camera_names: tuple[str, ...]) -> None:
+    def start(self, run_dir: Path, spec: "RobotSpecLike", camera_names: tuple[str, ...]) -> None:
         self.recorder.start(run_dir, spec, camera_names)
         self.viewer.start(run_dir, spec, camera_names)
 
-    def observation(self, obs: "Observation") -> None:
+    def observation(self, obs: "ObservationLike") -> None:
         self.recorder.observation(obs)
         self.viewer.observation(obs)
 

@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -33,11 +33,9 @@ from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt, Range
 from services.logs import SHOW
 from services.ring import RecordRing, SinkProcess, array_text
+from services.robot_data import ObservationLike, RobotSpecLike
 from services.telemetry import CHUNK, COMMAND, EVENT, INFERENCE, INFERENCE_FIELDS, TICK, TICK_FIELDS, _row
 from services.viewer import ViewedRecorder
-
-if TYPE_CHECKING:
-    from robots.base import Observation, RobotSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +102,7 @@ class RerunViewer:
         return ViewedRecorder(recorder, self)
 
     # ------------------------------------------------------------------ control side
-    def start(self, run_dir: Path, spec: RobotSpec, camera_names: tuple[str, ...]) -> None:
+    def start(self, run_dir: Path, spec: RobotSpecLike, camera_names: tuple[str, ...]) -> None:
         run_dir = Path(run_dir)
         self._cameras = tuple(camera_names)
         ring = self.ring()
@@ -129,7 +127,7 @@ class RerunViewer:
         if self.url:
             log.info("live view: %s", self.url, extra=SHOW)  # the console shows it at every log_level
 
-    def observation(self, obs: Observation) -> None:
+    def observation(self, obs: ObservationLike) -> None:
         ring = self._ring
         if ring is None or self._proc is None:
             return

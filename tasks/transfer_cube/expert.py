@@ -24,7 +24,6 @@ import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
 from policies.guidance import padded_prev, prefix_weights, select_coherent
-from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt
 from tasks.transfer_cube.ik import ARM_DOFS, ArmIK
@@ -178,7 +177,6 @@ def transfer_cube_waypoints(
     return {"left": left, "right": right}
 
 
-@POLICY_REGISTRY.register("scripted")
 class ScriptedTransferCube:
     """Privileged scripted expert for the sim transfer-cube task (robot space = model space).
 
