@@ -2,6 +2,11 @@
 with a simulated delay (``algorithm=lockstep_eval``; with ``parallel_episodes`` > 1 each episode
 worker's port to one batched call, ``BatchedDelayTransport``). Both build the policy with the one
 ``PolicyRunner`` and answer a request from the control side's observation history.
+
+Faults as in every mode: a policy that raises is a reply with an ``inference_error``, a call that runs
+past ``inference_timeout_s`` is abandoned and answered with an ``inference_timeout`` (the loop ends the
+run with either, the robot holding). Only the batched port waits for its batch unbounded: the batch
+runs under the rendezvous' lock, which an abandoned call would keep.
 """
 
 from __future__ import annotations
@@ -13,32 +18,56 @@ from typing import Any, Callable
 
 import numpy as np
 
-from algorithms.episode_batcher import EpisodeBatcher, Row
+from algorithms.episode_batcher import BatcherAborted, EpisodeBatcher, Row
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportSession
 from policies.runner import ChunkResult, PolicyRunner
 from services.errors import AlgorithmFault, ConfigError, FaultKind
 
 
-def call_with_timeout(fn: Callable[[], Any], timeout_s: float, name: str = "inference") -> Any:
-    """``fn()`` in a daemon thread, waited for at most ``timeout_s``: a hung call cannot block the
-    loop (it is abandoned; the run ends as a fault and the process exits without joining it)."""
-    box: dict[str, Any] = {}
-    done = threading.Event()
+class InferenceTimedOut(TimeoutError):
+    """A policy call ran past its bound and was abandoned (not a timeout the policy itself raised)."""
 
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-        finally:
-            done.set()
 
-    threading.Thread(target=target, name=name, daemon=True).start()
-    if not done.wait(timeout_s):
-        raise TimeoutError(f"no result within {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+class BoundedCall:
+    """Runs each call in a daemon thread, waited for at most ``timeout_s``: a hung policy cannot
+    block the loop (the call is abandoned; the run ends with the fault and the process exits without
+    joining it). While an abandoned call still runs, the next one is refused with
+    ``InferenceTimedOut`` rather than running the policy from two threads at once."""
+
+    def __init__(self, timeout_s: float, name: str = "inference") -> None:
+        self.timeout_s = float(timeout_s)
+        self.name = name
+        self.abandoned: threading.Thread | None = None
+
+    def __call__(self, fn: Callable[[], Any]) -> Any:
+        if self.abandoned is not None and self.abandoned.is_alive():
+            raise InferenceTimedOut("the policy has not returned from an earlier call that ran past the limit")
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                box["error"] = exc
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=target, name=self.name, daemon=True)
+        thread.start()
+        if not done.wait(self.timeout_s):
+            self.abandoned = thread
+            raise InferenceTimedOut(f"no result within {self.timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+def failure(exc: Exception, timeout_s: float) -> tuple[str, FaultKind]:
+    """The reply error for an inference that raised ``exc``: a bound it ran past, or the policy's error."""
+    if isinstance(exc, InferenceTimedOut):
+        return f"inference timeout: {exc} (algorithm.inference_timeout_s={timeout_s:g})", FaultKind.INFERENCE_TIMEOUT
+    return f"inference failed: {type(exc).__name__}: {exc}", FaultKind.INFERENCE_ERROR
 
 
 def policy_info(policy: Any) -> dict[str, Any]:
@@ -67,24 +96,19 @@ class BlockingTransport(TransportBase):
     def __init__(self) -> None:
         self.runner: PolicyRunner | None = None
         self.reply: InferenceReply | None = None
-        self.timeout_s = 0.0
+        self.call = BoundedCall(0.0)
 
     def start(self, session: TransportSession) -> None:
         self.runner = build_runner(session.run)
-        self.timeout_s = float(session.inference_timeout_s)
+        self.call = BoundedCall(session.inference_timeout_s)
 
     def submit(self, request: InferenceRequest) -> None:
         t_start = time.monotonic()
         try:
-            result = call_with_timeout(lambda: self.runner.infer_history(request.history, request.guide), self.timeout_s)
-        except TimeoutError as exc:
-            error = (f"inference timeout: {exc} (algorithm.inference_timeout_s={self.timeout_s:g})",
-                     FaultKind.INFERENCE_TIMEOUT)
-            self.reply = InferenceReply(request.seq, None, None, t_start, time.monotonic(), error=error)
-            return
+            result = self.call(lambda: self.runner.infer_history(request.history, request.guide))
         except Exception as exc:  # noqa: BLE001 - the robot is not commanded meanwhile: it holds
-            error = (f"inference failed: {type(exc).__name__}: {exc}", FaultKind.INFERENCE_ERROR)
-            self.reply = InferenceReply(request.seq, None, None, t_start, time.monotonic(), error=error)
+            self.reply = InferenceReply(request.seq, None, None, t_start, time.monotonic(),
+                                        error=failure(exc, self.call.timeout_s))
             return
         self.reply = InferenceReply(request.seq, result.model, result.robot, t_start, time.monotonic(),
                                     result.policy_ms, policy_info(self.runner.policy))
@@ -99,13 +123,15 @@ class BlockingTransport(TransportBase):
 
 @dataclass
 class _Held:
-    """A result held back until ``due_tick``, as if inference had taken that long."""
+    """A result held back until ``due_tick``, as if inference had taken that long; ``error`` set:
+    the inference failed (no chunk), answered at once."""
 
     due_tick: int
     seq: int
-    result: ChunkResult
+    result: ChunkResult | None
     t_start: float
     fields: dict[str, Any]  # what the policy reported with the chunk (policy_info)
+    error: tuple[str, FaultKind] | None = None
 
 
 class SimulatedDelayTransport(TransportBase):
@@ -114,7 +140,8 @@ class SimulatedDelayTransport(TransportBase):
     long; with ``sync`` the robot is taken to pause that long instead (no ticks pass, the pause is
     counted in ``paused_ticks``) and the answer is there at once. An episode's first chunk is there
     at once (the robot waits for it, still). Each episode re-seeds a sampling policy's noise with the
-    episode seed, so methods are compared on the same draws (common random numbers)."""
+    episode seed, so methods are compared on the same draws (common random numbers). The policy
+    call itself takes wall time, bounded by ``inference_timeout_s``; a failed call is answered at once."""
 
     name = "simulated-delay"
     simulated = True
@@ -129,9 +156,11 @@ class SimulatedDelayTransport(TransportBase):
         self.held: _Held | None = None
         self.paused_ticks = 0
         self.tick = 0
+        self.call = BoundedCall(0.0)
 
     def start(self, session: TransportSession) -> None:
         self.runner = build_runner(session.run)
+        self.call = BoundedCall(session.inference_timeout_s)
 
     def configure(self, delay_ticks: int, spread_ticks: int, sync: bool) -> None:
         """The (mean) delay of the cell about to run, its spread (0: constant), and sync execution."""
@@ -157,22 +186,32 @@ class SimulatedDelayTransport(TransportBase):
         return self.held is None
 
     def submit(self, request: InferenceRequest) -> None:
-        result, fields = self._infer(request)
+        t_start = request.tick * self.period_s
+        try:
+            result, fields = self._infer(request)
+        except BatcherAborted:  # the cell was abandoned: not this policy's failure
+            raise
+        except Exception as exc:  # noqa: BLE001 - answered as the request's error; the robot holds
+            self.held = _Held(request.tick, request.seq, None, t_start, {}, failure(exc, self.call.timeout_s))
+            return
         latency = 0 if request.first else self._draw_delay()
         if self.sync:
             self.paused_ticks += latency
             latency = 0
-        self.held = _Held(request.tick + latency, request.seq, result, request.tick * self.period_s, fields)
+        self.held = _Held(request.tick + latency, request.seq, result, t_start, fields)
 
     def _infer(self, request: InferenceRequest) -> tuple[ChunkResult, dict[str, Any]]:
-        """The chunk for ``request`` and what the policy reported with it, computed now."""
-        return self.runner.infer_history(request.history, request.guide), policy_info(self.runner.policy)
+        """The chunk for ``request`` and what the policy reported with it, computed now (bounded)."""
+        return self.call(lambda: (self.runner.infer_history(request.history, request.guide),
+                                  policy_info(self.runner.policy)))
 
     def poll(self, tick: int) -> InferenceReply | None:
         held = self.held
         if held is None or held.due_tick > tick:
             return None
         self.held = None
+        if held.error is not None:
+            return InferenceReply(held.seq, None, None, held.t_start, tick * self.period_s, error=held.error)
         return InferenceReply(held.seq, held.result.model, held.result.robot, held.t_start, tick * self.period_s,
                               held.result.policy_ms, held.fields)
 
@@ -206,6 +245,8 @@ class BatchedDelayTransport(SimulatedDelayTransport):
         self.stream = self.batcher.noise_stream(seed)
 
     def _infer(self, request: InferenceRequest) -> tuple[ChunkResult, dict[str, Any]]:
+        """The row's answer from the batch; waited for unbounded (the batch runs under the
+        rendezvous' lock, which an abandoned call would keep from the other episodes)."""
         snap = request.history.snapshot()
         info = request.history.last.info if request.history.last is not None else {}
         inp = self.runner.policy_input(snap.state, snap.images, info)

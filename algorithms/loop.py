@@ -10,9 +10,12 @@ sends it. The rules are written here once, for every mode:
   command) never runs; ``max_rejected_chunks`` of them in a row are a ``chunks_rejected`` fault;
 * an inference longer than ``inference_timeout_s`` is an ``inference_timeout`` fault, an unhealthy
   transport (dead process, stalled heartbeat, lost actor) one of its kind;
-* after an inference fault the transport may restart; else the robot finishes the current chunk
-  through the safety filter (sync execution: at once), holds, and the run ends with the fault
-  (recorded in events.jsonl and summary.json; ``execute`` raises it, the app exits 3);
+* after a fault of the inference side itself (``RESTARTABLE_KINDS``: died, stalled, timed out,
+  raised) the transport replaces that side, up to ``max_restarts`` times per run (``RestartConfig``,
+  the same knob and count for every real-time mode); else, and after any other inference fault, the
+  robot finishes the current chunk through the safety filter (sync execution: at once), holds, and
+  the run ends with the fault (recorded in events.jsonl and summary.json; ``execute`` raises it, the
+  app exits 3);
 * a robot fault holds at once.
 
 Modes differ only in the transport (``algorithms/transport.py``) and in ``sync``: sync execution
@@ -42,7 +45,8 @@ from algorithms.step import AlgorithmFault, ControlStep, EpisodeResult, FaultKin
 from algorithms.transport import InferenceReply, InferenceRequest, Transport, TransportSession
 from robots.base import RobotError
 from services.clock import make_clock
-from services.knobs import PositiveFloat
+from services.errors import RESTARTABLE_KINDS
+from services.knobs import NonNegativeInt, PositiveFloat
 from services.logs import SHOW
 from services.realtime import RealtimeSession
 
@@ -63,21 +67,41 @@ class LoopConfig:
         check_ranges(self)
 
 
+@dataclass(kw_only=True)
+class RestartConfig:
+    """How a real-time run (``algorithm=rtc``, ``rtc_split``, ``rtc_fleet``) treats a failed inference
+    side. ``max_restarts``: how many times per run a fault of the inference side itself
+    (``RESTARTABLE_KINDS``: ``inference_died``, ``inference_stalled``, ``inference_timeout``,
+    ``inference_error``) is answered by replacing that side (a new process, a new actor, the next
+    request to the service) instead of ending the run; 0 ends the run at the first one. A bad chunk,
+    observation or robot is never restarted. The first chunk of the replaced side is guided to
+    continue from what the robot executes."""
+
+    max_restarts: NonNegativeInt = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 class ControlLoop:
-    """One run's control side. ``name`` is the algorithm's name in telemetry and summary.json."""
+    """One run's control side. ``name`` is the algorithm's name in telemetry and summary.json;
+    ``restarts``: how often the inference side may be replaced after it failed (None: never, the
+    modes whose policy runs in this process)."""
 
     def __init__(self, run: Any, rtc: RTCConfig, limits: LoopConfig, transport: Transport, *, name: str,
-                 sync: bool = False) -> None:
+                 sync: bool = False, restarts: RestartConfig | None = None) -> None:
         self.run = run
         self.rtc = rtc
         self.limits = limits
         self.transport = transport
         self.name = name
         self.sync = sync
+        self.max_restarts = restarts.max_restarts if restarts is not None else 0
+        self.restarts = 0  # inference sides replaced so far in this run
         self.fault: AlgorithmFault | None = None
         self.rejected_chunks = 0
         self.rejected_in_a_row = 0
@@ -147,7 +171,7 @@ class ControlLoop:
                            **(summary_fields() if summary_fields else {}),
                            rejected_chunks=self.rejected_chunks,
                            stale_chunks=self.planner.scheduler.stale_chunks if self.planner is not None else 0,
-                           discarded_results=self.discarded_results,
+                           discarded_results=self.discarded_results, restarts=self.restarts,
                            fault=self.fault.record() if self.fault is not None else None,
                            **self.transport.summary())
             if step is not None:
@@ -194,15 +218,19 @@ class ControlLoop:
         return self.fault
 
     def _inference_fault(self, message: str, kind: FaultKind) -> bool:
-        """The inference side failed: the transport may restart it (True); else the run ends with
-        this fault once the current chunk is used up (``episode`` holds then)."""
-        log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, message)
+        """An inference failed: a fault of the inference side itself is answered by replacing that
+        side while ``max_restarts`` allows and the transport can (True); else the run ends with this
+        fault once the current chunk is used up (``episode`` holds then)."""
         sched = self.planner.scheduler
         self.telemetry.event("inference_fault", cause=message, fault_kind=str(kind), tick=self.tick,
                              remaining=sched.remaining)
-        if self.transport.restart():
+        if kind in RESTARTABLE_KINDS and self.restarts < self.max_restarts and self.transport.restart():
+            self.restarts += 1
+            log.warning("%s: %s; inference side replaced (restart %d of algorithm.max_restarts=%d)", self.name,
+                        message, self.restarts, self.max_restarts)
             self.planner.inference_restarted()  # the next request continues what the robot executes
             return True
+        log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, message)
         self.planner.cancel()
         self._fail(message, kind)
         return False

@@ -41,8 +41,10 @@ may take to get ready); ``restarts`` (how many times it was restarted).
     gone). ``now`` is ``time.monotonic()``. The loop bounds each inference itself
     (``inference_timeout_s``), so a transport need not time requests out.
 ``restart() -> bool``
-    After a fault: start a fresh inference side and return True, or return False (the run then ends
-    with the fault once the current chunk is used up).
+    After a fault of the inference side itself, when the loop's ``max_restarts`` leaves one
+    (``RestartConfig``: the loop decides and counts, the same in every mode): start a fresh inference
+    side and return True, or return False where it cannot (the run then ends with the fault once the
+    current chunk is used up).
 ``stop()``
     On every exit path; never raises; idempotent.
 ``summary() -> dict``

@@ -29,6 +29,14 @@ class FaultKind(StrEnum):
     NO_FIRST_CHUNK = "no_first_chunk"     # an episode's first chunk did not come within first_chunk_timeout_s
 
 
+# The faults of the inference side itself (its process, actor or replica died, froze, ran past the
+# inference timeout, or its policy raised): what ``algorithm.max_restarts`` lets a run ride through by
+# replacing that side. The others are never restarted: a bad chunk or observation is the policy's or
+# the robot's, and a fresh inference side would not change it.
+RESTARTABLE_KINDS = frozenset({FaultKind.INFERENCE_DIED, FaultKind.INFERENCE_STALLED, FaultKind.INFERENCE_TIMEOUT,
+                               FaultKind.INFERENCE_ERROR})
+
+
 class AlgorithmFault(RuntimeError):
     """The run cannot go on safely. Raised after the robot was left holding its last safe command;
     the app prints one line and exits 3. ``kind`` says what failed, ``tick`` when (control tick of

@@ -6,6 +6,8 @@ so the spawned inference process imports them by name like any other policy.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,13 @@ from robots.sim import SimRobot
 class FaultPolicy:
     """Moves every joint away from the measured pose by ``step_rad`` per chunk index, so a
     jump or a missing slew limit shows in the sent commands; then misbehaves as ``mode`` says
-    from call ``after_calls`` on: ``sleep`` (``sleep_s`` per call), ``nan_chunk`` (NaN chunks),
-    ``huge`` (finite but absurd chunks, 1e6), ``raise`` (an exception), ``raise_once`` (an exception
-    once per run, marked by ``once_file``), ``ok`` (never); ``raise_at_build`` fails in the constructor.
+    from call ``after_calls`` on: ``sleep`` (``sleep_s`` per call: a hang, where that is longer than
+    the run's bounds), ``nan_chunk`` (NaN chunks), ``huge`` (finite but absurd chunks, 1e6), ``raise``
+    (an exception), ``raise_once`` (an exception once per run, marked by ``once_file``),
+    ``stop_process`` (SIGSTOP of the process the policy runs in: all of it freezes, heartbeat thread
+    included), ``kill_process`` (SIGKILL of that process, as the OOM killer does), ``ok`` (never);
+    ``raise_at_build`` fails in the constructor. The last two act on the process itself: only for a
+    policy in a process of its own (``algorithm=rtc``).
     ``offset``: every planned action is that far from the measured pose (a plain predict never
     continues the robot's motion). ``follow_prev``: guided inference inpaints toward ``prev`` with the
     RTC weights (``W * prev + (1 - W) * plain``), as a guided policy does. ``warmup_s``: a slow warm-up."""
@@ -65,6 +71,10 @@ class FaultPolicy:
                 chunk[self.metadata.chunk_size // 2, 0] = np.nan
             elif self.mode == "huge":
                 chunk[:] = 1e6
+            elif self.mode == "stop_process":
+                os.kill(os.getpid(), signal.SIGSTOP)
+            elif self.mode == "kill_process":
+                os.kill(os.getpid(), signal.SIGKILL)
             elif self.mode == "raise" or (self.mode == "raise_once" and not Path(self.once_file).exists()):
                 if self.mode == "raise_once":
                     Path(self.once_file).touch()
@@ -89,7 +99,8 @@ class FaultPolicy:
 
 
 class RecordingSimRobot(SimRobot):
-    """SimRobot that writes every command it was sent to ``record_path`` (.npy) at ``stop()``.
+    """SimRobot that writes every command it was sent to ``record_path`` (.npy) at ``stop()``, and
+    the state of every read beside it (``reads_path(record_path)``): what a hold is checked against.
 
     ``refuse_send_after`` > 0: from that many accepted commands on, ``send`` raises
     ``StaleDataError`` as a ROS 2 robot does when its joint state went stale between read and send.
@@ -104,6 +115,7 @@ class RecordingSimRobot(SimRobot):
         self.nan_state_at = nan_state_at  # from this read on the state holds a NaN (a broken encoder)
         self.reads = 0
         self.sent: list[np.ndarray] = []
+        self.states: list[np.ndarray] = []
 
     def read(self):
         self.reads += 1
@@ -113,6 +125,7 @@ class RecordingSimRobot(SimRobot):
         if self.nan_state_at and self.reads >= self.nan_state_at:
             obs.state = np.array(obs.state, copy=True)
             obs.state[3] = np.nan
+        self.states.append(np.array(obs.state, dtype=np.float64))
         return obs
 
     def send(self, action: np.ndarray) -> None:
@@ -125,3 +138,10 @@ class RecordingSimRobot(SimRobot):
         super().stop()
         if self.record_path:
             np.save(Path(self.record_path), np.asarray(self.sent))
+            np.save(reads_path(self.record_path), np.asarray(self.states))
+
+
+def reads_path(record_path: str | Path) -> Path:
+    """Where ``RecordingSimRobot`` keeps the states it read, beside the commands in ``record_path``."""
+    path = Path(record_path)
+    return path.with_name(f"{path.stem}_reads.npy")

@@ -44,17 +44,23 @@ class SeedTaggedSimRobot(SimRobot):
 class SeedFaultPolicy:
     """Moves every joint ``step_rad`` per chunk index from the measured pose (a chunk depends only on
     the observation); in an episode whose seed is in ``nan_seeds`` every chunk holds a NaN, so it is
-    rejected and the episode ends in a ``chunks_rejected`` fault. ``hold_action``: the hold policy's
+    rejected and the episode ends in a ``chunks_rejected`` fault; in one whose seed is in
+    ``raise_seeds`` every call raises (an ``inference_error``). ``hold_action``: the hold policy's
     config key, accepted and unused (the tests compose from ``policy=hold``)."""
 
     def __init__(self, chunk_size: int, action_dim: int, state_dim: int, camera_names: Any = (),
-                 nan_seeds: list[int] = (), step_rad: float = 0.01, hold_action: Any = None) -> None:
+                 nan_seeds: list[int] = (), raise_seeds: list[int] = (), step_rad: float = 0.01,
+                 hold_action: Any = None) -> None:
         self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
                                        camera_names=tuple(camera_names))
         self.nan_seeds = {int(s) for s in nan_seeds}
+        self.raise_seeds = {int(s) for s in raise_seeds}
         self.step_rad = float(step_rad)
 
     def predict(self, obs: PolicyInput) -> np.ndarray:
+        seed = obs.info.get("episode_seed")
+        if seed in self.raise_seeds:
+            raise RuntimeError(f"SeedFaultPolicy raised in the episode of seed {seed}")
         current = np.asarray(obs.state[-1][: self.metadata.action_dim], dtype=np.float32)
         steps = self.step_rad * np.arange(1, self.metadata.chunk_size + 1, dtype=np.float32)[:, None]
         chunk = current[None] + steps * np.ones_like(current)[None]

@@ -9,7 +9,8 @@ Two single-writer regions, each behind its own seqlock:
   request (its seq, episode, tick, ``s``, ``d``, guidance) and ``prev = chunk[s:]`` in model space.
   The inference process runs the policy on exactly that and nothing else.
 * ``res.*`` (written by the inference process once per inference): the new chunk in both spaces
-  and the request it answers (its seq), with times and what the policy reported beside it.
+  and the request it answers (its seq), with times and what the policy reported beside it; or, when
+  the policy raised, no chunk and the error's message (``res.error``, UTF-8, cut to ``ERROR_BYTES``).
 
 Plus ``hb.*``: the inference process' heartbeat and state, plain aligned float64/int64 stores that
 need no lock. Integers live in small int64 vectors indexed by the ``IntEnum`` slots below;
@@ -64,6 +65,8 @@ class ReplySlot(IntEnum):
 
     SEQ = 0  # increments once per published result
     REQUEST_SEQ = 1  # the request this result answers
+    FAILED = 2  # 1: the policy raised; no chunk, the message is in res.error
+    ERROR_LEN = 3  # bytes of res.error in use
 
 
 class ReplyValue(IntEnum):
@@ -77,6 +80,8 @@ class ReplyValue(IntEnum):
     BID_BACKWARD = 5
     BID_FORWARD = 6
 
+
+ERROR_BYTES = 1024  # room for a failed inference's message (the traceback goes to the run log)
 
 # The policy's per-inference report (``last_info``) keys this wire carries, each in its ``res.f64`` slot.
 REPLY_INFO_SLOTS = {"select_stale": ReplyValue.SELECT_STALE, "bid_index": ReplyValue.BID_INDEX,
@@ -143,6 +148,7 @@ def build_specs(
         ArraySpec("res.f64", (len(ReplyValue),), "float64"),
         ArraySpec("res.model", (chunk_size, action_dim), "float32"),
         ArraySpec("res.robot", (chunk_size, action_dim), "float32"),
+        ArraySpec("res.error", (ERROR_BYTES,), "uint8"),
         ArraySpec("hb.f64", (len(HeartbeatTime),), "float64"),
         ArraySpec("hb.i64", (len(HeartbeatState),), "int64"),
     ]
@@ -166,6 +172,7 @@ class SharedState:
         self.obs_info = {k: a[f"obs.info.{k}"] for k in layout.info_keys}
         self.req_prev = a["req.prev"]
         self.res_model, self.res_robot = a["res.model"], a["res.robot"]
+        self.res_error = a["res.error"]
 
     # ------------------------------------------------------------ control side (writer of ctrl)
     def publish_request(
@@ -209,10 +216,14 @@ class SharedState:
         finally:
             self.ctrl_lock.write_end()
 
-    def read_result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.res_lock.read(
-            lambda: (self.res_model.copy(), self.res_robot.copy(), self.res_i64.copy(), self.res_f64.copy())
-        )
+    def read_result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bytes]:
+        def copy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bytes]:
+            i64 = self.res_i64.copy()
+            used = int(i64[ReplySlot.ERROR_LEN]) if i64[ReplySlot.FAILED] else 0
+            return (self.res_model.copy(), self.res_robot.copy(), i64, self.res_f64.copy(),
+                    self.res_error[:max(0, min(used, ERROR_BYTES))].tobytes())
+
+        return self.res_lock.read(copy)
 
     # ------------------------------------------------------------ inference side
     def read_counters(self) -> np.ndarray:
@@ -236,12 +247,19 @@ class SharedState:
         }
         return snap
 
-    def publish_result(self, model: np.ndarray, robot: np.ndarray, meta: Mapping[int, int],
-                       times: Mapping[int, float]) -> int:
+    def publish_result(self, model: np.ndarray | None, robot: np.ndarray | None, meta: Mapping[int, int],
+                       times: Mapping[int, float], error: bytes = b"") -> int:
+        """One result: the chunks, or (``model`` None) a failed inference's ``error`` message."""
         self.res_lock.write_begin()
         try:
-            np.copyto(self.res_model, model, casting="unsafe")
-            np.copyto(self.res_robot, robot, casting="unsafe")
+            failed = model is None
+            if not failed:
+                np.copyto(self.res_model, model, casting="unsafe")
+                np.copyto(self.res_robot, robot, casting="unsafe")
+            message = error[:ERROR_BYTES] if failed else b""
+            self.res_error[:len(message)] = np.frombuffer(message, dtype=np.uint8)
+            self.res_i64[ReplySlot.FAILED] = int(failed)
+            self.res_i64[ReplySlot.ERROR_LEN] = len(message)
             for index, value in meta.items():
                 self.res_i64[index] = value
             for index, value in times.items():
@@ -304,12 +322,28 @@ def encode_reply(shared: SharedState, request_seq: int, model: np.ndarray, robot
     return shared.publish_result(model, robot, {ReplySlot.REQUEST_SEQ: request_seq}, values)
 
 
-def decode_reply(shared: SharedState) -> tuple[int, Any]:
-    """(published result counter, ``InferenceReply``) of the result in the block."""
-    from algorithms.transport import InferenceReply
+def encode_error_reply(shared: SharedState, request_seq: int, message: str, t_start: float, t_end: float) -> int:
+    """Publish that the inference for ``request_seq`` failed (the policy raised): no chunk, the
+    message (cut to ``ERROR_BYTES`` on a character boundary)."""
+    raw = message.encode("utf-8")[:ERROR_BYTES].decode("utf-8", errors="ignore").encode("utf-8")
+    values = {ReplyValue.T_START: t_start, ReplyValue.T_END: t_end, ReplyValue.POLICY_MS: 0.0}
+    values.update({slot: float("nan") for slot in REPLY_INFO_SLOTS.values()})
+    return shared.publish_result(None, None, {ReplySlot.REQUEST_SEQ: request_seq}, values, error=raw)
 
-    model, robot, meta, values = shared.read_result()
+
+def decode_reply(shared: SharedState) -> tuple[int, Any]:
+    """(published result counter, ``InferenceReply``) of the result in the block; a failed
+    inference is a reply with ``error`` set (``inference_error``) and no chunk."""
+    from algorithms.transport import InferenceReply
+    from services.errors import FaultKind
+
+    model, robot, meta, values, error = shared.read_result()
+    times = (float(values[ReplyValue.T_START]), float(values[ReplyValue.T_END]))
+    if meta[ReplySlot.FAILED]:
+        message = f"inference failed: {error.decode('utf-8', errors='replace')}"
+        return int(meta[ReplySlot.SEQ]), InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), None, None, *times,
+                                                        error=(message, FaultKind.INFERENCE_ERROR))
     fields = {key: float(values[slot]) for key, slot in REPLY_INFO_SLOTS.items() if not np.isnan(values[slot])}
-    reply = InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), model, robot, float(values[ReplyValue.T_START]),
-                           float(values[ReplyValue.T_END]), float(values[ReplyValue.POLICY_MS]), fields)
+    reply = InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), model, robot, *times,
+                           float(values[ReplyValue.POLICY_MS]), fields)
     return int(meta[ReplySlot.SEQ]), reply

@@ -7,8 +7,9 @@ the block (``layout.encode_request``); the inference process (``worker.py``) pub
 (``layout.encode_reply``), which ``poll`` reads without blocking.
 
 Health: the inference process' heartbeat and liveness are checked every tick. When it dies or stalls
-past ``stall_timeout_s`` the loop finishes the current chunk and holds -- or, with
-``restart_on_failure``, this transport starts a new inference process and the run carries on.
+past ``stall_timeout_s`` the loop finishes the current chunk and holds -- or, while the loop's
+``max_restarts`` allows, this transport starts a new inference process and the run carries on. A
+policy that raises does not end the process: the error comes back as the reply to its request.
 Every exit: the inference process is stopped (flag, then terminate, then kill; well inside 2 s) and
 the shared block is unlinked. ``policy.python`` (a path, optional) runs the inference process under
 that interpreter (a side environment with the policy's own dependencies); it imports only numpy,
@@ -32,7 +33,7 @@ from algorithms.rtc.worker import WorkerConfig, inference_main
 from algorithms.settings import check_ranges
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault, TransportSession
 from services.errors import AlgorithmFault, FaultKind
-from services.knobs import NonNegativeInt, PositiveFloat, PositiveInt
+from services.knobs import PositiveFloat, PositiveInt
 from services.shm import SharedArrays, ShmRegistry, unique_block_name
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,13 @@ log = logging.getLogger(__name__)
 class InferenceProcessConfig:
     """How the inference process is run and watched. ``stall_timeout_s``: no heartbeat this long =
     the process is frozen (its heartbeat thread beats whatever the policy does).
-    ``restart_on_failure``/``max_restarts``: start a new inference process instead of ending the run.
-    ``startup_timeout_s``: policy build + warm-up. ``stop_timeout_s``: graceful stop before SIGTERM /
+    ``startup_timeout_s``: policy build + warm-up (a restarted process gets it too; how often one is
+    restarted is the loop's ``RestartConfig``). ``stop_timeout_s``: graceful stop before SIGTERM /
     SIGKILL. ``poll_interval_s``: the process' poll for the next request. ``inference_threads`` caps
     torch's CPU threads in the inference process (null = torch's default), so a CPU policy leaves a
     core to the control loop."""
 
     stall_timeout_s: PositiveFloat = 5.0
-    restart_on_failure: bool = False
-    max_restarts: NonNegativeInt = 3
     startup_timeout_s: PositiveFloat = 120.0
     stop_timeout_s: PositiveFloat = 1.0
     poll_interval_s: PositiveFloat = 0.001
@@ -180,20 +179,16 @@ class SharedMemoryTransport(TransportBase):
         return None
 
     def restart(self) -> bool:
+        """A new inference process on the same block (the loop decided that one is due)."""
         self._stop_worker(graceful=False)  # never block the control loop on a stalled process
-        if self.settings.restart_on_failure and self.restarts < self.settings.max_restarts:
-            self.restarts += 1
-            self._start_worker()
-            return True
-        return False
+        self.restarts += 1
+        self._start_worker()
+        return True
 
     def stop(self) -> None:
         self._stop_worker()
         self._close_log_queue()
         self._release_shared()
-
-    def summary(self) -> dict[str, Any]:
-        return {"restarts": self.restarts}
 
     # ------------------------------------------------------------------ shared memory + worker
     def _create_shared(self, run: Any, first_obs: Any) -> None:

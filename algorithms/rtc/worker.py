@@ -5,7 +5,9 @@ once, builds the policy *here* (``PolicyRunner.from_run``: build, freeze, warm u
 for the control side's next request (its ``RTCPlanner`` decided when, and cut the snapshot: the
 observation and the ``Guide``: the previous chunk's rest in model space, the actions of it executed,
 the delay estimate), run the policy on
-exactly that, publish the chunk. It keeps no RTC state. Log records (tracebacks included) go to the
+exactly that, publish the chunk. A policy that raises is answered with the error instead of a chunk
+(its traceback in the run's log) and the process waits for the next request, as the in-process, Ray
+and fleet transports do; the control side decides what the fault means. It keeps no RTC state. Log records (tracebacks included) go to the
 parent through a queue so they land in the run's log. SIGINT is ignored: the parent decides when to stop
 (stop flag).
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from algorithms.inprocess import policy_info
 from algorithms.rtc.layout import (HeartbeatState, HeartbeatTime, Layout, RequestSlot, SharedState, decode_request,
-                                   encode_reply)
+                                   encode_error_reply, encode_reply)
 from services.shm import SharedArrays
 from services import realtime
 from policies.base import Guidance
@@ -129,13 +131,18 @@ class _Worker:
             handled = self.infer_once()
 
     def infer_once(self) -> int:
-        """Answer the newest request; returns its seq."""
+        """Answer the newest request (its chunk, or the error the policy raised); returns its seq."""
         shared = self.shared
         t_start = time.monotonic()
         seq, obs, guide = decode_request(shared)
         if guide is not None:
             self._check_vjp(guide)
-        result = self.runner.infer_observation(obs.state, obs.images, obs.info, guide)
+        try:
+            result = self.runner.infer_observation(obs.state, obs.images, obs.info, guide)
+        except Exception as exc:  # noqa: BLE001 - answered as this request's error, the process lives on
+            log.error("inference for request %d failed: %s\n%s", seq, exc, traceback.format_exc(), extra=FILE_ONLY)
+            encode_error_reply(shared, seq, f"{type(exc).__name__}: {exc}", t_start, time.monotonic())
+            return seq
         encode_reply(shared, seq, result.model, result.robot, t_start, time.monotonic(), result.policy_ms,
                      policy_info(self.runner.policy))
         shared.hb_i64[HeartbeatState.INFERENCES] += 1

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from algorithms.remote_errors import error_line
 from algorithms.rtc_fleet.wire import OVERLOADED, error_reply
 from services.ray_connection import LaunchError, connect
 
@@ -113,15 +114,16 @@ class FleetClient:
                 return
             except TimeoutError:
                 call.cancel()
-                call.done(error_reply(f"no reply from the fleet service within {timeout_s:g} s", TIMEOUT))
+                call.done(error_reply(f"inference timeout: no reply from the fleet service within {timeout_s:g} s",
+                                      TIMEOUT))
                 return
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if call.attempts <= self.max_retries and time.monotonic() < deadline:
                     log.warning("fleet: replica gone (%s); sending the request again", type(exc).__name__)
                     continue
                 call.done(error_reply(f"fleet replica died with the request in flight ({call.attempts} "
-                                      f"attempt(s)): {exc}", DIED))
+                                      f"attempt(s)): {error_line(exc)}", DIED))
                 return
             except Exception as exc:  # noqa: BLE001 - the replica raised, the handle failed
-                call.done(error_reply(f"fleet request failed: {type(exc).__name__}: {exc}", FAILED))
+                call.done(error_reply(f"fleet request failed: {error_line(exc)}", FAILED))
                 return

@@ -18,8 +18,11 @@ Faults, all with the robot finishing its current chunk and holding: no reply wit
 (Serve's caller queue full, or the request shed after waiting ``fleet.max_queue_wait_s`` in a
 replica) -> ``inference_timeout`` whose message says ``fleet service overloaded``; the replica died
 and the one resend failed too -> ``inference_died``; the service refused the request ->
-``inference_error``. After a replica death the transport "restarts" by doing nothing (Serve
-replaces the replica; the next request goes to a live one) up to ``max_restarts`` times.
+``inference_error``. While the loop's ``max_restarts`` allows, a fault of the inference side
+(``RESTARTABLE_KINDS``) is ridden through as in every real-time mode, but the service is shared and
+Serve owns its replicas: this robot cannot replace one, so its "restart" is the next request (a dead
+replica is replaced by Serve and any replica answers any robot; a frozen one stays until Serve's
+health check replaces it, and requests that reach it time out again).
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ class FleetClientConfig:
     """Where the service is and how this robot talks to it. ``app_name``: the service's application
     (``fleet.app_name`` of ``python -m inference.fleet serve``); ``robot_name``: this robot in the
     service's per-robot numbers (null: host:pid); ``max_retries``: resends of a request whose replica
-    died; ``max_restarts``: replica deaths the run rides through (the next request goes to another or
-    the replaced replica); ``request_timeout_s``: the client's own bound on one request (null: the
+    died, inside the request's time budget (how many failed requests a run rides through is the
+    loop's ``max_restarts``); ``request_timeout_s``: the client's own bound on one request (null: the
     loop's ``inference_timeout_s``)."""
 
     app_name: str = "fleet"
@@ -62,7 +65,6 @@ class FleetClientConfig:
     auth_token_path: str | None = None
     connect_timeout_s: PositiveFloat = 15.0
     max_retries: NonNegativeInt = 1
-    max_restarts: NonNegativeInt = 3
     request_timeout_s: PositiveFloat | None = None
 
     def __post_init__(self) -> None:
@@ -108,7 +110,6 @@ class FleetTransport(TransportBase):
         self.replicas: set[str] = set()
         self.resent = 0
         self.overloaded = 0
-        self.last_error_kind: str | None = None  # of the last failed request (what a restart may ride through)
 
     # ------------------------------------------------------------------ lifecycle
     def start_early(self, session: Any) -> None:
@@ -178,7 +179,6 @@ class FleetTransport(TransportBase):
             self.resent += call.attempts - 1
         if reply.get("error"):
             kind = _KINDS.get(reply.get("error_kind"), FaultKind.INFERENCE_ERROR)
-            self.last_error_kind = reply.get("error_kind")
             if reply.get("error_kind") == OVERLOADED:
                 self.overloaded += 1
             return InferenceReply(self.seq, None, None, call.t_start, t_end,
@@ -200,16 +200,15 @@ class FleetTransport(TransportBase):
         return None  # the service's health is Serve's; a lost request comes back as an error reply
 
     def restart(self) -> bool:
-        """After a replica death only: nothing to restart on this side (Serve replaces the replica and
-        any replica answers any robot), so the next request simply goes out (at most ``max_restarts``
-        times). Any other fault ends the run."""
-        kind, self.last_error_kind = self.last_error_kind, None
-        if kind != DIED or self.restarts >= self.cfg.max_restarts or self.client.handle is None:
-            return False  # a timeout, an overload or a bad chunk is not cured by asking again
+        """Nothing to replace on this side (Serve owns the replicas and any replica answers any
+        robot): drop the failed request so that the next one goes out (the loop decided that a
+        restart is due)."""
+        if self.client.handle is None:
+            return False
         self.restarts += 1
         self._drop()
-        log.warning("rtc_fleet: inference failed; sending the next request to the service again (%d/%d)",
-                    self.restarts, self.cfg.max_restarts)
+        log.warning("rtc_fleet: inference failed; sending the next request to the service (restart %d)",
+                    self.restarts)
         return True
 
     def summary(self) -> dict[str, Any]:

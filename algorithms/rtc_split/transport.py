@@ -12,9 +12,12 @@ Telemetry per inference: ``latency_ms`` from submit to the result's arrival in t
 waiter thread stamps it), ``server_ms`` the actor's own time (decode + policy), ``transport_ms``
 their difference, ``payload_bytes``; ``d_actual`` in ticks from snapshot to merge.
 
-Faults: the actor dies (a reply with an error) or a request takes longer than ``inference_timeout_s``
--> the loop finishes the current chunk through the safety filter, holds, and the run ends with
-``AlgorithmFault``. Ctrl-C: hold, kill the actor, flush telemetry.
+Faults: the actor dies (``inference_died``), the policy raises (``inference_error``) or a request
+takes longer than ``inference_timeout_s`` (``inference_timeout``) -> the loop finishes the current
+chunk through the safety filter, holds, and the run ends with ``AlgorithmFault``; or, while the
+loop's ``max_restarts`` allows, this transport kills the actor and places a new one (it is not
+sent requests before it is ready) and the run carries on. Ctrl-C: hold, kill the actor, flush
+telemetry.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from typing import Annotated, Any
 import numpy as np
 
 from algorithms.chunking.config import RTCConfig
-from algorithms.loop import ControlLoop, LoopConfig
+from algorithms.loop import ControlLoop, LoopConfig, RestartConfig
+from algorithms.remote_errors import error_line
 from algorithms.rtc_split.codec import encode_request, payload_bytes
 from algorithms.rtc_split.server import InferenceServer
 from algorithms.settings import build_groups, check_ranges, knob_groups
-from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportSession
+from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault, TransportSession
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import PositiveFloat, Range
 from services.ray_connection import RayTarget
@@ -100,6 +104,9 @@ class RayActorTransport(TransportBase):
         self.placement: dict[str, Any] = {}
         self.pending: _Pending | None = None
         self.timeout_s = 0.0
+        self.session: TransportSession | None = None
+        self.placing: Any = None  # a replacement actor's ``ready`` reference while it starts
+        self.placed_at = 0.0
         self.transport_ms: list[float] = []
         self.payload_sizes: list[int] = []
 
@@ -109,11 +116,12 @@ class RayActorTransport(TransportBase):
 
         from services.ray_connection import LaunchError, check_resources
 
+        self.session = session
         self.timeout_s = float(session.inference_timeout_s)
         address = self.target.connect()
         demand = self.target.demand
         check_resources(demand, address)
-        self.actor = ray.remote(InferenceServer).options(**self.target.actor_options(), max_restarts=0).remote(session.run)
+        self.actor = self._new_actor()
         try:
             self.placement = ray.get(self.actor.ready.remote(), timeout=self.startup_timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -122,8 +130,17 @@ class RayActorTransport(TransportBase):
                 f"(placement on {demand} + policy build + warmup)"
             ) from None
         except ray.exceptions.RayActorError as exc:
-            raise AlgorithmFault(f"split inference actor failed at start: {exc}", FaultKind.STARTUP) from None
-        session.telemetry.event("inference_actor_ready", **{k: v for k, v in self.placement.items()})
+            raise AlgorithmFault(f"split inference actor failed at start: {error_line(exc)}", FaultKind.STARTUP) from None
+        self._placed(session.telemetry)
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        return ray.remote(InferenceServer).options(**self.target.actor_options(), max_restarts=0).remote(
+            self.session.run)
+
+    def _placed(self, telemetry: Any) -> None:
+        telemetry.event("inference_actor_ready", **{k: v for k, v in self.placement.items()})
         log.info("rtc_split: inference actor on node %s (%s, pid %s), policy ready in %.2f s",
                  str(self.placement["node_id"])[:8], self.placement["host"], self.placement["pid"],
                  self.placement["startup_s"])
@@ -135,7 +152,45 @@ class RayActorTransport(TransportBase):
         self.pending = None  # a request of the previous episode: its answer is not waited for
 
     def ready(self) -> bool:
-        return self.actor is not None and self.pending is None
+        return self.actor is not None and self.pending is None and self._replacement_ready()
+
+    def _replacement_ready(self) -> bool:
+        """True once no replacement actor is starting (or the one starting is ready); a failed
+        start is for ``health`` to report."""
+        if self.placing is None:
+            return True
+        import ray
+
+        done, _ = ray.wait([self.placing], timeout=0)
+        if not done:
+            return False
+        try:
+            self.placement = ray.get(self.placing)
+        except Exception:  # noqa: BLE001 - reported by health()
+            return False
+        self.placing = None
+        self._placed(self.session.telemetry)
+        return True
+
+    def health(self, now: float) -> TransportFault | None:
+        """Only while a replacement actor starts: its start failed, or took longer than
+        ``startup_timeout_s`` (a running actor's failures come back as replies)."""
+        if self.placing is None:
+            return None
+        import ray
+
+        done, _ = ray.wait([self.placing], timeout=0)
+        if done:
+            try:
+                ray.get(self.placing)
+            except Exception as exc:  # noqa: BLE001 - the policy could not be built there
+                self.placing = None
+                return TransportFault(f"split inference actor failed at restart: {error_line(exc)}", FaultKind.STARTUP)
+        elif now - self.placed_at > self.startup_timeout_s:
+            self.placing = None
+            return TransportFault(f"split inference actor not ready {self.startup_timeout_s:g} s after its restart",
+                                  FaultKind.STARTUP)
+        return None
 
     def submit(self, request: InferenceRequest) -> None:
         self.pending = _Pending(request.seq, time.monotonic())
@@ -157,7 +212,7 @@ class RayActorTransport(TransportBase):
         except Exception as exc:  # noqa: BLE001 - actor died, task raised, submit failed
             died = isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError))
             return InferenceReply(pending.seq, None, None, pending.t_start, t_end, error=(
-                f"split inference actor failed: {exc}", FaultKind.INFERENCE_DIED if died else FaultKind.INFERENCE_ERROR))
+                f"split inference actor failed: {error_line(exc)}", FaultKind.INFERENCE_DIED if died else FaultKind.INFERENCE_ERROR))
         latency_ms = (t_end - pending.t_start) * 1e3
         transport_ms = max(0.0, latency_ms - float(result["server_ms"]))
         self.transport_ms.append(transport_ms)
@@ -169,10 +224,22 @@ class RayActorTransport(TransportBase):
                                                            "payload_bytes": pending.nbytes})
 
     def restart(self) -> bool:
-        self.pending = None  # no restart for an actor: the run ends after the current chunk
-        return False
+        """Kill the actor and place a new one (the loop decided that one is due); requests wait
+        until it is ready (``ready``), within ``startup_timeout_s`` (``health``)."""
+        self._kill()
+        self.restarts += 1
+        self.actor = self._new_actor()
+        self.placing = self.actor.ready.remote()
+        self.placed_at = time.monotonic()
+        log.warning("rtc_split: placing a new inference actor (restart %d)", self.restarts)
+        return True
 
     def stop(self) -> None:
+        self._kill()
+
+    def _kill(self) -> None:
+        self.pending = None
+        self.placing = None
         if self.actor is None:
             return
         import ray
@@ -182,7 +249,6 @@ class RayActorTransport(TransportBase):
         except Exception:  # noqa: BLE001
             log.warning("rtc_split: could not kill the inference actor", exc_info=True)
         self.actor = None
-        self.pending = None
 
     def summary(self) -> dict[str, Any]:
         fields: dict[str, Any] = dict(
@@ -197,21 +263,24 @@ class RayActorTransport(TransportBase):
         return fields
 
 
-@knob_groups(rtc=RTCConfig, limits=LoopConfig, ray=RayTarget, split=SplitConfig)
+@knob_groups(rtc=RTCConfig, limits=LoopConfig, restarts=RestartConfig, ray=RayTarget, split=SplitConfig)
 class SplitRTCAlgorithm:
     """RTC with the inference on a Ray node: the chunking knobs (``RTCConfig``), the loop's bounds
-    (``LoopConfig``), where the actor goes (``RayTarget``, the settings ``launcher=ray`` uses too) and
-    the transport's own (``SplitConfig``), each a member."""
+    (``LoopConfig``), how often a failed actor is replaced (``RestartConfig``), where the actor goes
+    (``RayTarget``, the settings ``launcher=ray`` uses too) and the transport's own (``SplitConfig``),
+    each a member."""
 
     def __init__(self, run: Any, **knobs: Any) -> None:
         groups = build_groups(self.knob_groups, knobs)
         self.run = run
         self.rtc: RTCConfig = groups["rtc"]
         self.limits: LoopConfig = groups["limits"]
+        self.restarts: RestartConfig = groups["restarts"]
         self.target: RayTarget = groups["ray"]
         self.split: SplitConfig = groups["split"]
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
 
     def execute(self) -> dict[str, Any]:
         transport = RayActorTransport(self.target, self.split)
-        return ControlLoop(self.run, self.rtc, self.limits, transport, name="rtc_split").execute()
+        return ControlLoop(self.run, self.rtc, self.limits, transport, name="rtc_split",
+                           restarts=self.restarts).execute()

@@ -26,6 +26,7 @@ import pytest
 from services.errors import AlgorithmFault
 from inference.app import compose_run
 from tests.algorithms.test_rtc_runtime import ROOT, UNTIL_FAULT, _group_alive, check_commands, our_blocks, overrides
+from tests.rtc_fault_policies import reads_path
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -44,6 +45,22 @@ def assert_fault(run_dir: Path, kind: str, text: str) -> dict:
     events = fault_events(run_dir)
     assert [e["fault"] for e in events] == [fault], events
     return fault
+
+
+def assert_robot_held(run_dir: Path) -> np.ndarray:
+    """The robot was left holding its last safe command (tests.rtc_fault_policies.RecordingSimRobot's
+    records): every command finite, and the last one sent repeats the one before it (the hold); a
+    hold that is the only command holds the pose last measured (the fault came before the first
+    tick); no command at all: the fault came before the episode, the robot was never moved.
+    Returns the commands sent."""
+    sent = np.load(run_dir / "sent.npy")
+    reads = np.load(reads_path(run_dir / "sent.npy"))
+    assert np.all(np.isfinite(sent)), "a non-finite command reached the robot"
+    if len(sent) == 1:
+        np.testing.assert_allclose(sent[0], reads[-1][: sent.shape[1]], err_msg="the hold is not the measured pose")
+    elif len(sent) > 1:
+        assert np.array_equal(sent[-1], sent[-2]), f"the last command is not a hold: {sent[-2:]}"
+    return sent
 
 
 def cli(tmp_path: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -222,14 +239,14 @@ def test_orphaned_inference_process_exits_even_during_warmup(tmp_path):
 
 
 def test_restart_continues_from_what_the_robot_executes(tmp_path):
-    """After restart_on_failure the chunk is used up and the robot holds; the first chunk of the new
+    """After a restart (``max_restarts``) the chunk is used up and the robot holds; the first chunk of the new
     inference process is guided to continue from the held pose. This policy's plain chunks start
     0.3 rad away from the measured pose, so an unguided first chunk would pull every joint 0.3 away
     (at the slew limit); guided, the robot stays where it held."""
     run = compose_run(overrides(tmp_path, "+policy.mode=raise_once", f"+policy.once_file={tmp_path}/raised",
                                 "+policy.after_calls=3", "+policy.offset=0.3", "+policy.follow_prev=true",
                                 "+policy.step_rad=0.0", "algorithm.schedule=ones", "robot.hz=20",
-                                "algorithm.restart_on_failure=true", "algorithm.max_restarts=2",
+                                "algorithm.max_restarts=2",
                                 # 40 s at 20 Hz: the new process (spawn, imports, warm-up) must answer
                                 # within the run; on a loaded host (two busy loops) it missed 15 s
                                 "algorithm.max_chunk_jump=0.5", "max_steps=800"), run_dir=tmp_path)

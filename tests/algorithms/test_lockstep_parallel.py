@@ -200,6 +200,23 @@ def test_a_faulted_episode_ends_a_batched_cell_where_it_ends_one_at_a_time(tmp_p
     assert summary["rejected_chunks"] == 3  # the workers' counters reach the run's summary
 
 
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_a_policy_raising_in_one_episode_is_an_inference_error_alone_or_batched(tmp_path, parallel):
+    """In episode 2 (seed 2) every policy call raises: a named ``inference_error`` that ends the
+    cell where it does one episode at a time (not a traceback out of the batch), and with
+    ``fault_ends_cell=false`` that episode fails alone, before its first tick."""
+    args = [*SEEDED, "+policy.raise_seeds=[2]", f"algorithm.parallel_episodes={parallel}"]
+    with pytest.raises(AlgorithmFault, match="SeedFaultPolicy raised in the episode of seed 2") as raised:
+        compose_run(args, run_dir=tmp_path / "ends").execute()
+    assert str(raised.value.kind) == "inference_error", raised.value.line()
+    (row,) = _table(tmp_path / "ends")
+    assert row["episodes"] == 3 and row["fault"] == "inference_error", row
+    summary = compose_run([*args, "algorithm.fault_ends_cell=false"], run_dir=tmp_path / "goes_on").execute()
+    (row,) = summary["table"]
+    assert row["episodes"] == 5 and row["faulted_episodes"] == 1, row
+    assert row["fault"] == "inference_error in 1 episode(s)" and row["ticks"] == 4 * 30, row
+
+
 def test_a_robot_fault_in_one_batched_episode_ends_the_run(tmp_path):
     """A NaN state in episode 1 only raises out of its episode: the run ends with that fault, as it
     does one episode at a time."""

@@ -215,16 +215,17 @@ def test_robot_refusing_a_command_is_a_reported_fault(tmp_path, algorithm):
     assert our_blocks() == []
 
 
-def test_restart_on_failure_restarts_then_gives_up(tmp_path):
+def test_max_restarts_restarts_then_gives_up(tmp_path):
+    """The policy raises in every process from its 5th call on: one new inference process
+    (``max_restarts=1``), then the same fault ends the run."""
     run = compose_run(
-        overrides(tmp_path, "+policy.mode=raise", "+policy.after_calls=4", UNTIL_FAULT,
-                  "algorithm.restart_on_failure=true", "algorithm.max_restarts=1"),
+        overrides(tmp_path, "+policy.mode=raise", "+policy.after_calls=4", UNTIL_FAULT, "algorithm.max_restarts=1"),
         run_dir=tmp_path,
     )
     with pytest.raises(AlgorithmFault):
         run.execute()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["restarts"] == 1
+    assert summary["restarts"] == 1 and summary["fault"]["kind"] == "inference_error", summary["fault"]
     events = (tmp_path / "events.jsonl").read_text()
     assert events.count("inference_process_start") == 2
     check_commands(tmp_path, run)
