@@ -37,6 +37,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from inference.help_groups import register_resolver
 from inference.hydra_errors import config_error_line, search_roots
 from inference.schemas import register
 from services import logs
@@ -122,6 +123,7 @@ def _hydra_raises() -> Iterator[None]:
 def main() -> None:
     """``python -m inference`` / the ``inference`` console script."""
     register()
+    register_resolver()  # --help lists the run's own groups (conf/config.yaml's hydra.help.template)
     _job_errors.clear()
     try:
         with _hydra_raises():
