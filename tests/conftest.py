@@ -25,6 +25,19 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# Hypothesis fails an example that takes longer than its 200 ms deadline, and an example slow only the
+# first time (a cold import, a loaded machine) as "flaky": a wall-clock assertion in every property
+# test. The suite runs on shared 2-core hosts, so the deadline is off and so is the too-slow check;
+# examples and shrinking are unchanged.
+try:
+    from hypothesis import HealthCheck, settings as _hypothesis_settings
+except ImportError:
+    pass
+else:
+    _hypothesis_settings.register_profile(
+        "shared_machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    _hypothesis_settings.load_profile("shared_machine")
+
 # absl's logging handler (imported by dm_control, which robot=gym makes through shimmy) writes to the
 # sys.stderr of the moment absl is first imported: under pytest, one test's capture stream. Hydra's
 # logging set-up in a later in-process app run closes every handler ever made, and absl's close()

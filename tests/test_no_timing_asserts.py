@@ -89,3 +89,17 @@ def test_the_checker_catches_the_usual_shapes_and_lets_deadlines_be() -> None:
         "assert summary['ticks'] >= 20\n"
         "assert elapsed_ticks == 3\n"            # equality: not an ordering of a duration
         "x = time.monotonic() - t0\n") == []
+
+
+def test_property_tests_have_no_wall_clock_deadline() -> None:
+    """Hypothesis's per-example deadline (200 ms by default) is a timing assertion in every @given
+    test; tests/conftest.py turns it off for the whole suite, and no test's own @settings may set
+    one again."""
+    from hypothesis import HealthCheck, settings
+
+    assert settings.default.deadline is None
+    assert HealthCheck.too_slow in settings.default.suppress_health_check
+    decorator = re.compile(r"@(?:hypothesis\.)?settings\([^)]*deadline\s*=\s*(?!None\b)")
+    offenders = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").rglob("*.py"))
+                 if decorator.search(p.read_text())]
+    assert not offenders, f"a test sets a hypothesis deadline: {offenders}"
