@@ -271,13 +271,15 @@ class LockstepEvaluator:
             if outcomes and outcomes[-1].fault is not None and self.study.fault_ends_cell:
                 loop.fault = outcomes[-1].fault  # the cell and the run end with it, as one at a time
         successes, discs, plan_jumps, jerks, rms_jerks, max_steps_pre, success_s, gate = [], [], [], [], [], [], [], []
+        ended_s: list[float] = []  # every episode: time to success, or until it ended without
         underruns = paused = inferences = rejected = ticks_total = 0
         faulted: list[str] = []
         for outcome in outcomes:
             ep = outcome.result
             successes.append(ep.success)
+            ended_s.append((ep.ticks + outcome.paused_ticks) / run.hz)
             if ep.success:
-                success_s.append((ep.ticks + outcome.paused_ticks) / run.hz)
+                success_s.append(ended_s[-1])
             discs += ep.discontinuities
             plan_jumps += ep.plan_jumps
             gate += [f["select_stale"] for f in ep.inference_fields if "select_stale" in f]
@@ -302,6 +304,10 @@ class LockstepEvaluator:
             # Episodes actually run: a fault ends the run (as in every mode), so a faulted cell has fewer.
             "episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else 0.0,
             "time_to_success_s": float(np.mean(success_s)) if success_s else float("nan"),
+            # over every episode, a failure counted at the tick it ended (the episode limit on a reach task
+            # that ends at success): unlike the mean over successes, it cannot improve by failing more
+            "time_to_end_s": float(np.mean(ended_s)) if ended_s else float("nan"),
+            "time_to_end_ci95_s": mean_ci95_half_width(ended_s),
             "discontinuity_mean": float(np.mean(finite)) if finite else float("nan"),
             "discontinuity_max": float(np.max(finite)) if finite else float("nan"),
             # the same boundaries measured against the old chunk's plan for that tick (per-tick motion excluded)
@@ -319,6 +325,14 @@ class LockstepEvaluator:
             "fault": str(loop.fault.kind) if loop.fault is not None else (
                 f"{', '.join(sorted(set(faulted)))} in {len(faulted)} episode(s)" if faulted else ""),
         }
+
+
+def mean_ci95_half_width(values: list[float]) -> float:
+    """Half-width of the normal-approximation 95% interval of the mean (1.96 standard errors);
+    NaN with fewer than two values."""
+    if len(values) < 2:
+        return float("nan")
+    return float(1.96 * np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
 def aggregate_cells(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def _run_info(run) -> dict:
                               "max_steps": int(cfg.max_steps), "execute_horizon": int(cfg.algorithm.execute_horizon),
                               "execute_horizons": list(cfg.algorithm.get("execute_horizons") or []) or None,
                               "parallel_episodes": int(cfg.algorithm.get("parallel_episodes", 1)),
-                              "policy": str(cfg.policy.get("type")),
+                              # a registered policy's type, else the class a policy file names as its target
+                              "policy": str(cfg.policy.get("type") or str(cfg.policy.get("_target_")).rsplit(".", 1)[-1]),
                               "task": str(cfg.robot.get("env_id") or cfg.robot.get("task") or "transfer_cube"),
                               "robot": str(cfg.robot.get("name", "sim")),
                               # what the policy sees (a state-only policy none, whatever the robot renders)
@@ -225,7 +226,10 @@ def main() -> None:
         "per cell).", "",
         "s = the execute horizon: actions of each chunk executed before the next one is swapped in (the next "
         "inference starts once s actions of the current chunk have run; the RTC paper's s, see docs/rtc.md).", "",
-        "time to success = mean over the successful episodes (s; sync's pauses included). discontinuity = max "
+        "time to success = mean over the successful episodes (s; sync's pauses included). time to end = mean "
+        "over every episode of the time to success or, for a failure, to the episode's end, +- the half-width "
+        "of its 95% interval (normal approximation): on a task whose episodes end at success, the speed "
+        "measure that failing cannot improve. discontinuity = max "
         "over dims |last executed old action - first new action| at each chunk boundary "
         "(robot units: rad / gripper 0..1 on the arms, the env's action units on robot=gym; before the safety filter), mean and max over all boundaries; jerk = "
         "third difference of the commands sent (after the safety filter) / dt^3, max and RMS over ticks and "
@@ -239,16 +243,16 @@ def main() -> None:
            "found the previous chunk an outlier among the K samples and ran the first sample unselected.", ""]
           if gated else []),
         "| method | d | s | episodes | success | success 95% | jump from plan mean | time to success (s) "
-        "| discontinuity mean | discontinuity max | max jerk | RMS jerk | underruns | rejected | paused ticks | fault |"
+        "| time to end (s) | discontinuity mean | discontinuity max | max jerk | RMS jerk | underruns | rejected | paused ticks | fault |"
         + (" stale gate |" if gated else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
     ]
     for r in rows:
         lo, hi = wilson_interval(round(r["success_rate"] * r["episodes"]), int(r["episodes"]))
         lines.append(
             f"| {r['method']} | {r['delay_ticks']} | {r.get('execute_horizon', '')} | {r['episodes']} | "
             f"{r['success_rate']:.2f} | {lo:.2f}-{hi:.2f} | {fixed(number(r.get('plan_jump_mean')), 4)} | "
-            f"{r['time_to_success_s']:.2f} | {r['discontinuity_mean']:.4f} | "
+            f"{r['time_to_success_s']:.2f} | {time_to_end(r)} | {r['discontinuity_mean']:.4f} | "
             f"{r['discontinuity_max']:.4f} | {r['max_jerk']:.1f} | "
             f"{r['rms_jerk']:.1f} | {r['underruns']} | "
             f"{r['rejected_chunks']} | {r['paused_ticks']} | {r.get('fault') or ''} |"
@@ -281,6 +285,14 @@ CONSISTENCY_GUIDANCE = frozenset({"vjp", "identity", "trained", "select"})
 
 
 TEXT_COLUMNS = ("method", "guidance", "schedule", "fault")
+
+
+def time_to_end(row: dict) -> str:
+    """``mean +- half-width`` of the cell's time to end (blank for rows written before it existed)."""
+    mean, half = number(row.get("time_to_end_s")), number(row.get("time_to_end_ci95_s"))
+    if not math.isfinite(mean):
+        return ""
+    return f"{mean:.2f} +- {half:.2f}" if math.isfinite(half) else f"{mean:.2f}"
 
 
 def csv_value(column: str, text: str | None) -> str | int | float:
@@ -417,7 +429,8 @@ def _success_bars(sel: list[dict]) -> tuple[list[float], list[list[float]]]:
 def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
     """The RTC paper's simulated-study figure, ours: solve rate vs delay d (at s = max(d, 1) where the
     table pairs several s with a delay), solve rate vs execution horizon s at the delay swept over s
-    (when there is one), and the jump from plan vs d; Wilson 95% intervals as bars."""
+    (when there is one), the time to end vs d (when the rows have it) and the jump from plan vs d;
+    Wilson 95% intervals (normal ones for the time) as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -425,8 +438,10 @@ def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
 
     by_d = delay_sweep(rows)
     swept_d, by_s = horizon_sweep(rows)
-    panels = 3 if by_s else 2
+    timed = any(math.isfinite(number(r.get("time_to_end_s"))) for r in by_d)
+    panels = 2 + bool(by_s) + timed
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    time_axis = axes[-2] if timed else None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         sel = sorted((r for r in by_d if r["method"] == method), key=lambda r: int(r["delay_ticks"]))
@@ -435,6 +450,10 @@ def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
             rates, bars = _success_bars(sel)
             axes[0].errorbar(d, rates, yerr=bars, marker="o", capsize=3, label=method)
             axes[-1].plot(d, [number(r.get("plan_jump_mean")) for r in sel], marker="o", label=method)
+            if time_axis is not None:
+                time_axis.errorbar(d, [number(r.get("time_to_end_s")) for r in sel],
+                                   yerr=[number(r.get("time_to_end_ci95_s")) for r in sel], marker="o", capsize=3,
+                                   label=method)
         if by_s:
             sel = sorted((r for r in by_s if r["method"] == method), key=_horizon)
             if sel:
@@ -446,6 +465,8 @@ def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
     if by_s:
         axes[1].set(xlabel=f"execution horizon s (ticks), d = {swept_d}", ylabel="solve rate", ylim=(-0.05, 1.05))
     axes[-1].set(xlabel="inference delay d (ticks)", ylabel="mean jump from plan at chunk boundaries")
+    if time_axis is not None:
+        time_axis.set(xlabel="inference delay d (ticks)", ylabel="time to end (s): success or episode end")
     axes[0].legend()
     fig.suptitle(f"Lockstep RTC study ({title})")
     fig.tight_layout()

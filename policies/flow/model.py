@@ -276,9 +276,11 @@ class FlowModel(nn.Module):
     def forward(
         self, state: torch.Tensor, images: torch.Tensor, actions: torch.Tensor, aux: torch.Tensor | None = None,
         prefix_actions: torch.Tensor | None = None, replan_ticks: int = 0,
+        continuation_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training entry point (so wrappers such as Lightning Fabric apply precision): the loss."""
-        return self.loss(state, images, actions, aux=aux, prefix_actions=prefix_actions, replan_ticks=replan_ticks)
+        return self.loss(state, images, actions, aux=aux, prefix_actions=prefix_actions, replan_ticks=replan_ticks,
+                         continuation_labels=continuation_labels)
 
     def loss(
         self,
@@ -289,6 +291,7 @@ class FlowModel(nn.Module):
         aux: torch.Tensor | None = None,
         prefix_actions: torch.Tensor | None = None,
         replan_ticks: int = 0,
+        continuation_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Conditional flow-matching loss: x_tau = tau*A + (1-tau)*eps, target v = A - eps.
 
@@ -305,6 +308,12 @@ class FlowModel(nn.Module):
         from the prefix's last action and blend back onto ``actions`` within ``replan_ticks``, so
         the model learns to honour committed actions and still re-plan from the observation. A
         sample whose ``prefix_actions`` equal its ``actions`` trains exactly as the paper's recipe.
+
+        ``continuation_labels`` (B, D + 1, H, action_dim), when a demonstrator can say exactly what
+        it would do after given committed actions (the gym tasks' experts through their dynamics):
+        entry ``d`` is the whole chunk for prefix length ``d`` (its first ``d`` actions the committed
+        ones, the rest the demonstrator's plan from where they lead; entry 0 the plain label). The
+        prefix and the labels after it are that entry, ``d`` drawn in ``0..min(train_prefix_max, D)``.
         """
         b, h = actions.shape[:2]
         noise = torch.randn(actions.shape, generator=generator, device=actions.device, dtype=actions.dtype)
@@ -315,10 +324,16 @@ class FlowModel(nn.Module):
         prefix = self.encode_prefix(state, images)
         target = (actions - noise).float()
         d_max = min(int(self.cfg.train_prefix_max), h - 1)
+        if continuation_labels is not None:
+            d_max = min(d_max, continuation_labels.shape[1] - 1)
         if d_max > 0:
             d = torch.randint(0, d_max + 1, (b,), generator=generator, device=actions.device)
             clean = torch.arange(h, device=actions.device)[None, :] < d[:, None]  # (B, H)
-            if prefix_actions is not None:
+            if continuation_labels is not None:
+                source = continuation_labels[torch.arange(b, device=actions.device), d].to(actions.dtype)
+                x_tau = tb * source + (1.0 - tb) * noise
+                target = (source - noise).float()
+            elif prefix_actions is not None:
                 source = prefix_actions.to(actions.dtype)
                 labels = replan_labels(actions, source, d, replan_ticks)
                 x_tau = tb * labels + (1.0 - tb) * noise

@@ -79,6 +79,31 @@ class SwingUpExpert:
             q = self._step(q, u)
         return out
 
+    def chunk_after(self, state: np.ndarray, committed: np.ndarray) -> np.ndarray:
+        """The (H, 1) chunk whose first ``len(committed)`` actions are ``committed`` (already sent
+        while this chunk was being planned) and whose rest is the expert's plan from the state those
+        actions lead to, predicted through the exact dynamics: inpainting with a perfect model, the
+        best a method that conditions the new chunk on the committed actions can do (the noise on
+        those ticks stays unknown to it). Advances the episode phase as ``chunk`` does."""
+        committed = np.asarray(committed, np.float64).reshape(-1, self.action_dim)[: self.chunk_size]
+        if len(committed) == 0:
+            return self.chunk(state)
+        q = self._to_q(np.asarray(state, np.float64).ravel())
+        phase = KickPhase(self.phase.ticks, self.phase.done)
+        for i, u in enumerate(committed[:, 0]):
+            self._kick(abs(float(q[-1])), phase)  # the kick's clock runs on during the committed ticks
+            if i == 0:
+                first_tick = KickPhase(phase.ticks, phase.done)
+            q = self._step(q, float(u))
+        out = np.empty((self.chunk_size, self.action_dim), np.float32)
+        out[: len(committed)] = committed
+        for i in range(len(committed), self.chunk_size):
+            u = self._feedback(q, phase)
+            out[i] = u
+            q = self._step(q, u)
+        self.phase = first_tick
+        return out
+
     def _to_q(self, state: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

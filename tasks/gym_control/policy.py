@@ -4,8 +4,9 @@
 Robot space is model space (identity normalizer). It reads the state and two counters the gym robot
 reports with it (``info["episode"]``, ``info["step"]``): a new episode re-draws the kick direction
 (from the episode number and ``seed``) and the kick lasts the episode's first ticks, whatever the
-chunk execution. It needs no guidance: the plan continues itself (a chunk planned one tick later is
-the previous one shifted), so every guidance mode is ``predict``.
+chunk execution. Its plan continues itself (a chunk planned one tick later is the previous one shifted,
+without noise); with a consistency guidance it keeps the committed actions and plans the rest from
+where they lead (``guided_inference``), the perfect-model ceiling of inpainting.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from typing import Any
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
-from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from tasks.gym_control.experts import EXPERTS, episode_direction, make_expert
 
 
-@POLICY_REGISTRY.register("gym_expert")
 class GymExpertPolicy:
     """``task``: a key of ``tasks.gym_control.experts.EXPERTS``; ``seed`` offsets the per-episode
     direction draw."""
@@ -66,7 +65,17 @@ class GymExpertPolicy:
 
     def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, delay: int = 0, execute_horizon: int = 1,
                          guidance: Any = "none", schedule: Any = "exp", *args: Any, **kwargs: Any) -> np.ndarray:
-        return self.predict(obs)
+        """``guidance=none``: the plan from the observed state (naive). Any consistency guidance: the
+        committed actions (``prev_chunk[:delay]``, sent while this chunk is planned) kept exactly and
+        the rest planned from the state they lead to through the exact dynamics (``chunk_after``):
+        what inpainting with a perfect model gives, the ceiling of every consistency method."""
+        if str(guidance) == "none" or prev_chunk is None or int(delay) <= 0:
+            return self.predict(obs)
+        chunk = self.predict(obs)  # advances the episode bookkeeping exactly as a plain call does
+        state = np.asarray(obs.state, np.float64).reshape(-1, self.metadata.state_dim)[-1]
+        self.expert.phase.ticks = min(self._last_step, self.expert.kick_max_ticks)
+        committed = np.asarray(prev_chunk, np.float64).reshape(-1, 1)[: int(delay)]
+        return self.expert.chunk_after(state, committed) if len(committed) else chunk
 
     def warmup(self) -> None:
         """Nothing to compile."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from tasks.gym_control.continuations import continuation_labels
 from tasks.gym_control.demos import record_demos
 from tasks.transfer_cube.demos import Demos
 from tasks.transfer_cube.train import CONF_DIR, cached_or_recorded, train
@@ -27,7 +28,13 @@ def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="gym_pendulum")
 def main(cfg: DictConfig) -> Path:
-    return train(cfg, load_or_record(cfg.data, int(cfg.model.chunk_size)))
+    demos = load_or_record(cfg.data, int(cfg.model.chunk_size))
+    continuations = None
+    if cfg.model.get("continuation_labels", False):  # training-time RTC on the expert's exact continuations
+        continuations = continuation_labels(demos, str(cfg.data.task), int(cfg.model.train_prefix_max),
+                                            int(cfg.data.seed_offset), int(cfg.model.stale_prefix_max_ticks),
+                                            int(cfg.seed))
+    return train(cfg, demos, continuations)
 
 
 if __name__ == "__main__":

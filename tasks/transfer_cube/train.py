@@ -149,10 +149,13 @@ def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.
     return out.view(b, c, ch, h, w)
 
 
-def train(cfg: DictConfig, demos: Demos | None = None) -> Path:
+def train(cfg: DictConfig, demos: Demos | None = None, continuations: np.ndarray | None = None) -> Path:
     """Train and write the checkpoint. ``demos`` (optional): demonstrations recorded elsewhere (e.g. a
     Gymnasium task's expert, ``tasks.gym_control``); the model's state/action dims and cameras follow
-    them (no cameras: a state-only model). Without it the ALOHA demonstrations are recorded/loaded."""
+    them (no cameras: a state-only model). Without it the ALOHA demonstrations are recorded/loaded.
+    ``continuations`` (optional, (N, D + 1, H, action_dim), robot units): per sample, the exact chunk
+    after a committed prefix of each length (``FlowModel.loss``'s ``continuation_labels``); used
+    with ``model.train_prefix_max`` > 0 in place of the stale-prefix recipe."""
     from lightning_fabric import Fabric
 
     t_start = time.monotonic()
@@ -192,6 +195,13 @@ def train(cfg: DictConfig, demos: Demos | None = None) -> Path:
     aux = torch.from_numpy(cube_xy_targets(demos, int(cfg.data.seed_offset))) if mcfg.aux_dim else None
     n = len(states)
     stale = StalePrefixRecipe.from_cfg(cfg.model, demos, int(cfg.data.sample_every), int(cfg.seed))
+    if continuations is not None:
+        if int(cfg.model.get("train_prefix_max", 0)) <= 0 or stale is not None:
+            raise ValueError("continuation labels need model.train_prefix_max > 0 and model.stale_prefix_prob = 0")
+        if continuations.shape[0] != n or continuations.shape[2:] != demos.actions.shape[1:]:
+            raise ValueError(f"continuation labels {continuations.shape} do not match the demos' actions "
+                             f"{demos.actions.shape}")
+        continuations = torch.from_numpy(normalizer.action_to_model(continuations).astype(np.float32))
 
     model = FlowModel(mcfg)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -219,7 +229,9 @@ def train(cfg: DictConfig, demos: Demos | None = None) -> Path:
         img = random_shift(images[idx].float().div_(255.0), int(o.image_shift_px), gen)
         parts = (states[idx], img, actions[idx]) + ((aux[idx],) if aux is not None else (None,))
         batch = [t if t is None else t.to(fabric.device) for t in parts]
-        if stale is not None and mcfg.train_prefix_max > 0:
+        if continuations is not None:
+            loss = model(*batch, continuation_labels=continuations[idx].to(fabric.device))
+        elif stale is not None and mcfg.train_prefix_max > 0:
             prefix = torch.from_numpy(stale.draw(actions.numpy(), idx.numpy())).to(fabric.device)
             loss = model(*batch, prefix_actions=prefix, replan_ticks=stale.replan_ticks)
         else:

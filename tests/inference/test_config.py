@@ -172,8 +172,9 @@ def test_experiments_compose_and_validate(experiment, tmp_path):
         assert list(run.cfg.algorithm.methods) == list(raw.algorithm.methods)
     else:  # a real-time setup (shift_task): the default RTC algorithm with the experiment's knobs
         assert run.cfg.algorithm._target_ == "algorithms.rtc.RTCAlgorithm"
-        for key in ("robot.task", "policy.checkpoint", "algorithm.execute_horizon"):
-            assert OmegaConf.select(run.cfg, key) == OmegaConf.select(raw, key), key
+        for key in ("robot.task", "robot.env_id", "policy.checkpoint", "algorithm.execute_horizon"):
+            if OmegaConf.select(raw, key) is not None:  # else inherited from the experiment it builds on
+                assert OmegaConf.select(run.cfg, key) == OmegaConf.select(raw, key), key
     # every parameter an optimising sweeper varies is a key the run has (else each trial fails)
     for key in OmegaConf.select(raw, "hydra.sweeper.params", default={}) or {}:
         assert OmegaConf.select(run.cfg, key) is not None, key

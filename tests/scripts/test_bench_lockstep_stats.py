@@ -96,3 +96,24 @@ def test_a_resumed_csv_reads_blanks_numbers_and_text() -> None:
     assert csv_value("max_jerk", "1e-05") == 1e-05 and csv_value("max_jerk", "inf") == float("inf")
     assert csv_value("fault", "") == "" and isinstance(csv_value("episodes", "30"), int)
     assert csv_value("method", "naive") == "naive" and csv_value("schedule", "") == ""
+
+
+def test_time_to_end_cell_reads_mean_and_interval_and_blanks_old_rows() -> None:
+    from bench_lockstep import time_to_end
+
+    assert time_to_end({"time_to_end_s": 4.321, "time_to_end_ci95_s": 0.256}) == "4.32 +- 0.26"
+    assert time_to_end({"time_to_end_s": 4.321, "time_to_end_ci95_s": float("nan")}) == "4.32"  # one episode
+    assert time_to_end({}) == ""  # a row kept from a results file written before the column existed
+    assert time_to_end({"time_to_end_s": "", "time_to_end_ci95_s": ""}) == ""
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=2, max_size=60))
+def test_mean_interval_half_width_is_1_96_standard_errors(values: list[float]) -> None:
+    import numpy as np
+
+    from algorithms.lockstep_eval import mean_ci95_half_width
+
+    half = mean_ci95_half_width(values)
+    assert half == pytest.approx(1.96 * np.std(values, ddof=1) / np.sqrt(len(values)), abs=1e-9)
+    assert half >= 0.0
+    assert np.isnan(mean_ci95_half_width(values[:1]))

@@ -21,7 +21,7 @@ from tasks.gym_control.rollout import run_episode  # noqa: E402
 from tasks.gym_control.tasks import TASKS, flatten_observation, get_task, make_env  # noqa: E402
 
 TASK_NAMES = sorted(TASKS)
-CHECKPOINTS = [f"gym_{t}{v}" for t in TASK_NAMES for v in ("", "_prefix", "_early")]
+CHECKPOINTS = [f"gym_{t}{v}" for t in TASK_NAMES for v in ("", "_prefix", "_early", "_continuation")]
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
@@ -146,7 +146,8 @@ def test_bundled_checkpoint_gives_finite_chunks(checkpoint: str) -> None:
     from policies.flow.policy import FlowPolicy
 
     path = f"policies/flow/checkpoints/{checkpoint}"
-    task = get_task(checkpoint.removeprefix("gym_").removesuffix("_prefix").removesuffix("_early"))
+    variant = next((v for v in ("_prefix", "_early", "_continuation") if checkpoint.endswith(v)), "")
+    task = get_task(checkpoint.removeprefix("gym_").removesuffix(variant))
     meta = json.loads((resolve_path(path) / "config.json").read_text())["meta"]
     assert meta["control_hz"] == task.hz
     env = make_env(task)
@@ -161,21 +162,23 @@ def test_bundled_checkpoint_gives_finite_chunks(checkpoint: str) -> None:
     assert chunk.shape == (8, 1) and np.all(np.isfinite(chunk))
     guided = policy.guided_inference(inp, chunk, delay=2, execute_horizon=2)
     assert guided.shape == (8, 1) and np.all(np.isfinite(guided))
-    assert policy.metadata.supports_trained == checkpoint.endswith("_prefix")
+    assert policy.metadata.supports_trained == (variant in ("_prefix", "_continuation"))
+    if policy.metadata.supports_trained:  # the committed actions are kept exactly
+        trained = policy.guided_inference(inp, chunk, delay=2, execute_horizon=2, guidance="trained")
+        np.testing.assert_allclose(trained[:2], chunk[:2], atol=1e-5)
 
 
 @pytest.mark.parametrize("name,env_id,env_kwargs,state_dim", [
     ("pendulum", "Pendulum-v1", {}, 3),
     ("cartpole_swingup", "dm_control/cartpole-swingup-v0", {"environment_kwargs": {"control_timestep": 0.05}}, 5),
 ])
-def test_registered_expert_policy_swings_up_on_the_gym_robot(name, env_id, env_kwargs, state_dim) -> None:
+def test_expert_policy_swings_up_on_the_gym_robot(name, env_id, env_kwargs, state_dim) -> None:
     """policy=gym_expert on robot=gym in lockstep, chunks of 8 executed 4 at a time, with the task's noise."""
-    from policies.registry import build_policy
     from robots.gym import GymRobot
+    from tasks.gym_control.policy import GymExpertPolicy
 
     task = get_task(name)
-    policy = build_policy(type="gym_expert", task=name, chunk_size=8, action_dim=1, state_dim=state_dim,
-                          camera_names=[])
+    policy = GymExpertPolicy(task=name, chunk_size=8, action_dim=1, state_dim=state_dim, camera_names=[])
     assert policy.metadata.needs_privileged and policy.metadata.state_dim == state_dim
     robot = GymRobot(env_id=env_id, env_kwargs=env_kwargs, realtime=False, action_noise_std=task.action_noise_std,
                      success="return", success_return=task.success_return)
