@@ -438,7 +438,8 @@ def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
 
     by_d = delay_sweep(rows)
     swept_d, by_s = horizon_sweep(rows)
-    timed = any(math.isfinite(number(r.get("time_to_end_s"))) for r in by_d)
+    times = [t for t in (number(r.get("time_to_end_s")) for r in by_d) if math.isfinite(t)]
+    timed = len(times) > 1 and max(times) - min(times) > 1e-6  # a task judged at the episode's end: all equal
     panels = 2 + bool(by_s) + timed
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
     time_axis = axes[-2] if timed else None
