@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from services.errors import AlgorithmFault
+from services.errors import AlgorithmFault, FaultKind
 from inference.app import CONF_DIR, compose_run
 from inference.serve import build_server
 from policies.base import PolicyInput
@@ -245,7 +245,9 @@ def test_sequential_run_with_server_killed_mid_run_ends_with_the_cause(tmp_path)
 
 
 @pytest.mark.skipif(not HAS_RTC, reason="algorithm=rtc not in this checkout yet")
-def test_rtc_run_with_server_killed_mid_run_is_a_stalled_inference(tmp_path):
+def test_rtc_run_with_server_killed_mid_run_is_a_named_inference_error(tmp_path):
+    """The inference process is alive and its heartbeat goes on; its policy raises (the server
+    does not come back within reconnect_timeout_s), so the fault is inference_error, not a stall."""
     proc = ServerProcess(tmp_path)
     try:
         run_dir = tmp_path / "run"
@@ -256,6 +258,7 @@ def test_rtc_run_with_server_killed_mid_run_is_a_stalled_inference(tmp_path):
             run.execute()
     finally:
         proc.kill()
+    assert err.value.kind == FaultKind.INFERENCE_ERROR, err.value.record()
     assert "RemotePolicyError" in str(err.value) and "did not come back" in str(err.value)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     faults = [e for e in events if e["event"] == "inference_fault"]
