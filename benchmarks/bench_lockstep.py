@@ -43,6 +43,20 @@ os.environ.setdefault("WANDB_MODE", "offline")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool worker start-up: a watcher thread ends the worker once this script is gone. A worker
+    outlives a killed parent otherwise and goes on running its cell (seen: two workers kept a
+    2-core machine busy for over an hour after their parent got SIGTERM)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _run_cells(overrides: list[str]) -> tuple[list[dict], dict]:
     """One lockstep_eval run (in its own process when --jobs > 1)."""
     from inference.app import compose_run
@@ -183,7 +197,8 @@ def main() -> None:
 
         workers = max(1, min(args.jobs, len(jobs_in)))
         os.environ["BENCH_LOCKSTEP_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_cells, o) for _, o in jobs_in]
             results = []
             for (label, _), f in zip(jobs_in, futures):  # printed in order, so a cut-short run keeps what it had
