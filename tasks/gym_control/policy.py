@@ -52,6 +52,11 @@ class GymExpertPolicy:
 
     def predict(self, obs: PolicyInput) -> np.ndarray:
         """The expert's planned chunk (H, 1), float32, action units."""
+        return self.expert.chunk(self._observe(obs))
+
+    def _observe(self, obs: PolicyInput) -> np.ndarray:
+        """The episode bookkeeping (a new episode re-draws the kick direction; the kick's clock follows
+        the robot's step counter) and the current state, for one planning call."""
         info = obs.info or {}
         step, episode = int(info.get("step", 0)), info.get("episode")
         if episode != self._episode or step < self._last_step:
@@ -60,8 +65,7 @@ class GymExpertPolicy:
             self._episode = episode
         self._last_step = step
         self.expert.phase.ticks = min(step, self.expert.kick_max_ticks)
-        state = np.asarray(obs.state, np.float64).reshape(-1, self.metadata.state_dim)[-1]
-        return self.expert.chunk(state)
+        return np.asarray(obs.state, np.float64).reshape(-1, self.metadata.state_dim)[-1]
 
     def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, delay: int = 0, execute_horizon: int = 1,
                          guidance: Any = "none", schedule: Any = "exp", *args: Any, **kwargs: Any) -> np.ndarray:
@@ -71,11 +75,8 @@ class GymExpertPolicy:
         what inpainting with a perfect model gives, the ceiling of every consistency method."""
         if str(guidance) == "none" or prev_chunk is None or int(delay) <= 0:
             return self.predict(obs)
-        chunk = self.predict(obs)  # advances the episode bookkeeping exactly as a plain call does
-        state = np.asarray(obs.state, np.float64).reshape(-1, self.metadata.state_dim)[-1]
-        self.expert.phase.ticks = min(self._last_step, self.expert.kick_max_ticks)
         committed = np.asarray(prev_chunk, np.float64).reshape(-1, 1)[: int(delay)]
-        return self.expert.chunk_after(state, committed) if len(committed) else chunk
+        return self.expert.chunk_after(self._observe(obs), committed)
 
     def warmup(self) -> None:
         """Nothing to compile."""
