@@ -20,8 +20,9 @@ sums inside batched matrix products differs).
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import torch
 
@@ -73,9 +74,11 @@ class EpisodeBatcher:
         policy = runner.policy
         self._generator = noise_generator(policy)
         if self._generator is None and callable(getattr(policy, "reset_noise", None)):
-            raise ValueError(f"algorithm.parallel_episodes: policy {type(policy).__name__} re-seeds its noise but keeps "
-                             "it where episodes side by side cannot each have their own stream (no torch.Generator "
-                             "_generator); run it with parallel_episodes=1")
+            raise ValueError(
+                f"algorithm.parallel_episodes: policy {type(policy).__name__} re-seeds its noise but keeps "
+                "it where episodes side by side cannot each have their own stream (no torch.Generator "
+                "_generator); run it with parallel_episodes=1"
+            )
         self._batched = callable(getattr(policy, "guided_inference_batch", None))
         self._cond = threading.Condition()
         self._rendezvous = Rendezvous()
@@ -141,13 +144,17 @@ class EpisodeBatcher:
         self._cond.notify_all()
 
 
-def answer_rows(runner: PolicyRunner, rows: Sequence[Row], generator: torch.Generator | None,
-                batched: bool) -> list[Answer]:
+def answer_rows(
+    runner: PolicyRunner, rows: Sequence[Row], generator: torch.Generator | None, batched: bool
+) -> list[Answer]:
     """The rows' chunks: those the batched sampler serves in one ``infer_batch`` call (noise drawn
     from each row's stream), the others one by one through ``runner.infer`` on their own stream."""
     policy = runner.policy
-    together = [i for i, row in enumerate(rows) if batched and _kind(row) not in SAMPLES_OWN_BATCH
-                and missing_capability(policy, _kind(row)) is None]
+    together = [
+        i
+        for i, row in enumerate(rows)
+        if batched and _kind(row) not in SAMPLES_OWN_BATCH and missing_capability(policy, _kind(row)) is None
+    ]
     answers: list[Answer | None] = [None] * len(rows)
     if together:
         meta = runner.metadata
@@ -162,7 +169,9 @@ def answer_rows(runner: PolicyRunner, rows: Sequence[Row], generator: torch.Gene
             if out.error is not None:
                 answers[i] = Answer(None, {}, ValueError(out.error))
             else:
-                answers[i] = Answer(ChunkResult(out.model, out.robot, out.policy_ms, _kind(rows[i]) != Guidance.NONE), {})
+                answers[i] = Answer(
+                    ChunkResult(out.model, out.robot, out.policy_ms, _kind(rows[i]) != Guidance.NONE), {}
+                )
     for i, row in enumerate(rows):
         if answers[i] is None:
             answers[i] = _single(runner, row, generator)
@@ -177,9 +186,16 @@ def _batch_request(row: Row, chunk_size: int, action_dim: int) -> BatchRequest:
     guide = row.guide
     if guide is None:
         return BatchRequest(row.inp, noise=noise)
-    return BatchRequest(row.inp, prev_model=guide.prev_model, d=int(guide.delay_ticks), s=int(guide.executed_ticks),
-                        guidance=Guidance(guide.guidance), schedule=guide.schedule,
-                        max_guidance_weight=float(guide.max_guidance_weight), noise=noise)
+    return BatchRequest(
+        row.inp,
+        prev_model=guide.prev_model,
+        d=int(guide.delay_ticks),
+        s=int(guide.executed_ticks),
+        guidance=Guidance(guide.guidance),
+        schedule=guide.schedule,
+        max_guidance_weight=float(guide.max_guidance_weight),
+        noise=noise,
+    )
 
 
 def _single(runner: PolicyRunner, row: Row, generator: torch.Generator | None) -> Answer:

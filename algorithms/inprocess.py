@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -107,11 +108,19 @@ class BlockingTransport(TransportBase):
         try:
             result = self.call(lambda: self.runner.infer_history(request.history, request.guide))
         except Exception as exc:  # noqa: BLE001 - the robot is not commanded meanwhile: it holds
-            self.reply = InferenceReply(request.seq, None, None, t_start, time.monotonic(),
-                                        error=failure(exc, self.call.timeout_s))
+            self.reply = InferenceReply(
+                request.seq, None, None, t_start, time.monotonic(), error=failure(exc, self.call.timeout_s)
+            )
             return
-        self.reply = InferenceReply(request.seq, result.model, result.robot, t_start, time.monotonic(),
-                                    result.policy_ms, policy_info(self.runner.policy))
+        self.reply = InferenceReply(
+            request.seq,
+            result.model,
+            result.robot,
+            t_start,
+            time.monotonic(),
+            result.policy_ms,
+            policy_info(self.runner.policy),
+        )
 
     def poll(self, tick: int) -> InferenceReply | None:
         reply, self.reply = self.reply, None
@@ -202,8 +211,9 @@ class SimulatedDelayTransport(TransportBase):
 
     def _infer(self, request: InferenceRequest) -> tuple[ChunkResult, dict[str, Any]]:
         """The chunk for ``request`` and what the policy reported with it, computed now (bounded)."""
-        return self.call(lambda: (self.runner.infer_history(request.history, request.guide),
-                                  policy_info(self.runner.policy)))
+        return self.call(
+            lambda: (self.runner.infer_history(request.history, request.guide), policy_info(self.runner.policy))
+        )
 
     def poll(self, tick: int) -> InferenceReply | None:
         held = self.held
@@ -212,8 +222,15 @@ class SimulatedDelayTransport(TransportBase):
         self.held = None
         if held.error is not None:
             return InferenceReply(held.seq, None, None, held.t_start, tick * self.period_s, error=held.error)
-        return InferenceReply(held.seq, held.result.model, held.result.robot, held.t_start, tick * self.period_s,
-                              held.result.policy_ms, held.fields)
+        return InferenceReply(
+            held.seq,
+            held.result.model,
+            held.result.robot,
+            held.t_start,
+            tick * self.period_s,
+            held.result.policy_ms,
+            held.fields,
+        )
 
     def stop(self) -> None:
         self.held = None

@@ -133,9 +133,11 @@ class StudyConfig:
         if self.execute_horizons is not None:
             self.execute_horizons = [int(s) for s in self.execute_horizons]
             if len(self.execute_horizons) != len(self.delays_ticks):
-                raise ValueError(f"algorithm.execute_horizons={self.execute_horizons}: one per delay in "
-                                 f"algorithm.delays_ticks={self.delays_ticks} (cell i is (delays_ticks[i], "
-                                 "execute_horizons[i]))")
+                raise ValueError(
+                    f"algorithm.execute_horizons={self.execute_horizons}: one per delay in "
+                    f"algorithm.delays_ticks={self.delays_ticks} (cell i is (delays_ticks[i], "
+                    "execute_horizons[i]))"
+                )
             if any(s < 1 for s in self.execute_horizons):
                 raise ValueError(f"algorithm.execute_horizons={self.execute_horizons} must be >= 1")
 
@@ -160,15 +162,21 @@ class LockstepEvaluator:
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
         if self.study.execute_horizons is not None:
             if self.rtc.s_min is not None:
-                raise ValueError(f"algorithm.execute_horizons={self.study.execute_horizons}: each cell's horizon is "
-                                 f"its trigger, so algorithm.s_min (={self.rtc.s_min}) must be null")
+                raise ValueError(
+                    f"algorithm.execute_horizons={self.study.execute_horizons}: each cell's horizon is "
+                    f"its trigger, so algorithm.s_min (={self.rtc.s_min}) must be null"
+                )
             for _delay, horizon in self.study.cells(self.rtc.execute_horizon):
                 if not 1 <= horizon <= run.policy_metadata.chunk_size:
-                    raise ValueError(f"algorithm.execute_horizons={self.study.execute_horizons}: {horizon} is not in "
-                                     f"[1, chunk_size={run.policy_metadata.chunk_size}]")
+                    raise ValueError(
+                        f"algorithm.execute_horizons={self.study.execute_horizons}: {horizon} is not in "
+                        f"[1, chunk_size={run.policy_metadata.chunk_size}]"
+                    )
         if "rtc_capped" in self.study.methods and self.rtc.guided_cap_ticks is None:
-            raise ValueError(f"algorithm.methods={self.study.methods}: rtc_capped needs algorithm.guided_cap_ticks "
-                             "(actions past the delay that stay soft-guided)")
+            raise ValueError(
+                f"algorithm.methods={self.study.methods}: rtc_capped needs algorithm.guided_cap_ticks "
+                "(actions past the delay that stay soft-guided)"
+            )
 
     def method_guidance(self, method: str) -> tuple[Guidance, Schedule]:
         guidance, schedule = METHODS[method]
@@ -179,8 +187,14 @@ class LockstepEvaluator:
         initial = delay if self.rtc.initial_delay_ticks is None else self.rtc.initial_delay_ticks
         cap = self.rtc.guided_cap_ticks if method in ("rtc_capped", "custom") else None
         horizon = self.rtc.execute_horizon if execute_horizon is None else int(execute_horizon)
-        return dataclasses.replace(self.rtc, guidance=guidance, schedule=schedule, initial_delay_ticks=initial,
-                                   guided_cap_ticks=cap, execute_horizon=horizon)
+        return dataclasses.replace(
+            self.rtc,
+            guidance=guidance,
+            schedule=schedule,
+            initial_delay_ticks=initial,
+            guided_cap_ticks=cap,
+            execute_horizon=horizon,
+        )
 
     # ------------------------------------------------------------------ run
     def execute(self) -> dict[str, Any]:
@@ -192,8 +206,15 @@ class LockstepEvaluator:
             workers = None
             if study.parallel_episodes > 1:  # the episodes side by side, one batched call for their requests
                 try:
-                    workers = EpisodeWorkers(run, transport.runner, self.rtc, self.limits, loop.telemetry,
-                                             min(study.parallel_episodes, run.episodes), loop.name)
+                    workers = EpisodeWorkers(
+                        run,
+                        transport.runner,
+                        self.rtc,
+                        self.limits,
+                        loop.telemetry,
+                        min(study.parallel_episodes, run.episodes),
+                        loop.name,
+                    )
                 except ValueError as exc:  # a policy whose noise cannot be kept per episode
                     raise AlgorithmFault(str(exc), FaultKind.STARTUP) from None
             try:
@@ -202,12 +223,19 @@ class LockstepEvaluator:
                 if workers is not None:
                     workers.close()
 
-        return loop.execute(cells, record=False, summary_fields=lambda: dict(
-            policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
-            delay_distribution=study.delay_distribution, max_guidance_weight=self.rtc.max_guidance_weight))
+        return loop.execute(
+            cells,
+            record=False,
+            summary_fields=lambda: dict(
+                policy=str(run.cfg.policy.get("type", run.cfg.policy.get("_target_"))),
+                delay_distribution=study.delay_distribution,
+                max_guidance_weight=self.rtc.max_guidance_weight,
+            ),
+        )
 
-    def _cells(self, loop: ControlLoop, transport: SimulatedDelayTransport,
-               workers: EpisodeWorkers | None) -> dict[str, Any]:
+    def _cells(
+        self, loop: ControlLoop, transport: SimulatedDelayTransport, workers: EpisodeWorkers | None
+    ) -> dict[str, Any]:
         rows = []
         for method in self.study.methods:
             for delay, horizon in self.study.cells(self.rtc.execute_horizon):
@@ -215,8 +243,14 @@ class LockstepEvaluator:
                 rows.append(row)
                 log.info(
                     "lockstep %-8s d=%d s=%d: success %.2f, discontinuity mean %.4f max %.4f, max jerk %.1f, underruns %d",
-                    method, delay, horizon, row["success_rate"], row["discontinuity_mean"],
-                    row["discontinuity_max"], row["max_jerk"], row["underruns"],
+                    method,
+                    delay,
+                    horizon,
+                    row["success_rate"],
+                    row["discontinuity_mean"],
+                    row["discontinuity_max"],
+                    row["max_jerk"],
+                    row["underruns"],
                 )
                 if loop.fault is not None:  # only where study.fault_ends_cell
                     self._write(rows)
@@ -248,8 +282,15 @@ class LockstepEvaluator:
                 loop.fault = None  # the episode failed and the robot held; the next one starts from home
         return outcomes
 
-    def _evaluate(self, loop: ControlLoop, transport: SimulatedDelayTransport, method: str, delay: int,
-                  horizon: int | None = None, workers: EpisodeWorkers | None = None) -> dict[str, Any]:
+    def _evaluate(
+        self,
+        loop: ControlLoop,
+        transport: SimulatedDelayTransport,
+        method: str,
+        delay: int,
+        horizon: int | None = None,
+        workers: EpisodeWorkers | None = None,
+    ) -> dict[str, Any]:
         run = self.run
         horizon = self.rtc.execute_horizon if horizon is None else int(horizon)
         guidance, schedule = self.method_guidance(method)
@@ -262,8 +303,15 @@ class LockstepEvaluator:
             loop.record_fields = record_fields
             outcomes = self._episodes(loop, transport, cfg)
         else:
-            job = CellJob([(e, run.seed + e) for e in range(run.episodes)], cfg, delay, spread, method == "sync",
-                          record_fields, stop_on_fault=self.study.fault_ends_cell)
+            job = CellJob(
+                [(e, run.seed + e) for e in range(run.episodes)],
+                cfg,
+                delay,
+                spread,
+                method == "sync",
+                record_fields,
+                stop_on_fault=self.study.fault_ends_cell,
+            )
             try:
                 outcomes = cut_outcomes(workers.run_cell(job), self.study.fault_ends_cell)
             finally:
@@ -299,10 +347,14 @@ class LockstepEvaluator:
         finite_jumps = [j for j in plan_jumps if np.isfinite(j)]
         jerks = [j for j in jerks if np.isfinite(j)]
         return {
-            "method": method, "delay_ticks": delay, "execute_horizon": horizon, "guidance": str(guidance),
+            "method": method,
+            "delay_ticks": delay,
+            "execute_horizon": horizon,
+            "guidance": str(guidance),
             "schedule": str(schedule) if guidance not in (Guidance.NONE, Guidance.TRAINED) else "",
             # Episodes actually run: a fault ends the run (as in every mode), so a faulted cell has fewer.
-            "episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else 0.0,
+            "episodes": len(successes),
+            "success_rate": float(np.mean(successes)) if successes else 0.0,
             "time_to_success_s": float(np.mean(success_s)) if success_s else float("nan"),
             # over every episode, a failure counted at the tick it ended (the episode limit on a reach task
             # that ends at success): unlike the mean over successes, it cannot improve by failing more
@@ -316,14 +368,18 @@ class LockstepEvaluator:
             "max_jerk": float(np.max(jerks)) if jerks else float("nan"),
             "rms_jerk": float(np.nanmean(rms_jerks)) if rms_jerks else float("nan"),
             "max_step_planned": float(np.nanmax(max_steps_pre)) if max_steps_pre else float("nan"),
-            "underruns": underruns, "paused_ticks": paused, "inferences": inferences,
-            "rejected_chunks": rejected, "ticks": ticks_total,
+            "underruns": underruns,
+            "paused_ticks": paused,
+            "inferences": inferences,
+            "rejected_chunks": rejected,
+            "ticks": ticks_total,
             "faulted_episodes": len(faulted),
             # share of the cell's executed chunks whose previous chunk select's stale gate called stale
             # (policy.select_stale_gate; NaN where no inference reported it)
             "select_stale_rate": float(np.mean(gate)) if gate else float("nan"),
-            "fault": str(loop.fault.kind) if loop.fault is not None else (
-                f"{', '.join(sorted(set(faulted)))} in {len(faulted)} episode(s)" if faulted else ""),
+            "fault": str(loop.fault.kind)
+            if loop.fault is not None
+            else (f"{', '.join(sorted(set(faulted)))} in {len(faulted)} episode(s)" if faulted else ""),
         }
 
 

@@ -107,9 +107,15 @@ class _Worker:
             robot = run.make_robot()
             robot.start()
             self.loop.step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), pool.telemetry)
-            self.port.start(TransportSession(run=run, telemetry=pool.telemetry,
-                                             inference_timeout_s=pool.limits.inference_timeout_s,
-                                             robot=robot, history=self.loop.step.history))
+            self.port.start(
+                TransportSession(
+                    run=run,
+                    telemetry=pool.telemetry,
+                    inference_timeout_s=pool.limits.inference_timeout_s,
+                    robot=robot,
+                    history=self.loop.step.history,
+                )
+            )
         except BaseException as exc:  # noqa: BLE001 - reported by the first cell
             self.setup_error = exc
         try:
@@ -154,8 +160,9 @@ class EpisodeWorkers:
     """``count`` episode workers around one runner (the evaluator's, built once); ``run_cell``
     runs a cell's episodes on them, ``close`` stops their robots."""
 
-    def __init__(self, run: Any, runner: PolicyRunner, rtc: RTCConfig, limits: LoopConfig, telemetry: Any,
-                 count: int, name: str) -> None:
+    def __init__(
+        self, run: Any, runner: PolicyRunner, rtc: RTCConfig, limits: LoopConfig, telemetry: Any, count: int, name: str
+    ) -> None:
         self.run, self.rtc, self.limits, self.telemetry, self.name = run, rtc, limits, telemetry, name
         self.batcher = EpisodeBatcher(runner)
         self.workers = [_Worker(self, member) for member in range(int(count))]

@@ -32,8 +32,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,8 +93,17 @@ class ControlLoop:
     ``restarts``: how often the inference side may be replaced after it failed (None: never, the
     modes whose policy runs in this process)."""
 
-    def __init__(self, run: Any, rtc: RTCConfig, limits: LoopConfig, transport: Transport, *, name: str,
-                 sync: bool = False, restarts: RestartConfig | None = None) -> None:
+    def __init__(
+        self,
+        run: Any,
+        rtc: RTCConfig,
+        limits: LoopConfig,
+        transport: Transport,
+        *,
+        name: str,
+        sync: bool = False,
+        restarts: RestartConfig | None = None,
+    ) -> None:
         self.run = run
         self.rtc = rtc
         self.limits = limits
@@ -115,8 +125,12 @@ class ControlLoop:
         self._old_sigterm: Any = None
 
     # ------------------------------------------------------------------ the run
-    def execute(self, episodes: Callable[[ControlLoop], dict[str, Any]] | None = None,
-                summary_fields: Callable[[], dict[str, Any]] | None = None, record: bool = True) -> dict[str, Any]:
+    def execute(
+        self,
+        episodes: Callable[[ControlLoop], dict[str, Any]] | None = None,
+        summary_fields: Callable[[], dict[str, Any]] | None = None,
+        record: bool = True,
+    ) -> dict[str, Any]:
         """Run the episodes and return (and write) the summary.
 
         ``episodes(loop) -> summary body``: what to run once everything is up (default: the run's
@@ -137,11 +151,19 @@ class ControlLoop:
             if robot.realtime and self.transport.simulated:
                 raise ValueError(f"{self.name} simulates delays and needs a lockstep robot (robot.realtime=false)")
             if not robot.realtime and not self.transport.simulated and not self.sync:
-                log.warning("%s: robot is lockstep (realtime=false): delays are wall-clock, not ticks; "
-                            "use algorithm=lockstep_eval to evaluate with simulated delays", self.name)
+                log.warning(
+                    "%s: robot is lockstep (realtime=false): delays are wall-clock, not ticks; "
+                    "use algorithm=lockstep_eval to evaluate with simulated delays",
+                    self.name,
+                )
             robot.start()
-            step = ControlStep(robot, run.make_safety(robot.spec), run.make_history(), telemetry,
-                               run.make_recorder() if record else None)
+            step = ControlStep(
+                robot,
+                run.make_safety(robot.spec),
+                run.make_history(),
+                telemetry,
+                run.make_recorder() if record else None,
+            )
             step.start_recording(run.run_dir)
             self.step = step
             meta = run.policy_metadata
@@ -166,14 +188,20 @@ class ControlLoop:
             self._restore_signals()
             robot.stop()
             rtc = self.rtc
-            summary.update(algorithm=self.name, guidance=str(rtc.guidance), schedule=str(rtc.schedule),
-                           execute_horizon=rtc.execute_horizon, s_min=rtc.trigger_ticks,
-                           **(summary_fields() if summary_fields else {}),
-                           rejected_chunks=self.rejected_chunks,
-                           stale_chunks=self.planner.scheduler.stale_chunks if self.planner is not None else 0,
-                           discarded_results=self.discarded_results, restarts=self.restarts,
-                           fault=self.fault.record() if self.fault is not None else None,
-                           **self.transport.summary())
+            summary.update(
+                algorithm=self.name,
+                guidance=str(rtc.guidance),
+                schedule=str(rtc.schedule),
+                execute_horizon=rtc.execute_horizon,
+                s_min=rtc.trigger_ticks,
+                **(summary_fields() if summary_fields else {}),
+                rejected_chunks=self.rejected_chunks,
+                stale_chunks=self.planner.scheduler.stale_chunks if self.planner is not None else 0,
+                discarded_results=self.discarded_results,
+                restarts=self.restarts,
+                fault=self.fault.record() if self.fault is not None else None,
+                **self.transport.summary(),
+            )
             if step is not None:
                 summary["safety"] = vars(step.safety.counters)
                 summary.update(step.stop_recording())
@@ -222,12 +250,18 @@ class ControlLoop:
         side while ``max_restarts`` allows and the transport can (True); else the run ends with this
         fault once the current chunk is used up (``episode`` holds then)."""
         sched = self.planner.scheduler
-        self.telemetry.event("inference_fault", cause=message, fault_kind=str(kind), tick=self.tick,
-                             remaining=sched.remaining)
+        self.telemetry.event(
+            "inference_fault", cause=message, fault_kind=str(kind), tick=self.tick, remaining=sched.remaining
+        )
         if kind in RESTARTABLE_KINDS and self.restarts < self.max_restarts and self.transport.restart():
             self.restarts += 1
-            log.warning("%s: %s; inference side replaced (restart %d of algorithm.max_restarts=%d)", self.name,
-                        message, self.restarts, self.max_restarts)
+            log.warning(
+                "%s: %s; inference side replaced (restart %d of algorithm.max_restarts=%d)",
+                self.name,
+                message,
+                self.restarts,
+                self.max_restarts,
+            )
             self.planner.inference_restarted()  # the next request continues what the robot executes
             return True
         log.error("%s: %s; finishing the current chunk through the safety filter, then holding", self.name, message)
@@ -239,10 +273,17 @@ class ControlLoop:
         """``inference_timeout_s`` bounds every inference (a blocking transport bounds its own call)."""
         limit = self.limits.inference_timeout_s
         bounded_elsewhere = self.transport.blocking or self.transport.simulated
-        if (self.fault is None and not bounded_elsewhere and self.planner.pending is not None
-                and now - self.request_sent_at > limit):
-            self._inference_fault(f"inference timeout: no chunk {now - self.request_sent_at:.2f} s after the request "
-                                  f"(algorithm.inference_timeout_s={limit})", FaultKind.INFERENCE_TIMEOUT)
+        if (
+            self.fault is None
+            and not bounded_elsewhere
+            and self.planner.pending is not None
+            and now - self.request_sent_at > limit
+        ):
+            self._inference_fault(
+                f"inference timeout: no chunk {now - self.request_sent_at:.2f} s after the request "
+                f"(algorithm.inference_timeout_s={limit})",
+                FaultKind.INFERENCE_TIMEOUT,
+            )
 
     def _check_health(self, now: float) -> bool:
         """An unhealthy transport is an inference fault; True when it was restarted."""
@@ -262,8 +303,9 @@ class ControlLoop:
         cut = planner.plain_request(tick) if self.sync and planner.scheduler.has_chunk else planner.request(tick)
         self.request_sent_at = time.monotonic()
         result.inferences += 1
-        self.transport.submit(InferenceRequest(cut.seq, cut.episode, cut.tick, cut.guide, self.step.history,
-                                               first=cut.first))
+        self.transport.submit(
+            InferenceRequest(cut.seq, cut.episode, cut.tick, cut.guide, self.step.history, first=cut.first)
+        )
 
     def _exchange(self, tick: int, result: EpisodeResult) -> bool:
         """Merge what arrived, send the next request when due, and merge again (a transport may
@@ -290,10 +332,20 @@ class ControlLoop:
     def _merge(self, tick: int, result: EpisodeResult, req: Request, reply: InferenceReply) -> bool:
         """Hand the chunk to the planner and record the inference; False when it was rejected
         (never executed; the planner asks again) or stale."""
-        record = {"episode": result.episode, "d_estimate": req.d, "s": req.s, "snapshot_tick": req.tick,
-                  "merge_tick": tick, "guidance": req.guidance, "t_start": reply.t_start, "t_end": reply.t_end,
-                  "latency_ms": reply.latency_ms, "policy_ms": reply.policy_ms, **self.record_fields,
-                  **reply.fields}
+        record = {
+            "episode": result.episode,
+            "d_estimate": req.d,
+            "s": req.s,
+            "snapshot_tick": req.tick,
+            "merge_tick": tick,
+            "guidance": req.guidance,
+            "t_start": reply.t_start,
+            "t_end": reply.t_end,
+            "latency_ms": reply.latency_ms,
+            "policy_ms": reply.policy_ms,
+            **self.record_fields,
+            **reply.fields,
+        }
         try:
             merge = self.planner.accept(req.seq, reply.robot, reply.model)
         except ChunkRejected as exc:
@@ -305,8 +357,11 @@ class ControlLoop:
             self.telemetry.inference({**record, "chunk_id": -1, "d_actual": None, "rejected": 1})
             limit = self.rtc.max_rejected_chunks
             if self.rejected_in_a_row >= limit:
-                self._inference_fault(f"{self.rejected_in_a_row} chunks in a row rejected (algorithm.max_rejected_chunks="
-                                      f"{limit}); last: {exc}", FaultKind.CHUNKS_REJECTED)
+                self._inference_fault(
+                    f"{self.rejected_in_a_row} chunks in a row rejected (algorithm.max_rejected_chunks="
+                    f"{limit}); last: {exc}",
+                    FaultKind.CHUNKS_REJECTED,
+                )
             return False
         if merge is None:
             self.discarded_results += 1
@@ -320,11 +375,24 @@ class ControlLoop:
         if reply.fields:
             result.inference_fields.append(dict(reply.fields))
         # index d_actual of the new chunk runs at this tick, so its index 0 belongs to tick - d_actual
-        self.step.new_chunk(result.episode, merge.chunk_id, tick - merge.d_actual,
-                            np.array(self.planner.scheduler.chunk_robot, copy=True), guidance=req.guidance)
-        self.telemetry.inference({**record, "chunk_id": merge.chunk_id, "d_actual": merge.d_actual,
-                                  "discontinuity": disc, "plan_jump": plan_jump, "stale": int(merge.stale),
-                                  "rejected": 0})
+        self.step.new_chunk(
+            result.episode,
+            merge.chunk_id,
+            tick - merge.d_actual,
+            np.array(self.planner.scheduler.chunk_robot, copy=True),
+            guidance=req.guidance,
+        )
+        self.telemetry.inference(
+            {
+                **record,
+                "chunk_id": merge.chunk_id,
+                "d_actual": merge.d_actual,
+                "discontinuity": disc,
+                "plan_jump": plan_jump,
+                "stale": int(merge.stale),
+                "rejected": 0,
+            }
+        )
         return True
 
     # ------------------------------------------------------------------ one episode
@@ -388,8 +456,9 @@ class ControlLoop:
         result.ticks = tick
         result.underruns = planner.scheduler.underruns
         step.end_episode(episode, result.success)
-        self.telemetry.event("episode_end", episode=episode, ticks=tick, success=result.success,
-                             underruns=result.underruns)
+        self.telemetry.event(
+            "episode_end", episode=episode, ticks=tick, success=result.success, underruns=result.underruns
+        )
         return result
 
     def _first_chunk(self, result: EpisodeResult) -> bool:

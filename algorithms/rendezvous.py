@@ -12,8 +12,9 @@ episode, the largest batch there can be.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import dataclasses
 import enum
 import inspect
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from services.knobs import Range
 
@@ -90,9 +91,14 @@ def algorithm_signature(groups: Mapping[str, type]) -> inspect.Signature:
         hints = typing.get_type_hints(cls, include_extras=True)
         for f in dataclasses.fields(cls):
             default = default_of(f)
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
-                                            default=inspect.Parameter.empty if default is dataclasses.MISSING
-                                            else default))
+            params.append(
+                inspect.Parameter(
+                    f.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=hints[f.name],
+                    default=inspect.Parameter.empty if default is dataclasses.MISSING else default,
+                )
+            )
     return inspect.Signature(params)
 
 

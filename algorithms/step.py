@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from services.errors import AlgorithmFault, FaultKind
-from services.telemetry import Telemetry
 from robots.base import Observation, Robot, RobotError
 from robots.history import ObservationHistory
 from robots.safety import SafetyFilter
+from services.errors import AlgorithmFault, FaultKind
+from services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ class ControlStep:
         rejected = self.safety.counters.rejected_nonfinite > rejected_before
         return command, send_ms, action is None or rejected, rejected
 
-
     def hold(self) -> None:
         """Best effort: command the last safe pose again. Used on every fault/exit path, so it never
         raises; a robot that refuses (it may be what failed) is logged."""
@@ -168,13 +167,23 @@ class ControlStep:
         result.sent.append(command)
         if planned.action is not None:
             result.planned.append(planned.action)
-        self.telemetry.tick({
-            "episode": result.episode, "tick": tick, "t_sched": scheduled, "t_actual": actual,
-            "period_error_ms": (actual - scheduled) * 1e3, "read_ms": read_ms,
-            "compute_ms": compute_ms, "send_ms": send_ms, "chunk_id": planned.chunk_id,
-            "chunk_index": planned.index, "underrun": int(planned.underrun),
-            "held": int(held), "rejected": int(rejected),
-        })
+        self.telemetry.tick(
+            {
+                "episode": result.episode,
+                "tick": tick,
+                "t_sched": scheduled,
+                "t_actual": actual,
+                "period_error_ms": (actual - scheduled) * 1e3,
+                "read_ms": read_ms,
+                "compute_ms": compute_ms,
+                "send_ms": send_ms,
+                "chunk_id": planned.chunk_id,
+                "chunk_index": planned.index,
+                "underrun": int(planned.underrun),
+                "held": int(held),
+                "rejected": int(rejected),
+            }
+        )
         return command
 
     @staticmethod

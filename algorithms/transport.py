@@ -57,8 +57,9 @@ the loop, the planner or the rules changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -101,8 +102,9 @@ class InferenceRequest:
     def observation(self) -> ObservationPayload:
         snap = self.history.snapshot()
         last = self.history.last
-        return ObservationPayload(snap.state, snap.images, dict(last.info) if last is not None else {},
-                                  float(snap.timestamp))
+        return ObservationPayload(
+            snap.state, snap.images, dict(last.info) if last is not None else {}, float(snap.timestamp)
+        )
 
 
 @dataclass(frozen=True)

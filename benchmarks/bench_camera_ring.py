@@ -100,8 +100,12 @@ def bench_size(height: int, width: int, reads: int) -> dict:
                 times[kind].append(time.perf_counter() - t0)
             seen = max(seen, cam._last_n)
         drop = min(100, reads // 10)
-        out = {"shape": [3, height, width], "bytes": int(dst.nbytes), "reads": reads - drop,
-               **{kind: stats_us(t[drop:]) for kind, t in times.items()}}
+        out = {
+            "shape": [3, height, width],
+            "bytes": int(dst.nbytes),
+            "reads": reads - drop,
+            **{kind: stats_us(t[drop:]) for kind, t in times.items()},
+        }
         out["ratio_read_vs_memcpy"] = out["read"]["p50_us"] / out["memcpy"]["p50_us"]
         out["ratio_read_snapshot_vs_memcpy"] = out["read_snapshot"]["p50_us"] / out["memcpy"]["p50_us"]
         return out
@@ -116,27 +120,39 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "camera_ring"))
     args = ap.parse_args()
     rows = [bench_size(*map(int, s.split("x")), args.reads) for s in args.sizes.split(",")]
-    meta = {"command": "cd /work/main && .venv/bin/python benchmarks/bench_camera_ring.py " + " ".join(sys.argv[1:]),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-                       f"numpy {np.__version__}", "load_avg": os.getloadavg()}
+    meta = {
+        "command": "cd /work/main && .venv/bin/python benchmarks/bench_camera_ring.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"numpy {np.__version__}",
+        "load_avg": os.getloadavg(),
+    }
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["# Camera frame into the control process vs memcpy", "",
-             f"Command: `{meta['command']}`", "",
-             f"Machine: {meta['machine']}; load average at the end {meta['load_avg'][0]:.1f}.", "",
-             "Timed on the control side on a frame the producer (its own process, a frame every 0.2 ms) has "
-             "just written, the kinds in turn: `read` = `CameraProcess.read()` (newest slot by index, a "
-             "read-only view as `Frame.image`, age check: the per-tick cost, no copy); `read + snapshot` = "
-             "`read()`, `ObservationHistory.push` and `copy_images_into` a preallocated snapshot (an RTC "
-             "request's one copy of the frame, then the intact check); `memcpy` = `np.copyto` of the newest "
-             "slot into a preallocated private array (the bytes alone).", "",
-             "| frame | bytes | reads | read p50 / p99 us | read + snapshot p50 / p99 us | memcpy p50 / p99 us | "
-             "read / memcpy (p50) | read + snapshot / memcpy (p50) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Camera frame into the control process vs memcpy",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Machine: {meta['machine']}; load average at the end {meta['load_avg'][0]:.1f}.",
+        "",
+        "Timed on the control side on a frame the producer (its own process, a frame every 0.2 ms) has "
+        "just written, the kinds in turn: `read` = `CameraProcess.read()` (newest slot by index, a "
+        "read-only view as `Frame.image`, age check: the per-tick cost, no copy); `read + snapshot` = "
+        "`read()`, `ObservationHistory.push` and `copy_images_into` a preallocated snapshot (an RTC "
+        "request's one copy of the frame, then the intact check); `memcpy` = `np.copyto` of the newest "
+        "slot into a preallocated private array (the bytes alone).",
+        "",
+        "| frame | bytes | reads | read p50 / p99 us | read + snapshot p50 / p99 us | memcpy p50 / p99 us | "
+        "read / memcpy (p50) | read + snapshot / memcpy (p50) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['shape'][1]}x{r['shape'][2]} | {r['bytes']} | {r['reads']} | "
-                     f"{r['read']['p50_us']:.1f} / {r['read']['p99_us']:.1f} | "
-                     f"{r['read_snapshot']['p50_us']:.1f} / {r['read_snapshot']['p99_us']:.1f} | "
-                     f"{r['memcpy']['p50_us']:.1f} / {r['memcpy']['p99_us']:.1f} | "
-                     f"{r['ratio_read_vs_memcpy']:.2f}x | {r['ratio_read_snapshot_vs_memcpy']:.2f}x |")
+        lines.append(
+            f"| {r['shape'][1]}x{r['shape'][2]} | {r['bytes']} | {r['reads']} | "
+            f"{r['read']['p50_us']:.1f} / {r['read']['p99_us']:.1f} | "
+            f"{r['read_snapshot']['p50_us']:.1f} / {r['read_snapshot']['p99_us']:.1f} | "
+            f"{r['memcpy']['p50_us']:.1f} / {r['memcpy']['p99_us']:.1f} | "
+            f"{r['ratio_read_vs_memcpy']:.2f}x | {r['ratio_read_snapshot_vs_memcpy']:.2f}x |"
+        )
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

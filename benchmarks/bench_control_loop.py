@@ -96,8 +96,12 @@ LOOPS = {
 def stats(err_s: np.ndarray) -> dict[str, float]:
     ms = err_s * 1e3
     a = np.abs(ms)
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "max_ms": float(a.max()), "final_drift_ms": float(ms[-1])}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+        "final_drift_ms": float(ms[-1]),
+    }
 
 
 def main() -> None:
@@ -132,22 +136,31 @@ def main() -> None:
             busy.kill()
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
-        "# Control-loop timing: period error |actual - (t0 + i*dt)|", "",
-        f"Command: `{command}`", "",
+        "# Control-loop timing: period error |actual - (t0 + i*dt)|",
+        "",
+        f"Command: `{command}`",
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs ({platform.platform()}), Python {platform.python_version()}; "
-        f"loop pinned to core {loop_core}, busy-spin process on core {load_core}" + (" (no load)" if args.no_load else "")
+        f"loop pinned to core {loop_core}, busy-spin process on core {load_core}"
+        + (" (no load)" if args.no_load else "")
         + f"; {args.work_ms} ms of work per tick. Shared machine: other jobs ran at the same time "
-        f"(1-min load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} CPUs).", "",
+        f"(1-min load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} CPUs).",
+        "",
         "| Hz | loop | ticks | p50 ms | p99 ms | max ms | drift at end ms |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['hz']:g} | {r['loop']} | {r['ticks']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['max_ms']:.3f} | {r['final_drift_ms']:.1f} |")
-    lines += ["", "deadline_clock = services.clock.DeadlineClock (absolute deadlines, sleep then spin the last 2 ms); "
-              "deadline_clock_spin0.2ms = the same with spin_s=0.0002; "
-              "sleep_dt = `work; sleep(dt)` (drifts by the work + oversleep every tick); "
-              "next_t_sleep = `next_t += dt; sleep(next_t - now)` (absolute, no spin: pays the sleep overshoot)."]
+        lines.append(
+            f"| {r['hz']:g} | {r['loop']} | {r['ticks']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+            f"{r['max_ms']:.3f} | {r['final_drift_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "deadline_clock = services.clock.DeadlineClock (absolute deadlines, sleep then spin the last 2 ms); "
+        "deadline_clock_spin0.2ms = the same with spin_s=0.0002; "
+        "sleep_dt = `work; sleep(dt)` (drifts by the work + oversleep every tick); "
+        "next_t_sleep = `next_t += dt; sleep(next_t - now)` (absolute, no spin: pays the sleep overshoot).",
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

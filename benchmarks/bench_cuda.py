@@ -43,14 +43,21 @@ from policies.batched import BatchRequest  # noqa: E402
 from policies.flow import FlowPolicy  # noqa: E402
 
 # name: (bf16 autocast, torch.compile mode or None for eager)
-VARIANTS = {"eager": (False, None), "bf16": (True, None), "compile": (False, "default"), "compile+bf16": (True, "default"),
-            "graphs": (False, "reduce-overhead"), "graphs+bf16": (True, "reduce-overhead")}
+VARIANTS = {
+    "eager": (False, None),
+    "bf16": (True, None),
+    "compile": (False, "default"),
+    "compile+bf16": (True, "default"),
+    "graphs": (False, "reduce-overhead"),
+    "graphs+bf16": (True, "reduce-overhead"),
+}
 ACCURACY_KINDS = ("predict", "vjp", "identity", "trained")
 LATENCY_KINDS = ("predict", "vjp", "identity", "trained", "select")
 
 
-def chunk(policy: FlowPolicy, kind: str, obs: PolicyInput, prev: np.ndarray, d: int, s: int,
-          noise: np.ndarray | None = None) -> np.ndarray:
+def chunk(
+    policy: FlowPolicy, kind: str, obs: PolicyInput, prev: np.ndarray, d: int, s: int, noise: np.ndarray | None = None
+) -> np.ndarray:
     if kind == "predict":
         return policy.predict(obs, noise=noise)
     return policy.guided_inference(obs, prev, d, s, guidance=kind, noise=noise)
@@ -69,9 +76,13 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--batch-variants", nargs="+", default=["eager", "bf16", "compile"], choices=list(VARIANTS))
     ap.add_argument("--select-samples", type=int, default=8)
-    ap.add_argument("--burn-in-s", type=float, default=5.0,
-                    help="seconds of plain chunks before the latency rows (an idle GPU's clocks ramp up; the first "
-                         "row of a run without it was inflated)")
+    ap.add_argument(
+        "--burn-in-s",
+        type=float,
+        default=5.0,
+        help="seconds of plain chunks before the latency rows (an idle GPU's clocks ramp up; the first "
+        "row of a run without it was inflated)",
+    )
     ap.add_argument("--device", default="cuda", help="cuda[:N]; cpu only to try the script where no GPU is")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_cuda.md"))
     args = ap.parse_args()
@@ -83,8 +94,11 @@ def main() -> None:
     d, s = max(1, h // 10), h // 2
     script = Path(sys.argv[0]).resolve()
     shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
-    gpu = (f"{torch.cuda.get_device_name(dev)} ({torch.cuda.get_device_properties(dev).total_memory / 2**30:.0f} GiB)"
-           if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)")
+    gpu = (
+        f"{torch.cuda.get_device_name(dev)} ({torch.cuda.get_device_properties(dev).total_memory / 2**30:.0f} GiB)"
+        if dev.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
     lines = [
         "# Flow policy on CUDA: bf16 autocast, torch.compile, batched guided inference",
         "",
@@ -130,13 +144,27 @@ def main() -> None:
         # 1. accuracy against the CPU in float32
         rng = np.random.default_rng(0)
         m = cpu.metadata
-        cases = [(random_input(cpu, rng), rng.normal(size=(h, m.action_dim)).astype(np.float32),
-                  rng.normal(size=(h, m.action_dim)).astype(np.float32)) for _ in range(3)]
-        refs = {(k, i): chunk(cpu, k, obs, prev, d, s, noise) for k in ACCURACY_KINDS
-                for i, (obs, prev, noise) in enumerate(cases)}
-        lines += ["## Accuracy against the CPU in float32", "",
-                  "max over 3 random cases of ||chunk - cpu|| / ||cpu||; `finite` = every output finite.", "",
-                  "| variant | " + " | ".join(ACCURACY_KINDS) + " | finite |", "|---|" + "---|" * (len(ACCURACY_KINDS) + 1)]
+        cases = [
+            (
+                random_input(cpu, rng),
+                rng.normal(size=(h, m.action_dim)).astype(np.float32),
+                rng.normal(size=(h, m.action_dim)).astype(np.float32),
+            )
+            for _ in range(3)
+        ]
+        refs = {
+            (k, i): chunk(cpu, k, obs, prev, d, s, noise)
+            for k in ACCURACY_KINDS
+            for i, (obs, prev, noise) in enumerate(cases)
+        }
+        lines += [
+            "## Accuracy against the CPU in float32",
+            "",
+            "max over 3 random cases of ||chunk - cpu|| / ||cpu||; `finite` = every output finite.",
+            "",
+            "| variant | " + " | ".join(ACCURACY_KINDS) + " | finite |",
+            "|---|" + "---|" * (len(ACCURACY_KINDS) + 1),
+        ]
         for name, p in policies.items():
             errs, finite = [], True
             for k in ACCURACY_KINDS:
@@ -160,29 +188,43 @@ def main() -> None:
                 p.predict(obs)
         sync()
         names = list(policies)
-        lines += ["## Latency (ms, median (p90))", "",
-                  f"{args.repeats} timed calls per cell after 2 warm-up rounds; per row the variants are called in "
-                  "turn, so the ratios to `eager` share one window.", "",
-                  "| kind | " + " | ".join(names) + " | " + " | ".join(f"{n} / eager" for n in names if n != "eager") + " |",
-                  "|---|" + "---|" * (2 * len(names) - ("eager" in names))]
+        lines += [
+            "## Latency (ms, median (p90))",
+            "",
+            f"{args.repeats} timed calls per cell after 2 warm-up rounds; per row the variants are called in "
+            "turn, so the ratios to `eager` share one window.",
+            "",
+            "| kind | " + " | ".join(names) + " | " + " | ".join(f"{n} / eager" for n in names if n != "eager") + " |",
+            "|---|" + "---|" * (2 * len(names) - ("eager" in names)),
+        ]
         for k in LATENCY_KINDS:
-            times = timed_interleaved([lambda p=p, k=k: chunk(p, k, obs, prev, d, s) for p in policies.values()],
-                                      args.repeats, sync)
+            times = timed_interleaved(
+                [lambda p=p, k=k: chunk(p, k, obs, prev, d, s) for p in policies.values()], args.repeats, sync
+            )
             t = dict(zip(names, times))
             ratios = [f"{t[n][0] / t['eager'][0]:.2f}" for n in names if n != "eager" and "eager" in t]
-            lines.append(f"| {k} | " + " | ".join(f"{t[n][0]:.2f} ({t[n][1]:.2f})" for n in names) + " | "
-                         + " | ".join(ratios) + " |")
+            lines.append(
+                f"| {k} | "
+                + " | ".join(f"{t[n][0]:.2f} ({t[n][1]:.2f})" for n in names)
+                + " | "
+                + " | ".join(ratios)
+                + " |"
+            )
         lines.append("")
         flush()
 
         # 4. batched guided inference vs one call per request
-        lines += ["## Batched VJP guidance vs one call per request", "",
-                  "B requests with their own observation, delay (1..H/5), horizon and previous chunk; `batched` = one "
-                  "`guided_inference_batch` call, `one by one` = B `guided_inference` calls; both interleaved, "
-                  f"{args.repeats} rounds. `first call` = the first batched call at that B (a compiled network "
-                  "traces each new batch shape).", "",
-                  "| variant | B | first call ms | batched ms | one by one ms | batched ms / chunk | speed-up |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Batched VJP guidance vs one call per request",
+            "",
+            "B requests with their own observation, delay (1..H/5), horizon and previous chunk; `batched` = one "
+            "`guided_inference_batch` call, `one by one` = B `guided_inference` calls; both interleaved, "
+            f"{args.repeats} rounds. `first call` = the first batched call at that B (a compiled network "
+            "traces each new batch shape).",
+            "",
+            "| variant | B | first call ms | batched ms | one by one ms | batched ms / chunk | speed-up |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name in args.batch_variants:
             if name not in policies:
                 continue
@@ -193,18 +235,26 @@ def main() -> None:
                 for _ in range(b):
                     dd = int(brng.integers(1, h // 5 + 1))
                     ss = int(brng.integers(dd, h - dd))
-                    reqs.append(BatchRequest(random_input(p, brng),
-                                             brng.normal(size=(h - ss, m.action_dim)).astype(np.float32),
-                                             dd, ss, Guidance.VJP))
+                    reqs.append(
+                        BatchRequest(
+                            random_input(p, brng),
+                            brng.normal(size=(h - ss, m.action_dim)).astype(np.float32),
+                            dd,
+                            ss,
+                            Guidance.VJP,
+                        )
+                    )
                 sync()
                 t0 = time.perf_counter()
                 p.guided_inference_batch(reqs)
                 sync()
                 first = (time.perf_counter() - t0) * 1e3
                 one_by_one = lambda reqs=reqs, p=p: [  # noqa: E731
-                    p.guided_inference(r.inp, r.prev_model, r.d, r.s, guidance=r.guidance) for r in reqs]
-                (tb, _), (ts, _) = timed_interleaved([lambda reqs=reqs, p=p: p.guided_inference_batch(reqs), one_by_one],
-                                                     args.repeats, sync)
+                    p.guided_inference(r.inp, r.prev_model, r.d, r.s, guidance=r.guidance) for r in reqs
+                ]
+                (tb, _), (ts, _) = timed_interleaved(
+                    [lambda reqs=reqs, p=p: p.guided_inference_batch(reqs), one_by_one], args.repeats, sync
+                )
                 lines.append(f"| {name} | {b} | {first:.1f} | {tb:.2f} | {ts:.2f} | {tb / b:.2f} | {ts / tb:.2f} |")
                 flush()
         lines.append("")

@@ -58,8 +58,14 @@ CMD_TOPIC = "/igris_b/packy/target_joints"
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
     a = np.asarray(samples_s) * 1e3
-    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+    return {
+        "n": len(a),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
 
 
 class Twin:
@@ -70,12 +76,27 @@ class Twin:
         cams = OmegaConf.load(ROOT / "conf" / "cameras" / "ros_topics.yaml")
         if mode == "inprocess":
             topics = {k: d.topic for k, d in cams.devices.items()} if cameras else {}
-            self.twin = RobotTwin(OmegaConf.load(ROOT / "conf" / "robot" / "igris_b.yaml"), tau_s=0.05,
-                                  start_pose="home", echo=True, image_topics=topics).start()
+            self.twin = RobotTwin(
+                OmegaConf.load(ROOT / "conf" / "robot" / "igris_b.yaml"),
+                tau_s=0.05,
+                start_pose="home",
+                echo=True,
+                image_topics=topics,
+            ).start()
         else:
-            cmd = [sys.executable, "-m", "robots.twin", "robot=igris_b", "twin.echo=true", "twin.tau_s=0.05",
-                   "twin.start_pose=home", "hydra/job_logging=disabled", "hydra.output_subdir=null",
-                   "hydra.run.dir=.", f"cameras={'ros_topics' if cameras else 'none'}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "robots.twin",
+                "robot=igris_b",
+                "twin.echo=true",
+                "twin.tau_s=0.05",
+                "twin.start_pose=home",
+                "hydra/job_logging=disabled",
+                "hydra.output_subdir=null",
+                "hydra.run.dir=.",
+                f"cameras={'ros_topics' if cameras else 'none'}",
+            ]
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def stop(self) -> None:
@@ -135,9 +156,14 @@ def per_tick(ticks: int, hz: float, cameras: bool) -> dict[str, list[float]]:
     factories = None
     if cameras:
         cams = OmegaConf.load(ROOT / "conf" / "cameras" / "ros_topics.yaml")
-        factories = {k: (lambda host, _t=d.topic, _n=k: RosImageCamera(FrameSpec(_n, 320, 240, 1.0), host=host, topic=_t,
-                                                                        open_timeout_s=30.0))
-                     for k, d in cams.devices.items()}
+        factories = {
+            k: (
+                lambda host, _t=d.topic, _n=k: RosImageCamera(
+                    FrameSpec(_n, 320, 240, 1.0), host=host, topic=_t, open_timeout_s=30.0
+                )
+            )
+            for k, d in cams.devices.items()
+        }
     robot = Ros2Robot(cameras=factories, **params)
     robot.start()
     read_s, send_s = [], []
@@ -189,17 +215,22 @@ def main() -> None:
 
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
     lines = [
-        "# DDS transport: round trip and per-tick robot I/O (IGRIS_B)", "",
-        f"Command: `{cmd}`  ", f"Twin: {args.twin}; {args.rounds} round trips; {args.ticks} ticks at {args.hz:g} Hz.  ",
+        "# DDS transport: round trip and per-tick robot I/O (IGRIS_B)",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Twin: {args.twin}; {args.rounds} round trips; {args.ticks} ticks at {args.hz:g} Hz.  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.platform()}; CycloneDDS on 127.0.0.1 only, multicast off, "
         f"domain {os.environ['ROS_DOMAIN_ID']}; run in {network_of_this_run()}. "
-        "Shared machine: other jobs were running.", "",
+        "Shared machine: other jobs were running.",
+        "",
         "| measurement | n | p50 ms | p95 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in rows:
-        lines.append(f"| {name} | {s['n']} | {s['p50']:.3f} | {s['p95']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {s['mean']:.3f} |")
+        lines.append(
+            f"| {name} | {s['n']} | {s['p50']:.3f} | {s['p95']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {s['mean']:.3f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -43,8 +43,19 @@ def run_default(design: str, episodes: int, workdir: Path) -> dict:
     summary = run_dir / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
-        out.update({k: s.get(k) for k in ("success_rate", "episodes", "ticks", "inference_latency_ms_p50",
-                                          "inference_latency_ms_p95", "underruns")})
+        out.update(
+            {
+                k: s.get(k)
+                for k in (
+                    "success_rate",
+                    "episodes",
+                    "ticks",
+                    "inference_latency_ms_p50",
+                    "inference_latency_ms_p95",
+                    "underruns",
+                )
+            }
+        )
         out["fault"] = (s.get("fault") or {}).get("kind")
     ticks = run_dir / "ticks.csv"
     if ticks.is_file():
@@ -70,18 +81,24 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     command = "cd /work/main && .venv/bin/python benchmarks/bench_default_run.py " + " ".join(sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    (RESULTS / "default_run.json").write_text(json.dumps({"command": command, "started": started,
-                                                          "machine": machine, "rows": rows}, indent=2))
+    (RESULTS / "default_run.json").write_text(
+        json.dumps({"command": command, "started": started, "machine": machine, "rows": rows}, indent=2)
+    )
     f = lambda v, p=1: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["# The default run, device processes vs the previous threaded design", "",
-             f"Command: `{command}`", "",
-             f"Started {started}; {machine}. Each row: `python -m inference episodes={args.episodes}` (all "
-             "defaults: sim in real time, 3 cameras, flow policy, RTC); `threads` adds "
-             f"`{' '.join(DESIGNS['threads'])}`. Rounds alternate the designs. Period error in ms; "
-             "inference latency = request to merged chunk, ms.", "",
-             "| round | design | success | episodes | ticks | inference p50 | inference p95 | underruns | "
-             "period p99 | period max | ticks > 1 ms late | fault | load avg |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        "# The default run, device processes vs the previous threaded design",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Started {started}; {machine}. Each row: `python -m inference episodes={args.episodes}` (all "
+        "defaults: sim in real time, 3 cameras, flow policy, RTC); `threads` adds "
+        f"`{' '.join(DESIGNS['threads'])}`. Rounds alternate the designs. Period error in ms; "
+        "inference latency = request to merged chunk, ms.",
+        "",
+        "| round | design | success | episodes | ticks | inference p50 | inference p95 | underruns | "
+        "period p99 | period max | ticks > 1 ms late | fault | load avg |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for r in rows:
         late = r.get("period_late_share")
         lines.append(
@@ -89,7 +106,8 @@ def main() -> None:
             f"{f(r.get('ticks'))} | {f(r.get('inference_latency_ms_p50'), 0)} | {f(r.get('inference_latency_ms_p95'), 0)} | "
             f"{f(r.get('underruns'))} | {f(r.get('period_p99'), 3)} | {f(r.get('period_max'), 3)} | "
             f"{'-' if late is None else f'{100 * late:.2f}%'} | {r.get('fault') or r.get('error') or ''} | "
-            f"{r['load_avg']:.1f} |")
+            f"{r['load_avg']:.1f} |"
+        )
     (RESULTS / "default_run.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

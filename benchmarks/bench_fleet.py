@@ -161,8 +161,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the shared replica")
     ap.add_argument("--max-batch", type=int, default=8)
-    ap.add_argument("--batch-wait-ms", type=float, default=50.0,
-                    help="batch_wait_timeout_s of the batched replica (ms); small vs a robot's budget (H - s)/hz")
+    ap.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=50.0,
+        help="batch_wait_timeout_s of the batched replica (ms); small vs a robot's budget (H - s)/hz",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/fleet.md"))
     args = ap.parse_args()
 
@@ -173,13 +177,28 @@ def main() -> None:
 
     from inference.fleet.__main__ import join, load
 
-    cfg, base = load(["policy=flow", "policy.device=cpu", "fleet.address=local",
-                      f"fleet.local_num_cpus={os.cpu_count()}", "fleet.num_cpus=0",
-                      "fleet.max_queue_wait_s=60", "fleet.max_queued_requests=-1", "fleet.max_ongoing_requests=64"])
+    cfg, base = load(
+        [
+            "policy=flow",
+            "policy.device=cpu",
+            "fleet.address=local",
+            f"fleet.local_num_cpus={os.cpu_count()}",
+            "fleet.num_cpus=0",
+            "fleet.max_queue_wait_s=60",
+            "fleet.max_queued_requests=-1",
+            "fleet.max_ongoing_requests=64",
+        ]
+    )
     print(f"ray: {join(base)}; network: {network_of_this_run()}", flush=True)
     t0 = time.monotonic()
-    _deploy(cfg, base, "batched", max_batch_size=args.max_batch, torch_threads=args.threads,
-            batch_wait_timeout_s=args.batch_wait_ms / 1e3)
+    _deploy(
+        cfg,
+        base,
+        "batched",
+        max_batch_size=args.max_batch,
+        torch_threads=args.threads,
+        batch_wait_timeout_s=args.batch_wait_ms / 1e3,
+    )
     _deploy(cfg, base, "unbatched", max_batch_size=1, torch_threads=args.threads)
     print(f"two replicas ready in {time.monotonic() - t0:.0f} s", flush=True)
     shared = {m: serve.get_app_handle(m) for m in ("batched", "unbatched")}
@@ -209,10 +228,12 @@ def main() -> None:
 
 def _print(c: Cell) -> None:
     lat = np.asarray(c.latencies_ms) if c.latencies_ms else np.asarray([np.nan])
-    print(f"N={c.robots} {c.mode:9s} {c.throughput:6.2f} chunks/s  p50 {np.percentile(lat, 50):7.0f} ms  "
-          f"p99 {np.percentile(lat, 99):7.0f} ms  batch {np.mean(c.batch_sizes) if c.batch_sizes else 0:4.1f}  "
-          f"underruns {c.underruns}/{c.chunks}  errors {c.errors}  rss {c.rss_mb:6.0f} MB in {c.processes} proc",
-          flush=True)
+    print(
+        f"N={c.robots} {c.mode:9s} {c.throughput:6.2f} chunks/s  p50 {np.percentile(lat, 50):7.0f} ms  "
+        f"p99 {np.percentile(lat, 99):7.0f} ms  batch {np.mean(c.batch_sizes) if c.batch_sizes else 0:4.1f}  "
+        f"underruns {c.underruns}/{c.chunks}  errors {c.errors}  rss {c.rss_mb:6.0f} MB in {c.processes} proc",
+        flush=True,
+    )
 
 
 def _write(args, cells: list[Cell]) -> None:
@@ -242,7 +263,8 @@ def _write(args, cells: list[Cell]) -> None:
         lines.append(
             f"| {c.robots} | {c.mode} | {c.throughput:.2f} | {ratio:.2f}x | {np.percentile(lat, 50):.0f} | "
             f"{np.percentile(lat, 99):.0f} | {np.mean(c.batch_sizes) if c.batch_sizes else 0:.1f} | "
-            f"{c.underruns}/{c.chunks} | {c.errors} | {c.rss_mb:.0f} ({c.processes}) |")
+            f"{c.underruns}/{c.chunks} | {c.errors} | {c.rss_mb:.0f} ({c.processes}) |"
+        )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -36,7 +36,6 @@ from policies.base import PolicyInput  # noqa: E402
 from policies.flow import FlowModel, FlowPolicy  # noqa: E402
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, load_config, load_model, resolve_path, save_checkpoint  # noqa: E402
 
-
 MODES = ("predict", "vjp", "identity", "blend", "trained", "select")  # predict, then guided_inference's kinds
 
 
@@ -80,12 +79,15 @@ def timed_interleaved(fns, repeats: int, sync) -> list[tuple[float, float]]:
 def random_input(policy: FlowPolicy, rng: np.random.Generator) -> PolicyInput:
     """A random observation the policy takes (state and every camera; never zeros)."""
     m = policy.metadata
-    return PolicyInput(state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
-                       images={c: rng.random((1, 3, *m.image_size), dtype=np.float32) for c in m.camera_names})
+    return PolicyInput(
+        state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
+        images={c: rng.random((1, 3, *m.image_size), dtype=np.float32) for c in m.camera_names},
+    )
 
 
-def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool, compile_: bool = False,
-                compile_mode: str = "default") -> FlowPolicy:
+def make_policy(
+    horizon: int, steps: int, device: str, tmp: Path, bf16: bool, compile_: bool = False, compile_mode: str = "default"
+) -> FlowPolicy:
     bundled = resolve_path(DEFAULT_CHECKPOINT)
     cfg, _ = load_config(bundled)
     ck = tmp / f"h{horizon}"
@@ -98,8 +100,14 @@ def make_policy(horizon: int, steps: int, device: str, tmp: Path, bf16: bool, co
             model = FlowModel(cfg)
         model.cfg.train_prefix_max = max(1, horizon // 4)
         save_checkpoint(ck, model)
-    return FlowPolicy(checkpoint=str(ck), device=device, num_steps=steps, autocast_bf16=bf16, compile=compile_,
-                      compile_mode=compile_mode)
+    return FlowPolicy(
+        checkpoint=str(ck),
+        device=device,
+        num_steps=steps,
+        autocast_bf16=bf16,
+        compile=compile_,
+        compile_mode=compile_mode,
+    )
 
 
 def main() -> None:
@@ -135,14 +143,23 @@ def main() -> None:
                     vel = p._velocity_fn(prefix)
                     t_vel = timed(lambda: vel(a, tau), args.repeats, sync)
                     t_pre = timed(lambda: p._encode_prefix(obs), args.repeats, sync)
-                times = dict(zip(MODES, timed_interleaved(
-                    [lambda: p.predict(obs)]
-                    + [lambda g=g: p.guided_inference(obs, prev, d, s, guidance=g) for g in MODES[1:]],
-                    args.repeats, sync)))
+                times = dict(
+                    zip(
+                        MODES,
+                        timed_interleaved(
+                            [lambda: p.predict(obs)]
+                            + [lambda g=g: p.guided_inference(obs, prev, d, s, guidance=g) for g in MODES[1:]],
+                            args.repeats,
+                            sync,
+                        ),
+                    )
+                )
                 rows.append((horizon, steps, t_vel, t_pre, times))
-                print(f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
-                      + ", ".join(f"{k} {t[0]:.2f} ms ({t[0] / times['predict'][0]:.2f}x)" for k, t in times.items()),
-                      flush=True)
+                print(
+                    f"H={horizon:3d} steps={steps:2d}: velocity {t_vel[0]:.2f} ms, prefix {t_pre[0]:.2f} ms, "
+                    + ", ".join(f"{k} {t[0]:.2f} ms ({t[0] / times['predict'][0]:.2f}x)" for k, t in times.items()),
+                    flush=True,
+                )
 
     script = Path(sys.argv[0]).resolve()
     shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
@@ -166,14 +183,22 @@ def main() -> None:
         f"clean at flow time 1, n Euler steps over the rest, inference_mode); `select` = K = {args.select_samples} "
         "plain chunks in one batch (prefix encoded once), the most coherent with prev kept.",
         "",
-        "| H | steps | velocity | prefix | " + " | ".join(MODES) + " | "
-        + " | ".join(f"{k} / predict" for k in MODES[1:]) + " |",
+        "| H | steps | velocity | prefix | "
+        + " | ".join(MODES)
+        + " | "
+        + " | ".join(f"{k} / predict" for k in MODES[1:])
+        + " |",
         "|---|---|---|---|" + "---|" * (2 * len(MODES) - 1),
     ]
     fmt = lambda t: f"{t[0]:.2f} ({t[1]:.2f})"  # noqa: E731
     for h, n, tv, tp, times in rows:
-        lines.append(f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | " + " | ".join(fmt(times[k]) for k in MODES) + " | "
-                     + " | ".join(f"{times[k][0] / times['predict'][0]:.2f}" for k in MODES[1:]) + " |")
+        lines.append(
+            f"| {h} | {n} | {fmt(tv)} | {fmt(tp)} | "
+            + " | ".join(fmt(times[k]) for k in MODES)
+            + " | "
+            + " | ".join(f"{times[k][0] / times['predict'][0]:.2f}" for k in MODES[1:])
+            + " |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

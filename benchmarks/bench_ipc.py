@@ -48,8 +48,9 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     state = rng.standard_normal((1, args.dim)).astype(np.float32)
-    images = {f"cam{i}": rng.integers(0, 255, (1, 3, args.height, args.width), dtype=np.uint8)
-              for i in range(args.cameras)}
+    images = {
+        f"cam{i}": rng.integers(0, 255, (1, 3, args.height, args.width), dtype=np.uint8) for i in range(args.cameras)
+    }
     specs, keys, scalar = build_specs(state.shape, images, {}, args.chunk, args.dim)
     name = unique_block_name("bench")
     layout = Layout(name, tuple(specs), args.chunk, args.dim, tuple(images), keys, scalar)
@@ -57,8 +58,14 @@ def main() -> None:
     try:
         shared = SharedState(arrays, layout)
         reader = SharedState(SharedArrays.attach(name, specs), layout)
-        counters = {RequestSlot.EPISODE: 1, RequestSlot.TICK: 0, RequestSlot.SEQ: 0, RequestSlot.EXECUTED_TICKS: 25,
-                    RequestSlot.DELAY_TICKS: 2, RequestSlot.GUIDED: 1}
+        counters = {
+            RequestSlot.EPISODE: 1,
+            RequestSlot.TICK: 0,
+            RequestSlot.SEQ: 0,
+            RequestSlot.EXECUTED_TICKS: 25,
+            RequestSlot.DELAY_TICKS: 2,
+            RequestSlot.GUIDED: 1,
+        }
         prev = rng.standard_normal((args.chunk, args.dim)).astype(np.float32)
         # raw baseline: the same bytes, private arrays
         dst_state, src_state = np.empty_like(state), state
@@ -93,24 +100,35 @@ def main() -> None:
     ratio = ipc["p50_us"] / raw["p50_us"]
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
-        "# RTC per-tick IPC cost vs raw np.copyto", "",
-        f"Command: `{command}`", "",
+        "# RTC per-tick IPC cost vs raw np.copyto",
+        "",
+        f"Command: `{command}`",
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}; "
-        "shared machine, other jobs running.", "",
+        "shared machine, other jobs running.",
+        "",
         f"Per tick: observation {obs_bytes / 1024:.0f} KiB ({args.cameras} cameras 3x{args.height}x{args.width} uint8 + "
         f"state) written under the control seqlock + result chunk 2x{args.chunk}x{args.dim} float32 read under the "
-        f"result seqlock; {args.iters} iterations (first 100 dropped).", "",
-        "| what | p50 us | p99 us | mean us |", "|---|---:|---:|---:|",
+        f"result seqlock; {args.iters} iterations (first 100 dropped).",
+        "",
+        "| what | p50 us | p99 us | mean us |",
+        "|---|---:|---:|---:|",
         f"| shm publish request + read chunk | {ipc['p50_us']:.1f} | {ipc['p99_us']:.1f} | {ipc['mean_us']:.1f} |",
         f"| raw np.copyto of the same bytes | {raw['p50_us']:.1f} | {raw['p99_us']:.1f} | {raw['mean_us']:.1f} |",
         f"| inference-side snapshot copy (per inference) | {snap['p50_us']:.1f} | {snap['p99_us']:.1f} | {snap['mean_us']:.1f} |",
-        "", f"**Ratio shm / raw (p50): {ratio:.2f}x**", "",
+        "",
+        f"**Ratio shm / raw (p50): {ratio:.2f}x**",
+        "",
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "obs_bytes": obs_bytes, "ipc": ipc,
-                                                    "raw": raw, "snapshot": snap, "ratio_p50": ratio}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {"command": command, "obs_bytes": obs_bytes, "ipc": ipc, "raw": raw, "snapshot": snap, "ratio_p50": ratio},
+            indent=1,
+        )
+    )
     print("\n".join(lines))
 
 

@@ -44,33 +44,54 @@ def main() -> int:
     ckpt = args.ckpt
     if ckpt is None:
         ckpt = str(Path(tempfile.mkdtemp(prefix="bench_lerobot_")) / "smolvla")
-        subprocess.run([str(python), "-m", "policies.lerobot.tiny", "smolvla", ckpt], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(python), "-m", "policies.lerobot.tiny", "smolvla", ckpt], cwd=REPO, check=True, capture_output=True
+        )
     rows = []
     for d in (int(v) for v in args.delays.split(",")):
-        proc = subprocess.run([str(python), str(REPO / "tests/lerobot_probe.py"), "gaps", ckpt, str(args.trials),
-                               str(d), str(args.shift), "20", str(args.beta)],
-                              cwd=REPO, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [
+                str(python),
+                str(REPO / "tests/lerobot_probe.py"),
+                "gaps",
+                ckpt,
+                str(args.trials),
+                str(d),
+                str(args.shift),
+                "20",
+                str(args.beta),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
-        "# LeRobot flow checkpoint: our VJP guidance vs LeRobot's RTC processor vs unguided", "",
-        f"Command: `{command}`", "",
+        "# LeRobot flow checkpoint: our VJP guidance vs LeRobot's RTC processor vs unguided",
+        "",
+        f"Command: `{command}`",
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
         f"LeRobot 0.6.1 SmolVLA (tiny, random weights, built with LeRobot's classes), chunk 20, shift s={args.shift}, "
         f"beta={args.beta}, {args.trials} trials per delay, 1 torch thread; the three modes interleaved per trial "
-        "on the same observation and noise.", "",
+        "on the same observation and noise.",
+        "",
         "Prefix gap = mean |new[:d] - prev[:d]| over the first d actions (robot units, lower = the new chunk "
-        "continues the previous one); ms = median per chunk; x = ratio to unguided in the same run.", "",
+        "continues the previous one); ms = median per chunk; x = ratio to unguided in the same run.",
+        "",
         "| d | gap unguided | gap ours (VJP) | gap LeRobot RTC | ms unguided | ms ours | ms LeRobot RTC |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ms = r["ms"]
-        lines.append(f"| {r['delay']} | {r['none']:.4f} | {r['vjp']:.4f} ({r['vjp'] / r['none']:.3f}x) | "
-                     f"{r['lerobot_rtc']:.4f} ({r['lerobot_rtc'] / r['none']:.3f}x) | {ms['none']:.0f} | "
-                     f"{ms['vjp']:.0f} ({ms['vjp'] / ms['none']:.2f}x) | {ms['lerobot_rtc']:.0f} "
-                     f"({ms['lerobot_rtc'] / ms['none']:.2f}x) |")
+        lines.append(
+            f"| {r['delay']} | {r['none']:.4f} | {r['vjp']:.4f} ({r['vjp'] / r['none']:.3f}x) | "
+            f"{r['lerobot_rtc']:.4f} ({r['lerobot_rtc'] / r['none']:.3f}x) | {ms['none']:.0f} | "
+            f"{ms['vjp']:.0f} ({ms['vjp'] / ms['none']:.2f}x) | {ms['lerobot_rtc']:.0f} "
+            f"({ms['lerobot_rtc'] / ms['none']:.2f}x) |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -79,17 +79,23 @@ def _run_info(run) -> dict:
     """What the table's header says about the run (policy, task, episodes, horizon)."""
     meta = run.policy_metadata
     cfg = run.cfg
-    return {"chunk_size": meta.chunk_size, "hz": run.hz, "seed": run.seed,
-                              "checkpoint": cfg.policy.get("checkpoint"), "episodes": run.episodes,
-                              "max_steps": int(cfg.max_steps), "execute_horizon": int(cfg.algorithm.execute_horizon),
-                              "execute_horizons": list(cfg.algorithm.get("execute_horizons") or []) or None,
-                              "parallel_episodes": int(cfg.algorithm.get("parallel_episodes", 1)),
-                              # a registered policy's type, else the class a policy file names as its target
-                              "policy": str(cfg.policy.get("type") or str(cfg.policy.get("_target_")).rsplit(".", 1)[-1]),
-                              "task": str(cfg.robot.get("env_id") or cfg.robot.get("task") or "transfer_cube"),
-                              "robot": str(cfg.robot.get("name", "sim")),
-                              # what the policy sees (a state-only policy none, whatever the robot renders)
-                              "cameras": ", ".join(meta.camera_names) or "none"}
+    return {
+        "chunk_size": meta.chunk_size,
+        "hz": run.hz,
+        "seed": run.seed,
+        "checkpoint": cfg.policy.get("checkpoint"),
+        "episodes": run.episodes,
+        "max_steps": int(cfg.max_steps),
+        "execute_horizon": int(cfg.algorithm.execute_horizon),
+        "execute_horizons": list(cfg.algorithm.get("execute_horizons") or []) or None,
+        "parallel_episodes": int(cfg.algorithm.get("parallel_episodes", 1)),
+        # a registered policy's type, else the class a policy file names as its target
+        "policy": str(cfg.policy.get("type") or str(cfg.policy.get("_target_")).rsplit(".", 1)[-1]),
+        "task": str(cfg.robot.get("env_id") or cfg.robot.get("task") or "transfer_cube"),
+        "robot": str(cfg.robot.get("name", "sim")),
+        # what the policy sees (a state-only policy none, whatever the robot renders)
+        "cameras": ", ".join(meta.camera_names) or "none",
+    }
 
 
 def _configured_cells(overrides: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
@@ -129,16 +135,26 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="default sync,naive,blend,rtc,rtc_hard")
     ap.add_argument("--delays", default=None, help="default 0,1,2,4,8")
     ap.add_argument("--execute-horizon", type=int, default=None, help="default 25")
-    ap.add_argument("--horizons", default=None,
-                    help="one execute horizon s per delay of --delays (cells (d, s); the paper: 0,1,2,3,4 with 1,1,2,3,4)")
+    ap.add_argument(
+        "--horizons",
+        default=None,
+        help="one execute horizon s per delay of --delays (cells (d, s); the paper: 0,1,2,3,4 with 1,1,2,3,4)",
+    )
     ap.add_argument("--parallel", type=int, default=None, help="episodes side by side per cell (default 1)")
     ap.add_argument("--jobs", type=int, default=1, help="processes; the (method, delay) cells are shared between them")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides")
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the cells already in the results CSV and run only the missing ones")
-    ap.add_argument("--variant", nargs="+", action="append", default=[], metavar=("LABEL METHOD", "OVERRIDE"),
-                    help="one more row set: METHOD run with these Hydra overrides (e.g. another checkpoint), "
-                         "labelled LABEL in the table; repeatable")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the cells already in the results CSV and run only the missing ones"
+    )
+    ap.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("LABEL METHOD", "OVERRIDE"),
+        help="one more row set: METHOD run with these Hydra overrides (e.g. another checkpoint), "
+        "labelled LABEL in the table; repeatable",
+    )
     args = ap.parse_args()
     variants = []
     for spec in args.variant:
@@ -146,17 +162,25 @@ def main() -> None:
             ap.error("--variant needs LABEL METHOD [OVERRIDE ...]")
         variants.append((spec[0], spec[1], spec[2:]))
     if args.experiment is None:  # the plain table's defaults
-        for key, value in (("policy", "scripted"), ("cameras", "none"), ("episodes", 10), ("max_steps", 300),
-                           ("methods", "sync,naive,blend,rtc,rtc_hard"), ("delays", "0,1,2,4,8"),
-                           ("execute_horizon", 25)):
+        for key, value in (
+            ("policy", "scripted"),
+            ("cameras", "none"),
+            ("episodes", 10),
+            ("max_steps", 300),
+            ("methods", "sync,naive,blend,rtc,rtc_hard"),
+            ("delays", "0,1,2,4,8"),
+            ("execute_horizon", 25),
+        ):
             if getattr(args, key) is None:
                 setattr(args, key, value)
     name = args.name or args.experiment or f"lockstep_{args.policy}"
 
     def overrides_for(methods: list[str] | None, extra: list[str] = ()) -> list[str]:
         given = [
-            (args.policy, f"policy={args.policy}"), (args.cameras, f"cameras={args.cameras}"),
-            (args.episodes, f"episodes={args.episodes}"), (args.max_steps, f"max_steps={args.max_steps}"),
+            (args.policy, f"policy={args.policy}"),
+            (args.cameras, f"cameras={args.cameras}"),
+            (args.episodes, f"episodes={args.episodes}"),
+            (args.max_steps, f"max_steps={args.max_steps}"),
             (methods, f"algorithm.methods=[{','.join(methods or [])}]"),
             (args.delays, f"algorithm.delays_ticks=[{args.delays}]"),
             (args.execute_horizon, f"algorithm.execute_horizon={args.execute_horizon}"),
@@ -165,9 +189,11 @@ def main() -> None:
         ]
         return [
             f"+experiment={args.experiment}" if args.experiment else "algorithm=lockstep_eval",
-            *(o for value, o in given if value is not None), "logger=none",
+            *(o for value, o in given if value is not None),
+            "logger=none",
             *(["robot.render_in_lockstep=false"] if args.cameras == "none" else []),
-            *args.extra, *extra,
+            *args.extra,
+            *extra,
         ]
 
     configured, grid = _configured_cells(overrides_for(None))
@@ -185,9 +211,19 @@ def main() -> None:
             done[(r["method"], int(r["delay_ticks"]), s)] = {**r, "execute_horizon": s, "fault": r.get("fault") or ""}
     # One work item (label, overrides) per (method or variant, delay, horizon): the pool stays balanced, a
     # fault (which ends a run) costs only its own cell, and a label renames the rows of a variant's method.
-    jobs_in = [(label, [*overrides_for([m], extra), f"algorithm.delays_ticks=[{d}]",
-                        *([f"algorithm.execute_horizons=[{h}]"] if args.horizons else [])])
-               for label, m, extra in per_cell for d, h in grid if ((label or m), d, h) not in done]
+    jobs_in = [
+        (
+            label,
+            [
+                *overrides_for([m], extra),
+                f"algorithm.delays_ticks=[{d}]",
+                *([f"algorithm.execute_horizons=[{h}]"] if args.horizons else []),
+            ],
+        )
+        for label, m, extra in per_cell
+        for d, h in grid
+        if ((label or m), d, h) not in done
+    ]
     t0 = time.monotonic()
     if args.jobs <= 1 and not variants and not args.resume:
         rows, info = _run_cells(overrides)
@@ -197,16 +233,20 @@ def main() -> None:
 
         workers = max(1, min(args.jobs, len(jobs_in)))
         os.environ["BENCH_LOCKSTEP_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = [pool.submit(_run_cells, o) for _, o in jobs_in]
             results = []
             for (label, _), f in zip(jobs_in, futures):  # printed in order, so a cut-short run keeps what it had
                 results.append((label, f.result()))
                 for r in results[-1][1][0]:
-                    print(f"row {label or r['method']} d={r['delay_ticks']} s={r['execute_horizon']} episodes={r['episodes']} "
-                          f"success={r['success_rate']:.3f} disc={r['discontinuity_mean']:.4f} "
-                          f"t={time.monotonic() - t0:.0f}s", flush=True)
+                    print(
+                        f"row {label or r['method']} d={r['delay_ticks']} s={r['execute_horizon']} episodes={r['episodes']} "
+                        f"success={r['success_rate']:.3f} disc={r['discontinuity_mean']:.4f} "
+                        f"t={time.monotonic() - t0:.0f}s",
+                        flush=True,
+                    )
         info = None
         if not results:  # every cell is in the results file: only the table, targets and plot are rewritten
             from inference.app import compose_run
@@ -219,28 +259,45 @@ def main() -> None:
                 info = table_info
             for r in table:
                 cells[(label or r["method"], int(r["delay_ticks"]), int(r["execute_horizon"]))] = {
-                    **r, "method": label or r["method"]}
+                    **r,
+                    "method": label or r["method"],
+                }
         rows = [cells[(m, d, h)] for m in [*methods, *(v[0] for v in variants)] for d, h in grid if (m, d, h) in cells]
     elapsed = time.monotonic() - t0
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     gated = any(math.isfinite(stale_gate_rate(r)) for r in rows)
     lines = [
-        f"# Lockstep RTC evaluation: policy `{info['policy']}` on `{info['task']}`", "",
-        f"Command: `{command}`", "",
-        f"Equivalent app call: `python -m inference {' '.join(overrides)}`", "",
-        *([f"Variant rows (the same call with one method and these overrides, relabelled): "
-           + "; ".join(f"`{label}` = `{m}` with `{' '.join(extra)}`" for label, m, extra in variants), ""] if variants else []),
+        f"# Lockstep RTC evaluation: policy `{info['policy']}` on `{info['task']}`",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Equivalent app call: `python -m inference {' '.join(overrides)}`",
+        "",
+        *(
+            [
+                "Variant rows (the same call with one method and these overrides, relabelled): "
+                + "; ".join(f"`{label}` = `{m}` with `{' '.join(extra)}`" for label, m, extra in variants),
+                "",
+            ]
+            if variants
+            else []
+        ),
         f"Policy: `{info['policy']}` (chunk H={info['chunk_size']}"
         + (f", checkpoint `{info['checkpoint']}`" if info.get("checkpoint") else "")
         + f"), cameras `{info['cameras']}`, robot `{info.get('robot', 'sim')}` task `{info['task']}` (lockstep, {info['hz']:g} Hz), "
         f"{info['episodes']} episodes per cell (seeds {info['seed']}..{info['seed'] + info['episodes'] - 1}, the "
         f"same for every cell), max {info['max_steps']} ticks, "
-        + (f"execute horizon s per cell (column s), " if info.get("execute_horizons") else
-           f"execute_horizon s={info['execute_horizon']}, ")
+        + (
+            "execute horizon s per cell (column s), "
+            if info.get("execute_horizons")
+            else f"execute_horizon s={info['execute_horizon']}, "
+        )
         + f"{elapsed:.0f} s wall ({args.jobs} job(s), {info.get('parallel_episodes', 1)} episode(s) side by side "
-        "per cell).", "",
+        "per cell).",
+        "",
         "s = the execute horizon: actions of each chunk executed before the next one is swapped in (the next "
-        "inference starts once s actions of the current chunk have run; the RTC paper's s, see docs/rtc.md).", "",
+        "inference starts once s actions of the current chunk have run; the RTC paper's s, see docs/rtc.md).",
+        "",
         "time to success = mean over the successful episodes (s; sync's pauses included). time to end = mean "
         "over every episode of the time to success or, for a failure, to the episode's end, +- the half-width "
         "of its 95% interval (normal approximation): on a task whose episodes end at success, the speed "
@@ -252,15 +309,24 @@ def main() -> None:
         "|first new action - the action the old chunk planned for the same tick| at the same boundaries: the "
         "discontinuity without the arm's ordinary motion over one tick (a chunk that continues the old plan "
         "exactly scores 0 on it, but its per-tick step on the discontinuity; blank where d + s = H: the old "
-        "chunk has no action planned for the new chunk's first tick).", "",
-        "success 95% = the Wilson score interval of the success rate over the cell's episodes.", "",
-        *(["stale gate = the share of a cell's chunks for which `select`'s stale gate (`policy.select_stale_gate`) "
-           "found the previous chunk an outlier among the K samples and ran the first sample unselected.", ""]
-          if gated else []),
+        "chunk has no action planned for the new chunk's first tick).",
+        "",
+        "success 95% = the Wilson score interval of the success rate over the cell's episodes.",
+        "",
+        *(
+            [
+                "stale gate = the share of a cell's chunks for which `select`'s stale gate (`policy.select_stale_gate`) "
+                "found the previous chunk an outlier among the K samples and ran the first sample unselected.",
+                "",
+            ]
+            if gated
+            else []
+        ),
         "| method | d | s | episodes | success | success 95% | jump from plan mean | time to success (s) "
         "| time to end (s) | discontinuity mean | discontinuity max | max jerk | RMS jerk | underruns | rejected | paused ticks | fault |"
         + (" stale gate |" if gated else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if gated else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        + ("---:|" if gated else ""),
     ]
     for r in rows:
         lo, hi = wilson_interval(round(r["success_rate"] * r["episodes"]), int(r["episodes"]))
@@ -287,8 +353,11 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     s_text = "s per cell" if info.get("execute_horizons") else f"s={info['execute_horizon']}"
-    plot_paper_figure(rows, out.with_suffix(".png"),
-                      title=f"{info['policy']} on {info['task']}, {s_text}, {info['episodes']} eps/cell")
+    plot_paper_figure(
+        rows,
+        out.with_suffix(".png"),
+        title=f"{info['policy']} on {info['task']}, {s_text}, {info['episodes']} eps/cell",
+    )
     print("\n".join(lines))
     print(f"plot: {out.with_suffix('.png')}")
 
@@ -369,8 +438,10 @@ def goal_lines(rows: list[dict]) -> list[str]:
     lines = []
     if ("naive", 0) in cell and ("naive", 8) in cell:
         drop = success("naive", 0) - success("naive", 8)
-        lines.append(f"- Delay-sensitive (naive d=8 >= 20 points below naive d=0): naive {success('naive', 0):.2f} at "
-                     f"d=0, {success('naive', 8):.2f} at d=8, {100 * drop:+.0f} points: {mark(drop >= 0.20 - 1e-9)}.")
+        lines.append(
+            f"- Delay-sensitive (naive d=8 >= 20 points below naive d=0): naive {success('naive', 0):.2f} at "
+            f"d=0, {success('naive', 8):.2f} at d=8, {100 * drop:+.0f} points: {mark(drop >= 0.20 - 1e-9)}."
+        )
     at8 = [m for m in guided if (m, 8) in cell]
     if at8 and ("sync", 0) in cell and ("naive", 8) in cell:
         best = max(at8, key=lambda m: (success(m, 8), -disc(m, 8)))
@@ -383,8 +454,10 @@ def goal_lines(rows: list[dict]) -> list[str]:
         ]
         if math.isfinite(jump(best, 8)) and math.isfinite(jump("naive", 8)) and jump("naive", 8) > 0:
             ratio = jump(best, 8) / jump("naive", 8)
-            lines.append(f"- The same on the jump from plan (the ordinary per-tick motion left out): {jump(best, 8):.4f} vs "
-                         f"naive {jump('naive', 8):.4f} ({ratio:.2f}x): {mark(ratio <= 1 / 3 + 1e-12)}.")
+            lines.append(
+                f"- The same on the jump from plan (the ordinary per-tick motion left out): {jump(best, 8):.4f} vs "
+                f"naive {jump('naive', 8):.4f} ({ratio:.2f}x): {mark(ratio <= 1 / 3 + 1e-12)}."
+            )
     delays = sorted({d for m, d in cell if m == "naive"})
     full = [m for m in guided if all((m, d) in cell for d in delays)]
     if delays and full and 8 in delays:
@@ -467,17 +540,25 @@ def plot_paper_figure(rows: list[dict], path: Path, title: str = "") -> None:
             axes[0].errorbar(d, rates, yerr=bars, marker="o", capsize=3, label=method)
             axes[-1].plot(d, [number(r.get("plan_jump_mean")) for r in sel], marker="o", label=method)
             if time_axis is not None:
-                time_axis.errorbar(d, [number(r.get("time_to_end_s")) for r in sel],
-                                   yerr=[number(r.get("time_to_end_ci95_s")) for r in sel], marker="o", capsize=3,
-                                   label=method)
+                time_axis.errorbar(
+                    d,
+                    [number(r.get("time_to_end_s")) for r in sel],
+                    yerr=[number(r.get("time_to_end_ci95_s")) for r in sel],
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
         if by_s:
             sel = sorted((r for r in by_s if r["method"] == method), key=_horizon)
             if sel:
                 rates, bars = _success_bars(sel)
                 axes[1].errorbar([_horizon(r) for r in sel], rates, yerr=bars, marker="o", capsize=3, label=method)
     paired = len(by_d) < len(rows)
-    axes[0].set(xlabel="inference delay d (ticks)" + (", s = max(d, 1)" if paired else ""), ylabel="solve rate",
-                ylim=(-0.05, 1.05))
+    axes[0].set(
+        xlabel="inference delay d (ticks)" + (", s = max(d, 1)" if paired else ""),
+        ylabel="solve rate",
+        ylim=(-0.05, 1.05),
+    )
     if by_s:
         axes[1].set(xlabel=f"execution horizon s (ticks), d = {swept_d}", ylabel="solve rate", ylim=(-0.05, 1.05))
     axes[-1].set(xlabel="inference delay d (ticks)", ylabel="mean jump from plan at chunk boundaries")

@@ -28,12 +28,22 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
 
 RESULTS = ROOT / "benchmarks" / "results"
-PENDULUM = ["robot=gym", "robot.env_id=Pendulum-v1", "robot.realtime=false", "robot.action_noise_std=0.4",
-            "robot.success_return=-500.0",
-            "policy=flow", "policy.checkpoint=policies/flow/checkpoints/gym_pendulum",
-            "policy.normalizer.path=policies/flow/checkpoints/gym_pendulum/stats.json", "policy.chunk_size=8",
-            "policy.action_dim=1", "policy.state_dim=3", "policy.camera_names=[]", "policy.image_size=[0,0]",
-            "algorithm.max_chunk_jump=null"]
+PENDULUM = [
+    "robot=gym",
+    "robot.env_id=Pendulum-v1",
+    "robot.realtime=false",
+    "robot.action_noise_std=0.4",
+    "robot.success_return=-500.0",
+    "policy=flow",
+    "policy.checkpoint=policies/flow/checkpoints/gym_pendulum",
+    "policy.normalizer.path=policies/flow/checkpoints/gym_pendulum/stats.json",
+    "policy.chunk_size=8",
+    "policy.action_dim=1",
+    "policy.state_dim=3",
+    "policy.camera_names=[]",
+    "policy.image_size=[0,0]",
+    "algorithm.max_chunk_jump=null",
+]
 
 
 def time_cell(overrides: list[str]) -> tuple[dict, float]:
@@ -77,36 +87,60 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     task = PENDULUM if args.extra is None else args.extra
-    base = ["algorithm=lockstep_eval", *task, f"episodes={args.episodes}", f"max_steps={args.max_steps}",
-            "logger=none", "report=false", f"algorithm.methods=[{args.method}]", f"algorithm.delays_ticks=[{args.delay}]",
-            f"algorithm.execute_horizon={args.horizon}", f"algorithm.execute_horizons=[{args.horizon}]"]
+    base = [
+        "algorithm=lockstep_eval",
+        *task,
+        f"episodes={args.episodes}",
+        f"max_steps={args.max_steps}",
+        "logger=none",
+        "report=false",
+        f"algorithm.methods=[{args.method}]",
+        f"algorithm.delays_ticks=[{args.delay}]",
+        f"algorithm.execute_horizon={args.horizon}",
+        f"algorithm.execute_horizons=[{args.horizon}]",
+    ]
     results = []
     for p in [int(x) for x in args.parallel.split(",")]:
         row, seconds = time_cell([*base, f"algorithm.parallel_episodes={p}"])
         results.append((p, row, seconds))
-        print(f"P={p}: {seconds:.1f} s, {args.episodes / seconds:.3f} episodes/s, success {row['success_rate']:.3f}, "
-              f"{row['ticks']} ticks, {row['inferences']} inferences", flush=True)
+        print(
+            f"P={p}: {seconds:.1f} s, {args.episodes / seconds:.3f} episodes/s, success {row['success_rate']:.3f}, "
+            f"{row['ticks']} ticks, {row['inferences']} inferences",
+            flush=True,
+        )
     base_p, base_row, base_s = results[0]
     command = "cd /work/main && .venv/bin/python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     lines = [
-        "# Lockstep cell: episodes one at a time vs side by side (one batched policy call)", "",
-        f"Command: `{command}`", "",
+        "# Lockstep cell: episodes one at a time vs side by side (one batched policy call)",
+        "",
+        f"Command: `{command}`",
+        "",
         f"Cell: method `{args.method}`, d = {args.delay}, s = {args.horizon}, {args.episodes} episodes (seeds 0..."
         f"{args.episodes - 1}), max {args.max_steps} ticks; overrides `{' '.join(base)}`. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"on this machine ({os.cpu_count()} CPUs, shared with other jobs: the load varies between rows), each P "
-        "in turn in one process; the time is the cell's episodes alone (policy build and telemetry start excluded).", "",
-        "| P (episodes side by side) | cell wall (s) | episodes/s | speed-up vs P = " + str(base_p) + " | success | ticks "
+        "in turn in one process; the time is the cell's episodes alone (policy build and telemetry start excluded).",
+        "",
+        "| P (episodes side by side) | cell wall (s) | episodes/s | speed-up vs P = "
+        + str(base_p)
+        + " | success | ticks "
         "| inferences | jump from plan mean | same per-episode numbers as P = " + str(base_p) + " |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for p, row, seconds in results:
-        same = (row["success_rate"] == base_row["success_rate"] and row["ticks"] == base_row["ticks"]
-                and row["inferences"] == base_row["inferences"]
-                and (math.isclose(row["plan_jump_mean"], base_row["plan_jump_mean"], abs_tol=1e-4)
-                     or (math.isnan(row["plan_jump_mean"]) and math.isnan(base_row["plan_jump_mean"]))))
-        lines.append(f"| {p} | {seconds:.1f} | {args.episodes / seconds:.3f} | {base_s / seconds:.2f}x | "
-                     f"{row['success_rate']:.3f} | {row['ticks']} | {row['inferences']} | {row['plan_jump_mean']:.5f} | "
-                     f"{'yes' if same else '**no**'} |")
+        same = (
+            row["success_rate"] == base_row["success_rate"]
+            and row["ticks"] == base_row["ticks"]
+            and row["inferences"] == base_row["inferences"]
+            and (
+                math.isclose(row["plan_jump_mean"], base_row["plan_jump_mean"], abs_tol=1e-4)
+                or (math.isnan(row["plan_jump_mean"]) and math.isnan(base_row["plan_jump_mean"]))
+            )
+        )
+        lines.append(
+            f"| {p} | {seconds:.1f} | {args.episodes / seconds:.3f} | {base_s / seconds:.2f}x | "
+            f"{row['success_rate']:.3f} | {row['ticks']} | {row['inferences']} | {row['plan_jump_mean']:.5f} | "
+            f"{'yes' if same else '**no**'} |"
+        )
     out = RESULTS / f"{args.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

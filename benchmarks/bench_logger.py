@@ -10,7 +10,6 @@ benchmarks/results/logger.md.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,20 @@ OUT = ROOT / "benchmarks" / "results" / "logger.md"
 
 
 def one_run(logger: str, ticks: int, hz: int, run_dir: Path) -> np.ndarray:
-    cmd = [sys.executable, "-m", "inference", "algorithm=sequential", "policy=scripted", f"logger={logger}",
-           f"robot.hz={hz}", f"max_steps={ticks}", "algorithm.stop_on_success=false",
-           "algorithm.execute_horizon=50", "report=false", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        "algorithm=sequential",
+        "policy=scripted",
+        f"logger={logger}",
+        f"robot.hz={hz}",
+        f"max_steps={ticks}",
+        "algorithm.stop_on_success=false",
+        "algorithm.execute_horizon=50",
+        "report=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     data = np.genfromtxt(run_dir / "ticks.csv", delimiter=",", names=True)
     return data["period_error_ms"]
@@ -47,8 +57,9 @@ def main() -> None:
     for logger, runs in errors.items():
         allerr = np.concatenate(runs)
         per_run_p99 = [np.percentile(r, 99) for r in runs]
-        rows.append((logger, allerr.size, np.percentile(allerr, 50), np.percentile(allerr, 99), allerr.max(),
-                     per_run_p99))
+        rows.append(
+            (logger, allerr.size, np.percentile(allerr, 50), np.percentile(allerr, 99), allerr.max(), per_run_p99)
+        )
     base_p99 = rows[0][3]
     lines = [
         "# Logger overhead on the control loop",
@@ -62,8 +73,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for logger, n, p50, p99, mx, per_run in rows:
-        lines.append(f"| {logger} | {n} | {p50:.3f} | {p99:.3f} | {mx:.3f} | "
-                     f"{', '.join(f'{v:.3f}' for v in per_run)} | {p99 / base_p99:.2f} |")
+        lines.append(
+            f"| {logger} | {n} | {p50:.3f} | {p99:.3f} | {mx:.3f} | "
+            f"{', '.join(f'{v:.3f}' for v in per_run)} | {p99 / base_p99:.2f} |"
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -47,23 +47,41 @@ def bench(name: str, ckpt: Path, device: str, repeats: int, warmup: int, keys: d
     from policies.openpi.local import OpenPIPolicy
     from policies.openpi.obs_map import images_to_uint8
 
-    policy = OpenPIPolicy(f"policies.openpi.tiny:{name}", str(ckpt), chunk_size=50, action_dim=14, state_dim=14,
-                          camera_names=CAMERAS, prompt="transfer the cube", device=device, obs_keys=keys)
+    policy = OpenPIPolicy(
+        f"policies.openpi.tiny:{name}",
+        str(ckpt),
+        chunk_size=50,
+        action_dim=14,
+        state_dim=14,
+        camera_names=CAMERAS,
+        prompt="transfer the cube",
+        device=device,
+        obs_keys=keys,
+    )
     rng = np.random.default_rng(0)
-    obs = PolicyInput(state=np.asarray(HOME, np.float32)[None],
-                      images={c: rng.random((1, 3, 96, 128)).astype(np.float32) for c in CAMERAS})
+    obs = PolicyInput(
+        state=np.asarray(HOME, np.float32)[None],
+        images={c: rng.random((1, 3, 96, 128)).astype(np.float32) for c in CAMERAS},
+    )
     noise = torch.randn(50, 32, generator=torch.Generator().manual_seed(0)).numpy()
 
     def infer() -> None:
-        policy._policy.infer(policy.obs_map.encode(obs.state, images_to_uint8(obs.images), "transfer the cube"),
-                             noise=noise)
+        policy._policy.infer(
+            policy.obs_map.encode(obs.state, images_to_uint8(obs.images), "transfer the cube"), noise=noise
+        )
 
     chunk = policy.predict(obs)
     prev = np.zeros_like(chunk)
     prev[:40] = chunk[10:]
-    rows = timed({"openpi Policy.infer": infer, "ours predict": lambda: policy.predict(obs),
-                  "ours guided (vjp, d=5, s=10)": lambda: policy.guided_inference(obs, prev, 5, 10, "vjp")},
-                 repeats, warmup)
+    rows = timed(
+        {
+            "openpi Policy.infer": infer,
+            "ours predict": lambda: policy.predict(obs),
+            "ours guided (vjp, d=5, s=10)": lambda: policy.guided_inference(obs, prev, 5, 10, "vjp"),
+        },
+        repeats,
+        warmup,
+    )
     params = sum(p.numel() for p in policy._model.parameters())
     return {"params": params, "rows": {k: (statistics.median(v), float(np.percentile(v, 90))) for k, v in rows.items()}}
 
@@ -84,17 +102,25 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tiny.build(Path(tmp), ("pi0_aloha_tiny", "pi05_aloha_tiny"))
-        results = {name: bench(name, Path(tmp) / name, args.device, args.repeats, args.warmup, KEYS[name])
-                   for name in ("pi0_aloha_tiny", "pi05_aloha_tiny")}
-    lines = [f"device {args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads), {args.repeats} calls after {args.warmup} warm-up, "
-             "10 flow steps, chunk 50 x 14 (model 50 x 32), 3 cameras 96x128 -> 224x224; 1-min load average "
-             f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after", "",
-             "| model | params | call | median ms | p90 ms | / Policy.infer |", "|---|---|---|---|---|---|"]
+        results = {
+            name: bench(name, Path(tmp) / name, args.device, args.repeats, args.warmup, KEYS[name])
+            for name in ("pi0_aloha_tiny", "pi05_aloha_tiny")
+        }
+    lines = [
+        f"device {args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads), {args.repeats} calls after {args.warmup} warm-up, "
+        "10 flow steps, chunk 50 x 14 (model 50 x 32), 3 cameras 96x128 -> 224x224; 1-min load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+        "",
+        "| model | params | call | median ms | p90 ms | / Policy.infer |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, res in results.items():
         base = res["rows"]["openpi Policy.infer"][0]
         for call, (med, p90) in res["rows"].items():
-            lines.append(f"| {name} | {res['params'] / 1e6:.1f} M | {call} | {med:.1f} | {p90:.1f} | {med / base:.2f} |")
+            lines.append(
+                f"| {name} | {res['params'] / 1e6:.1f} M | {call} | {med:.1f} | {p90:.1f} | {med / base:.2f} |"
+            )
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -56,18 +56,30 @@ FIFO_SPIN_S = 0.0003  # the "spin" designs: wake this early and busy-wait to the
 DESIGNS = {
     "processes": [],
     "spin": [f"realtime.fifo_spin_s={FIFO_SPIN_S}"],
-    "threads": ["robot.device_processes=false", "realtime.control_priority=0", "realtime.mlockall=false",
-                "realtime.switch_interval_s=null", "realtime.gc_freeze=false"],
+    "threads": [
+        "robot.device_processes=false",
+        "realtime.control_priority=0",
+        "realtime.mlockall=false",
+        "realtime.switch_interval_s=null",
+        "realtime.gc_freeze=false",
+    ],
 }
 # keep the episode going for all its ticks (this measures timing, not faults): past success the policy
 # may propose chunks the plausibility check refuses, and on a loaded machine devices and inference lag
-COMMON = ["episodes=1", "report=false", "algorithm.stop_on_success=false", "algorithm.max_chunk_jump=null",
-          "algorithm.inference_timeout_s=60", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
-          # The bundled flow policy was trained on 20 Hz data: the 50 and 100 Hz cells play its chunks 2.5x
-          # and 5x faster than its data, which start-time validation refuses unless asked. Asked here, on
-          # purpose: these cells measure the loop's timing, not the policy (each run's summary.json then
-          # carries rate_mismatch). `++` because extra overrides may pick a policy without the key.
-          "++policy.allow_rate_mismatch=true"]
+COMMON = [
+    "episodes=1",
+    "report=false",
+    "algorithm.stop_on_success=false",
+    "algorithm.max_chunk_jump=null",
+    "algorithm.inference_timeout_s=60",
+    "cameras.max_frame_age_s=5",
+    "robot.max_state_age_s=5",
+    # The bundled flow policy was trained on 20 Hz data: the 50 and 100 Hz cells play its chunks 2.5x
+    # and 5x faster than its data, which start-time validation refuses unless asked. Asked here, on
+    # purpose: these cells measure the loop's timing, not the policy (each run's summary.json then
+    # carries rate_mismatch). `++` because extra overrides may pick a policy without the key.
+    "++policy.allow_rate_mismatch=true",
+]
 LATE_MS = 1.0
 KEEP_RUNS = False
 STEAL_WINDOW_S = 0.5  # a late tick "coincides with steal" if the hypervisor took time within this of it
@@ -120,9 +132,14 @@ STEAL = StealSampler()
 def timing_stats(errors_ms: np.ndarray) -> dict[str, float]:
     if errors_ms.size == 0:
         return {}
-    return {"ticks": int(errors_ms.size), "p50": float(np.percentile(errors_ms, 50)),
-            "p99": float(np.percentile(errors_ms, 99)), "p999": float(np.percentile(errors_ms, 99.9)),
-            "max": float(errors_ms.max()), "late_share": float(np.mean(errors_ms > LATE_MS))}
+    return {
+        "ticks": int(errors_ms.size),
+        "p50": float(np.percentile(errors_ms, 50)),
+        "p99": float(np.percentile(errors_ms, 99)),
+        "p999": float(np.percentile(errors_ms, 99.9)),
+        "max": float(errors_ms.max()),
+        "late_share": float(np.mean(errors_ms > LATE_MS)),
+    }
 
 
 def cell_stats(errors_ms: np.ndarray) -> dict:
@@ -135,8 +152,17 @@ def cell_stats(errors_ms: np.ndarray) -> dict:
 
 def run_app(rate: float, ticks: int, design: str, extra: list[str], workdir: Path) -> dict:
     run_dir = workdir / f"{design}_{int(rate)}hz_{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "inference", f"robot.hz={rate:g}", f"max_steps={ticks}",
-           f"hydra.run.dir={run_dir}", *COMMON, *DESIGNS[design], *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        f"robot.hz={rate:g}",
+        f"max_steps={ticks}",
+        f"hydra.run.dir={run_dir}",
+        *COMMON,
+        *DESIGNS[design],
+        *extra,
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ticks / rate * 3 + 300)
     out: dict = {"returncode": proc.returncode, "wall_s": time.monotonic() - t0}
@@ -203,16 +229,26 @@ print(json.dumps({"errors": err.tolist(), "times": at.tolist(), "sched": session
 
 
 def run_bare(rate: float, ticks: int, spin_s: float = 0.0) -> dict:
-    proc = subprocess.run([sys.executable, "-c", BARE_CHILD, str(rate), str(ticks), str(spin_s)], cwd=ROOT,
-                          capture_output=True,
-                          text=True, timeout=ticks / rate * 2 + 60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, "-c", BARE_CHILD, str(rate), str(ticks), str(spin_s)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=ticks / rate * 2 + 60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     if proc.returncode != 0:
         return {"returncode": proc.returncode, "error": proc.stderr.strip()[-300:]}
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     errors = np.asarray(data["errors"])
     time.sleep(2 * StealSampler.PERIOD_S)  # a steal sample after the last tick (an app cell has its shutdown)
-    return {"returncode": 0, "sched": data["sched"], "clock_cpu_share": data["clock_cpu_share"], **cell_stats(errors),
-            **steal_stats(np.asarray(data.get("times", [])), errors)}
+    return {
+        "returncode": 0,
+        "sched": data["sched"],
+        "clock_cpu_share": data["clock_cpu_share"],
+        **cell_stats(errors),
+        **steal_stats(np.asarray(data.get("times", [])), errors),
+    }
 
 
 class Hog:
@@ -221,8 +257,10 @@ class Hog:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Hog":
-        self.proc = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"])
+    def __enter__(self) -> Hog:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"]
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -255,9 +293,11 @@ def clock_cpu(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| load | Hz | design | ticks | p50 ms | p99 ms | p99.9 ms | max ms | > 1 ms late | first 10: max ms "
-             "| first 10: late | inference p50 ms | success | load avg | steal ms | late ticks with steal | note |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| load | Hz | design | ticks | p50 ms | p99 ms | p99.9 ms | max ms | > 1 ms late | first 10: max ms "
+        "| first 10: late | inference p50 ms | success | load avg | steal ms | late ticks with steal | note |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         late = r.get("late_share")
         lines.append(
@@ -266,15 +306,17 @@ def table(rows: list[dict]) -> list[str]:
             f"{'-' if late is None else f'{100 * late:.2f}%'} | {fmt(r.get('first10_max'), 3)} | "
             f"{fmt(r.get('first10_late'))} | {fmt(r.get('inference_p50_ms'), 0)} | {fmt(r.get('success_rate'))} | "
             f"{r['load_avg']:.1f} | {fmt(r.get('steal_ms'), 0)} | {late_with_steal(r)} | "
-            f"{r.get('error', '') or r.get('sched', '')}{clock_cpu(r)} |")
+            f"{r.get('error', '') or r.get('sched', '')}{clock_cpu(r)} |"
+        )
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ticks", type=int, default=10000)
-    ap.add_argument("--compare-ticks", type=int, default=0,
-                    help="ticks for the threads and bare cells (default: --ticks)")
+    ap.add_argument(
+        "--compare-ticks", type=int, default=0, help="ticks for the threads and bare cells (default: --ticks)"
+    )
     ap.add_argument("--rates", default="20,50,100")
     ap.add_argument("--designs", default="processes,threads,bare")
     ap.add_argument("--loads", default="idle,hog")
@@ -297,6 +339,7 @@ def main() -> None:
                 for design in designs:
                     load_avg = os.getloadavg()[0]
                     ticks = args.ticks if design == "processes" or not args.compare_ticks else args.compare_ticks
+
                     def cell() -> dict:
                         if design.startswith("bare"):
                             return run_bare(rate, ticks, FIFO_SPIN_S if design == "bare_spin" else 0.0)
@@ -316,21 +359,31 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     name = "realtime" + (f"_{args.label}" if args.label else "")
     command = "cd /work/main && .venv/bin/python benchmarks/bench_realtime.py " + " ".join(sys.argv[1:])
-    meta = {"command": command, "started": started, "ticks_per_cell": args.ticks,
-            "compare_ticks": args.compare_ticks or args.ticks, "overrides": args.overrides,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
+    meta = {
+        "command": command,
+        "started": started,
+        "ticks_per_cell": args.ticks,
+        "compare_ticks": args.compare_ticks or args.ticks,
+        "overrides": args.overrides,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"# Real control loop timing{' with ' + ' '.join(args.overrides) if args.overrides else ''}",
-             "", f"Command: `{command}`", "",
-             f"Started {started}; {meta['machine']}; {args.ticks} ticks per cell (one episode)"
-             + (f", {args.compare_ticks} in the threads and bare cells" if args.compare_ticks else "")
-             + "; app overrides in "
-             f"every app cell: `{' '.join(COMMON + args.overrides)}`. Period error = actual - scheduled tick "
-             "time (ms); 'first 10' = the episode's first 10 ticks on their own. Load avg = 1-min load average "
-             "when the cell started. Steal ms = hypervisor steal time summed over the CPUs during the cell "
-             f"(10 ms resolution); late ticks with steal = ticks > {LATE_MS:g} ms late with steal within "
-             f"{STEAL_WINDOW_S:g} s of them / all late ticks (any tick: the share of all ticks with steal "
-             "that close, the base rate).", ""]
+    lines = [
+        f"# Real control loop timing{' with ' + ' '.join(args.overrides) if args.overrides else ''}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Started {started}; {meta['machine']}; {args.ticks} ticks per cell (one episode)"
+        + (f", {args.compare_ticks} in the threads and bare cells" if args.compare_ticks else "")
+        + "; app overrides in "
+        f"every app cell: `{' '.join(COMMON + args.overrides)}`. Period error = actual - scheduled tick "
+        "time (ms); 'first 10' = the episode's first 10 ticks on their own. Load avg = 1-min load average "
+        "when the cell started. Steal ms = hypervisor steal time summed over the CPUs during the cell "
+        f"(10 ms resolution); late ticks with steal = ticks > {LATE_MS:g} ms late with steal within "
+        f"{STEAL_WINDOW_S:g} s of them / all late ticks (any tick: the share of all ticks with steal "
+        "that close, the base rate).",
+        "",
+    ]
     lines += table(rows)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / name}.md")

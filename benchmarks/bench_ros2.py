@@ -61,8 +61,10 @@ if not os.environ.get("_BENCH_ROS_ENV"):  # the echo subprocesses inherit the pa
     _mode = os.environ.get("RMW_FASTRTPS_PUBLICATION_MODE", "AUTO")  # SYNCHRONOUS: compare without pacing
     os.environ.update(isolated_dds_env(), _BENCH_ROS_ENV="1")  # before any participant exists
     if _mode != "AUTO":
-        os.environ.update(profile_env(engine_profile(loopback=True, pacing=False), "fastdds-engine-loopback"),
-                          RMW_FASTRTPS_PUBLICATION_MODE=_mode)
+        os.environ.update(
+            profile_env(engine_profile(loopback=True, pacing=False), "fastdds-engine-loopback"),
+            RMW_FASTRTPS_PUBLICATION_MODE=_mode,
+        )
 
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -77,8 +79,14 @@ JAZZY = ROOT / ".venvs" / "ros2-jazzy" / "bin" / "python"
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
     a = np.asarray(samples_s) * 1e3
-    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+    return {
+        "n": len(a),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
 
 
 def _echo_ours(kind: str) -> None:
@@ -163,9 +171,23 @@ def round_trip(ours: str, echo: str, rounds: int) -> list[float]:
 
 def per_tick(transport: str, ticks: int, hz: float) -> dict[str, list[float]]:
     twin = subprocess.Popen(
-        [sys.executable, "-m", "robots.twin", "robot=igris_b", f"twin.transport={transport}", "twin.tau_s=0.05",
-         "twin.start_pose=home", "cameras=none", "hydra/job_logging=disabled", "hydra.output_subdir=null",
-         "hydra.run.dir=."], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "robots.twin",
+            "robot=igris_b",
+            f"twin.transport={transport}",
+            "twin.tau_s=0.05",
+            "twin.start_pose=home",
+            "cameras=none",
+            "hydra/job_logging=disabled",
+            "hydra.output_subdir=null",
+            "hydra.run.dir=.",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "robot" / "igris_b.yaml"))
     params = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "defaults"}  # defaults: Hydra's list
     params.update(transport=transport, topic_timeout_s=30.0, max_state_age_s=1.0)
@@ -227,20 +249,25 @@ def main() -> None:
     netns = "a private network namespace (loopback only)" if os.environ.get("_BENCH_IN_NETNS") else "the host network"
     mode = os.environ.get("RMW_FASTRTPS_PUBLICATION_MODE", "")
     lines = [
-        "# ROS 2 transports and vendors: JointState round trip and per-tick robot I/O (IGRIS_B)", "",
-        f"Command: `{cmd}`  ", f"{args.rounds} round trips per pair (echo in another process); {args.ticks} ticks at "
+        "# ROS 2 transports and vendors: JointState round trip and per-tick robot I/O (IGRIS_B)",
+        "",
+        f"Command: `{cmd}`  ",
+        f"{args.rounds} round trips per pair (echo in another process); {args.ticks} ticks at "
         f"{args.hz:g} Hz against the twin (another process, same transport).  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.platform()}; run in {netns}; CycloneDDS and Fast DDS on 127.0.0.1 only (UDPv4, no "
         f"multicast, no shared memory), domain {os.environ['ROS_DOMAIN_ID']}; our rclpy side: "
         f"RMW_FASTRTPS_PUBLICATION_MODE={mode} ({'paced asynchronous writers' if mode == 'AUTO' else 'as named'}), "
         f"the echo nodes: Fast DDS defaults. Shared machine: 1-min load average {load_start:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end (tails vary run to run with it).", "",
+        f"{os.getloadavg()[0]:.1f} at the end (tails vary run to run with it).",
+        "",
         "| measurement | n | p50 ms | p95 ms | p99 ms | max ms | mean ms |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in rows:
-        lines.append(f"| {name} | {s['n']} | {s['p50']:.3f} | {s['p95']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {s['mean']:.3f} |")
+        lines.append(
+            f"| {name} | {s['n']} | {s['p50']:.3f} | {s['p95']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {s['mean']:.3f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

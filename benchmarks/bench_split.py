@@ -42,11 +42,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 from algorithms.chunking.chunk_logic import prev_remainder  # noqa: E402
 from algorithms.rtc_split.codec import encode_request, payload_bytes  # noqa: E402
+from algorithms.rtc_split.server import InferenceServer  # noqa: E402
 from algorithms.transport import ObservationPayload  # noqa: E402
+from inference.app import compose_run  # noqa: E402
 from policies.base import Guidance, Schedule  # noqa: E402
 from policies.runner import Guide  # noqa: E402
-from algorithms.rtc_split.server import InferenceServer  # noqa: E402
-from inference.app import compose_run  # noqa: E402
 from scripts.netns import network_of_this_run, reexec_in_netns  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,10 +62,17 @@ def start_cluster(temp_dir: str) -> str:
     from inference.cluster import start_node
 
     flags = dict(num_cpus=1, object_store_memory_bytes=100 * 1024 * 1024, temp_dir=temp_dir)
-    head = start_node("head", auth_mode="disabled", port=0, dashboard_port=_free_port(),
-                      ray_client_server_port=_free_port(), **flags)
-    start_node("worker", auth_mode="disabled", head_address=head.address, resources={"inference_pc": 1},
-               include_log_monitor=False, **flags)
+    head = start_node(
+        "head", auth_mode="disabled", port=0, dashboard_port=_free_port(), ray_client_server_port=_free_port(), **flags
+    )
+    start_node(
+        "worker",
+        auth_mode="disabled",
+        head_address=head.address,
+        resources={"inference_pc": 1},
+        include_log_monitor=False,
+        **flags,
+    )
     return head.address
 
 
@@ -87,8 +94,9 @@ def make_request(cameras: str, width: int, height: int, jpeg: int | None) -> tup
     snap = history.snapshot()
     H, A = run.policy_metadata.chunk_size, run.policy_metadata.action_dim
     prev = prev_remainder(np.zeros((H, A), np.float32), 25)
-    guide = Guide(prev, delay_ticks=2, executed_ticks=25, guidance=Guidance.VJP, schedule=Schedule.EXP,
-                  max_guidance_weight=5.0)
+    guide = Guide(
+        prev, delay_ticks=2, executed_ticks=25, guidance=Guidance.VJP, schedule=Schedule.EXP, max_guidance_weight=5.0
+    )
     req = encode_request(ObservationPayload(snap.state, snap.images, obs.info, snap.timestamp), guide, jpeg)
     return req, run
 
@@ -96,8 +104,12 @@ def make_request(cameras: str, width: int, height: int, jpeg: int | None) -> tup
 def bench_inference(rounds: int) -> list[dict]:
     import ray
 
-    cases = [("no cameras", "none", 0, 0, None), ("3 x 128x96 raw", "sim", 128, 96, None),
-             ("3 x 320x240 raw", "sim", 320, 240, None), ("3 x 320x240 JPEG q90", "sim", 320, 240, 90)]
+    cases = [
+        ("no cameras", "none", 0, 0, None),
+        ("3 x 128x96 raw", "sim", 128, 96, None),
+        ("3 x 320x240 raw", "sim", 320, 240, None),
+        ("3 x 320x240 JPEG q90", "sim", 320, 240, 90),
+    ]
     rows = []
     for label, cams, w, h, jpeg in cases:
         req, run = make_request(cams, w, h, jpeg)
@@ -118,18 +130,37 @@ def bench_inference(rounds: int) -> list[dict]:
             rs.append(res["server_ms"])
         ray.kill(actor)
         lt_, rt_, rs_ = (np.asarray(x) for x in (lt, rt, rs))
-        rows.append(dict(case=label, bytes=payload_bytes(req), local_p50=np.median(lt_), local_p99=np.percentile(lt_, 99),
-                         remote_p50=np.median(rt_), remote_p99=np.percentile(rt_, 99), server_p50=np.median(rs_),
-                         overhead_p50=np.median(rt_) - np.median(lt_), ratio=np.median(rt_) / max(np.median(lt_), 1e-6),
-                         node=str(node["node_id"])[:8]))
-        print(f"{label:24s} {rows[-1]['bytes']:>8d} B  local {rows[-1]['local_p50']:7.3f} ms  remote "
-              f"{rows[-1]['remote_p50']:7.3f} ms  (x{rows[-1]['ratio']:.1f})", flush=True)
+        rows.append(
+            dict(
+                case=label,
+                bytes=payload_bytes(req),
+                local_p50=np.median(lt_),
+                local_p99=np.percentile(lt_, 99),
+                remote_p50=np.median(rt_),
+                remote_p99=np.percentile(rt_, 99),
+                server_p50=np.median(rs_),
+                overhead_p50=np.median(rt_) - np.median(lt_),
+                ratio=np.median(rt_) / max(np.median(lt_), 1e-6),
+                node=str(node["node_id"])[:8],
+            )
+        )
+        print(
+            f"{label:24s} {rows[-1]['bytes']:>8d} B  local {rows[-1]['local_p50']:7.3f} ms  remote "
+            f"{rows[-1]['remote_p50']:7.3f} ms  (x{rows[-1]['ratio']:.1f})",
+            flush=True,
+        )
     return rows
 
 
 def bench_ticks(address: str, steps: int, horizon: int, cameras: str) -> list[dict]:
-    common = ["robot=sim", "policy=scripted", f"cameras={cameras}", f"max_steps={steps}",
-              f"algorithm.execute_horizon={horizon}", "algorithm.stop_on_success=false"]
+    common = [
+        "robot=sim",
+        "policy=scripted",
+        f"cameras={cameras}",
+        f"max_steps={steps}",
+        f"algorithm.execute_horizon={horizon}",
+        "algorithm.stop_on_success=false",
+    ]
     if cameras != "none":  # 3 offscreen renders on a loaded 2-core box can lag 0.5 s; staleness is not measured here
         common.append("cameras.max_frame_age_s=2.0")
     rows = []
@@ -142,12 +173,22 @@ def bench_ticks(address: str, steps: int, horizon: int, cameras: str) -> list[di
             rows.append(dict(algorithm=algo, cameras=cameras, failed=f"{type(exc).__name__}: {exc}"))
             shutil.rmtree(run.run_dir, ignore_errors=True)
             continue
-        rows.append(dict(algorithm=algo, cameras=cameras, ticks=s["ticks"], inferences=s["inferences"],
-                         compute_p50=s.get("compute_ms_p50", float("nan")), compute_p99=s.get("compute_ms_p99", float("nan")),
-                         period_p99=s.get("abs_period_error_ms_p99", float("nan")), underruns=s["underruns"],
-                         latency_p50=s.get("inference_latency_ms_p50", float("nan")),
-                         d_p50=s.get("d_actual_p50", float("nan")), d_max=s.get("d_actual_max", float("nan")),
-                         transport_p50=s.get("transport_ms_p50", float("nan"))))
+        rows.append(
+            dict(
+                algorithm=algo,
+                cameras=cameras,
+                ticks=s["ticks"],
+                inferences=s["inferences"],
+                compute_p50=s.get("compute_ms_p50", float("nan")),
+                compute_p99=s.get("compute_ms_p99", float("nan")),
+                period_p99=s.get("abs_period_error_ms_p99", float("nan")),
+                underruns=s["underruns"],
+                latency_p50=s.get("inference_latency_ms_p50", float("nan")),
+                d_p50=s.get("d_actual_p50", float("nan")),
+                d_max=s.get("d_actual_max", float("nan")),
+                transport_p50=s.get("transport_ms_p50", float("nan")),
+            )
+        )
         shutil.rmtree(run.run_dir, ignore_errors=True)
         print(rows[-1], flush=True)
     return rows
@@ -169,8 +210,10 @@ def write(out: Path, inf: list[dict], ticks: list[dict], argv: list[str]) -> Non
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in inf:
-        lines.append(f"| {r['case']} | {r['bytes']} | {r['local_p50']:.3f} | {r['local_p99']:.3f} | {r['remote_p50']:.3f} | "
-                     f"{r['remote_p99']:.3f} | {r['server_p50']:.3f} | {r['overhead_p50']:.3f} | {r['ratio']:.1f} |")
+        lines.append(
+            f"| {r['case']} | {r['bytes']} | {r['local_p50']:.3f} | {r['local_p99']:.3f} | {r['remote_p50']:.3f} | "
+            f"{r['remote_p99']:.3f} | {r['server_p50']:.3f} | {r['overhead_p50']:.3f} | {r['ratio']:.1f} |"
+        )
     lines += [
         "",
         "## Per tick (real-time sim robot at 20 Hz, full runs)",
@@ -185,9 +228,11 @@ def write(out: Path, inf: list[dict], ticks: list[dict], argv: list[str]) -> Non
         if "failed" in r:
             lines.append(f"| {r['algorithm']} | {r['cameras']} | failed: {r['failed']} |" + " |" * 10)
             continue
-        lines.append(f"| {r['algorithm']} | {r['cameras']} | {r['ticks']} | {r['inferences']} | {r['compute_p50']:.3f} | "
-                     f"{r['compute_p99']:.3f} | {r['period_p99']:.2f} | {r['underruns']} | {r['latency_p50']:.1f} | "
-                     f"{r['d_p50']:g} | {r['d_max']:g} | {r['transport_p50']:.1f} |")
+        lines.append(
+            f"| {r['algorithm']} | {r['cameras']} | {r['ticks']} | {r['inferences']} | {r['compute_p50']:.3f} | "
+            f"{r['compute_p99']:.3f} | {r['period_p99']:.2f} | {r['underruns']} | {r['latency_p50']:.1f} | "
+            f"{r['d_p50']:g} | {r['d_max']:g} | {r['transport_p50']:.1f} |"
+        )
     by = {}
     for r in ticks:
         by.setdefault(r["cameras"], {})[r["algorithm"]] = r
@@ -195,8 +240,10 @@ def write(out: Path, inf: list[dict], ticks: list[dict], argv: list[str]) -> Non
     for cams, pair in by.items():
         if "rtc" in pair and "rtc_split" in pair and "failed" not in pair["rtc"] and "failed" not in pair["rtc_split"]:
             a, b = pair["rtc"], pair["rtc_split"]
-            lines.append(f"- cameras={cams}: compute p50 x{b['compute_p50'] / max(a['compute_p50'], 1e-6):.1f}, "
-                         f"p99 x{b['compute_p99'] / max(a['compute_p99'], 1e-6):.1f}")
+            lines.append(
+                f"- cameras={cams}: compute p50 x{b['compute_p50'] / max(a['compute_p50'], 1e-6):.1f}, "
+                f"p99 x{b['compute_p99'] / max(a['compute_p99'], 1e-6):.1f}"
+            )
     lines += [
         "",
         "Notes: split inference latency = request submitted -> result arrived in the control process (stamped by a "

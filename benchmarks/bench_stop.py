@@ -35,8 +35,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-APP = ["algorithm=rtc", "policy=hold", "cameras=none", "max_steps=1000000", "algorithm.stop_on_success=false",
-       "report=false"]
+APP = [
+    "algorithm=rtc",
+    "policy=hold",
+    "cameras=none",
+    "max_steps=1000000",
+    "algorithm.stop_on_success=false",
+    "report=false",
+]
 TARGET_S = {"sigint_group": 2.0, "sigterm_main": 2.0, "orphan_kill9": 1.0}
 POLL_S = 0.005
 GIVE_UP_S = 120.0
@@ -56,9 +62,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def start(run_dir: Path, extra: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "inference", *APP, *extra, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "inference", *APP, *extra, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_ticking(proc: subprocess.Popen, run_dir: Path) -> None:
@@ -134,29 +145,46 @@ def main() -> None:
             for case in args.cases.split(","):
                 res = one(case, Path(tmp) / f"{case}_{r}", args.overrides)
                 rows.append(res)
-                print(f"{case} #{r}: {res['stop_s'] if res['stop_s'] is None else round(res['stop_s'], 3)} s, "
-                      f"exit {res['exit']}", flush=True)
+                print(
+                    f"{case} #{r}: {res['stop_s'] if res['stop_s'] is None else round(res['stop_s'], 3)} s, "
+                    f"exit {res['exit']}",
+                    flush=True,
+                )
                 load.append(os.getloadavg()[0])
     busy = os.environ.get("BUSY_LOAD_PIDS", "")
     beside = f"(beside scripts/busy_load.py, {len(busy.split(','))} busy loops) " if busy else ""
     command = f"cd /work/main && {beside}.venv/bin/python benchmarks/bench_stop.py " + " ".join(sys.argv[1:])
-    meta = {"command": command, "started": started, "repeats": args.repeats, "overrides": APP + args.overrides,
-            "load_avg_1min": [min(load), max(load)],
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
-    lines = ["# Stopping a real-time run", "", f"Command: `{command}`", "",
-             f"Started {started}; {meta['machine']}; {args.repeats} repeats per case; app overrides "
-             f"`{' '.join(meta['overrides'])}`; 1-min load average {min(load):.1f}-{max(load):.1f}. Seconds from "
-             "the signal until no process of the run's group is left (orphan_kill9: until the inference process "
-             "is gone).", "",
-             "| case | target s | p50 s | max s | over target | exit codes |", "|---|---:|---:|---:|---:|---|"]
+    meta = {
+        "command": command,
+        "started": started,
+        "repeats": args.repeats,
+        "overrides": APP + args.overrides,
+        "load_avg_1min": [min(load), max(load)],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    }
+    lines = [
+        "# Stopping a real-time run",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Started {started}; {meta['machine']}; {args.repeats} repeats per case; app overrides "
+        f"`{' '.join(meta['overrides'])}`; 1-min load average {min(load):.1f}-{max(load):.1f}. Seconds from "
+        "the signal until no process of the run's group is left (orphan_kill9: until the inference process "
+        "is gone).",
+        "",
+        "| case | target s | p50 s | max s | over target | exit codes |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for case in args.cases.split(","):
         got = [r for r in rows if r["case"] == case]
         times = np.array([r["stop_s"] for r in got if r["stop_s"] is not None])
         never = sum(r["stop_s"] is None for r in got)
         over = int(np.sum(times > TARGET_S[case])) + never
-        lines.append(f"| {case} | {TARGET_S[case]:g} | {np.median(times) if times.size else float('nan'):.3f} | "
-                     f"{times.max() if times.size else float('nan'):.3f} | {over}/{len(got)} | "
-                     f"{sorted({r['exit'] for r in got})} |")
+        lines.append(
+            f"| {case} | {TARGET_S[case]:g} | {np.median(times) if times.size else float('nan'):.3f} | "
+            f"{times.max() if times.size else float('nan'):.3f} | {over}/{len(got)} | "
+            f"{sorted({r['exit'] for r in got})} |"
+        )
     name = "stop" + (f"_{args.label}" if args.label else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -114,13 +114,26 @@ def main() -> None:
                         freezer.stop()
                 summary_path = Path(res.get("run_dir", "")) / "summary.json"
                 s = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-                row = {"hz": rate, "mode": mode, "load_avg": load_avg, **{k: v for k, v in res.items() if k != "realtime"},
-                       "viewer_dropped": s.get("viewer_dropped"), "viewer_logged": s.get("viewer_logged"),
-                       "telemetry_dropped": s.get("telemetry_dropped"),
-                       "frozen_s": round(freezer.frozen_s, 1) if freezer else None}
+                row = {
+                    "hz": rate,
+                    "mode": mode,
+                    "load_avg": load_avg,
+                    **{k: v for k, v in res.items() if k != "realtime"},
+                    "viewer_dropped": s.get("viewer_dropped"),
+                    "viewer_logged": s.get("viewer_logged"),
+                    "telemetry_dropped": s.get("telemetry_dropped"),
+                    "frozen_s": round(freezer.frozen_s, 1) if freezer else None,
+                }
                 rows.append(row)
-                print(json.dumps({k: row.get(k) for k in ("hz", "mode", "ticks", "p99", "max", "late_share",
-                                                          "viewer_dropped", "error")}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            k: row.get(k)
+                            for k in ("hz", "mode", "ticks", "p99", "max", "late_share", "viewer_dropped", "error")
+                        }
+                    ),
+                    flush=True,
+                )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     write(rows, started, args)
@@ -131,22 +144,29 @@ def write(rows: list[dict], started: str, args: argparse.Namespace) -> None:
 
     command = "cd /work/main && .venv/bin/python benchmarks/bench_viewer.py " + " ".join(sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    (rt.RESULTS / "viewer.json").write_text(json.dumps({"command": command, "started": started, "machine": machine,
-                                                        "rows": rows}, indent=2, default=str))
+    (rt.RESULTS / "viewer.json").write_text(
+        json.dumps({"command": command, "started": started, "machine": machine, "rows": rows}, indent=2, default=str)
+    )
 
     def f(v: object, digits: int = 3) -> str:
         return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
-    lines = ["# Live viewer (viewer=rerun) vs none: control loop timing", "", f"Command: `{command}`", "",
-             f"Started {started}; {machine}; {args.ticks} ticks per cell (one episode); overrides in every cell: "
-             f"`{' '.join(rt.COMMON + SLOW_START)}`; `on` and `frozen` add `{' '.join(VIEWER)}`. Period error = actual - "
-             "scheduled tick time (ms). Load avg: 1-min load average when the cell started (a shared machine). "
-             "Steal: hypervisor steal time during the cell; late ticks with steal: ticks > 1 ms late that had "
-             "steal within 0.5 s / all late ticks.", "",
-             "| Hz | viewer | ticks | p50 ms | p99 ms | p99.9 ms | max ms | > 1 ms late | inference p50 ms | "
-             "viewer dropped | viewer logged (ticks/images/chunks) | frozen s | load avg | steal ms | "
-             "late ticks with steal | error |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Live viewer (viewer=rerun) vs none: control loop timing",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Started {started}; {machine}; {args.ticks} ticks per cell (one episode); overrides in every cell: "
+        f"`{' '.join(rt.COMMON + SLOW_START)}`; `on` and `frozen` add `{' '.join(VIEWER)}`. Period error = actual - "
+        "scheduled tick time (ms). Load avg: 1-min load average when the cell started (a shared machine). "
+        "Steal: hypervisor steal time during the cell; late ticks with steal: ticks > 1 ms late that had "
+        "steal within 0.5 s / all late ticks.",
+        "",
+        "| Hz | viewer | ticks | p50 ms | p99 ms | p99.9 ms | max ms | > 1 ms late | inference p50 ms | "
+        "viewer dropped | viewer logged (ticks/images/chunks) | frozen s | load avg | steal ms | "
+        "late ticks with steal | error |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         logged = r.get("viewer_logged") or {}
         late = "-" if r.get("late_share") is None else f"{100 * r['late_share']:.2f}%"
@@ -157,9 +177,12 @@ def write(rows: list[dict], started: str, args: argparse.Namespace) -> None:
             f"{f(r.get('inference_p50_ms'), 0)} | {f(r.get('viewer_dropped'))} | "
             f"{'/'.join(str(logged.get(k, '-')) for k in ('ticks', 'images', 'chunks')) if logged else '-'} | "
             f"{f(r.get('frozen_s'))} | {f(r.get('load_avg'), 1)} | {f(r.get('steal_ms'), 0)} | "
-            f"{r.get('late_with_steal', '-')} | {r.get('error', '')} |")
+            f"{r.get('late_with_steal', '-')} | {r.get('error', '')} |"
+        )
     out = rt.RESULTS / "viewer.md"
-    reading = out.read_text().split("\n## Reading", 1)[1] if out.is_file() and "\n## Reading" in out.read_text() else None
+    reading = (
+        out.read_text().split("\n## Reading", 1)[1] if out.is_file() and "\n## Reading" in out.read_text() else None
+    )
     out.write_text("\n".join(lines) + "\n" + (f"\n## Reading{reading}" if reading else ""))
     print("\n".join(lines))
 

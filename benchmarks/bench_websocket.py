@@ -49,14 +49,28 @@ CAMERAS = ("head", "left", "right")
 
 def stats_ms(x: list[float]) -> dict[str, float]:
     a = np.asarray(x, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+    }
 
 
 def start_server(overrides: list[str]) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.serve", *overrides, "serve.port=0", "hydra.run.dir=/tmp/bench-websocket-serve"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "inference.serve",
+            *overrides,
+            "serve.port=0",
+            "hydra.run.dir=/tmp/bench-websocket-serve",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     found: dict[str, int] = {}
     event = threading.Event()
@@ -85,8 +99,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "websocket.md"))
     args = ap.parse_args()
 
-    overrides = [f"policy={args.policy}", "robot=sim", "cameras=sim", f"cameras.height={args.height}",
-                 f"cameras.width={args.width}"]
+    overrides = [
+        f"policy={args.policy}",
+        "robot=sim",
+        "cameras=sim",
+        f"cameras.height={args.height}",
+        f"cameras.width={args.width}",
+    ]
     if args.policy == "hold":
         overrides.append(f"policy.camera_names=[{','.join(CAMERAS)}]")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -103,8 +122,14 @@ def main() -> None:
     proc, port = start_server(overrides)
     local_ms, remote_ms, server_ms = [], [], []
     try:
-        client = OpenPIRemotePolicy(chunk_size=meta.chunk_size, action_dim=meta.action_dim, state_dim=meta.state_dim,
-                                    camera_names=list(CAMERAS), port=port, connect_timeout_s=30)
+        client = OpenPIRemotePolicy(
+            chunk_size=meta.chunk_size,
+            action_dim=meta.action_dim,
+            state_dim=meta.state_dim,
+            camera_names=list(CAMERAS),
+            port=port,
+            connect_timeout_s=30,
+        )
         request_bytes = len(codec.packb(client.observation_dict(obs_local())))
         # interleaved, so both paths see the same background load; both start from the robot's
         # uint8 frames (policy_input converts them, as the engine does before any policy call)

@@ -47,8 +47,10 @@ def strategy_plans(expert, info: dict, hz: float) -> list[np.ndarray]:
     cube = np.asarray(info["cube_init_pose"], np.float64)
     until = float(info.get("slide_until_s", 0.0))
     velocity = np.asarray(info.get("cube_velocity", np.zeros(3)), np.float64)
-    return [expert.plan(cube, hz, approach_x=x, cube_velocity=velocity if until > 0 else None, slide_until_s=until)
-            for x in OFFSETS_M]
+    return [
+        expert.plan(cube, hz, approach_x=x, cube_velocity=velocity if until > 0 else None, slide_until_s=until)
+        for x in OFFSETS_M
+    ]
 
 
 def classify(chunk: np.ndarray, plans: list[np.ndarray], step: int) -> int:
@@ -77,7 +79,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="K chunks per observation")
     ap.add_argument("--name", default=None, help="results file stem (default multimodality_<task>)")
     ap.add_argument("--early", type=int, default=2, help="early probe tick")
-    ap.add_argument("--late", type=int, default=24, help="later probe tick (shift task: at most the tick before the jump)")
+    ap.add_argument(
+        "--late", type=int, default=24, help="later probe tick (shift task: at most the tick before the jump)"
+    )
     args = ap.parse_args()
 
     from robots import gl
@@ -94,8 +98,15 @@ def main() -> None:
     from tasks.transfer_cube.expert import ScriptedTransferCube
 
     ck = resolve_path(args.checkpoint or CHECKPOINTS[args.task])
-    policy = build_policy(type="flow", checkpoint=str(ck), chunk_size=50, action_dim=14, state_dim=14,
-                          camera_names=list(CAMERAS), image_size=[96, 128])
+    policy = build_policy(
+        type="flow",
+        checkpoint=str(ck),
+        chunk_size=50,
+        action_dim=14,
+        state_dim=14,
+        camera_names=list(CAMERAS),
+        image_size=[96, 128],
+    )
     norm = Normalizer.from_file(str(ck / "stats.json"))
     expert = ScriptedTransferCube(approach_offsets_m=OFFSETS_M)
     robot = make_sim_robot(cameras=CAMERAS, task=args.task)
@@ -141,20 +152,27 @@ def main() -> None:
         print(f"seed {seed} (expert side {'LR'[side_idx]}): " + "; ".join(line), flush=True)
     robot.stop()
     command = "cd /work/main && .venv/bin/python benchmarks/probe_multimodality.py " + " ".join(sys.argv[1:])
-    lines = [f"# Do chunks sampled from one observation pick different strategies? (`{args.task}`)", "",
-             f"Command: `{command}`", "",
-             f"Checkpoint `{ck.relative_to(ROOT) if ck.is_relative_to(ROOT) else ck}`; {args.episodes} episodes "
-             f"(seeds 0..{args.episodes - 1}), K = {args.samples} chunks per observation (different noise, no "
-             "previous chunk), the scripted expert driving the lockstep sim up to each probe tick. A chunk's "
-             f"strategy is the side (L = {OFFSETS_M[0]:+.2f} m, R = {OFFSETS_M[1]:+.2f} m pre-grasp offset) whose "
-             "expert plan its right-arm joints are closest to, where the two plans differ most within the chunk; "
-             "`?` = closer to neither than half their distance. Pairwise disagreement = share of the K(K-1)/2 "
-             "pairs of one observation with different labels, mean over episodes.", "",
-             "| probe | ticks (min-max) | pairwise disagreement | episodes with both sides | chunks on the expert's drawn side | chunks on neither |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Do chunks sampled from one observation pick different strategies? (`{args.task}`)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Checkpoint `{ck.relative_to(ROOT) if ck.is_relative_to(ROOT) else ck}`; {args.episodes} episodes "
+        f"(seeds 0..{args.episodes - 1}), K = {args.samples} chunks per observation (different noise, no "
+        "previous chunk), the scripted expert driving the lockstep sim up to each probe tick. A chunk's "
+        f"strategy is the side (L = {OFFSETS_M[0]:+.2f} m, R = {OFFSETS_M[1]:+.2f} m pre-grasp offset) whose "
+        "expert plan its right-arm joints are closest to, where the two plans differ most within the chunk; "
+        "`?` = closer to neither than half their distance. Pairwise disagreement = share of the K(K-1)/2 "
+        "pairs of one observation with different labels, mean over episodes.",
+        "",
+        "| probe | ticks (min-max) | pairwise disagreement | episodes with both sides | chunks on the expert's drawn side | chunks on neither |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for p in probes:
-        lines.append(f"| {p} | {min(ticks[p])}-{max(ticks[p])} | {np.mean(disagree[p]):.2f} | "
-                     f"{sum(both[p])}/{len(both[p])} | {np.mean(drawn[p]):.2f} | {np.mean(other[p]):.2f} |")
+        lines.append(
+            f"| {p} | {min(ticks[p])}-{max(ticks[p])} | {np.mean(disagree[p]):.2f} | "
+            f"{sum(both[p])}/{len(both[p])} | {np.mean(drawn[p]):.2f} | {np.mean(other[p]):.2f} |"
+        )
     out = ROOT / "benchmarks" / "results" / f"{args.name or 'multimodality_' + args.task}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

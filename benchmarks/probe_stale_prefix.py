@@ -45,13 +45,23 @@ def main() -> None:
     from tasks.transfer_cube.expert import ScriptedTransferCube
 
     ck = resolve_path(CHECKPOINT)
-    policy = build_policy(type="flow", checkpoint=str(ck), chunk_size=50, action_dim=14, state_dim=14,
-                          camera_names=list(CAMERAS), image_size=[96, 128])
+    policy = build_policy(
+        type="flow",
+        checkpoint=str(ck),
+        chunk_size=50,
+        action_dim=14,
+        state_dim=14,
+        camera_names=list(CAMERAS),
+        image_size=[96, 128],
+    )
     norm = Normalizer.from_file(str(ck / "stats.json"))
     expert = ScriptedTransferCube(approach_offsets_m=(-0.08, 0.08))
     robot = make_sim_robot(cameras=CAMERAS, task="transfer_cube_shift")
-    modes = [("predict (naive)", "none", 0), *[(f"trained d={d}", "trained", d) for d in (1, 4, 8, 12)],
-             *[(f"vjp d={d}", "vjp", d) for d in (0, 4, 8)]]
+    modes = [
+        ("predict (naive)", "none", 0),
+        *[(f"trained d={d}", "trained", d) for d in (1, 4, 8, 12)],
+        *[(f"vjp d={d}", "vjp", d) for d in (0, 4, 8)],
+    ]
     reacts = {name: [] for name, _, _ in modes}
     margin = {name: [] for name, _, _ in modes}
     arm = slice(7, 13)
@@ -78,19 +88,27 @@ def main() -> None:
             to_old = float(np.linalg.norm(chunk[k, arm] - stale[k, arm]))
             reacts[name].append(to_new < to_old)
             margin[name].append(to_old - to_new)
-        print(f"seed {seed} (tick {t}): " + ", ".join(f"{n}: {'new' if reacts[n][-1] else 'OLD'}" for n, _, _ in modes),
-              flush=True)
+        print(
+            f"seed {seed} (tick {t}): " + ", ".join(f"{n}: {'new' if reacts[n][-1] else 'OLD'}" for n, _, _ in modes),
+            flush=True,
+        )
     robot.stop()
     command = "cd /work/main && .venv/bin/python benchmarks/probe_stale_prefix.py " + " ".join(sys.argv[1:])
-    lines = ["# Does a stale prefix override the cameras? (shift task, flow checkpoint `transfer_cube_shift`)", "",
-             f"Command: `{command}`", "",
-             f"{args.episodes} episodes (seeds 0..{args.episodes - 1}); the scripted expert drives the lockstep sim "
-             f"to {args.lag} ticks after the cube's jump, where the policy is asked for a chunk from that observation "
-             "with, as the previous chunk, the expert's plan without the jump. `reacts` = the right arm's joints "
-             f"{args.ahead} ticks into the chunk are closer to the expert's plan for the new cube pose than to the "
-             "stale plan; margin = |chunk - stale| - |chunk - informed| (rad, mean). Execute horizon "
-             f"{args.execute_horizon}; the same noise per episode for every mode.", "",
-             "| mode | reacts to the jump | mean margin (rad) |", "|---|---:|---:|"]
+    lines = [
+        "# Does a stale prefix override the cameras? (shift task, flow checkpoint `transfer_cube_shift`)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"{args.episodes} episodes (seeds 0..{args.episodes - 1}); the scripted expert drives the lockstep sim "
+        f"to {args.lag} ticks after the cube's jump, where the policy is asked for a chunk from that observation "
+        "with, as the previous chunk, the expert's plan without the jump. `reacts` = the right arm's joints "
+        f"{args.ahead} ticks into the chunk are closer to the expert's plan for the new cube pose than to the "
+        "stale plan; margin = |chunk - stale| - |chunk - informed| (rad, mean). Execute horizon "
+        f"{args.execute_horizon}; the same noise per episode for every mode.",
+        "",
+        "| mode | reacts to the jump | mean margin (rad) |",
+        "|---|---:|---:|",
+    ]
     for name, _, _ in modes:
         lines.append(f"| {name} | {sum(reacts[name])}/{len(reacts[name])} | {np.mean(margin[name]):+.3f} |")
     out = ROOT / "benchmarks" / "results" / "stale_prefix.md"

@@ -38,19 +38,30 @@ def counts(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     images = {k: v for k, v in topics.items() if k.endswith("/image/compressed")}
     out = {
-        "run_dir": str(run_dir), "ticks": ticks, "inferences": len(inferences),
-        "mcap_commands": topics.get("/command/joint_states", 0), "mcap_states": topics.get("/observation/joint_states", 0),
-        "mcap_images_per_camera": sorted(set(images.values())), "mcap_chunks": topics.get("/policy/chunk", 0),
-        "wandb_ticks": history["control/period_error_ms"], "wandb_inferences": history["inference/latency_ms"],
-        "telemetry_dropped": summary.get("telemetry_dropped", 0), "recording_dropped": summary.get("recording_dropped", 0),
+        "run_dir": str(run_dir),
+        "ticks": ticks,
+        "inferences": len(inferences),
+        "mcap_commands": topics.get("/command/joint_states", 0),
+        "mcap_states": topics.get("/observation/joint_states", 0),
+        "mcap_images_per_camera": sorted(set(images.values())),
+        "mcap_chunks": topics.get("/policy/chunk", 0),
+        "wandb_ticks": history["control/period_error_ms"],
+        "wandb_inferences": history["inference/latency_ms"],
+        "telemetry_dropped": summary.get("telemetry_dropped", 0),
+        "recording_dropped": summary.get("recording_dropped", 0),
     }
     # a run that ended on a fault sent one more command after its last tick: the hold (in the bag, not a tick)
     out["fault"] = summary.get("fault")
     holds = int(out["fault"] is not None)
-    out["ok"] = (out["mcap_commands"] == ticks + holds and out["mcap_states"] == out["wandb_ticks"] == ticks
-                 and out["mcap_images_per_camera"] == [ticks] and out["mcap_chunks"] == merged
-                 and out["wandb_inferences"] == len(inferences)
-                 and out["telemetry_dropped"] == 0 and out["recording_dropped"] == 0)
+    out["ok"] = (
+        out["mcap_commands"] == ticks + holds
+        and out["mcap_states"] == out["wandb_ticks"] == ticks
+        and out["mcap_images_per_camera"] == [ticks]
+        and out["mcap_chunks"] == merged
+        and out["wandb_inferences"] == len(inferences)
+        and out["telemetry_dropped"] == 0
+        and out["recording_dropped"] == 0
+    )
     return out
 
 

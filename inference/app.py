@@ -30,8 +30,9 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

@@ -22,13 +22,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from services.ray_connection import (  # noqa: F401 - auth and address files are the connection's
-    AUTH_MODES, ClusterError, address_file, apply_auth_env, auth_env, read_address,
-)
+from services.ray_connection import AUTH_MODES, ClusterError, address_file, apply_auth_env, auth_env, read_address  # noqa: F401 - auth and address files are the connection's
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +266,11 @@ def run_role(cfg: Any) -> int:
         return 0 if groups else 1
     try:
         node = start_node(
-            role, auth_mode=cfg.get("auth_mode"), auth_token_path=cfg.get("auth_token_path"),
-            start_timeout_s=float(cfg.get("start_timeout_s", 60.0)), **_flags(cfg, role),
+            role,
+            auth_mode=cfg.get("auth_mode"),
+            auth_token_path=cfg.get("auth_token_path"),
+            start_timeout_s=float(cfg.get("start_timeout_s", 60.0)),
+            **_flags(cfg, role),
         )
     except ClusterError as exc:
         print(f"cluster error: {exc}", file=sys.stderr)

@@ -18,27 +18,62 @@ from services.logger.wandb import INFERENCE_METRICS, TICK_METRICS
 
 # (section, panels): each panel is (kind, title, metrics, x-axis)
 LAYOUT: list[tuple[str, list[tuple[str, str, list[str], str]]]] = [
-    ("Control timing", [
-        ("line", "Period error (ms) per tick", ["control/period_error_ms"], "control/tick"),
-        ("line", "Read / send duration (ms)", ["control/read_ms", "control/send_ms"], "control/tick"),
-        ("line", "Underruns", ["control/underrun"], "control/tick"),
-        ("bar", "Period error p50/p99/max (ms)", ["period_error_ms_p50", "period_error_ms_p99", "period_error_ms_max"], ""),
-    ]),
-    ("Inference", [
-        ("line", "Inference latency (ms)", ["inference/latency_ms"], "inference/chunk_id"),
-        ("line", "Server time (ms), remote policies", ["inference/server_ms"], "inference/chunk_id"),
-        ("bar", "Inference latency p50/p95/p99/max (ms)",
-         ["inference_latency_ms_p50", "inference_latency_ms_p95", "inference_latency_ms_p99", "inference_latency_ms_max"], ""),
-    ]),
-    ("Delay", [
-        ("line", "d estimate vs d actual (ticks)", ["inference/d_estimate", "inference/d_actual"], "inference/chunk_id"),
-        ("line", "Executed prefix s (ticks)", ["inference/s"], "inference/chunk_id"),
-    ]),
-    ("Smoothness", [
-        ("line", "Chunk-boundary discontinuity and jump from plan (robot units)",
-         ["inference/discontinuity", "inference/plan_jump"], "inference/chunk_id"),
-        ("bar", "Discontinuity and success", ["discontinuity_mean", "discontinuity_max", "success_rate"], ""),
-    ]),
+    (
+        "Control timing",
+        [
+            ("line", "Period error (ms) per tick", ["control/period_error_ms"], "control/tick"),
+            ("line", "Read / send duration (ms)", ["control/read_ms", "control/send_ms"], "control/tick"),
+            ("line", "Underruns", ["control/underrun"], "control/tick"),
+            (
+                "bar",
+                "Period error p50/p99/max (ms)",
+                ["period_error_ms_p50", "period_error_ms_p99", "period_error_ms_max"],
+                "",
+            ),
+        ],
+    ),
+    (
+        "Inference",
+        [
+            ("line", "Inference latency (ms)", ["inference/latency_ms"], "inference/chunk_id"),
+            ("line", "Server time (ms), remote policies", ["inference/server_ms"], "inference/chunk_id"),
+            (
+                "bar",
+                "Inference latency p50/p95/p99/max (ms)",
+                [
+                    "inference_latency_ms_p50",
+                    "inference_latency_ms_p95",
+                    "inference_latency_ms_p99",
+                    "inference_latency_ms_max",
+                ],
+                "",
+            ),
+        ],
+    ),
+    (
+        "Delay",
+        [
+            (
+                "line",
+                "d estimate vs d actual (ticks)",
+                ["inference/d_estimate", "inference/d_actual"],
+                "inference/chunk_id",
+            ),
+            ("line", "Executed prefix s (ticks)", ["inference/s"], "inference/chunk_id"),
+        ],
+    ),
+    (
+        "Smoothness",
+        [
+            (
+                "line",
+                "Chunk-boundary discontinuity and jump from plan (robot units)",
+                ["inference/discontinuity", "inference/plan_jump"],
+                "inference/chunk_id",
+            ),
+            ("bar", "Discontinuity and success", ["discontinuity_mean", "discontinuity_max", "success_rate"], ""),
+        ],
+    ),
 ]
 
 

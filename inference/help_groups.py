@@ -13,7 +13,8 @@ loader, so a ``--config-dir`` adds its options as it does to the run.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -31,7 +32,8 @@ def _adds_to_the_run(loader: Any, group: str) -> bool:
     options = loader.get_group_options(group)
     return bool(options) and all(
         (loader.repository.load_config(f"{group}/{option}").header or {}).get("package") == "_global_"
-        for option in options)
+        for option in options
+    )
 
 
 def run_groups(choices: Mapping[str, Any], loader: Any | None = None) -> dict[str, list[str]]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from hydra.errors import MissingConfigException, OverrideParseException, SearchPathException

@@ -12,9 +12,10 @@ import csv
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,9 @@ def plot_period_error(ticks, out: Path) -> None:
         if err.size:
             ax.hist(err, bins=60, color="tab:blue")
             for p, style in ((50, "--"), (99, ":")):
-                ax.axvline(np.percentile(err, p), color="k", linestyle=style, label=f"p{p} {np.percentile(err, p):.2f} ms")
+                ax.axvline(
+                    np.percentile(err, p), color="k", linestyle=style, label=f"p{p} {np.percentile(err, p):.2f} ms"
+                )
             ax.legend()
         else:
             _empty(ax, "ticks")
@@ -113,7 +116,9 @@ def plot_joints(traj, chunks, out: Path, max_joints: int = 6) -> None:
             ax.legend(fontsize=7, ncol=3)
         else:
             _empty(ax, "commands")
-        ax.set(xlabel="tick", ylabel="command (robot units)", title="Commands sent (first episode); grey = chunk starts")
+        ax.set(
+            xlabel="tick", ylabel="command (robot units)", title="Commands sent (first episode); grey = chunk starts"
+        )
 
 
 def plot_chunk_overlay(chunks, out: Path, joint: int | None = None, max_switches: int = 6) -> None:
@@ -131,7 +136,7 @@ def plot_chunk_overlay(chunks, out: Path, joint: int | None = None, max_switches
                 h = c.shape[1]
                 t_old = chunks["start_tick"][k - 1] + np.arange(h)
                 t_new = chunks["start_tick"][k] + np.arange(h)
-                line, = ax.plot(t_old, c[k - 1][:, joint], "--", alpha=0.6)
+                (line,) = ax.plot(t_old, c[k - 1][:, joint], "--", alpha=0.6)
                 ax.plot(t_new, c[k][:, joint], "-", color=line.get_color(), alpha=0.9)
                 shown += 1
             ax.set_title(f"Chunk overlay at each switch, joint {joint} (dashed old, solid new)")
@@ -164,15 +169,29 @@ def make_report(run_dir: str | Path) -> Path:
     period = stored.get("period_s")
     recomputed = summarize(ticks, infs, period)
     rows = []
-    for key in ("ticks", "inferences", "period_error_ms_p50", "period_error_ms_p99", "period_error_ms_max",
-                "inference_latency_ms_p50", "inference_latency_ms_p95", "inference_latency_ms_p99",
-                "inference_latency_ms_max", "d_estimate_max", "d_actual_max", "discontinuity_max",
-                "underruns", "held_ticks", "rejected_actions"):
+    for key in (
+        "ticks",
+        "inferences",
+        "period_error_ms_p50",
+        "period_error_ms_p99",
+        "period_error_ms_max",
+        "inference_latency_ms_p50",
+        "inference_latency_ms_p95",
+        "inference_latency_ms_p99",
+        "inference_latency_ms_max",
+        "d_estimate_max",
+        "d_actual_max",
+        "discontinuity_max",
+        "underruns",
+        "held_ticks",
+        "rejected_actions",
+    ):
         if key in recomputed:
             value = recomputed[key]
             rows.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
     mismatches = [
-        k for k, v in recomputed.items()
+        k
+        for k, v in recomputed.items()
         if k in stored and isinstance(v, (int, float)) and not np.isclose(v, stored[k], rtol=1e-6, atol=1e-9)
     ]
     lines = [
@@ -185,7 +204,8 @@ def make_report(run_dir: str | Path) -> Path:
         "|---|---|",
         *rows,
         "",
-        "summary.json agrees with the recomputed values." if not mismatches
+        "summary.json agrees with the recomputed values."
+        if not mismatches
         else f"MISMATCH with summary.json for: {', '.join(mismatches)}",
         "",
         *[f"![{p}]({p})" for p in PLOTS],

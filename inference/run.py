@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from services.telemetry import Telemetry
 from inference.validation import RUN_OBJECT_KEYS, ConfigError, check_target_node, control_rate_mismatch, validate
 from policies.base import Policy, PolicyMetadata
 from policies.normalize import Normalizer
@@ -25,6 +25,7 @@ from robots.base import Robot, RobotSpec
 from robots.cameras.base import Camera, FrameSpec
 from robots.history import ObservationHistory
 from robots.safety import SafetyFilter
+from services.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,7 @@ def make_policy(cfg: DictConfig) -> Policy:
     meta, want = policy.metadata, policy_metadata(cfg)
     for key in ("chunk_size", "action_dim", "state_dim"):
         if getattr(meta, key) != getattr(want, key):
-            raise ConfigError(
-                f"policy.{key}={getattr(want, key)} but the built policy has {key}={getattr(meta, key)}"
-            )
+            raise ConfigError(f"policy.{key}={getattr(want, key)} but the built policy has {key}={getattr(meta, key)}")
     return policy
 
 
@@ -90,8 +89,13 @@ class Run:
         self.rate_mismatch: dict[str, Any] | None = control_rate_mismatch(container["robot"], container["policy"])
         if self.rate_mismatch is not None:
             m = self.rate_mismatch
-            log.warning("robot.hz=%g but the policy was trained at %g Hz (%s); running anyway "
-                        "(policy.allow_rate_mismatch=true)", m["robot_hz"], m["policy_hz"], m["source"])
+            log.warning(
+                "robot.hz=%g but the policy was trained at %g Hz (%s); running anyway "
+                "(policy.allow_rate_mismatch=true)",
+                m["robot_hz"],
+                m["policy_hz"],
+                m["source"],
+            )
         # built once, here: its constructor checks its knobs (starts nothing) before the run dir exists
         self._algorithm: Any = self.make_algorithm()
         self.make_viewer()  # its knobs checked (starts nothing); the one a run uses is made with its telemetry
@@ -135,7 +139,7 @@ class Run:
         for name, node in (cams.devices or {}).items():
             factory = instantiate(node, _partial_=True)
             out[name] = functools.partial(
-                factory, frames=FrameSpec(name, int(cams.width), int(cams.height), float(cams.max_frame_age_s)),
+                factory, frames=FrameSpec(name, int(cams.width), int(cams.height), float(cams.max_frame_age_s))
             )
         return out
 
@@ -161,8 +165,13 @@ class Run:
     def make_telemetry(self) -> Telemetry:
         sink = instantiate(self.cfg.logger, _partial_=True)()
         self._viewer = self.make_viewer()  # gets a copy of every telemetry record, and (make_recorder) the frames
-        telemetry = Telemetry(self.run_dir, sinks=[sink], config=OmegaConf.to_container(self.cfg),
-                              period_s=1.0 / self.hz, taps=self._viewer.taps())
+        telemetry = Telemetry(
+            self.run_dir,
+            sinks=[sink],
+            config=OmegaConf.to_container(self.cfg),
+            period_s=1.0 / self.hz,
+            taps=self._viewer.taps(),
+        )
         if self.rate_mismatch is not None:
             telemetry.event("rate_mismatch", **self.rate_mismatch)
             telemetry.add_summary(rate_mismatch=dict(self.rate_mismatch))

@@ -37,8 +37,10 @@ def algorithm_schema(name: str, target: str, cls: type) -> type:
     ``cls.knob_groups`` with its default (enums as their names)."""
     from algorithms.settings import default_of, group_fields
 
-    fields: list[Any] = [("_target_", str, dataclasses.field(default=target)),
-                         ("_partial_", bool, dataclasses.field(default=True))]
+    fields: list[Any] = [
+        ("_target_", str, dataclasses.field(default=target)),
+        ("_partial_", bool, dataclasses.field(default=True)),
+    ]
     for key, (_, f) in group_fields(cls.knob_groups).items():
         default = _plain(default_of(f))
         if isinstance(default, (list, dict)):

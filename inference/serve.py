@@ -36,7 +36,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import hydra
 import numpy as np
@@ -48,6 +49,7 @@ from policies.openpi.obs_map import ObsKeyMap
 from policies.runner import Guide, PolicyRunner
 
 log = logging.getLogger("inference.serve")
+
 
 class PolicyServer:
     """One policy behind a websocket; start with :meth:`serve_forever` or :meth:`start` (thread)."""
@@ -90,7 +92,8 @@ class PolicyServer:
             raise ValueError(
                 f"the served policy takes {need} state samples, the request carries {state.shape[0]}; "
                 "send the history (client: policy.obs_keys.state_history=true, policy.state_history="
-                f"{need})")
+                f"{need})"
+            )
         state = state[-need:]
         if prompt is not None:
             info = {**info, "prompt": prompt}
@@ -111,9 +114,14 @@ class PolicyServer:
             raise ValueError(f"rtc.prev_actions has shape {prev.shape}; this policy needs ({H}, {D})")
         if not np.all(np.isfinite(prev)):
             raise ValueError("rtc.prev_actions holds NaN/inf")
-        return Guide(self.runner.to_model(prev), int(rtc["delay"]), int(rtc["execute_horizon"]),
-                     Guidance(str(rtc.get("guidance", "vjp"))), Schedule(str(rtc.get("schedule", "exp"))),
-                     float(rtc.get("max_guidance_weight", 5.0)))
+        return Guide(
+            self.runner.to_model(prev),
+            int(rtc["delay"]),
+            int(rtc["execute_horizon"]),
+            Guidance(str(rtc.get("guidance", "vjp"))),
+            Schedule(str(rtc.get("schedule", "exp"))),
+            float(rtc.get("max_guidance_weight", 5.0)),
+        )
 
     # ------------------------------------------------------------------ websocket side (event loop)
     def _process_request(self, connection: Any, request: Any) -> Any:
@@ -175,10 +183,13 @@ class PolicyServer:
         from websockets.asyncio.server import serve
 
         self._stop = asyncio.Event()
-        async with serve(self._handler, self.host, self.port, compression=None, max_size=None,
-                         process_request=self._process_request) as server:
+        async with serve(
+            self._handler, self.host, self.port, compression=None, max_size=None, process_request=self._process_request
+        ) as server:
             self.port = int(server.sockets[0].getsockname()[1])
-            log.info("serving on ws://%s:%d (healthz: http://%s:%d/healthz)", self.host, self.port, self.host, self.port)
+            log.info(
+                "serving on ws://%s:%d (healthz: http://%s:%d/healthz)", self.host, self.port, self.host, self.port
+            )
             self._ready.set()
             await self._stop.wait()
 
@@ -241,8 +252,9 @@ def build_server(cfg: DictConfig) -> PolicyServer:
         "spaces": "robot",
         "protocol": "openpi websocket, msgpack-numpy",
     }
-    return PolicyServer(runner, obs_map, metadata, host=str(scfg.host), port=int(scfg.port),
-                        api_key=scfg.get("api_key"))
+    return PolicyServer(
+        runner, obs_map, metadata, host=str(scfg.host), port=int(scfg.port), api_key=scfg.get("api_key")
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")

@@ -23,8 +23,16 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-METRICS = ("success_rate", "discontinuity_mean", "discontinuity_max", "max_jerk",
-           "inference_latency_ms_p50", "period_error_ms_p99", "underruns", "ticks")
+METRICS = (
+    "success_rate",
+    "discontinuity_mean",
+    "discontinuity_max",
+    "max_jerk",
+    "inference_latency_ms_p50",
+    "period_error_ms_p99",
+    "underruns",
+    "ticks",
+)
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -77,8 +85,14 @@ def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v if v is not None else "")
 
-    lines = [f"# Sweep summary: {sweep_dir}", "", "Ranked by success rate, then mean boundary discontinuity.", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [
+        f"# Sweep summary: {sweep_dir}",
+        "",
+        "Ranked by success rate, then mean boundary discontinuity.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
     _plot(rows, sweep_dir / "sweep_summary.png")
@@ -112,9 +126,13 @@ def log_to_wandb(rows: list[dict[str, Any]], sweep_dir: Path, logger_cfg: Any) -
     columns = sorted({k for r in rows for k in r})
     table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
     run = wandb.init(
-        project=logger_cfg.get("project", "inference-engine"), entity=logger_cfg.get("entity"),
-        mode=logger_cfg.get("mode", "offline"), group=f"{sweep_dir.parent.name}_{sweep_dir.name}",
-        name="sweep-summary", dir=str(sweep_dir), job_type="sweep-summary",
+        project=logger_cfg.get("project", "inference-engine"),
+        entity=logger_cfg.get("entity"),
+        mode=logger_cfg.get("mode", "offline"),
+        group=f"{sweep_dir.parent.name}_{sweep_dir.name}",
+        name="sweep-summary",
+        dir=str(sweep_dir),
+        job_type="sweep-summary",
     )
     run.log({"sweep/summary": table, "sweep/plot": wandb.Image(str(sweep_dir / "sweep_summary.png"))})
     run.finish()
@@ -127,8 +145,10 @@ class SweepSummaryCallback(Callback):
         if rows:
             print(f"sweep summary: {sweep_dir / 'sweep_summary.md'}")
             best = rows[0]
-            print(f"best: {best['overrides']} (success {best.get('success_rate')}, "
-                  f"discontinuity {best.get('discontinuity_mean')})")
+            print(
+                f"best: {best['overrides']} (success {best.get('success_rate')}, "
+                f"discontinuity {best.get('discontinuity_mean')})"
+            )
         logger = config.get("logger") or {}
         if rows and str(logger.get("_target_", "")).endswith("WandbSink"):
             try:

@@ -13,8 +13,9 @@ import enum
 import inspect
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Callable, Mapping
+from typing import Annotated, Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -47,10 +48,10 @@ class RunConfig:
     logger: Any = None
     launcher: Any = None
     record: Any = None
-    viewer: Any = None    # conf/viewer/: services.viewer (knobs and preflight checked with the other groups)
+    viewer: Any = None  # conf/viewer/: services.viewer (knobs and preflight checked with the other groups)
     realtime: Any = None  # conf/realtime/: services.realtime.RealtimeConfig (checked by its preflight)
     seed: Annotated[int, Range(ge=0)] = 0
-    episodes: int = 1     # >= 1, checked with its own message below
+    episodes: int = 1  # >= 1, checked with its own message below
     max_steps: int = 200
     log_level: LogLevel = LogLevel.WARNING  # the console's level; the log file keeps INFO and up (services/logs.py)
     report: bool = True
@@ -73,10 +74,7 @@ class CamerasConfig:
 
 
 # Keys the run object itself reads from a group node (they are not target parameters).
-RUN_OBJECT_KEYS = {
-    "policy": {"normalizer", "state_history", "image_size", "allow_rate_mismatch"},
-    "robot": set(),
-}
+RUN_OBJECT_KEYS = {"policy": {"normalizer", "state_history", "image_size", "allow_rate_mismatch"}, "robot": set()}
 # Keys read by the run object for cross-checks; they may or may not be target parameters.
 ROBOT_COMMON = ("name", "hz", "action_dim", "state_dim")
 POLICY_COMMON = ("chunk_size", "action_dim", "state_dim", "camera_names")
@@ -124,7 +122,7 @@ def _ranges(annotation: Any) -> tuple[Any, list[Range]]:
             args.append(base)
             found += ranges
         if found:
-            return typing.Union[tuple(args)], found
+            return typing.Union[tuple(args)], found  # noqa: UP007 (a Union built from a tuple of types)
     return annotation, []
 
 
@@ -147,11 +145,15 @@ def check_dataclass_node(path: str, node: Mapping[str, Any], cls: type) -> None:
         if key in _HYDRA_KEYS:
             continue
         if key not in names:
-            raise ConfigError(f"{path}.{key}: unknown key for {cls.__module__}.{cls.__qualname__} "
-                              f"(accepted: {', '.join(names)})")
+            raise ConfigError(
+                f"{path}.{key}: unknown key for {cls.__module__}.{cls.__qualname__} (accepted: {', '.join(names)})"
+            )
         _check_value(f"{path}.{key}", value, hints.get(key, Any))
-    missing = [f.name for f in fields(cls) if f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING and f.name not in node]
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in node
+    ]
     if missing:
         raise ConfigError(f"{path}: missing required key(s) {missing} for {cls.__qualname__}")
     preflight = getattr(cls, "preflight", None)
@@ -200,9 +202,7 @@ def _check_value(path: str, value: Any, annotation: Any) -> None:
     if isinstance(value, bool) and bool not in allowed:
         raise ConfigError(f"{path}: expected {_type_name(annotation)}, got bool {value!r}")
     if not isinstance(value, allowed):
-        raise ConfigError(
-            f"{path}: expected {_type_name(annotation)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{path}: expected {_type_name(annotation)}, got {type(value).__name__} {value!r}")
 
 
 def _type_name(annotation: Any) -> str:
@@ -227,8 +227,13 @@ def resolve_target(path: str, node: Mapping[str, Any]) -> Callable[..., Any]:
     return obj
 
 
-def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = frozenset(),
-                      provided: set[str] = frozenset(), keys_only: bool = False) -> None:
+def check_target_node(
+    path: str,
+    node: Mapping[str, Any],
+    ignore: set[str] = frozenset(),
+    provided: set[str] = frozenset(),
+    keys_only: bool = False,
+) -> None:
     """Check ``node``'s keys, types and ranges against its ``_target_``'s signature, then run the
     target's ``preflight``.
 
@@ -271,9 +276,12 @@ def check_target_node(path: str, node: Mapping[str, Any], ignore: set[str] = fro
     if keys_only:
         return
     missing = [
-        n for n, p in params.items()
-        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and n not in node and n not in provided
+        n
+        for n, p in params.items()
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in node
+        and n not in provided
     ]
     if missing:
         raise ConfigError(f"{path}: missing required key(s) {missing} for {node['_target_']}")
@@ -298,7 +306,8 @@ def _check_camera_hosts(robot: Mapping[str, Any], devices: Mapping[str, Any]) ->
             raise ConfigError(
                 f"cameras: cameras.devices.{name} ({dev['_target_']}) needs robot {needed} as its host, but robot "
                 f"{robot.get('name')!r} is {robot.get('_target_')} (leave cameras= out to use the robot's own "
-                f"cameras, or pick ones it can carry, e.g. cameras=none)")
+                f"cameras, or pick ones it can carry, e.g. cameras=none)"
+            )
 
 
 def _complete_robot(cfg: DictConfig) -> None:
@@ -314,7 +323,9 @@ def _complete_robot(cfg: DictConfig) -> None:
         return
     try:
         robot = OmegaConf.to_container(node, resolve=True)
-        cameras = OmegaConf.to_container(cfg.cameras, resolve=True) if isinstance(cfg.get("cameras"), DictConfig) else {}
+        cameras = (
+            OmegaConf.to_container(cfg.cameras, resolve=True) if isinstance(cfg.get("cameras"), DictConfig) else {}
+        )
     except Exception:  # noqa: BLE001 - an unresolvable ${...}: the full resolution in validate() names it
         return
     complete = getattr(resolve_target("robot", robot), "complete_config", None)
@@ -361,13 +372,16 @@ def _check_control_rate(robot: Mapping[str, Any], policy: Mapping[str, Any]) -> 
         f"robot.hz: robot.hz={mismatch['robot_hz']:g} but the policy was trained at {mismatch['policy_hz']:g} Hz "
         f"({mismatch['source']}); its chunks would play {mismatch['robot_hz'] / mismatch['policy_hz']:.2g}x as fast "
         f"as its data. Run robot.hz={mismatch['policy_hz']:g}, or set policy.allow_rate_mismatch=true to run it "
-        f"at {mismatch['robot_hz']:g} Hz anyway (a warning, and rate_mismatch in summary.json)")
+        f"at {mismatch['robot_hz']:g} Hz anyway (a warning, and rate_mismatch in summary.json)"
+    )
 
 
 # What to run on a robot the configured policy was not trained for (the dims disagree).
-POLICY_FOR_YOUR_ROBOT = ("for your robot, run a policy trained on it: policy=openpi policy.train_config_name=<config> "
-                         "policy.ckpt_dir=<checkpoint> (docs/openpi.md) or policy=lerobot "
-                         "policy.path=<pretrained_model> (docs/lerobot.md)")
+POLICY_FOR_YOUR_ROBOT = (
+    "for your robot, run a policy trained on it: policy=openpi policy.train_config_name=<config> "
+    "policy.ckpt_dir=<checkpoint> (docs/openpi.md) or policy=lerobot "
+    "policy.path=<pretrained_model> (docs/lerobot.md)"
+)
 
 
 def _policy_for_robot_hint(policy: Mapping[str, Any], robot: Mapping[str, Any]) -> str:
@@ -433,8 +447,10 @@ def _check_stats(norm: Any, key: str, dim: int) -> None:
             raise ValueError(f"stats {key}.{hi} < {key}.{lo} at index {wrong.tolist()[:5]}")
     probe = norm.to_model(key, np.ones(dim))
     if not np.all(np.isfinite(probe)):
-        raise ValueError(f"stats for {key!r} ({mode}) give a zero scale at index "
-                         f"{np.flatnonzero(~np.isfinite(probe)).tolist()[:5]} (eps {norm.eps})")
+        raise ValueError(
+            f"stats for {key!r} ({mode}) give a zero scale at index "
+            f"{np.flatnonzero(~np.isfinite(probe)).tolist()[:5]} (eps {norm.eps})"
+        )
 
 
 # What each guidance a policy may lack (``policies.base.GUIDANCE_CAPABILITY``) needs, said in the
@@ -443,11 +459,11 @@ def _check_stats(norm: Any, key: str, dim: int) -> None:
 # and an optional ``require_<guidance>_guidance(node, path)`` names a policy key the guidance needs.
 _GUIDANCE_NEEDS: dict[Guidance, str] = {
     Guidance.TRAINED: "a policy trained with action-prefix conditioning (training-time RTC); flow: train with "
-                      "model.train_prefix_max > 0",
+    "model.train_prefix_max > 0",
     Guidance.IDENTITY: "a policy with a sampler it can guide step by step (the flow policy)",
     Guidance.SELECT: "a policy that samples several chunks for one observation (the flow policy)",
     Guidance.BID: "a policy that samples several chunks for one observation and has a weak policy to contrast them "
-                  "with (the flow policy with policy.bid_weak_checkpoint)",
+    "with (the flow policy with policy.bid_weak_checkpoint)",
 }
 assert set(_GUIDANCE_NEEDS) == set(GUIDANCE_CAPABILITY), "every optional guidance needs its start-time check"
 
@@ -471,8 +487,10 @@ def _check_optional_guidance(algorithm: Mapping[str, Any], policy: Mapping[str, 
         target = target or resolve_target("policy", policy)
         check = getattr(target, f"supports_{kind}_guidance", None)
         if not (callable(check) and check(policy)):
-            raise ConfigError(f"{key}: guidance '{kind}' needs {needs}; policy {policy.get('_target_')} with this "
-                              "config does not declare it (pick guidance vjp/blend/none)")
+            raise ConfigError(
+                f"{key}: guidance '{kind}' needs {needs}; policy {policy.get('_target_')} with this "
+                "config does not declare it (pick guidance vjp/blend/none)"
+            )
         require = getattr(target, f"require_{kind}_guidance", None)
         if callable(require):  # what the guidance needs from the policy's own keys: ConfigError naming the key
             require(policy, "policy")
@@ -485,7 +503,9 @@ def validate(cfg: DictConfig) -> None:
         if key == "hydra":
             continue
         if key not in structured:
-            raise ConfigError(f"{key}: unknown top-level key (accepted: {', '.join(f.name for f in fields(RunConfig))})")
+            raise ConfigError(
+                f"{key}: unknown top-level key (accepted: {', '.join(f.name for f in fields(RunConfig))})"
+            )
     _complete_robot(cfg)
     run_hints = typing.get_type_hints(RunConfig, include_extras=True)
     cam_hints = typing.get_type_hints(CamerasConfig, include_extras=True)
@@ -508,8 +528,10 @@ def validate(cfg: DictConfig) -> None:
         from services.telemetry import summary_metric_names
 
         if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-            raise ConfigError(f"objective: expected a summary key or a list of them (e.g. [success_rate, "
-                              f"discontinuity_mean]), got {objective!r}")
+            raise ConfigError(
+                f"objective: expected a summary key or a list of them (e.g. [success_rate, "
+                f"discontinuity_mean]), got {objective!r}"
+            )
         known = summary_metric_names()
         unknown = [n for n in names if n not in known]
         if unknown:
@@ -529,21 +551,21 @@ def validate(cfg: DictConfig) -> None:
     for name, dev in devices.items():
         if not isinstance(dev, Mapping) or "_target_" not in dev:
             raise ConfigError(f"cameras.devices.{name}: needs a _target_")
-        check_target_node(
-            f"cameras.devices.{name}", dev,
-            provided={"frames", "host"},
-        )
+        check_target_node(f"cameras.devices.{name}", dev, provided={"frames", "host"})
 
     check_target_node("robot", robot, provided={"cameras"}, keys_only=True)
     _check_camera_hosts(robot, devices)
     check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"], keys_only=True)
     _require("robot", robot, ROBOT_COMMON)
     _require("policy", policy, POLICY_COMMON)
-    for path, node, key, annotation in (("robot", robot, "hz", PositiveFloat), ("robot", robot, "action_dim", PositiveInt),
-                                        ("robot", robot, "state_dim", PositiveInt),
-                                        ("policy", policy, "chunk_size", PositiveInt),
-                                        ("policy", policy, "action_dim", PositiveInt),
-                                        ("policy", policy, "state_dim", PositiveInt)):
+    for path, node, key, annotation in (
+        ("robot", robot, "hz", PositiveFloat),
+        ("robot", robot, "action_dim", PositiveInt),
+        ("robot", robot, "state_dim", PositiveInt),
+        ("policy", policy, "chunk_size", PositiveInt),
+        ("policy", policy, "action_dim", PositiveInt),
+        ("policy", policy, "state_dim", PositiveInt),
+    ):
         _check_value(f"{path}.{key}", node[key], annotation)
     for key in ("action_dim", "state_dim"):
         if int(policy[key]) != int(robot[key]):
@@ -552,14 +574,20 @@ def validate(cfg: DictConfig) -> None:
                 f"{_policy_for_robot_hint(policy, robot)}"
             )
     horizon = container["algorithm"].get("execute_horizon")
-    if isinstance(horizon, int) and not isinstance(horizon, bool) and not 1 <= int(horizon) <= int(policy["chunk_size"]):
+    if (
+        isinstance(horizon, int)
+        and not isinstance(horizon, bool)
+        and not 1 <= int(horizon) <= int(policy["chunk_size"])
+    ):
         raise ConfigError(
             f"algorithm.execute_horizon: algorithm.execute_horizon={horizon} must be in [1, policy.chunk_size={policy['chunk_size']}]"
         )
     check_target_node("robot", robot, provided={"cameras"})
     check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"])
     if "normalizer" not in policy or not isinstance(policy["normalizer"], Mapping):
-        raise ConfigError("policy.normalizer: required (a node with _target_, e.g. policies.normalize.Normalizer.identity)")
+        raise ConfigError(
+            "policy.normalizer: required (a node with _target_, e.g. policies.normalize.Normalizer.identity)"
+        )
     check_target_node("policy.normalizer", policy["normalizer"])
     _check_normalizer(policy)
     _check_control_rate(robot, policy)

@@ -62,7 +62,11 @@ def convert(run_dir: Path, rec: Any) -> dict[str, int]:
 
     from services.viewer.layout import RunView, blueprint
 
-    cfg = yaml.safe_load((run_dir / "config_resolved.yaml").read_text()) if (run_dir / "config_resolved.yaml").is_file() else {}
+    cfg = (
+        yaml.safe_load((run_dir / "config_resolved.yaml").read_text())
+        if (run_dir / "config_resolved.yaml").is_file()
+        else {}
+    )
     hz = float((cfg.get("robot") or {}).get("hz") or 0) or None
     ticks = _csv(run_dir / "ticks.csv")
     inferences = _csv(run_dir / "inferences.csv")
@@ -80,14 +84,20 @@ def convert(run_dir: Path, rec: Any) -> dict[str, int]:
     if traj is not None:
         state = traj["state"] if "state" in traj.files else None
         for i in range(len(traj["tick"])):
-            view.command(int(traj["episode"][i]), int(traj["tick"][i]), traj["command"][i],
-                         None if state is None else state[i][: traj["command"].shape[1]])
+            view.command(
+                int(traj["episode"][i]),
+                int(traj["tick"][i]),
+                traj["command"][i],
+                None if state is None else state[i][: traj["command"].shape[1]],
+            )
     for row in ticks:
         view.tick(row)
     if (run_dir / "chunks.npz").is_file():
         chunks = np.load(run_dir / "chunks.npz")
         for i in range(len(chunks["chunk_id"])):
-            view.chunk(int(chunks["episode"][i]), int(chunks["chunk_id"][i]), int(chunks["start_tick"][i]), chunks["chunk"][i])
+            view.chunk(
+                int(chunks["episode"][i]), int(chunks["chunk_id"][i]), int(chunks["start_tick"][i]), chunks["chunk"][i]
+            )
     for row in inferences:
         view.inference(row)
     if (run_dir / "events.jsonl").is_file():

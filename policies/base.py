@@ -70,7 +70,9 @@ class PolicyMetadata:
     supports_trained: bool = False  # ``guidance: trained`` (the model was trained with clean action prefixes)
     supports_identity: bool = False  # ``guidance: identity`` (a flow/diffusion sampler it can guide step by step)
     supports_select: bool = False  # ``guidance: select`` (it can sample several chunks for one observation)
-    supports_bid: bool = False  # ``guidance: bid`` (it samples several chunks, and has a weak policy to contrast them with)
+    supports_bid: bool = (
+        False  # ``guidance: bid`` (it samples several chunks, and has a weak policy to contrast them with)
+    )
 
 
 @dataclass

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,8 +99,10 @@ def batched_guided_sample(
     if prev.shape != noise.shape:
         raise ValueError(f"prev shape {tuple(prev.shape)} != noise shape {tuple(noise.shape)}")
     if weights.shape != (b, h) or clean.shape != (b, h) or betas.shape != (b,):
-        raise ValueError(f"weights {tuple(weights.shape)} / clean {tuple(clean.shape)} must be (B, H) = ({b}, {h}) "
-                         f"and betas {tuple(betas.shape)} (B,)")
+        raise ValueError(
+            f"weights {tuple(weights.shape)} / clean {tuple(clean.shape)} must be (B, H) = ({b}, {h}) "
+            f"and betas {tuple(betas.shape)} (B,)"
+        )
     guided_rows = (weights != 0).any(dim=1) & (betas > 0)
     any_guided = bool(guided_rows.any())
     if identity is None:
@@ -109,8 +112,9 @@ def batched_guided_sample(
     id_rows = identity & guided_rows
     any_vjp = bool((guided_rows & ~identity).any())
     if any_vjp and torch.is_inference_mode_enabled():
-        raise RuntimeError("batched_guided_sample needs autograd for its VJP; call it under torch.no_grad(), "
-                           "not torch.inference_mode")
+        raise RuntimeError(
+            "batched_guided_sample needs autograd for its VJP; call it under torch.no_grad(), not torch.inference_mode"
+        )
     per_token = bool(clean.any())
     free = (~clean).to(noise.dtype)[..., None]
     w_col = weights.to(noise.dtype)[..., None]
@@ -122,8 +126,11 @@ def batched_guided_sample(
     for k in range(num_steps):
         tau_f = k * dt
         if per_token:
-            tau = torch.where(clean, torch.ones((), dtype=noise.dtype, device=noise.device),
-                              torch.full((), tau_f, dtype=noise.dtype, device=noise.device))
+            tau = torch.where(
+                clean,
+                torch.ones((), dtype=noise.dtype, device=noise.device),
+                torch.full((), tau_f, dtype=noise.dtype, device=noise.device),
+            )
         else:
             tau = torch.full((), tau_f, dtype=noise.dtype, device=noise.device)
         if not any_guided:
@@ -138,9 +145,14 @@ def batched_guided_sample(
                 v = velocity_fn(a, tau)
             g = torch.zeros_like(a)
         g = g + w_id * (y - (a + (1.0 - tau_f) * v))  # identity_correction, per row
-        w_tau = torch.tensor([guidance_weight(tau_f, float(beta)) if row else 0.0
-                              for beta, row in zip(betas.tolist(), guided_rows.tolist())],
-                             dtype=noise.dtype, device=noise.device)[:, None, None]
+        w_tau = torch.tensor(
+            [
+                guidance_weight(tau_f, float(beta)) if row else 0.0
+                for beta, row in zip(betas.tolist(), guided_rows.tolist())
+            ],
+            dtype=noise.dtype,
+            device=noise.device,
+        )[:, None, None]
         a = a + dt * free * (v + w_tau * g)
     return a.detach()
 
@@ -158,8 +170,9 @@ class BatchPlan:
     blend_weights: list[np.ndarray | None]  # per row: W of a blend row, else None
 
 
-def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: int,
-               train_prefix_max: int = 0) -> BatchPlan:
+def plan_batch(
+    requests: Sequence[BatchRequest], chunk_size: int, action_dim: int, train_prefix_max: int = 0
+) -> BatchPlan:
     """Turn each request's ``d``/``s``/guidance into its rows; ``ValueError`` naming the row for a
     request the policy cannot serve (wrong ``prev`` shape, ``trained`` on an untrained checkpoint)."""
     b, h = len(requests), chunk_size
@@ -179,8 +192,10 @@ def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: in
             raise ValueError(f"batch row {i}: {exc}") from None
         if kind == Guidance.TRAINED:
             if train_prefix_max <= 0:
-                raise ValueError(f"batch row {i}: guidance=trained needs a checkpoint trained with action-prefix "
-                                 "conditioning (train_prefix_max > 0)")
+                raise ValueError(
+                    f"batch row {i}: guidance=trained needs a checkpoint trained with action-prefix "
+                    "conditioning (train_prefix_max > 0)"
+                )
             d = max(0, min(int(req.d), h - int(req.s), train_prefix_max))
             clean[i, :d] = True
             continue
@@ -192,8 +207,10 @@ def plan_batch(requests: Sequence[BatchRequest], chunk_size: int, action_dim: in
             betas[i] = float(req.max_guidance_weight)
             identity[i] = kind == Guidance.IDENTITY
         elif kind in SAMPLES_OWN_BATCH:
-            raise ValueError(f"batch row {i}: guidance={kind} samples a batch of candidates of its own; it is run "
-                             "alone with guided_inference (infer_batch does), not as a row of a batched call")
+            raise ValueError(
+                f"batch row {i}: guidance={kind} samples a batch of candidates of its own; it is run "
+                "alone with guided_inference (infer_batch does), not as a row of a batched call"
+            )
         else:
             raise ValueError(f"batch row {i}: unknown guidance {req.guidance!r}")
     return BatchPlan(prev, weights, betas, clean, identity, blends)
@@ -247,9 +264,15 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
             if req.kind == Guidance.NONE:
                 chunks[i] = policy.predict(req.inp)
             else:
-                chunks[i] = policy.guided_inference(req.inp, np.asarray(req.prev_model, np.float32), int(req.d),
-                                                    int(req.s), guidance=req.guidance, schedule=req.schedule,
-                                                    max_guidance_weight=float(req.max_guidance_weight))
+                chunks[i] = policy.guided_inference(
+                    req.inp,
+                    np.asarray(req.prev_model, np.float32),
+                    int(req.d),
+                    int(req.s),
+                    guidance=req.guidance,
+                    schedule=req.schedule,
+                    max_guidance_weight=float(req.max_guidance_weight),
+                )
         except ValueError as exc:
             errors[i] = str(exc)
     policy_ms = (time.perf_counter() - t0) * 1e3

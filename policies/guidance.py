@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -130,8 +130,9 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, num_steps: int) -
     return a
 
 
-def vjp_step(velocity_fn: VelocityFn, a: torch.Tensor, tau: torch.Tensor, tau_f: float, y: torch.Tensor,
-             w_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vjp_step(
+    velocity_fn: VelocityFn, a: torch.Tensor, tau: torch.Tensor, tau_f: float, y: torch.Tensor, w_col: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One flow step's velocity ``v`` and RTC correction ``g``: the VJP of ``W * (Y - A1_hat)`` through
     ``A1_hat = A + (1 - tau) v(A, tau)`` with respect to ``A`` (one reverse pass). ``w_col`` broadcasts
     the prefix weights over the action dim; both results are detached. Shared by the single and the
@@ -229,8 +230,11 @@ def prefix_conditioned_sample(
     a = torch.where(clean[:, None], y, noise)
     dt = 1.0 / num_steps
     for k in range(num_steps):
-        tau = torch.where(clean, torch.ones((), dtype=noise.dtype, device=noise.device),
-                          torch.full((), k * dt, dtype=noise.dtype, device=noise.device))[None]
+        tau = torch.where(
+            clean,
+            torch.ones((), dtype=noise.dtype, device=noise.device),
+            torch.full((), k * dt, dtype=noise.dtype, device=noise.device),
+        )[None]
         a = a + dt * free * velocity_fn(a, tau)
     return a.detach()
 
@@ -293,8 +297,9 @@ def identity_guided_euler_sample(
     return a.detach()
 
 
-def coherence_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
-                    weights: torch.Tensor | np.ndarray) -> np.ndarray:
+def coherence_costs(
+    candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray
+) -> np.ndarray:
     """How far each of K candidate chunks strays from the previous chunk's unexecuted rest:
     ``sum_i W_i * ||candidate_i - prev_i||^2`` over the chunk axis (``(K,)`` float64).
 
@@ -302,8 +307,10 @@ def coherence_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | 
     H), ``weights`` the soft mask ``(H,)`` (:func:`prefix_weights`): the committed actions and the
     ones right after weigh most, the free tail not at all. This is the backward-coherence term of
     bidirectional decoding (Liu et al. 2024) with RTC's mask as its decay."""
-    c, y, w = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float64)
-               for x in (candidates, prev, weights))
+    c, y, w = (
+        np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float64)
+        for x in (candidates, prev, weights)
+    )
     if c.ndim != 3 or c.shape[1:] != y.shape:
         raise ValueError(f"candidates shape {c.shape} does not match prev {y.shape} as (K, H, action_dim)")
     if w.shape != (c.shape[1],):
@@ -320,8 +327,9 @@ def pairwise_coherence_costs(candidates: torch.Tensor | np.ndarray, weights: tor
     return np.stack([coherence_costs(c, c[j], weights) for j in range(c.shape[0])], axis=1)
 
 
-def prev_is_stale(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
-                  weights: torch.Tensor | np.ndarray) -> bool:
+def prev_is_stale(
+    candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray
+) -> bool:
     """Whether the previous chunk's rest is an outlier among K fresh samples for the current
     observation: farther (:func:`coherence_costs`) from its nearest candidate than any candidate is
     from its own nearest other candidate.
@@ -343,16 +351,18 @@ def prev_is_stale(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np
     return bool(to_prev.min() > pairs.min(axis=1).max())
 
 
-def select_coherent(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
-                    weights: torch.Tensor | np.ndarray) -> int:
+def select_coherent(
+    candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray
+) -> int:
     """Index of the candidate with the lowest :func:`coherence_costs` (the first on a tie), so a
     sampled plan that keeps the previous chunk's strategy wins over one that switches, while every
     candidate was sampled for the current observation (a changed world changes all of them)."""
     return int(np.argmin(coherence_costs(candidates, prev, weights)))
 
 
-def gated_select(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray,
-                 weights: torch.Tensor | np.ndarray) -> tuple[int, bool]:
+def gated_select(
+    candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray
+) -> tuple[int, bool]:
     """``(index, stale)``: :func:`select_coherent`, unless :func:`prev_is_stale`; then candidate 0
     (the one sampled from the caller's noise: a plain sample, which with that noise is the chunk
     naive asynchronous execution would run), so a plan made for a world that has since changed picks nothing."""
@@ -384,9 +394,12 @@ class BidChoice:
         return self.backward + self.forward
 
 
-def bid_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray | None,
-              weights: torch.Tensor | np.ndarray | None,
-              weak: torch.Tensor | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def bid_costs(
+    candidates: torch.Tensor | np.ndarray,
+    prev: torch.Tensor | np.ndarray | None,
+    weights: torch.Tensor | np.ndarray | None,
+    weak: torch.Tensor | np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The two criteria of bidirectional decoding (Liu et al. 2024) for K candidate chunks sampled
     from the policy, ``(backward, forward)``, each ``(K,)`` float64, lower is better.
 
@@ -432,8 +445,12 @@ def bid_costs(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.nda
     return backward, forward
 
 
-def bid_select(candidates: torch.Tensor | np.ndarray, prev: torch.Tensor | np.ndarray | None,
-               weights: torch.Tensor | np.ndarray | None, weak: torch.Tensor | np.ndarray | None) -> BidChoice:
+def bid_select(
+    candidates: torch.Tensor | np.ndarray,
+    prev: torch.Tensor | np.ndarray | None,
+    weights: torch.Tensor | np.ndarray | None,
+    weak: torch.Tensor | np.ndarray | None,
+) -> BidChoice:
     """Bidirectional decoding's choice: the candidate with the lowest ``backward + forward``
     (:func:`bid_costs`; the paper sums the two criteria unweighted), the first on a tie."""
     backward, forward = bid_costs(candidates, prev, weights, weak)

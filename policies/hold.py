@@ -31,8 +31,7 @@ class HoldPolicy:
         if self.hold_action is None and state_dim < action_dim:
             raise ValueError(f"hold policy needs state_dim >= action_dim, got {state_dim} < {action_dim}")
         self.metadata = PolicyMetadata(
-            chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
-            camera_names=tuple(camera_names),
+            chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim, camera_names=tuple(camera_names)
         )
 
     def predict(self, obs: PolicyInput) -> np.ndarray:
@@ -41,8 +40,9 @@ class HoldPolicy:
         current = np.asarray(obs.state[-1][: self.metadata.action_dim], dtype=np.float32)
         return np.repeat(current[None], self.metadata.chunk_size, axis=0)
 
-    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp",
-                         schedule="exp", max_guidance_weight=5.0) -> np.ndarray:
+    def guided_inference(
+        self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp", max_guidance_weight=5.0
+    ) -> np.ndarray:
         return self.predict(obs)
 
     def warmup(self) -> None:

@@ -13,8 +13,9 @@ its ``action`` entry must not quietly send model-unit actions to a robot.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,22 +47,18 @@ class Normalizer:
                 raise NormalizerError(f"normalizer mode for {key!r} is {mode!r}; expected one of {MODES}")
             missing = [s for s in _NEEDS[mode] if s not in (stats or {}).get(key, {})]
             if missing:
-                raise NormalizerError(
-                    f"normalizer: stats for {key!r} lack {missing} needed by mode {mode!r}"
-                )
+                raise NormalizerError(f"normalizer: stats for {key!r} lack {missing} needed by mode {mode!r}")
         for key, per_key in (stats or {}).items():
             self.stats[key] = {s: np.asarray(v, dtype=np.float64) for s, v in per_key.items()}
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def identity(cls) -> "Normalizer":
+    def identity(cls) -> Normalizer:
         """Robot space is model space for every key (policies that normalize inside, or none)."""
         return cls(modes={key: "identity" for key in KEYS})
 
     @classmethod
-    def from_file(
-        cls, path: str | Path, modes: Mapping[str, str] | None = None, eps: float = 1e-6
-    ) -> "Normalizer":
+    def from_file(cls, path: str | Path, modes: Mapping[str, str] | None = None, eps: float = 1e-6) -> Normalizer:
         path = Path(path)
         if not path.is_absolute() and not path.is_file():
             # relative paths in configs are relative to the repository (like policy checkpoints),
@@ -117,9 +114,7 @@ class Normalizer:
         for stat in _NEEDS[mode]:
             arr = self.stats[key][stat]
             if arr.shape[-1] != dim:
-                raise NormalizerError(
-                    f"normalizer: stats {key}.{stat} have dim {arr.shape[-1]}, data has dim {dim}"
-                )
+                raise NormalizerError(f"normalizer: stats {key}.{stat} have dim {arr.shape[-1]}, data has dim {dim}")
 
     def mode(self, key: str) -> str:
         """``key``'s mode; a key without one is an error, never identity by default."""

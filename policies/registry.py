@@ -12,7 +12,8 @@ needs its robot's model) is named by class in its config (``conf/policy/scripted
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,9 @@ class PolicyRunner:
         self.startup_s = 0.0
 
     @classmethod
-    def build(cls, make_policy: Callable[[], Any], make_normalizer: Callable[[], Any],
-              threads: int | None = None) -> PolicyRunner:
+    def build(
+        cls, make_policy: Callable[[], Any], make_normalizer: Callable[[], Any], threads: int | None = None
+    ) -> PolicyRunner:
         """Build (in the calling process: CUDA there), freeze and warm up. ``threads`` caps torch's CPU
         threads first, so a CPU policy leaves a core to the control loop."""
         t0 = time.monotonic()
@@ -114,16 +116,22 @@ class PolicyRunner:
             out = self.policy.predict(inp)
         else:
             out = self.policy.guided_inference(
-                inp, np.asarray(guide.prev_model, np.float32), int(guide.delay_ticks), int(guide.executed_ticks),
-                guidance=guide.guidance, schedule=guide.schedule, max_guidance_weight=float(guide.max_guidance_weight),
+                inp,
+                np.asarray(guide.prev_model, np.float32),
+                int(guide.delay_ticks),
+                int(guide.executed_ticks),
+                guidance=guide.guidance,
+                schedule=guide.schedule,
+                max_guidance_weight=float(guide.max_guidance_weight),
             )
         policy_ms = (time.perf_counter() - t0) * 1e3
         model = np.asarray(out, dtype=np.float32)
         robot = np.asarray(self.normalizer.action_to_robot(model), np.float32) if model.ndim == 2 else model
         return ChunkResult(model, robot, policy_ms, guide is not None and guide.guidance != Guidance.NONE)
 
-    def infer_observation(self, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any],
-                          guide: Guide | None = None) -> ChunkResult:
+    def infer_observation(
+        self, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any], guide: Guide | None = None
+    ) -> ChunkResult:
         """``infer`` from a robot-space observation (state history, frames, info)."""
         return self.infer(self.policy_input(state, images, info), guide)
 

@@ -6,8 +6,9 @@ seconds from ``time.monotonic()``. Images are CHW uint8 at the configured camera
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -50,14 +51,10 @@ class RobotSpec:
         for key in ("lower", "upper", "home", "max_delta"):
             value = np.asarray(getattr(self, key), dtype=np.float64)
             if value.shape != (self.action_dim,):
-                raise ValueError(
-                    f"robot {self.name}: {key} has shape {value.shape}, expected ({self.action_dim},)"
-                )
+                raise ValueError(f"robot {self.name}: {key} has shape {value.shape}, expected ({self.action_dim},)")
             object.__setattr__(self, key, value)
         if len(self.joint_names) != self.action_dim:
-            raise ValueError(
-                f"robot {self.name}: {len(self.joint_names)} joint_names for action_dim {self.action_dim}"
-            )
+            raise ValueError(f"robot {self.name}: {len(self.joint_names)} joint_names for action_dim {self.action_dim}")
 
 
 @dataclass
@@ -80,7 +77,7 @@ class Frame:
         """False once the image's ring slot is being rewritten (a copy taken before was torn)."""
         return self.intact_check is None or self.intact_check()
 
-    def owned(self) -> "Frame":
+    def owned(self) -> Frame:
         """This frame with an image of its own (itself if it has one already)."""
         if self.intact_check is None:
             return self

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -91,9 +92,16 @@ class DeviceBlock:
         return {k: (float(v) if k == "max_lag_s" else int(v)) for k, v in zip(Ctl.STATS, self.stats)}
 
 
-def run_clock(shared: DeviceBlock, period: float, max_lag_s: float, parent_alive: Callable[[], bool],
-              step: Callable[[float], None], home: Callable[[int | None], None], label: str,
-              restart_clock_on_home: bool = False) -> None:
+def run_clock(
+    shared: DeviceBlock,
+    period: float,
+    max_lag_s: float,
+    parent_alive: Callable[[], bool],
+    step: Callable[[float], None],
+    home: Callable[[int | None], None],
+    label: str,
+    restart_clock_on_home: bool = False,
+) -> None:
     """Device side: ``step(deadline)`` once per ``period`` on absolute deadlines until asked to stop
     or the parent is gone; ``home(seed)`` answers each home request while waiting. Far behind the wall
     clock (CPU starved) it restarts the clock rather than burst-stepping, because a burst of steps
@@ -131,23 +139,24 @@ def run_clock(shared: DeviceBlock, period: float, max_lag_s: float, parent_alive
             stats[3] += 1
 
 
-def wait_ready(proc: DeviceProcess, shared: DeviceBlock, timeout_s: float, label: str,
-               stop: Callable[[], None]) -> None:
+def wait_ready(
+    proc: DeviceProcess, shared: DeviceBlock, timeout_s: float, label: str, stop: Callable[[], None]
+) -> None:
     """Control side: return once the started process says READY; else ``stop()`` it and raise a
     ``RobotError`` naming the cause (its failure message, how it died, or the timeout)."""
     deadline = time.monotonic() + timeout_s
     while not shared.ctl[Ctl.READY]:
         if not proc.alive() or time.monotonic() > deadline:
-            cause = shared.failure() or (proc.death_cause() if not proc.alive()
-                                         else f"not ready within {timeout_s} s")
+            cause = shared.failure() or (proc.death_cause() if not proc.alive() else f"not ready within {timeout_s} s")
             stop()
             raise RobotError(f"{label} process failed at start: {cause}")
         time.sleep(0.005)
     proc.ready()
 
 
-def request_home(proc: DeviceProcess, shared: DeviceBlock, seed: int | None, timeout_s: float, label: str,
-                 verb: str) -> None:
+def request_home(
+    proc: DeviceProcess, shared: DeviceBlock, seed: int | None, timeout_s: float, label: str, verb: str
+) -> None:
     """Control side: ask the running process for a new episode (``seed``) and return once it has
     answered; a ``RobotError`` when it fails or dies meanwhile, or after ``timeout_s``
     ("<label> process did not <verb> within ...")."""

@@ -45,11 +45,7 @@ def probe(backend: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
         env["PYOPENGL_PLATFORM"] = backend
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _PROBE],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
+            [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=timeout_s
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -75,8 +71,10 @@ def select_backend() -> str | None:
     if "mujoco" in sys.modules:
         # Too late to choose: mujoco already settled on its default (GLFW, which needs a
         # display). Report that; a failing renderer then raises its own RobotError.
-        log.warning("mujoco was imported before robots.gl.select_backend() was called and MUJOCO_GL is unset; "
-                    "using glfw (call robots.gl.select_backend() first, or set MUJOCO_GL=egl|osmesa)")
+        log.warning(
+            "mujoco was imported before robots.gl.select_backend() was called and MUJOCO_GL is unset; "
+            "using glfw (call robots.gl.select_backend() first, or set MUJOCO_GL=egl|osmesa)"
+        )
         _selected = "glfw"
         return _selected
     for backend in CANDIDATES:

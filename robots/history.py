@@ -73,8 +73,10 @@ class ObservationHistory:
                 np.copyto(dst[k], frame.image)
             for frame in frames:
                 if not frame.intact():
-                    raise StaleDataError(f"camera {name}: frame {frame.index} was overwritten in its ring before "
-                                         "it was copied (the control thread stalled for several camera periods)")
+                    raise StaleDataError(
+                        f"camera {name}: frame {frame.index} was overwritten in its ring before "
+                        "it was copied (the control thread stalled for several camera periods)"
+                    )
 
     def snapshot(self, images: bool = True) -> HistorySnapshot:
         """State, frames (fresh arrays; ``images=False`` leaves them out) and times."""
@@ -82,8 +84,10 @@ class ObservationHistory:
             raise RuntimeError("observation history is empty")
         frames: dict[str, np.ndarray] = {}
         if images:
-            frames = {name: np.empty((self.num_img_obs, *ring[-1].image.shape), ring[-1].image.dtype)
-                      for name, ring in self._frames.items()}
+            frames = {
+                name: np.empty((self.num_img_obs, *ring[-1].image.shape), ring[-1].image.dtype)
+                for name, ring in self._frames.items()
+            }
             self.copy_images_into(frames)
         return HistorySnapshot(
             state=np.stack(self._states),

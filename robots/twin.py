@@ -63,7 +63,9 @@ class RobotTwin:
         self.tau_s = float(tau_s)
         self.mute = set(mute)
         self.echo = bool(echo)
-        self.image_topics = {k: v.format(robot=lay.name, robot_id=lay.robot_id) for k, v in (image_topics or {}).items()}
+        self.image_topics = {
+            k: v.format(robot=lay.name, robot_id=lay.robot_id) for k, v in (image_topics or {}).items()
+        }
         self.image_size = (int(image_height), int(image_width))
         self.image_hz = float(image_hz or lay.hz)
         self.transport_kind = transport
@@ -79,9 +81,7 @@ class RobotTwin:
         for g in lay.groups:
             if g.state_key is not None:
                 self._key_to_action[g.state_key] = np.arange(g.start, g.stop)
-        self._state_names = {
-            key: self._names_for(st) for key, st in lay.state_topics.items()
-        }
+        self._state_names = {key: self._names_for(st) for key, st in lay.state_topics.items()}
 
     def _names_for(self, st: Any) -> list[str]:
         size = max(st.attr_sizes().values())
@@ -93,7 +93,7 @@ class RobotTwin:
         return names
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "RobotTwin":
+    def start(self) -> RobotTwin:
         if self._transport is not None:
             return self
         self._stop.clear()
@@ -116,8 +116,12 @@ class RobotTwin:
             self._threads.append(threading.Thread(target=self._run_images, name="twin-images", daemon=True))
         for th in self._threads:
             th.start()
-        log.info("twin %s up: publishing %s, images %s", self.layout.name,
-                 [self.layout.state_topics[k].topic for k in self._state_pubs], list(self.image_topics.values()))
+        log.info(
+            "twin %s up: publishing %s, images %s",
+            self.layout.name,
+            [self.layout.state_topics[k].topic for k in self._state_pubs],
+            list(self.image_topics.values()),
+        )
         return self
 
     @staticmethod
@@ -137,7 +141,7 @@ class RobotTwin:
         if transport is not None:
             transport.close()
 
-    def __enter__(self) -> "RobotTwin":
+    def __enter__(self) -> RobotTwin:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -242,8 +246,11 @@ def _main() -> None:  # pragma: no cover - exercised by the CLI test
             **twin_cfg,
         )
         twin.start()
-        print(f"twin {twin.layout.name} running on domain {twin._transport.domain_id} "
-              f"({', '.join(st.topic for st in twin.layout.state_topics.values())}); Ctrl-C to stop", flush=True)
+        print(
+            f"twin {twin.layout.name} running on domain {twin._transport.domain_id} "
+            f"({', '.join(st.topic for st in twin.layout.state_topics.values())}); Ctrl-C to stop",
+            flush=True,
+        )
         t_end = None if duration_s is None else time.monotonic() + float(duration_s)
         try:
             while t_end is None or time.monotonic() < t_end:

@@ -41,9 +41,15 @@ while True:
 
 def start_loops(n: int) -> list[subprocess.Popen]:
     """``n`` busy-loop processes, children of this one (stdin closed, output discarded)."""
-    return [subprocess.Popen([sys.executable, "-c", LOOP, MARKER, str(os.getpid())],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(n)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", LOOP, MARKER, str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
 
 
 def stop_loops(loops: list[subprocess.Popen]) -> None:
@@ -60,8 +66,7 @@ def exit_status(returncode: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 usage="%(prog)s [--procs N] -- CMD [ARGS...]")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage="%(prog)s [--procs N] -- CMD [ARGS...]")
     ap.add_argument("--procs", type=int, default=2, help="busy-loop processes to run beside CMD (default 2)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
     args = ap.parse_args(argv)
@@ -94,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         stop_loops(loops)
         signal.signal(signal.SIGTERM, previous)
     status = exit_status(returncode)
-    print(f"busy_load: {' '.join(cmd)} took {took_s:.1f} s ({took_s / 60:.1f} min) beside {args.procs} "
-          f"busy-loop process(es); exit status {status}", file=sys.stderr, flush=True)
+    print(
+        f"busy_load: {' '.join(cmd)} took {took_s:.1f} s ({took_s / 60:.1f} min) beside {args.procs} "
+        f"busy-loop process(es); exit status {status}",
+        file=sys.stderr,
+        flush=True,
+    )
     return status
 
 

@@ -111,9 +111,10 @@ def enter_private_netns() -> str:
     Returns how it was made; raises ``NetnsUnavailable`` naming each attempt's error."""
     uid, gid = os.getuid(), os.getgid()
     errors = []
-    for label, flags in (("unshare(CLONE_NEWNET)", CLONE_NEWNET),
-                         ("unshare(CLONE_NEWUSER|CLONE_NEWNET), uid/gid mapped to themselves",
-                          CLONE_NEWUSER | CLONE_NEWNET)):
+    for label, flags in (
+        ("unshare(CLONE_NEWNET)", CLONE_NEWNET),
+        ("unshare(CLONE_NEWUSER|CLONE_NEWNET), uid/gid mapped to themselves", CLONE_NEWUSER | CLONE_NEWNET),
+    ):
         try:
             _unshare(flags)
         except OSError as exc:
@@ -159,9 +160,14 @@ class SocketUse:
     status: str
 
     def __str__(self) -> str:
-        fmt = (lambda a: f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}")
-        peer = f" -> {fmt(self.remote)}" if self.remote else ""
-        return f"{self.kind} {fmt(self.local)}{peer} {self.status} (pid {self.pid or '?'})"
+        peer = f" -> {_address(self.remote)}" if self.remote else ""
+        return f"{self.kind} {_address(self.local)}{peer} {self.status} (pid {self.pid or '?'})"
+
+
+def _address(ip_port: tuple[str, int]) -> str:
+    """``ip:port``, with an IPv6 address in brackets."""
+    ip, port = ip_port
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def parse_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -198,14 +204,25 @@ def run_pids(run_id: str) -> set[int]:
     return pids
 
 
-TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
 
 
 def _proc_net_address(field: str) -> tuple[str, int]:
     """``0100007F:1F90`` (IPv4) or 32 hex digits + port (IPv6), each 32-bit word in host byte order."""
     hexip, hexport = field.split(":")
-    raw = b"".join(struct.pack("=I", int(hexip[i:i + 8], 16)) for i in range(0, len(hexip), 8))
+    raw = b"".join(struct.pack("=I", int(hexip[i : i + 8], 16)) for i in range(0, len(hexip), 8))
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw), int(hexport, 16)
 
 
@@ -238,8 +255,11 @@ def socket_uses(pids: set[int] | None = None) -> list[SocketUse]:
         if c.pid not in pids or not c.laddr:
             continue
         kind = "tcp" if c.type == socket.SOCK_STREAM else "udp"
-        out.append(SocketUse(c.pid, kind, (c.laddr.ip, c.laddr.port), (c.raddr.ip, c.raddr.port) if c.raddr else None,
-                             c.status))
+        out.append(
+            SocketUse(
+                c.pid, kind, (c.laddr.ip, c.laddr.port), (c.raddr.ip, c.raddr.port) if c.raddr else None, c.status
+            )
+        )
     return out
 
 
@@ -299,12 +319,18 @@ def prepare(mode: str) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", default=os.environ.get(ENV_MODE) or "auto",
-                    help="auto: a private namespace where possible, else the host network; off: the host network; "
-                         f"require: a private namespace or nothing (default: ${ENV_MODE} or auto)")
-    ap.add_argument("--watch", action="store_true",
-                    help="sample the run's sockets while CMD runs; one off loopback fails the run in a namespace "
-                         "and is listed on the host network")
+    ap.add_argument(
+        "--mode",
+        default=os.environ.get(ENV_MODE) or "auto",
+        help="auto: a private namespace where possible, else the host network; off: the host network; "
+        f"require: a private namespace or nothing (default: ${ENV_MODE} or auto)",
+    )
+    ap.add_argument(
+        "--watch",
+        action="store_true",
+        help="sample the run's sockets while CMD runs; one off loopback fails the run in a namespace "
+        "and is listed on the host network",
+    )
     ap.add_argument("--what", default=None, help="what to name in the first line (default: the command)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)

@@ -14,7 +14,8 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from services import realtime
 from services.logs import LogSetup
@@ -22,8 +23,14 @@ from services.logs import LogSetup
 log = logging.getLogger(__name__)
 
 
-def _child_entry(target: Callable[..., None], args: tuple, name: str, parent_pid: int,
-                 settings: realtime.ChildSettings | None, log_setup: LogSetup) -> None:
+def _child_entry(
+    target: Callable[..., None],
+    args: tuple,
+    name: str,
+    parent_pid: int,
+    settings: realtime.ChildSettings | None,
+    log_setup: LogSetup,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     # stderr as quiet as the app's console, the rest appended to the run's log file
     log_setup.apply(f"%(asctime)s [{name}] %(levelname)s %(name)s: %(message)s")
@@ -43,9 +50,10 @@ class DeviceProcess:
     def start(self) -> None:
         ctx = mp.get_context("spawn")
         self.proc = ctx.Process(
-            target=_child_entry, name=self.name, daemon=True,
-            args=(self.target, self.args, self.name, os.getpid(), realtime.device_settings(),
-                  LogSetup.current()),
+            target=_child_entry,
+            name=self.name,
+            daemon=True,
+            args=(self.target, self.args, self.name, os.getpid(), realtime.device_settings(), LogSetup.current()),
         )
         self.proc.start()
 
@@ -75,8 +83,9 @@ class DeviceProcess:
             return f"killed by signal {-code} ({sig})"
         return f"exited with code {code}"
 
-    def stop(self, request_stop: Callable[[], None] | None = None, grace_s: float = 0.4,
-             deadline: float | None = None) -> None:
+    def stop(
+        self, request_stop: Callable[[], None] | None = None, grace_s: float = 0.4, deadline: float | None = None
+    ) -> None:
         """Ask it to stop (``request_stop`` sets its shared stop flag) and give it until ``deadline``
         (monotonic s; default ``grace_s`` from now), then SIGTERM, then SIGKILL. It owns no shared
         memory, so a child cut short leaves nothing behind."""

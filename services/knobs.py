@@ -29,8 +29,12 @@ class Range:
             return None
         if self.finite and not math.isfinite(value):
             return f"{value!r} must be finite"
-        for bound, ok, word in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
-                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
+        for bound, ok, word in (
+            (self.ge, lambda b: value >= b, ">="),
+            (self.gt, lambda b: value > b, ">"),
+            (self.le, lambda b: value <= b, "<="),
+            (self.lt, lambda b: value < b, "<"),
+        ):
             if bound is not None and not ok(bound):
                 return f"{value!r} must be {word} {bound:g}"
         return None

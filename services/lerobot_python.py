@@ -36,13 +36,16 @@ def probe_python(python: str, engine_module: str) -> str:
     if not os.access(python, os.X_OK):
         raise ValueError(f"{python} is not an executable interpreter")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    code = ("import importlib.util as u, importlib.metadata as m, sys\n"
-            f"missing = [n for n in ('lerobot', 'torch', {engine_module!r}) if u.find_spec(n) is None]\n"
-            "if missing: sys.exit('cannot import ' + ', '.join(missing))\n"
-            "print(m.version('lerobot'))")
+    code = (
+        "import importlib.util as u, importlib.metadata as m, sys\n"
+        f"missing = [n for n in ('lerobot', 'torch', {engine_module!r}) if u.find_spec(n) is None]\n"
+        "if missing: sys.exit('cannot import ' + ', '.join(missing))\n"
+        "print(m.version('lerobot'))"
+    )
     try:
-        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env,
-                             cwd=str(REPO))
+        res = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env, cwd=str(REPO)
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ValueError(f"{python} could not be run ({exc})") from None
     if res.returncode != 0:

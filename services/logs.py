@@ -71,7 +71,7 @@ class LogSetup:
     log_files: tuple[str, ...]
 
     @classmethod
-    def current(cls) -> "LogSetup":
+    def current(cls) -> LogSetup:
         root = logging.getLogger()
         files = tuple(h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler))
         return cls(console_level(), root.getEffectiveLevel(), files)

@@ -13,9 +13,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from services.errors import ConfigError
 
@@ -29,6 +30,7 @@ class ClusterError(RuntimeError):
 
 
 DEFAULT_TEMP_DIRS = tuple(dict.fromkeys([os.environ.get("RAY_TMPDIR", "/tmp/ray"), "/tmp/ray"]))
+
 
 class LaunchError(ConfigError):
     """The run cannot be placed on the cluster (none reachable, no node with the resources).
@@ -48,8 +50,9 @@ def address_problem(address: Any, named: tuple[str, ...] = ("auto",)) -> str | N
     return None
 
 
-def resolve_address(address: str, temp_dirs: tuple[str, ...] = DEFAULT_TEMP_DIRS,
-                    address_key: str = "launcher.address") -> str:
+def resolve_address(
+    address: str, temp_dirs: tuple[str, ...] = DEFAULT_TEMP_DIRS, address_key: str = "launcher.address"
+) -> str:
     """``auto`` -> ``RAY_ADDRESS`` or the address file a local head wrote; else ``address``.
     ``address_key``: the config key the address came from, named in the error."""
     if address != "auto":
@@ -89,9 +92,16 @@ def wait_for_port(address: str, timeout_s: float, address_key: str = "launcher.a
         time.sleep(0.2)
 
 
-def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | None,
-            auth_token_path: str | None = None, log_to_driver: bool = True,
-            runtime_env: Mapping[str, Any] | None = None, address_key: str = "launcher.address") -> str:
+def connect(
+    address: str,
+    namespace: str,
+    timeout_s: float,
+    auth_mode: str | None,
+    auth_token_path: str | None = None,
+    log_to_driver: bool = True,
+    runtime_env: Mapping[str, Any] | None = None,
+    address_key: str = "launcher.address",
+) -> str:
     """Connect this process to the cluster (bounded); returns the resolved address. ``address_key``:
     the config key the address came from (``fleet.address``, ``algorithm.address``), named in errors."""
     apply_auth_env(auth_mode, auth_token_path)
@@ -110,8 +120,12 @@ def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | Non
 
     def _init() -> None:
         try:
-            ray.init(address=resolved, namespace=namespace, log_to_driver=log_to_driver,
-                     runtime_env=dict(runtime_env) if runtime_env else None)
+            ray.init(
+                address=resolved,
+                namespace=namespace,
+                log_to_driver=log_to_driver,
+                runtime_env=dict(runtime_env) if runtime_env else None,
+            )
         except BaseException as exc:  # noqa: BLE001 - reported below
             error.append(exc)
 
@@ -125,7 +139,8 @@ def connect(address: str, namespace: str, timeout_s: float, auth_mode: str | Non
             f"Most likely its auth differs: this driver uses auth_mode={auth_mode}{token}; every node and "
             "driver of a cluster needs the same launcher.auth_mode/auth_token_path as "
             "`python -m inference.cluster` was given (Ray logs 'InvalidAuthToken' above when that is it). "
-            "Else check that the Ray versions match")
+            "Else check that the Ray versions match"
+        )
     if error:
         raise LaunchError(f"could not connect to the Ray cluster at {resolved}: {error[0]}") from error[0]
     return resolved
@@ -151,9 +166,16 @@ def describe_nodes(nodes: list[Mapping[str, Any]]) -> str:
         if not node.get("Alive", False):
             continue
         res = {k: v for k, v in node.get("Resources", {}).items() if not k.startswith("node:")}
-        shown = ", ".join(f"{k}={v:g}" for k, v in sorted(res.items(), key=lambda kv: (kv[0] in
-                          ("CPU", "GPU", "memory", "object_store_memory"), kv[0])) if k not in ("memory", "object_store_memory"))
-        lines.append(f"  {node.get('NodeManagerAddress', '?')} (node {str(node.get('NodeID', '?'))[:8]}): {shown or 'nothing'}")
+        shown = ", ".join(
+            f"{k}={v:g}"
+            for k, v in sorted(
+                res.items(), key=lambda kv: (kv[0] in ("CPU", "GPU", "memory", "object_store_memory"), kv[0])
+            )
+            if k not in ("memory", "object_store_memory")
+        )
+        lines.append(
+            f"  {node.get('NodeManagerAddress', '?')} (node {str(node.get('NodeID', '?'))[:8]}): {shown or 'nothing'}"
+        )
     return "\n".join(lines) or "  (no alive nodes)"
 
 
@@ -175,8 +197,14 @@ def check_resources(demand: Mapping[str, float], address: str) -> None:
     if not nodes_offering(nodes, demand):
         wanted = ", ".join(f"{k}={v:g}" for k, v in demand.items() if v > 0)
         custom = [k for k in demand if k not in ("CPU", "GPU")]
-        hint = (f"Start the inference node with resources {{{', '.join(repr(k) + ': 1' for k in custom)}}} "
-                "(`python -m inference.cluster role=worker`).") if custom else ""
+        hint = (
+            (
+                f"Start the inference node with resources {{{', '.join(repr(k) + ': 1' for k in custom)}}} "
+                "(`python -m inference.cluster role=worker`)."
+            )
+            if custom
+            else ""
+        )
         raise LaunchError(
             f"no node of the Ray cluster at {address} offers {wanted}; the nodes are:\n"
             f"{describe_nodes(nodes)}\n{hint}".rstrip()
@@ -262,7 +290,12 @@ class RayTarget:
         return {"resources": self.resources or None, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
 
     def connect(self, log_to_driver: bool = True, runtime_env: Mapping[str, Any] | None = None) -> str:
-        return connect(self.address, self.namespace, self.connect_timeout_s, self.auth_mode,
-                       self.auth_token_path, log_to_driver, runtime_env)
-
-
+        return connect(
+            self.address,
+            self.namespace,
+            self.connect_timeout_s,
+            self.auth_mode,
+            self.auth_token_path,
+            log_to_driver,
+            runtime_env,
+        )

@@ -42,8 +42,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class RealtimeConfig:
             raise ConfigError(f"{path}.{problems[0]}")
 
     @classmethod
-    def from_node(cls, node: Any) -> "RealtimeConfig":
+    def from_node(cls, node: Any) -> RealtimeConfig:
         """From a config node (DictConfig, dict, or None: the defaults)."""
         if node is None:
             return cls()
@@ -123,8 +124,10 @@ def config_problems(node: Mapping[str, Any]) -> list[str]:
         out.append(f"spin_s: in [0, 0.01] s (got {spin})")
     fifo_spin = node.get("fifo_spin_s", 0.0)
     if not 0 <= float(fifo_spin) <= MAX_FIFO_SPIN_S:
-        out.append(f"fifo_spin_s: in [0, {MAX_FIFO_SPIN_S}] s: a longer spin at real-time priority "
-                   f"can starve the machine (got {fifo_spin})")
+        out.append(
+            f"fifo_spin_s: in [0, {MAX_FIFO_SPIN_S}] s: a longer spin at real-time priority "
+            f"can starve the machine (got {fifo_spin})"
+        )
     return out
 
 
@@ -158,9 +161,13 @@ def set_fifo(priority: int) -> dict[str, Any]:
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(int(priority)))
     except (OSError, AttributeError) as exc:
-        log.warning("realtime: SCHED_FIFO priority %d not permitted (%s); the control loop runs SCHED_OTHER "
-                    "and busy-waits the last %.1f ms before each deadline instead", priority, exc,
-                    DEFAULT_SPIN_S * 1e3)
+        log.warning(
+            "realtime: SCHED_FIFO priority %d not permitted (%s); the control loop runs SCHED_OTHER "
+            "and busy-waits the last %.1f ms before each deadline instead",
+            priority,
+            exc,
+            DEFAULT_SPIN_S * 1e3,
+        )
         return _result(int(priority), False, why=str(exc), policy=policy_name(os.sched_getscheduler(0)))
     return _result(int(priority), True, policy=policy_name(os.sched_getscheduler(0)))
 
@@ -175,8 +182,11 @@ def reset_scheduler() -> None:
 
 def policy_name(policy: int) -> str:
     policy &= ~getattr(os, "SCHED_RESET_ON_FORK", 0)
-    names = {getattr(os, n): n for n in ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE")
-             if hasattr(os, n)}
+    names = {
+        getattr(os, n): n
+        for n in ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE")
+        if hasattr(os, n)
+    }
     return names.get(policy, str(policy))
 
 
@@ -200,8 +210,12 @@ def lock_memory() -> dict[str, Any]:
         why = os.strerror(ctypes.get_errno())
         log.warning("realtime: mlockall not permitted (%s); pages of the control process may be paged out", why)
         return _result(True, False, why=why)
-    return _result(True, True, flags="MCL_CURRENT|MCL_FUTURE" + ("|MCL_ONFAULT" if flags & _MCL_ONFAULT else ""),
-                   vm_locked_kib=locked_kib())
+    return _result(
+        True,
+        True,
+        flags="MCL_CURRENT|MCL_FUTURE" + ("|MCL_ONFAULT" if flags & _MCL_ONFAULT else ""),
+        vm_locked_kib=locked_kib(),
+    )
 
 
 def unlock_memory() -> None:
@@ -230,8 +244,11 @@ def set_timer_slack(ns: int) -> bool:
 def process_settings(pid: int) -> dict[str, Any]:
     """What another process actually runs with (observed, not what it was asked)."""
     try:
-        return {"cpus": sorted(os.sched_getaffinity(pid)), "policy": policy_name(os.sched_getscheduler(pid)),
-                "nice": os.getpriority(os.PRIO_PROCESS, pid)}
+        return {
+            "cpus": sorted(os.sched_getaffinity(pid)),
+            "policy": policy_name(os.sched_getscheduler(pid)),
+            "nice": os.getpriority(os.PRIO_PROCESS, pid),
+        }
     except OSError as exc:
         return {"error": str(exc)}
 
@@ -246,7 +263,7 @@ class ChildSettings:
     nice: int = 0
 
     @classmethod
-    def for_role(cls, node: Any, role: str) -> "ChildSettings":
+    def for_role(cls, node: Any, role: str) -> ChildSettings:
         cfg = RealtimeConfig.from_node(node)
         cpus = {"inference": cfg.inference_cpus, "device": cfg.device_cpus}[role]
         return cls(role, None if cpus is None else tuple(cpus), cfg.device_nice if role == "device" else 0)
@@ -271,12 +288,24 @@ def apply_child(settings: ChildSettings | None, name: str) -> dict[str, Any]:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, settings.nice)
         except OSError as exc:
-            log.warning("realtime: nice %d for %s not permitted (%s); it runs at nice %d", settings.nice, name, exc,
-                        os.getpriority(os.PRIO_PROCESS, 0))
+            log.warning(
+                "realtime: nice %d for %s not permitted (%s); it runs at nice %d",
+                settings.nice,
+                name,
+                exc,
+                os.getpriority(os.PRIO_PROCESS, 0),
+            )
     applied = {"role": settings.role, "pid": os.getpid(), **process_settings(0)}
     # DEBUG: the parent says the same once it sees the child up (``note_child``, in the log and the report)
-    log.debug("realtime: %s process %s (pid %d) on CPUs %s, %s, nice %s", settings.role, name, os.getpid(),
-             applied.get("cpus"), applied.get("policy"), applied.get("nice"))
+    log.debug(
+        "realtime: %s process %s (pid %d) on CPUs %s, %s, nice %s",
+        settings.role,
+        name,
+        os.getpid(),
+        applied.get("cpus"),
+        applied.get("policy"),
+        applied.get("nice"),
+    )
     return {**applied, "affinity": result} if result else applied
 
 
@@ -288,10 +317,10 @@ class RealtimeSession:
 
     cfg: RealtimeConfig
     report: dict[str, Any] = field(default_factory=dict)
-    active: ClassVar["RealtimeSession | None"] = None  # the session of this process
+    active: ClassVar[RealtimeSession | None] = None  # the session of this process
 
     @classmethod
-    def enter_control(cls, run_or_node: Any = None, realtime: bool = True) -> "RealtimeSession":
+    def enter_control(cls, run_or_node: Any = None, realtime: bool = True) -> RealtimeSession:
         """Apply the control-side settings of ``run.cfg.realtime`` (or a node) to the calling thread.
 
         ``realtime=False`` (a lockstep robot: the loop never sleeps) applies nothing: a loop that
@@ -317,8 +346,9 @@ class RealtimeSession:
         control: dict[str, Any] = {"affinity": set_affinity(cfg.control_cpus, "control thread")}
         if cfg.switch_interval_s is not None:
             sys.setswitchinterval(cfg.switch_interval_s)
-        control["switch_interval_s"] = _result(cfg.switch_interval_s, cfg.switch_interval_s is not None,
-                                               value=sys.getswitchinterval())
+        control["switch_interval_s"] = _result(
+            cfg.switch_interval_s, cfg.switch_interval_s is not None, value=sys.getswitchinterval()
+        )
         control["mlockall"] = lock_memory() if cfg.mlockall else _result(False, False, why="not requested")
         control["timer_slack_ns"] = _result(1, set_timer_slack(1))
         control["gc_freeze"] = self._freeze() if cfg.gc_freeze else _result(False, False, why="not requested")
@@ -354,8 +384,14 @@ class RealtimeSession:
             return
         child = {"name": name, "pid": pid, **process_settings(pid)}
         children.append(child)
-        log.info("realtime: child %s (pid %s) on CPUs %s, %s, nice %s", name, pid, child.get("cpus"), child.get("policy"),
-                 child.get("nice"))
+        log.info(
+            "realtime: child %s (pid %s) on CPUs %s, %s, nice %s",
+            name,
+            pid,
+            child.get("cpus"),
+            child.get("policy"),
+            child.get("nice"),
+        )
 
     def close(self) -> dict[str, Any]:
         """Undo the control-thread settings (same thread as ``enter_control``); returns the report."""

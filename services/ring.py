@@ -34,10 +34,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,17 +76,20 @@ class RecordRing:
 
     @staticmethod
     def _specs(capacity_bytes: int) -> list[ArraySpec]:
-        return [ArraySpec("ring.counters", (8,), "int64"), ArraySpec("ring.data", (_align(int(capacity_bytes)),), "uint8")]
+        return [
+            ArraySpec("ring.counters", (8,), "int64"),
+            ArraySpec("ring.data", (_align(int(capacity_bytes)),), "uint8"),
+        ]
 
     @classmethod
-    def create(cls, capacity_bytes: int, max_records: int | None = None) -> "RecordRing":
+    def create(cls, capacity_bytes: int, max_records: int | None = None) -> RecordRing:
         # SharedArrays.create zeroes the block: every page is touched now, not on the first ticks
         ring = cls(SharedArrays.create(cls._specs(capacity_bytes), name=unique_block_name("rec")), max_records)
         atexit.register(ring.close)  # a run that never reached close(): no block left behind
         return ring
 
     @classmethod
-    def attach(cls, name: str, capacity_bytes: int) -> "RecordRing":
+    def attach(cls, name: str, capacity_bytes: int) -> RecordRing:
         block = SharedArrays.attach(name, cls._specs(capacity_bytes))
         # Python < 3.13 registers an attached block with this process's resource tracker (a fresh
         # interpreter has its own), which would unlink it at exit: only the creator unlinks.
@@ -132,9 +136,9 @@ class RecordRing:
                 _DESC.pack_into(self.buf, pos + _RECORD.size + _DESC_SIZE * i, _DTYPE_CODE[a.dtype], a.ndim, *shape)
                 off = _align(off)
                 if a.flags.c_contiguous:  # one memcpy, no temporary
-                    self.buf[off:off + a.nbytes] = a.data.cast("B") if a.ndim else a.tobytes()
+                    self.buf[off : off + a.nbytes] = a.data.cast("B") if a.ndim else a.tobytes()
                 else:
-                    np.copyto(self.data[off:off + a.nbytes].view(a.dtype).reshape(a.shape), a, casting="no")
+                    np.copyto(self.data[off : off + a.nbytes].view(a.dtype).reshape(a.shape), a, casting="no")
                 off += a.nbytes
             c[_WRITTEN] += 1
             c[_HEAD] = head + pad + size  # publish
@@ -159,7 +163,7 @@ class RecordRing:
                 dtype, shape = _DTYPES[code], tuple(dims[:ndim])
                 off = _align(off)
                 nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                arrays.append(self.data[off:off + nbytes].view(dtype).reshape(shape))
+                arrays.append(self.data[off : off + nbytes].view(dtype).reshape(shape))
                 off += nbytes
             try:
                 handle(kind, arrays)
@@ -195,8 +199,9 @@ class SinkProcess:
     until it receives ``("stop", payload)``, then send ``("done", result)``.
     """
 
-    def __init__(self, worker: Any, ring: RecordRing, name: str, ready_timeout_s: float = 120.0,
-                 python: str | None = None) -> None:
+    def __init__(
+        self, worker: Any, ring: RecordRing, name: str, ready_timeout_s: float = 120.0, python: str | None = None
+    ) -> None:
         """``python``: the consumer's interpreter (default this one; e.g. LeRobot's for ``record=lerobot``)."""
         self.name = name
         self.ring = ring
@@ -210,7 +215,9 @@ class SinkProcess:
         try:
             self.proc = subprocess.Popen(
                 [python or sys.executable, "-m", "services.ring", str(child_sock.fileno())],
-                pass_fds=[child_sock.fileno()], env=env, cwd=os.getcwd(),
+                pass_fds=[child_sock.fileno()],
+                env=env,
+                cwd=os.getcwd(),
                 # its own session: Ctrl-C to the terminal's group or a kill of the whole group must not cut
                 # it short; it learns that the control process is gone from the socket and finishes
                 start_new_session=True,
@@ -218,8 +225,9 @@ class SinkProcess:
         except OSError as exc:
             child_sock.close()
             self.conn.close()
-            raise AlgorithmFault(f"{name} process cannot start: {python or sys.executable}: {exc.strerror or exc}",
-                                 FaultKind.STARTUP) from None
+            raise AlgorithmFault(
+                f"{name} process cannot start: {python or sys.executable}: {exc.strerror or exc}", FaultKind.STARTUP
+            ) from None
         child_sock.close()
         self.conn.send_bytes(pickle.dumps((ring.name, ring.capacity, worker, LogSetup.current())))
         if not self.conn.poll(ready_timeout_s):

@@ -21,9 +21,9 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Iterable
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class SharedArrays:
         return self.shm.name
 
     @classmethod
-    def create(cls, specs: list[ArraySpec], name: str | None = None) -> "SharedArrays":
+    def create(cls, specs: list[ArraySpec], name: str | None = None) -> SharedArrays:
         _, size = _layout(specs)
         shm = shared_memory.SharedMemory(name=name or unique_block_name("blk"), create=True, size=size)
         arrays = cls(shm, specs, owner=True)
@@ -87,7 +87,7 @@ class SharedArrays:
         return arrays
 
     @classmethod
-    def attach(cls, name: str, specs: list[ArraySpec]) -> "SharedArrays":
+    def attach(cls, name: str, specs: list[ArraySpec]) -> SharedArrays:
         shm = shared_memory.SharedMemory(name=name, create=False)
         return cls(shm, specs, owner=False)
 
@@ -254,18 +254,20 @@ class ShmRing:
             ArraySpec("ring.status", (ShmRing.N_STATUS,), "int64"),
             ArraySpec("ring.message", (ShmRing.MESSAGE_BYTES,), "uint8"),
         ]
-        out += [ArraySpec(f"ring.{name}", (slots, *tuple(shape)), str(dtype)) for name, (shape, dtype) in fields.items()]
+        out += [
+            ArraySpec(f"ring.{name}", (slots, *tuple(shape)), str(dtype)) for name, (shape, dtype) in fields.items()
+        ]
         return out
 
     @classmethod
-    def create(cls, fields: dict[str, tuple[tuple[int, ...], str]], slots: int, tag: str = "ring") -> "ShmRing":
+    def create(cls, fields: dict[str, tuple[tuple[int, ...], str]], slots: int, tag: str = "ring") -> ShmRing:
         """Create (and register for unlinking) a new ring; its ``name`` attaches it elsewhere."""
         arrays = SharedArrays.create(cls.specs(fields, slots), name=unique_block_name(tag))
         ShmRegistry.add(arrays)
         return cls(arrays, fields, slots)
 
     @classmethod
-    def attach(cls, name: str, fields: dict[str, tuple[tuple[int, ...], str]], slots: int) -> "ShmRing":
+    def attach(cls, name: str, fields: dict[str, tuple[tuple[int, ...], str]], slots: int) -> ShmRing:
         return cls(SharedArrays.attach(name, cls.specs(fields, slots)), fields, slots)
 
     @property

@@ -17,9 +17,10 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,19 +30,52 @@ from services.ring import RecordRing, SinkProcess, array_text, text_array
 log = logging.getLogger(__name__)
 
 TICK_FIELDS = (
-    "episode", "tick", "t_sched", "t_actual", "period_error_ms", "read_ms", "compute_ms",
-    "send_ms", "chunk_id", "chunk_index", "underrun", "held", "rejected",
+    "episode",
+    "tick",
+    "t_sched",
+    "t_actual",
+    "period_error_ms",
+    "read_ms",
+    "compute_ms",
+    "send_ms",
+    "chunk_id",
+    "chunk_index",
+    "underrun",
+    "held",
+    "rejected",
 )
 INFERENCE_FIELDS = (
-    "episode", "chunk_id", "t_start", "t_end", "latency_ms", "d_estimate", "d_actual", "s",
-    "guidance", "discontinuity", "plan_jump", "server_ms", "rtt_ms", "policy_ms", "snapshot_tick", "merge_tick",
-    "stale", "rejected",
+    "episode",
+    "chunk_id",
+    "t_start",
+    "t_end",
+    "latency_ms",
+    "d_estimate",
+    "d_actual",
+    "s",
+    "guidance",
+    "discontinuity",
+    "plan_jump",
+    "server_ms",
+    "rtt_ms",
+    "policy_ms",
+    "snapshot_tick",
+    "merge_tick",
+    "stale",
+    "rejected",
     # where a transport measures them: the wire both ways (latency minus server time), the request's
     # size, and for a shared service the wait for its batch, the batch's size and the sends it took
-    "transport_ms", "payload_bytes", "queue_ms", "batch_size", "attempts",
+    "transport_ms",
+    "payload_bytes",
+    "queue_ms",
+    "batch_size",
+    "attempts",
     # what an in-process policy reported (last_info): select's stale gate fired (1) or not (0);
     # bidirectional decoding's kept sample (0: the one from the request's own noise) and its two terms
-    "select_stale", "bid_index", "bid_backward", "bid_forward",
+    "select_stale",
+    "bid_index",
+    "bid_backward",
+    "bid_forward",
 )
 PERCENTILES = (50, 95, 99)
 
@@ -57,9 +91,7 @@ def percentiles(values: Iterable[float], prefix: str) -> dict[str, float]:
 
 
 def summarize(
-    ticks: Sequence[Mapping[str, Any]],
-    inferences: Sequence[Mapping[str, Any]],
-    period_s: float | None = None,
+    ticks: Sequence[Mapping[str, Any]], inferences: Sequence[Mapping[str, Any]], period_s: float | None = None
 ) -> dict[str, Any]:
     """The summary statistics of a run, from its records alone (the report recomputes them)."""
 
@@ -129,8 +161,16 @@ TICK, INFERENCE, EVENT, COMMAND, CHUNK, WARMUP = 1, 2, 3, 4, 5, 6
 _NONE, _INT, _FLOAT, _TEXT = 0, 1, 2, 3
 
 
-_CODE_OF = {int: _INT, bool: _INT, np.int64: _INT, np.int32: _INT, np.bool_: _INT,
-            float: _FLOAT, np.float64: _FLOAT, np.float32: _FLOAT}
+_CODE_OF = {
+    int: _INT,
+    bool: _INT,
+    np.int64: _INT,
+    np.int32: _INT,
+    np.bool_: _INT,
+    float: _FLOAT,
+    np.float64: _FLOAT,
+    np.float32: _FLOAT,
+}
 
 
 def _row_arrays(fields: Sequence[str], record: Mapping[str, Any]) -> list[np.ndarray]:
@@ -158,8 +198,15 @@ def _row(fields: Sequence[str], arrays: Sequence[np.ndarray]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for i, key in enumerate(fields):
         code = codes[i]
-        row[key] = (None if code == _NONE else int(values[i]) if code == _INT
-                    else float(values[i]) if code == _FLOAT else strings[key])
+        row[key] = (
+            None
+            if code == _NONE
+            else int(values[i])
+            if code == _INT
+            else float(values[i])
+            if code == _FLOAT
+            else strings[key]
+        )
     return row
 
 
@@ -198,16 +245,24 @@ class Telemetry:
             self._ring.close()
             raise
         self._warm_up()
-        log.info("telemetry writer ready in %.2f s (pid %d; sinks: %s)", self._proc.ready_s, self._proc.proc.pid,
-                 ", ".join(type(s).__name__ for s in sinks) or "none")
-        self.event("telemetry_ready", seconds=round(self._proc.ready_s, 3), pid=self._proc.proc.pid,
-                   **self._proc.ready_info)
+        log.info(
+            "telemetry writer ready in %.2f s (pid %d; sinks: %s)",
+            self._proc.ready_s,
+            self._proc.proc.pid,
+            ", ".join(type(s).__name__ for s in sinks) or "none",
+        )
+        self.event(
+            "telemetry_ready", seconds=round(self._proc.ready_s, 3), pid=self._proc.proc.pid, **self._proc.ready_info
+        )
 
     def _warm_up(self) -> None:
         """Run every producer path once (records the writer ignores), so the first tick is not first."""
-        for arrays in (_row_arrays(TICK_FIELDS, {}), _row_arrays(INFERENCE_FIELDS, {"guidance": "-"}),
-                       self._command_arrays(0, 0, np.zeros(1), np.zeros(1)),
-                       self._chunk_arrays(0, 0, 0, np.zeros((1, 1)))):
+        for arrays in (
+            _row_arrays(TICK_FIELDS, {}),
+            _row_arrays(INFERENCE_FIELDS, {"guidance": "-"}),
+            self._command_arrays(0, 0, np.zeros(1), np.zeros(1)),
+            self._chunk_arrays(0, 0, 0, np.zeros((1, 1))),
+        ):
             self._put(WARMUP, arrays)
 
     def _put(self, kind: int, arrays: list[np.ndarray]) -> None:
@@ -223,14 +278,18 @@ class Telemetry:
         self._put(INFERENCE, _row_arrays(INFERENCE_FIELDS, record))
 
     def event(self, kind: str, **fields: Any) -> None:
-        self._put(EVENT, [text_array(json.dumps({"event": kind, "time": time.time(), **fields},
-                                                 default=_json_default))])
+        self._put(
+            EVENT, [text_array(json.dumps({"event": kind, "time": time.time(), **fields}, default=_json_default))]
+        )
 
     @staticmethod
     def _command_arrays(episode: int, tick: int, command: np.ndarray, state: np.ndarray | None) -> list[np.ndarray]:
         has_state = state is not None
-        return [np.array([episode, tick, has_state], np.int64), np.asarray(command, np.float32).reshape(-1),
-                np.asarray(state if has_state else (), np.float32).reshape(-1)]
+        return [
+            np.array([episode, tick, has_state], np.int64),
+            np.asarray(command, np.float32).reshape(-1),
+            np.asarray(state if has_state else (), np.float32).reshape(-1),
+        ]
 
     def command(self, episode: int, tick: int, command: np.ndarray, state: np.ndarray | None = None) -> None:
         """The command actually sent at ``tick`` (robot units) and the state read with it."""
@@ -261,8 +320,9 @@ class Telemetry:
         dropped = self._ring.dropped
         if dropped:
             log.warning("telemetry: %d records found the ring full and were dropped", dropped)
-        summary = self._proc.stop({**summary_fields, "telemetry_dropped": dropped,
-                                   "telemetry_ready_s": round(self._proc.ready_s, 3)})
+        summary = self._proc.stop(
+            {**summary_fields, "telemetry_dropped": dropped, "telemetry_ready_s": round(self._proc.ready_s, 3)}
+        )
         self._ring.close()
         if summary is None:  # the writer died: what it wrote is on disk, the summary is partial
             summary = {**summary_fields, "telemetry_dropped": dropped, "telemetry_failed": True}
@@ -397,7 +457,9 @@ class _TelemetryWriter:
         stream = sys.stderr
         if stream.isatty():
             stream.write("\r" + line + ("\n" if final else ""))
-        elif line != self._last_line:  # a log file gets a line only when something moved (not once a second after the end)
+        elif (
+            line != self._last_line
+        ):  # a log file gets a line only when something moved (not once a second after the end)
             stream.write(line + "\n")
         self._last_line = line
         stream.flush()
@@ -431,8 +493,11 @@ def _save_arrays_impl(run_dir: Path, commands: list[tuple], chunks: list[tuple])
             episode=np.array([c[0] for c in commands]),
             tick=np.array([c[1] for c in commands]),
             command=np.stack([np.asarray(c[2], dtype=np.float32) for c in commands]),
-            **({"state": np.stack([np.asarray(c[3], dtype=np.float32) for c in commands])}
-               if all(c[3] is not None for c in commands) else {}),
+            **(
+                {"state": np.stack([np.asarray(c[3], dtype=np.float32) for c in commands])}
+                if all(c[3] is not None for c in commands)
+                else {}
+            ),
         )
     if chunks:
         np.savez_compressed(

@@ -30,12 +30,12 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # test. The suite runs on shared 2-core hosts, so the deadline is off and so is the too-slow check;
 # examples and shrinking are unchanged.
 try:
-    from hypothesis import HealthCheck, settings as _hypothesis_settings
+    from hypothesis import HealthCheck
+    from hypothesis import settings as _hypothesis_settings
 except ImportError:
     pass
 else:
-    _hypothesis_settings.register_profile(
-        "shared_machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    _hypothesis_settings.register_profile("shared_machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
     _hypothesis_settings.load_profile("shared_machine")
 
 # absl's logging handler (imported by dm_control, which robot=gym makes through shimmy) writes to the

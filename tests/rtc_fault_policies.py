@@ -49,8 +49,9 @@ class FaultPolicy:
         once_file: str = "",
         hold_action: list[float] | None = None,  # policy=hold's key (these tests build on that config); unused
     ) -> None:
-        self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
-                                       camera_names=tuple(camera_names))
+        self.metadata = PolicyMetadata(
+            chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim, camera_names=tuple(camera_names)
+        )
         self.mode, self.after_calls, self.sleep_s, self.step_rad = mode, after_calls, sleep_s, step_rad
         self.offset, self.follow_prev, self.warmup_s = offset, follow_prev, warmup_s
         self.once_file = once_file  # raise_once: the first process to reach the call raises, later ones do not
@@ -81,8 +82,9 @@ class FaultPolicy:
                 raise RuntimeError(f"FaultPolicy exploded on call {self.calls}")
         return chunk
 
-    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
-                         max_guidance_weight=5.0) -> np.ndarray:
+    def guided_inference(
+        self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp", max_guidance_weight=5.0
+    ) -> np.ndarray:
         plain = self.predict(obs)
         if not self.follow_prev:
             return plain
@@ -106,8 +108,15 @@ class RecordingSimRobot(SimRobot):
     ``StaleDataError`` as a ROS 2 robot does when its joint state went stale between read and send.
     """
 
-    def __init__(self, *, record_path: str = "", refuse_send_after: int = 0, fail_read_at: int = 0,
-                 nan_state_at: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        record_path: str = "",
+        refuse_send_after: int = 0,
+        fail_read_at: int = 0,
+        nan_state_at: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.record_path = record_path
         self.refuse_send_after = refuse_send_after

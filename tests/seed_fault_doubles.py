@@ -48,11 +48,20 @@ class SeedFaultPolicy:
     ``raise_seeds`` every call raises (an ``inference_error``). ``hold_action``: the hold policy's
     config key, accepted and unused (the tests compose from ``policy=hold``)."""
 
-    def __init__(self, chunk_size: int, action_dim: int, state_dim: int, camera_names: Any = (),
-                 nan_seeds: list[int] = (), raise_seeds: list[int] = (), step_rad: float = 0.01,
-                 hold_action: Any = None) -> None:
-        self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
-                                       camera_names=tuple(camera_names))
+    def __init__(
+        self,
+        chunk_size: int,
+        action_dim: int,
+        state_dim: int,
+        camera_names: Any = (),
+        nan_seeds: list[int] = (),
+        raise_seeds: list[int] = (),
+        step_rad: float = 0.01,
+        hold_action: Any = None,
+    ) -> None:
+        self.metadata = PolicyMetadata(
+            chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim, camera_names=tuple(camera_names)
+        )
         self.nan_seeds = {int(s) for s in nan_seeds}
         self.raise_seeds = {int(s) for s in raise_seeds}
         self.step_rad = float(step_rad)
@@ -68,8 +77,9 @@ class SeedFaultPolicy:
             chunk[self.metadata.chunk_size // 2, 0] = np.nan
         return chunk
 
-    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
-                         max_guidance_weight=5.0) -> np.ndarray:
+    def guided_inference(
+        self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp", max_guidance_weight=5.0
+    ) -> np.ndarray:
         return self.predict(obs)
 
     def warmup(self) -> None:

@@ -54,7 +54,9 @@ class SideEnv:
 
     @property
     def stamp(self) -> str:
-        return " | ".join(" ".join(step) for step in self.steps) + (f" | post:{self.post.__qualname__}" if self.post else "")
+        return " | ".join(" ".join(step) for step in self.steps) + (
+            f" | post:{self.post.__qualname__}" if self.post else ""
+        )
 
     @property
     def marker(self) -> Path:
@@ -77,10 +79,20 @@ register(SideEnv("openpi-client", steps=[["openpi-client==0.1.2", "typing_extens
 
 # ROS 2 Jazzy (rclpy 7.1.6, Fast DDS 2.14) as a counterpart node: its wheels provide the same modules
 # (rclpy, sensor_msgs, ...) as the Kilted wheels in our venv (the ``ros2`` extra), so it lives apart.
-register(SideEnv("ros2-jazzy", steps=[[
-    "ros-jazzy-rclpy==7.1.6", "ros-jazzy-sensor-msgs", "ros-jazzy-std-msgs", "ros-jazzy-rmw-fastrtps-cpp",
-    "numpy<3",
-]]))
+register(
+    SideEnv(
+        "ros2-jazzy",
+        steps=[
+            [
+                "ros-jazzy-rclpy==7.1.6",
+                "ros-jazzy-sensor-msgs",
+                "ros-jazzy-std-msgs",
+                "ros-jazzy-rmw-fastrtps-cpp",
+                "numpy<3",
+            ]
+        ],
+    )
+)
 
 # openpi itself (tests/policies/test_openpi_real.py, benchmarks/bench_openpi.py): $OPENPI_SRC (default ../shared/openpi,
 # read-only) installed --no-deps beside torch 2.13 CPU and openpi's pins (NumPy 1.x, jax 0.5.3 CPU, flax 0.10.2,
@@ -91,16 +103,52 @@ register(SideEnv("ros2-jazzy", steps=[[
 OPENPI_SRC = Path(os.environ.get("OPENPI_SRC", REPO.parent / "shared" / "openpi")).resolve()
 OPENPI_DATA_HOME = ENVS / "openpi" / "openpi_data"
 OPENPI_PINS = [
-    "numpy<2", "jax==0.5.3", "jaxlib==0.5.3", "flax==0.10.2", "transformers==4.53.2", "augmax>=0.3.4", "dm-tree>=0.1.8",
-    "einops>=0.8.0", "equinox>=0.11.8", "flatbuffers>=24.3.25", "fsspec[gcs]>=2024.6.0", "imageio>=2.36.1",
-    "jaxtyping==0.2.36", "ml_collections==1.0.0", "numpydantic>=1.6.6", "orbax-checkpoint==0.11.13", "pillow>=11.0.0",
-    "sentencepiece>=0.2.0", "tqdm-loggable>=0.2", "typing-extensions>=4.12.2", "tyro>=0.9.5", "filelock>=3.16.1",
-    "beartype==0.19.0", "chex==0.1.90", "treescope>=0.1.7", "rich>=14.0.0", "polars>=1.30.0", "ml-dtypes==0.4.1",
-    "tensorstore==0.1.74", "safetensors>=0.4", "msgpack>=1.0.5", "websockets>=13.1",
+    "numpy<2",
+    "jax==0.5.3",
+    "jaxlib==0.5.3",
+    "flax==0.10.2",
+    "transformers==4.53.2",
+    "augmax>=0.3.4",
+    "dm-tree>=0.1.8",
+    "einops>=0.8.0",
+    "equinox>=0.11.8",
+    "flatbuffers>=24.3.25",
+    "fsspec[gcs]>=2024.6.0",
+    "imageio>=2.36.1",
+    "jaxtyping==0.2.36",
+    "ml_collections==1.0.0",
+    "numpydantic>=1.6.6",
+    "orbax-checkpoint==0.11.13",
+    "pillow>=11.0.0",
+    "sentencepiece>=0.2.0",
+    "tqdm-loggable>=0.2",
+    "typing-extensions>=4.12.2",
+    "tyro>=0.9.5",
+    "filelock>=3.16.1",
+    "beartype==0.19.0",
+    "chex==0.1.90",
+    "treescope>=0.1.7",
+    "rich>=14.0.0",
+    "polars>=1.30.0",
+    "ml-dtypes==0.4.1",
+    "tensorstore==0.1.74",
+    "safetensors>=0.4",
+    "msgpack>=1.0.5",
+    "websockets>=13.1",
     # our app (pyproject dependencies at versions that hold NumPy 1.x) + pytest for the probes
-    "hydra-core==1.3.8", "omegaconf>=2.3", "mujoco>=3.1,<3.9", "gym-aloha==0.1.5", "opencv-python-headless>=4.9",
-    "wandb>=0.18", "pyarrow>=15", "matplotlib>=3.8", "mcap>=1.1", "cyclonedds==11.0.1", "rosbags==0.11.9",
-    "pytest>=8", "pytest-timeout>=2.3",
+    "hydra-core==1.3.8",
+    "omegaconf>=2.3",
+    "mujoco>=3.1,<3.9",
+    "gym-aloha==0.1.5",
+    "opencv-python-headless>=4.9",
+    "wandb>=0.18",
+    "pyarrow>=15",
+    "matplotlib>=3.8",
+    "mcap>=1.1",
+    "cyclonedds==11.0.1",
+    "rosbags==0.11.9",
+    "pytest>=8",
+    "pytest-timeout>=2.3",
 ]
 
 
@@ -109,18 +157,28 @@ def _openpi_missing() -> str | None:
 
 
 def _openpi_post(python: Path) -> None:
-    for args in (["-m", "policies.openpi.install", "--openpi-src", str(OPENPI_SRC)],
-                 ["-m", "policies.openpi.tiny", "tokenizer", str(OPENPI_DATA_HOME)]):
+    for args in (
+        ["-m", "policies.openpi.install", "--openpi-src", str(OPENPI_SRC)],
+        ["-m", "policies.openpi.tiny", "tokenizer", str(OPENPI_DATA_HOME)],
+    ):
         result = subprocess.run([str(python), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
 
-register(SideEnv("openpi", available=_openpi_missing, post=_openpi_post, steps=[
-    ["torch==2.13.0"], OPENPI_PINS,
-    ["--no-deps", str(OPENPI_SRC), str(OPENPI_SRC / "packages" / "openpi-client")],
-    ["--no-deps", "-e", str(REPO)],
-]))
+register(
+    SideEnv(
+        "openpi",
+        available=_openpi_missing,
+        post=_openpi_post,
+        steps=[
+            ["torch==2.13.0"],
+            OPENPI_PINS,
+            ["--no-deps", str(OPENPI_SRC), str(OPENPI_SRC / "packages" / "openpi-client")],
+            ["--no-deps", "-e", str(REPO)],
+        ],
+    )
+)
 
 
 # LeRobot 0.6.1 (tests/test_lerobot*.py, benchmarks/bench_lerobot.py, policy=lerobot, record=lerobot): it needs
@@ -145,8 +203,12 @@ def find_python_312() -> str | None:
     for candidate in candidates:
         if not candidate or not os.access(candidate, os.X_OK):
             continue
-        probe = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
-                               capture_output=True, text=True, timeout=30)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return candidate
     return None
@@ -157,16 +219,25 @@ _LEROBOT_BASE_PYTHON = find_python_312()
 
 def _lerobot_missing() -> str | None:
     if _LEROBOT_BASE_PYTHON is None:
-        return ("no Python 3.12 found (LeRobot 0.6 needs >= 3.12): set LEROBOT_BASE_PYTHON, put python3.12 on PATH "
-                "or install one with pyenv (`pyenv install 3.12`)")
+        return (
+            "no Python 3.12 found (LeRobot 0.6 needs >= 3.12): set LEROBOT_BASE_PYTHON, put python3.12 on PATH "
+            "or install one with pyenv (`pyenv install 3.12`)"
+        )
     return None
 
 
-register(SideEnv("lerobot", available=_lerobot_missing, python=_LEROBOT_BASE_PYTHON or sys.executable, steps=[
-    [f"lerobot[dataset,training,diffusion,pi,smolvla]=={LEROBOT_VERSION}"],
-    ["hydra-core==1.3.8", "omegaconf>=2.3", "msgpack>=1.0", "mcap>=1.1", "pytest>=8", "pytest-timeout>=2.3"],
-    ["--no-deps", "-e", str(REPO)],
-]))
+register(
+    SideEnv(
+        "lerobot",
+        available=_lerobot_missing,
+        python=_LEROBOT_BASE_PYTHON or sys.executable,
+        steps=[
+            [f"lerobot[dataset,training,diffusion,pi,smolvla]=={LEROBOT_VERSION}"],
+            ["hydra-core==1.3.8", "omegaconf>=2.3", "msgpack>=1.0", "mcap>=1.1", "pytest>=8", "pytest-timeout>=2.3"],
+            ["--no-deps", "-e", str(REPO)],
+        ],
+    )
+)
 
 
 def build(env: SideEnv, timeout_s: float = 1800.0) -> Path:
@@ -187,10 +258,14 @@ def build(env: SideEnv, timeout_s: float = 1800.0) -> Path:
             for step in env.steps:
                 result = subprocess.run(
                     [str(env.interpreter), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *step],
-                    capture_output=True, text=True, timeout=timeout_s,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout_s,
                 )
                 if result.returncode != 0:
-                    raise RuntimeError(f"pip install {' '.join(step)} into {env.path} failed:\n{result.stdout}\n{result.stderr}")
+                    raise RuntimeError(
+                        f"pip install {' '.join(step)} into {env.path} failed:\n{result.stdout}\n{result.stderr}"
+                    )
             if env.post is not None:
                 env.post(env.interpreter)
             env.marker.write_text(env.stamp)
@@ -207,8 +282,10 @@ def side_env_python(name: str) -> Path:
     try:
         return build(env)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-        raise RuntimeError(f"side env {name!r} is not built and could not be built now ({exc}); "
-                           f"run `python -m tests.side_envs {name}` (or `make test-envs`) with network access first") from exc
+        raise RuntimeError(
+            f"side env {name!r} is not built and could not be built now ({exc}); "
+            f"run `python -m tests.side_envs {name}` (or `make test-envs`) with network access first"
+        ) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,7 +67,7 @@ def _split_comment(line: str) -> tuple[str, str]:
         elif ch in "'\"":
             quote = ch
         elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i].rstrip(), line[i + 1:].strip()
+            return line[:i].rstrip(), line[i + 1 :].strip()
     return line.rstrip(), ""
 
 
@@ -77,9 +77,9 @@ def _markers(remarks: list[str]) -> tuple[str | None, tuple[str, ...]]:
         for clause in remark.split(";"):
             clause = clause.strip()
             if clause.startswith("fails:"):
-                fails = clause[len("fails:"):].strip()
+                fails = clause[len("fails:") :].strip()
             elif clause.startswith("needs:"):
-                needs += [w.strip() for w in clause[len("needs:"):].split(",") if w.strip()]
+                needs += [w.strip() for w in clause[len("needs:") :].split(",") if w.strip()]
     return fails, tuple(needs)
 
 
@@ -90,7 +90,7 @@ def _app_argv(command: str) -> tuple[str, ...]:
     words = shlex.split(command)
     if words[0] == "make":  # make run [ARGS="..."]
         args = [w for w in words[2:] if w.startswith("ARGS=")]
-        words = shlex.split(args[0][len("ARGS="):]) if args else []
+        words = shlex.split(args[0][len("ARGS=") :]) if args else []
     else:
         words = words[3:]
     if words and words[-1] == "...":
@@ -118,8 +118,9 @@ def _block_commands(page: Path, text: str) -> list[Command]:
             joined = " ".join(p.strip() for p in parts)
             if APP.match(joined):
                 fails, needs = _markers(remarks)
-                out.append(Command(str(page.relative_to(REPO)), first_line + start, joined, _app_argv(joined),
-                                   fails, needs))
+                out.append(
+                    Command(str(page.relative_to(REPO)), first_line + start, joined, _app_argv(joined), fails, needs)
+                )
     return out
 
 
@@ -130,8 +131,11 @@ def _inline_commands(page: Path, text: str) -> list[Command]:
         joined = " ".join(m.group(1).split())
         if joined.endswith(" group=option key=value ..."):
             continue  # the syntax itself, not a command
-        out.append(Command(str(page.relative_to(REPO)), prose.count("\n", 0, m.start()) + 1, joined,
-                           _app_argv(joined), None, ()))
+        out.append(
+            Command(
+                str(page.relative_to(REPO)), prose.count("\n", 0, m.start()) + 1, joined, _app_argv(joined), None, ()
+            )
+        )
     return out
 
 
@@ -206,12 +210,16 @@ def run_app(argv: tuple[str, ...], tmp: Path) -> tuple[int, str, str]:
     from inference import app
     from tests.inference.test_config_errors import logging_restored
 
-    ours = [f"hydra.run.dir={tmp / 'run'}", f"hydra.sweep.dir={tmp / 'multirun'}",
-            "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    ours = [
+        f"hydra.run.dir={tmp / 'run'}",
+        f"hydra.sweep.dir={tmp / 'multirun'}",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
     # beside the command's own overrides: Hydra's parser takes one run of them (``robot=gym --cfg job``)
     first = next((i for i, w in enumerate(argv) if "=" in w and not w.startswith("-")), len(argv) - 1)
     old = sys.argv
-    sys.argv = ["inference", *argv[:first + 1], *ours, *argv[first + 1:]]
+    sys.argv = ["inference", *argv[: first + 1], *ours, *argv[first + 1 :]]
     out, err = io.StringIO(), io.StringIO()
     try:
         with logging_restored(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

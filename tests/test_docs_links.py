@@ -33,9 +33,13 @@ BANNED = [
     (re.compile(r"\b(?:DESIGN|STYLE)\.md\b"), "cites a document that is not in the repository"),
     (re.compile(r"\bissues? ?#?\d+", re.IGNORECASE), "cites a tracker issue instead of saying what the thing is"),
     # ("the seed" alone is also a random seed: "reproducible from the seed" is fine)
-    (re.compile(r"\bthe seed(?:'s| system| file| code| repo)\b|\b(?:as in|beyond|replaces) the seed\b|\bseed system\b",
-                re.IGNORECASE),
-     "refers to the system this engine replaced instead of saying what the thing is"),
+    (
+        re.compile(
+            r"\bthe seed(?:'s| system| file| code| repo)\b|\b(?:as in|beyond|replaces) the seed\b|\bseed system\b",
+            re.IGNORECASE,
+        ),
+        "refers to the system this engine replaced instead of saying what the thing is",
+    ),
 ]
 # Pages also name no directory outside the repository (code may default to a checkout's neighbour).
 OUTSIDE = [(re.compile(r"\.\./shared\b|/work/\w+"), "refers to a directory outside the repository")]
@@ -73,8 +77,15 @@ def _module_file(dotted: str) -> tuple[Path | None, list[str]]:
 
 def _defines(module: Path, name: str) -> bool:
     text = module.read_text()
-    return re.search(rf"^\s*(?:class|def|async def)\s+{re.escape(name)}\b|^\s*{re.escape(name)}\s*[:=]"
-                     rf"|\bimport\b[^\n]*\b{re.escape(name)}\b", text, re.MULTILINE) is not None
+    return (
+        re.search(
+            rf"^\s*(?:class|def|async def)\s+{re.escape(name)}\b|^\s*{re.escape(name)}\s*[:=]"
+            rf"|\bimport\b[^\n]*\b{re.escape(name)}\b",
+            text,
+            re.MULTILINE,
+        )
+        is not None
+    )
 
 
 def _problems(page: Path) -> list[str]:
@@ -92,7 +103,9 @@ def _problems(page: Path) -> list[str]:
         path_part, _, anchor = target.partition("#")
         dest = (page.parent / path_part).resolve() if path_part else page
         if not dest.exists():
-            out.append(f"{rel}: link {target!r}: {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest} does not exist")
+            out.append(
+                f"{rel}: link {target!r}: {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest} does not exist"
+            )
         elif REPO not in dest.parents and dest != REPO:
             out.append(f"{rel}: link {target!r} leaves the repository")
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
@@ -106,8 +119,12 @@ def _problems(page: Path) -> list[str]:
             path = code.split(":")[0].rstrip("/")
             if not (REPO / path).exists():
                 out.append(f"{rel}: `{code}`: no such path in the repository")
-        elif (re.fullmatch(r"[A-Za-z_][\w.]*(?::[A-Za-z_]\w*)?", code) and code.split(".")[0] in PACKAGES
-              and "." in code and not FILE_NAME.search(code)):
+        elif (
+            re.fullmatch(r"[A-Za-z_][\w.]*(?::[A-Za-z_]\w*)?", code)
+            and code.split(".")[0] in PACKAGES
+            and "." in code
+            and not FILE_NAME.search(code)
+        ):
             dotted = code.split(":")[0]
             module, rest = _module_file(dotted)
             if module is None:
@@ -130,8 +147,18 @@ def _problems(page: Path) -> list[str]:
 
 def test_pages_exist():
     names = {p.name for p in PAGES}
-    for topic in ("rtc.md", "realtime.md", "ros2.md", "openpi.md", "distributed.md", "telemetry.md",
-                  "faults.md", "benchmarks.md", "extending.md", "configuration.md"):
+    for topic in (
+        "rtc.md",
+        "realtime.md",
+        "ros2.md",
+        "openpi.md",
+        "distributed.md",
+        "telemetry.md",
+        "faults.md",
+        "benchmarks.md",
+        "extending.md",
+        "configuration.md",
+    ):
         assert topic in names, f"docs/{topic} is missing"
 
 
@@ -180,8 +207,10 @@ README_SECTION = re.compile(r"\bREADME(?:'s)? ['\"]([^'\"\n]+)['\"]")
 
 def test_code_points_at_readme_sections_that_exist():
     """A message or comment that sends the reader to a README section names one the README has."""
-    headings = {m.group(1).strip().lower() for m in
-                re.finditer(r"^#{1,6}\s+(.+?)\s*$", FENCE.sub("", (REPO / "README.md").read_text()), re.MULTILINE)}
+    headings = {
+        m.group(1).strip().lower()
+        for m in re.finditer(r"^#{1,6}\s+(.+?)\s*$", FENCE.sub("", (REPO / "README.md").read_text()), re.MULTILINE)
+    }
     problems = []
     for path in _tracked_text_files():
         if path.suffix == ".md" or path == Path(__file__).resolve():
@@ -224,7 +253,9 @@ def test_rtc_page_lists_every_rtc_knob_with_its_default():
     import dataclasses
     import importlib
 
-    found = [p for p in (REPO / "algorithms").rglob("*.py") if re.search(r"^class RTCConfig\b", p.read_text(), re.MULTILINE)]
+    found = [
+        p for p in (REPO / "algorithms").rglob("*.py") if re.search(r"^class RTCConfig\b", p.read_text(), re.MULTILINE)
+    ]
     assert len(found) == 1, f"RTCConfig is declared in {found}"
     module = importlib.import_module(".".join(found[0].relative_to(REPO).with_suffix("").parts))
     rows = _table_rows(REPO / "docs" / "rtc.md", "## The RTC knobs")

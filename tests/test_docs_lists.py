@@ -92,7 +92,10 @@ def test_benchmarks_page_names_the_scripts_that_run_in_the_namespace():
     text = (REPO / "docs" / "benchmarks.md").read_text()
     sentence = next(p for p in text.split("\n\n") if "scripts/netns.py" in p)
     named = set(re.findall(r"`(bench_\w+\.py)`", sentence))
-    reexec = {p.name for p in (REPO / "benchmarks").glob("*.py")
-              if re.search(r"^\s*_?reexec_in_netns\(\)", p.read_text(), re.MULTILINE)}
+    reexec = {
+        p.name
+        for p in (REPO / "benchmarks").glob("*.py")
+        if re.search(r"^\s*_?reexec_in_netns\(\)", p.read_text(), re.MULTILINE)
+    }
     assert reexec, "no benchmark re-runs itself in the namespace: the check below would pass on nothing"
     assert named == reexec

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -149,7 +149,7 @@ def _ratio_columns(text: str, sep: str) -> list[Decimal]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def file_numbers(path: Path) -> tuple[frozenset[str], tuple[Decimal, ...], tuple[Decimal, ...]]:
     """The counts (``9/10``), the numbers and the ratios a results file writes."""
     text = path.read_text(errors="replace")
@@ -167,8 +167,9 @@ def matches(number: str, files: list[Path], ratio: bool = False) -> bool:
     if "/" in number:
         k, n = (int(x) for x in number.split("/"))
         share = Decimal(k) / Decimal(n)
-        return any(number in file_numbers(f)[0] or _rounds_to(share, Decimal("0.01"), file_numbers(f)[1])
-                   for f in files)
+        return any(
+            number in file_numbers(f)[0] or _rounds_to(share, Decimal("0.01"), file_numbers(f)[1]) for f in files
+        )
     want = Decimal(number)
     places = Decimal(1).scaleb(want.as_tuple().exponent)
     for f in files:

@@ -25,27 +25,41 @@ DURATION_NAME = re.compile(r"elapsed|cpu_share|took|wall|duration", re.IGNORECAS
 ALLOWED = {
     # A lower bound: homing is slew-limited, so it takes at least this many 20 Hz ticks. A slow or
     # loaded machine only makes it take longer; it cannot fail this.
-    ("tests/robots/test_ros2_robot.py",
-     "assert time.monotonic() - t0 >= (ramp_ticks - 2) / 20  # slew-limited, not a jump"),
+    (
+        "tests/robots/test_ros2_robot.py",
+        "assert time.monotonic() - t0 >= (ramp_ticks - 2) / 20  # slew-limited, not a jump",
+    )
 }
 
 
 def _is_clock_call(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCKS
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "time")
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in CLOCKS
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "time"
+    )
 
 
 def _measures_a_duration(side: ast.AST) -> bool:
     for node in ast.walk(side):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and (
-                _is_clock_call(node.left) or _is_clock_call(node.right)):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Sub)
+            and (_is_clock_call(node.left) or _is_clock_call(node.right))
+        ):
             return True
         if isinstance(node, ast.Name) and DURATION_NAME.search(node.id):
             return True
         if isinstance(node, ast.Attribute) and DURATION_NAME.search(node.attr):
             return True
-        if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
-                and isinstance(node.slice.value, str) and DURATION_NAME.search(node.slice.value)):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+            and DURATION_NAME.search(node.slice.value)
+        ):
             return True
     return False
 
@@ -82,13 +96,18 @@ def test_the_checker_catches_the_usual_shapes_and_lets_deadlines_be() -> None:
         "assert out['cpu_share'] > 0.1\n"
         "assert 0.3 * wall / period < ticks\n"
         "assert res.duration_s <= 5\n"
-        "assert time.perf_counter() - start < 1.0\n")
+        "assert time.perf_counter() - start < 1.0\n"
+    )
     assert [line for line, _ in caught] == [1, 2, 3, 4, 5, 6]
-    assert timing_asserts(
-        "assert time.monotonic() < deadline, 'no frame'\n"
-        "assert summary['ticks'] >= 20\n"
-        "assert elapsed_ticks == 3\n"            # equality: not an ordering of a duration
-        "x = time.monotonic() - t0\n") == []
+    assert (
+        timing_asserts(
+            "assert time.monotonic() < deadline, 'no frame'\n"
+            "assert summary['ticks'] >= 20\n"
+            "assert elapsed_ticks == 3\n"  # equality: not an ordering of a duration
+            "x = time.monotonic() - t0\n"
+        )
+        == []
+    )
 
 
 def test_property_tests_have_no_wall_clock_deadline() -> None:
@@ -100,6 +119,7 @@ def test_property_tests_have_no_wall_clock_deadline() -> None:
     assert settings.default.deadline is None
     assert HealthCheck.too_slow in settings.default.suppress_health_check
     decorator = re.compile(r"@(?:hypothesis\.)?settings\([^)]*deadline\s*=\s*(?!None\b)")
-    offenders = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").rglob("*.py"))
-                 if decorator.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").rglob("*.py")) if decorator.search(p.read_text())
+    ]
     assert not offenders, f"a test sets a hypothesis deadline: {offenders}"

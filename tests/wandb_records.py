@@ -27,11 +27,11 @@ def records(path: str | Path):
         if block_left < RECORD_HEADER:
             pos += block_left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos: pos + RECORD_HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + RECORD_HEADER])
         if kind == 0 and length == 0:
             pos += block_left  # zero padding to the block end
             continue
-        payload = data[pos + RECORD_HEADER: pos + RECORD_HEADER + length]
+        payload = data[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
         pos += RECORD_HEADER + length
         if kind == 1:
             pending = payload

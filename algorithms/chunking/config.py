@@ -55,4 +55,6 @@ class RTCConfig:
 
     def check_chunk_size(self, chunk_size: int) -> None:
         if not 1 <= self.trigger_ticks <= chunk_size:
-            raise ValueError(f"algorithm.s_min/execute_horizon={self.trigger_ticks} must be in [1, chunk_size={chunk_size}]")
+            raise ValueError(
+                f"algorithm.s_min/execute_horizon={self.trigger_ticks} must be in [1, chunk_size={chunk_size}]"
+            )

@@ -16,8 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from algorithms.chunking.chunk_logic import (ChunkRejected, ChunkScheduler, DelayEstimator, Merge, Snapshot, Step,
-                                            boundary_jump, clip_delay)
+from algorithms.chunking.chunk_logic import (
+    ChunkRejected,
+    ChunkScheduler,
+    DelayEstimator,
+    Merge,
+    Snapshot,
+    Step,
+    boundary_jump,
+    clip_delay,
+)
 from algorithms.chunking.config import RTCConfig
 from policies.base import Guidance, capped_execute_horizon
 from policies.runner import Guide
@@ -60,8 +68,9 @@ class RTCPlanner:
     """Current chunk + RTC rules for one run. ``initial_delay_ticks`` overrides the config's (the
     lockstep evaluator calibrates it to the simulated delay)."""
 
-    def __init__(self, cfg: RTCConfig, chunk_size: int, action_dim: int,
-                 initial_delay_ticks: int | None = None) -> None:
+    def __init__(
+        self, cfg: RTCConfig, chunk_size: int, action_dim: int, initial_delay_ticks: int | None = None
+    ) -> None:
         cfg.check_chunk_size(chunk_size)
         self.cfg = cfg
         self.chunk_size = int(chunk_size)
@@ -112,16 +121,28 @@ class RTCPlanner:
             H = self.chunk_size
             if snap.s < H:
                 d = clip_delay(self.estimator.estimate(), snap.s, H)
-                guide = Guide(snap.prev_model, d, capped_execute_horizon(H, d, snap.s, cfg.guided_cap_ticks),
-                              cfg.guidance, cfg.schedule, cfg.max_guidance_weight)
+                guide = Guide(
+                    snap.prev_model,
+                    d,
+                    capped_execute_horizon(H, d, snap.s, cfg.guided_cap_ticks),
+                    cfg.guidance,
+                    cfg.schedule,
+                    cfg.max_guidance_weight,
+                )
             else:
                 # nothing of the chunk is left (an underrun, or after an inference restart): the robot
                 # holds the chunk's last action, so the new chunk is guided to continue from there
                 d = clip_delay(self.estimator.estimate(), 0, H)
                 hold = np.repeat(sched.chunk_model[-1:], H, axis=0)
                 s = min(cfg.trigger_ticks, H - d)
-                guide = Guide(hold, d, capped_execute_horizon(H, d, s, cfg.guided_cap_ticks), cfg.guidance,
-                              cfg.schedule, cfg.max_guidance_weight)
+                guide = Guide(
+                    hold,
+                    d,
+                    capped_execute_horizon(H, d, s, cfg.guided_cap_ticks),
+                    cfg.guidance,
+                    cfg.schedule,
+                    cfg.max_guidance_weight,
+                )
             req = Request(self._seq, self.episode, int(tick), snap, d, guide)
         self.pending = req
         return req
@@ -134,8 +155,14 @@ class RTCPlanner:
         cfg = self.cfg
         if cfg.guidance != Guidance.BID:
             return None
-        return Guide(np.zeros((self.chunk_size, self.action_dim), np.float32), 0, self.chunk_size, cfg.guidance,
-                     cfg.schedule, cfg.max_guidance_weight)
+        return Guide(
+            np.zeros((self.chunk_size, self.action_dim), np.float32),
+            0,
+            self.chunk_size,
+            cfg.guidance,
+            cfg.schedule,
+            cfg.max_guidance_weight,
+        )
 
     def plain_request(self, tick: int) -> Request:
         """A request for ``sync`` execution: the new chunk runs from index 0, so nothing of the current
@@ -190,8 +217,10 @@ class RTCPlanner:
         jump = np.abs(arr[index].astype(np.float64) - reference)
         if np.all(np.isfinite(jump)) and float(jump.max()) > limit:
             joint = int(np.argmax(jump))
-            raise ChunkRejected(f"implausible chunk: its first executed action is {float(jump.max()):.3g} from the last "
-                                f"command on joint {joint} (algorithm.max_chunk_jump={limit:g})")
+            raise ChunkRejected(
+                f"implausible chunk: its first executed action is {float(jump.max()):.3g} from the last "
+                f"command on joint {joint} (algorithm.max_chunk_jump={limit:g})"
+            )
 
     # ------------------------------------------------------------------ ticks
     def step(self) -> Step:

@@ -21,14 +21,15 @@ encoder/decoder of the transport schema (``algorithms/transport.py``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from services.shm import ArraySpec, SeqLock, SharedArrays
 from policies.base import Guidance, Schedule
+from services.shm import ArraySpec, SeqLock, SharedArrays
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,12 @@ class ReplyValue(IntEnum):
 ERROR_BYTES = 1024  # room for a failed inference's message (the traceback goes to the run log)
 
 # The policy's per-inference report (``last_info``) keys this wire carries, each in its ``res.f64`` slot.
-REPLY_INFO_SLOTS = {"select_stale": ReplyValue.SELECT_STALE, "bid_index": ReplyValue.BID_INDEX,
-                    "bid_backward": ReplyValue.BID_BACKWARD, "bid_forward": ReplyValue.BID_FORWARD}
+REPLY_INFO_SLOTS = {
+    "select_stale": ReplyValue.SELECT_STALE,
+    "bid_index": ReplyValue.BID_INDEX,
+    "bid_backward": ReplyValue.BID_BACKWARD,
+    "bid_forward": ReplyValue.BID_FORWARD,
+}
 
 
 class HeartbeatTime(IntEnum):
@@ -176,9 +181,15 @@ class SharedState:
 
     # ------------------------------------------------------------ control side (writer of ctrl)
     def publish_request(
-        self, state: np.ndarray, images: Mapping[str, np.ndarray] | Callable[[dict[str, np.ndarray]], None],
-        info: Mapping[str, Any], counters: Mapping[int, int], obs_time: float, tick_time: float,
-        prev: np.ndarray | None = None, max_guidance_weight: float = 0.0,
+        self,
+        state: np.ndarray,
+        images: Mapping[str, np.ndarray] | Callable[[dict[str, np.ndarray]], None],
+        info: Mapping[str, Any],
+        counters: Mapping[int, int],
+        obs_time: float,
+        tick_time: float,
+        prev: np.ndarray | None = None,
+        max_guidance_weight: float = 0.0,
     ) -> None:
         """One request: the observation of this tick, its counters and ``prev`` (model space; None
         leaves the previous contents, unused by a plain predict), all under one seqlock write.
@@ -220,8 +231,13 @@ class SharedState:
         def copy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bytes]:
             i64 = self.res_i64.copy()
             used = int(i64[ReplySlot.ERROR_LEN]) if i64[ReplySlot.FAILED] else 0
-            return (self.res_model.copy(), self.res_robot.copy(), i64, self.res_f64.copy(),
-                    self.res_error[:max(0, min(used, ERROR_BYTES))].tobytes())
+            return (
+                self.res_model.copy(),
+                self.res_robot.copy(),
+                i64,
+                self.res_f64.copy(),
+                self.res_error[: max(0, min(used, ERROR_BYTES))].tobytes(),
+            )
 
         return self.res_lock.read(copy)
 
@@ -242,13 +258,18 @@ class SharedState:
 
         snap = self.ctrl_lock.read(copy)
         snap["info"] = {
-            k: (v.item() if scalar else v)
-            for (k, v), scalar in zip(snap["info"].items(), self.layout.info_scalar)
+            k: (v.item() if scalar else v) for (k, v), scalar in zip(snap["info"].items(), self.layout.info_scalar)
         }
         return snap
 
-    def publish_result(self, model: np.ndarray | None, robot: np.ndarray | None, meta: Mapping[int, int],
-                       times: Mapping[int, float], error: bytes = b"") -> int:
+    def publish_result(
+        self,
+        model: np.ndarray | None,
+        robot: np.ndarray | None,
+        meta: Mapping[int, int],
+        times: Mapping[int, float],
+        error: bytes = b"",
+    ) -> int:
         """One result: the chunks, or (``model`` None) a failed inference's ``error`` message."""
         self.res_lock.write_begin()
         try:
@@ -257,7 +278,7 @@ class SharedState:
                 np.copyto(self.res_model, model, casting="unsafe")
                 np.copyto(self.res_robot, robot, casting="unsafe")
             message = error[:ERROR_BYTES] if failed else b""
-            self.res_error[:len(message)] = np.frombuffer(message, dtype=np.uint8)
+            self.res_error[: len(message)] = np.frombuffer(message, dtype=np.uint8)
             self.res_i64[ReplySlot.FAILED] = int(failed)
             self.res_i64[ReplySlot.ERROR_LEN] = len(message)
             for index, value in meta.items():
@@ -279,16 +300,24 @@ def encode_request(shared: SharedState, request: Any, episode_no: int, tick_time
     snap = history.snapshot(images=False)
     last = history.last
     guide = request.guide
-    counters = {RequestSlot.EPISODE: episode_no, RequestSlot.TICK: request.tick, RequestSlot.SEQ: request.seq,
-                RequestSlot.EXECUTED_TICKS: guide.executed_ticks if guide is not None else 0,
-                RequestSlot.DELAY_TICKS: guide.delay_ticks if guide is not None else 0,
-                RequestSlot.GUIDED: int(guide is not None)}
+    counters = {
+        RequestSlot.EPISODE: episode_no,
+        RequestSlot.TICK: request.tick,
+        RequestSlot.SEQ: request.seq,
+        RequestSlot.EXECUTED_TICKS: guide.executed_ticks if guide is not None else 0,
+        RequestSlot.DELAY_TICKS: guide.delay_ticks if guide is not None else 0,
+        RequestSlot.GUIDED: int(guide is not None),
+    }
     if guide is not None:
         counters[RequestSlot.GUIDANCE] = GUIDANCE_CODES.index(guide.guidance)
         counters[RequestSlot.SCHEDULE] = SCHEDULE_CODES.index(guide.schedule)
     shared.publish_request(
-        snap.state, history.copy_images_into, last.info if last is not None else {}, counters,
-        obs_time=snap.timestamp, tick_time=tick_time,
+        snap.state,
+        history.copy_images_into,
+        last.info if last is not None else {},
+        counters,
+        obs_time=snap.timestamp,
+        tick_time=tick_time,
         prev=guide.prev_model if guide is not None else None,
         max_guidance_weight=guide.max_guidance_weight if guide is not None else 0.0,
     )
@@ -303,15 +332,28 @@ def decode_request(shared: SharedState) -> tuple[int, Any, Any]:
     i64, f64 = snap["i64"], snap["f64"]
     guide = None
     if i64[RequestSlot.GUIDED]:
-        guide = Guide(snap["prev"], int(i64[RequestSlot.DELAY_TICKS]), int(i64[RequestSlot.EXECUTED_TICKS]),
-                      GUIDANCE_CODES[int(i64[RequestSlot.GUIDANCE])], SCHEDULE_CODES[int(i64[RequestSlot.SCHEDULE])],
-                      float(f64[RequestValue.MAX_GUIDANCE_WEIGHT]))
+        guide = Guide(
+            snap["prev"],
+            int(i64[RequestSlot.DELAY_TICKS]),
+            int(i64[RequestSlot.EXECUTED_TICKS]),
+            GUIDANCE_CODES[int(i64[RequestSlot.GUIDANCE])],
+            SCHEDULE_CODES[int(i64[RequestSlot.SCHEDULE])],
+            float(f64[RequestValue.MAX_GUIDANCE_WEIGHT]),
+        )
     obs = ObservationPayload(snap["state"], snap["images"], snap["info"], float(f64[RequestValue.OBS_TIME]))
     return int(i64[RequestSlot.SEQ]), obs, guide
 
 
-def encode_reply(shared: SharedState, request_seq: int, model: np.ndarray, robot: np.ndarray, t_start: float,
-                 t_end: float, policy_ms: float, info: Mapping[str, Any] | None = None) -> int:
+def encode_reply(
+    shared: SharedState,
+    request_seq: int,
+    model: np.ndarray,
+    robot: np.ndarray,
+    t_start: float,
+    t_end: float,
+    policy_ms: float,
+    info: Mapping[str, Any] | None = None,
+) -> int:
     """Publish a result; ``info`` is the policy's ``last_info`` (keys this wire has no slot for are
     left out, a key it did not report is NaN)."""
     info = info or {}
@@ -341,9 +383,11 @@ def decode_reply(shared: SharedState) -> tuple[int, Any]:
     times = (float(values[ReplyValue.T_START]), float(values[ReplyValue.T_END]))
     if meta[ReplySlot.FAILED]:
         message = f"inference failed: {error.decode('utf-8', errors='replace')}"
-        return int(meta[ReplySlot.SEQ]), InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), None, None, *times,
-                                                        error=(message, FaultKind.INFERENCE_ERROR))
+        return int(meta[ReplySlot.SEQ]), InferenceReply(
+            int(meta[ReplySlot.REQUEST_SEQ]), None, None, *times, error=(message, FaultKind.INFERENCE_ERROR)
+        )
     fields = {key: float(values[slot]) for key, slot in REPLY_INFO_SLOTS.items() if not np.isnan(values[slot])}
-    reply = InferenceReply(int(meta[ReplySlot.REQUEST_SEQ]), model, robot, *times,
-                           float(values[ReplyValue.POLICY_MS]), fields)
+    reply = InferenceReply(
+        int(meta[ReplySlot.REQUEST_SEQ]), model, robot, *times, float(values[ReplyValue.POLICY_MS]), fields
+    )
     return int(meta[ReplySlot.SEQ]), reply

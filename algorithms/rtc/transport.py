@@ -21,14 +21,23 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-from pathlib import Path
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from algorithms.rtc.layout import (HeartbeatState, HeartbeatTime, Layout, ReplySlot, RequestSlot, SharedState,
-                                   build_specs, decode_reply, encode_request)
+from algorithms.rtc.layout import (
+    HeartbeatState,
+    HeartbeatTime,
+    Layout,
+    ReplySlot,
+    RequestSlot,
+    SharedState,
+    build_specs,
+    decode_reply,
+    encode_request,
+)
 from algorithms.rtc.worker import WorkerConfig, inference_main
 from algorithms.settings import check_ranges
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault, TransportSession
@@ -59,9 +68,11 @@ class InferenceProcessConfig:
         check_ranges(self)
 
     def worker_config(self) -> WorkerConfig:
-        return WorkerConfig(poll_interval_s=float(self.poll_interval_s),
-                            inference_threads=None if self.inference_threads is None else int(self.inference_threads),
-                            log_level=logging.getLogger().getEffectiveLevel())
+        return WorkerConfig(
+            poll_interval_s=float(self.poll_interval_s),
+            inference_threads=None if self.inference_threads is None else int(self.inference_threads),
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
 
 
 def start_process(proc: Any, python: str | None) -> None:
@@ -169,13 +180,17 @@ class SharedMemoryTransport(TransportBase):
             return TransportFault(self._death_cause(), kind)
         if self.shared.hb_i64[HeartbeatState.READY] != 1:
             if now - self.worker_started > self.settings.startup_timeout_s:
-                return TransportFault(f"inference process not ready after {self.settings.startup_timeout_s} s",
-                                      FaultKind.STARTUP)
+                return TransportFault(
+                    f"inference process not ready after {self.settings.startup_timeout_s} s", FaultKind.STARTUP
+                )
             return None
         beat = float(self.shared.hb_f64[HeartbeatTime.BEAT])
         if now - beat > self.settings.stall_timeout_s:
-            return TransportFault(f"inference process stalled: no heartbeat for {now - beat:.2f} s "
-                                  f"(stall_timeout_s={self.settings.stall_timeout_s})", FaultKind.INFERENCE_STALLED)
+            return TransportFault(
+                f"inference process stalled: no heartbeat for {now - beat:.2f} s "
+                f"(stall_timeout_s={self.settings.stall_timeout_s})",
+                FaultKind.INFERENCE_STALLED,
+            )
         return None
 
     def restart(self) -> bool:
@@ -196,11 +211,13 @@ class SharedMemoryTransport(TransportBase):
         history = run.make_history()
         history.push(first_obs)
         snap = history.snapshot()
-        specs, info_keys, info_scalar = build_specs(snap.state.shape, snap.images, first_obs.info, meta.chunk_size,
-                                                    meta.action_dim)
+        specs, info_keys, info_scalar = build_specs(
+            snap.state.shape, snap.images, first_obs.info, meta.chunk_size, meta.action_dim
+        )
         name = unique_block_name("run")
-        self.layout = Layout(name, tuple(specs), meta.chunk_size, meta.action_dim,
-                             tuple(snap.images), info_keys, info_scalar)
+        self.layout = Layout(
+            name, tuple(specs), meta.chunk_size, meta.action_dim, tuple(snap.images), info_keys, info_scalar
+        )
         self.arrays = SharedArrays.create(specs, name=name)
         ShmRegistry.add(self.arrays)
         self.shared = SharedState(self.arrays, self.layout)
@@ -228,7 +245,8 @@ class SharedMemoryTransport(TransportBase):
             self.log_thread = threading.Thread(target=self._drain_logs, name="rtc-inference-log", daemon=True)
             self.log_thread.start()
         self.proc = self.ctx.Process(
-            target=inference_main, name="rtc-inference",
+            target=inference_main,
+            name="rtc-inference",
             args=(self.session.run, self.layout, self.settings.worker_config(), self.log_queue, os.getpid()),
             daemon=True,
         )
@@ -259,8 +277,9 @@ class SharedMemoryTransport(TransportBase):
                 time.sleep(0.1)  # let the traceback reach the log
                 raise AlgorithmFault(f"inference process failed at start: {self._death_cause()}", FaultKind.STARTUP)
             if time.monotonic() > deadline:
-                raise AlgorithmFault(f"inference process not ready after {self.settings.startup_timeout_s} s",
-                                     FaultKind.STARTUP)
+                raise AlgorithmFault(
+                    f"inference process not ready after {self.settings.startup_timeout_s} s", FaultKind.STARTUP
+                )
             time.sleep(0.01)
 
     def _death_cause(self) -> str:

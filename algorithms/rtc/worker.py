@@ -30,16 +30,23 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-
 from algorithms.inprocess import policy_info
-from algorithms.rtc.layout import (HeartbeatState, HeartbeatTime, Layout, RequestSlot, SharedState, decode_request,
-                                   encode_error_reply, encode_reply)
-from services.shm import SharedArrays
-from services import realtime
+from algorithms.rtc.layout import (
+    HeartbeatState,
+    HeartbeatTime,
+    Layout,
+    RequestSlot,
+    SharedState,
+    decode_request,
+    encode_error_reply,
+    encode_reply,
+)
 from policies.base import Guidance
 from policies.runner import Guide, PolicyRunner
+from services import realtime
 from services.errors import FaultKind
 from services.logs import FILE_ONLY
+from services.shm import SharedArrays
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +130,9 @@ class _Worker:
         handled = int(shared.read_counters()[RequestSlot.SEQ])
         shared.hb_i64[HeartbeatState.READY] = 1
         self.ready = True
-        log.info("inference process %d ready (policy built and warmed up in %.2f s)", os.getpid(), self.runner.startup_s)
+        log.info(
+            "inference process %d ready (policy built and warmed up in %.2f s)", os.getpid(), self.runner.startup_s
+        )
         while self.alive():
             if int(shared.read_counters()[RequestSlot.SEQ]) == handled:
                 time.sleep(self.cfg.poll_interval_s)
@@ -143,17 +152,31 @@ class _Worker:
             log.error("inference for request %d failed: %s\n%s", seq, exc, traceback.format_exc(), extra=FILE_ONLY)
             encode_error_reply(shared, seq, f"{type(exc).__name__}: {exc}", t_start, time.monotonic())
             return seq
-        encode_reply(shared, seq, result.model, result.robot, t_start, time.monotonic(), result.policy_ms,
-                     policy_info(self.runner.policy))
+        encode_reply(
+            shared,
+            seq,
+            result.model,
+            result.robot,
+            t_start,
+            time.monotonic(),
+            result.policy_ms,
+            policy_info(self.runner.policy),
+        )
         shared.hb_i64[HeartbeatState.INFERENCES] += 1
-        log.debug("inference for request %d: %s policy %.1f ms", seq, "plain" if guide is None else
-                  f"executed {guide.executed_ticks} delay {guide.delay_ticks}", result.policy_ms)
+        log.debug(
+            "inference for request %d: %s policy %.1f ms",
+            seq,
+            "plain" if guide is None else f"executed {guide.executed_ticks} delay {guide.delay_ticks}",
+            result.policy_ms,
+        )
         return seq
 
     def _check_vjp(self, guide: Guide) -> None:
         meta = self.runner.metadata
         if guide.guidance == Guidance.VJP and meta is not None and not meta.supports_vjp and not self._warned_vjp:
             self._warned_vjp = True
-            log.warning("rtc: guidance=vjp but policy %s declares supports_vjp=False; its guided_inference "
-                        "decides what to do (use guidance=blend for non-differentiable samplers)",
-                        type(self.runner.policy).__name__)
+            log.warning(
+                "rtc: guidance=vjp but policy %s declares supports_vjp=False; its guided_inference "
+                "decides what to do (use guidance=blend for non-differentiable samplers)",
+                type(self.runner.policy).__name__,
+            )

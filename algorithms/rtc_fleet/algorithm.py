@@ -31,5 +31,11 @@ class FleetRTCAlgorithm:
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
 
     def execute(self) -> dict[str, Any]:
-        return ControlLoop(self.run, self.rtc, self.limits, FleetTransport(self.fleet, guidance=str(self.rtc.guidance)),
-                           name="rtc_fleet", restarts=self.restarts).execute()
+        return ControlLoop(
+            self.run,
+            self.rtc,
+            self.limits,
+            FleetTransport(self.fleet, guidance=str(self.rtc.guidance)),
+            name="rtc_fleet",
+            restarts=self.restarts,
+        ).execute()

@@ -55,9 +55,16 @@ class FleetCall:
 class FleetClient:
     """The service's application ``app_name`` on the cluster at ``address``."""
 
-    def __init__(self, app_name: str = "fleet", address: str = "auto", auth_mode: str | None = "disabled",
-                 auth_token_path: str | None = None, connect_timeout_s: float = 15.0, namespace: str = "inference",
-                 max_retries: int = 1) -> None:
+    def __init__(
+        self,
+        app_name: str = "fleet",
+        address: str = "auto",
+        auth_mode: str | None = "disabled",
+        auth_token_path: str | None = None,
+        connect_timeout_s: float = 15.0,
+        namespace: str = "inference",
+        max_retries: int = 1,
+    ) -> None:
         self.app_name = app_name
         self.address = address
         self.auth_mode = auth_mode
@@ -70,18 +77,29 @@ class FleetClient:
 
     def connect(self) -> str:
         """Join the cluster and find the application (``LaunchError`` naming the app if absent)."""
-        self.resolved = connect(self.address, self.namespace, self.connect_timeout_s, self.auth_mode,
-                                self.auth_token_path, log_to_driver=False, address_key="algorithm.address")
+        self.resolved = connect(
+            self.address,
+            self.namespace,
+            self.connect_timeout_s,
+            self.auth_mode,
+            self.auth_token_path,
+            log_to_driver=False,
+            address_key="algorithm.address",
+        )
         from ray import serve
 
         try:
             status = serve.status().applications.get(self.app_name)
         except Exception as exc:  # noqa: BLE001 - no Serve controller on this cluster
-            raise LaunchError(f"no fleet service on the Ray cluster at {self.resolved}: {exc}; start it with "
-                              f"`python -m inference.fleet serve policy=...`") from None
+            raise LaunchError(
+                f"no fleet service on the Ray cluster at {self.resolved}: {exc}; start it with "
+                f"`python -m inference.fleet serve policy=...`"
+            ) from None
         if status is None:
-            raise LaunchError(f"the Ray cluster at {self.resolved} serves no application {self.app_name!r}; start it "
-                              f"with `python -m inference.fleet serve policy=... fleet.app_name={self.app_name}`")
+            raise LaunchError(
+                f"the Ray cluster at {self.resolved} serves no application {self.app_name!r}; start it "
+                f"with `python -m inference.fleet serve policy=... fleet.app_name={self.app_name}`"
+            )
         self.handle = serve.get_app_handle(self.app_name)
         return self.resolved
 
@@ -114,15 +132,21 @@ class FleetClient:
                 return
             except TimeoutError:
                 call.cancel()
-                call.done(error_reply(f"inference timeout: no reply from the fleet service within {timeout_s:g} s",
-                                      TIMEOUT))
+                call.done(
+                    error_reply(f"inference timeout: no reply from the fleet service within {timeout_s:g} s", TIMEOUT)
+                )
                 return
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 if call.attempts <= self.max_retries and time.monotonic() < deadline:
                     log.warning("fleet: replica gone (%s); sending the request again", type(exc).__name__)
                     continue
-                call.done(error_reply(f"fleet replica died with the request in flight ({call.attempts} "
-                                      f"attempt(s)): {error_line(exc)}", DIED))
+                call.done(
+                    error_reply(
+                        f"fleet replica died with the request in flight ({call.attempts} "
+                        f"attempt(s)): {error_line(exc)}",
+                        DIED,
+                    )
+                )
                 return
             except Exception as exc:  # noqa: BLE001 - the replica raised, the handle failed
                 call.done(error_reply(f"fleet request failed: {error_line(exc)}", FAILED))

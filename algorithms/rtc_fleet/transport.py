@@ -36,17 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault
 from algorithms.rtc_fleet.client import DIED, TIMEOUT, FleetCall, FleetClient
 from algorithms.rtc_fleet.wire import OVERLOADED, make_request
+from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault
 from policies.base import capability_flag
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import NonNegativeInt, PositiveFloat
 
 log = logging.getLogger(__name__)
 
-_KINDS = {OVERLOADED: FaultKind.INFERENCE_TIMEOUT, TIMEOUT: FaultKind.INFERENCE_TIMEOUT,
-          DIED: FaultKind.INFERENCE_DIED}
+_KINDS = {OVERLOADED: FaultKind.INFERENCE_TIMEOUT, TIMEOUT: FaultKind.INFERENCE_TIMEOUT, DIED: FaultKind.INFERENCE_DIED}
 
 
 @dataclass(kw_only=True)
@@ -96,8 +95,14 @@ class FleetTransport(TransportBase):
         self.cfg = cfg
         self.guidance = guidance
         self.robot_name = cfg.robot_name or f"{socket.gethostname()}:{os.getpid()}"
-        self.client = client or FleetClient(cfg.app_name, cfg.address, cfg.auth_mode, cfg.auth_token_path,
-                                            cfg.connect_timeout_s, max_retries=cfg.max_retries)
+        self.client = client or FleetClient(
+            cfg.app_name,
+            cfg.address,
+            cfg.auth_mode,
+            cfg.auth_token_path,
+            cfg.connect_timeout_s,
+            max_retries=cfg.max_retries,
+        )
         self.session: Any = None
         self.call: FleetCall | None = None
         self.seq: int | None = None
@@ -105,8 +110,9 @@ class FleetTransport(TransportBase):
         self.restarts = 0
         self.startup_timeout_s = float(cfg.connect_timeout_s)
         self.timeout_s = 10.0
-        self._numbers: dict[str, list[float]] = {k: [] for k in ("queue_ms", "batch_size", "compute_ms", "server_ms",
-                                                                  "transport_ms", "latency_ms")}
+        self._numbers: dict[str, list[float]] = {
+            k: [] for k in ("queue_ms", "batch_size", "compute_ms", "server_ms", "transport_ms", "latency_ms")
+        }
         self.replicas: set[str] = set()
         self.resent = 0
         self.overloaded = 0
@@ -121,26 +127,46 @@ class FleetTransport(TransportBase):
         try:
             self.service = self.client.handle.metadata.remote().result(timeout_s=self.startup_timeout_s)
         except Exception as exc:  # noqa: BLE001 - no replica ready in time, replica failing
-            raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} on {address} did not answer: {exc}",
-                                 FaultKind.STARTUP) from None
+            raise AlgorithmFault(
+                f"fleet service {self.cfg.app_name!r} on {address} did not answer: {exc}", FaultKind.STARTUP
+            ) from None
         meta = session.run.policy_metadata
         for key in ("chunk_size", "action_dim", "state_dim"):
             if int(self.service[key]) != int(getattr(meta, key)):
-                raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} serves {key}={self.service[key]} but this "
-                                     f"robot's policy config says {key}={getattr(meta, key)}", FaultKind.STARTUP)
+                raise AlgorithmFault(
+                    f"fleet service {self.cfg.app_name!r} serves {key}={self.service[key]} but this "
+                    f"robot's policy config says {key}={getattr(meta, key)}",
+                    FaultKind.STARTUP,
+                )
         missing = sorted(set(self.service.get("camera_names", ())) - set(meta.camera_names))
         if missing:
-            raise AlgorithmFault(f"fleet service {self.cfg.app_name!r} needs cameras {missing} that this robot's policy "
-                                 f"config does not send (camera_names={list(meta.camera_names)})", FaultKind.STARTUP)
+            raise AlgorithmFault(
+                f"fleet service {self.cfg.app_name!r} needs cameras {missing} that this robot's policy "
+                f"config does not send (camera_names={list(meta.camera_names)})",
+                FaultKind.STARTUP,
+            )
         needs = capability_flag(self.guidance)
         if needs is not None and not self.service.get(needs, False):
-            raise AlgorithmFault(f"algorithm.guidance={self.guidance}: fleet service {self.cfg.app_name!r} serves "
-                                 f"{self.service.get('policy')}, which does not support it ({needs} is false)",
-                                 FaultKind.STARTUP)
-        session.telemetry.event("fleet_service", app=self.cfg.app_name, address=address, robot=self.robot_name,
-                                **{k: v for k, v in self.service.items() if k != "camera_names"})
-        log.info("rtc_fleet: robot %s uses fleet app %r on %s (%s, batched=%s)", self.robot_name, self.cfg.app_name,
-                 address, self.service.get("policy"), self.service.get("batched"))
+            raise AlgorithmFault(
+                f"algorithm.guidance={self.guidance}: fleet service {self.cfg.app_name!r} serves "
+                f"{self.service.get('policy')}, which does not support it ({needs} is false)",
+                FaultKind.STARTUP,
+            )
+        session.telemetry.event(
+            "fleet_service",
+            app=self.cfg.app_name,
+            address=address,
+            robot=self.robot_name,
+            **{k: v for k, v in self.service.items() if k != "camera_names"},
+        )
+        log.info(
+            "rtc_fleet: robot %s uses fleet app %r on %s (%s, batched=%s)",
+            self.robot_name,
+            self.cfg.app_name,
+            address,
+            self.service.get("policy"),
+            self.service.get("batched"),
+        )
 
     def start(self, session: Any) -> None:
         self.session = session
@@ -181,19 +207,26 @@ class FleetTransport(TransportBase):
             kind = _KINDS.get(reply.get("error_kind"), FaultKind.INFERENCE_ERROR)
             if reply.get("error_kind") == OVERLOADED:
                 self.overloaded += 1
-            return InferenceReply(self.seq, None, None, call.t_start, t_end,
-                                  error=(f"{reply['error']} (robot {self.robot_name})", kind))
+            return InferenceReply(
+                self.seq, None, None, call.t_start, t_end, error=(f"{reply['error']} (robot {self.robot_name})", kind)
+            )
         latency_ms = (t_end - call.t_start) * 1e3
         server_ms = float(reply.get("server_ms", 0.0))
         compute_ms = float(reply.get("compute_ms", 0.0))
-        fields = dict(queue_ms=float(reply.get("queue_ms", 0.0)), batch_size=int(reply.get("batch_size", 0)),
-                      server_ms=server_ms, transport_ms=max(0.0, latency_ms - server_ms), attempts=call.attempts)
+        fields = dict(
+            queue_ms=float(reply.get("queue_ms", 0.0)),
+            batch_size=int(reply.get("batch_size", 0)),
+            server_ms=server_ms,
+            transport_ms=max(0.0, latency_ms - server_ms),
+            attempts=call.attempts,
+        )
         numbers = {**fields, "compute_ms": compute_ms, "latency_ms": latency_ms}
         for key in self._numbers:
             self._numbers[key].append(float(numbers[key]))
         self.replicas.add(str(reply.get("replica")))
-        return InferenceReply(self.seq, reply["model"], reply["robot"], call.t_start, t_end,
-                              policy_ms=compute_ms, fields=fields)
+        return InferenceReply(
+            self.seq, reply["model"], reply["robot"], call.t_start, t_end, policy_ms=compute_ms, fields=fields
+        )
 
     # ------------------------------------------------------------------ faults
     def health(self, now: float) -> TransportFault | None:
@@ -207,14 +240,18 @@ class FleetTransport(TransportBase):
             return False
         self.restarts += 1
         self._drop()
-        log.warning("rtc_fleet: inference failed; sending the next request to the service (restart %d)",
-                    self.restarts)
+        log.warning("rtc_fleet: inference failed; sending the next request to the service (restart %d)", self.restarts)
         return True
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(fleet_app=self.cfg.app_name, fleet_robot=self.robot_name,
-                                   fleet_replicas=sorted(self.replicas), fleet_resent=self.resent,
-                                   fleet_overloaded=self.overloaded, fleet_restarts=self.restarts)
+        out: dict[str, Any] = dict(
+            fleet_app=self.cfg.app_name,
+            fleet_robot=self.robot_name,
+            fleet_replicas=sorted(self.replicas),
+            fleet_resent=self.resent,
+            fleet_overloaded=self.overloaded,
+            fleet_restarts=self.restarts,
+        )
         for key, values in self._numbers.items():
             arr = np.asarray(values, np.float64)
             if arr.size:

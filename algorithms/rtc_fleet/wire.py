@@ -15,7 +15,8 @@ policy call), ``server_ms`` (in the replica, end to end), ``replica`` (which rep
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -33,20 +34,37 @@ def numeric_info(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_request(robot: str, seq: int, state: np.ndarray, images: Mapping[str, np.ndarray], info: Mapping[str, Any],
-                 guide: Any | None) -> dict[str, Any]:
+def make_request(
+    robot: str,
+    seq: int,
+    state: np.ndarray,
+    images: Mapping[str, np.ndarray],
+    info: Mapping[str, Any],
+    guide: Any | None,
+) -> dict[str, Any]:
     """A request from a robot's observation and its planner's guide (``policies.runner.Guide`` or None)."""
     req: dict[str, Any] = {
-        "robot": str(robot), "seq": int(seq),
+        "robot": str(robot),
+        "seq": int(seq),
         "state": np.ascontiguousarray(state, dtype=np.float32),
         "images": {name: np.ascontiguousarray(frames) for name, frames in images.items()},
         "info": numeric_info(info),
-        "prev": None, "d": 0, "s": 0, "guidance": "none", "schedule": "exp", "max_guidance_weight": 5.0,
+        "prev": None,
+        "d": 0,
+        "s": 0,
+        "guidance": "none",
+        "schedule": "exp",
+        "max_guidance_weight": 5.0,
     }
     if guide is not None:
-        req.update(prev=np.ascontiguousarray(guide.prev_model, dtype=np.float32), d=int(guide.delay_ticks),
-                   s=int(guide.executed_ticks), guidance=str(guide.guidance), schedule=str(guide.schedule),
-                   max_guidance_weight=float(guide.max_guidance_weight))
+        req.update(
+            prev=np.ascontiguousarray(guide.prev_model, dtype=np.float32),
+            d=int(guide.delay_ticks),
+            s=int(guide.executed_ticks),
+            guidance=str(guide.guidance),
+            schedule=str(guide.schedule),
+            max_guidance_weight=float(guide.max_guidance_weight),
+        )
     return req
 
 

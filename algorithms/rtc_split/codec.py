@@ -10,7 +10,8 @@ raw, or JPEG-compressed (``cv2.imencode``) when ``jpeg_quality`` is set: at 320x
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -107,9 +108,14 @@ def encode_request(obs: Any, guide: Any, jpeg_quality: int | None = None) -> dic
     predict) as the dict the Ray actor takes."""
     request: dict[str, Any] = {"obs": encode_observation(obs.state, obs.images, obs.info, jpeg_quality)}
     if guide is not None:
-        request.update(prev_model=np.ascontiguousarray(guide.prev_model, np.float32), delay_ticks=int(guide.delay_ticks),
-                       executed_ticks=int(guide.executed_ticks), guidance=str(guide.guidance),
-                       schedule=str(guide.schedule), max_guidance_weight=float(guide.max_guidance_weight))
+        request.update(
+            prev_model=np.ascontiguousarray(guide.prev_model, np.float32),
+            delay_ticks=int(guide.delay_ticks),
+            executed_ticks=int(guide.executed_ticks),
+            guidance=str(guide.guidance),
+            schedule=str(guide.schedule),
+            max_guidance_weight=float(guide.max_guidance_weight),
+        )
     return request
 
 
@@ -121,7 +127,12 @@ def decode_request(request: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np
     state, images, info = decode_observation(request["obs"])
     guide = None
     if request.get("prev_model") is not None:
-        guide = Guide(np.asarray(request["prev_model"], np.float32), int(request["delay_ticks"]),
-                      int(request["executed_ticks"]), Guidance(request["guidance"]), Schedule(request["schedule"]),
-                      float(request["max_guidance_weight"]))
+        guide = Guide(
+            np.asarray(request["prev_model"], np.float32),
+            int(request["delay_ticks"]),
+            int(request["executed_ticks"]),
+            Guidance(request["guidance"]),
+            Schedule(request["schedule"]),
+            float(request["max_guidance_weight"]),
+        )
     return state, images, info, guide

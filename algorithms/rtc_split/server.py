@@ -13,8 +13,8 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Mapping
-
+from collections.abc import Mapping
+from typing import Any
 
 from algorithms.inprocess import policy_info
 from algorithms.rtc_split.codec import decode_request
@@ -38,8 +38,12 @@ class InferenceServer:
     def ready(self) -> dict[str, Any]:
         import ray
 
-        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "host": socket.gethostname(), "startup_s": self.startup_s}
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "startup_s": self.startup_s,
+        }
 
     def infer(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """One chunk. ``request``: ``codec.encode_request`` (the observation, and the guide: absent for a
@@ -50,6 +54,11 @@ class InferenceServer:
         state, images, info, guide = decode_request(request)
         result = self.runner.infer_observation(state, images, info, guide)
         self.requests += 1
-        return {"model": result.model, "robot": result.robot, "policy_ms": result.policy_ms,
-                "server_ms": (time.perf_counter() - t0) * 1e3, "seq": self.requests,
-                "info": policy_info(self.runner.policy)}
+        return {
+            "model": result.model,
+            "robot": result.robot,
+            "policy_ms": result.policy_ms,
+            "server_ms": (time.perf_counter() - t0) * 1e3,
+            "seq": self.requests,
+            "info": policy_info(self.runner.policy),
+        }

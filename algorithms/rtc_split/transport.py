@@ -130,20 +130,27 @@ class RayActorTransport(TransportBase):
                 f"(placement on {demand} + policy build + warmup)"
             ) from None
         except ray.exceptions.RayActorError as exc:
-            raise AlgorithmFault(f"split inference actor failed at start: {error_line(exc)}", FaultKind.STARTUP) from None
+            raise AlgorithmFault(
+                f"split inference actor failed at start: {error_line(exc)}", FaultKind.STARTUP
+            ) from None
         self._placed(session.telemetry)
 
     def _new_actor(self) -> Any:
         import ray
 
-        return ray.remote(InferenceServer).options(**self.target.actor_options(), max_restarts=0).remote(
-            self.session.run)
+        return (
+            ray.remote(InferenceServer).options(**self.target.actor_options(), max_restarts=0).remote(self.session.run)
+        )
 
     def _placed(self, telemetry: Any) -> None:
         telemetry.event("inference_actor_ready", **{k: v for k, v in self.placement.items()})
-        log.info("rtc_split: inference actor on node %s (%s, pid %s), policy ready in %.2f s",
-                 str(self.placement["node_id"])[:8], self.placement["host"], self.placement["pid"],
-                 self.placement["startup_s"])
+        log.info(
+            "rtc_split: inference actor on node %s (%s, pid %s), policy ready in %.2f s",
+            str(self.placement["node_id"])[:8],
+            self.placement["host"],
+            self.placement["pid"],
+            self.placement["startup_s"],
+        )
 
     def start(self, session: TransportSession) -> None:
         pass
@@ -188,8 +195,9 @@ class RayActorTransport(TransportBase):
                 return TransportFault(f"split inference actor failed at restart: {error_line(exc)}", FaultKind.STARTUP)
         elif now - self.placed_at > self.startup_timeout_s:
             self.placing = None
-            return TransportFault(f"split inference actor not ready {self.startup_timeout_s:g} s after its restart",
-                                  FaultKind.STARTUP)
+            return TransportFault(
+                f"split inference actor not ready {self.startup_timeout_s:g} s after its restart", FaultKind.STARTUP
+            )
         return None
 
     def submit(self, request: InferenceRequest) -> None:
@@ -211,17 +219,35 @@ class RayActorTransport(TransportBase):
             result = ray.get(pending.ref)
         except Exception as exc:  # noqa: BLE001 - actor died, task raised, submit failed
             died = isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError))
-            return InferenceReply(pending.seq, None, None, pending.t_start, t_end, error=(
-                f"split inference actor failed: {error_line(exc)}", FaultKind.INFERENCE_DIED if died else FaultKind.INFERENCE_ERROR))
+            return InferenceReply(
+                pending.seq,
+                None,
+                None,
+                pending.t_start,
+                t_end,
+                error=(
+                    f"split inference actor failed: {error_line(exc)}",
+                    FaultKind.INFERENCE_DIED if died else FaultKind.INFERENCE_ERROR,
+                ),
+            )
         latency_ms = (t_end - pending.t_start) * 1e3
         transport_ms = max(0.0, latency_ms - float(result["server_ms"]))
         self.transport_ms.append(transport_ms)
         self.payload_sizes.append(pending.nbytes)
-        return InferenceReply(pending.seq, result["model"], result["robot"], pending.t_start, t_end,
-                              float(result["policy_ms"]), {**result.get("info", {}),
-                                                           "server_ms": float(result["server_ms"]),
-                                                           "transport_ms": transport_ms,
-                                                           "payload_bytes": pending.nbytes})
+        return InferenceReply(
+            pending.seq,
+            result["model"],
+            result["robot"],
+            pending.t_start,
+            t_end,
+            float(result["policy_ms"]),
+            {
+                **result.get("info", {}),
+                "server_ms": float(result["server_ms"]),
+                "transport_ms": transport_ms,
+                "payload_bytes": pending.nbytes,
+            },
+        )
 
     def restart(self) -> bool:
         """Kill the actor and place a new one (the loop decided that one is due); requests wait
@@ -252,7 +278,8 @@ class RayActorTransport(TransportBase):
 
     def summary(self) -> dict[str, Any]:
         fields: dict[str, Any] = dict(
-            jpeg_quality=self.settings.jpeg_quality, inference_node=str(self.placement.get("node_id", ""))[:16],
+            jpeg_quality=self.settings.jpeg_quality,
+            inference_node=str(self.placement.get("node_id", ""))[:16],
             inference_host=self.placement.get("host"),
         )
         transport = np.asarray(self.transport_ms, dtype=np.float64)
@@ -282,5 +309,6 @@ class SplitRTCAlgorithm:
 
     def execute(self) -> dict[str, Any]:
         transport = RayActorTransport(self.target, self.split)
-        return ControlLoop(self.run, self.rtc, self.limits, transport, name="rtc_split",
-                           restarts=self.restarts).execute()
+        return ControlLoop(
+            self.run, self.rtc, self.limits, transport, name="rtc_split", restarts=self.restarts
+        ).execute()

@@ -20,8 +20,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from services.errors import ConfigError
 
@@ -42,7 +43,8 @@ def _error_line(exc: BaseException) -> str:
 
 def compose(overrides: Sequence[str]) -> Any:
     """The app config with the ``fleet`` group; Hydra errors as ``ConfigError``."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     overrides = list(overrides)
@@ -93,11 +95,19 @@ def join(fleet: Any) -> str:
 
     if fleet.address == "local":
         apply_auth_env(fleet.auth_mode, fleet.auth_token_path)
-        ctx = ray.init(num_cpus=fleet.local_num_cpus, include_dashboard=False, log_to_driver=False,
-                       namespace=fleet.namespace)
+        ctx = ray.init(
+            num_cpus=fleet.local_num_cpus, include_dashboard=False, log_to_driver=False, namespace=fleet.namespace
+        )
         return str(ctx.address_info.get("gcs_address", "local"))
-    return connect(fleet.address, fleet.namespace, fleet.connect_timeout_s, fleet.auth_mode, fleet.auth_token_path,
-                   log_to_driver=False, address_key="fleet.address")
+    return connect(
+        fleet.address,
+        fleet.namespace,
+        fleet.connect_timeout_s,
+        fleet.auth_mode,
+        fleet.auth_token_path,
+        log_to_driver=False,
+        address_key="fleet.address",
+    )
 
 
 def deploy(cfg: Any, fleet: Any) -> float:
@@ -123,9 +133,11 @@ def deploy(cfg: Any, fleet: Any) -> float:
     thread.start()
     thread.join(fleet.deploy_timeout_s)
     if thread.is_alive():
-        raise LaunchError(f"fleet app {fleet.app_name!r} not running within fleet.deploy_timeout_s="
-                          f"{fleet.deploy_timeout_s:g} s ({fleet.num_replicas} replica(s) of num_cpus={fleet.num_cpus}, "
-                          f"num_gpus={fleet.num_gpus}, resources={dict(fleet.resources)}: does a node have them?)")
+        raise LaunchError(
+            f"fleet app {fleet.app_name!r} not running within fleet.deploy_timeout_s="
+            f"{fleet.deploy_timeout_s:g} s ({fleet.num_replicas} replica(s) of num_cpus={fleet.num_cpus}, "
+            f"num_gpus={fleet.num_gpus}, resources={dict(fleet.resources)}: does a node have them?)"
+        )
     if error:
         raise LaunchError(f"fleet app {fleet.app_name!r} failed to deploy: {error[0]}") from error[0]
     return time.monotonic() - t0
@@ -138,9 +150,11 @@ def serve_command(overrides: Sequence[str]) -> int:
     address = join(fleet)
     took = deploy(cfg, fleet)
     policy = str(cfg.policy.get("_target_", "?")).rsplit(".", 1)[-1]
-    print(f"serving {policy} as fleet app '{fleet.app_name}' ({fleet.num_replicas} replica(s), max batch "
-          f"{fleet.max_batch_size}, wait {fleet.batch_wait_timeout_s * 1e3:g} ms) on {address}; ready in {took:.1f} s",
-          flush=True)
+    print(
+        f"serving {policy} as fleet app '{fleet.app_name}' ({fleet.num_replicas} replica(s), max batch "
+        f"{fleet.max_batch_size}, wait {fleet.batch_wait_timeout_s * 1e3:g} ms) on {address}; ready in {took:.1f} s",
+        flush=True,
+    )
     if fleet.detach:
         return 0
     stop = threading.Event()
@@ -165,10 +179,14 @@ def status_command(overrides: Sequence[str]) -> int:
     if app is None:
         print(f"no fleet app '{fleet.app_name}' on this cluster")
         return 1
-    out: dict[str, Any] = {"app": fleet.app_name, "status": str(app.status),
-                           "deployments": {n: {"status": str(d.status), "replicas": {str(k): v for k, v in
-                                                                                     d.replica_states.items()}}
-                                           for n, d in app.deployments.items()}}
+    out: dict[str, Any] = {
+        "app": fleet.app_name,
+        "status": str(app.status),
+        "deployments": {
+            n: {"status": str(d.status), "replicas": {str(k): v for k, v in d.replica_states.items()}}
+            for n, d in app.deployments.items()
+        },
+    }
     try:
         handle = serve.get_app_handle(fleet.app_name)
         out["replica_stats"] = handle.stats.remote().result(timeout_s=10)
@@ -192,8 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m inference.fleet {{{'|'.join(COMMANDS)}}} [policy=...] [fleet.key=value ...]",
-              file=sys.stderr)
+        print(
+            f"usage: python -m inference.fleet {{{'|'.join(COMMANDS)}}} [policy=...] [fleet.key=value ...]",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     command, overrides = argv[0], argv[1:]
     try:

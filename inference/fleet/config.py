@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 from services.errors import ConfigError
 from services.knobs import NonNegativeFloat, PositiveFloat, PositiveInt, Range
@@ -68,7 +69,7 @@ class FleetConfig:
     local_num_cpus: PositiveInt | None = None
 
     @classmethod
-    def from_node(cls, node: Mapping[str, Any] | None) -> "FleetConfig":
+    def from_node(cls, node: Mapping[str, Any] | None) -> FleetConfig:
         """Build from the config's ``fleet`` node; unknown keys and bad values are ``ConfigError``s."""
         data = dict(node or {})
         known = {f.name for f in fields(cls)}
@@ -91,13 +92,19 @@ class FleetConfig:
         for f in fields(self):
             _check_value(f"fleet.{f.name}", getattr(self, f.name), hints[f.name])
         if self.max_ongoing_requests < self.max_batch_size:
-            raise bad("max_ongoing_requests", f"{self.max_ongoing_requests} < max_batch_size={self.max_batch_size}: "
-                      "a replica could never fill a batch")
+            raise bad(
+                "max_ongoing_requests",
+                f"{self.max_ongoing_requests} < max_batch_size={self.max_batch_size}: "
+                "a replica could never fill a batch",
+            )
         if self.max_ongoing_requests < 2 * self.max_batch_size:
-            log.warning("fleet.max_ongoing_requests=%d < 2 x max_batch_size=%d: the next batch cannot form while "
-                        "one computes, so requests wait in the robots' own callers, where the replica cannot shed "
-                        "them (max_queue_wait_s): a saturated service then shows as plain inference timeouts",
-                        self.max_ongoing_requests, self.max_batch_size)
+            log.warning(
+                "fleet.max_ongoing_requests=%d < 2 x max_batch_size=%d: the next batch cannot form while "
+                "one computes, so requests wait in the robots' own callers, where the replica cannot shed "
+                "them (max_queue_wait_s): a saturated service then shows as plain inference timeouts",
+                self.max_ongoing_requests,
+                self.max_batch_size,
+            )
         if self.max_queued_requests < -1 or self.max_queued_requests == 0:  # Serve's own rule: 0 is refused
             raise bad("max_queued_requests", f"{self.max_queued_requests}; expected -1 (unbounded) or >= 1")
         if self.auth_mode not in (None, "disabled", "token"):
@@ -112,7 +119,11 @@ class FleetConfig:
         why = address_problem(self.address, named=("auto", "local"))
         if why:
             raise bad("address", why)
-        if self.auth_mode == "token" and self.auth_token_path and not Path(str(self.auth_token_path)).expanduser().is_file():
+        if (
+            self.auth_mode == "token"
+            and self.auth_token_path
+            and not Path(str(self.auth_token_path)).expanduser().is_file()
+        ):
             raise bad("auth_token_path", f"token file {self.auth_token_path} does not exist (auth_mode token)")
         for name, amount in self.resources.items():
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
@@ -123,9 +134,12 @@ class FleetConfig:
         actor: dict[str, Any] = {"num_cpus": float(self.num_cpus), "num_gpus": float(self.num_gpus)}
         if self.resources:
             actor["resources"] = {k: float(v) for k, v in self.resources.items()}
-        return dict(name=self.deployment_name, num_replicas=int(self.num_replicas), ray_actor_options=actor,
-                    max_ongoing_requests=int(self.max_ongoing_requests),
-                    max_queued_requests=int(self.max_queued_requests),
-                    health_check_period_s=float(self.health_check_period_s),
-                    health_check_timeout_s=float(self.health_check_timeout_s))
-
+        return dict(
+            name=self.deployment_name,
+            num_replicas=int(self.num_replicas),
+            ray_actor_options=actor,
+            max_ongoing_requests=int(self.max_ongoing_requests),
+            max_queued_requests=int(self.max_queued_requests),
+            health_check_period_s=float(self.health_check_period_s),
+            health_check_timeout_s=float(self.health_check_timeout_s),
+        )

@@ -22,7 +22,8 @@ import os
 import socket
 import time
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -55,8 +56,9 @@ class FleetReplica:
         conf = OmegaConf.create(dict(cfg))
         if self.fleet.get("device", "auto") != "auto" and "device" in conf.policy:
             conf.policy.device = self.fleet["device"]  # the replica's node decides, not the robot's config
-        self.runner = PolicyRunner.build(lambda: make_policy(conf), lambda: make_normalizer(conf),
-                                         self.fleet.get("torch_threads"))
+        self.runner = PolicyRunner.build(
+            lambda: make_policy(conf), lambda: make_normalizer(conf), self.fleet.get("torch_threads")
+        )
         self.batched = callable(getattr(self.runner.policy, "guided_inference_batch", None))
         self._batched_call.set_max_batch_size(int(self.fleet["max_batch_size"]))
         self._batched_call.set_batch_wait_timeout_s(float(self.fleet["batch_wait_timeout_s"]))
@@ -68,9 +70,14 @@ class FleetReplica:
         self.requests = self.overloaded = self.batches = 0
         self.started_at = time.monotonic()
         self._metrics()
-        log.info("fleet replica %s ready: %s, batched=%s, max batch %d, wait %.1f ms", self.replica,
-                 type(self.runner.policy).__name__, self.batched, self.fleet["max_batch_size"],
-                 1e3 * float(self.fleet["batch_wait_timeout_s"]))
+        log.info(
+            "fleet replica %s ready: %s, batched=%s, max batch %d, wait %.1f ms",
+            self.replica,
+            type(self.runner.policy).__name__,
+            self.batched,
+            self.fleet["max_batch_size"],
+            1e3 * float(self.fleet["batch_wait_timeout_s"]),
+        )
 
     def _metrics(self) -> None:
         try:
@@ -80,12 +87,21 @@ class FleetReplica:
             return
         tags = ("replica_host",)
         self._m = {
-            "batch": metrics.Histogram("fleet_batch_size", "requests per batched policy call",
-                                       boundaries=[float(b) for b in range(1, 65)], tag_keys=tags),
-            "queue": metrics.Histogram("fleet_queue_ms", "wait in the replica before the batch started",
-                                       boundaries=_bounds(0.1, 5000, 24), tag_keys=tags),
-            "compute": metrics.Histogram("fleet_compute_ms", "one batched policy call",
-                                         boundaries=_bounds(0.1, 5000, 24), tag_keys=tags),
+            "batch": metrics.Histogram(
+                "fleet_batch_size",
+                "requests per batched policy call",
+                boundaries=[float(b) for b in range(1, 65)],
+                tag_keys=tags,
+            ),
+            "queue": metrics.Histogram(
+                "fleet_queue_ms",
+                "wait in the replica before the batch started",
+                boundaries=_bounds(0.1, 5000, 24),
+                tag_keys=tags,
+            ),
+            "compute": metrics.Histogram(
+                "fleet_compute_ms", "one batched policy call", boundaries=_bounds(0.1, 5000, 24), tag_keys=tags
+            ),
             "requests": metrics.Counter("fleet_requests", "requests answered", tag_keys=tags),
             "overloaded": metrics.Counter("fleet_overloaded", "requests shed as overloaded", tag_keys=tags),
         }
@@ -100,18 +116,32 @@ class FleetReplica:
 
     def stats(self) -> dict[str, Any]:
         """This replica's numbers: batch-size histogram, per-robot request counts, sheds."""
-        return {"replica": self.replica, "requests": self.requests, "batches": self.batches,
-                "overloaded": self.overloaded, "batch_sizes": dict(sorted(self.batch_sizes.items())),
-                "per_robot": dict(self.per_robot), "uptime_s": time.monotonic() - self.started_at,
-                "batched": self.batched, "max_batch_size": int(self.fleet["max_batch_size"])}
+        return {
+            "replica": self.replica,
+            "requests": self.requests,
+            "batches": self.batches,
+            "overloaded": self.overloaded,
+            "batch_sizes": dict(sorted(self.batch_sizes.items())),
+            "per_robot": dict(self.per_robot),
+            "uptime_s": time.monotonic() - self.started_at,
+            "batched": self.batched,
+            "max_batch_size": int(self.fleet["max_batch_size"]),
+        }
 
     def metadata(self) -> dict[str, Any]:
         """What a robot checks at start: the policy's chunk shape and guidance support."""
         m = self.runner.metadata
-        return {"chunk_size": int(m.chunk_size), "action_dim": int(m.action_dim), "state_dim": int(m.state_dim),
-                "camera_names": list(m.camera_names), "supports_vjp": bool(m.supports_vjp),
-                **{flag: bool(getattr(m, flag, False)) for flag in GUIDANCE_CAPABILITY.values()}, "policy": type(self.runner.policy).__name__,
-                "batched": self.batched, "replica": self.replica}
+        return {
+            "chunk_size": int(m.chunk_size),
+            "action_dim": int(m.action_dim),
+            "state_dim": int(m.state_dim),
+            "camera_names": list(m.camera_names),
+            "supports_vjp": bool(m.supports_vjp),
+            **{flag: bool(getattr(m, flag, False)) for flag in GUIDANCE_CAPABILITY.values()},
+            "policy": type(self.runner.policy).__name__,
+            "batched": self.batched,
+            "replica": self.replica,
+        }
 
     def check_health(self) -> None:
         """Serve's health check: the worker thread must be alive (raises otherwise)."""
@@ -133,16 +163,28 @@ class FleetReplica:
                     self._m["overloaded"].inc()
                 replies[i] = error_reply(
                     f"fleet service overloaded: the request waited {queue_ms:.0f} ms in replica {self.replica} "
-                    f"(> fleet.max_queue_wait_s={self.max_queue_wait_s:g} s)", OVERLOADED,
-                    queue_ms=queue_ms, batch_size=0, compute_ms=0.0, server_ms=queue_ms, replica=self.replica)
+                    f"(> fleet.max_queue_wait_s={self.max_queue_wait_s:g} s)",
+                    OVERLOADED,
+                    queue_ms=queue_ms,
+                    batch_size=0,
+                    compute_ms=0.0,
+                    server_ms=queue_ms,
+                    replica=self.replica,
+                )
                 continue
             try:
                 batch.append(self._row(req))
                 rows.append(i)
             except (KeyError, ValueError, TypeError) as exc:
-                replies[i] = error_reply(f"fleet request refused: {type(exc).__name__}: {exc}", REFUSED,
-                                         queue_ms=queue_ms, batch_size=0, compute_ms=0.0, server_ms=queue_ms,
-                                         replica=self.replica)
+                replies[i] = error_reply(
+                    f"fleet request refused: {type(exc).__name__}: {exc}",
+                    REFUSED,
+                    queue_ms=queue_ms,
+                    batch_size=0,
+                    compute_ms=0.0,
+                    server_ms=queue_ms,
+                    replica=self.replica,
+                )
         if batch:
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._pool, infer_batch, self.runner, batch)
@@ -155,8 +197,13 @@ class FleetReplica:
             for i, res in zip(rows, results):
                 req = requests[i]
                 queue_ms = (t_batch - req["_t_enter"]) * 1e3
-                timings = dict(queue_ms=queue_ms, batch_size=len(batch), compute_ms=res.policy_ms,
-                               server_ms=(t_done - req["_t_enter"]) * 1e3, replica=self.replica)
+                timings = dict(
+                    queue_ms=queue_ms,
+                    batch_size=len(batch),
+                    compute_ms=res.policy_ms,
+                    server_ms=(t_done - req["_t_enter"]) * 1e3,
+                    replica=self.replica,
+                )
                 self.requests += 1
                 self.per_robot[str(req.get("robot", "?"))] += 1
                 if self._m:
@@ -165,8 +212,14 @@ class FleetReplica:
                 if res.error is not None:
                     replies[i] = error_reply(f"fleet request refused: {res.error}", REFUSED, **timings)
                 else:
-                    replies[i] = {"model": res.model, "robot": res.robot, "error": None, "error_kind": None,
-                                  "seq": req.get("seq"), **timings}
+                    replies[i] = {
+                        "model": res.model,
+                        "robot": res.robot,
+                        "error": None,
+                        "error_kind": None,
+                        "seq": req.get("seq"),
+                        **timings,
+                    }
         return replies  # type: ignore[return-value]
 
     def _row(self, req: Mapping[str, Any]) -> BatchRequest:
@@ -175,9 +228,15 @@ class FleetReplica:
         guidance = Guidance(req.get("guidance") or "none")
         if prev is None:
             guidance = Guidance.NONE
-        return BatchRequest(inp, None if prev is None else np.asarray(prev, np.float32), int(req.get("d", 0)),
-                            int(req.get("s", 0)), guidance, Schedule(req.get("schedule") or "exp"),
-                            float(req.get("max_guidance_weight", 5.0)))
+        return BatchRequest(
+            inp,
+            None if prev is None else np.asarray(prev, np.float32),
+            int(req.get("d", 0)),
+            int(req.get("s", 0)),
+            guidance,
+            Schedule(req.get("schedule") or "exp"),
+            float(req.get("max_guidance_weight", 5.0)),
+        )
 
 
 def build_app(cfg: Mapping[str, Any], fleet: Any) -> Any:

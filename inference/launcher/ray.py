@@ -29,16 +29,21 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from services import logs
 from services.knobs import NonNegativeFloat, PositiveFloat
 from services.ray_connection import (  # noqa: F401 - re-exported for the launcher's users
-    DEFAULT_TEMP_DIRS, LaunchError, RayTarget, check_resources, connect, describe_nodes, nodes_offering,
+    DEFAULT_TEMP_DIRS,
+    LaunchError,
+    RayTarget,
+    check_resources,
+    connect,
+    describe_nodes,
+    nodes_offering,
     resolve_address,
 )
 
@@ -60,8 +65,12 @@ class RunActor:
         import ray
 
         ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "host": socket.gethostname(),
-                "resources": ctx.get_assigned_resources()}
+        return {
+            "node_id": ctx.get_node_id(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "resources": ctx.get_assigned_resources(),
+        }
 
     def prepare(self, remote_run_dir: str | None, name: str) -> str:
         base = Path(remote_run_dir) if remote_run_dir else Path(tempfile.gettempdir()) / "inference-runs"
@@ -176,7 +185,6 @@ class RayLauncher:
     def preflight(cls, node: Mapping[str, Any], path: str) -> None:
         """Start-time check: token auth names a token file this driver can read."""
         from services.errors import ConfigError
-
         from services.ray_connection import address_problem
 
         token = node.get("auth_token_path")
@@ -206,8 +214,9 @@ class RayLauncher:
         log_to_driver: bool = True,
         runtime_env: dict | None = None,
     ) -> None:
-        self.target = RayTarget(address, namespace, auth_mode, auth_token_path, resources, num_cpus, num_gpus,
-                                connect_timeout_s)
+        self.target = RayTarget(
+            address, namespace, auth_mode, auth_token_path, resources, num_cpus, num_gpus, connect_timeout_s
+        )
         self.placement_timeout_s = float(placement_timeout_s)
         self.poll_interval_s = float(poll_interval_s)
         self.stop_timeout_s = float(stop_timeout_s)
@@ -226,9 +235,11 @@ class RayLauncher:
         import ray
 
         check_resources(self.target.demand, address)
-        actor = ray.remote(concurrency_groups={"io": 2})(RunActor).options(
-            **self.target.actor_options(), max_restarts=0, name=f"run-{uuid.uuid4().hex[:8]}",
-        ).remote()
+        actor = (
+            ray.remote(concurrency_groups={"io": 2})(RunActor)
+            .options(**self.target.actor_options(), max_restarts=0, name=f"run-{uuid.uuid4().hex[:8]}")
+            .remote()
+        )
         try:
             self.placement = ray.get(actor.ready.remote(), timeout=self.placement_timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -237,8 +248,12 @@ class RayLauncher:
                 f"the run's actor was not placed within {self.placement_timeout_s:g} s: every node offering "
                 f"{self.target.demand} is busy (another run?). Nodes:\n{describe_nodes(ray.nodes())}"
             ) from None
-        log.info("run actor placed on node %s (%s, pid %s)", str(self.placement["node_id"])[:8],
-                 self.placement["host"], self.placement["pid"])
+        log.info(
+            "run actor placed on node %s (%s, pid %s)",
+            str(self.placement["node_id"])[:8],
+            self.placement["host"],
+            self.placement["pid"],
+        )
         return actor
 
     def launch(self, run: Any) -> dict[str, Any]:
@@ -250,8 +265,9 @@ class RayLauncher:
         finished = False
         ref = None
         try:
-            self.remote_dir = ray.get(actor.prepare.remote(self.remote_run_dir, Path(run.run_dir).name),
-                                      timeout=self.placement_timeout_s)
+            self.remote_dir = ray.get(
+                actor.prepare.remote(self.remote_run_dir, Path(run.run_dir).name), timeout=self.placement_timeout_s
+            )
             log.info("run executing in Ray actor; its run dir %s is mirrored into %s", self.remote_dir, run.run_dir)
             ref = actor.execute.remote(run)
             while True:
@@ -265,7 +281,9 @@ class RayLauncher:
         except ray.exceptions.RayActorError as exc:
             from services.errors import AlgorithmFault
 
-            raise AlgorithmFault(f"the run's Ray actor died (node {str(self.placement.get('node_id'))[:8]}): {exc}") from None
+            raise AlgorithmFault(
+                f"the run's Ray actor died (node {str(self.placement.get('node_id'))[:8]}): {exc}"
+            ) from None
         except KeyboardInterrupt:
             log.warning("interrupted: stopping the run in the actor (bounded %.0f s)", self.stop_timeout_s)
             if ref is not None:

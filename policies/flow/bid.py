@@ -15,8 +15,9 @@ checkpoint's space, exactly (the normalization is affine per dimension).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,8 +60,13 @@ class WeakPolicy:
     chunk size, action and state dims, cameras or image size differ from the strong model's.
     """
 
-    def __init__(self, checkpoint: Path, model: FlowModel, state_map: Callable[[np.ndarray], np.ndarray] | None,
-                 action_map: Callable[[np.ndarray], np.ndarray] | None) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        model: FlowModel,
+        state_map: Callable[[np.ndarray], np.ndarray] | None,
+        action_map: Callable[[np.ndarray], np.ndarray] | None,
+    ) -> None:
         self.checkpoint = checkpoint
         self.model = model
         self.state_map = state_map  # strong model space -> weak model space (None: the same space)
@@ -69,11 +75,13 @@ class WeakPolicy:
         self.model.requires_grad_(False)
 
     @classmethod
-    def load(cls, value: str | Path, strong: FlowModelConfig, strong_checkpoint: Path,
-             device: torch.device | str = "cpu") -> WeakPolicy:
+    def load(
+        cls, value: str | Path, strong: FlowModelConfig, strong_checkpoint: Path, device: torch.device | str = "cpu"
+    ) -> WeakPolicy:
         checkpoint = resolve_checkpoint(value)
-        model, _ = load_model_named(checkpoint, f"weak checkpoint {value!r} ({checkpoint})",
-                                    f"weak checkpoint {checkpoint}")
+        model, _ = load_model_named(
+            checkpoint, f"weak checkpoint {value!r} ({checkpoint})", f"weak checkpoint {checkpoint}"
+        )
         check_compatible(model.cfg, strong, checkpoint, strong_checkpoint)
         state_map = action_map = None
         if not _same_stats(checkpoint, strong_checkpoint):
@@ -87,8 +95,14 @@ class WeakPolicy:
 
         return cls(checkpoint, model.to(device), state_map, action_map)
 
-    def sample(self, state: torch.Tensor, images: torch.Tensor, noise: torch.Tensor, num_steps: int,
-               autocast: Callable[[], Any]) -> np.ndarray:
+    def sample(
+        self,
+        state: torch.Tensor,
+        images: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+        autocast: Callable[[], Any],
+    ) -> np.ndarray:
         """``noise.shape[0]`` plain chunks ``(N, H, action_dim)`` float32 for one observation (``state``
         ``(1, state_dim)`` in the strong model's space, ``images`` ``(1, cams, 3, h, w)``), in the strong
         model's space, sampled in one batch with the observation encoded once."""
@@ -106,11 +120,15 @@ class WeakPolicy:
         return chunks if self.action_map is None else self.action_map(chunks)
 
 
-def check_compatible(weak: FlowModelConfig, strong: FlowModelConfig, weak_checkpoint: Any, strong_checkpoint: Any) -> None:
+def check_compatible(
+    weak: FlowModelConfig, strong: FlowModelConfig, weak_checkpoint: Any, strong_checkpoint: Any
+) -> None:
     """The weak checkpoint must read the same observation and write chunks of the same shape as the
     strong one: ``ValueError`` naming the first field that differs."""
     for name in ("chunk_size", "action_dim", "state_dim", "camera_names", "image_size"):
         w, s = getattr(weak, name), getattr(strong, name)
         if tuple(np.atleast_1d(w)) != tuple(np.atleast_1d(s)):
-            raise ValueError(f"weak checkpoint {weak_checkpoint} has {name}={w!r} but the policy's checkpoint "
-                             f"{strong_checkpoint} has {name}={s!r} (they must match)")
+            raise ValueError(
+                f"weak checkpoint {weak_checkpoint} has {name}={w!r} but the policy's checkpoint "
+                f"{strong_checkpoint} has {name}={s!r} (they must match)"
+            )

@@ -36,10 +36,7 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(
-    directory: str | Path,
-    model: FlowModel,
-    normalizer: Any | None = None,
-    meta: dict[str, Any] | None = None,
+    directory: str | Path, model: FlowModel, normalizer: Any | None = None, meta: dict[str, Any] | None = None
 ) -> Path:
     """Write weights (float32 safetensors), config.json and, if given, stats.json. ``meta`` should
     carry ``control_hz`` (the data's rate): a run at another ``robot.hz`` is then refused at start."""
@@ -94,7 +91,6 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     return model, meta
 
 
-
 def load_model_named(directory: Path, missing: str, broken: str) -> tuple[FlowModel, dict[str, Any]]:
     """``load_model`` on the CPU with one ValueError line per way a checkpoint can be unusable:
     ``"<missing>: <what is absent>"`` or ``"<broken> cannot be loaded: <why>"`` (truncated weights,
@@ -104,8 +100,10 @@ def load_model_named(directory: Path, missing: str, broken: str) -> tuple[FlowMo
     except FileNotFoundError as exc:
         raise ValueError(f"{missing}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated weights, corrupt config.json, wrong tensors
-        raise ValueError(f"{broken} cannot be loaded: {type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:300]}") from None
+        raise ValueError(
+            f"{broken} cannot be loaded: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        ) from None
+
 
 def stats_path(directory: str | Path = DEFAULT_CHECKPOINT) -> Path:
     return resolve_path(directory) / STATS

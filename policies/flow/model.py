@@ -58,7 +58,7 @@ class FlowModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FlowModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FlowModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -274,13 +274,25 @@ class FlowModel(nn.Module):
         return self.action_out(self.out_norm(x))
 
     def forward(
-        self, state: torch.Tensor, images: torch.Tensor, actions: torch.Tensor, aux: torch.Tensor | None = None,
-        prefix_actions: torch.Tensor | None = None, replan_ticks: int = 0,
+        self,
+        state: torch.Tensor,
+        images: torch.Tensor,
+        actions: torch.Tensor,
+        aux: torch.Tensor | None = None,
+        prefix_actions: torch.Tensor | None = None,
+        replan_ticks: int = 0,
         continuation_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training entry point (so wrappers such as Lightning Fabric apply precision): the loss."""
-        return self.loss(state, images, actions, aux=aux, prefix_actions=prefix_actions, replan_ticks=replan_ticks,
-                         continuation_labels=continuation_labels)
+        return self.loss(
+            state,
+            images,
+            actions,
+            aux=aux,
+            prefix_actions=prefix_actions,
+            replan_ticks=replan_ticks,
+            continuation_labels=continuation_labels,
+        )
 
     def loss(
         self,
@@ -353,7 +365,9 @@ class FlowModel(nn.Module):
         return loss
 
 
-def replan_labels(actions: torch.Tensor, prefix_actions: torch.Tensor, d: torch.Tensor, replan_ticks: int) -> torch.Tensor:
+def replan_labels(
+    actions: torch.Tensor, prefix_actions: torch.Tensor, d: torch.Tensor, replan_ticks: int
+) -> torch.Tensor:
     """Labels for a chunk whose first ``d`` actions are committed from ``prefix_actions``.
 
     ``actions``/``prefix_actions`` (B, H, A), ``d`` (B,) prefix lengths. Index ``i < d`` keeps the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -18,12 +19,27 @@ import torch
 from policies.base import Guidance, PolicyInput, PolicyMetadata, Schedule
 from policies.control_rate import ControlRate
 from policies.flow.bid import WeakPolicy
-from policies.flow.checkpoint import (DEFAULT_CHECKPOINT, REPO_ROOT, control_rate, load_config, load_model_named,
-                                     resolve_path)
+from policies.flow.checkpoint import (
+    DEFAULT_CHECKPOINT,
+    REPO_ROOT,
+    control_rate,
+    load_config,
+    load_model_named,
+    resolve_path,
+)
 from policies.flow.model import FlowModel, Prefix
-from policies.guidance import (blend, bid_select, euler_sample, gated_select, guided_euler_sample,
-                               identity_guided_euler_sample, padded_prev, prefix_conditioned_sample, prefix_weights,
-                               select_coherent)
+from policies.guidance import (
+    bid_select,
+    blend,
+    euler_sample,
+    gated_select,
+    guided_euler_sample,
+    identity_guided_euler_sample,
+    padded_prev,
+    prefix_conditioned_sample,
+    prefix_weights,
+    select_coherent,
+)
 from policies.registry import POLICY_REGISTRY
 from services.errors import ConfigError
 from services.knobs import PositiveInt, Range
@@ -41,9 +57,10 @@ class _Mismatch(ValueError):
 
 def _check(name: str, configured: Any, from_checkpoint: Any, checkpoint: str) -> None:
     if configured is not None and configured != from_checkpoint:
-        raise _Mismatch(name, 
+        raise _Mismatch(
+            name,
             f"flow policy: {name}={configured!r} in the config but {name}={from_checkpoint!r} "
-            f"in checkpoint {checkpoint}"
+            f"in checkpoint {checkpoint}",
         )
 
 
@@ -62,8 +79,9 @@ def _device(device: str) -> torch.device:
     return dev
 
 
-def _load_checked(checkpoint: Path, chunk_size: Any, action_dim: Any, state_dim: Any, camera_names: Any,
-                  image_size: Any) -> tuple[FlowModel, dict[str, Any]]:
+def _load_checked(
+    checkpoint: Path, chunk_size: Any, action_dim: Any, state_dim: Any, camera_names: Any, image_size: Any
+) -> tuple[FlowModel, dict[str, Any]]:
     """Load the checkpoint on the CPU and check it keeps the config's promises (ValueError naming the key)."""
     model, meta = load_model_named(checkpoint, f"checkpoint {checkpoint}", f"checkpoint {checkpoint}")
     cfg, ck = model.cfg, str(checkpoint)
@@ -120,9 +138,14 @@ class FlowPolicy:
         except ValueError as exc:
             raise ConfigError(f"{path}.device: {exc}") from None
         try:
-            _load_checked(resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT)), node.get("chunk_size"),
-                          node.get("action_dim"), node.get("state_dim"), node.get("camera_names"),
-                          node.get("image_size"))
+            _load_checked(
+                resolve_path(node.get("checkpoint", DEFAULT_CHECKPOINT)),
+                node.get("chunk_size"),
+                node.get("action_dim"),
+                node.get("state_dim"),
+                node.get("camera_names"),
+                node.get("image_size"),
+            )
         except ValueError as exc:
             raise ConfigError(f"{path}.{getattr(exc, 'key', 'checkpoint')}: {exc}") from None
         weak = node.get("bid_weak_checkpoint")
@@ -147,7 +170,11 @@ class FlowPolicy:
             return None
         task = meta.get("task")
         shown = ckpt.relative_to(REPO_ROOT) if ckpt.is_relative_to(REPO_ROOT) else ckpt
-        bundled = "the bundled policy (policy=flow, " if ckpt.parent == REPO_ROOT / "policies/flow/checkpoints" else "policy=flow ("
+        bundled = (
+            "the bundled policy (policy=flow, "
+            if ckpt.parent == REPO_ROOT / "policies/flow/checkpoints"
+            else "policy=flow ("
+        )
         return f"{bundled}checkpoint {shown}) was trained on {task or 'its own task'} and drives that robot only"
 
     @classmethod
@@ -169,9 +196,11 @@ class FlowPolicy:
         """Start-time check of ``guidance: bid``: the weak checkpoint is configured (``preflight``
         checks that it loads and matches)."""
         if not node.get("bid_weak_checkpoint"):
-            raise ConfigError(f"{path}.bid_weak_checkpoint: required for guidance=bid (the weak policy bidirectional "
-                              "decoding contrasts with: an earlier checkpoint of the same model, a directory or a "
-                              "bundled checkpoint name)")
+            raise ConfigError(
+                f"{path}.bid_weak_checkpoint: required for guidance=bid (the weak policy bidirectional "
+                "decoding contrasts with: an earlier checkpoint of the same model, a directory or a "
+                "bundled checkpoint name)"
+            )
 
     @classmethod
     def supports_identity_guidance(cls, node: Any) -> bool:
@@ -314,8 +343,7 @@ class FlowPolicy:
         """CUDA graphs (compiled in mode reduce-overhead or max-autotune, on a GPU) reuse their output
         buffers: a later replay (the next Euler step, or the next chunk's generation) overwrites what
         an earlier one returned, so the encoded prefix and each velocity are copied out (a few KB)."""
-        return (self.compiled and self.device.type == "cuda"
-                and self.compile_mode in ("reduce-overhead", "max-autotune"))
+        return self.compiled and self.device.type == "cuda" and self.compile_mode in ("reduce-overhead", "max-autotune")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_bf16:
@@ -368,8 +396,9 @@ class FlowPolicy:
             prefix = self._encode(state, images)
         if not self._copy_graph_outputs:
             return prefix
-        return Prefix([(k.clone(), v.clone()) for k, v in prefix.kv],
-                      None if prefix.tokens is None else prefix.tokens.clone())
+        return Prefix(
+            [(k.clone(), v.clone()) for k, v in prefix.kv], None if prefix.tokens is None else prefix.tokens.clone()
+        )
 
     def reset_noise(self, seed: int | None = None) -> None:
         """Re-seed the sampling-noise generator (``seed`` defaults to the configured one)."""
@@ -450,8 +479,10 @@ class FlowPolicy:
         if guidance == "blend":
             return blend(prev, self.predict(obs, noise=noise), weights)
         if guidance not in ("vjp", "identity"):
-            raise ValueError(f"flow policy: unknown guidance {guidance!r}; "
-                             "expected vjp, identity, select, bid, trained, blend or none")
+            raise ValueError(
+                f"flow policy: unknown guidance {guidance!r}; "
+                "expected vjp, identity, select, bid, trained, blend or none"
+            )
         sample = guided_euler_sample if guidance == "vjp" else identity_guided_euler_sample
         with torch.no_grad():
             prefix = self._encode_prefix(obs)
@@ -474,8 +505,9 @@ class FlowPolicy:
         with torch.inference_mode():
             prefix = self._encode_prefix(obs)
             first = self._noise(noise)
-            rest = torch.randn((self.select_samples - 1, m.chunk_size, m.action_dim), generator=self._generator,
-                               device=self.device)
+            rest = torch.randn(
+                (self.select_samples - 1, m.chunk_size, m.action_dim), generator=self._generator, device=self.device
+            )
             candidates = euler_sample(self._velocity_fn(prefix), torch.cat([first, rest]), self.num_steps)
         return candidates.float().cpu().numpy()
 
@@ -496,22 +528,29 @@ class FlowPolicy:
             strong = euler_sample(self._velocity_fn(prefix), strong_noise, self.num_steps).float().cpu().numpy()
         weak = self.weak.sample(state, images, weak_noise, self.num_steps, self._autocast)
         choice = bid_select(strong, prev, weights, weak)
-        self._last_info = {"bid_index": float(choice.index), "bid_backward": float(choice.backward[choice.index]),
-                           "bid_forward": float(choice.forward[choice.index])}
+        self._last_info = {
+            "bid_index": float(choice.index),
+            "bid_backward": float(choice.backward[choice.index]),
+            "bid_forward": float(choice.forward[choice.index]),
+        }
         return strong[choice.index]
 
-    def _prefix_conditioned(self, obs: PolicyInput, prev: np.ndarray, delay: int, execute_horizon: int,
-                            noise: np.ndarray | None) -> np.ndarray:
+    def _prefix_conditioned(
+        self, obs: PolicyInput, prev: np.ndarray, delay: int, execute_horizon: int, noise: np.ndarray | None
+    ) -> np.ndarray:
         """``guidance: trained``: the first ``d`` actions of ``prev`` given clean, ``d`` = the delay
         clipped to the guided region (``H - s``) and to the longest prefix seen in training."""
         m, d_max = self.metadata, self.model.cfg.train_prefix_max
         if not m.supports_trained:
-            raise ValueError(f"flow policy: guidance=trained needs a checkpoint trained with action-prefix "
-                             f"conditioning (model.train_prefix_max > 0); {self.checkpoint} has none")
+            raise ValueError(
+                f"flow policy: guidance=trained needs a checkpoint trained with action-prefix "
+                f"conditioning (model.train_prefix_max > 0); {self.checkpoint} has none"
+            )
         d = max(0, min(delay, m.chunk_size - execute_horizon, d_max))
         if delay > d_max and not self._warned_prefix:
-            logger.warning("flow policy: delay %d > the longest prefix trained (%d): conditioning on %d actions",
-                           delay, d_max, d)
+            logger.warning(
+                "flow policy: delay %d > the longest prefix trained (%d): conditioning on %d actions", delay, d_max, d
+            )
             self._warned_prefix = True
         with torch.inference_mode():
             prefix = self._encode_prefix(obs)
@@ -535,12 +574,19 @@ class FlowPolicy:
         for i, req in enumerate(requests):
             if req.noise is not None:
                 noise[i] = torch.as_tensor(np.asarray(req.noise, np.float32), device=self.device).reshape(
-                    m.chunk_size, m.action_dim)
+                    m.chunk_size, m.action_dim
+                )
         dev = self.device
         with torch.no_grad():
             prefix = self._encode_tensors(torch.cat([s for s, _ in tensors]), torch.cat([im for _, im in tensors]))
             a = batched_guided_sample(
-                self._velocity_fn(prefix), noise, torch.from_numpy(plan.prev).to(dev),
-                torch.from_numpy(plan.weights).to(dev), torch.from_numpy(plan.betas).to(dev),
-                torch.from_numpy(plan.clean).to(dev), self.num_steps, torch.from_numpy(plan.identity).to(dev))
+                self._velocity_fn(prefix),
+                noise,
+                torch.from_numpy(plan.prev).to(dev),
+                torch.from_numpy(plan.weights).to(dev),
+                torch.from_numpy(plan.betas).to(dev),
+                torch.from_numpy(plan.clean).to(dev),
+                self.num_steps,
+                torch.from_numpy(plan.identity).to(dev),
+            )
         return finish_blends(a.float().cpu().numpy(), plan)

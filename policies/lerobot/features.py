@@ -11,9 +11,10 @@ cannot import lerobot (LeRobot 0.6 needs Python >= 3.12).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from policies.control_rate import ControlRate, lerobot_dataset_rate, positive_hz, read_json
 
@@ -60,7 +61,7 @@ class CheckpointSpec:
         return self.type in LANGUAGE_TYPES
 
     @classmethod
-    def read(cls, path: str | Path) -> "CheckpointSpec":
+    def read(cls, path: str | Path) -> CheckpointSpec:
         root = Path(path).expanduser()
         if not root.is_dir():
             raise CheckpointError(f"{root} is not a directory (a LeRobot save_pretrained directory)")
@@ -75,8 +76,10 @@ class CheckpointSpec:
             raise CheckpointError(f"{root} has no model.safetensors (LeRobot's save_pretrained writes it)")
         for name in ("policy_preprocessor.json", "policy_postprocessor.json"):
             if not (root / name).is_file():
-                raise CheckpointError(f"{root} has no {name}: this engine uses the checkpoint's own saved "
-                                      "pre/post-processor pipelines for normalization (save them with the policy)")
+                raise CheckpointError(
+                    f"{root} has no {name}: this engine uses the checkpoint's own saved "
+                    "pre/post-processor pipelines for normalization (save them with the policy)"
+                )
         ptype = str(cfg.get("type", ""))
         if not ptype:
             raise CheckpointError(f"{cfg_file} has no 'type' (act, diffusion, pi0, pi05, smolvla, ...)")
@@ -101,8 +104,16 @@ class CheckpointSpec:
             chunk_len = int(cfg.get("chunk_size") or cfg.get("n_action_steps") or 0)
         if chunk_len <= 0:
             raise CheckpointError(f"{cfg_file}: cannot tell the chunk length (chunk_size / n_action_steps)")
-        return cls(root=root, type=ptype, state_dim=state_dim, images=images, action_dim=action_dim,
-                   chunk_len=chunk_len, n_obs_steps=int(cfg.get("n_obs_steps", 1) or 1), other_inputs=tuple(other))
+        return cls(
+            root=root,
+            type=ptype,
+            state_dim=state_dim,
+            images=images,
+            action_dim=action_dim,
+            chunk_len=chunk_len,
+            n_obs_steps=int(cfg.get("n_obs_steps", 1) or 1),
+            other_inputs=tuple(other),
+        )
 
     def camera_keys(self, camera_names: Sequence[str], camera_map: Mapping[str, str] | None) -> dict[str, str]:
         """Our camera -> checkpoint image key for every image the checkpoint takes.
@@ -117,8 +128,9 @@ class CheckpointSpec:
             raise CheckpointError(f"camera_map names cameras {unknown} that camera_names {list(camera_names)} lacks")
         bad = [v for v in camera_map.values() if v not in self.images]
         if bad:
-            raise CheckpointError(f"camera_map maps to {bad}, which the checkpoint does not take "
-                                  f"(its images: {sorted(self.images)})")
+            raise CheckpointError(
+                f"camera_map maps to {bad}, which the checkpoint does not take (its images: {sorted(self.images)})"
+            )
         out: dict[str, str] = {}
         taken = set(camera_map.values())
         for cam in camera_names:
@@ -128,29 +140,48 @@ class CheckpointSpec:
                 out[cam] = _image_key(cam)
         missing = sorted(set(self.images) - set(out.values()))
         if missing:
-            raise CheckpointError(f"the checkpoint needs camera image(s) {missing} that no camera provides "
-                                  f"(cameras {list(camera_names)}; map one with policy.camera_map.<camera>=<key>)")
+            raise CheckpointError(
+                f"the checkpoint needs camera image(s) {missing} that no camera provides "
+                f"(cameras {list(camera_names)}; map one with policy.camera_map.<camera>=<key>)"
+            )
         return out
 
-    def check(self, *, state_dim: int, action_dim: int, chunk_size: int, camera_names: Sequence[str],
-              camera_map: Mapping[str, str] | None, guidance: str | None = None) -> dict[str, str]:
+    def check(
+        self,
+        *,
+        state_dim: int,
+        action_dim: int,
+        chunk_size: int,
+        camera_names: Sequence[str],
+        camera_map: Mapping[str, str] | None,
+        guidance: str | None = None,
+    ) -> dict[str, str]:
         """Everything the robot must provide; returns the camera map. Raises ``CheckpointError``."""
         if self.other_inputs:
-            raise CheckpointError(f"the checkpoint ({self.type}) takes input(s) the engine does not provide: "
-                                  f"{', '.join(self.other_inputs)}")
+            raise CheckpointError(
+                f"the checkpoint ({self.type}) takes input(s) the engine does not provide: "
+                f"{', '.join(self.other_inputs)}"
+            )
         if self.state_dim is not None and self.state_dim != int(state_dim):
-            raise CheckpointError(f"the checkpoint's {STATE_KEY} has {self.state_dim} dims, the robot's state "
-                                  f"{state_dim} (policy.state_dim)")
+            raise CheckpointError(
+                f"the checkpoint's {STATE_KEY} has {self.state_dim} dims, the robot's state "
+                f"{state_dim} (policy.state_dim)"
+            )
         if self.action_dim != int(action_dim):
-            raise CheckpointError(f"the checkpoint's action has {self.action_dim} dims, the robot's "
-                                  f"{action_dim} (policy.action_dim)")
+            raise CheckpointError(
+                f"the checkpoint's action has {self.action_dim} dims, the robot's {action_dim} (policy.action_dim)"
+            )
         if int(chunk_size) > self.chunk_len:
-            raise CheckpointError(f"policy.chunk_size={chunk_size} exceeds the {self.chunk_len} actions a "
-                                  f"{self.type} chunk of this checkpoint has")
+            raise CheckpointError(
+                f"policy.chunk_size={chunk_size} exceeds the {self.chunk_len} actions a "
+                f"{self.type} chunk of this checkpoint has"
+            )
         cams = self.camera_keys(camera_names, camera_map)
         if guidance is not None and guidance not in self.guidance:
-            raise CheckpointError(f"algorithm.guidance={guidance} is not available for a {self.type} policy "
-                                  f"(it supports {', '.join(self.guidance)})")
+            raise CheckpointError(
+                f"algorithm.guidance={guidance} is not available for a {self.type} policy "
+                f"(it supports {', '.join(self.guidance)})"
+            )
         return cams
 
 

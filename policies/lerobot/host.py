@@ -66,8 +66,11 @@ def serve(inp: Any, out: Any) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("LEROBOT_HOST_LOG", "WARNING"), stream=sys.stderr,
-                        format="lerobot-host %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LEROBOT_HOST_LOG", "WARNING"),
+        stream=sys.stderr,
+        format="lerobot-host %(levelname)s %(name)s: %(message)s",
+    )
     out = _private_stdout()
     try:
         serve(sys.stdin.buffer, out)

@@ -24,7 +24,8 @@ import importlib.util
 import logging
 import re
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,17 +68,32 @@ class LeRobotPolicy:
         algorithm_guidance: str | None = None,
     ) -> None:
         spec = CheckpointSpec.read(path)
-        cams = spec.check(state_dim=state_dim, action_dim=action_dim, chunk_size=chunk_size,
-                          camera_names=tuple(camera_names), camera_map=camera_map)
+        cams = spec.check(
+            state_dim=state_dim,
+            action_dim=action_dim,
+            chunk_size=chunk_size,
+            camera_names=tuple(camera_names),
+            camera_map=camera_map,
+        )
         self.spec = spec
         self.camera_keys = cams
         self.seed = int(seed)
         self.metadata = PolicyMetadata(
-            chunk_size=int(chunk_size), action_dim=int(action_dim), state_dim=int(state_dim),
-            camera_names=tuple(cams), supports_vjp=spec.kind == "flow",
+            chunk_size=int(chunk_size),
+            action_dim=int(action_dim),
+            state_dim=int(state_dim),
+            camera_names=tuple(cams),
+            supports_vjp=spec.kind == "flow",
         )
-        kwargs = dict(path=str(spec.root), camera_keys=cams, chunk_size=int(chunk_size), prompt=str(prompt or ""),
-                      device=str(device), seed=int(seed), num_inference_steps=num_inference_steps)
+        kwargs = dict(
+            path=str(spec.root),
+            camera_keys=cams,
+            chunk_size=int(chunk_size),
+            prompt=str(prompt or ""),
+            device=str(device),
+            seed=int(seed),
+            num_inference_steps=num_inference_steps,
+        )
         if lerobot_here():
             from policies.lerobot.runtime import LeRobotRuntime
 
@@ -90,8 +106,10 @@ class LeRobotPolicy:
         else:
             interpreter = resolve_python(python)
             if interpreter is None:
-                raise ValueError("policy.python: lerobot is not importable in this interpreter; set policy.python to "
-                                 "the python of an environment with lerobot 0.6 (e.g. .venvs/lerobot/bin/python)")
+                raise ValueError(
+                    "policy.python: lerobot is not importable in this interpreter; set policy.python to "
+                    "the python of an environment with lerobot 0.6 (e.g. .venvs/lerobot/bin/python)"
+                )
             from policies.lerobot.proxy import HostProxy
 
             if threads is None and "torch" in sys.modules:
@@ -113,26 +131,36 @@ class LeRobotPolicy:
         kind does, and an interpreter that imports lerobot is there: else one ConfigError naming the key."""
         try:
             spec = CheckpointSpec.read(str(node.get("path")))
-            spec.check(state_dim=int(node.get("state_dim", 0)), action_dim=int(node.get("action_dim", 0)),
-                       chunk_size=int(node.get("chunk_size", 0)), camera_names=tuple(node.get("camera_names") or ()),
-                       camera_map=node.get("camera_map"))
+            spec.check(
+                state_dim=int(node.get("state_dim", 0)),
+                action_dim=int(node.get("action_dim", 0)),
+                chunk_size=int(node.get("chunk_size", 0)),
+                camera_names=tuple(node.get("camera_names") or ()),
+                camera_map=node.get("camera_map"),
+            )
         except CheckpointError as exc:
             raise ConfigError(f"{path}.path: {exc}") from None
         device = str(node.get("device", "cpu"))
         if not DEVICE.fullmatch(device):
-            raise ConfigError(f"{path}.device: {device!r}; expected cpu, cuda, cuda:<N> or mps (a torch device in "
-                              "LeRobot's interpreter)")
+            raise ConfigError(
+                f"{path}.device: {device!r}; expected cpu, cuda, cuda:<N> or mps (a torch device in "
+                "LeRobot's interpreter)"
+            )
         guidance = node.get("algorithm_guidance")
         if guidance is not None and str(guidance) not in spec.guidance:
-            raise ConfigError(f"algorithm.guidance: algorithm.guidance={guidance} is not available for the {spec.type} "
-                              f"checkpoint {spec.root} (a {spec.type} policy supports {', '.join(spec.guidance)})")
+            raise ConfigError(
+                f"algorithm.guidance: algorithm.guidance={guidance} is not available for the {spec.type} "
+                f"checkpoint {spec.root} (a {spec.type} policy supports {', '.join(spec.guidance)})"
+            )
         if lerobot_here():
             return
         python = resolve_python(node.get("python"))
         if python is None:
-            raise ConfigError(f"{path}.python: lerobot is not importable in this interpreter ({sys.executable}); set "
-                              "policy.python to the python of an environment with lerobot 0.6 "
-                              "(`make lerobot-env` builds .venvs/lerobot)")
+            raise ConfigError(
+                f"{path}.python: lerobot is not importable in this interpreter ({sys.executable}); set "
+                "policy.python to the python of an environment with lerobot 0.6 "
+                "(`make lerobot-env` builds .venvs/lerobot)"
+            )
         try:
             probe_python(python, RUNTIME_MODULE)
         except ValueError as exc:
@@ -148,13 +176,29 @@ class LeRobotPolicy:
     def predict(self, obs: PolicyInput) -> np.ndarray:
         return self.backend.predict(*self._obs(obs))
 
-    def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, delay: int, execute_horizon: int,
-                         guidance: str = "vjp", schedule: str = "exp", max_guidance_weight: float = 5.0,
-                         mode: str = "ours") -> np.ndarray:
+    def guided_inference(
+        self,
+        obs: PolicyInput,
+        prev_chunk: np.ndarray,
+        delay: int,
+        execute_horizon: int,
+        guidance: str = "vjp",
+        schedule: str = "exp",
+        max_guidance_weight: float = 5.0,
+        mode: str = "ours",
+    ) -> np.ndarray:
         state, images = self._obs(obs)
-        return self.backend.guided(state, images, np.asarray(prev_chunk, np.float32), delay=int(delay),
-                                   execute_horizon=int(execute_horizon), guidance=str(guidance),
-                                   schedule=str(schedule), max_guidance_weight=float(max_guidance_weight), mode=mode)
+        return self.backend.guided(
+            state,
+            images,
+            np.asarray(prev_chunk, np.float32),
+            delay=int(delay),
+            execute_horizon=int(execute_horizon),
+            guidance=str(guidance),
+            schedule=str(schedule),
+            max_guidance_weight=float(max_guidance_weight),
+            mode=mode,
+        )
 
     def reset_noise(self, seed: int) -> None:
         self.backend.reset_noise(int(seed))
@@ -162,9 +206,10 @@ class LeRobotPolicy:
     def warmup(self) -> None:
         """One unguided and (for guidable kinds) one guided chunk on a blank observation; noise restored."""
         H = self.metadata.chunk_size
-        blank = PolicyInput(state=np.zeros((1, self.metadata.state_dim), np.float32),
-                            images={c: np.zeros((1, 3, *self.spec.images[k][1:]), np.float32)
-                                    for c, k in self.camera_keys.items()})
+        blank = PolicyInput(
+            state=np.zeros((1, self.metadata.state_dim), np.float32),
+            images={c: np.zeros((1, 3, *self.spec.images[k][1:]), np.float32) for c, k in self.camera_keys.items()},
+        )
         chunk = self.predict(blank)
         self.guided_inference(blank, chunk, min(1, H), max(0, H - 1), "vjp" if self.metadata.supports_vjp else "blend")
         self.reset_noise(self.seed)

@@ -12,8 +12,9 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +29,18 @@ class HostError(RuntimeError):
 
 
 class HostProxy:
-    def __init__(self, python: str, kwargs: Mapping[str, Any], threads: int | None = None,
-                 start_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, python: str, kwargs: Mapping[str, Any], threads: int | None = None, start_timeout_s: float = 600.0
+    ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-        self._proc = subprocess.Popen([python, "-m", "policies.lerobot.host"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, cwd=str(REPO), env=env)
+        self._proc = subprocess.Popen(
+            [python, "-m", "policies.lerobot.host"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=str(REPO),
+            env=env,
+        )
         self._lock = threading.Lock()
         self.camera_keys = dict(kwargs.get("camera_keys") or {})
         atexit.register(self.close)
@@ -49,8 +56,9 @@ class HostProxy:
                 reply = wire.recv(self._proc.stdout)
             except (EOFError, BrokenPipeError) as exc:
                 code = self._proc.wait(timeout=5)
-                raise HostError(f"LeRobot policy host died during {msg.get('op')} (exit code {code}; its stderr "
-                                "above says why)") from exc
+                raise HostError(
+                    f"LeRobot policy host died during {msg.get('op')} (exit code {code}; its stderr above says why)"
+                ) from exc
         if "error" in reply:
             log.error("LeRobot policy host: %s", reply.get("traceback", reply["error"]))
             raise HostError(f"LeRobot policy host: {reply['error']}")
@@ -59,7 +67,9 @@ class HostProxy:
     def predict(self, state: np.ndarray, images: Mapping[str, np.ndarray]) -> np.ndarray:
         return self._call({"op": "predict", "state": state, "images": dict(images)})
 
-    def guided(self, state: np.ndarray, images: Mapping[str, np.ndarray], prev: np.ndarray, **kwargs: Any) -> np.ndarray:
+    def guided(
+        self, state: np.ndarray, images: Mapping[str, np.ndarray], prev: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
         return self._call({"op": "guided", "state": state, "images": dict(images), "prev": prev, "kwargs": kwargs})
 
     def reset_noise(self, seed: int) -> None:

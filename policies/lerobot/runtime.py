@@ -28,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from policies.guidance import blend, euler_sample, guided_euler_sample, prefix_weights
-from policies.lerobot.features import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, CheckpointSpec
+from policies.guidance import euler_sample, guided_euler_sample, prefix_weights
+from policies.lerobot.features import STATE_KEY, CheckpointSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,17 @@ MODES = ("ours", "lerobot_rtc")
 class FlowIntegrator:
     """Stands in for LeRobot's ``euler_integrate`` during one sample: our noise, our (guided) Euler loop."""
 
-    def __init__(self, original: Any, noise: torch.Tensor, target: torch.Tensor | None = None,
-                 weights: np.ndarray | None = None, beta: float = 0.0, mode: str = "ours",
-                 delay: int = 0, execute_horizon: int = 0) -> None:
+    def __init__(
+        self,
+        original: Any,
+        noise: torch.Tensor,
+        target: torch.Tensor | None = None,
+        weights: np.ndarray | None = None,
+        beta: float = 0.0,
+        mode: str = "ours",
+        delay: int = 0,
+        execute_horizon: int = 0,
+    ) -> None:
         self.original, self.noise, self.target, self.weights = original, noise, target, weights
         self.beta, self.mode, self.delay, self.execute_horizon = float(beta), mode, int(delay), int(execute_horizon)
         self.calls = 0
@@ -54,13 +63,22 @@ class FlowIntegrator:
     def __call__(self, denoise_fn: Any, noise: torch.Tensor, num_steps: int, **kwargs: Any) -> torch.Tensor:
         self.calls += 1
         if tuple(noise.shape) != tuple(self.noise.shape):
-            raise ValueError(f"model samples noise of shape {tuple(noise.shape)}, runtime drew {tuple(self.noise.shape)}")
+            raise ValueError(
+                f"model samples noise of shape {tuple(noise.shape)}, runtime drew {tuple(self.noise.shape)}"
+            )
         x1 = self.noise.to(device=noise.device, dtype=noise.dtype)
         if self.mode == "lerobot_rtc":
             # LeRobot's own RTC: its processor wraps the same denoiser (t = 1 -> 0, identity Jacobian)
-            return self.original(denoise_fn, x1, num_steps, rtc_processor=kwargs.get("rtc_processor"),
-                                 rtc_enabled=self.target is not None, inference_delay=self.delay,
-                                 prev_chunk_left_over=self.target, execution_horizon=self.execute_horizon)
+            return self.original(
+                denoise_fn,
+                x1,
+                num_steps,
+                rtc_processor=kwargs.get("rtc_processor"),
+                rtc_enabled=self.target is not None,
+                inference_delay=self.delay,
+                prev_chunk_left_over=self.target,
+                execution_horizon=self.execute_horizon,
+            )
         batch = x1.shape[0]
 
         def velocity(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -76,8 +94,16 @@ class FlowIntegrator:
 class LeRobotRuntime:
     """One LeRobot policy + its saved pipelines; chunks in robot space, float32 ``(chunk_size, action_dim)``."""
 
-    def __init__(self, path: str, camera_keys: Mapping[str, str], chunk_size: int, prompt: str = "",
-                 device: str = "cpu", seed: int = 0, num_inference_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        camera_keys: Mapping[str, str],
+        chunk_size: int,
+        prompt: str = "",
+        device: str = "cpu",
+        seed: int = 0,
+        num_inference_steps: int | None = None,
+    ) -> None:
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
@@ -96,13 +122,19 @@ class LeRobotRuntime:
         self.policy = get_policy_class(cfg.type).from_pretrained(path, config=cfg)
         self.policy.to(self.device).eval()
         self.pre, self.post = make_pre_post_processors(
-            cfg, pretrained_path=path, preprocessor_overrides={"device_processor": {"device": str(self.device)}})
+            cfg, pretrained_path=path, preprocessor_overrides={"device_processor": {"device": str(self.device)}}
+        )
         self._action_norm = next((s for s in self.pre.steps if type(s).__name__ == "NormalizerProcessorStep"), None)
         self._modeling = importlib.import_module(type(self.policy).__module__)
         self._generator = torch.Generator(device="cpu").manual_seed(int(seed))
         self.last_model: np.ndarray | None = None
-        log.info("lerobot %s policy from %s (%d params, device %s)", cfg.type, path,
-                 sum(p.numel() for p in self.policy.parameters()), self.device)
+        log.info(
+            "lerobot %s policy from %s (%d params, device %s)",
+            cfg.type,
+            path,
+            sum(p.numel() for p in self.policy.parameters()),
+            self.device,
+        )
 
     # ------------------------------------------------------------------ observation -> batch
     def batch(self, state: np.ndarray, images: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -119,8 +151,9 @@ class LeRobotRuntime:
             frame = torch.from_numpy(np.ascontiguousarray(np.asarray(images[cam])[-1])).float().div_(255.0)
             c, h, w = self.spec.images[key]
             if tuple(frame.shape[-2:]) != (h, w):
-                frame = torch.nn.functional.interpolate(frame[None], size=(h, w), mode="bilinear",
-                                                        align_corners=False)[0]
+                frame = torch.nn.functional.interpolate(frame[None], size=(h, w), mode="bilinear", align_corners=False)[
+                    0
+                ]
             obs[key] = frame
         if self.spec.uses_language:
             obs["task"] = self.prompt
@@ -137,8 +170,10 @@ class LeRobotRuntime:
         out = self.post(actions)
         robot = out.detach().float().cpu().numpy()[0, : self.chunk_size]
         if robot.shape != (self.chunk_size, self.spec.action_dim):
-            raise ValueError(f"{self.spec.type} returned a chunk of shape {robot.shape}; expected "
-                             f"({self.chunk_size}, {self.spec.action_dim})")
+            raise ValueError(
+                f"{self.spec.type} returned a chunk of shape {robot.shape}; expected "
+                f"({self.chunk_size}, {self.spec.action_dim})"
+            )
         return np.ascontiguousarray(robot, dtype=np.float32)
 
     # ------------------------------------------------------------------ sampling
@@ -163,13 +198,18 @@ class LeRobotRuntime:
         integrator = integrator or FlowIntegrator(self._modeling.euler_integrate, self._flow_noise())
         with self._integrator(integrator):
             if integrator.mode == "lerobot_rtc" and integrator.target is not None:
-                out = self.policy.predict_action_chunk(batch, inference_delay=integrator.delay,
-                                                       prev_chunk_left_over=integrator.target,
-                                                       execution_horizon=integrator.execute_horizon)
+                out = self.policy.predict_action_chunk(
+                    batch,
+                    inference_delay=integrator.delay,
+                    prev_chunk_left_over=integrator.target,
+                    execution_horizon=integrator.execute_horizon,
+                )
             else:
                 out = self.policy.predict_action_chunk(batch)
         if integrator.calls != 1:
-            raise RuntimeError(f"{self.spec.type}: expected one call of euler_integrate per chunk, saw {integrator.calls}")
+            raise RuntimeError(
+                f"{self.spec.type}: expected one call of euler_integrate per chunk, saw {integrator.calls}"
+            )
         return out
 
     def _stack_obs(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -190,15 +230,26 @@ class LeRobotRuntime:
     def predict(self, state: np.ndarray, images: Mapping[str, np.ndarray]) -> np.ndarray:
         return self._finish(self._sample(self.batch(state, images)))
 
-    def guided(self, state: np.ndarray, images: Mapping[str, np.ndarray], prev: np.ndarray, delay: int,
-               execute_horizon: int, guidance: str = "vjp", schedule: str = "exp", max_guidance_weight: float = 5.0,
-               mode: str = "ours") -> np.ndarray:
+    def guided(
+        self,
+        state: np.ndarray,
+        images: Mapping[str, np.ndarray],
+        prev: np.ndarray,
+        delay: int,
+        execute_horizon: int,
+        guidance: str = "vjp",
+        schedule: str = "exp",
+        max_guidance_weight: float = 5.0,
+        mode: str = "ours",
+    ) -> np.ndarray:
         """A chunk continuing ``prev`` (robot space, (chunk_size, action_dim), zero-padded by the engine)."""
         if guidance == "none":
             return self.predict(state, images)
         if guidance not in self.spec.guidance:
-            raise ValueError(f"guidance={guidance} is not available for a {self.spec.type} policy "
-                             f"(it supports {', '.join(self.spec.guidance)})")
+            raise ValueError(
+                f"guidance={guidance} is not available for a {self.spec.type} policy "
+                f"(it supports {', '.join(self.spec.guidance)})"
+            )
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; expected one of {MODES}")
         H = self.chunk_size
@@ -220,8 +271,16 @@ class LeRobotRuntime:
         target[:, model_w == 0] = 0.0
         if not torch.isfinite(target).all():
             raise ValueError("previous chunk is not finite in model space")
-        integrator = FlowIntegrator(self._modeling.euler_integrate, noise, target, model_w, max_guidance_weight,
-                                    mode, delay=int(delay), execute_horizon=max(H - execute_horizon, int(delay)))
+        integrator = FlowIntegrator(
+            self._modeling.euler_integrate,
+            noise,
+            target,
+            model_w,
+            max_guidance_weight,
+            mode,
+            delay=int(delay),
+            execute_horizon=max(H - execute_horizon, int(delay)),
+        )
         if mode == "lerobot_rtc":
             self._ensure_lerobot_rtc(schedule, max_guidance_weight, H - execute_horizon)
             integrator.target = target[:, :H]
@@ -234,8 +293,12 @@ class LeRobotRuntime:
         sched = {"exp": "EXP", "linear": "LINEAR", "ones": "ONES", "zeros": "ZEROS"}[schedule]
         from lerobot.configs import RTCAttentionSchedule
 
-        self.policy.config.rtc_config = RTCConfig(enabled=True, prefix_attention_schedule=RTCAttentionSchedule[sched],
-                                                  max_guidance_weight=float(beta), execution_horizon=int(horizon))
+        self.policy.config.rtc_config = RTCConfig(
+            enabled=True,
+            prefix_attention_schedule=RTCAttentionSchedule[sched],
+            max_guidance_weight=float(beta),
+            execution_horizon=int(horizon),
+        )
         self.policy.init_rtc_processor()
 
     def reset_noise(self, seed: int) -> None:

@@ -58,8 +58,11 @@ def dataset_stats(state_dim: int, action_dim: int, cameras: list[str]) -> dict[s
         out[key] = stats
     for cam in cameras:
         out[f"observation.images.{cam}"] = {
-            "mean": torch.full((3, 1, 1), 0.45), "std": torch.full((3, 1, 1), 0.25),
-            "min": torch.zeros((3, 1, 1)), "max": torch.ones((3, 1, 1))}
+            "mean": torch.full((3, 1, 1), 0.45),
+            "std": torch.full((3, 1, 1), 0.25),
+            "min": torch.zeros((3, 1, 1)),
+            "max": torch.ones((3, 1, 1)),
+        }
     return out
 
 
@@ -76,28 +79,63 @@ def tiny_smolvlm(out: Path) -> Path:
     from transformers.models.smolvlm import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
     out.mkdir(parents=True, exist_ok=True)
-    special = ["<pad>", "<unk>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
-               "<global-img>", "<video>"]
+    special = [
+        "<pad>",
+        "<unk>",
+        "<|im_start|>",
+        "<end_of_utterance>",
+        "<fake_token_around_image>",
+        "<image>",
+        "<global-img>",
+        "<video>",
+    ]
     vocab = {t: i for i, t in enumerate(special + [chr(c) for c in range(32, 127)] + ["\n"])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")  # one token per character
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<|im_start|>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<|im_start|>",
         eos_token="<end_of_utterance>",
-        extra_special_tokens={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
-                              "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>",
-                              "video_token": "<video>"})
-    image_processor = SmolVLMImageProcessor(do_resize=False, do_image_splitting=False,
-                                            max_image_size={"longest_edge": 64}, size={"longest_edge": 64})
-    SmolVLMProcessor(image_processor=image_processor, tokenizer=fast, video_processor=SmolVLMVideoProcessor(),
-                     image_seq_len=4).save_pretrained(out)
+        extra_special_tokens={
+            "fake_image_token": "<fake_token_around_image>",
+            "image_token": "<image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+            "video_token": "<video>",
+        },
+    )
+    image_processor = SmolVLMImageProcessor(
+        do_resize=False, do_image_splitting=False, max_image_size={"longest_edge": 64}, size={"longest_edge": 64}
+    )
+    SmolVLMProcessor(
+        image_processor=image_processor, tokenizer=fast, video_processor=SmolVLMVideoProcessor(), image_seq_len=4
+    ).save_pretrained(out)
     SmolVLMConfig(
-        text_config=dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=len(vocab),
-                         max_position_embeddings=512),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        scale_factor=2, image_token_id=vocab["<image>"], vocab_size=len(vocab)).save_pretrained(out)
+        text_config=dict(
+            model_type="llama",
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=len(vocab),
+            max_position_embeddings=512,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        ),
+        scale_factor=2,
+        image_token_id=vocab["<image>"],
+        vocab_size=len(vocab),
+    ).save_pretrained(out)
     return out
 
 
@@ -105,30 +143,76 @@ def make_config(kind: str, inputs: dict, outputs: dict, chunk: int, vlm_dir: str
     if kind == "act":
         from lerobot.policies.act.configuration_act import ACTConfig
 
-        return ACTConfig(input_features=inputs, output_features=outputs, chunk_size=chunk, n_action_steps=chunk,
-                         pretrained_backbone_weights=None, dim_model=32, n_heads=2, dim_feedforward=64,
-                         n_encoder_layers=1, n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=8, device="cpu")
+        return ACTConfig(
+            input_features=inputs,
+            output_features=outputs,
+            chunk_size=chunk,
+            n_action_steps=chunk,
+            pretrained_backbone_weights=None,
+            dim_model=32,
+            n_heads=2,
+            dim_feedforward=64,
+            n_encoder_layers=1,
+            n_decoder_layers=1,
+            n_vae_encoder_layers=1,
+            latent_dim=8,
+            device="cpu",
+        )
     if kind == "diffusion":
         from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
         horizon = 1 << max(3, (2 * chunk - 1).bit_length())  # a multiple of 2**len(down_dims), >= chunk + 1
-        return DiffusionConfig(input_features=inputs, output_features=outputs, n_obs_steps=2, horizon=horizon,
-                               n_action_steps=chunk, drop_n_last_frames=horizon - chunk - 1,
-                               pretrained_backbone_weights=None, use_group_norm=True, crop_shape=None,
-                               down_dims=(32, 64), kernel_size=3, n_groups=4, diffusion_step_embed_dim=32,
-                               spatial_softmax_num_keypoints=8, num_inference_steps=10, device="cpu")
+        return DiffusionConfig(
+            input_features=inputs,
+            output_features=outputs,
+            n_obs_steps=2,
+            horizon=horizon,
+            n_action_steps=chunk,
+            drop_n_last_frames=horizon - chunk - 1,
+            pretrained_backbone_weights=None,
+            use_group_norm=True,
+            crop_shape=None,
+            down_dims=(32, 64),
+            kernel_size=3,
+            n_groups=4,
+            diffusion_step_embed_dim=32,
+            spatial_softmax_num_keypoints=8,
+            num_inference_steps=10,
+            device="cpu",
+        )
     if kind == "smolvla":
         from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
 
-        return SmolVLAConfig(input_features=inputs, output_features=outputs, chunk_size=chunk, n_action_steps=chunk,
-                             vlm_model_name=str(vlm_dir), load_vlm_weights=False, num_vlm_layers=2,
-                             num_steps=10, resize_imgs_with_padding=(64, 64), tokenizer_max_length=16,
-                             max_state_dim=16, max_action_dim=16, device="cpu")
+        return SmolVLAConfig(
+            input_features=inputs,
+            output_features=outputs,
+            chunk_size=chunk,
+            n_action_steps=chunk,
+            vlm_model_name=str(vlm_dir),
+            load_vlm_weights=False,
+            num_vlm_layers=2,
+            num_steps=10,
+            resize_imgs_with_padding=(64, 64),
+            tokenizer_max_length=16,
+            max_state_dim=16,
+            max_action_dim=16,
+            device="cpu",
+        )
     raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
-def build(kind: str, out: Path, state_dim: int = 14, action_dim: int = 14, cameras: list[str] | None = None,
-          height: int = 96, width: int = 128, chunk: int = 20, seed: int = 0, vlm_dir: str | None = None) -> Path:
+def build(
+    kind: str,
+    out: Path,
+    state_dim: int = 14,
+    action_dim: int = 14,
+    cameras: list[str] | None = None,
+    height: int = 96,
+    width: int = 128,
+    chunk: int = 20,
+    seed: int = 0,
+    vlm_dir: str | None = None,
+) -> Path:
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     cameras = list(cameras if cameras is not None else ["head", "left", "right"])
@@ -162,8 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     cams = [c for c in args.cameras.split(",") if c]
-    build(args.kind, args.out, args.state_dim, args.action_dim, cams, args.height, args.width, args.chunk,
-          args.seed, args.vlm_dir)
+    build(
+        args.kind,
+        args.out,
+        args.state_dim,
+        args.action_dim,
+        cams,
+        args.height,
+        args.width,
+        args.chunk,
+        args.seed,
+        args.vlm_dir,
+    )
     print(args.out)
     return 0
 

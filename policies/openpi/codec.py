@@ -63,8 +63,12 @@ def unpackb(data: bytes) -> Any:
     """Inverse of :func:`packb` (and of ``openpi_client.msgpack_numpy.packb``)."""
     try:
         return msgpack.unpackb(data, object_hook=_object_hook, raw=False, strict_map_key=False)
-    except (msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError, msgpack.exceptions.StackError,
-            ValueError) as exc:
+    except (
+        msgpack.exceptions.ExtraData,
+        msgpack.exceptions.FormatError,
+        msgpack.exceptions.StackError,
+        ValueError,
+    ) as exc:
         if isinstance(exc, CodecError):
             raise
         raise CodecError(f"msgpack-numpy: malformed message ({exc})") from exc

@@ -39,8 +39,10 @@ def patch_transformers(openpi_src: Path) -> Path:
     import transformers
 
     if transformers.__version__ != TRANSFORMERS_VERSION:
-        raise SystemExit(f"openpi's transformers patch is for transformers=={TRANSFORMERS_VERSION}; "
-                         f"this env has {transformers.__version__}")
+        raise SystemExit(
+            f"openpi's transformers patch is for transformers=={TRANSFORMERS_VERSION}; "
+            f"this env has {transformers.__version__}"
+        )
     src = openpi_src / "src" / "openpi" / "models_pytorch" / "transformers_replace"
     if not src.is_dir():
         raise SystemExit(f"{src} not found: --openpi-src must be an openpi checkout")
@@ -57,8 +59,10 @@ def lerobot_shim() -> Path | None:
     except ModuleNotFoundError:
         pass
     if importlib.util.find_spec("lerobot") is not None:
-        raise SystemExit("a lerobot without lerobot.common.datasets is installed (a registry release); openpi imports "
-                         "that module: uninstall it, or install the lerobot revision openpi's pyproject.toml names")
+        raise SystemExit(
+            "a lerobot without lerobot.common.datasets is installed (a registry release); openpi imports "
+            "that module: uninstall it, or install the lerobot revision openpi's pyproject.toml names"
+        )
     module = Path(sysconfig.get_paths()["purelib"]) / "lerobot" / "common" / "datasets" / "lerobot_dataset.py"
     module.parent.mkdir(parents=True, exist_ok=True)
     module.write_text(SHIM)

@@ -33,8 +33,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -110,8 +111,11 @@ def checkpoint_mismatches(train_config: Any, weights: Path) -> list[str]:
         groups.setdefault(id(tensor), []).append(key)
         expected[key] = tuple(tensor.shape)
     problems = [f"{k} missing" for names in groups.values() if not any(n in shapes for n in names) for k in names[:1]]
-    problems += [f"{k} has shape {list(shapes[k])}, config wants {list(expected[k])}"
-                 for k in shapes if k in expected and shapes[k] != expected[k]]
+    problems += [
+        f"{k} has shape {list(shapes[k])}, config wants {list(expected[k])}"
+        for k in shapes
+        if k in expected and shapes[k] != expected[k]
+    ]
     problems += [f"{k} unexpected" for k in shapes if k not in expected]
     kind = lambda keys: "pi0.5" if "time_mlp_in.weight" in keys else "pi0"  # noqa: E731 - pi0.5's timestep MLP
     if problems and kind(shapes) != kind(expected):
@@ -141,7 +145,9 @@ def shift_model_chunk(raw: np.ndarray, s: int) -> np.ndarray:
     return out
 
 
-def model_space_target(prev_model: np.ndarray, weights: np.ndarray, horizon: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def model_space_target(
+    prev_model: np.ndarray, weights: np.ndarray, horizon: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(horizon, width)`` guidance target and ``(horizon,)`` weights from a ``(H, <= width)`` model-space chunk.
 
     Rows past ``H`` (``chunk_size < action_horizon``) and rows with zero weight (the engine's zero
@@ -149,8 +155,10 @@ def model_space_target(prev_model: np.ndarray, weights: np.ndarray, horizon: int
     """
     H = weights.shape[0]
     if prev_model.shape[0] != H or prev_model.shape[1] > width or H > horizon:
-        raise ValueError(f"previous chunk in model space has shape {prev_model.shape}; expected ({H}, <= {width}) "
-                         f"within the model's horizon {horizon}")
+        raise ValueError(
+            f"previous chunk in model space has shape {prev_model.shape}; expected ({H}, <= {width}) "
+            f"within the model's horizon {horizon}"
+        )
     w = np.zeros(horizon, dtype=np.float32)
     w[:H] = weights
     target = np.zeros((horizon, width), dtype=np.float32)
@@ -186,8 +194,11 @@ class OpenPIPolicy:
         if prev_to_model not in PREV_TO_MODEL:
             raise ValueError(f"prev_to_model={prev_to_model!r}; expected one of {PREV_TO_MODEL}")
         self.metadata = PolicyMetadata(
-            chunk_size=int(chunk_size), action_dim=int(action_dim), state_dim=int(state_dim),
-            camera_names=tuple(camera_names), supports_vjp=True,
+            chunk_size=int(chunk_size),
+            action_dim=int(action_dim),
+            state_dim=int(state_dim),
+            camera_names=tuple(camera_names),
+            supports_vjp=True,
         )
         self.obs_map = ObsKeyMap.from_config(obs_keys, tuple(camera_names), int(state_dim))
         self.prompt = prompt
@@ -195,12 +206,13 @@ class OpenPIPolicy:
         self.prev_to_model = prev_to_model
         train_config = resolve_train_config(train_config_name)
         self._policy = _policy_config.create_trained_policy(
-            train_config, ckpt_dir, default_prompt=prompt or None, pytorch_device=device,
+            train_config, ckpt_dir, default_prompt=prompt or None, pytorch_device=device
         )
         if not getattr(self._policy, "_is_pytorch_model", False):
             raise ValueError(
                 f"policy=openpi runs openpi's PyTorch models; {ckpt_dir} holds a JAX checkpoint. Convert it with "
-                "openpi's examples/convert_jax_model_to_pytorch.py (it writes model.safetensors)")
+                "openpi's examples/convert_jax_model_to_pytorch.py (it writes model.safetensors)"
+            )
         self._model = self._policy._model
         self._model_cfg = train_config.model
         self.sampler = OpenPIFlowSampler(self._model, num_inference_steps)
@@ -231,10 +243,13 @@ class OpenPIPolicy:
         except OpenPINotInstalledError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         try:
-            obs_map = ObsKeyMap.from_config(node.get("obs_keys"), tuple(node.get("camera_names") or ()),
-                                            node.get("state_dim"))
+            obs_map = ObsKeyMap.from_config(
+                node.get("obs_keys"), tuple(node.get("camera_names") or ()), node.get("state_dim")
+            )
         except ValueError as exc:
-            raise ConfigError(f"{path}.{exc}" if str(exc).startswith("obs_keys") else f"{path}.obs_keys: {exc}") from None
+            raise ConfigError(
+                f"{path}.{exc}" if str(exc).startswith("obs_keys") else f"{path}.obs_keys: {exc}"
+            ) from None
         if node.get("prev_to_model", "transforms") not in PREV_TO_MODEL:
             raise ConfigError(f"{path}.prev_to_model: {node.get('prev_to_model')!r}; expected one of {PREV_TO_MODEL}")
         name = str(node.get("train_config_name"))
@@ -244,17 +259,24 @@ class OpenPIPolicy:
             raise ConfigError(f"{path}.train_config_name: {name!r} is not an openpi training config: {exc}") from None
         model = train_config.model
         if getattr(model, "model_type", None) is None or not hasattr(model, "pi05"):
-            raise ConfigError(f"{path}.train_config_name: {name} is a {type(model).__name__} model; "
-                              "policy=openpi runs pi0 / pi0.5 (Pi0Config)")
+            raise ConfigError(
+                f"{path}.train_config_name: {name} is a {type(model).__name__} model; "
+                "policy=openpi runs pi0 / pi0.5 (Pi0Config)"
+            )
         cls._preflight_checkpoint(node, path, name, train_config, obs_map)
         if int(node.get("chunk_size", 50)) > int(model.action_horizon):
-            raise ConfigError(f"{path}.chunk_size: {node.get('chunk_size')} exceeds the model's action_horizon "
-                              f"{model.action_horizon} ({name})")
+            raise ConfigError(
+                f"{path}.chunk_size: {node.get('chunk_size')} exceeds the model's action_horizon "
+                f"{model.action_horizon} ({name})"
+            )
         if int(node.get("action_dim", 0)) > int(model.action_dim):
-            raise ConfigError(f"{path}.action_dim: {node.get('action_dim')} exceeds the model's action_dim "
-                              f"{model.action_dim} ({name})")
+            raise ConfigError(
+                f"{path}.action_dim: {node.get('action_dim')} exceeds the model's action_dim "
+                f"{model.action_dim} ({name})"
+            )
         default_prompt = getattr(train_config.data, "default_prompt", None) or getattr(
-            getattr(train_config.data, "model_transforms", None), "default_prompt", None)
+            getattr(train_config.data, "model_transforms", None), "default_prompt", None
+        )
         if not node.get("prompt") and not default_prompt:
             raise ConfigError(f"{path}.prompt: required ({name} has no default prompt; pi0/pi0.5 tokenize one)")
         device = str(node.get("device", "cuda"))
@@ -262,11 +284,15 @@ class OpenPIPolicy:
             import torch
 
             if not torch.cuda.is_available():
-                raise ConfigError(f"{path}.device: {device} but torch.cuda.is_available() is False here "
-                                  "(policy.device=cpu to run on the CPU)")
+                raise ConfigError(
+                    f"{path}.device: {device} but torch.cuda.is_available() is False here "
+                    "(policy.device=cpu to run on the CPU)"
+                )
 
     @staticmethod
-    def _preflight_checkpoint(node: Mapping[str, Any], path: str, name: str, train_config: Any, obs_map: ObsKeyMap) -> None:
+    def _preflight_checkpoint(
+        node: Mapping[str, Any], path: str, name: str, train_config: Any, obs_map: ObsKeyMap
+    ) -> None:
         """Checkpoint readable and matching the training config and our dims (local directories only)."""
         ckpt = str(node.get("ckpt_dir"))
         if "://" in ckpt:
@@ -276,9 +302,14 @@ class OpenPIPolicy:
             raise ConfigError(f"{path}.ckpt_dir: {ckpt} is not a directory")
         weights = root / "model.safetensors"
         if not weights.is_file():
-            what = ("holds a JAX checkpoint (params/); policy=openpi runs openpi's PyTorch models: convert it with "
-                    "openpi's examples/convert_jax_model_to_pytorch.py") if (root / "params").is_dir() else (
-                "has no model.safetensors (an openpi PyTorch checkpoint: model.safetensors + assets/<asset_id>/)")
+            what = (
+                (
+                    "holds a JAX checkpoint (params/); policy=openpi runs openpi's PyTorch models: convert it with "
+                    "openpi's examples/convert_jax_model_to_pytorch.py"
+                )
+                if (root / "params").is_dir()
+                else ("has no model.safetensors (an openpi PyTorch checkpoint: model.safetensors + assets/<asset_id>/)")
+            )
             raise ConfigError(f"{path}.ckpt_dir: {ckpt} {what}")
         if not os.access(weights, os.R_OK):
             raise ConfigError(f"{path}.ckpt_dir: {weights} is not readable")
@@ -288,26 +319,32 @@ class OpenPIPolicy:
             raise ConfigError(f"{path}.ckpt_dir: cannot read {weights} ({type(exc).__name__}: {exc})") from None
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise ConfigError(f"{path}.ckpt_dir: {weights} does not fit training config {name}: "
-                              f"{'; '.join(problems[:3])}{more}")
-        from openpi.training import checkpoints as _checkpoints
-
+            raise ConfigError(
+                f"{path}.ckpt_dir: {weights} does not fit training config {name}: {'; '.join(problems[:3])}{more}"
+            )
         import tyro
+        from openpi.training import checkpoints as _checkpoints
 
         data = train_config.data  # openpi's DataConfigFactory.create_base_config picks the asset id this way
         asset_id = data.assets.asset_id or (None if data.repo_id is tyro.MISSING else data.repo_id)
         try:
             stats = _checkpoints.load_norm_stats(root / "assets", str(asset_id))
         except FileNotFoundError:
-            raise ConfigError(f"{path}.ckpt_dir: no norm stats at {root / 'assets' / str(asset_id) / 'norm_stats.json'} "
-                              f"(openpi loads them from the checkpoint; asset id {asset_id!r} from {name})") from None
+            raise ConfigError(
+                f"{path}.ckpt_dir: no norm stats at {root / 'assets' / str(asset_id) / 'norm_stats.json'} "
+                f"(openpi loads them from the checkpoint; asset id {asset_id!r} from {name})"
+            ) from None
         keys = obs_map.state
         sent = int(node.get("state_dim", 0)) if isinstance(keys, str) else sum(b - a for _, a, b in keys)
-        for key, ours, dims in (("state_dim", sent, stats["state"].mean.shape[-1]),
-                                ("action_dim", int(node.get("action_dim", 0)), stats["actions"].mean.shape[-1])):
+        for key, ours, dims in (
+            ("state_dim", sent, stats["state"].mean.shape[-1]),
+            ("action_dim", int(node.get("action_dim", 0)), stats["actions"].mean.shape[-1]),
+        ):
             if ours != dims:
-                raise ConfigError(f"{path}.{key}: {ours} but the checkpoint's norm stats have {dims} "
-                                  f"{key.split('_')[0]} dims ({root / 'assets' / str(asset_id)})")
+                raise ConfigError(
+                    f"{path}.{key}: {ours} but the checkpoint's norm stats have {dims} "
+                    f"{key.split('_')[0]} dims ({root / 'assets' / str(asset_id)})"
+                )
 
     # ------------------------------------------------------------------ openpi plumbing
     def _inputs(self, obs: PolicyInput, prev: np.ndarray | None = None) -> dict:
@@ -350,8 +387,11 @@ class OpenPIPolicy:
         if "actions" in inputs:
             return np.asarray(inputs["actions"], dtype=np.float32)
         if self.prev_to_model == "transforms":
-            self._warn_once("no-actions", "openpi: this checkpoint's input transforms drop 'actions'; guiding toward "
-                            "the stored model-space chunk (right only for absolute-action checkpoints)")
+            self._warn_once(
+                "no-actions",
+                "openpi: this checkpoint's input transforms drop 'actions'; guiding toward "
+                "the stored model-space chunk (right only for absolute-action checkpoints)",
+            )
         shift = locate_prev(prev, self._last_robot, execute_horizon)
         return None if shift is None else shift_model_chunk(self._last_model, shift)
 
@@ -360,25 +400,30 @@ class OpenPIPolicy:
         inputs = self._inputs(obs)
         return self._finish(inputs, self.sampler.sample(self._observation(inputs), self._noise()))
 
-    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
-                         max_guidance_weight=5.0) -> np.ndarray:
+    def guided_inference(
+        self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp", max_guidance_weight=5.0
+    ) -> np.ndarray:
         from policies.openpi.sampler import NotDifferentiableError
 
         prev = np.asarray(prev_chunk, dtype=np.float32)
         if guidance == "none":
             return self.predict(obs)
         H = self.metadata.chunk_size
-        execute_horizon = min(int(execute_horizon), H)  # the chunk ran out before this request: nothing left to continue
+        execute_horizon = min(
+            int(execute_horizon), H
+        )  # the chunk ran out before this request: nothing left to continue
         weights = prefix_weights(H, int(delay), execute_horizon, schedule)
         if guidance == "vjp" and self._vjp_ok:
             inputs = self._inputs(obs, prev if self.prev_to_model == "transforms" else None)
             prev_model = self._prev_in_model_space(inputs, prev, int(execute_horizon))
             if prev_model is not None:
-                target, model_w = model_space_target(prev_model, weights, int(self._model_cfg.action_horizon),
-                                                     int(self._model_cfg.action_dim))
+                target, model_w = model_space_target(
+                    prev_model, weights, int(self._model_cfg.action_horizon), int(self._model_cfg.action_dim)
+                )
                 try:
-                    out = self.sampler.guided_sample(self._observation(inputs), self._noise(), target, model_w,
-                                                     max_guidance_weight)
+                    out = self.sampler.guided_sample(
+                        self._observation(inputs), self._noise(), target, model_w, max_guidance_weight
+                    )
                     return self._finish(inputs, out)
                 except NotDifferentiableError as exc:
                     self._vjp_ok = False
@@ -394,8 +439,10 @@ class OpenPIPolicy:
 
         state = self._generator.get_state()
         H = self.metadata.chunk_size
-        blank = PolicyInput(state=np.zeros((1, self.metadata.state_dim), np.float32),
-                            images={c: np.zeros((1, 3, 224, 224), np.uint8) for c in self.metadata.camera_names})
+        blank = PolicyInput(
+            state=np.zeros((1, self.metadata.state_dim), np.float32),
+            images={c: np.zeros((1, 3, 224, 224), np.uint8) for c in self.metadata.camera_names},
+        )
         chunk = self.predict(blank)
         self.guided_inference(blank, chunk, min(1, H), max(0, H - 1), "vjp")
         self._generator.set_state(state)

@@ -24,9 +24,9 @@ The same map decodes a request on our server (inference/serve.py), so ``policy=o
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Sequence
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +45,12 @@ def _state_slices(state: Any, state_dim: int | None) -> str | tuple[tuple[str, i
         raise ValueError(f"obs_keys.state: expected a key or a mapping key -> [start, stop], got {state!r}")
     out = []
     for key, span in state.items():
-        if (not isinstance(span, Sequence) or isinstance(span, str) or len(span) != 2
-                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in span)):
+        if (
+            not isinstance(span, Sequence)
+            or isinstance(span, str)
+            or len(span) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in span)
+        ):
             raise ValueError(f"obs_keys.state.{key}: expected [start, stop] (ints), got {span!r}")
         start, stop = int(span[0]), int(span[1])
         if not 0 <= start < stop or (state_dim is not None and stop > state_dim):
@@ -75,8 +79,9 @@ class ObsKeyMap:
             raise ValueError(f"obs_keys.image_layout={self.image_layout!r}; expected one of {LAYOUTS}")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None, camera_names: tuple[str, ...] = (),
-                    state_dim: int | None = None) -> "ObsKeyMap":
+    def from_config(
+        cls, cfg: Mapping[str, Any] | None, camera_names: tuple[str, ...] = (), state_dim: int | None = None
+    ) -> ObsKeyMap:
         """Build from a config dict; cameras without an explicit key get ``observation/images/<name>``."""
         cfg = dict(cfg or {})
         unknown = set(cfg) - set(FIELDS)
@@ -95,8 +100,15 @@ class ObsKeyMap:
 
     def as_dict(self) -> dict[str, Any]:
         state = self.state if isinstance(self.state, str) else {k: [a, b] for k, a, b in self.state}
-        return {"state": state, "images": dict(self.images), "prompt": self.prompt, "info": self.info,
-                "image_layout": self.image_layout, "state_history": self.state_history, "nested": self.nested}
+        return {
+            "state": state,
+            "images": dict(self.images),
+            "prompt": self.prompt,
+            "info": self.info,
+            "image_layout": self.image_layout,
+            "state_history": self.state_history,
+            "nested": self.nested,
+        }
 
     # ------------------------------------------------------------------ keys -> places in the dict
     def _put(self, out: dict[str, Any], key: str, value: Any) -> None:
@@ -149,7 +161,9 @@ class ObsKeyMap:
         else:
             for key, start, stop in self.state:
                 if stop > state.shape[-1]:
-                    raise ValueError(f"obs_keys.state.{key}: [{start}, {stop}] exceeds the state's {state.shape[-1]} dims")
+                    raise ValueError(
+                        f"obs_keys.state.{key}: [{start}, {stop}] exceeds the state's {state.shape[-1]} dims"
+                    )
                 self._put(out, key, np.ascontiguousarray(state[-1, start:stop]))
         for cam, key in self.images.items():
             if images is None or cam not in images:
@@ -169,7 +183,9 @@ class ObsKeyMap:
         return out
 
     # ------------------------------------------------------------------ server side
-    def decode(self, request: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], str | None, dict[str, Any]]:
+    def decode(
+        self, request: Mapping[str, Any]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], str | None, dict[str, Any]]:
         """Request dict -> (state_hist (T, D) float32, camera -> (N, 3, H, W) uint8, prompt, info)."""
         keys = [self.state] if isinstance(self.state, str) else [k for k, _, _ in self.state]
         for key in keys:
@@ -182,11 +198,14 @@ class ObsKeyMap:
             parts = []
             for key, start, stop in self.state:
                 if start != expect:
-                    raise ValueError(f"obs_keys.state: dims [{expect}, {start}) come from no key; cannot rebuild the state")
+                    raise ValueError(
+                        f"obs_keys.state: dims [{expect}, {start}) come from no key; cannot rebuild the state"
+                    )
                 part = np.asarray(self._get(request, key), dtype=np.float32).reshape(-1)
                 if part.shape[0] != stop - start:
-                    raise ValueError(f"request key {key!r} has {part.shape[0]} values; obs_keys.state.{key} "
-                                     f"expects {stop - start}")
+                    raise ValueError(
+                        f"request key {key!r} has {part.shape[0]} values; obs_keys.state.{key} expects {stop - start}"
+                    )
                 parts.append(part)
                 expect = stop
             state = np.concatenate(parts)
@@ -206,8 +225,12 @@ class ObsKeyMap:
             if self.image_layout == "hwc":
                 frames = np.moveaxis(frames, -1, 1)
             images[cam] = np.ascontiguousarray(frames)
-        prompt = self._get(request, self.prompt) if self.prompt is not None and self._has(request, self.prompt) else None
-        info = dict(self._get(request, self.info) or {}) if self.info is not None and self._has(request, self.info) else {}
+        prompt = (
+            self._get(request, self.prompt) if self.prompt is not None and self._has(request, self.prompt) else None
+        )
+        info = (
+            dict(self._get(request, self.info) or {}) if self.info is not None and self._has(request, self.info) else {}
+        )
         return state, images, prompt, info
 
 

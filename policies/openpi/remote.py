@@ -29,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Annotated, Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -109,8 +110,11 @@ class OpenPIRemotePolicy:
         server_guidance: bool = True,
     ) -> None:
         self.metadata = PolicyMetadata(
-            chunk_size=int(chunk_size), action_dim=int(action_dim), state_dim=int(state_dim),
-            camera_names=tuple(camera_names), supports_vjp=False,
+            chunk_size=int(chunk_size),
+            action_dim=int(action_dim),
+            state_dim=int(state_dim),
+            camera_names=tuple(camera_names),
+            supports_vjp=False,
         )
         self.obs_map = ObsKeyMap.from_config(obs_keys, tuple(camera_names))
         self.uri = server_uri(host, port)
@@ -146,8 +150,15 @@ class OpenPIRemotePolicy:
             attempts += 1
             remaining = deadline - time.monotonic()
             try:
-                ws = connect(self.uri, compression=None, max_size=None, additional_headers=headers,
-                             open_timeout=max(0.1, min(remaining, 10.0)), ping_interval=None, **_LEGACY)
+                ws = connect(
+                    self.uri,
+                    compression=None,
+                    max_size=None,
+                    additional_headers=headers,
+                    open_timeout=max(0.1, min(remaining, 10.0)),
+                    ping_interval=None,
+                    **_LEGACY,
+                )
                 try:
                     metadata = codec.unpackb(ws.recv(timeout=max(0.1, min(remaining, 10.0))))
                 except BaseException:
@@ -160,22 +171,34 @@ class OpenPIRemotePolicy:
                 status = getattr(getattr(exc, "response", None), "status_code", None)
                 if status in (401, 403):
                     raise RemotePolicyError(
-                        f"openpi_remote: server at {self.uri} refused the API key (HTTP {status}); "
-                        "set policy.api_key") from exc
+                        f"openpi_remote: server at {self.uri} refused the API key (HTTP {status}); set policy.api_key"
+                    ) from exc
                 last_error = exc
             except (OSError, TimeoutError, EOFError) as exc:
                 last_error = exc
             except Exception as exc:  # noqa: BLE001 - websockets raises several closed/handshake types
                 last_error = exc
             if time.monotonic() + delay > deadline:
-                what = "no policy server answered" if first else "the policy server dropped the connection and did not come back"
-                hint = (" Start one with `python -m inference.serve policy=<name>` or openpi's "
-                        "`scripts/serve_policy.py`, or fix policy.host/policy.port") if first else ""
+                what = (
+                    "no policy server answered"
+                    if first
+                    else "the policy server dropped the connection and did not come back"
+                )
+                hint = (
+                    (
+                        " Start one with `python -m inference.serve policy=<name>` or openpi's "
+                        "`scripts/serve_policy.py`, or fix policy.host/policy.port"
+                    )
+                    if first
+                    else ""
+                )
                 raise RemotePolicyError(
                     f"openpi_remote: {what} at {self.uri} within {timeout_s:.1f} s ({attempts} attempts; "
                     f"last error: {type(last_error).__name__}: {last_error}).{hint}"
                 ) from last_error
-            log.info("waiting for policy server at %s (%s); retry in %.2f s", self.uri, type(last_error).__name__, delay)
+            log.info(
+                "waiting for policy server at %s (%s); retry in %.2f s", self.uri, type(last_error).__name__, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2.0, self.backoff_max_s)
         if not isinstance(metadata, dict):
@@ -193,7 +216,8 @@ class OpenPIRemotePolicy:
             want = getattr(self.metadata, key)
             if isinstance(have, (int, np.integer)) and int(have) < want:
                 raise RemotePolicyError(
-                    f"openpi_remote: policy.{key}={want} but the server at {self.uri} reports {key}={int(have)}")
+                    f"openpi_remote: policy.{key}={want} but the server at {self.uri} reports {key}={int(have)}"
+                )
 
     def close(self) -> None:
         if self._ws is not None:
@@ -224,13 +248,18 @@ class OpenPIRemotePolicy:
             except TimeoutError as exc:
                 self.close()
                 raise RemotePolicyError(
-                    f"openpi_remote: no answer from {self.uri} within request_timeout_s={self.request_timeout_s}") from exc
+                    f"openpi_remote: no answer from {self.uri} within request_timeout_s={self.request_timeout_s}"
+                ) from exc
             except (ConnectionClosed, OSError, EOFError) as exc:
                 self._ws = None
                 if attempt == 1:
                     raise RemotePolicyError(f"openpi_remote: connection to {self.uri} dropped again: {exc}") from exc
-                log.warning("policy server %s dropped the connection (%s); reconnecting for at most %.1f s",
-                            self.uri, exc, self.reconnect_timeout_s)
+                log.warning(
+                    "policy server %s dropped the connection (%s); reconnecting for at most %.1f s",
+                    self.uri,
+                    exc,
+                    self.reconnect_timeout_s,
+                )
                 continue
             rtt_ms = (time.perf_counter() - t0) * 1e3
             break
@@ -240,8 +269,10 @@ class OpenPIRemotePolicy:
         if not isinstance(answer, dict):
             raise RemotePolicyError(f"openpi_remote: expected a dict answer, got {type(answer).__name__}")
         timing = answer.get("server_timing") or {}
-        self.last_timing = {"rtt_ms": rtt_ms, **{str(k): float(v) for k, v in timing.items()
-                                                  if isinstance(v, (int, float, np.number))}}
+        self.last_timing = {
+            "rtt_ms": rtt_ms,
+            **{str(k): float(v) for k, v in timing.items() if isinstance(v, (int, float, np.number))},
+        }
         return answer
 
     def last_info(self) -> dict[str, float | None]:
@@ -250,14 +281,17 @@ class OpenPIRemotePolicy:
 
     def _chunk(self, answer: dict[str, Any]) -> np.ndarray:
         if self.actions_key not in answer:
-            raise RemotePolicyError(f"openpi_remote: answer lacks {self.actions_key!r} (keys {sorted(map(str, answer))})")
+            raise RemotePolicyError(
+                f"openpi_remote: answer lacks {self.actions_key!r} (keys {sorted(map(str, answer))})"
+            )
         actions = np.asarray(answer[self.actions_key], dtype=np.float32)
         if actions.ndim == 3 and actions.shape[0] == 1:
             actions = actions[0]
         H, D = self.metadata.chunk_size, self.metadata.action_dim
         if actions.ndim != 2 or actions.shape[0] < H or actions.shape[1] < D:
             raise RemotePolicyError(
-                f"openpi_remote: server returned actions of shape {actions.shape}; need at least ({H}, {D})")
+                f"openpi_remote: server returned actions of shape {actions.shape}; need at least ({H}, {D})"
+            )
         # openpi pads actions to the model's width and may return a longer horizon: keep ours
         return np.array(actions[:H, :D], dtype=np.float32)
 
@@ -269,15 +303,19 @@ class OpenPIRemotePolicy:
     def predict(self, obs: PolicyInput) -> np.ndarray:
         return self._chunk(self.request(self.observation_dict(obs)))
 
-    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
-                         max_guidance_weight=5.0) -> np.ndarray:
+    def guided_inference(
+        self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp", max_guidance_weight=5.0
+    ) -> np.ndarray:
         """The server's own guidance when it offers it; else blend (``vjp`` falls back to ``blend``)."""
         prev = np.asarray(prev_chunk, dtype=np.float32)
         if guidance != "none" and self.server_guides:
             request = self.observation_dict(obs)
             request["rtc"] = {
-                "prev_actions": prev, "delay": int(delay), "execute_horizon": int(execute_horizon),
-                "guidance": str(guidance), "schedule": str(schedule),
+                "prev_actions": prev,
+                "delay": int(delay),
+                "execute_horizon": int(execute_horizon),
+                "guidance": str(guidance),
+                "schedule": str(schedule),
                 "max_guidance_weight": float(max_guidance_weight),
             }
             return self._chunk(self.request(request))

@@ -21,8 +21,9 @@ stand-in denoiser with openpi's convention, and that the unmapped version does n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,12 +113,7 @@ class OpenPIFlowSampler:
             return euler_sample(self.velocity(prefix), noise, self.num_steps)
 
     def guided_sample(
-        self,
-        observation: Any,
-        noise: torch.Tensor,
-        prev: torch.Tensor | np.ndarray,
-        weights: np.ndarray,
-        beta: float,
+        self, observation: Any, noise: torch.Tensor, prev: torch.Tensor | np.ndarray, weights: np.ndarray, beta: float
     ) -> torch.Tensor:
         """RTC guidance toward ``prev`` (openpi model space, (B, H, D) or (H, D)) on the weighted prefix.
 

@@ -52,7 +52,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 28}
+VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "patch_size": 28,
+}
 TOKENIZER_RELPATH = Path("big_vision") / "paligemma_tokenizer.model"  # under OPENPI_DATA_HOME
 ALOHA_CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 FLAT_CAMERAS = ("observation/images/head", "observation/images/left", "observation/images/right")
@@ -89,8 +95,9 @@ def _flat_adapter() -> tuple[type, type]:
         """Flat keys -> openpi's model inputs for a 14-dim bimanual robot (state from two keys)."""
 
         def __call__(self, data: dict) -> dict:
-            state = np.concatenate([np.asarray(data["observation/joint_pos/left"]),
-                                    np.asarray(data["observation/joint_pos/right"])])
+            state = np.concatenate(
+                [np.asarray(data["observation/joint_pos/left"]), np.asarray(data["observation/joint_pos/right"])]
+            )
             names = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
             images = {name: _parse_image(data[key]) for name, key in zip(names, FLAT_CAMERAS, strict=True)}
             inputs = {"state": state, "image": images, "image_mask": {name: np.True_ for name in names}}
@@ -114,18 +121,28 @@ def _train_configs() -> dict[str, Any]:
     import openpi.transforms as _transforms
 
     def model(pi05: bool) -> Any:
-        return pi0_config.Pi0Config(pi05=pi05, paligemma_variant="dummy", action_expert_variant="dummy",
-                                    pytorch_compile_mode=None)
+        return pi0_config.Pi0Config(
+            pi05=pi05, paligemma_variant="dummy", action_expert_variant="dummy", pytorch_compile_mode=None
+        )
 
     flat_in, flat_out = _flat_adapter()
     aloha = _config.LeRobotAlohaDataConfig(assets=_config.AssetsConfig(asset_id="trossen"))
     configs = [
-        _config.TrainConfig(name="pi0_aloha_tiny", model=model(False), data=aloha,
-                            policy_metadata={"reset_pose": [0, -1.5, 1.5, 0, 0, 0]}),
-        _config.TrainConfig(name="pi05_aloha_tiny", model=model(True), data=aloha,
-                            policy_metadata={"reset_pose": [0, -1.5, 1.5, 0, 0, 0]}),
         _config.TrainConfig(
-            name="pi05_flat_tiny", model=model(True),
+            name="pi0_aloha_tiny",
+            model=model(False),
+            data=aloha,
+            policy_metadata={"reset_pose": [0, -1.5, 1.5, 0, 0, 0]},
+        ),
+        _config.TrainConfig(
+            name="pi05_aloha_tiny",
+            model=model(True),
+            data=aloha,
+            policy_metadata={"reset_pose": [0, -1.5, 1.5, 0, 0, 0]},
+        ),
+        _config.TrainConfig(
+            name="pi05_flat_tiny",
+            model=model(True),
             data=_config.SimpleDataConfig(
                 assets=_config.AssetsConfig(asset_id="bimanual_flat"),
                 data_transforms=lambda _model: _transforms.Group(inputs=[flat_in()], outputs=[flat_out()]),
@@ -153,17 +170,26 @@ def train_tokenizer(path: Path, vocab_size: int = 400) -> Path:
     import sentencepiece as spm
 
     rng = np.random.default_rng(0)
-    words = ("pick up the cube transfer it to the other arm place box table left right hand grasp move "
-             "open close towel fold put food plate do something hold still").split()
+    words = (
+        "pick up the cube transfer it to the other arm place box table left right hand grasp move "
+        "open close towel fold put food plate do something hold still"
+    ).split()
     lines = []
     for _ in range(400):
         prompt = " ".join(rng.choice(words, size=rng.integers(2, 9)))
         state = " ".join(map(str, rng.integers(0, 256, size=rng.integers(8, 33))))
         lines += [prompt, f"Task: {prompt}, State: {state};\nAction: "]
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
-                                   model_type="bpe", byte_fallback=True, character_coverage=1.0,
-                                   num_threads=1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.getvalue())
     return path
@@ -180,19 +206,30 @@ def synthetic_samples(train_config: Any, count: int = 256, seed: int = 0) -> lis
         amp, freq, phase = rng.uniform(0.05, 0.4, 14), rng.uniform(0.2, 1.0, 14), rng.uniform(0, 2 * np.pi, 14)
         traj = home + amp * np.sin(2 * np.pi * freq * t[:, None] + phase)
         traj[:, [6, 13]] = np.clip(0.5 + 0.5 * np.sin(2 * np.pi * freq[[6, 13]] * t[:, None] + phase[[6, 13]]), 0, 1)
-        samples.append(raw_observation(train_config, traj[0].astype(np.float32), rng, actions=traj[1:].astype(np.float32)))
+        samples.append(
+            raw_observation(train_config, traj[0].astype(np.float32), rng, actions=traj[1:].astype(np.float32))
+        )
     return samples
 
 
-def raw_observation(train_config: Any, state: np.ndarray, rng: np.random.Generator, actions: np.ndarray | None = None,
-                    prompt: str = "transfer the cube", size: tuple[int, int] = (96, 128)) -> dict:
+def raw_observation(
+    train_config: Any,
+    state: np.ndarray,
+    rng: np.random.Generator,
+    actions: np.ndarray | None = None,
+    prompt: str = "transfer the cube",
+    size: tuple[int, int] = (96, 128),
+) -> dict:
     """One request dict in the layout the config's adapter reads (what a robot client sends openpi)."""
     h, w = size
     if train_config.name.startswith("pi05_flat"):
         data: dict[str, Any] = {"observation/joint_pos/left": state[:7], "observation/joint_pos/right": state[7:]}
         data.update({key: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for key in FLAT_CAMERAS})
     else:
-        data = {"state": state, "images": {cam: rng.integers(0, 256, (3, h, w), dtype=np.uint8) for cam in ALOHA_CAMERAS}}
+        data = {
+            "state": state,
+            "images": {cam: rng.integers(0, 256, (3, h, w), dtype=np.uint8) for cam in ALOHA_CAMERAS},
+        }
     if actions is not None:
         data["actions"] = actions
     data["prompt"] = prompt
@@ -211,8 +248,12 @@ def norm_stats(train_config: Any, samples: list[dict]) -> dict[str, Any]:
     transform = _transforms.compose(data_config.data_transforms.inputs)
     stats = {key: normalize.RunningStats() for key in ("state", "actions")}
     for sample in samples:
-        out = transform({k: (dict(v) if isinstance(v, dict) else np.array(v) if isinstance(v, np.ndarray) else v)
-                         for k, v in sample.items()})
+        out = transform(
+            {
+                k: (dict(v) if isinstance(v, dict) else np.array(v) if isinstance(v, np.ndarray) else v)
+                for k, v in sample.items()
+            }
+        )
         for key in stats:
             stats[key].update(np.asarray(out[key])[None])
     return {key: s.get_statistics() for key, s in stats.items()}
@@ -255,11 +296,13 @@ def serve(config: str, ckpt_dir: str, port: int, default_prompt: str | None = No
         raise FileNotFoundError(f"openpi's scripts/serve_policy.py not found under OPENPI_SRC={src}")
     serve_policy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve_policy)
-    args = serve_policy.Args(default_prompt=default_prompt, port=port,
-                             policy=serve_policy.Checkpoint(config=config, dir=ckpt_dir))
+    args = serve_policy.Args(
+        default_prompt=default_prompt, port=port, policy=serve_policy.Checkpoint(config=config, dir=ckpt_dir)
+    )
     policy = serve_policy.create_policy(args)
-    server = websocket_policy_server.WebsocketPolicyServer(policy=policy, host="127.0.0.1", port=port,
-                                                           metadata=policy.metadata)
+    server = websocket_policy_server.WebsocketPolicyServer(
+        policy=policy, host="127.0.0.1", port=port, metadata=policy.metadata
+    )
     print(f"openpi serve_policy: {config} on ws://127.0.0.1:{port}", flush=True)
     server.serve_forever()
 

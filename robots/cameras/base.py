@@ -21,8 +21,10 @@ class FrameSpec:
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0 or not self.max_frame_age_s > 0:
-            raise ValueError(f"camera {self.name!r}: width, height and max_frame_age_s must be > 0 "
-                             f"(got {self.width}, {self.height}, {self.max_frame_age_s})")
+            raise ValueError(
+                f"camera {self.name!r}: width, height and max_frame_age_s must be > 0 "
+                f"(got {self.width}, {self.height}, {self.max_frame_age_s})"
+            )
 
     def bind(self, camera: Any) -> None:
         """Set the spec's fields as the camera's attributes (``name``, ``width``, ...)."""

@@ -24,7 +24,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -144,7 +145,9 @@ class OpenCVCamera:
             cap = cv2.VideoCapture(str(self.device))
         else:
             if isinstance(self.device, str) and not os.path.exists(self.device):
-                raise RobotError(f"camera {self.name}: device {self.device} does not exist (check udev rules / cabling)")
+                raise RobotError(
+                    f"camera {self.name}: device {self.device} does not exist (check udev rules / cabling)"
+                )
             cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
@@ -161,8 +164,14 @@ class OpenCVCamera:
         """Open the device and wait for the first frame (at most ``open_timeout_s``)."""
         if self.process:
             twin = functools.partial(
-                OpenCVCamera, self.frames, device=self.device,
-                fps=self.fps, fourcc=self.fourcc, loop=self.loop, open_timeout_s=self.open_timeout_s, process=False,
+                OpenCVCamera,
+                self.frames,
+                device=self.device,
+                fps=self.fps,
+                fourcc=self.fourcc,
+                loop=self.loop,
+                open_timeout_s=self.open_timeout_s,
+                process=False,
             )
             self._remote = start_in_process(self, twin, self.open_timeout_s, self._remote)
             return

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from robots.base import Frame, RobotError, StaleDataError
 from services.devproc import DeviceProcess
@@ -40,8 +41,9 @@ class Producer(Protocol):
     def run(self, ring: ShmRing, stop: Callable[[], bool]) -> None: ...
 
 
-def camera_main(producer: Producer, ring_name: str, fields: dict, slots: int, *,
-                parent_alive: Callable[[], bool]) -> None:
+def camera_main(
+    producer: Producer, ring_name: str, fields: dict, slots: int, *, parent_alive: Callable[[], bool]
+) -> None:
     """Camera process entry point (module level for ``spawn``)."""
     ring = ShmRing.attach(ring_name, fields, slots)
     ring.status[ShmRing.PID] = os.getpid()
@@ -62,8 +64,16 @@ def camera_main(producer: Producer, ring_name: str, fields: dict, slots: int, *,
 class CameraProcess:
     """The control side of a camera whose producer runs in a spawned process (``Camera`` protocol)."""
 
-    def __init__(self, name: str, width: int, height: int, max_frame_age_s: float, producer: Producer,
-                 start_timeout_s: float = 10.0, slots: int = DEFAULT_SLOTS) -> None:
+    def __init__(
+        self,
+        name: str,
+        width: int,
+        height: int,
+        max_frame_age_s: float,
+        producer: Producer,
+        start_timeout_s: float = 10.0,
+        slots: int = DEFAULT_SLOTS,
+    ) -> None:
         self.name = name
         self.width = int(width)
         self.height = int(height)
@@ -87,8 +97,9 @@ class CameraProcess:
         if self.ring is not None:
             return
         self.ring = ShmRing.create(self.fields, self.slots, tag="cam")
-        self.proc = DeviceProcess(f"camera-{self.name}", camera_main,
-                                  (self.producer, self.ring.name, self.fields, self.slots))
+        self.proc = DeviceProcess(
+            f"camera-{self.name}", camera_main, (self.producer, self.ring.name, self.fields, self.slots)
+        )
         self.proc.start()
         self._last, self._last_n = None, 0
         if wait:
@@ -178,8 +189,10 @@ class CameraProcess:
         ring, proc = self.ring, self.proc
         self.proc = None
         if proc is not None:
-            proc.stop(request_stop=(lambda: ring.status.__setitem__(ShmRing.STOP, 1)) if ring is not None else None,
-                      deadline=deadline)
+            proc.stop(
+                request_stop=(lambda: ring.status.__setitem__(ShmRing.STOP, 1)) if ring is not None else None,
+                deadline=deadline,
+            )
         if ring is not None:
             if self._last is not None:  # the newest frame outlives the ring, in memory of its own (it ages)
                 self._last = self._view_newest(ring)[1].owned()  # the producer is gone: it is intact
@@ -189,15 +202,22 @@ class CameraProcess:
 
 def _strip_name(message: str, name: str) -> str:
     prefix = f"camera {name}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def start_in_process(camera: Any, twin: Callable[[], Any], open_timeout_s: float,
-                     previous: "CameraProcess | None") -> "CameraProcess":
+def start_in_process(
+    camera: Any, twin: Callable[[], Any], open_timeout_s: float, previous: CameraProcess | None
+) -> CameraProcess:
     """Start ``camera``'s in-process twin (``twin()``, built in the camera process) behind a
     ``CameraProcess`` (or restart ``previous``); ``RobotError`` with the twin's reason otherwise."""
-    remote = previous or CameraProcess(camera.name, camera.width, camera.height, camera.max_frame_age_s,
-                                       CaptureProducer(twin), start_timeout_s=open_timeout_s + SPAWN_ALLOWANCE_S)
+    remote = previous or CameraProcess(
+        camera.name,
+        camera.width,
+        camera.height,
+        camera.max_frame_age_s,
+        CaptureProducer(twin),
+        start_timeout_s=open_timeout_s + SPAWN_ALLOWANCE_S,
+    )
     remote.start()
     # the camera's contract (as in-process): start() returns once its first frame is there, so the
     # first read() never races the producer's first copy into the ring

@@ -73,8 +73,10 @@ class RosImageCamera:
             raise ConfigError(f"{path}.topic: {topic!r}: {exc}") from None
         unknown = [f for f in fields if f not in TOPIC_FIELDS]
         if unknown or not topic.strip():
-            raise ConfigError(f"{path}.topic: {topic!r}: placeholders may only be "
-                              f"{', '.join('{' + f + '}' for f in TOPIC_FIELDS)} (got {unknown or 'an empty topic'})")
+            raise ConfigError(
+                f"{path}.topic: {topic!r}: placeholders may only be "
+                f"{', '.join('{' + f + '}' for f in TOPIC_FIELDS)} (got {unknown or 'an empty topic'})"
+            )
 
     def __init__(
         self,
@@ -108,11 +110,15 @@ class RosImageCamera:
         """Subscribe and wait for the first image (at most ``open_timeout_s``)."""
         if self.process:
             twin = functools.partial(
-                RosImageCamera, self.frames, topic=self.topic,
-                reliability=self.reliability, depth=self.depth,
+                RosImageCamera,
+                self.frames,
+                topic=self.topic,
+                reliability=self.reliability,
+                depth=self.depth,
                 transport=getattr(self.host, "transport_kind", self.transport_kind),
                 domain_id=getattr(self.host, "domain_id", self.domain_id),
-                open_timeout_s=self.open_timeout_s, process=False,
+                open_timeout_s=self.open_timeout_s,
+                process=False,
             )
             self._remote = start_in_process(self, twin, self.open_timeout_s, self._remote)
             return
@@ -120,8 +126,9 @@ class RosImageCamera:
             return
         transport = getattr(self.host, "transport", None)
         if transport is None:
-            transport = self._own_transport = make_transport(self.transport_kind, self.domain_id,
-                                                             node_name=f"camera_{self.name}")
+            transport = self._own_transport = make_transport(
+                self.transport_kind, self.domain_id, node_name=f"camera_{self.name}"
+            )
         self._sub = transport.subscribe(self.topic, "sensor_msgs/msg/Image", self.qos)
         deadline = time.monotonic() + self.open_timeout_s
         while self._sub.latest() is None:
@@ -157,7 +164,8 @@ class RosImageCamera:
             )
         if self._cache is not None and self._cache[1].receive_time == t_recv:
             return self._cache[1]
-        frame = Frame(image=image_to_chw(msg, self.width, self.height), capture_time=t_recv,
-                      receive_time=t_recv, index=count - 1)
+        frame = Frame(
+            image=image_to_chw(msg, self.width, self.height), capture_time=t_recv, receive_time=t_recv, index=count - 1
+        )
         self._cache = (count, frame)
         return frame

@@ -12,8 +12,9 @@ must be reset before stepping again): the final state holds and says so.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,8 +52,14 @@ class EnvConfig:
         return "rgb_array" if any(c.source == "render" for c in self.cameras) else None
 
 
-def success_now(mode: SuccessMode, info: Mapping[str, Any], terminated: bool, truncated: bool,
-                episode_return: float, threshold: float | None) -> bool:
+def success_now(
+    mode: SuccessMode,
+    info: Mapping[str, Any],
+    terminated: bool,
+    truncated: bool,
+    episode_return: float,
+    threshold: float | None,
+) -> bool:
     """Whether the episode has succeeded after this step (pure).
 
     ``is_success``: the env's ``info["is_success"]``. ``return``: the episode ended (terminated or
@@ -80,10 +87,10 @@ class GymSnapshot:
     """The env's state after a reset or a step, with the time it stands for."""
 
     seq: int
-    state: np.ndarray           # float32 (state_dim,)
-    reward: float               # the last step's reward (0 after a reset)
+    state: np.ndarray  # float32 (state_dim,)
+    reward: float  # the last step's reward (0 after a reset)
     episode_return: float
-    step: int                   # env steps taken this episode
+    step: int  # env steps taken this episode
     episode: int
     terminated: bool
     truncated: bool
@@ -143,18 +150,35 @@ class GymEpisode:
         action = self.noisy(command).reshape(self.action_shape).astype(self.action_dtype)
         self._obs, reward, terminated, truncated, info = self.env.step(action)
         ret = snap.episode_return + float(reward)
-        success = snap.success or success_now(self.config.success, info, bool(terminated), bool(truncated), ret,
-                                              self.success_threshold)
+        success = snap.success or success_now(
+            self.config.success, info, bool(terminated), bool(truncated), ret, self.success_threshold
+        )
         return self._publish(float(reward), ret, snap.step + 1, bool(terminated), bool(truncated), success, mono_time)
 
-    def _publish(self, reward: float, ret: float, step: int, terminated: bool, truncated: bool, success: bool,
-                 mono_time: float | None) -> GymSnapshot:
+    def _publish(
+        self,
+        reward: float,
+        ret: float,
+        step: int,
+        terminated: bool,
+        truncated: bool,
+        success: bool,
+        mono_time: float | None,
+    ) -> GymSnapshot:
         self._seq += 1
         images = self.render() if self.config.cameras else {}
         self.snapshot = GymSnapshot(
-            seq=self._seq, state=self.layout.flatten(self._obs), reward=reward, episode_return=ret, step=step,
-            episode=self._episode, terminated=terminated, truncated=truncated, success=success,
-            mono_time=time.monotonic() if mono_time is None else mono_time, images=images,
+            seq=self._seq,
+            state=self.layout.flatten(self._obs),
+            reward=reward,
+            episode_return=ret,
+            step=step,
+            episode=self._episode,
+            terminated=terminated,
+            truncated=truncated,
+            success=success,
+            mono_time=time.monotonic() if mono_time is None else mono_time,
+            images=images,
         )
         return self.snapshot
 
@@ -162,9 +186,17 @@ class GymEpisode:
         snap = self.snapshot
         self._seq += 1
         self.snapshot = GymSnapshot(
-            seq=self._seq, state=snap.state, reward=0.0, episode_return=snap.episode_return, step=snap.step,
-            episode=snap.episode, terminated=snap.terminated, truncated=snap.truncated, success=snap.success,
-            mono_time=mono_time, images=snap.images,
+            seq=self._seq,
+            state=snap.state,
+            reward=0.0,
+            episode_return=snap.episode_return,
+            step=snap.step,
+            episode=snap.episode,
+            terminated=snap.terminated,
+            truncated=snap.truncated,
+            success=snap.success,
+            mono_time=mono_time,
+            images=snap.images,
         )
         return self.snapshot
 

@@ -11,8 +11,9 @@ float32. With ``state_keys`` null every non-image leaf is selected in the space'
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Leaf:
-    path: str               # "" for a plain Box observation, "a/b" inside Dicts
+    path: str  # "" for a plain Box observation, "a/b" inside Dicts
     shape: tuple[int, ...]
     dtype: str
 
@@ -47,8 +48,9 @@ def leaves(space: Any, prefix: str = "") -> list[Leaf]:
         for key, sub in space.spaces.items():
             out += leaves(sub, f"{prefix}/{key}" if prefix else str(key))
         return out
-    raise LayoutError(f"observation space {type(space).__name__} at {prefix or 'the top'!r} is not a Box or a Dict "
-                      "of Boxes")
+    raise LayoutError(
+        f"observation space {type(space).__name__} at {prefix or 'the top'!r} is not a Box or a Dict of Boxes"
+    )
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
-from robots.device_block import Ctl as K, DeviceBlock, control_specs, run_clock
+from robots.device_block import Ctl as K
+from robots.device_block import DeviceBlock, control_specs, run_clock
 from robots.gym.episode import EnvConfig, GymEpisode, GymSnapshot
 from services.shm import ArraySpec, SharedArrays
 
@@ -70,17 +71,32 @@ class EnvShared(DeviceBlock):
         def copy() -> GymSnapshot:
             i64, f64 = self._i64.copy(), self._f64.copy()
             return GymSnapshot(
-                seq=int(i64[S.SEQ]), state=self._obs.copy(), reward=float(f64[S.REWARD]),
-                episode_return=float(f64[S.RETURN]), step=int(i64[S.STEP]), episode=int(i64[S.EPISODE]),
-                terminated=bool(i64[S.TERMINATED]), truncated=bool(i64[S.TRUNCATED]), success=bool(i64[S.SUCCESS]),
-                mono_time=float(f64[S.MONO_TIME]), images={n: a.copy() for n, a in self._images.items()},
+                seq=int(i64[S.SEQ]),
+                state=self._obs.copy(),
+                reward=float(f64[S.REWARD]),
+                episode_return=float(f64[S.RETURN]),
+                step=int(i64[S.STEP]),
+                episode=int(i64[S.EPISODE]),
+                terminated=bool(i64[S.TERMINATED]),
+                truncated=bool(i64[S.TRUNCATED]),
+                success=bool(i64[S.SUCCESS]),
+                mono_time=float(f64[S.MONO_TIME]),
+                images={n: a.copy() for n, a in self._images.items()},
             )
 
         return self.state_lock.read(copy)
 
 
-def env_main(block: str, specs: list[ArraySpec], config: EnvConfig, hz: float, max_lag_s: float,
-             seed: int | None, *, parent_alive: Callable[[], bool]) -> None:
+def env_main(
+    block: str,
+    specs: list[ArraySpec],
+    config: EnvConfig,
+    hz: float,
+    max_lag_s: float,
+    seed: int | None,
+    *,
+    parent_alive: Callable[[], bool],
+) -> None:
     """Env process entry point (module level for ``spawn``): build the env, reset it with ``seed``
     (the episode the control side stands in), then step at ``hz``."""
     arrays = SharedArrays.attach(block, specs)
@@ -102,8 +118,9 @@ def env_main(block: str, specs: list[ArraySpec], config: EnvConfig, hz: float, m
         arrays.close(orphaned=not parent_alive())
 
 
-def _env_loop(shared: EnvShared, episode: GymEpisode, period: float, max_lag_s: float,
-              parent_alive: Callable[[], bool]) -> None:
+def _env_loop(
+    shared: EnvShared, episode: GymEpisode, period: float, max_lag_s: float, parent_alive: Callable[[], bool]
+) -> None:
     def home(seed: int | None) -> None:
         shared.write_state(episode.reset(seed))
 

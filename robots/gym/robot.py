@@ -26,7 +26,8 @@ import json
 import logging
 import math
 import time
-from typing import Annotated, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from robots.base import Frame, Observation, RobotError, RobotSpec, StaleDataErro
 from robots.device_block import read_state, request_home, stop_process, wait_ready
 from robots.gym.episode import CameraSource, EnvConfig, GymEpisode, GymSnapshot, SuccessMode, plain
 from robots.gym.layout import LayoutError, leaves, state_layout
-from robots.gym.process import K, EnvShared, env_main, env_specs
+from robots.gym.process import EnvShared, K, env_main, env_specs
 from robots.gym.suites import SuiteError, control_dt, make_env
 from services.devproc import DeviceProcess
 from services.errors import ConfigError
@@ -101,27 +102,42 @@ class GymRobot:
             self.cameras[cam_name] = factory(host=self)
         sources = tuple(CameraSource(c.name, c.source, c.width, c.height) for c in self.cameras.values())
         self.config = EnvConfig(
-            env_id=str(env_id), env_kwargs=plain(env_kwargs or {}),
+            env_id=str(env_id),
+            env_kwargs=plain(env_kwargs or {}),
             state_keys=None if state_keys is None else tuple(str(k) for k in state_keys),
-            action_noise_std=float(action_noise_std), success=success,
-            success_return=None if success_return is None else float(success_return), cameras=sources,
+            action_noise_std=float(action_noise_std),
+            success=success,
+            success_return=None if success_return is None else float(success_return),
+            cameras=sources,
         )
         facts = env_facts(self.config)
         if hz is not None and not _same_rate(float(hz), facts.hz):
             raise ValueError(f"robot.hz={hz} is not {env_id}'s rate ({facts.hz:g} Hz)")
-        for key, given, actual in (("action_dim", action_dim, facts.action_dim), ("state_dim", state_dim,
-                                                                                 facts.state_dim)):
+        for key, given, actual in (
+            ("action_dim", action_dim, facts.action_dim),
+            ("state_dim", state_dim, facts.state_dim),
+        ):
             if given is not None and int(given) != actual:
                 raise ValueError(f"robot.{key}={given} but {env_id} has {actual}")
         home = facts.home_action(home_action)
         span = facts.upper - facts.lower
-        max_delta_arr = np.full(facts.action_dim, float(max_delta)) if max_delta is not None else np.where(
-            np.isfinite(span), span, np.inf)
+        max_delta_arr = (
+            np.full(facts.action_dim, float(max_delta))
+            if max_delta is not None
+            else np.where(np.isfinite(span), span, np.inf)
+        )
         self.spec = RobotSpec(
-            name=name, hz=facts.hz, action_dim=facts.action_dim, state_dim=facts.state_dim,
-            joint_names=tuple(f"a{i}" for i in range(facts.action_dim)), lower=facts.lower, upper=facts.upper,
-            home=home, max_delta=np.maximum(max_delta_arr, np.finfo(np.float64).tiny),
-            camera_names=tuple(self.cameras), command_in_state=False,
+            name=name,
+            hz=facts.hz,
+            action_dim=facts.action_dim,
+            state_dim=facts.state_dim,
+            joint_names=tuple(f"a{i}" for i in range(facts.action_dim)),
+            lower=facts.lower,
+            upper=facts.upper,
+            home=home,
+            max_delta=np.maximum(max_delta_arr, np.finfo(np.float64).tiny),
+            camera_names=tuple(self.cameras),
+            command_in_state=False,
         )
         self._seed = seed
         self._cmd = home.copy()
@@ -137,19 +153,27 @@ class GymRobot:
 
     # --- start-time configuration (no robot is built) ------------------------------------------
     @classmethod
-    def complete_config(cls, node: Mapping[str, Any], cameras: Mapping[str, Any] | None, path: str = "robot"
-                        ) -> dict[str, Any]:
+    def complete_config(
+        cls, node: Mapping[str, Any], cameras: Mapping[str, Any] | None, path: str = "robot"
+    ) -> dict[str, Any]:
         """The keys ``node`` leaves null that the env decides (``hz``, ``action_dim``, ``state_dim``,
         ``home_action``), after checking the env can be driven as configured: it exists here, its
         action space is a Box, ``state_keys`` name observation entries, the given rate and sizes are
         the env's, and every gym camera's ``source`` can be rendered. Raises ``ConfigError`` naming
         the key."""
         env_id = str(node["env_id"])
-        devices = {name: dev for name, dev in ((cameras or {}).get("devices") or {}).items()
-                   if isinstance(dev, Mapping) and dev.get("_target_") == CAMERA_TARGET}
-        config = EnvConfig(env_id=env_id, env_kwargs=plain(node.get("env_kwargs") or {}),
-                           state_keys=None if node.get("state_keys") is None else tuple(node["state_keys"]),
-                           success=node.get("success", "auto"), success_return=node.get("success_return"))
+        devices = {
+            name: dev
+            for name, dev in ((cameras or {}).get("devices") or {}).items()
+            if isinstance(dev, Mapping) and dev.get("_target_") == CAMERA_TARGET
+        }
+        config = EnvConfig(
+            env_id=env_id,
+            env_kwargs=plain(node.get("env_kwargs") or {}),
+            state_keys=None if node.get("state_keys") is None else tuple(node["state_keys"]),
+            success=node.get("success", "auto"),
+            success_return=node.get("success_return"),
+        )
         try:
             facts = env_facts(config)
         except SuiteError as exc:
@@ -161,31 +185,45 @@ class GymRobot:
             raise ConfigError(f"{path}.env_id: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - the env's constructor refused: its kwargs, or the id
             key = "env_kwargs" if config.env_kwargs else "env_id"
-            raise ConfigError(f"{path}.{key}: {env_id} cannot be made with env_kwargs={dict(config.env_kwargs)}: "
-                              f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+            raise ConfigError(
+                f"{path}.{key}: {env_id} cannot be made with env_kwargs={dict(config.env_kwargs)}: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            ) from None
         hz = node.get("hz")
         if hz is not None and not _same_rate(float(hz), facts.hz):
-            raise ConfigError(f"{path}.hz: {hz:g} Hz is not {env_id}'s rate: each step advances {facts.dt:g} s "
-                              f"({facts.hz:g} Hz), and stepping an env is its rate (leave {path}.hz null)")
-        for key, actual, what in (("action_dim", facts.action_dim, "action space"),
-                                  ("state_dim", facts.state_dim, "state (its observation, flattened)")):
+            raise ConfigError(
+                f"{path}.hz: {hz:g} Hz is not {env_id}'s rate: each step advances {facts.dt:g} s "
+                f"({facts.hz:g} Hz), and stepping an env is its rate (leave {path}.hz null)"
+            )
+        for key, actual, what in (
+            ("action_dim", facts.action_dim, "action space"),
+            ("state_dim", facts.state_dim, "state (its observation, flattened)"),
+        ):
             given = node.get(key)
             if given is not None and int(given) != actual:
-                raise ConfigError(f"{path}.{key}: {given} but {env_id}'s {what} has {actual} (leave {path}.{key} "
-                                  "null to take the env's)")
+                raise ConfigError(
+                    f"{path}.{key}: {given} but {env_id}'s {what} has {actual} (leave {path}.{key} "
+                    "null to take the env's)"
+                )
         try:
             home = facts.home_action(node.get("home_action"))
         except ValueError as exc:
             raise ConfigError(f"{path}.home_action: {exc}") from None
         if config.success == "return" and facts.success_threshold(config.success_return) is None:
-            raise ConfigError(f"{path}.success_return: success=return needs a return threshold and {env_id} "
-                              "registers none (set robot.success_return)")
+            raise ConfigError(
+                f"{path}.success_return: success=return needs a return threshold and {env_id} "
+                "registers none (set robot.success_return)"
+            )
         for name, dev in devices.items():
             why = facts.camera_problem(config, str(dev.get("source", "render")))
             if why:
                 raise ConfigError(f"cameras.devices.{name}.source: {why}")
-        out = {"hz": facts.hz, "action_dim": facts.action_dim, "state_dim": facts.state_dim,
-               "home_action": [float(v) for v in home]}
+        out = {
+            "hz": facts.hz,
+            "action_dim": facts.action_dim,
+            "state_dim": facts.state_dim,
+            "home_action": [float(v) for v in home],
+        }
         return {k: v for k, v in out.items() if node.get(k) is None}
 
     # --- episodes in this process ----------------------------------------------------------------
@@ -217,8 +255,9 @@ class GymRobot:
         if self._local is not None:  # one env at a time: the process builds its own
             self._local.close()
             self._local = None
-        self._proc = DeviceProcess("gym-env", env_main, (self._block.name, specs, self.config, self.spec.hz,
-                                                         self.max_lag_s, self._seed))
+        self._proc = DeviceProcess(
+            "gym-env", env_main, (self._block.name, specs, self.config, self.spec.hz, self.max_lag_s, self._seed)
+        )
         self._ran = True
         self._proc.start()
         wait_ready(self._proc, shared, self.start_timeout_s, "gym env", self._stop_process)
@@ -288,12 +327,19 @@ class GymRobot:
             if age > self.max_state_age_s:
                 raise StaleDataError(f"gym env state is {age:.3f} s old (max {self.max_state_age_s} s)")
         now = time.monotonic()
-        images = {name: Frame(image=snap.images[name], capture_time=snap.mono_time, receive_time=now, index=snap.seq)
-                  for name in self.cameras}
+        images = {
+            name: Frame(image=snap.images[name], capture_time=snap.mono_time, receive_time=now, index=snap.seq)
+            for name in self.cameras
+        }
         info = {
-            "success": bool(snap.success), "episode_return": float(snap.episode_return), "reward": float(snap.reward),
-            "step": int(snap.step), "episode": int(snap.episode), "terminated": bool(snap.terminated),
-            "truncated": bool(snap.truncated), "hz": self.spec.hz,
+            "success": bool(snap.success),
+            "episode_return": float(snap.episode_return),
+            "reward": float(snap.reward),
+            "step": int(snap.step),
+            "episode": int(snap.episode),
+            "terminated": bool(snap.terminated),
+            "truncated": bool(snap.truncated),
+            "hz": self.spec.hz,
         }
         return Observation(state=snap.state.copy(), images=images, timestamp=snap.mono_time, info=info)
 
@@ -311,7 +357,7 @@ class GymRobot:
 
     close = stop
 
-    def __enter__(self) -> "GymRobot":
+    def __enter__(self) -> GymRobot:
         self.start()
         return self
 
@@ -333,8 +379,9 @@ class EnvFacts:
         try:
             space = env.action_space
             if not isinstance(space, spaces.Box):
-                raise NotBoxAction(f"{config.env_id}'s action space is {space}; robot=gym drives continuous "
-                                   "(Box) actions only")
+                raise NotBoxAction(
+                    f"{config.env_id}'s action space is {space}; robot=gym drives continuous (Box) actions only"
+                )
             self.lower = np.asarray(space.low, dtype=np.float64).reshape(-1)
             self.upper = np.asarray(space.high, dtype=np.float64).reshape(-1)
             self.action_dim = int(self.lower.size)
@@ -359,8 +406,9 @@ class EnvFacts:
         if home.shape != (self.action_dim,) or not np.all(np.isfinite(home)):
             raise ValueError(f"needs {self.action_dim} finite numbers, got {list(given)}")
         if np.any(home < self.lower) or np.any(home > self.upper):
-            raise ValueError(f"{home.tolist()} is outside the action bounds [{self.lower.tolist()}, "
-                             f"{self.upper.tolist()}]")
+            raise ValueError(
+                f"{home.tolist()} is outside the action bounds [{self.lower.tolist()}, {self.upper.tolist()}]"
+            )
         return home
 
     def camera_problem(self, config: EnvConfig, source: str) -> str | None:
@@ -368,9 +416,11 @@ class EnvFacts:
         if source != "render":
             leaf = self.leaves.get(source)
             if leaf is None or not leaf.is_image:
-                images = [p for p, l in self.leaves.items() if l.is_image]
-                return (f"{source!r} is not an image in {config.env_id}'s observation (images: {images or 'none'}; "
-                        "or source=render for env.render())")
+                images = [p for p, leaf in self.leaves.items() if leaf.is_image]
+                return (
+                    f"{source!r} is not an image in {config.env_id}'s observation (images: {images or 'none'}; "
+                    "or source=render for env.render())"
+                )
             return None
         if "rgb_array" not in self.render_modes:
             return f"{config.env_id} cannot render rgb_array frames (render modes: {list(self.render_modes)})"

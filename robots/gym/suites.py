@@ -14,15 +14,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Suite:
-    module: str          # imported to register the namespace's ids
-    install: str         # what provides it
-    rate: str = "dt"     # where its control period is read: ``dt`` (unwrapped.dt) or ``render_fps``
+    module: str  # imported to register the namespace's ids
+    install: str  # what provides it
+    rate: str = "dt"  # where its control period is read: ``dt`` (unwrapped.dt) or ``render_fps``
 
 
 SUITES: dict[str, Suite] = {
@@ -61,8 +62,9 @@ def _import_suite(env_id: str) -> None:
     try:
         module = importlib.import_module(suite.module)
     except ImportError as exc:
-        raise SuiteError(f"{env_id!r} is a {ns} environment and {suite.module} is not installed ({exc}); "
-                         f"install {suite.install}") from None
+        raise SuiteError(
+            f"{env_id!r} is a {ns} environment and {suite.module} is not installed ({exc}); install {suite.install}"
+        ) from None
     if suite.module == "shimmy":
         import gymnasium
 
@@ -103,8 +105,13 @@ def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, render_mo
         with root_logging_kept():
             _import_suite(env_id)
             return gymnasium.make(env_id.split(":", 1)[-1] if ":" in env_id else env_id, **kwargs)
-    except (error.NameNotFound, error.NamespaceNotFound, error.VersionNotFound, error.DeprecatedEnv,
-            error.UnregisteredEnv) as exc:
+    except (
+        error.NameNotFound,
+        error.NamespaceNotFound,
+        error.VersionNotFound,
+        error.DeprecatedEnv,
+        error.UnregisteredEnv,
+    ) as exc:
         ns = namespace(env_id)
         hint = ""
         if ns and ns not in SUITES and ":" not in env_id:
@@ -124,7 +131,9 @@ def control_dt(env: Any) -> float:
     if dt is None:
         fps = env.metadata.get("render_fps")
         if not fps:
-            raise SuiteError(f"{env.spec.id if env.spec else env}: neither unwrapped.dt nor metadata['render_fps'] "
-                             "says its control rate")
+            raise SuiteError(
+                f"{env.spec.id if env.spec else env}: neither unwrapped.dt nor metadata['render_fps'] "
+                "says its control rate"
+            )
         return 1.0 / float(fps)
     return float(dt)

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from cyclonedds import idl
-from cyclonedds.core import Entity, InstanceState, Listener, SampleState, ViewState
-from cyclonedds.core import DDSException
+from cyclonedds._clayer import ddspy_take, ddspy_write
+from cyclonedds.core import DDSException, Entity, InstanceState, Listener, SampleState, ViewState
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.idl import types as t
 from cyclonedds.pub import DataWriter
@@ -29,7 +29,6 @@ from cyclonedds.qos import Policy, Qos
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
-from cyclonedds._clayer import ddspy_take, ddspy_write
 
 from robots.ros2 import messages
 from robots.ros2.transport import QosProfile, RawCallback, SlotSubscription
@@ -146,8 +145,11 @@ class _Domains:
                 except DDSException as exc:
                     # Already created implicitly in this process (a participant made without us):
                     # it runs with CYCLONEDDS_URI alone, so a Fast DDS 3 peer may not match.
-                    log.warning("CycloneDDS domain %d exists already; its config lacks the Fast DDS "
-                                "interop settings (%s)", domain_id, exc)
+                    log.warning(
+                        "CycloneDDS domain %d exists already; its config lacks the Fast DDS interop settings (%s)",
+                        domain_id,
+                        exc,
+                    )
                     domain = None
             self._domains[domain_id] = (domain, refs + 1)
 
@@ -174,7 +176,7 @@ def loopback_config(max_participants: int = 40) -> str:
     """
     return (
         '<CycloneDDS xmlns="https://cdds.io/config"><Domain Id="any">'
-        "<General><Interfaces><NetworkInterface address=\"127.0.0.1\"/></Interfaces>"
+        '<General><Interfaces><NetworkInterface address="127.0.0.1"/></Interfaces>'
         "<AllowMulticast>false</AllowMulticast></General>"
         "<Discovery><ParticipantIndex>auto</ParticipantIndex>"
         f"<MaxAutoParticipantIndex>{max_participants}</MaxAutoParticipantIndex>"
@@ -195,15 +197,14 @@ class DdsSubscription(SlotSubscription):
     """A DataReader whose listener keeps the newest raw sample and its receive time."""
 
     def __init__(
-        self, transport: "DdsTransport", topic: str, msg_type: str, qos: QosProfile, on_raw: RawCallback | None = None
+        self, transport: DdsTransport, topic: str, msg_type: str, qos: QosProfile, on_raw: RawCallback | None = None
     ) -> None:
         super().__init__(topic, msg_type, on_raw)
         self.qos = qos
         self.incompatible_qos: str | None = None  # set when the middleware reports a QoS mismatch
         self._transport = transport
         self._mask = SampleState.Any | ViewState.Any | InstanceState.Any
-        self._listener = Listener(on_data_available=self._on_data,
-                                  on_requested_incompatible_qos=self._on_incompatible)
+        self._listener = Listener(on_data_available=self._on_data, on_requested_incompatible_qos=self._on_incompatible)
         dds_topic = transport._topic(topic, self.msg_type)
         self._reader = DataReader(transport.participant, dds_topic, qos=to_dds_qos(qos), listener=self._listener)
         self.gid = self._reader.guid.bytes
@@ -222,8 +223,12 @@ class DdsSubscription(SlotSubscription):
 
     def _on_incompatible(self, reader: Any, status: Any) -> None:
         self.incompatible_qos = _QOS_POLICY_NAMES.get(int(getattr(status, "last_policy_id", -1)), "unknown")
-        log.warning("subscription %s (%s): incompatible QoS with a publisher (policy %s)",
-                    self.topic, self.qos.reliability, self.incompatible_qos)
+        log.warning(
+            "subscription %s (%s): incompatible QoS with a publisher (policy %s)",
+            self.topic,
+            self.qos.reliability,
+            self.incompatible_qos,
+        )
 
     @property
     def matched(self) -> int:
@@ -237,18 +242,24 @@ class DdsSubscription(SlotSubscription):
         seen = self._transport.discovered_publications(self.topic)
         offered = "/".join(sorted({rel for _, rel in seen})) or "?"
         if self.incompatible_qos is not None:
-            return (f"{len(seen)} publisher(s) offering {offered} but QoS incompatible with this "
-                    f"{self.qos.reliability} subscription (policy {self.incompatible_qos}); "
-                    f"set this topic's qos.reliability: best_effort in the robot YAML")
+            return (
+                f"{len(seen)} publisher(s) offering {offered} but QoS incompatible with this "
+                f"{self.qos.reliability} subscription (policy {self.incompatible_qos}); "
+                f"set this topic's qos.reliability: best_effort in the robot YAML"
+            )
         if not seen:
             return "no publisher of this topic on the ROS 2 graph (domain, topic name, or the robot is off)"
         if self.matched == 0:
             types = ", ".join(sorted({name for name, _ in seen}))
-            return (f"{len(seen)} publisher(s) ({offered}, type {types}) discovered but not matched: their type "
-                    f"information was refused; add their vendor id to Compatibility/IgnoreTypeInformation in "
-                    f"CYCLONEDDS_URI (see docs/ros2.md)")
-        return (f"matched {self.matched} publisher(s) ({offered}) but no data arrived: it is not publishing, or its "
-                f"data cannot reach us (its transports, e.g. Fast DDS shared memory only; CYCLONEDDS_URI's interfaces)")
+            return (
+                f"{len(seen)} publisher(s) ({offered}, type {types}) discovered but not matched: their type "
+                f"information was refused; add their vendor id to Compatibility/IgnoreTypeInformation in "
+                f"CYCLONEDDS_URI (see docs/ros2.md)"
+            )
+        return (
+            f"matched {self.matched} publisher(s) ({offered}) but no data arrived: it is not publishing, or its "
+            f"data cannot reach us (its transports, e.g. Fast DDS shared memory only; CYCLONEDDS_URI's interfaces)"
+        )
 
     def close(self) -> None:
         reader, self._reader = getattr(self, "_reader", None), None
@@ -258,28 +269,41 @@ class DdsSubscription(SlotSubscription):
 
 # DDS QosPolicyId_t values (DDS 1.4, 2.2.4.1) for one-line messages.
 _QOS_POLICY_NAMES = {
-    2: "DURABILITY", 3: "PRESENTATION", 4: "DEADLINE", 5: "LATENCYBUDGET", 6: "OWNERSHIP",
-    8: "LIVELINESS", 11: "RELIABILITY", 12: "DESTINATIONORDER", 13: "HISTORY", 23: "DATA_REPRESENTATION",
+    2: "DURABILITY",
+    3: "PRESENTATION",
+    4: "DEADLINE",
+    5: "LATENCYBUDGET",
+    6: "OWNERSHIP",
+    8: "LIVELINESS",
+    11: "RELIABILITY",
+    12: "DESTINATIONORDER",
+    13: "HISTORY",
+    23: "DATA_REPRESENTATION",
 }
 
 
 class DdsPublisher:
     """A DataWriter that writes rosbags' CDR bytes as they are."""
 
-    def __init__(self, transport: "DdsTransport", topic: str, msg_type: str, qos: QosProfile) -> None:
+    def __init__(self, transport: DdsTransport, topic: str, msg_type: str, qos: QosProfile) -> None:
         self.topic = topic
         self.msg_type = messages.resolve_type(msg_type)
         self.qos = qos
         self.incompatible_qos: str | None = None
         self._listener = Listener(on_offered_incompatible_qos=self._on_incompatible)
-        self._writer = DataWriter(transport.participant, transport._topic(topic, self.msg_type),
-                                  qos=to_dds_qos(qos), listener=self._listener)
+        self._writer = DataWriter(
+            transport.participant, transport._topic(topic, self.msg_type), qos=to_dds_qos(qos), listener=self._listener
+        )
         self.gid = self._writer.guid.bytes
 
     def _on_incompatible(self, writer: Any, status: Any) -> None:
         self.incompatible_qos = _QOS_POLICY_NAMES.get(int(getattr(status, "last_policy_id", -1)), "unknown")
-        log.warning("publisher %s (%s): incompatible QoS with a subscription (policy %s)",
-                    self.topic, self.qos.reliability, self.incompatible_qos)
+        log.warning(
+            "publisher %s (%s): incompatible QoS with a subscription (policy %s)",
+            self.topic,
+            self.qos.reliability,
+            self.incompatible_qos,
+        )
 
     def publish(self, msg: Any) -> None:
         self.publish_raw(messages.serialize(msg, self.msg_type))
@@ -378,8 +402,14 @@ class DdsTransport:
                 if ep.topic_name != name:
                     continue
                 rel = ep.qos[Policy.Reliability] if ep.qos is not None else None
-                found.append((ep.type_name, "best_effort" if isinstance(rel, type(Policy.Reliability.BestEffort))
-                              or rel is Policy.Reliability.BestEffort else "reliable"))
+                found.append(
+                    (
+                        ep.type_name,
+                        "best_effort"
+                        if isinstance(rel, type(Policy.Reliability.BestEffort)) or rel is Policy.Reliability.BestEffort
+                        else "reliable",
+                    )
+                )
             return found
         finally:
             _delete_entity(reader)

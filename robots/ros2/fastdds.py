@@ -104,9 +104,13 @@ def engine_profile(loopback: bool = False, max_participants: int = 40, pacing: b
     synchronous writer, and rmw then fails to create the node)."""
     extra, writer = (_PACING, _PACED_WRITER) if pacing else ("", "")
     if loopback:
-        return _profile("inference_engine", _loopback_transport(max_participants, RECEIVE_BUFFER_BYTES),
-                        _LOOPBACK_RTPS + extra, writer)
-    buffers = (f"        <listenSocketBufferSize>{RECEIVE_BUFFER_BYTES}</listenSocketBufferSize>\n")
+        return _profile(
+            "inference_engine",
+            _loopback_transport(max_participants, RECEIVE_BUFFER_BYTES),
+            _LOOPBACK_RTPS + extra,
+            writer,
+        )
+    buffers = f"        <listenSocketBufferSize>{RECEIVE_BUFFER_BYTES}</listenSocketBufferSize>\n"
     return _profile("inference_engine", "", buffers + extra, writer)
 
 

@@ -21,11 +21,11 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
+from cyclonedds._clayer import ddspy_write
 from cyclonedds.pub import DataWriter
 from cyclonedds.qos import Policy, Qos
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
-from cyclonedds._clayer import ddspy_write
 
 if TYPE_CHECKING:
     from robots.ros2.dds import DdsTransport
@@ -52,14 +52,16 @@ def participant_qos(enclave: str = "/") -> Qos:
 
 def check_node_name(name: str) -> str:
     if not _NODE_NAME.match(name):
-        raise ValueError(f"ROS 2 node name {name!r} is invalid (letters, digits, underscores; not starting with a digit)")
+        raise ValueError(
+            f"ROS 2 node name {name!r} is invalid (letters, digits, underscores; not starting with a digit)"
+        )
     return name
 
 
 class GraphAnnouncer:
     """Publishes this participant's ParticipantEntitiesInfo whenever its endpoints change."""
 
-    def __init__(self, transport: "DdsTransport", node_name: str, namespace: str = "/") -> None:
+    def __init__(self, transport: DdsTransport, node_name: str, namespace: str = "/") -> None:
         from robots.ros2.dds import idl_type
 
         self.node_name = check_node_name(node_name)
@@ -97,8 +99,10 @@ class GraphAnnouncer:
 
         with self._lock:
             node = types["rmw_dds_common/msg/NodeEntitiesInfo"](
-                node_namespace=self.namespace, node_name=self.node_name,
-                reader_gid_seq=[gid(g) for g in self._readers], writer_gid_seq=[gid(g) for g in self._writers],
+                node_namespace=self.namespace,
+                node_name=self.node_name,
+                reader_gid_seq=[gid(g) for g in self._readers],
+                writer_gid_seq=[gid(g) for g in self._writers],
             )
         return types[_INFO_TYPE](gid=gid(self.gid), node_entities_info_seq=[node])
 

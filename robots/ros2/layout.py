@@ -19,8 +19,20 @@ from robots.ros2.topics import CommandTopic, StateTopic, load_seed_topics, parse
 _UNITS = {"deg": np.pi / 180.0, "rad": 1.0, "raw": 1.0}
 _GROUP_KEYS = {"name", "size", "unit", "state_key", "home", "lower", "upper", "max_delta", "tolerance", "joint_names"}
 # Keys of a robot YAML node that describe the layout (the rest are runtime knobs of Ros2Robot).
-LAYOUT_KEYS = ("name", "hz", "action_dim", "state_dim", "robot_id", "topics", "topics_file", "commands",
-               "state_keys", "groups", "max_delta_deg", "home_tolerance_deg")
+LAYOUT_KEYS = (
+    "name",
+    "hz",
+    "action_dim",
+    "state_dim",
+    "robot_id",
+    "topics",
+    "topics_file",
+    "commands",
+    "state_keys",
+    "groups",
+    "max_delta_deg",
+    "home_tolerance_deg",
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class RobotLayout:
         robot_id: str = "",
         max_delta_deg: float = 5.0,
         home_tolerance_deg: float = 2.0,
-    ) -> "RobotLayout":
+    ) -> RobotLayout:
         if topics_file:
             seed = load_seed_topics(topics_file)
             topics = {**seed["topics"], **dict(topics or {})}
@@ -98,7 +110,9 @@ class RobotLayout:
         state_slices, offset = {}, 0
         for key in state_keys:
             if key not in key_size:
-                raise ValueError(f"robot {name}: state key {key} is not produced by any topic (have {sorted(key_size)})")
+                raise ValueError(
+                    f"robot {name}: state key {key} is not produced by any topic (have {sorted(key_size)})"
+                )
             state_slices[key] = (offset, offset + key_size[key])
             offset += key_size[key]
         if offset != state_dim:
@@ -112,7 +126,9 @@ class RobotLayout:
             gcfg = dict(gcfg)
             unknown = set(gcfg) - _GROUP_KEYS
             if unknown:
-                raise ValueError(f"robot {name} group {i}: unknown keys {sorted(unknown)} (known: {sorted(_GROUP_KEYS)})")
+                raise ValueError(
+                    f"robot {name} group {i}: unknown keys {sorted(unknown)} (known: {sorted(_GROUP_KEYS)})"
+                )
             gname, size, unit = str(gcfg["name"]), int(gcfg["size"]), str(gcfg.get("unit", "rad"))
             if unit not in _UNITS:
                 raise ValueError(f"robot {name} group {gname}: unit must be one of {sorted(_UNITS)}, got {unit!r}")
@@ -156,14 +172,27 @@ class RobotLayout:
             raise ValueError(f"robot {name}: groups cover {start} action dims, action_dim is {action_dim}")
 
         return cls(
-            name=name, hz=float(hz), action_dim=int(action_dim), state_dim=int(state_dim), robot_id=robot_id,
-            state_topics=state_topics, commands=command_topics, state_keys=tuple(state_keys),
-            state_slices=state_slices, groups=tuple(parsed), joint_names=tuple(names), lower=lower,
-            upper=upper, home=home, max_delta=max_delta, home_tolerance=tol, action_to_state=action_to_state,
+            name=name,
+            hz=float(hz),
+            action_dim=int(action_dim),
+            state_dim=int(state_dim),
+            robot_id=robot_id,
+            state_topics=state_topics,
+            commands=command_topics,
+            state_keys=tuple(state_keys),
+            state_slices=state_slices,
+            groups=tuple(parsed),
+            joint_names=tuple(names),
+            lower=lower,
+            upper=upper,
+            home=home,
+            max_delta=max_delta,
+            home_tolerance=tol,
+            action_to_state=action_to_state,
         )
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "RobotLayout":
+    def from_config(cls, cfg: Mapping[str, Any]) -> RobotLayout:
         """From a robot YAML node (``_target_`` and runtime keys are ignored)."""
         try:
             from omegaconf import DictConfig, OmegaConf
@@ -176,9 +205,16 @@ class RobotLayout:
 
     def spec(self, camera_names: Sequence[str] = ()) -> RobotSpec:
         return RobotSpec(
-            name=self.name, hz=self.hz, action_dim=self.action_dim, state_dim=self.state_dim,
-            joint_names=self.joint_names, lower=self.lower, upper=self.upper, home=self.home,
-            max_delta=self.max_delta, camera_names=tuple(camera_names),
+            name=self.name,
+            hz=self.hz,
+            action_dim=self.action_dim,
+            state_dim=self.state_dim,
+            joint_names=self.joint_names,
+            lower=self.lower,
+            upper=self.upper,
+            home=self.home,
+            max_delta=self.max_delta,
+            camera_names=tuple(camera_names),
         )
 
     def state_vector(self, values: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -29,6 +29,7 @@ from robots.ros2.transport import QosProfile, RawCallback, SlotSubscription
 
 log = logging.getLogger(__name__)
 
+
 def _ros_class(msg_type: str) -> type:
     pkg, kind, name = messages.resolve_type(msg_type).split("/")
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
@@ -71,7 +72,7 @@ def _reliability(endpoint_qos: Any) -> str:
 
 class RclpySubscription(SlotSubscription):
     def __init__(
-        self, transport: "RclpyTransport", topic: str, msg_type: str, qos: QosProfile, on_raw: RawCallback | None = None
+        self, transport: RclpyTransport, topic: str, msg_type: str, qos: QosProfile, on_raw: RawCallback | None = None
     ) -> None:
         super().__init__(topic, msg_type, on_raw)
         self.qos = qos
@@ -80,7 +81,11 @@ class RclpySubscription(SlotSubscription):
         self._node = transport.node
         self._failures: set[str] = set()
         self._sub = self._node.create_subscription(
-            _ros_class(msg_type), topic, self._on_msg, _ros_qos(qos), raw=True,
+            _ros_class(msg_type),
+            topic,
+            self._on_msg,
+            _ros_qos(qos),
+            raw=True,
             event_callbacks=_event_callbacks("subscription", self._on_incompatible),
         )
 
@@ -91,13 +96,18 @@ class RclpySubscription(SlotSubscription):
             key = type(exc).__name__
             if key not in self._failures:
                 self._failures.add(key)
-                log.exception("callback for %s failed (%s); later %s failures on it are not logged",
-                              self.topic, key, key)
+                log.exception(
+                    "callback for %s failed (%s); later %s failures on it are not logged", self.topic, key, key
+                )
 
     def _on_incompatible(self, info: Any) -> None:
         self.incompatible_qos = _policy_name(info)
-        log.warning("subscription %s (%s): incompatible QoS with a publisher (policy %s)",
-                    self.topic, self.qos.reliability, self.incompatible_qos)
+        log.warning(
+            "subscription %s (%s): incompatible QoS with a publisher (policy %s)",
+            self.topic,
+            self.qos.reliability,
+            self.incompatible_qos,
+        )
 
     @property
     def matched(self) -> int:
@@ -111,13 +121,17 @@ class RclpySubscription(SlotSubscription):
         pubs = self._node.get_publishers_info_by_topic(self.topic)
         offered = sorted({_reliability(p.qos_profile) for p in pubs})
         if self.incompatible_qos is not None or (pubs and self.matched == 0):
-            return (f"{len(pubs)} publisher(s) offering {'/'.join(offered) or '?'} but QoS incompatible with this "
-                    f"{self.qos.reliability} subscription (policy {self.incompatible_qos or 'RELIABILITY'}); "
-                    f"set this topic's qos.reliability: best_effort in the robot YAML")
+            return (
+                f"{len(pubs)} publisher(s) offering {'/'.join(offered) or '?'} but QoS incompatible with this "
+                f"{self.qos.reliability} subscription (policy {self.incompatible_qos or 'RELIABILITY'}); "
+                f"set this topic's qos.reliability: best_effort in the robot YAML"
+            )
         if not pubs:
             return "no publisher of this topic on the ROS 2 graph (domain, topic name, or the robot is off)"
-        return (f"matched {self.matched} publisher(s) ({'/'.join(offered)}) but no data arrived: it is not "
-                f"publishing, or its data cannot reach us (see docs/ros2.md)")
+        return (
+            f"matched {self.matched} publisher(s) ({'/'.join(offered)}) but no data arrived: it is not "
+            f"publishing, or its data cannot reach us (see docs/ros2.md)"
+        )
 
     def close(self) -> None:
         sub, self._sub = self._sub, None
@@ -126,7 +140,7 @@ class RclpySubscription(SlotSubscription):
 
 
 class RclpyPublisher:
-    def __init__(self, transport: "RclpyTransport", topic: str, msg_type: str, qos: QosProfile) -> None:
+    def __init__(self, transport: RclpyTransport, topic: str, msg_type: str, qos: QosProfile) -> None:
         self.topic = topic
         self.msg_type = messages.resolve_type(msg_type)
         self.qos = qos
@@ -134,14 +148,20 @@ class RclpyPublisher:
         self._transport = transport
         self._node = transport.node
         self._pub = self._node.create_publisher(
-            _ros_class(msg_type), topic, _ros_qos(qos),
+            _ros_class(msg_type),
+            topic,
+            _ros_qos(qos),
             event_callbacks=_event_callbacks("publisher", self._on_incompatible),
         )
 
     def _on_incompatible(self, info: Any) -> None:
         self.incompatible_qos = _policy_name(info)
-        log.warning("publisher %s (%s): incompatible QoS with a subscription (policy %s)",
-                    self.topic, self.qos.reliability, self.incompatible_qos)
+        log.warning(
+            "publisher %s (%s): incompatible QoS with a subscription (policy %s)",
+            self.topic,
+            self.qos.reliability,
+            self.incompatible_qos,
+        )
 
     def publish(self, msg: Any) -> None:
         self.publish_raw(messages.serialize(msg, self.msg_type))

@@ -23,11 +23,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 
 from robots.base import Frame, Observation, RobotError, StaleDataError
-from services.errors import ConfigError
-from services.knobs import PositiveFloat, Range
 from robots.ros2.layout import RobotLayout
 from robots.ros2.topics import load_seed_topics
 from robots.ros2.transport import Publisher, Subscription, Transport, diagnose, make_transport, wait_for_messages
+from services.errors import ConfigError
+from services.knobs import PositiveFloat, Range
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,20 @@ class Ros2Robot:
     def preflight(cls, node: Any, path: str) -> None:
         """Start-time check, before any transport exists: the layout (groups, command layout, state
         keys) and the topics file parse. A robot that cannot be described fails here, naming the key."""
-        keys = ("name", "hz", "action_dim", "state_dim", "groups", "commands", "state_keys", "topics",
-                "topics_file", "robot_id", "max_delta_deg", "home_tolerance_deg")
+        keys = (
+            "name",
+            "hz",
+            "action_dim",
+            "state_dim",
+            "groups",
+            "commands",
+            "state_keys",
+            "topics",
+            "topics_file",
+            "robot_id",
+            "max_delta_deg",
+            "home_tolerance_deg",
+        )
         params = {k: node[k] for k in keys if k in node}
         key = "topics_file"
         try:
@@ -87,9 +99,18 @@ class Ros2Robot:
         home_tolerance_deg: PositiveFloat = 2.0,
     ) -> None:
         self.layout = RobotLayout.from_params(
-            name=name, hz=hz, action_dim=action_dim, state_dim=state_dim, groups=groups, commands=commands,
-            state_keys=state_keys, topics=topics, topics_file=topics_file, robot_id=robot_id,
-            max_delta_deg=max_delta_deg, home_tolerance_deg=home_tolerance_deg,
+            name=name,
+            hz=hz,
+            action_dim=action_dim,
+            state_dim=state_dim,
+            groups=groups,
+            commands=commands,
+            state_keys=state_keys,
+            topics=topics,
+            topics_file=topics_file,
+            robot_id=robot_id,
+            max_delta_deg=max_delta_deg,
+            home_tolerance_deg=home_tolerance_deg,
         )
         self.name = self.layout.name
         self.robot_id = self.layout.robot_id
@@ -101,9 +122,7 @@ class Ros2Robot:
         self.transport: Transport | None = None
         self._subs: dict[str, Subscription] = {}
         self._pubs: dict[str, Publisher] = {}
-        self._command_names = {
-            k: c.message_names(self.layout.joint_names) for k, c in self.layout.commands.items()
-        }
+        self._command_names = {k: c.message_names(self.layout.joint_names) for k, c in self.layout.commands.items()}
         self._last_command: np.ndarray | None = None
         self.clamped_ticks = 0  # sends where the limits or the slew clamp changed the action
         self.cameras = {cam_name: factory(host=self) for cam_name, factory in (cameras or {}).items()}
@@ -122,8 +141,9 @@ class Ros2Robot:
                 self._pubs[key] = self.transport.publisher(cmd.topic, cmd.msg_type, cmd.qos)
             silent = wait_for_messages(self._subs, self.topic_timeout_s)
             if silent:
-                names = "; ".join(f"{self.layout.state_topics[k].topic} ({k}): {diagnose(self._subs[k])}"
-                                  for k in silent)
+                names = "; ".join(
+                    f"{self.layout.state_topics[k].topic} ({k}): {diagnose(self._subs[k])}" for k in silent
+                )
                 raise RobotError(
                     f"robot {self.layout.name}: no message within {self.topic_timeout_s:.1f} s on {names} "
                     f"(transport {self.transport.kind}, domain {getattr(self.transport, 'domain_id', '?')})"
@@ -141,8 +161,13 @@ class Ros2Robot:
         except BaseException:
             self.stop()
             raise
-        log.info("robot %s up: %d state topics, %d command topics, cameras %s", self.layout.name,
-                 len(self._subs), len(self._pubs), list(self.cameras))
+        log.info(
+            "robot %s up: %d state topics, %d command topics, cameras %s",
+            self.layout.name,
+            len(self._subs),
+            len(self._pubs),
+            list(self.cameras),
+        )
 
     def stop(self) -> None:
         """Stop publishing (the controllers hold the last target) and release everything. Idempotent."""
@@ -206,7 +231,9 @@ class Ros2Robot:
         """Publish one action (robot units, action layout). Refuses NaN/inf and stale state."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (self.layout.action_dim,):
-            raise RobotError(f"robot {self.layout.name}: action shape {action.shape}, expected ({self.layout.action_dim},)")
+            raise RobotError(
+                f"robot {self.layout.name}: action shape {action.shape}, expected ({self.layout.action_dim},)"
+            )
         if not np.isfinite(action).all():
             raise RobotError(f"robot {self.layout.name}: refusing a non-finite action {action.tolist()}")
         state, _ = self._state()  # raises StaleDataError: never command a robot we cannot see

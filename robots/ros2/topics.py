@@ -88,7 +88,7 @@ class StateTopic:
     qos: QosProfile = QosProfile()
 
     @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any], robot_id: str = "") -> "StateTopic":
+    def from_config(cls, name: str, cfg: Mapping[str, Any], robot_id: str = "") -> StateTopic:
         cfg = dict(cfg)
         unknown = set(cfg) - {"topic", "msg_type", "fields", "qos"}
         if unknown:
@@ -159,7 +159,7 @@ class CommandTopic:
     qos: QosProfile = QosProfile()
 
     @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any], action_dim: int, robot_id: str = "") -> "CommandTopic":
+    def from_config(cls, name: str, cfg: Mapping[str, Any], action_dim: int, robot_id: str = "") -> CommandTopic:
         cfg = dict(cfg)
         unknown = set(cfg) - {"topic", "msg_type", "attr", "size", "slots", "qos"}
         if unknown:
@@ -175,16 +175,27 @@ class CommandTopic:
             a0, a1 = _span(scfg.get("action"), f"command topic {name!r} slot {i} action")
             s0, s1 = _span(scfg.get("slice"), f"command topic {name!r} slot {i} slice")
             if a1 - a0 != s1 - s0:
-                raise ValueError(f"command topic {name!r} slot {i}: action [{a0},{a1}) and slice [{s0},{s1}) differ in size")
+                raise ValueError(
+                    f"command topic {name!r} slot {i}: action [{a0},{a1}) and slice [{s0},{s1}) differ in size"
+                )
             if a1 > action_dim or s1 > size:
-                raise ValueError(f"command topic {name!r} slot {i}: out of range (action_dim {action_dim}, size {size})")
+                raise ValueError(
+                    f"command topic {name!r} slot {i}: out of range (action_dim {action_dim}, size {size})"
+                )
             covered[s0:s1] += 1
             slots.append(CommandSlot(a0, a1, s0, s1))
         if not (covered == 1).all():
             bad = np.flatnonzero(covered != 1).tolist()
             raise ValueError(f"command topic {name!r}: message slots {bad} are not covered exactly once")
-        return cls(name, str(cfg["topic"]).format(robot_id=robot_id), msg_type, attr, size, tuple(slots),
-                   QosProfile.from_config(cfg.get("qos")))
+        return cls(
+            name,
+            str(cfg["topic"]).format(robot_id=robot_id),
+            msg_type,
+            attr,
+            size,
+            tuple(slots),
+            QosProfile.from_config(cfg.get("qos")),
+        )
 
     def split(self, action: np.ndarray) -> np.ndarray:
         """The message values (``size``,) for one action vector."""
@@ -260,7 +271,9 @@ def load_seed_topics(path: str | Path) -> dict[str, Any]:
         topics[name] = {
             "topic": tcfg["topic"],
             "msg_type": tcfg["msg_type"],
-            "fields": {k: {"attr": v.get("attr", "position"), "slice": list(v["slice"])} for k, v in tcfg["fields"].items()},
+            "fields": {
+                k: {"attr": v.get("attr", "position"), "slice": list(v["slice"])} for k, v in tcfg["fields"].items()
+            },
         }
         if "qos" in tcfg:
             topics[name]["qos"] = tcfg["qos"]

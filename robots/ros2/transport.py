@@ -13,8 +13,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from robots.ros2 import messages
@@ -35,7 +35,7 @@ class QosProfile:
     depth: int = 10
 
     @classmethod
-    def from_config(cls, cfg: Any | None) -> "QosProfile":
+    def from_config(cls, cfg: Any | None) -> QosProfile:
         if cfg is None:
             return cls()
         if isinstance(cfg, QosProfile):

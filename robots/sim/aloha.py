@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np
-
 # MuJoCo reads MUJOCO_GL when it is first imported: entry points call robots.gl.select_backend()
 # before importing this module (an explicit call at start, not an import side effect).
 import mujoco
+import numpy as np
 from gym_aloha.constants import (
     ASSETS_DIR,
     JOINTS,
@@ -53,12 +52,7 @@ def qpos16_to_joints14(qpos16: np.ndarray) -> np.ndarray:
     """Robot qpos (16: fingers as slides) -> 14-dim state (grippers normalized)."""
     q = np.asarray(qpos16, dtype=np.float64)
     return np.concatenate(
-        [
-            q[0:6],
-            [normalize_puppet_gripper_position(q[6])],
-            q[8:14],
-            [normalize_puppet_gripper_position(q[14])],
-        ]
+        [q[0:6], [normalize_puppet_gripper_position(q[6])], q[8:14], [normalize_puppet_gripper_position(q[14])]]
     )
 
 
@@ -148,7 +142,8 @@ class CubeSlide:
     def position_at(start: np.ndarray, velocity_mps: np.ndarray, until_s: float, t_s: float) -> np.ndarray:
         """Where an untouched sliding cube is at ``t_s`` (xyz, m): it moves until ``until_s``."""
         return np.asarray(start[:3], np.float64) + np.asarray(velocity_mps, np.float64) * float(
-            np.clip(t_s, 0.0, until_s))
+            np.clip(t_s, 0.0, until_s)
+        )
 
 
 # Named task variants of the scene (``robot.task``): the disturbance each episode draws.
@@ -158,8 +153,9 @@ TASKS: dict[str, CubeShift | CubeSlide | None] = {
     "transfer_cube_shift": CubeShift(first_s=0.4, last_s=1.5, min_distance_m=0.06),
     # The cube slides towards the left arm at 2.5-3.5 cm/s until the right gripper is down on it
     # (2.6 s, 6.5-9 cm of travel), and the expert's approach side is drawn per episode.
-    "transfer_cube_slide": CubeSlide(speed_range_mps=(0.025, 0.035), direction_xy=(-1.0, 0.0), until_s=2.6,
-                                     start_offset_xy_m=(0.06, 0.0)),
+    "transfer_cube_slide": CubeSlide(
+        speed_range_mps=(0.025, 0.035), direction_xy=(-1.0, 0.0), until_s=2.6, start_offset_xy_m=(0.06, 0.0)
+    ),
 }
 
 

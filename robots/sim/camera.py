@@ -34,7 +34,7 @@ mujoco = aloha.mujoco
 log = logging.getLogger(__name__)
 
 
-_LIVE_TARGETS: "weakref.WeakSet[_RenderTarget]" = weakref.WeakSet()
+_LIVE_TARGETS: weakref.WeakSet[_RenderTarget] = weakref.WeakSet()
 _atexit_registered = False
 _exiting = threading.Event()
 
@@ -89,8 +89,9 @@ class SimRenderProducer:
     """The camera process of a sim camera: its own model and GL context, rendering at ``fps`` from
     the newest state in the physics process' shared block (``block``: name and specs)."""
 
-    def __init__(self, source: str, width: int, height: int, fps: float, render_msaa: int,
-                 block: tuple[str, list]) -> None:
+    def __init__(
+        self, source: str, width: int, height: int, fps: float, render_msaa: int, block: tuple[str, list]
+    ) -> None:
         self.source, self.width, self.height, self.fps = source, int(width), int(height), float(fps)
         self.render_msaa = int(render_msaa)
         self.block = block
@@ -154,8 +155,9 @@ class SimCamera:
         """Start-time check: ``source`` names a camera of the sim model."""
         names = model_camera_names()
         if node.get("source") not in names:
-            raise ConfigError(f"{path}.source: {node.get('source')!r} is not a camera of the sim model "
-                              f"(cameras: {', '.join(names)})")
+            raise ConfigError(
+                f"{path}.source: {node.get('source')!r} is not a camera of the sim model (cameras: {', '.join(names)})"
+            )
 
     def __init__(
         self,
@@ -215,12 +217,7 @@ class SimCamera:
         """Render this camera for a physics snapshot, in the calling thread (its own GL context)."""
         image = render_chw(self._target(), self._host.model, self._camera_id, snap)
         self._index += 1
-        return Frame(
-            image=image,
-            capture_time=snap.mono_time,
-            receive_time=time.monotonic(),
-            index=self._index,
-        )
+        return Frame(image=image, capture_time=snap.mono_time, receive_time=time.monotonic(), index=self._index)
 
     # --- camera protocol -------------------------------------------------------------------
     def start(self) -> None:
@@ -232,9 +229,18 @@ class SimCamera:
         if block is not None:
             if self._remote is None or self._remote.ring is None:  # (re)start: attach this physics block
                 self._remote = CameraProcess(
-                    self.name, self.width, self.height, self.max_frame_age_s,
-                    SimRenderProducer(self.source, self.width, self.height, self.fps,
-                                      int(self._host.model.vis.quality.offsamples), block),
+                    self.name,
+                    self.width,
+                    self.height,
+                    self.max_frame_age_s,
+                    SimRenderProducer(
+                        self.source,
+                        self.width,
+                        self.height,
+                        self.fps,
+                        int(self._host.model.vis.quality.offsamples),
+                        block,
+                    ),
                     start_timeout_s=self.start_timeout_s,
                 )
             self._remote.start(wait=False)  # the robot waits for every camera's first frame
@@ -315,9 +321,7 @@ class SimCamera:
             frame = self._frame
         age = time.monotonic() - frame.capture_time
         if age > self.max_frame_age_s:
-            raise StaleDataError(
-                f"camera {self.name}: newest frame is {age:.3f} s old (max {self.max_frame_age_s} s)"
-            )
+            raise StaleDataError(f"camera {self.name}: newest frame is {age:.3f} s old (max {self.max_frame_age_s} s)")
         return frame
 
     def request_stop(self) -> None:

@@ -50,8 +50,9 @@ class SimSnapshot:
 class SimPhysics:
     """One MuJoCo state of the transfer-cube scene, stepped ``n_substeps`` per control period."""
 
-    def __init__(self, model: mujoco.MjModel, n_substeps: int,
-                 shift: aloha.CubeShift | aloha.CubeSlide | None = None) -> None:
+    def __init__(
+        self, model: mujoco.MjModel, n_substeps: int, shift: aloha.CubeShift | aloha.CubeSlide | None = None
+    ) -> None:
         self.model = model
         self.shift = shift if isinstance(shift, aloha.CubeShift) else None
         self.slide = shift if isinstance(shift, aloha.CubeSlide) else None
@@ -116,10 +117,10 @@ class SimPhysics:
                 d.qvel[aloha.CUBE_QVEL] = 0.0
             if self.sliding:
                 xyz = aloha.CubeSlide.position_at(self.cube_init, self.cube_velocity, self.slide_until_s, d.time)
-                d.qpos[aloha.CUBE_QPOS.start:aloha.CUBE_QPOS.start + 2] = xyz[:2]
-                d.qpos[aloha.CUBE_QPOS.start + 3:aloha.CUBE_QPOS.stop] = (1.0, 0.0, 0.0, 0.0)
+                d.qpos[aloha.CUBE_QPOS.start : aloha.CUBE_QPOS.start + 2] = xyz[:2]
+                d.qpos[aloha.CUBE_QPOS.start + 3 : aloha.CUBE_QPOS.stop] = (1.0, 0.0, 0.0, 0.0)
                 d.qvel[aloha.CUBE_QVEL] = 0.0
-                d.qvel[aloha.CUBE_QVEL.start:aloha.CUBE_QVEL.start + 2] = self.cube_velocity[:2]
+                d.qvel[aloha.CUBE_QVEL.start : aloha.CUBE_QVEL.start + 2] = self.cube_velocity[:2]
             mujoco.mj_step(m, d)
 
     def snapshot(self, mono_time: float) -> SimSnapshot:

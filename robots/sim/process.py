@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from robots.device_block import Ctl as K, DeviceBlock, control_specs, run_clock
+from robots.device_block import Ctl as K
+from robots.device_block import DeviceBlock, control_specs, run_clock
 from robots.sim import aloha
 from robots.sim.physics import SimPhysics, SimSnapshot
 from services.logs import FILE_ONLY
@@ -59,8 +61,10 @@ class PhysicsShared(DeviceBlock):
 
     def __init__(self, arrays: SharedArrays) -> None:
         super().__init__(arrays)
-        self._state = {k: arrays[f"state.{k}"] for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init",
-                                                               "cube_shift", "slide")}
+        self._state = {
+            k: arrays[f"state.{k}"]
+            for k in ("qpos", "qvel", "i64", "f64", "joints", "cube", "cube_init", "cube_shift", "slide")
+        }
 
     # --- state (physics writes) ---
     def write_state(self, snap: SimSnapshot) -> None:
@@ -87,27 +91,45 @@ class PhysicsShared(DeviceBlock):
         def copy() -> SimSnapshot:
             i64, f64, slide = s["i64"].copy(), s["f64"].copy(), s["slide"].copy()
             return SimSnapshot(
-                seq=int(i64[S.SEQ]), qpos=s["qpos"].copy(), qvel=s["qvel"].copy(), sim_time=float(f64[S.SIM_TIME]),
-                mono_time=float(f64[S.MONO_TIME]), step=int(i64[S.STEP]), episode=int(i64[S.EPISODE]),
-                state=s["joints"].copy(), cube_pose=s["cube"].copy(), cube_init_pose=s["cube_init"].copy(),
-                reward=int(i64[S.REWARD]), shift_tick=int(i64[S.SHIFT_TICK]), cube_shift_pose=s["cube_shift"].copy(),
-                cube_velocity=slide[:3], slide_until_s=float(slide[3]), sliding=bool(slide[4]),
+                seq=int(i64[S.SEQ]),
+                qpos=s["qpos"].copy(),
+                qvel=s["qvel"].copy(),
+                sim_time=float(f64[S.SIM_TIME]),
+                mono_time=float(f64[S.MONO_TIME]),
+                step=int(i64[S.STEP]),
+                episode=int(i64[S.EPISODE]),
+                state=s["joints"].copy(),
+                cube_pose=s["cube"].copy(),
+                cube_init_pose=s["cube_init"].copy(),
+                reward=int(i64[S.REWARD]),
+                shift_tick=int(i64[S.SHIFT_TICK]),
+                cube_shift_pose=s["cube_shift"].copy(),
+                cube_velocity=slide[:3],
+                slide_until_s=float(slide[3]),
+                sliding=bool(slide[4]),
                 strategy_draw=float(slide[5]),
             )
 
         return self.state_lock.read(copy)
 
 
-def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float, render_msaa: int,
-                 task: str = "transfer_cube", *, parent_alive: Callable[[], bool]) -> None:
+def physics_main(
+    block: str,
+    specs: list[ArraySpec],
+    hz: float,
+    max_lag_s: float,
+    render_msaa: int,
+    task: str = "transfer_cube",
+    *,
+    parent_alive: Callable[[], bool],
+) -> None:
     """Physics process entry point (module level for ``spawn``)."""
     arrays = SharedArrays.attach(block, specs)
     shared = PhysicsShared(arrays)
     try:
         model = aloha.load_model()
         model.vis.quality.offsamples = int(render_msaa)
-        physics = SimPhysics(model, max(1, int(round(1.0 / (hz * float(model.opt.timestep))))),
-                             aloha.task_shift(task))
+        physics = SimPhysics(model, max(1, int(round(1.0 / (hz * float(model.opt.timestep))))), aloha.task_shift(task))
         physics.load(shared.read_state(), shared.read_command())
         shared.write_state(physics.snapshot(time.monotonic()))  # the handed-over state, as of now
         shared.ctl[K.PID] = os.getpid()
@@ -121,8 +143,9 @@ def physics_main(block: str, specs: list[ArraySpec], hz: float, max_lag_s: float
         arrays.close(orphaned=not parent_alive())
 
 
-def _physics_loop(shared: PhysicsShared, physics: SimPhysics, period: float, max_lag_s: float,
-                  parent_alive: Callable[[], bool]) -> None:
+def _physics_loop(
+    shared: PhysicsShared, physics: SimPhysics, period: float, max_lag_s: float, parent_alive: Callable[[], bool]
+) -> None:
     def home(seed: int | None) -> None:
         physics.reset(np.random.default_rng(seed), new_episode=True)
         shared.write_state(physics.snapshot(time.monotonic()))

@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -35,8 +36,8 @@ from robots.device_block import read_state, request_home, stop_process, wait_rea
 from robots.sim import aloha
 from robots.sim.physics import SimPhysics, SimSnapshot
 from robots.sim.process import K, PhysicsShared, physics_main, physics_specs
-from services.knobs import NonNegativeInt, PositiveFloat, Range
 from services.devproc import DeviceProcess
+from services.knobs import NonNegativeInt, PositiveFloat, Range
 from services.shm import SharedArrays, ShmRegistry, unique_block_name
 
 mujoco = aloha.mujoco
@@ -217,8 +218,9 @@ class SimRobot:
             shared.write_state(self.latest_snapshot())
             with self._cmd_lock:
                 shared.write_command(self._cmd)
-        self._proc = DeviceProcess("sim-physics", physics_main,
-                                   (self._block.name, specs, self.hz, self.max_lag_s, self.render_msaa, self.task))
+        self._proc = DeviceProcess(
+            "sim-physics", physics_main, (self._block.name, specs, self.hz, self.max_lag_s, self.render_msaa, self.task)
+        )
         self._proc.start()
         self._pending = shared  # cameras may attach the block while physics starts
 
@@ -405,7 +407,7 @@ class SimRobot:
                 cam.stop()
         self._stop_process(deadline)
 
-    def __enter__(self) -> "SimRobot":
+    def __enter__(self) -> SimRobot:
         self.start()
         return self
 

@@ -7,8 +7,9 @@ in the control process; it is pickled there before ``start``, so it holds only p
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 
 class Sink(Protocol):

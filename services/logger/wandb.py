@@ -9,21 +9,35 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from services.knobs import PositiveInt
 
 log = logging.getLogger(__name__)
 
-TICK_METRICS = {"period_error_ms": "control/period_error_ms", "read_ms": "control/read_ms",
-                 "compute_ms": "control/compute_ms", "send_ms": "control/send_ms",
-                 "underrun": "control/underrun", "chunk_index": "control/chunk_index"}
-INFERENCE_METRICS = {"latency_ms": "inference/latency_ms", "d_estimate": "inference/d_estimate",
-                "d_actual": "inference/d_actual", "s": "inference/s",
-                "discontinuity": "inference/discontinuity", "plan_jump": "inference/plan_jump", "server_ms": "inference/server_ms",
-                "policy_ms": "inference/policy_ms", "transport_ms": "inference/transport_ms",
-                "queue_ms": "inference/queue_ms", "batch_size": "inference/batch_size"}
+TICK_METRICS = {
+    "period_error_ms": "control/period_error_ms",
+    "read_ms": "control/read_ms",
+    "compute_ms": "control/compute_ms",
+    "send_ms": "control/send_ms",
+    "underrun": "control/underrun",
+    "chunk_index": "control/chunk_index",
+}
+INFERENCE_METRICS = {
+    "latency_ms": "inference/latency_ms",
+    "d_estimate": "inference/d_estimate",
+    "d_actual": "inference/d_actual",
+    "s": "inference/s",
+    "discontinuity": "inference/discontinuity",
+    "plan_jump": "inference/plan_jump",
+    "server_ms": "inference/server_ms",
+    "policy_ms": "inference/policy_ms",
+    "transport_ms": "inference/transport_ms",
+    "queue_ms": "inference/queue_ms",
+    "batch_size": "inference/batch_size",
+}
 
 
 class WandbSink:
@@ -66,8 +80,14 @@ class WandbSink:
             # Offline means no network attempt at all: make the process-wide mode offline too.
             wandb.setup(settings=wandb.Settings(mode=self.mode))
         self._run = wandb.init(
-            project=self.project, entity=self.entity, mode=self.mode, group=self.group,
-            name=self.name, tags=self.tags, config=dict(config), dir=str(wandb_dir),
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            group=self.group,
+            name=self.name,
+            tags=self.tags,
+            config=dict(config),
+            dir=str(wandb_dir),
             settings=wandb.Settings(console="off", x_disable_stats=True),
         )
         self._run.define_metric("control/tick")

@@ -69,16 +69,26 @@ class LeRobotRecorder:
             return  # this interpreter writes (it must import lerobot: checked when the sink starts)
         resolved = resolve_python(str(python))
         if not os.path.exists(resolved):
-            raise ConfigError(f"{path}.python: {resolved} does not exist (`make lerobot-env` builds .venvs/lerobot; "
-                              "or point record.python at an interpreter with lerobot 0.6)")
+            raise ConfigError(
+                f"{path}.python: {resolved} does not exist (`make lerobot-env` builds .venvs/lerobot; "
+                "or point record.python at an interpreter with lerobot 0.6)"
+            )
         try:
             probe_python(resolved, WRITER_MODULE)
         except ValueError as exc:
             raise ConfigError(f"{path}.python: {exc}") from None
 
-    def __init__(self, directory: str = "lerobot_dataset", repo_id: str = "local/rollouts", fps: PositiveInt = 20,
-                 prompt: str = "", use_videos: bool = False, python: str | None = ".venvs/lerobot/bin/python",
-                 queue_size: PositiveInt = 4000, buffer_mb: PositiveFloat = 128.0) -> None:
+    def __init__(
+        self,
+        directory: str = "lerobot_dataset",
+        repo_id: str = "local/rollouts",
+        fps: PositiveInt = 20,
+        prompt: str = "",
+        use_videos: bool = False,
+        python: str | None = ".venvs/lerobot/bin/python",
+        queue_size: PositiveInt = 4000,
+        buffer_mb: PositiveFloat = 128.0,
+    ) -> None:
         self.directory, self.repo_id, self.fps, self.prompt = directory, repo_id, int(fps), prompt
         self.use_videos = bool(use_videos)
         self.python = resolve_python(python)
@@ -92,8 +102,16 @@ class LeRobotRecorder:
         self.path = Path(run_dir) / self.directory
         self._cameras = tuple(camera_names)
         self._ring = RecordRing.create(int(self.buffer_mb * (1 << 20)), max_records=self.queue_size)
-        writer = _DatasetWriter(self.path, self.repo_id, self.fps, tuple(spec.joint_names), self._cameras,
-                                self.prompt, self.use_videos, GUIDANCE_NAMES)
+        writer = _DatasetWriter(
+            self.path,
+            self.repo_id,
+            self.fps,
+            tuple(spec.joint_names),
+            self._cameras,
+            self.prompt,
+            self.use_videos,
+            GUIDANCE_NAMES,
+        )
         try:
             self._proc = SinkProcess(writer, self._ring, "lerobot-recorder", ready_timeout_s=600.0, python=self.python)
         except BaseException:
@@ -107,8 +125,14 @@ class LeRobotRecorder:
             return
         frames = [obs.images.get(cam) for cam in self._cameras]
         success = float(bool((obs.info or {}).get("success", False)))
-        self._ring.put(OBS, [np.array([obs.timestamp, success]), np.asarray(obs.state, np.float32).reshape(-1),
-                             *(np.asarray(f.image, np.uint8) if f is not None else _NO_IMAGE for f in frames)])
+        self._ring.put(
+            OBS,
+            [
+                np.array([obs.timestamp, success]),
+                np.asarray(obs.state, np.float32).reshape(-1),
+                *(np.asarray(f.image, np.uint8) if f is not None else _NO_IMAGE for f in frames),
+            ],
+        )
 
     def annotate(self, event: str, **fields: Any) -> None:
         """The control step's extra facts: ``planned`` (action, chunk_id, index: the proposal the next
@@ -117,7 +141,9 @@ class LeRobotRecorder:
             self._planned = (fields.get("action"), int(fields.get("chunk_id", -1)), int(fields.get("index", -1)))
         elif event == "chunk":
             guidance = str(fields.get("guidance", ""))
-            self._guidance[int(fields["chunk_id"])] = GUIDANCE_NAMES.index(guidance) if guidance in GUIDANCE_NAMES else -1
+            self._guidance[int(fields["chunk_id"])] = (
+                GUIDANCE_NAMES.index(guidance) if guidance in GUIDANCE_NAMES else -1
+            )
             while len(self._guidance) > 64:
                 del self._guidance[min(self._guidance)]
         elif event == "episode_end":
@@ -227,10 +253,14 @@ class _DatasetWriter:
         for cam, img in zip(self.cameras, images):
             if img.size:
                 c, h, w = img.shape
-                features[f"observation.images.{cam}"] = {"dtype": "video" if self.use_videos else "image",
-                                                          "shape": (h, w, c), "names": ["height", "width", "channels"]}
-        self.ds = self._cls.create(self.repo_id, self.fps, features, root=self.path, robot_type="sim",
-                                   use_videos=self.use_videos)
+                features[f"observation.images.{cam}"] = {
+                    "dtype": "video" if self.use_videos else "image",
+                    "shape": (h, w, c),
+                    "names": ["height", "width", "channels"],
+                }
+        self.ds = self._cls.create(
+            self.repo_id, self.fps, features, root=self.path, robot_type="sim", use_videos=self.use_videos
+        )
 
     def _add(self, done: bool, success: bool) -> None:
         if self.frame is None:
@@ -262,17 +292,25 @@ class _DatasetWriter:
                 self._add(False, False)
                 t, chunk_id, index, guidance, held = (float(v) for v in arrays[0])
                 self.t0 = t if self.t0 is None else self.t0
-                frame = {"observation.state": state.astype(np.float32), "action": np.array(arrays[1], np.float32),
-                         "proposed_action": np.array(arrays[2], np.float32), "held": np.array([held > 0.5]),
-                         "chunk_id": np.array([int(chunk_id)], np.int64),
-                         "chunk_step": np.array([int(index)], np.int64),
-                         "guidance": np.array([int(guidance)], np.int64),
-                         "command_time": np.array([t - self.t0], np.float32), "task": self.prompt or "rollout"}
+                frame = {
+                    "observation.state": state.astype(np.float32),
+                    "action": np.array(arrays[1], np.float32),
+                    "proposed_action": np.array(arrays[2], np.float32),
+                    "held": np.array([held > 0.5]),
+                    "chunk_id": np.array([int(chunk_id)], np.int64),
+                    "chunk_step": np.array([int(index)], np.int64),
+                    "guidance": np.array([int(guidance)], np.int64),
+                    "command_time": np.array([t - self.t0], np.float32),
+                    "task": self.prompt or "rollout",
+                }
                 for cam, img in zip(self.cameras, images):
                     key = f"observation.images.{cam}"
                     if key in self.ds.features:
-                        frame[key] = np.transpose(img, (1, 2, 0)) if img.size else np.zeros(
-                            self.ds.features[key]["shape"], np.uint8)
+                        frame[key] = (
+                            np.transpose(img, (1, 2, 0))
+                            if img.size
+                            else np.zeros(self.ds.features[key]["shape"], np.uint8)
+                        )
                 self.frame = frame
                 self.counts["held"] += int(held > 0.5)
             elif kind == EPISODE:

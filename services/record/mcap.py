@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import numpy as np
 
 from services.errors import ConfigError
-from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic, run_subdirectory_problem
 from services.knobs import PositiveFloat, PositiveInt, Range
+from services.record import CHUNK_TOPIC, COMMAND_TOPIC, STATE_TOPIC, image_topic, run_subdirectory_problem
 from services.ring import RecordRing, SinkProcess
 from services.robot_data import ObservationLike, RobotSpecLike
 
@@ -37,8 +37,14 @@ class McapRecorder:
         if why:
             raise ConfigError(f"{path}.directory: {why}")
 
-    def __init__(self, directory: str = "recording", jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 85,
-                 image_every: PositiveInt = 1, queue_size: PositiveInt = 2000, buffer_mb: PositiveFloat = 64.0) -> None:
+    def __init__(
+        self,
+        directory: str = "recording",
+        jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 85,
+        image_every: PositiveInt = 1,
+        queue_size: PositiveInt = 2000,
+        buffer_mb: PositiveFloat = 64.0,
+    ) -> None:
         self.directory = directory
         self.jpeg_quality = jpeg_quality
         self.image_every = max(1, image_every)
@@ -56,8 +62,9 @@ class McapRecorder:
         self._cameras = tuple(camera_names)
         self._ring = RecordRing.create(int(self.buffer_mb * (1 << 20)), max_records=self.queue_size)
         # monotonic -> wall clock, so bag times are real times but ordered like our samples
-        writer = _McapWriter(self.path, tuple(spec.joint_names), self._cameras, self.jpeg_quality,
-                             time.time() - time.monotonic())
+        writer = _McapWriter(
+            self.path, tuple(spec.joint_names), self._cameras, self.jpeg_quality, time.time() - time.monotonic()
+        )
         try:
             self._proc = SinkProcess(writer, self._ring, "recorder")
         except BaseException:
@@ -74,8 +81,14 @@ class McapRecorder:
         images = obs.images if self._obs_index % self.image_every == 0 else {}
         frames = [images.get(cam) for cam in self._cameras]
         times = np.array([obs.timestamp] + [f.capture_time if f is not None else np.nan for f in frames])
-        self._ring.put(OBS, [times, np.asarray(obs.state, np.float64).reshape(-1),
-                             *(np.asarray(f.image, np.uint8) if f is not None else _NO_IMAGE for f in frames)])
+        self._ring.put(
+            OBS,
+            [
+                times,
+                np.asarray(obs.state, np.float64).reshape(-1),
+                *(np.asarray(f.image, np.uint8) if f is not None else _NO_IMAGE for f in frames),
+            ],
+        )
 
     def command(self, command: np.ndarray) -> None:
         if self._ring is not None:
@@ -95,8 +108,12 @@ class McapRecorder:
         failed = result is None
         self.counts = dict(result or {})
         log.info("recording: %s (%s, dropped %d)", self.path, self.counts, self.dropped)
-        out = {"recording": str(self.path), "recorded": dict(self.counts), "recording_dropped": self.dropped,
-               "recording_ready_s": round(self._ready_s, 3)}
+        out = {
+            "recording": str(self.path),
+            "recorded": dict(self.counts),
+            "recording_dropped": self.dropped,
+            "recording_ready_s": round(self._ready_s, 3),
+        }
         if failed:
             out["recording_failed"] = True
         return out
@@ -174,8 +191,11 @@ class _McapWriter:
         n = len(values)
         names = list(self.joint_names)[:n] + [f"state_{i}" for i in range(len(self.joint_names), n)]
         msg = self._ts.types["sensor_msgs/msg/JointState"](
-            header=self._header(t_ns), name=names, position=np.array(values, dtype=np.float64),
-            velocity=np.zeros(0, dtype=np.float64), effort=np.zeros(0, dtype=np.float64),
+            header=self._header(t_ns),
+            name=names,
+            position=np.array(values, dtype=np.float64),
+            velocity=np.zeros(0, dtype=np.float64),
+            effort=np.zeros(0, dtype=np.float64),
         )
         return self._ts.serialize_cdr(msg, "sensor_msgs/msg/JointState")
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class NullViewer:
     """``viewer=none``: no tap, the recorder unchanged."""
 
-    def taps(self) -> list["RecordRing"]:
+    def taps(self) -> list[RecordRing]:
         return []
 
     def wrap(self, recorder: Any) -> Any:
@@ -41,11 +41,11 @@ class ViewedRecorder:
         self.recorder = recorder
         self.viewer = viewer
 
-    def start(self, run_dir: Path, spec: "RobotSpecLike", camera_names: tuple[str, ...]) -> None:
+    def start(self, run_dir: Path, spec: RobotSpecLike, camera_names: tuple[str, ...]) -> None:
         self.recorder.start(run_dir, spec, camera_names)
         self.viewer.start(run_dir, spec, camera_names)
 
-    def observation(self, obs: "ObservationLike") -> None:
+    def observation(self, obs: ObservationLike) -> None:
         self.recorder.observation(obs)
         self.viewer.observation(obs)
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +48,9 @@ def joint_path(name: str) -> str:
 PLOT_WINDOW_S = 10.0  # the time plots show the last this many seconds before the time cursor
 
 
-def blueprint(joint_names: Sequence[str], cameras: Sequence[str], window_s: float = PLOT_WINDOW_S,
-              period_s: float | None = None) -> Any:
+def blueprint(
+    joint_names: Sequence[str], cameras: Sequence[str], window_s: float = PLOT_WINDOW_S, period_s: float | None = None
+) -> Any:
     """Cameras across the top left, timing plots and events below them; one plot per joint on the right.
 
     The time plots show a sliding window, the last ``window_s`` before the time cursor and everything
@@ -57,21 +59,43 @@ def blueprint(joint_names: Sequence[str], cameras: Sequence[str], window_s: floa
     further behind a live run)."""
     import rerun.blueprint as rrb
 
-    window = [rrb.VisibleTimeRange(TIME_TIMELINE, start=rrb.TimeRangeBoundary.cursor_relative(seconds=-window_s),
-                                   end=rrb.TimeRangeBoundary.infinite()),
-              rrb.VisibleTimeRange(TICK_TIMELINE, start=rrb.TimeRangeBoundary.cursor_relative(
-                                       seq=-int(round(window_s / (period_s or 0.05)))),
-                                   end=rrb.TimeRangeBoundary.infinite())]
+    window = [
+        rrb.VisibleTimeRange(
+            TIME_TIMELINE,
+            start=rrb.TimeRangeBoundary.cursor_relative(seconds=-window_s),
+            end=rrb.TimeRangeBoundary.infinite(),
+        ),
+        rrb.VisibleTimeRange(
+            TICK_TIMELINE,
+            start=rrb.TimeRangeBoundary.cursor_relative(seq=-int(round(window_s / (period_s or 0.05)))),
+            end=rrb.TimeRangeBoundary.infinite(),
+        ),
+    ]
     cams = [rrb.Spatial2DView(origin=f"cameras/{c}", name=c) for c in cameras]
     timing = [
-        rrb.TimeSeriesView(origin="timing/period_error_ms", name="period error (ms)",
-                           plot_legend=rrb.PlotLegend(visible=False), time_ranges=window),
-        rrb.TimeSeriesView(origin="timing/latency_ms", name="inference latency (ms)",
-                           plot_legend=rrb.PlotLegend(visible=False), time_ranges=window),
+        rrb.TimeSeriesView(
+            origin="timing/period_error_ms",
+            name="period error (ms)",
+            plot_legend=rrb.PlotLegend(visible=False),
+            time_ranges=window,
+        ),
+        rrb.TimeSeriesView(
+            origin="timing/latency_ms",
+            name="inference latency (ms)",
+            plot_legend=rrb.PlotLegend(visible=False),
+            time_ranges=window,
+        ),
         rrb.TimeSeriesView(origin="timing/delay_ticks", name="delay d (ticks): estimate / actual", time_ranges=window),
     ]
-    joints = [rrb.TimeSeriesView(origin=joint_path(j), name=f"{j}: state, command, chunks",
-                                 plot_legend=rrb.PlotLegend(visible=False), time_ranges=window) for j in joint_names]
+    joints = [
+        rrb.TimeSeriesView(
+            origin=joint_path(j),
+            name=f"{j}: state, command, chunks",
+            plot_legend=rrb.PlotLegend(visible=False),
+            time_ranges=window,
+        )
+        for j in joint_names
+    ]
     left = rrb.Vertical(
         *([rrb.Horizontal(*cams)] if cams else []),
         rrb.Horizontal(*timing),
@@ -95,8 +119,9 @@ class RunView:
     values are drawn at the tick's actual time and the chunk at its merge tick.
     """
 
-    def __init__(self, rec: Any, joint_names: Sequence[str], cameras: Sequence[str], mono_to_wall: float,
-                 period_s: float | None) -> None:
+    def __init__(
+        self, rec: Any, joint_names: Sequence[str], cameras: Sequence[str], mono_to_wall: float, period_s: float | None
+    ) -> None:
         import rerun as rr
 
         self.rr = rr
@@ -106,14 +131,14 @@ class RunView:
         self.mono_to_wall = mono_to_wall
         self.period_s = period_s
         self.counts: dict[str, int] = {"ticks": 0, "images": 0, "chunks": 0, "inferences": 0, "events": 0}
-        self._offsets: dict[int, int] = {}      # episode -> run-wide tick of its tick 0
-        self._next_tick = 0                      # run-wide tick after the last one seen
+        self._offsets: dict[int, int] = {}  # episode -> run-wide tick of its tick 0
+        self._next_tick = 0  # run-wide tick after the last one seen
         self._commands: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         self._chunks: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
         self._inferences: dict[tuple[int, int], Mapping[str, Any]] = {}
         self._last_tick_time: float | None = None
         self._styled: set[str] = set()
-        self._line_ends: list[int] = []          # per chunk line k: the run-wide tick after its last chunk
+        self._line_ends: list[int] = []  # per chunk line k: the run-wide tick after its last chunk
 
     # ------------------------------------------------------------------ time
     def _global_tick(self, episode: int, tick: int) -> int:
@@ -147,7 +172,10 @@ class RunView:
         self.counts["images"] += 1
 
     def command(self, episode: int, tick: int, command: np.ndarray, state: np.ndarray | None) -> None:
-        self._commands[(episode, tick)] = (np.asarray(command, np.float64), None if state is None else np.asarray(state, np.float64))
+        self._commands[(episode, tick)] = (
+            np.asarray(command, np.float64),
+            None if state is None else np.asarray(state, np.float64),
+        )
 
     def tick(self, row: Mapping[str, Any]) -> None:
         rr = self.rr
@@ -167,7 +195,9 @@ class RunView:
             for i, name in enumerate(self.joint_names):
                 base = joint_path(name)
                 if i < command.size:
-                    self._style(f"{base}/command", rr.SeriesLines(colors=[COMMAND_COLOR], widths=[1.5], names=["command"]))
+                    self._style(
+                        f"{base}/command", rr.SeriesLines(colors=[COMMAND_COLOR], widths=[1.5], names=["command"])
+                    )
                     self.rec.log(f"{base}/command", rr.Scalars(float(command[i])))
                 if state is not None and i < state.size:
                     self._style(f"{base}/state", rr.SeriesLines(colors=[STATE_COLOR], widths=[2.0], names=["state"]))
@@ -206,8 +236,9 @@ class RunView:
         else:
             self._draw_chunk(episode, chunk_id, start_tick, chunk, row)
 
-    def _draw_chunk(self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray,
-                    row: Mapping[str, Any] | None) -> None:
+    def _draw_chunk(
+        self, episode: int, chunk_id: int, start_tick: int, chunk: np.ndarray, row: Mapping[str, Any] | None
+    ) -> None:
         rr = self.rr
         chunk = np.asarray(chunk, np.float64)
         row = row or {}
@@ -217,14 +248,23 @@ class RunView:
         g0 = self._global_tick(episode, start_tick)
         t_end = _num(row.get("t_end"))
         self._at(g0 + d if merge is None else self._global_tick(episode, int(merge)), t_end)
-        facts = {k: v for k, v in (("episode", episode), ("chunk_id", chunk_id), ("start_tick", start_tick),
-                                   ("merge_tick", merge), ("d_actual", d), ("d_estimate", _num(row.get("d_estimate"))),
-                                   ("latency_ms", _num(row.get("latency_ms"))), ("guidance", row.get("guidance")))
-                 if v is not None}
+        facts = {
+            k: v
+            for k, v in (
+                ("episode", episode),
+                ("chunk_id", chunk_id),
+                ("start_tick", start_tick),
+                ("merge_tick", merge),
+                ("d_actual", d),
+                ("d_estimate", _num(row.get("d_estimate"))),
+                ("latency_ms", _num(row.get("latency_ms"))),
+                ("guidance", row.get("guidance")),
+            )
+            if v is not None
+        }
         self.rec.log("chunks", rr.Tensor(chunk, dim_names=("step", "joint")), rr.AnyValues(**facts))
         steps = np.arange(chunk.shape[0])
-        times = (t_end + self.mono_to_wall + (steps - d) * self.period_s
-                 if t_end is not None and self.period_s else None)
+        times = t_end + self.mono_to_wall + (steps - d) * self.period_s if t_end is not None and self.period_s else None
 
         def indexes(rows: slice) -> list[Any]:
             out = [rr.TimeColumn(TICK_TIMELINE, sequence=g0 + steps[rows])]
@@ -248,9 +288,12 @@ class RunView:
             self.rec.log(path, rr.Clear(recursive=False))  # the line breaks after this chunk's last step
             if d > 0:
                 prefix = f"{joint_path(name)}/prefix"
-                self._style(prefix, rr.SeriesPoints(colors=[PREFIX_COLOR], marker_sizes=[2.0], names=["executed prefix"]))
-                self.rec.send_columns(prefix, indexes=indexes(slice(0, d)),
-                                      columns=rr.Scalars.columns(scalars=chunk[:d, i]))
+                self._style(
+                    prefix, rr.SeriesPoints(colors=[PREFIX_COLOR], marker_sizes=[2.0], names=["executed prefix"])
+                )
+                self.rec.send_columns(
+                    prefix, indexes=indexes(slice(0, d)), columns=rr.Scalars.columns(scalars=chunk[:d, i])
+                )
         self.counts["chunks"] += 1
 
     def event(self, text: str) -> None:
@@ -276,8 +319,11 @@ class RunView:
         if summary:
             keys = [k for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None]
             text = "\n".join(f"| {k} | {summary[k]} |" for k in keys)
-            self.rec.log("summary", self.rr.TextDocument("| key | value |\n|---|---|\n" + text,
-                                                         media_type="text/markdown"), static=True)
+            self.rec.log(
+                "summary",
+                self.rr.TextDocument("| key | value |\n|---|---|\n" + text, media_type="text/markdown"),
+                static=True,
+            )
 
 
 def _num(v: Any) -> float | None:

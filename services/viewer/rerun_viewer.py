@@ -59,27 +59,43 @@ class RerunViewer:
         from services.viewer.server import bind_problem, memory_limit_problem
 
         if node.get("serve", True):
-            for key, check, default in (("bind", bind_problem, "127.0.0.1"),
-                                        ("server_memory_limit", memory_limit_problem, "1GiB")):
+            for key, check, default in (
+                ("bind", bind_problem, "127.0.0.1"),
+                ("server_memory_limit", memory_limit_problem, "1GiB"),
+            ):
                 why = check(str(node.get(key, default)))
                 if why:
                     raise ConfigError(f"{path}.{key}: {why}")
         if not str(node.get("application_id", "rt-inference-engine")).strip():
             raise ConfigError(f"{path}.application_id: empty (Rerun needs a name for the recording)")
 
-    def __init__(self, serve: bool = True, bind: str = "127.0.0.1", web_port: Annotated[int, Range(ge=0, le=65535)] = 9090,
-                 grpc_port: Annotated[int, Range(ge=0, le=65535)] = 9876, server_memory_limit: str = "1GiB",
-                 save_rrd: bool = True, image_encoding: Literal["raw", "jpeg"] = "raw",
-                 jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 80,
-                 image_every: PositiveInt = 1, queue_size: PositiveInt = 4000, buffer_mb: PositiveFloat = 64.0,
-                 start_timeout_s: PositiveFloat = 60.0, application_id: str = "rt-inference-engine") -> None:
+    def __init__(
+        self,
+        serve: bool = True,
+        bind: str = "127.0.0.1",
+        web_port: Annotated[int, Range(ge=0, le=65535)] = 9090,
+        grpc_port: Annotated[int, Range(ge=0, le=65535)] = 9876,
+        server_memory_limit: str = "1GiB",
+        save_rrd: bool = True,
+        image_encoding: Literal["raw", "jpeg"] = "raw",
+        jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 80,
+        image_every: PositiveInt = 1,
+        queue_size: PositiveInt = 4000,
+        buffer_mb: PositiveFloat = 64.0,
+        start_timeout_s: PositiveFloat = 60.0,
+        application_id: str = "rt-inference-engine",
+    ) -> None:
         if importlib.util.find_spec("rerun") is None:
             raise ConfigError("viewer: rerun-sdk is not installed (pip install -e '.[viewer]')")
         if not serve and not save_rrd:
             raise ConfigError("viewer: serve=false and save_rrd=false leave the viewer nothing to do (use viewer=none)")
         self.serve, self.bind, self.web_port, self.grpc_port = bool(serve), str(bind), int(web_port), int(grpc_port)
         self.server_memory_limit, self.save_rrd = str(server_memory_limit), bool(save_rrd)
-        self.image_encoding, self.jpeg_quality, self.image_every = str(image_encoding), int(jpeg_quality), int(image_every)
+        self.image_encoding, self.jpeg_quality, self.image_every = (
+            str(image_encoding),
+            int(jpeg_quality),
+            int(image_every),
+        )
         self.queue_size, self.buffer_mb = int(queue_size), float(buffer_mb)
         self.start_timeout_s, self.application_id = float(start_timeout_s), str(application_id)
         self.url: str | None = None
@@ -107,12 +123,21 @@ class RerunViewer:
         self._cameras = tuple(camera_names)
         ring = self.ring()
         writer = _RerunWriter(
-            run_dir=run_dir, joint_names=tuple(spec.joint_names), cameras=self._cameras,
-            mono_to_wall=time.time() - time.monotonic(), period_s=1.0 / float(spec.hz) if getattr(spec, "hz", None) else None,
-            serve=self.serve, bind=self.bind, web_port=self.web_port, grpc_port=self.grpc_port,
-            server_memory_limit=self.server_memory_limit, save_rrd=self.save_rrd,
-            image_encoding=self.image_encoding, jpeg_quality=self.jpeg_quality,
-            application_id=self.application_id, start_timeout_s=self.start_timeout_s
+            run_dir=run_dir,
+            joint_names=tuple(spec.joint_names),
+            cameras=self._cameras,
+            mono_to_wall=time.time() - time.monotonic(),
+            period_s=1.0 / float(spec.hz) if getattr(spec, "hz", None) else None,
+            serve=self.serve,
+            bind=self.bind,
+            web_port=self.web_port,
+            grpc_port=self.grpc_port,
+            server_memory_limit=self.server_memory_limit,
+            save_rrd=self.save_rrd,
+            image_encoding=self.image_encoding,
+            jpeg_quality=self.jpeg_quality,
+            application_id=self.application_id,
+            start_timeout_s=self.start_timeout_s,
         )
         try:
             self._proc = SinkProcess(writer, ring, "viewer", ready_timeout_s=self.start_timeout_s + 30.0)
@@ -122,8 +147,12 @@ class RerunViewer:
         info = self._proc.ready_info
         self.url = info.get("url")
         self._ready_s = self._proc.ready_s
-        log.info("viewer ready in %.2f s (pid %d)%s", self._ready_s, self._proc.proc.pid,
-                 f", saving {info['rrd']}" if info.get("rrd") else "")
+        log.info(
+            "viewer ready in %.2f s (pid %d)%s",
+            self._ready_s,
+            self._proc.proc.pid,
+            f", saving {info['rrd']}" if info.get("rrd") else "",
+        )
         if self.url:
             log.info("live view: %s", self.url, extra=SHOW)  # the console shows it at every log_level
 
@@ -140,7 +169,9 @@ class RerunViewer:
             self._new_frames[cam] = n + 1
             if n % self.image_every:
                 continue
-            ring.put(FRAME, [np.array([frame.capture_time, self._cameras.index(cam)]), np.asarray(frame.image, np.uint8)])
+            ring.put(
+                FRAME, [np.array([frame.capture_time, self._cameras.index(cam)]), np.asarray(frame.image, np.uint8)]
+            )
 
     def command(self, command: np.ndarray) -> None:
         pass  # from the telemetry tap, with its tick
@@ -165,8 +196,13 @@ class RerunViewer:
         if result is None:
             out["viewer_failed"] = True
         else:
-            out.update(viewer_url=result.get("url"), viewer_rrd=result.get("rrd"), viewer_logged=result.get("counts"),
-                       viewer_sink_skipped=result.get("skipped", 0), viewer_live_dropped=result.get("live_dropped", 0))
+            out.update(
+                viewer_url=result.get("url"),
+                viewer_rrd=result.get("rrd"),
+                viewer_logged=result.get("counts"),
+                viewer_sink_skipped=result.get("skipped", 0),
+                viewer_live_dropped=result.get("live_dropped", 0),
+            )
         if dropped:
             log.warning("viewer: %d records found its ring full and were dropped (the loop did not wait)", dropped)
         log.info("viewer: %s", {k: v for k, v in out.items() if k != "viewer_url"})
@@ -219,8 +255,14 @@ class _RerunWriter:
                 file_rec.set_sinks(rr.FileSink(str(rrd)), default_blueprint=layout)
                 file_rec.send_recording_name(str(self.run_dir))
             if self.serve:
-                server = WebViewerServer(self.bind, self.web_port, self.grpc_port, self.server_memory_limit,
-                                         log_path=self.run_dir / "viewer_server.log", start_timeout_s=self.start_timeout_s)
+                server = WebViewerServer(
+                    self.bind,
+                    self.web_port,
+                    self.grpc_port,
+                    self.server_memory_limit,
+                    log_path=self.run_dir / "viewer_server.log",
+                    start_timeout_s=self.start_timeout_s,
+                )
                 live = _LiveLeg(rr, self.application_id, recording_id, server.local_grpc_url, layout, str(self.run_dir))
             self.tee = _Tee(file_rec, live)
             self.view = RunView(self.tee, self.joint_names, self.cameras, self.mono_to_wall, self.period_s)
@@ -242,9 +284,18 @@ class _RerunWriter:
             rr.unregister_shutdown()
             shutil.rmtree(config_home, ignore_errors=True)
         if result.get("conn") is not None:
-            conn.send(("done", {"url": server.url if server else None, "rrd": str(rrd) if rrd else None,
-                                "counts": self.view.counts, "skipped": self.skipped,
-                                "live_dropped": live.dropped if live else 0}))
+            conn.send(
+                (
+                    "done",
+                    {
+                        "url": server.url if server else None,
+                        "rrd": str(rrd) if rrd else None,
+                        "counts": self.view.counts,
+                        "skipped": self.skipped,
+                        "live_dropped": live.dropped if live else 0,
+                    },
+                )
+            )
 
     def _loop(self, ring: RecordRing, conn: Any) -> dict[str, Any]:
         stopping = False
@@ -266,7 +317,9 @@ class _RerunWriter:
         if self.image_encoding == "raw":
             return self._rr.Image(rgb, color_model="RGB")
         cv2 = self._cv2
-        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        ok, jpg = cv2.imencode(
+            ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]
+        )
         return self._rr.EncodedImage(contents=jpg.tobytes(), media_type="image/jpeg") if ok else None
 
     def _handle(self, kind: int, arrays: list[np.ndarray]) -> None:
@@ -302,7 +355,7 @@ class _Tee:
     ring record handed to the live leg as one unit (dropped whole when the live leg is behind, so
     a drawn value never lands at another record's time)."""
 
-    def __init__(self, file_rec: Any, live: "_LiveLeg | None") -> None:
+    def __init__(self, file_rec: Any, live: _LiveLeg | None) -> None:
         self.file_rec, self.live = file_rec, live
         self._calls: list[tuple[str, tuple, dict]] = []
 
@@ -338,8 +391,16 @@ class _LiveLeg:
     Records queue here (``max_pending`` at most) and a record that finds the queue full is dropped
     and counted (``viewer_live_dropped``)."""
 
-    def __init__(self, rr: Any, application_id: str, recording_id: str | None, url: str, layout: Any,
-                 name: str, max_pending: int = 2000) -> None:
+    def __init__(
+        self,
+        rr: Any,
+        application_id: str,
+        recording_id: str | None,
+        url: str,
+        layout: Any,
+        name: str,
+        max_pending: int = 2000,
+    ) -> None:
         import queue
         import threading
 
@@ -382,4 +443,3 @@ class _LiveLeg:
         self._stop.set()
         self._thread.join(timeout=1.0)
         self.dropped += self.queue.qsize()
-

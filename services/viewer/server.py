@@ -56,8 +56,10 @@ def memory_limit_problem(limit: str) -> str | None:
     """Why rerun would refuse ``--server-memory-limit <limit>``, or None."""
     found = _MEMORY_LIMIT.match(str(limit))
     if found is None:
-        return (f"{limit!r} is not a size: a number with one of {', '.join(MEMORY_UNITS)} (e.g. 1GiB, 500MB), "
-                "or a share of RAM such as 25%")
+        return (
+            f"{limit!r} is not a size: a number with one of {', '.join(MEMORY_UNITS)} (e.g. 1GiB, 500MB), "
+            "or a share of RAM such as 25%"
+        )
     if found.group("pct") is not None and float(found.group("pct")) > 100:
         return f"{limit!r}: a share of RAM is at most 100%"
     return None
@@ -85,10 +87,17 @@ def analytics_off_env(base: dict[str, str] | None = None) -> tuple[dict[str, str
     config = Path(home) / "config" / "rerun"
     config.mkdir(parents=True)
     data = Path(home) / "data"
-    (config / "analytics.json").write_text(json.dumps({
-        "analytics_enabled": False, "analytics_id": "0" * 32, "metadata": {},
-        "config_file_path": str(config / "analytics.json"), "data_dir_path": str(data / "rerun" / "analytics"),
-    }))
+    (config / "analytics.json").write_text(
+        json.dumps(
+            {
+                "analytics_enabled": False,
+                "analytics_id": "0" * 32,
+                "metadata": {},
+                "config_file_path": str(config / "analytics.json"),
+                "data_dir_path": str(data / "rerun" / "analytics"),
+            }
+        )
+    )
     env = dict(os.environ if base is None else base)
     env.update(XDG_CONFIG_HOME=str(Path(home) / "config"), XDG_DATA_HOME=str(data))
     return env, home
@@ -97,7 +106,7 @@ def analytics_off_env(base: dict[str, str] | None = None) -> tuple[dict[str, str
 def free_port(bind: str, wanted: int) -> int:
     """``wanted`` if it can be bound on ``bind``, else (or for 0) one the OS picks."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    for port in ((wanted, 0) if wanted else (0,)):
+    for port in (wanted, 0) if wanted else (0,):
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -121,8 +130,15 @@ def public_host(bind: str) -> str:
 class WebViewerServer:
     """``rerun --serve-web --bind <bind>``: the gRPC proxy (``grpc_url``) and the web viewer (``url``)."""
 
-    def __init__(self, bind: str = "127.0.0.1", web_port: int = 9090, grpc_port: int = 9876,
-                 memory_limit: str = "1GiB", log_path: Path | None = None, start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bind: str = "127.0.0.1",
+        web_port: int = 9090,
+        grpc_port: int = 9876,
+        memory_limit: str = "1GiB",
+        log_path: Path | None = None,
+        start_timeout_s: float = 30.0,
+    ) -> None:
         self.bind = bind
         self.web_port = free_port(bind, web_port)
         self.grpc_port = free_port(bind, grpc_port)
@@ -131,8 +147,18 @@ class WebViewerServer:
         local = "127.0.0.1" if bind in ANY else host
         self.local_grpc_url = f"rerun+http://{local}:{self.grpc_port}/proxy"  # for the logging sink
         self.url = f"http://{host}:{self.web_port}/?url={quote(self.grpc_url, safe='')}"
-        cmd = [rerun_binary(), "--serve-web", "--bind", bind, "--port", str(self.grpc_port),
-               "--web-viewer-port", str(self.web_port), "--server-memory-limit", memory_limit]
+        cmd = [
+            rerun_binary(),
+            "--serve-web",
+            "--bind",
+            bind,
+            "--port",
+            str(self.grpc_port),
+            "--web-viewer-port",
+            str(self.web_port),
+            "--server-memory-limit",
+            memory_limit,
+        ]
         if bind not in LOOPBACK:  # the page's origin, so the browser may call the gRPC server
             cmd += ["--cors-allow-origin", f"http://{host}:{self.web_port}"]
         env, self._config_home = analytics_off_env()

@@ -27,8 +27,9 @@ from tasks.transfer_cube.demos import Demos
 logger = logging.getLogger(__name__)
 
 
-def continuation_labels(demos: Demos, task_name: str, max_prefix: int, seed_offset: int, max_stale_ticks: int = 4,
-                        seed: int = 0) -> np.ndarray:
+def continuation_labels(
+    demos: Demos, task_name: str, max_prefix: int, seed_offset: int, max_stale_ticks: int = 4, seed: int = 0
+) -> np.ndarray:
     """(N, max_prefix + 1, H, A) float32: entry 0 the sample's own label, entry ``d`` the exact chunk
     after ``d`` committed actions from an earlier chunk (the own label where no earlier chunk exists:
     the episode's first tick)."""
@@ -55,7 +56,6 @@ def continuation_labels(demos: Demos, task_name: str, max_prefix: int, seed_offs
             if episode[i - k] != episode[i] or steps[i - k] != t - k:
                 continue  # samples are every tick of an episode, in order; anything else keeps the own label
             expert.phase = KickPhase(min(t, expert.kick_max_ticks), t >= expert.kick_max_ticks)
-            out[i, d] = expert.chunk_after(demos.states[i], actions[i - k, k:k + d])
-    logger.info("continuation labels: %d samples x %d prefix lengths in %.0f s", n, max_prefix,
-                time.monotonic() - t0)
+            out[i, d] = expert.chunk_after(demos.states[i], actions[i - k, k : k + d])
+    logger.info("continuation labels: %d samples x %d prefix lengths in %.0f s", n, max_prefix, time.monotonic() - t0)
     return out

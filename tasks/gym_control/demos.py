@@ -22,8 +22,9 @@ from tasks.transfer_cube.demos import Demos
 logger = logging.getLogger(__name__)
 
 
-def record_demos(task_name: str, episodes: int, seed_offset: int = 10_000, chunk_size: int = 8,
-                 noise_std: float | None = None) -> Demos:
+def record_demos(
+    task_name: str, episodes: int, seed_offset: int = 10_000, chunk_size: int = 8, noise_std: float | None = None
+) -> Demos:
     """Record ``episodes`` expert episodes; a state-only ``Demos`` (no cameras, empty images)."""
     task = get_task(task_name)
     expert = make_expert(task_name, chunk_size)
@@ -40,8 +41,15 @@ def record_demos(task_name: str, episodes: int, seed_offset: int = 10_000, chunk
             actions += ep.chunks
             steps += ep.steps
             ep_idx += [e] * len(ep.states)
-            logger.info("demo %d/%d seed %d: return %.1f %s (%.0f s)", e + 1, episodes, seed, ep.episode_return,
-                        "success" if ep.success else "FAILED", time.monotonic() - t0)
+            logger.info(
+                "demo %d/%d seed %d: return %.1f %s (%.0f s)",
+                e + 1,
+                episodes,
+                seed,
+                ep.episode_return,
+                "success" if ep.success else "FAILED",
+                time.monotonic() - t0,
+            )
     finally:
         env.close()
     n = len(states)

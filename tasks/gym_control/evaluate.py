@@ -21,7 +21,7 @@ import numpy as np
 
 from tasks.gym_control.experts import make_expert
 from tasks.gym_control.rollout import BatchSource, run_episodes
-from tasks.gym_control.tasks import get_task, make_env
+from tasks.gym_control.tasks import get_task
 
 
 def flow_source(checkpoint: str, seed: int = 0) -> BatchSource:
@@ -43,8 +43,9 @@ def flow_source(checkpoint: str, seed: int = 0) -> BatchSource:
         with torch.inference_mode():
             s = torch.from_numpy(norm.state_to_model(states))
             prefix = model.encode_prefix(s, torch.zeros((len(s), 0, 3, 0, 0)))
-            out = euler_sample(lambda x, tau: model.velocity(prefix, x, tau),
-                               torch.randn((len(s), h, a), generator=gen), 10)
+            out = euler_sample(
+                lambda x, tau: model.velocity(prefix, x, tau), torch.randn((len(s), h, a), generator=gen), 10
+            )
         return norm.action_to_robot(out.numpy())
 
     return chunks
@@ -58,13 +59,19 @@ def expert_source(task_name: str, seeds: list[int]) -> BatchSource:
     return lambda states, rows: np.stack([experts[i].chunk(st) for st, i in zip(states, rows)])
 
 
-def evaluate(task_name: str, source: BatchSource, seeds: list[int], execute_horizon: int,
-             noise_std: float | None = None) -> dict:
+def evaluate(
+    task_name: str, source: BatchSource, seeds: list[int], execute_horizon: int, noise_std: float | None = None
+) -> dict:
     eps = run_episodes(get_task(task_name), source, seeds, noise_std=noise_std, execute_horizon=execute_horizon)
     returns = np.array([e.episode_return for e in eps])
     successes = int(sum(e.success for e in eps))
-    return {"successes": successes, "episodes": len(eps), "success_rate": successes / len(eps),
-            "mean_return": float(returns.mean()), "min_return": float(returns.min())}
+    return {
+        "successes": successes,
+        "episodes": len(eps),
+        "success_rate": successes / len(eps),
+        "mean_return": float(returns.mean()),
+        "min_return": float(returns.min()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,12 +91,19 @@ def main(argv: list[str] | None = None) -> None:
         for s in args.execute_horizon:
             t0 = time.monotonic()
             source = expert_source(args.task, seeds) if name == "expert" else flow_source(name)
-            row = {"task": args.task, "source": name, "execute_horizon": s,
-                   **evaluate(args.task, source, seeds, s, args.noise_std)}
+            row = {
+                "task": args.task,
+                "source": name,
+                "execute_horizon": s,
+                **evaluate(args.task, source, seeds, s, args.noise_std),
+            }
             rows.append(row)
-            print(f"{args.task} {name} s={s}: {row['successes']}/{row['episodes']} ({row['success_rate']:.2f}), "
-                  f"mean return {row['mean_return']:.1f}, min {row['min_return']:.1f} "
-                  f"({time.monotonic() - t0:.0f} s)", flush=True)
+            print(
+                f"{args.task} {name} s={s}: {row['successes']}/{row['episodes']} ({row['success_rate']:.2f}), "
+                f"mean return {row['mean_return']:.1f}, min {row['min_return']:.1f} "
+                f"({time.monotonic() - t0:.0f} s)",
+                flush=True,
+            )
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -44,8 +44,8 @@ class SwingUpExpert:
     give the dynamics (``_to_q``, ``_step``) and the feedback law (``_feedback``)."""
 
     action_dim = 1
-    kick_max_ticks = 6          # the kick lasts until the pole moves fast enough, at most this many ticks
-    kick_until_speed = 1.0      # rad/s
+    kick_max_ticks = 6  # the kick lasts until the pole moves fast enough, at most this many ticks
+    kick_until_speed = 1.0  # rad/s
 
     def __init__(self, chunk_size: int = 8, direction: float | None = None) -> None:
         self.chunk_size = int(chunk_size)
@@ -194,8 +194,9 @@ class CartpoleSwingUp(SwingUpExpert):
         import scipy.linalg
 
         eps, z0 = 1e-5, np.zeros(4)
-        a = np.stack([(self._step(z0 + eps * e, 0.0) - self._step(z0 - eps * e, 0.0)) / (2 * eps)
-                      for e in np.eye(4)], axis=1)
+        a = np.stack(
+            [(self._step(z0 + eps * e, 0.0) - self._step(z0 - eps * e, 0.0)) / (2 * eps) for e in np.eye(4)], axis=1
+        )
         b = ((self._step(z0, eps) - self._step(z0, -eps)) / (2 * eps))[:, None]
         q, r = np.diag([1.0, 10.0, 0.1, 0.1]), np.array([[1.0]])
         p = scipy.linalg.solve_discrete_are(a, b, q, r)

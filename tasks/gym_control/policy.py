@@ -31,8 +31,16 @@ class GymExpertPolicy:
         if task not in EXPERTS:
             raise ConfigError(f"{path}.task: no gym expert for {task!r}; expected one of {sorted(EXPERTS)}")
 
-    def __init__(self, task: str = "pendulum", chunk_size: int = 8, action_dim: int = 1, state_dim: int | None = None,
-                 camera_names: Any = (), seed: int = 0, normalizer: Any = None) -> None:
+    def __init__(
+        self,
+        task: str = "pendulum",
+        chunk_size: int = 8,
+        action_dim: int = 1,
+        state_dim: int | None = None,
+        camera_names: Any = (),
+        seed: int = 0,
+        normalizer: Any = None,
+    ) -> None:
         if task not in EXPERTS:
             raise ValueError(f"no gym expert for {task!r}; expected one of {sorted(EXPERTS)}")
         if action_dim != 1:
@@ -46,9 +54,15 @@ class GymExpertPolicy:
         self.seed = int(seed)
         self._episode: Any = None
         self._last_step = -1
-        self.metadata = PolicyMetadata(chunk_size=int(chunk_size), action_dim=1, state_dim=dims[task],
-                                       camera_names=(), state_history=1, supports_vjp=False,
-                                       needs_privileged=True)
+        self.metadata = PolicyMetadata(
+            chunk_size=int(chunk_size),
+            action_dim=1,
+            state_dim=dims[task],
+            camera_names=(),
+            state_history=1,
+            supports_vjp=False,
+            needs_privileged=True,
+        )
 
     def predict(self, obs: PolicyInput) -> np.ndarray:
         """The expert's planned chunk (H, 1), float32, action units."""
@@ -67,8 +81,17 @@ class GymExpertPolicy:
         self.expert.phase.ticks = min(step, self.expert.kick_max_ticks)
         return np.asarray(obs.state, np.float64).reshape(-1, self.metadata.state_dim)[-1]
 
-    def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, delay: int = 0, execute_horizon: int = 1,
-                         guidance: Any = "none", schedule: Any = "exp", *args: Any, **kwargs: Any) -> np.ndarray:
+    def guided_inference(
+        self,
+        obs: PolicyInput,
+        prev_chunk: np.ndarray,
+        delay: int = 0,
+        execute_horizon: int = 1,
+        guidance: Any = "none",
+        schedule: Any = "exp",
+        *args: Any,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """``guidance=none``: the plan from the observed state (naive). Any consistency guidance: the
         committed actions (``prev_chunk[:delay]``, sent while this chunk is planned) kept exactly and
         the rest planned from the state they lead to through the exact dynamics (``chunk_after``):

@@ -36,8 +36,16 @@ class Episode:
     steps: list[int] = field(default_factory=list)
 
 
-def run_episodes(task: GymTask, source: BatchSource, seeds: Sequence[int], *, envs: Sequence | None = None,
-                 noise_std: float | None = None, execute_horizon: int = 1, keep: bool = False) -> list[Episode]:
+def run_episodes(
+    task: GymTask,
+    source: BatchSource,
+    seeds: Sequence[int],
+    *,
+    envs: Sequence | None = None,
+    noise_std: float | None = None,
+    execute_horizon: int = 1,
+    keep: bool = False,
+) -> list[Episode]:
     """Run one episode per seed side by side (``env.reset(seed=seed)``); ``noise_std`` defaults to
     the task's. ``envs``: one env per seed to reuse (made and closed here when None). ``keep``:
     record each planning tick's state and chunk. A non-finite chunk is an error."""
@@ -83,9 +91,23 @@ def run_episodes(task: GymTask, source: BatchSource, seeds: Sequence[int], *, en
                 env.close()
 
 
-def run_episode(task: GymTask, source: ChunkSource, seed: int, *, env=None, noise_std: float | None = None,
-                execute_horizon: int = 1, keep: bool = False) -> Episode:
+def run_episode(
+    task: GymTask,
+    source: ChunkSource,
+    seed: int,
+    *,
+    env=None,
+    noise_std: float | None = None,
+    execute_horizon: int = 1,
+    keep: bool = False,
+) -> Episode:
     """One episode with a one-state chunk source (an expert)."""
-    return run_episodes(task, lambda states, _: source(states[0])[None], [seed],
-                        envs=None if env is None else [env], noise_std=noise_std,
-                        execute_horizon=execute_horizon, keep=keep)[0]
+    return run_episodes(
+        task,
+        lambda states, _: source(states[0])[None],
+        [seed],
+        envs=None if env is None else [env],
+        noise_std=noise_std,
+        execute_horizon=execute_horizon,
+        keep=keep,
+    )[0]

@@ -40,7 +40,11 @@ TASKS: dict[str, GymTask] = {
     # up and centred for well over half the episode (the expert's worst over seeds 0..99: 167; the learned
     # policies' failed episodes score as low as 26-40).
     "cartpole_swingup": GymTask(
-        "cartpole_swingup", "dm_control/cartpole-swingup-v0", 20.0, success_return=120.0, action_noise_std=0.2,
+        "cartpole_swingup",
+        "dm_control/cartpole-swingup-v0",
+        20.0,
+        success_return=120.0,
+        action_noise_std=0.2,
         env_kwargs={"environment_kwargs": {"control_timestep": 0.05}},
     ),
 }

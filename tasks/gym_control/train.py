@@ -22,8 +22,17 @@ from tasks.transfer_cube.train import CONF_DIR, cached_or_recorded, train
 def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
     """The cached demonstrations when their chunk size matches, else freshly recorded (and cached)."""
     noise = data.get("action_noise_std")
-    return cached_or_recorded(data, chunk_size, lambda: record_demos(
-        str(data.task), int(data.episodes), int(data.seed_offset), chunk_size, None if noise is None else float(noise)))
+    return cached_or_recorded(
+        data,
+        chunk_size,
+        lambda: record_demos(
+            str(data.task),
+            int(data.episodes),
+            int(data.seed_offset),
+            chunk_size,
+            None if noise is None else float(noise),
+        ),
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="gym_pendulum")
@@ -31,9 +40,14 @@ def main(cfg: DictConfig) -> Path:
     demos = load_or_record(cfg.data, int(cfg.model.chunk_size))
     continuations = None
     if cfg.model.get("continuation_labels", False):  # training-time RTC on the expert's exact continuations
-        continuations = continuation_labels(demos, str(cfg.data.task), int(cfg.model.train_prefix_max),
-                                            int(cfg.data.seed_offset), int(cfg.model.stale_prefix_max_ticks),
-                                            int(cfg.seed))
+        continuations = continuation_labels(
+            demos,
+            str(cfg.data.task),
+            int(cfg.model.train_prefix_max),
+            int(cfg.data.seed_offset),
+            int(cfg.model.stale_prefix_max_ticks),
+            int(cfg.seed),
+        )
     return train(cfg, demos, continuations)
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class Demos:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Demos":
+    def load(cls, path: str | Path) -> Demos:
         with np.load(path) as z:
             return cls(
                 states=z["states"],
@@ -88,12 +88,14 @@ def make_sim_robot(
     from robots.sim import SimCamera, SimRobot
 
     cams = cameras or DEFAULT_CAMERAS
-    factories = {
-        name: functools.partial(
-            SimCamera, frames=FrameSpec(name, width, height, 1.0), source=source
-        )
-        for name, source in cams.items()
-    } if render else {}
+    factories = (
+        {
+            name: functools.partial(SimCamera, frames=FrameSpec(name, width, height, 1.0), source=source)
+            for name, source in cams.items()
+        }
+        if render
+        else {}
+    )
     return SimRobot(cameras=factories, hz=hz, realtime=False, render_in_lockstep=False, seed=0, task=task)
 
 
@@ -183,7 +185,12 @@ def record_demos(
                 ep_idx += [e] * len(ep_states)
             logger.info(
                 "demo %d/%d seed %d: %s, %d samples (%.0f s)",
-                e + 1, episodes, seed, "success" if ok else "FAILED", len(ep_states), time.monotonic() - t0,
+                e + 1,
+                episodes,
+                seed,
+                "success" if ok else "FAILED",
+                len(ep_states),
+                time.monotonic() - t0,
             )
     finally:
         robot.stop()
@@ -231,8 +238,9 @@ def earlier_counts(episode: np.ndarray, steps: np.ndarray, max_ticks: int) -> np
     return counts
 
 
-def stale_prefixes(actions: np.ndarray, steps: np.ndarray, counts: np.ndarray, idx: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
+def stale_prefixes(
+    actions: np.ndarray, steps: np.ndarray, counts: np.ndarray, idx: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Prefix sources for the samples ``idx``: each one's chunk continued from an earlier sample of
     its episode, drawn uniformly among its ``counts`` candidates (1..``max_ticks`` ticks back): that
     chunk's actions from the current tick on, padded with its last action, (B, H, A). It is what
@@ -259,5 +267,13 @@ def demo_summary(demos: Demos) -> str:
     )
 
 
-__all__: Sequence[str] = ("Demos", "record_demos", "make_sim_robot", "demo_summary", "DEFAULT_CAMERAS",
-                          "sample_steps", "earlier_counts", "stale_prefixes")
+__all__: Sequence[str] = (
+    "Demos",
+    "record_demos",
+    "make_sim_robot",
+    "demo_summary",
+    "DEFAULT_CAMERAS",
+    "sample_steps",
+    "earlier_counts",
+    "stale_prefixes",
+)

@@ -47,17 +47,12 @@ def evaluate_app(policy: str, episodes: int, seed: int, max_steps: int, extra: l
 
 
 def evaluate_local(
-    policy_name: str,
-    episodes: int,
-    seed: int,
-    max_steps: int,
-    execute_horizon: int = 25,
-    checkpoint: str | None = None,
+    policy_name: str, episodes: int, seed: int, max_steps: int, execute_horizon: int = 25, checkpoint: str | None = None
 ) -> dict[str, Any]:
     """Sequential lockstep loop without the app (same semantics: robot holds during inference)."""
     from policies.flow.checkpoint import DEFAULT_CHECKPOINT, stats_path
-    from tasks.transfer_cube.demos import make_sim_robot
     from policies.normalize import Normalizer
+    from tasks.transfer_cube.demos import make_sim_robot
 
     if policy_name == "flow":
         from policies.flow import FlowPolicy
@@ -100,7 +95,9 @@ def evaluate_local(
                         break
             successes.append(done)
             lengths.append(t)
-            logger.info("%s episode %d seed %d: %s at tick %d", policy_name, e, seed + e, "success" if done else "fail", t)
+            logger.info(
+                "%s episode %d seed %d: %s at tick %d", policy_name, e, seed + e, "success" if done else "fail", t
+            )
     finally:
         robot.stop()
     return {
@@ -119,8 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runner", choices=("app", "local"), default="app")
     ap.add_argument("--checkpoint", default=None, help="flow checkpoint dir (default: the bundled one)")
     ap.add_argument("--no-expert", action="store_true", help="skip the scripted-expert baseline")
-    ap.add_argument("--policies", nargs="+", choices=("flow", "scripted"), default=None,
-                    help="which to evaluate (default: flow and scripted)")
+    ap.add_argument(
+        "--policies",
+        nargs="+",
+        choices=("flow", "scripted"),
+        default=None,
+        help="which to evaluate (default: flow and scripted)",
+    )
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("overrides", nargs="*", help="extra app overrides (runner app)")
     args = ap.parse_args(argv)

@@ -17,17 +17,18 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from policies.base import PolicyInput, PolicyMetadata
 from policies.guidance import padded_prev, prefix_weights, select_coherent
+from robots.sim import aloha
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt
-from tasks.transfer_cube.ik import ARM_DOFS, ArmIK
-from robots.sim import aloha
+from tasks.transfer_cube.ik import ArmIK
 
 mujoco = aloha.mujoco
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def hover_end_problem(end_s: float) -> str | None:
     if lo < float(end_s) <= hi + 1e-9:
         return None
     return f"{end_s} s is outside ({lo}, {hi:.2f}] (after the hover pose is reached, and closed on the cube before the lift)"
+
 
 # The posterior compares the observed right arm with each plan over this many past ticks and now:
 # the position-controlled arm lags its commands by a few ticks, so the command of this very tick is
@@ -110,8 +112,13 @@ class Waypoint:
 
 
 def transfer_cube_waypoints(
-    cube_xyz: np.ndarray, home_xyz: dict[str, np.ndarray], home_gripper: float, approach_x: float = 0.0,
-    cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0, hover_end_s: float | None = None,
+    cube_xyz: np.ndarray,
+    home_xyz: dict[str, np.ndarray],
+    home_gripper: float,
+    approach_x: float = 0.0,
+    cube_velocity: np.ndarray | None = None,
+    slide_until_s: float = 0.0,
+    hover_end_s: float | None = None,
 ) -> dict[str, list[Waypoint]]:
     """ACT's PickAndTransferPolicy waypoints (times in seconds) for a cube starting at ``cube_xyz``.
 
@@ -160,8 +167,9 @@ def transfer_cube_waypoints(
         grasp = [
             Waypoint(HOVER_REACH_S, cube_at(HOVER_REACH_S) + [0, 0, HOVER_M], pick_quat, 1.0),  # over it
             Waypoint(end, cube_at(end) + [0, 0, HOVER_M], pick_quat, 1.0, linear=True),  # follow it there
-            Waypoint(end + DROP_S, cube_at(end + DROP_S) + [approach_x, 0, LOW_SIDE_M], pick_quat, 1.0,
-                     linear=True),  # drop beside it: the side shows from here on
+            Waypoint(
+                end + DROP_S, cube_at(end + DROP_S) + [approach_x, 0, LOW_SIDE_M], pick_quat, 1.0, linear=True
+            ),  # drop beside it: the side shows from here on
             Waypoint(down, cube_at(down) + [0, 0, -0.015], pick_quat, 1.0, linear=True),  # into it
             Waypoint(down + CLOSE_S, cube_at(down) + [0, 0, -0.015], pick_quat, 0.0),  # close gripper
         ]
@@ -297,9 +305,15 @@ class ScriptedTransferCube:
         rng = np.random.default_rng(zlib.crc32(key))
         return self.approach_offsets_m[int(rng.integers(len(self.approach_offsets_m)))]
 
-    def plan(self, cube_init_pose: np.ndarray, hz: float | None = None, approach_x: float | None = None,
-             cube_velocity: np.ndarray | None = None, slide_until_s: float = 0.0,
-             hover_end_s: float | None = None) -> np.ndarray:
+    def plan(
+        self,
+        cube_init_pose: np.ndarray,
+        hz: float | None = None,
+        approach_x: float | None = None,
+        cube_velocity: np.ndarray | None = None,
+        slide_until_s: float = 0.0,
+        hover_end_s: float | None = None,
+    ) -> np.ndarray:
         """The whole episode's joint trajectory, (T, 14) float32, one row per control tick.
 
         Row 0 is the home pose; row k is the command for tick k (sent after observing step k).
@@ -327,9 +341,7 @@ class ScriptedTransferCube:
         for arm, cols, gcol in (("left", slice(0, 6), 6), ("right", slice(7, 13), 13)):
             wps = waypoints[arm]
             home_rot = home_pose[arm][1]
-            rots = [
-                home_rot if wp.quat is None else _quat_to_mat(wp.quat) @ MOCAP_TO_LINK[arm] for wp in wps
-            ]
+            rots = [home_rot if wp.quat is None else _quat_to_mat(wp.quat) @ MOCAP_TO_LINK[arm] for wp in wps]
             quats = [_mat_to_quat(r) for r in rots]
             worst = 0.0
             q_wp = q_home[arm]
@@ -426,9 +438,7 @@ class ScriptedTransferCube:
         try:
             cube = np.asarray(info["cube_init_pose"], dtype=np.float64)
         except KeyError as exc:
-            raise KeyError(
-                "scripted expert needs privileged info['cube_init_pose'] (sim robot only)"
-            ) from exc
+            raise KeyError("scripted expert needs privileged info['cube_init_pose'] (sim robot only)") from exc
         hz = float(info.get("hz", self.hz))
         until_s = float(info.get("slide_until_s", 0.0))
         if until_s > 0.0:  # a sliding cube: its motion and the episode's strategy draw are privileged info
@@ -439,8 +449,10 @@ class ScriptedTransferCube:
         if shift_tick < 0 or int(info.get("step", 0)) < shift_tick:
             return plan
         moved = np.asarray(info["cube_shift_pose"], dtype=np.float64)
-        return self._cached(key + (shift_tick, tuple(np.round(moved, 9))),
-                            lambda: self.replanned(plan, self.plan(moved, hz), shift_tick, hz))
+        return self._cached(
+            key + (shift_tick, tuple(np.round(moved, 9))),
+            lambda: self.replanned(plan, self.plan(moved, hz), shift_tick, hz),
+        )
 
     def _strategy_plan(self, info: dict[str, Any], strategy: tuple[float, float | None]) -> np.ndarray:
         """The plan of one strategy for this episode's sliding cube."""
@@ -462,8 +474,10 @@ class ScriptedTransferCube:
         joints = np.asarray(obs.state, dtype=np.float64).reshape(-1, 14)[-1, 7:14]
         plans = [self._strategy_plan(info, strategy) for strategy in self.strategies()]
         ticks = np.arange(max(0, step - ARM_LAG_TICKS), step + 1)
-        gaps = [float(np.min(np.max(np.abs(plan[np.clip(ticks, 0, len(plan) - 1), 7:14] - joints), axis=1)))
-                for plan in plans]
+        gaps = [
+            float(np.min(np.max(np.abs(plan[np.clip(ticks, 0, len(plan) - 1), 7:14] - joints), axis=1)))
+            for plan in plans
+        ]
         best = min(gaps)
         return [plan for plan, gap in zip(plans, gaps) if gap <= best + self.consistency_tol_rad]
 
@@ -487,8 +501,17 @@ class ScriptedTransferCube:
         key = (obs.info.get("episode"), round(float(obs.info["strategy_draw"]), 9), step)
         return self._chunk(plans[int(np.random.default_rng(zlib.crc32(repr(key).encode())).integers(len(plans)))], step)
 
-    def guided_inference(self, obs: PolicyInput, prev_chunk: np.ndarray, delay: int = 0, execute_horizon: int = 1,
-                         guidance: Any = "none", schedule: Any = "exp", *args: Any, **kwargs: Any) -> np.ndarray:
+    def guided_inference(
+        self,
+        obs: PolicyInput,
+        prev_chunk: np.ndarray,
+        delay: int = 0,
+        execute_horizon: int = 1,
+        guidance: Any = "none",
+        schedule: Any = "exp",
+        *args: Any,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """Slices of one fixed plan already agree with the previous chunk (``prev_chunk[:delay]``
         equals the new chunk's first ``delay`` actions whenever the step counter advanced by the
         actions consumed), so ``drawn`` needs no guidance: this is ``predict``. ``posterior`` with

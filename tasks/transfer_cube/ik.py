@@ -56,9 +56,7 @@ class ArmIK:
         rot = self.data.xmat[body].reshape(3, 3).copy()
         return self.data.xpos[body] + rot @ TCP_OFFSET, rot
 
-    def solve(
-        self, arm: str, pos: np.ndarray, rot: np.ndarray, q_init: np.ndarray
-    ) -> tuple[np.ndarray, float, float]:
+    def solve(self, arm: str, pos: np.ndarray, rot: np.ndarray, q_init: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Joints reaching (pos, rot) from ``q_init``; returns (q, position error m, rotation error rad)."""
         m, d = self.model, self.data
         dofs = ARM_DOFS[arm]

@@ -12,8 +12,9 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 import numpy as np
@@ -21,9 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from policies.flow.checkpoint import resolve_path, save_checkpoint
-from tasks.transfer_cube.demos import Demos, demo_summary, earlier_counts, record_demos, sample_steps, stale_prefixes
 from policies.flow.model import FlowModel, FlowModelConfig
 from policies.normalize import Normalizer
+from tasks.transfer_cube.demos import Demos, demo_summary, earlier_counts, record_demos, sample_steps, stale_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +49,28 @@ def cached_or_recorded(data: DictConfig, chunk_size: int, record: Callable[[], D
 
 
 def load_or_record(data: DictConfig, chunk_size: int) -> Demos:
-    return cached_or_recorded(data, chunk_size, lambda: record_demos(
-        episodes=data.episodes,
-        seed_offset=data.seed_offset,
-        chunk_size=chunk_size,
-        max_steps=data.max_steps,
-        sample_every=data.sample_every,
-        action_noise_std=data.action_noise_std,
-        noise_corr_ticks=data.noise_corr_ticks,
-        ticks_after_success=data.ticks_after_success,
-        keep_failed=data.keep_failed,
-        hz=data.hz,
-        width=data.width,
-        height=data.height,
-        cameras=dict(data.cameras),
-        task=str(data.get("task", "transfer_cube")),
-        expert=OmegaConf.to_container(data.expert, resolve=True) if data.get("expert") else None,
-        reaction_lag_max_ticks=int(data.get("reaction_lag_max_ticks", 0)),
-    ))
+    return cached_or_recorded(
+        data,
+        chunk_size,
+        lambda: record_demos(
+            episodes=data.episodes,
+            seed_offset=data.seed_offset,
+            chunk_size=chunk_size,
+            max_steps=data.max_steps,
+            sample_every=data.sample_every,
+            action_noise_std=data.action_noise_std,
+            noise_corr_ticks=data.noise_corr_ticks,
+            ticks_after_success=data.ticks_after_success,
+            keep_failed=data.keep_failed,
+            hz=data.hz,
+            width=data.width,
+            height=data.height,
+            cameras=dict(data.cameras),
+            task=str(data.get("task", "transfer_cube")),
+            expert=OmegaConf.to_container(data.expert, resolve=True) if data.get("expert") else None,
+            reaction_lag_max_ticks=int(data.get("reaction_lag_max_ticks", 0)),
+        ),
+    )
 
 
 def cube_xy_targets(demos: Demos, seed_offset: int) -> np.ndarray:
@@ -101,7 +106,7 @@ class StalePrefixRecipe:
         self.rng = np.random.default_rng(seed)
 
     @classmethod
-    def from_cfg(cls, model_cfg: DictConfig, demos: Demos, sample_every: int, seed: int) -> "StalePrefixRecipe | None":
+    def from_cfg(cls, model_cfg: DictConfig, demos: Demos, sample_every: int, seed: int) -> StalePrefixRecipe | None:
         prob = float(model_cfg.get("stale_prefix_prob", 0.0))
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"model.stale_prefix_prob must be within [0, 1] (got {prob})")
@@ -112,9 +117,15 @@ class StalePrefixRecipe:
             raise ValueError(f"model.stale_prefix_max_ticks must be >= 1 (got {max_ticks})")
         steps = sample_steps(demos, sample_every)
         counts = earlier_counts(demos.episode, steps, max_ticks)
-        logger.info("stale-prefix recipe: p=%.2f, chunks 1..%d ticks back (%d of %d samples have one), "
-                    "labels re-plan within %d ticks", prob, max_ticks, int((counts > 0).sum()), len(counts),
-                    int(model_cfg.get("stale_prefix_replan_ticks", 10)))
+        logger.info(
+            "stale-prefix recipe: p=%.2f, chunks 1..%d ticks back (%d of %d samples have one), "
+            "labels re-plan within %d ticks",
+            prob,
+            max_ticks,
+            int((counts > 0).sum()),
+            len(counts),
+            int(model_cfg.get("stale_prefix_replan_ticks", 10)),
+        )
         return cls(steps, counts, prob, int(model_cfg.get("stale_prefix_replan_ticks", 10)), seed)
 
     def draw(self, actions: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -199,8 +210,9 @@ def train(cfg: DictConfig, demos: Demos | None = None, continuations: np.ndarray
         if int(cfg.model.get("train_prefix_max", 0)) <= 0 or stale is not None:
             raise ValueError("continuation labels need model.train_prefix_max > 0 and model.stale_prefix_prob = 0")
         if continuations.shape[0] != n or continuations.shape[2:] != demos.actions.shape[1:]:
-            raise ValueError(f"continuation labels {continuations.shape} do not match the demos' actions "
-                             f"{demos.actions.shape}")
+            raise ValueError(
+                f"continuation labels {continuations.shape} do not match the demos' actions {demos.actions.shape}"
+            )
         continuations = torch.from_numpy(normalizer.action_to_model(continuations).astype(np.float32))
 
     model = FlowModel(mcfg)
@@ -210,7 +222,10 @@ def train(cfg: DictConfig, demos: Demos | None = None, continuations: np.ndarray
     ema = ema.to(fabric.device)
     logger.info(
         "training %.2f M params on %d samples (%s, %s)",
-        sum(p.numel() for p in model.parameters()) / 1e6, n, accelerator, precision,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        n,
+        accelerator,
+        precision,
     )
     gen = torch.Generator().manual_seed(int(cfg.seed))
     o = cfg.optim
@@ -246,24 +261,34 @@ def train(cfg: DictConfig, demos: Demos | None = None, continuations: np.ndarray
                 pe.lerp_(pm.detach().to(pe.device, pe.dtype), 1.0 - decay)
         step += 1
         if step == early_step and cfg.get("early_output_dir"):  # a weak early checkpoint (e.g. BID's contrast)
-            save_checkpoint(cfg.early_output_dir, copy.deepcopy(ema).cpu(), normalizer,
-                            _meta(cfg, demos, step, running, t_data, time.monotonic() - t0, precision))
+            save_checkpoint(
+                cfg.early_output_dir,
+                copy.deepcopy(ema).cpu(),
+                normalizer,
+                _meta(cfg, demos, step, running, t_data, time.monotonic() - t0, precision),
+            )
         running = 0.98 * running + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())
         if step % int(cfg.log_every) == 0:
             logger.info(
-                "step %d loss %.4f (avg %.4f) lr %.2e %.0f s", step, float(loss.detach()), running,
-                float(o.lr) * lr_scale, time.monotonic() - t0,
+                "step %d loss %.4f (avg %.4f) lr %.2e %.0f s",
+                step,
+                float(loss.detach()),
+                running,
+                float(o.lr) * lr_scale,
+                time.monotonic() - t0,
             )
     t_train = time.monotonic() - t0
-    out = save_checkpoint(cfg.output_dir, ema.cpu(), normalizer,
-                          _meta(cfg, demos, step, running, t_data, t_train, precision))
+    out = save_checkpoint(
+        cfg.output_dir, ema.cpu(), normalizer, _meta(cfg, demos, step, running, t_data, t_train, precision)
+    )
     logger.info("done: %d steps in %.0f s (data %.0f s); checkpoint %s", step, t_train, t_data, out)
     print(f"checkpoint written: {out} ({step} steps, loss {running:.4f}, {time.monotonic() - t_start:.0f} s total)")
     return out
 
 
-def _meta(cfg: DictConfig, demos: Demos, step: int, running: float, t_data: float, t_train: float,
-          precision: str) -> dict[str, Any]:
+def _meta(
+    cfg: DictConfig, demos: Demos, step: int, running: float, t_data: float, t_train: float, precision: str
+) -> dict[str, Any]:
     """config.json's ``meta``: what was trained on, how long, with which settings. ``control_hz`` is
     the rate the demonstrations were recorded at (the rate the policy's chunk steps mean)."""
     return {

@@ -31,33 +31,47 @@ class Injection:
 
 INJECTIONS: dict[FaultKind, Injection] = {
     FaultKind.ROBOT: Injection(
-        "a camera delivers no frame at the 30th read, mid-run", ("+robot.fail_read_at=30",), "camera head: no frame"),
+        "a camera delivers no frame at the 30th read, mid-run", ("+robot.fail_read_at=30",), "camera head: no frame"
+    ),
     FaultKind.OBSERVATION: Injection(
-        "the joint state holds a NaN from the 30th read on", ("+robot.nan_state_at=30",), "non-finite observation"),
+        "the joint state holds a NaN from the 30th read on", ("+robot.nan_state_at=30",), "non-finite observation"
+    ),
     FaultKind.STARTUP: Injection(
-        "the policy cannot be built in the inference process", ("+policy.mode=raise_at_build",),
-        "cannot load its weights"),
+        "the policy cannot be built in the inference process",
+        ("+policy.mode=raise_at_build",),
+        "cannot load its weights",
+    ),
     FaultKind.INFERENCE_DIED: Injection(
-        "the inference process is SIGKILLed at its 3rd inference", ("+policy.mode=kill_process",),
-        "killed by signal 9"),
+        "the inference process is SIGKILLed at its 3rd inference", ("+policy.mode=kill_process",), "killed by signal 9"
+    ),
     FaultKind.INFERENCE_STALLED: Injection(
         "the inference process SIGSTOPs itself at its 3rd inference: everything in it freezes, its "
         "heartbeat thread too, while no inference bound is near",
         ("+policy.mode=stop_process", "algorithm.stall_timeout_s=2", f"algorithm.inference_timeout_s={HANG_S}"),
-        "no heartbeat"),
+        "no heartbeat",
+    ),
     FaultKind.INFERENCE_TIMEOUT: Injection(
         "the 3rd inference never returns (its process stays alive and beating)",
         ("+policy.mode=sleep", f"+policy.sleep_s={HANG_S}", "algorithm.inference_timeout_s=2"),
-        "inference_timeout_s=2"),
+        "inference_timeout_s=2",
+    ),
     FaultKind.INFERENCE_ERROR: Injection(
-        "the policy raises from its 3rd inference on", ("+policy.mode=raise",), "FaultPolicy exploded on call 3"),
+        "the policy raises from its 3rd inference on", ("+policy.mode=raise",), "FaultPolicy exploded on call 3"
+    ),
     FaultKind.CHUNKS_REJECTED: Injection(
-        "every chunk from the 3rd on holds a NaN", ("+policy.mode=nan_chunk",), "3 chunks in a row rejected"),
+        "every chunk from the 3rd on holds a NaN", ("+policy.mode=nan_chunk",), "3 chunks in a row rejected"
+    ),
     FaultKind.NO_FIRST_CHUNK: Injection(
         "the first inference never returns, inside every other bound",
-        ("+policy.mode=sleep", "+policy.after_calls=0", f"+policy.sleep_s={HANG_S}",
-         "algorithm.first_chunk_timeout_s=2", f"algorithm.inference_timeout_s={HANG_S}"),
-        "no first chunk within 2"),
+        (
+            "+policy.mode=sleep",
+            "+policy.after_calls=0",
+            f"+policy.sleep_s={HANG_S}",
+            "algorithm.first_chunk_timeout_s=2",
+            f"algorithm.inference_timeout_s={HANG_S}",
+        ),
+        "no first chunk within 2",
+    ),
 }
 
 

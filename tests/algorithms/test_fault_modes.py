@@ -78,10 +78,26 @@ def ray_address():
     temp_dir = tempfile.mkdtemp(prefix="rayf", dir="/tmp")  # short: Ray's socket paths are length-limited
     flags = dict(num_cpus=1, object_store_memory_bytes=100 * 1024 * 1024)
     try:
-        head = start_node("head", auth_mode="disabled", start_timeout_s=90, temp_dir=temp_dir, port=0,
-                          dashboard_port=_free_port(), ray_client_server_port=_free_port(), **flags)
-        start_node("worker", auth_mode="disabled", start_timeout_s=90, temp_dir=temp_dir, head_address=head.address,
-                   resources={"inference_pc": 1}, include_log_monitor=False, **flags)
+        head = start_node(
+            "head",
+            auth_mode="disabled",
+            start_timeout_s=90,
+            temp_dir=temp_dir,
+            port=0,
+            dashboard_port=_free_port(),
+            ray_client_server_port=_free_port(),
+            **flags,
+        )
+        start_node(
+            "worker",
+            auth_mode="disabled",
+            start_timeout_s=90,
+            temp_dir=temp_dir,
+            head_address=head.address,
+            resources={"inference_pc": 1},
+            include_log_monitor=False,
+            **flags,
+        )
         yield head.address
     finally:
         if ray.is_initialized():
@@ -110,8 +126,17 @@ def fleet_apps(ray_address):
     def deploy_app(name: str, policy: list[str]) -> str:
         if name in deployed:
             return name
-        cfg, fleet = load([*policy, f"fleet.address={ray_address}", f"fleet.app_name={name}", "fleet.num_cpus=0",
-                           "fleet.max_batch_size=1", "fleet.torch_threads=1", "fleet.deploy_timeout_s=240"])
+        cfg, fleet = load(
+            [
+                *policy,
+                f"fleet.address={ray_address}",
+                f"fleet.app_name={name}",
+                "fleet.num_cpus=0",
+                "fleet.max_batch_size=1",
+                "fleet.torch_threads=1",
+                "fleet.deploy_timeout_s=240",
+            ]
+        )
         join(fleet)
         deploy(cfg, fleet)
         deployed.append(name)
@@ -131,14 +156,20 @@ def policy_overrides(tmp_path: Path, *extra: str) -> list[str]:
     return [a for a in overrides(tmp_path, *extra) if a.startswith(("policy", "~policy", "+policy"))]
 
 
-def mode_overrides(tmp_path: Path, mode: str, policy: tuple[str, ...], request: pytest.FixtureRequest,
-                   app: str = "") -> list[str]:
+def mode_overrides(
+    tmp_path: Path, mode: str, policy: tuple[str, ...], request: pytest.FixtureRequest, app: str = ""
+) -> list[str]:
     """The fault runtime's overrides (recording sim robot, fault policy, H = 10, execute horizon 5)
     with the mode's algorithm; the same chunk rules and bounds in every mode. ``app``: the fleet
     app's name (default: one per policy, deployed on first use)."""
     args = [a for a in overrides(tmp_path, *policy) if a != "algorithm=rtc"]
-    args = [f"algorithm={mode}", *args, f"algorithm.max_rejected_chunks={MAX_REJECTED}", "algorithm.max_chunk_jump=1.0",
-            f"algorithm.inference_timeout_s={INFERENCE_TIMEOUT_S}"]
+    args = [
+        f"algorithm={mode}",
+        *args,
+        f"algorithm.max_rejected_chunks={MAX_REJECTED}",
+        "algorithm.max_chunk_jump=1.0",
+        f"algorithm.inference_timeout_s={INFERENCE_TIMEOUT_S}",
+    ]
     if mode == "rtc_split":
         args.append(f"algorithm.address={request.getfixturevalue('ray_address')}")
     if mode == "rtc_fleet":
@@ -208,8 +239,11 @@ def test_a_study_that_lets_faulted_episodes_fail_runs_every_seed(tmp_path, reque
     """``algorithm.fault_ends_cell=false``: each episode's chunks_rejected fault fails that episode
     (the robot held, nothing bad sent), the next starts from home, the row counts them and the run
     ends normally; with the default the first fault ends the cell and the run."""
-    args = [*mode_overrides(tmp_path, "lockstep_eval", FAULTS["nan_chunk"].policy, request), "episodes=3",
-            "algorithm.fault_ends_cell=false"]
+    args = [
+        *mode_overrides(tmp_path, "lockstep_eval", FAULTS["nan_chunk"].policy, request),
+        "episodes=3",
+        "algorithm.fault_ends_cell=false",
+    ]
     run = compose_run(args, run_dir=tmp_path)
     summary = run.execute()
     (row,) = summary["table"]

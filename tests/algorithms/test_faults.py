@@ -23,8 +23,8 @@ import numpy as np
 import psutil
 import pytest
 
-from services.errors import AlgorithmFault
 from inference.app import compose_run
+from services.errors import AlgorithmFault
 from tests.algorithms.test_rtc_runtime import ROOT, UNTIL_FAULT, _group_alive, check_commands, our_blocks, overrides
 from tests.rtc_fault_policies import reads_path
 
@@ -65,13 +65,14 @@ def assert_robot_held(run_dir: Path) -> np.ndarray:
 
 def cli(tmp_path: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "inference", *args, f"hydra.run.dir={tmp_path}"]
-    return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_failed_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    failed = [l for l in lines if l.startswith("run FAILED")]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    failed = [line for line in lines if line.startswith("run FAILED")]
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert len(failed) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return failed[0]
@@ -84,7 +85,11 @@ def test_robot_fault_at_start_is_exit_3_with_the_cause(tmp_path, algorithm):
     not a traceback, in RTC as in sequential."""
     args = overrides(tmp_path, "+robot.fail_read_at=1")
     if algorithm == "sequential":
-        args = ["algorithm=sequential", *(a for a in args if not a.startswith("algorithm")), "algorithm.execute_horizon=5"]
+        args = [
+            "algorithm=sequential",
+            *(a for a in args if not a.startswith("algorithm")),
+            "algorithm.execute_horizon=5",
+        ]
     line = one_failed_line(cli(tmp_path, *args))
     print(line)
     assert "(robot)" in line and "camera head: no frame" in line
@@ -96,8 +101,15 @@ def test_no_policy_server_at_start_is_a_startup_fault(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = cli(tmp_path, "algorithm=rtc", "policy=openpi_remote", f"policy.port={port}", "policy.connect_timeout_s=1",
-               "cameras=none", "max_steps=20")
+    proc = cli(
+        tmp_path,
+        "algorithm=rtc",
+        "policy=openpi_remote",
+        f"policy.port={port}",
+        "policy.connect_timeout_s=1",
+        "cameras=none",
+        "max_steps=20",
+    )
     line = one_failed_line(proc)
     print(line)
     assert "(startup)" in line
@@ -109,7 +121,11 @@ def test_no_policy_server_at_start_is_a_startup_fault(tmp_path):
 def test_non_finite_observation_is_a_fault_and_never_reaches_the_robot(tmp_path, algorithm):
     args = overrides(tmp_path, "+robot.nan_state_at=30")
     if algorithm == "sequential":
-        args = ["algorithm=sequential", *(a for a in args if not a.startswith("algorithm")), "algorithm.execute_horizon=5"]
+        args = [
+            "algorithm=sequential",
+            *(a for a in args if not a.startswith("algorithm")),
+            "algorithm.execute_horizon=5",
+        ]
     run = compose_run(args, run_dir=tmp_path)
     with pytest.raises(AlgorithmFault, match="non-finite observation"):
         run.execute()
@@ -123,9 +139,12 @@ def test_non_finite_observation_is_a_fault_and_never_reaches_the_robot(tmp_path,
 def test_sequential_never_executes_a_partly_nan_chunk(tmp_path):
     """Sequential used to run the finite leading actions of a NaN chunk; now the chunk is rejected
     whole, the robot holds, and a burst of them is a fault."""
-    args = ["algorithm=sequential", *(a for a in overrides(tmp_path, "+policy.mode=nan_chunk", UNTIL_FAULT)
-                                      if not a.startswith("algorithm")),
-            "algorithm.execute_horizon=5", "algorithm.stop_on_success=false"]
+    args = [
+        "algorithm=sequential",
+        *(a for a in overrides(tmp_path, "+policy.mode=nan_chunk", UNTIL_FAULT) if not a.startswith("algorithm")),
+        "algorithm.execute_horizon=5",
+        "algorithm.stop_on_success=false",
+    ]
     run = compose_run(args, run_dir=tmp_path)
     with pytest.raises(AlgorithmFault, match="3 chunks in a row rejected"):
         run.execute()
@@ -140,7 +159,11 @@ def test_sequential_never_executes_a_partly_nan_chunk(tmp_path):
 def test_absurd_finite_chunk_is_rejected_as_implausible(tmp_path, algorithm):
     args = overrides(tmp_path, "+policy.mode=huge", UNTIL_FAULT)
     if algorithm == "sequential":
-        args = ["algorithm=sequential", *(a for a in args if not a.startswith("algorithm")), "algorithm.execute_horizon=5"]
+        args = [
+            "algorithm=sequential",
+            *(a for a in args if not a.startswith("algorithm")),
+            "algorithm.execute_horizon=5",
+        ]
     run = compose_run(args, run_dir=tmp_path)
     with pytest.raises(AlgorithmFault, match="chunks in a row rejected"):
         run.execute()
@@ -159,8 +182,17 @@ def test_long_inference_is_not_a_stall(tmp_path):
     from a thread of its own, so the run goes on (underruns and holds, no fault). The limits leave
     seconds of margin both ways (a heartbeat thread starved for 2 s on a loaded host, an inference
     of 3 s that the load stretches) so that only a heartbeat tied to the inference itself can fail it."""
-    run = compose_run(overrides(tmp_path, "+policy.mode=sleep", "+policy.sleep_s=3", "algorithm.stall_timeout_s=2",
-                                "algorithm.inference_timeout_s=60", "max_steps=1000"), run_dir=tmp_path)
+    run = compose_run(
+        overrides(
+            tmp_path,
+            "+policy.mode=sleep",
+            "+policy.sleep_s=3",
+            "algorithm.stall_timeout_s=2",
+            "algorithm.inference_timeout_s=60",
+            "max_steps=1000",
+        ),
+        run_dir=tmp_path,
+    )
     summary = run.execute()
     print("underruns", summary["underruns"], "inference p50", summary["inference_latency_ms_p50"])
     assert summary["fault"] is None
@@ -175,8 +207,12 @@ def test_hung_inference_is_bounded_by_inference_timeout(tmp_path, algorithm):
     extra = ("+policy.mode=sleep", "+policy.sleep_s=60", "+policy.after_calls=4", "algorithm.inference_timeout_s=1")
     args = overrides(tmp_path, *extra)
     if algorithm == "sequential":
-        args = ["algorithm=sequential", *(a for a in args if not a.startswith("algorithm")),
-                "algorithm.execute_horizon=5", "algorithm.inference_timeout_s=1"]
+        args = [
+            "algorithm=sequential",
+            *(a for a in args if not a.startswith("algorithm")),
+            "algorithm.execute_horizon=5",
+            "algorithm.inference_timeout_s=1",
+        ]
     run = compose_run(args, run_dir=tmp_path)
     with pytest.raises(AlgorithmFault, match="inference timeout"):
         run.execute()
@@ -197,10 +233,23 @@ def test_orphaned_inference_process_exits_even_during_warmup(tmp_path):
     process must not go on for a robot nobody controls. That it goes within 1 s is measured by
     benchmarks/bench_stop.py; here the wait is a generous condition (a loaded host is slow)."""
     # log_level=INFO: the console shows the start-up detail, the inference process's pid among it
-    args = [sys.executable, "-m", "inference", *overrides(tmp_path, "+policy.warmup_s=300"), "log_level=INFO",
-            f"hydra.run.dir={tmp_path}"]
-    app = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "inference",
+        *overrides(tmp_path, "+policy.warmup_s=300"),
+        "log_level=INFO",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    app = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
     try:
         pid = None
         for line in app.stdout:  # the control process logs the pid it started
@@ -243,23 +292,40 @@ def test_restart_continues_from_what_the_robot_executes(tmp_path):
     inference process is guided to continue from the held pose. This policy's plain chunks start
     0.3 rad away from the measured pose, so an unguided first chunk would pull every joint 0.3 away
     (at the slew limit); guided, the robot stays where it held."""
-    run = compose_run(overrides(tmp_path, "+policy.mode=raise_once", f"+policy.once_file={tmp_path}/raised",
-                                "+policy.after_calls=3", "+policy.offset=0.3", "+policy.follow_prev=true",
-                                "+policy.step_rad=0.0", "algorithm.schedule=ones", "robot.hz=20",
-                                "algorithm.max_restarts=2",
-                                # 40 s at 20 Hz: the new process (spawn, imports, warm-up) must answer
-                                # within the run; on a loaded host (two busy loops) it missed 15 s
-                                "algorithm.max_chunk_jump=0.5", "max_steps=800"), run_dir=tmp_path)
+    run = compose_run(
+        overrides(
+            tmp_path,
+            "+policy.mode=raise_once",
+            f"+policy.once_file={tmp_path}/raised",
+            "+policy.after_calls=3",
+            "+policy.offset=0.3",
+            "+policy.follow_prev=true",
+            "+policy.step_rad=0.0",
+            "algorithm.schedule=ones",
+            "robot.hz=20",
+            "algorithm.max_restarts=2",
+            # 40 s at 20 Hz: the new process (spawn, imports, warm-up) must answer
+            # within the run; on a loaded host (two busy loops) it missed 15 s
+            "algorithm.max_chunk_jump=0.5",
+            "max_steps=800",
+        ),
+        run_dir=tmp_path,
+    )
     summary = run.execute()
     assert summary["restarts"] == 1 and summary["fault"] is None
     sent = check_commands(tmp_path, run)
-    events = [json.loads(l) for l in (tmp_path / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     fault_tick = next(e["tick"] for e in events if e["event"] == "inference_fault")
-    merges = [int(r["merge_tick"]) for r in csv.DictReader((tmp_path / "inferences.csv").open())
-              if r["merge_tick"] and int(r["merge_tick"]) > fault_tick and r["rejected"] == "0"]
+    merges = [
+        int(r["merge_tick"])
+        for r in csv.DictReader((tmp_path / "inferences.csv").open())
+        if r["merge_tick"] and int(r["merge_tick"]) > fault_tick and r["rejected"] == "0"
+    ]
     assert merges, f"no chunk of the restarted process was executed (fault at tick {fault_tick})"
     first = merges[0]
     jump = float(np.max(np.abs(sent[first] - sent[first - 1])))
-    print(f"fault at tick {fault_tick}, first chunk of the new process at tick {first}; its first command is "
-          f"{jump:.4f} rad from the held one (an unguided one: 0.3 away, slew-limited)")
+    print(
+        f"fault at tick {fault_tick}, first chunk of the new process at tick {first}; its first command is "
+        f"{jump:.4f} rad from the held one (an unguided one: 0.3 away, slew-limited)"
+    )
     assert jump < 0.01

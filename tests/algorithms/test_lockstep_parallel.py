@@ -101,8 +101,10 @@ def _inputs(runner: PolicyRunner, seed: int) -> PolicyInput:
     m = runner.policy.metadata
     rng = np.random.default_rng(seed)
     h, w = m.image_size
-    return PolicyInput(state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
-                       images={c: rng.uniform(size=(1, 3, h, w)).astype(np.float32) for c in m.camera_names})
+    return PolicyInput(
+        state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
+        images={c: rng.uniform(size=(1, 3, h, w)).astype(np.float32) for c in m.camera_names},
+    )
 
 
 def test_a_batch_gives_each_episode_the_chunks_it_gets_alone(runner):
@@ -114,8 +116,10 @@ def test_a_batch_gives_each_episode_the_chunks_it_gets_alone(runner):
     seeds = [5, 6, 7]
     kinds = [Guidance.VJP, Guidance.IDENTITY, Guidance.SELECT]
     rng = np.random.default_rng(1)
-    guides = [Guide(rng.normal(size=(m.chunk_size - 10, m.action_dim)).astype(np.float32), 3, 10, kind, Schedule.EXP, 5.0)
-              for kind in kinds]
+    guides = [
+        Guide(rng.normal(size=(m.chunk_size - 10, m.action_dim)).astype(np.float32), 3, 10, kind, Schedule.EXP, 5.0)
+        for kind in kinds
+    ]
     alone = []
     for seed, guide in zip(seeds, guides):
         runner.reset_noise(seed)
@@ -126,9 +130,12 @@ def test_a_batch_gives_each_episode_the_chunks_it_gets_alone(runner):
     before = generator.get_state()
     batcher = EpisodeBatcher(runner)
     streams = [batcher.noise_stream(seed) for seed in seeds]
-    firsts = answer_rows(runner, [Row(_inputs(runner, s), None, st_) for s, st_ in zip(seeds, streams)], generator, True)
-    seconds = answer_rows(runner, [Row(_inputs(runner, s + 100), g, st_) for s, g, st_ in zip(seeds, guides, streams)],
-                          generator, True)
+    firsts = answer_rows(
+        runner, [Row(_inputs(runner, s), None, st_) for s, st_ in zip(seeds, streams)], generator, True
+    )
+    seconds = answer_rows(
+        runner, [Row(_inputs(runner, s + 100), g, st_) for s, g, st_ in zip(seeds, guides, streams)], generator, True
+    )
     assert torch.equal(generator.get_state(), before)
     for (a1, a2), b1, b2 in zip(alone, firsts, seconds):
         assert b1.error is None and b2.error is None
@@ -139,15 +146,36 @@ def test_a_batch_gives_each_episode_the_chunks_it_gets_alone(runner):
 
 
 # ---------------------------------------------------------------------- P > 1 equals P = 1 on the sim
-FLOW = ["algorithm=lockstep_eval", "policy=flow", "cameras=sim", "episodes=3", "max_steps=10", "report=false",
-        "policy.num_steps=4", "policy.select_samples=3", "policy.device=cpu", "algorithm.stop_on_success=false",
-        "algorithm.methods=[naive,rtc,select]", "algorithm.delays_ticks=[2]", "algorithm.execute_horizon=3"]
+FLOW = [
+    "algorithm=lockstep_eval",
+    "policy=flow",
+    "cameras=sim",
+    "episodes=3",
+    "max_steps=10",
+    "report=false",
+    "policy.num_steps=4",
+    "policy.select_samples=3",
+    "policy.device=cpu",
+    "algorithm.stop_on_success=false",
+    "algorithm.methods=[naive,rtc,select]",
+    "algorithm.delays_ticks=[2]",
+    "algorithm.execute_horizon=3",
+]
 
 
 def _inferences(run_dir) -> list[tuple]:
     rows = list(csv.DictReader((run_dir / "inferences.csv").open()))
-    return sorted((r["guidance"], int(r["episode"]), int(r["snapshot_tick"]), int(r["merge_tick"]),
-                   float(r["discontinuity"] or "nan"), float(r["plan_jump"] or "nan")) for r in rows)
+    return sorted(
+        (
+            r["guidance"],
+            int(r["episode"]),
+            int(r["snapshot_tick"]),
+            int(r["merge_tick"]),
+            float(r["discontinuity"] or "nan"),
+            float(r["plan_jump"] or "nan"),
+        )
+        for r in rows
+    )
 
 
 def test_episodes_side_by_side_get_the_chunks_they_get_one_at_a_time(tmp_path):
@@ -171,12 +199,24 @@ def test_episodes_side_by_side_get_the_chunks_they_get_one_at_a_time(tmp_path):
 
 
 # ---------------------------------------------------------------------- faults in a batched cell
-SEEDED = ["algorithm=lockstep_eval", "policy=hold", "cameras=none", "robot.render_in_lockstep=false",
-          "robot._target_=tests.seed_fault_doubles.SeedTaggedSimRobot",
-          "policy._target_=tests.seed_fault_doubles.SeedFaultPolicy", "~policy.type",
-          "policy.chunk_size=10",
-          "algorithm.execute_horizon=5", "algorithm.stop_on_success=false", "max_steps=30", "episodes=5", "seed=0",
-          "algorithm.methods=[naive]", "algorithm.delays_ticks=[1]", "algorithm.max_rejected_chunks=3"]
+SEEDED = [
+    "algorithm=lockstep_eval",
+    "policy=hold",
+    "cameras=none",
+    "robot.render_in_lockstep=false",
+    "robot._target_=tests.seed_fault_doubles.SeedTaggedSimRobot",
+    "policy._target_=tests.seed_fault_doubles.SeedFaultPolicy",
+    "~policy.type",
+    "policy.chunk_size=10",
+    "algorithm.execute_horizon=5",
+    "algorithm.stop_on_success=false",
+    "max_steps=30",
+    "episodes=5",
+    "seed=0",
+    "algorithm.methods=[naive]",
+    "algorithm.delays_ticks=[1]",
+    "algorithm.max_rejected_chunks=3",
+]
 
 
 def _table(run_dir) -> list[dict]:
@@ -245,12 +285,18 @@ def test_cells_follow_paired_execute_horizons_and_rows_record_them(tmp_path):
     assert {int(r["s"]) for r in infs if int(r["s"]) > 0} == {1, 2, 3, 5}
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["algorithm.execute_horizons=[1,2]"], r"algorithm.execute_horizons: .*one per delay"),
-    (["algorithm.delays_ticks=[1]", "algorithm.execute_horizons=[11]"], r"algorithm.execute_horizons: .*chunk_size=10"),
-    (["algorithm.delays_ticks=[1]", "algorithm.execute_horizons=[2]", "algorithm.s_min=2"], r"s_min"),
-    (["algorithm.parallel_episodes=0"], r"algorithm.parallel_episodes"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["algorithm.execute_horizons=[1,2]"], r"algorithm.execute_horizons: .*one per delay"),
+        (
+            ["algorithm.delays_ticks=[1]", "algorithm.execute_horizons=[11]"],
+            r"algorithm.execute_horizons: .*chunk_size=10",
+        ),
+        (["algorithm.delays_ticks=[1]", "algorithm.execute_horizons=[2]", "algorithm.s_min=2"], r"s_min"),
+        (["algorithm.parallel_episodes=0"], r"algorithm.parallel_episodes"),
+    ],
+)
 def test_bad_cell_knobs_are_config_errors_naming_the_key(tmp_path, extra, message):
     from inference.validation import ConfigError
 

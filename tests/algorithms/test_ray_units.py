@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_worker_command_advertises_inference_pc_and_small_store():
-    cmd = start_command("worker", head_address="10.0.0.5", port=6379, temp_dir="/tmp/x",
-                        object_store_memory_bytes=100_000_000, num_cpus=1, resources={"inference_pc": 1})
+    cmd = start_command(
+        "worker",
+        head_address="10.0.0.5",
+        port=6379,
+        temp_dir="/tmp/x",
+        object_store_memory_bytes=100_000_000,
+        num_cpus=1,
+        resources={"inference_pc": 1},
+    )
     assert "--address=10.0.0.5:6379" in cmd and "--head" not in cmd
     assert "--object-store-memory=100000000" in cmd and "--num-cpus=1" in cmd
     res = [a for a in cmd if a.startswith("--resources=")]
@@ -59,8 +66,12 @@ def test_auto_address_without_cluster_names_the_fix(monkeypatch, tmp_path):
 def test_nodes_offering_and_description():
     nodes = [
         {"Alive": True, "NodeID": "aaaaaaaaaa", "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 8.0}},
-        {"Alive": True, "NodeID": "bbbbbbbbbb", "NodeManagerAddress": "10.0.0.2",
-         "Resources": {"CPU": 16.0, "GPU": 1.0, "inference_pc": 1.0}},
+        {
+            "Alive": True,
+            "NodeID": "bbbbbbbbbb",
+            "NodeManagerAddress": "10.0.0.2",
+            "Resources": {"CPU": 16.0, "GPU": 1.0, "inference_pc": 1.0},
+        },
         {"Alive": False, "NodeID": "cccccccccc", "Resources": {"inference_pc": 1.0}},
     ]
     assert [n["NodeID"] for n in nodes_offering(nodes, {"inference_pc": 1, "GPU": 1})] == ["bbbbbbbbbb"]
@@ -96,7 +107,7 @@ def test_codec_raw_roundtrip_is_exact_and_drops_non_numeric_info():
 
 def test_codec_jpeg_is_smaller_and_close():
     y, x = np.mgrid[0:96, 0:128]
-    frame = np.stack([(x * 2) % 256, (y * 2) % 256, ((x + y)) % 256]).astype(np.uint8)
+    frame = np.stack([(x * 2) % 256, (y * 2) % 256, (x + y) % 256]).astype(np.uint8)
     images = {"head": np.stack([frame, frame])}  # (2, 3, 96, 128)
     payload = encode_observation(np.zeros((1, 4), np.float32), images, {}, jpeg_quality=90)
     assert isinstance(payload["images"]["head"], list) and len(payload["images"]["head"]) == 2

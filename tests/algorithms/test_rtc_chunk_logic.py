@@ -7,13 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.chunking.chunk_logic import (
-    ChunkRejected,
-    ChunkScheduler,
-    DelayEstimator,
-    clip_delay,
-    prev_remainder,
-)
+from algorithms.chunking.chunk_logic import ChunkRejected, ChunkScheduler, DelayEstimator, clip_delay, prev_remainder
 
 A = 2
 
@@ -60,10 +54,7 @@ def drive(horizon: int, s_min: int, latencies: list[int], ticks: int):
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    horizon=st.integers(2, 16),
-    data=st.data(),
-)
+@given(horizon=st.integers(2, 16), data=st.data())
 def test_no_index_skipped_or_repeated_and_delay_exact(horizon, data):
     s_min = data.draw(st.integers(1, horizon))
     latencies = data.draw(st.lists(st.integers(0, horizon + 4), min_size=1, max_size=30))

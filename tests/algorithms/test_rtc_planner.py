@@ -43,8 +43,9 @@ def test_config_rejects_bad_names_and_ranges_naming_the_key():
 def test_a_guided_region_cap_reaches_the_policy_as_a_longer_horizon_only(s_min, cap, initial):
     """``guided_cap_ticks``: the guide's horizon is ``H - min(H - s, d + cap)`` (its soft region ends
     ``cap`` past the delay); the request's own ``s``, ``d`` and previous chunk are the uncapped ones."""
-    p = RTCPlanner(RTCConfig(execute_horizon=s_min, initial_delay_ticks=initial, guided_cap_ticks=cap,
-                             max_chunk_jump=None), H, A)
+    p = RTCPlanner(
+        RTCConfig(execute_horizon=s_min, initial_delay_ticks=initial, guided_cap_ticks=cap, max_chunk_jump=None), H, A
+    )
     p.begin_episode(0)
     first = p.request(0)
     p.accept(first.seq, chunk(0), chunk(0))
@@ -69,13 +70,26 @@ def test_first_request_is_a_plain_predict_and_runs_from_index_zero():
 
 
 @settings(max_examples=200, deadline=None)
-@given(s_min=st.integers(1, H), delays=st.lists(st.integers(0, 2 * H), min_size=1, max_size=8),
-       initial=st.integers(0, H), window=st.integers(1, 4))
+@given(
+    s_min=st.integers(1, H),
+    delays=st.lists(st.integers(0, 2 * H), min_size=1, max_size=8),
+    initial=st.integers(0, H),
+    window=st.integers(1, 4),
+)
 def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initial, window):
     """Every request is cut at t >= s_min with s = t, prev = chunk[s:], d = clip(max of the last
     `window` observed delays, 0, H - s); the merge continues at d_actual = ticks since the request."""
-    p = RTCPlanner(RTCConfig(execute_horizon=s_min, delay_window=window, initial_delay_ticks=initial,
-                             warmup_inferences_excluded=0, max_chunk_jump=None), H, A)
+    p = RTCPlanner(
+        RTCConfig(
+            execute_horizon=s_min,
+            delay_window=window,
+            initial_delay_ticks=initial,
+            warmup_inferences_excluded=0,
+            max_chunk_jump=None,
+        ),
+        H,
+        A,
+    )
     p.begin_episode(0)
     first = p.request(0)
     p.accept(first.seq, chunk(0), chunk(0))
@@ -95,7 +109,7 @@ def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initi
             assert req.d == max(0, min(expected_d, H - t))
             assert req.guide.delay_ticks == req.d and req.guide.executed_ticks == t
             assert np.array_equal(req.guide.prev_model[: H - t], p.scheduler.chunk_model[t:])
-            assert not req.guide.prev_model[H - t:].any()
+            assert not req.guide.prev_model[H - t :].any()
         else:  # nothing left: continue from the held last action (what the robot executes now)
             assert req.d == min(expected_d, H)
             assert np.array_equal(req.guide.prev_model, np.repeat(p.scheduler.chunk_model[-1:], H, axis=0))

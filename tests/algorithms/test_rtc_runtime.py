@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.errors import AlgorithmFault
 from inference.app import compose_run
+from services.errors import AlgorithmFault
 
 ROOT = Path(__file__).resolve().parents[2]
 HZ = 50
@@ -36,12 +36,20 @@ UNTIL_FAULT = "max_steps=100000"
 
 def overrides(tmp_path: Path, *extra: str) -> list[str]:
     return [
-        "algorithm=rtc", "policy=hold", "cameras=none", f"robot.hz={HZ}", "max_steps=100",
+        "algorithm=rtc",
+        "policy=hold",
+        "cameras=none",
+        f"robot.hz={HZ}",
+        "max_steps=100",
         "robot.max_state_age_s=30",  # staleness is not what these tests are about: a loaded host must not trip it
         "robot._target_=tests.rtc_fault_policies.RecordingSimRobot",
         f"+robot.record_path={tmp_path}/sent.npy",
-        "policy._target_=tests.rtc_fault_policies.FaultPolicy", "~policy.type", "policy.chunk_size=10",
-        "algorithm.execute_horizon=5", "algorithm.initial_delay_ticks=1", "algorithm.stop_on_success=false",
+        "policy._target_=tests.rtc_fault_policies.FaultPolicy",
+        "~policy.type",
+        "policy.chunk_size=10",
+        "algorithm.execute_horizon=5",
+        "algorithm.initial_delay_ticks=1",
+        "algorithm.stop_on_success=false",
         *extra,
     ]
 
@@ -77,8 +85,13 @@ def test_normal_run_reports_and_estimates_the_delay(tmp_path):
     assert summary["rejected_chunks"] == 0
     assert summary["discarded_results"] == 0  # no inference ever started from a superseded chunk
     assert summary["inferences"] >= 10
-    for key in ("period_error_ms_p99", "inference_latency_ms_p50", "inference_latency_ms_p99",
-                "d_estimate_p50", "d_actual_max"):
+    for key in (
+        "period_error_ms_p99",
+        "inference_latency_ms_p50",
+        "inference_latency_ms_p99",
+        "d_estimate_p50",
+        "d_actual_max",
+    ):
         assert key in summary
     assert summary["d_actual_p50"] >= 1  # a chunk is merged at the earliest one tick after its snapshot
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -103,11 +116,24 @@ def test_select_stale_gate_reaches_the_records_of_a_real_time_run(tmp_path):
     The plausibility check is off (the slew limit still holds every command): on a loaded 2-core
     CI host the chunks came late enough to be rejected three in a row, a fault that ends the run
     and is tested elsewhere (test_faults, test_fault_modes), not what this test is about."""
-    run = compose_run(["policy=flow", "algorithm=rtc", "algorithm.guidance=select", "policy.select_stale_gate=true",
-                       "policy.select_samples=4", "max_steps=600", "episodes=1", "logger=none",
-                       "algorithm.stop_on_success=false", "algorithm.max_chunk_jump=null",
-                       "cameras.max_frame_age_s=30", "robot.max_state_age_s=30",
-                       "algorithm.inference_timeout_s=120"], run_dir=tmp_path)
+    run = compose_run(
+        [
+            "policy=flow",
+            "algorithm=rtc",
+            "algorithm.guidance=select",
+            "policy.select_stale_gate=true",
+            "policy.select_samples=4",
+            "max_steps=600",
+            "episodes=1",
+            "logger=none",
+            "algorithm.stop_on_success=false",
+            "algorithm.max_chunk_jump=null",
+            "cameras.max_frame_age_s=30",
+            "robot.max_state_age_s=30",
+            "algorithm.inference_timeout_s=120",
+        ],
+        run_dir=tmp_path,
+    )
     summary = run.execute()
     rows = list(csv.DictReader((tmp_path / "inferences.csv").open()))
     assert rows[0]["guidance"] == "none" and rows[0]["select_stale"] == ""  # the first chunk: nothing to select
@@ -203,8 +229,12 @@ def test_robot_refusing_a_command_is_a_reported_fault(tmp_path, algorithm):
     naming the cause, nothing more is sent, shared memory is released."""
     args = overrides(tmp_path, "+robot.refuse_send_after=20")
     if algorithm != "rtc":  # the RTC-only settings do not exist in the sequential config
-        args = [f"algorithm={algorithm}", *(a for a in args if not a.startswith("algorithm")),
-                "algorithm.execute_horizon=5", "algorithm.stop_on_success=false"]
+        args = [
+            f"algorithm={algorithm}",
+            *(a for a in args if not a.startswith("algorithm")),
+            "algorithm.execute_horizon=5",
+            "algorithm.stop_on_success=false",
+        ]
     run = compose_run(args, run_dir=tmp_path)
     with pytest.raises(AlgorithmFault, match="robot fault: joint state is 0.600 s old"):
         run.execute()
@@ -232,11 +262,17 @@ def test_max_restarts_restarts_then_gives_up(tmp_path):
 
 
 def _start_app(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "inference", *overrides(tmp_path, "max_steps=100000", *extra),
-            f"hydra.run.dir={tmp_path}"]
+    args = [
+        sys.executable,
+        "-m",
+        "inference",
+        *overrides(tmp_path, "max_steps=100000", *extra),
+        f"hydra.run.dir={tmp_path}",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, text=True)
+    return subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True
+    )
 
 
 def _wait_ticking(proc: subprocess.Popen, tmp_path: Path, timeout_s: float = 180) -> None:

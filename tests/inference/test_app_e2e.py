@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,10 @@ LOADED_MACHINE = ["cameras.max_frame_age_s=30", "robot.max_state_age_s=30"]
 def _run_cli(args, run_dir, timeout=240):
     return subprocess.run(
         [sys.executable, "-m", "inference", *args, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -37,8 +39,14 @@ def test_sequential_scripted_cli_writes_summary(tmp_path):
     for key in ("period_error_ms_p50", "period_error_ms_p99", "period_error_ms_max", "success_rate"):
         assert key in summary
     assert summary["success_rate"] == 1.0
-    for name in ("config_resolved.yaml", "ticks.csv", "inferences.csv", ".hydra/config.yaml",
-                 "report/report.md", "report/joints.png"):
+    for name in (
+        "config_resolved.yaml",
+        "ticks.csv",
+        "inferences.csv",
+        ".hydra/config.yaml",
+        "report/report.md",
+        "report/joints.png",
+    ):
         assert (tmp_path / name).exists(), name
     assert any(p.suffix == ".log" for p in tmp_path.iterdir())
 
@@ -87,9 +95,20 @@ def test_sigterm_stops_and_flushes(tmp_path):
     """SIGTERM ends the run with 130 and a summary holding every tick written before it. How fast
     (the 2 s target) is measured by benchmarks/bench_stop.py, not asserted on a shared machine."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference", "algorithm=sequential", "policy=scripted", "max_steps=2000",
-         *LOADED_MACHINE, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "inference",
+            "algorithm=sequential",
+            "policy=scripted",
+            "max_steps=2000",
+            *LOADED_MACHINE,
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

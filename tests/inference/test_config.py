@@ -135,8 +135,10 @@ def _cli(*args, timeout=120):
 def test_cli_dim_mismatch_is_one_line_and_nonzero():
     proc = _cli("robot=sim", "policy.action_dim=13", "hydra.run.dir=/tmp/inference-test-bad")
     assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("config error:")]
-    assert lines == ["config error: policy.action_dim: policy.action_dim=13 does not match robot.action_dim=14 (robot sim)"]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("config error:")]
+    assert lines == [
+        "config error: policy.action_dim: policy.action_dim=13 does not match robot.action_dim=14 (robot sim)"
+    ]
 
 
 def test_cli_unknown_key_is_rejected_by_hydra():
@@ -198,8 +200,9 @@ def test_gym_experiments_are_the_task_and_the_papers_protocol(task_name, tmp_pat
         assert cfg.robot.action_noise_std == task.action_noise_std
         assert (cfg.robot.success, cfg.robot.success_return) == ("return", task.success_return)
         ck = json.loads((Path(CONF_DIR).parent / cfg.policy.checkpoint / "config.json").read_text())
-        assert [cfg.policy[k] for k in ("chunk_size", "action_dim", "state_dim")] == \
-               [ck["model"][k] for k in ("chunk_size", "action_dim", "state_dim")] and cfg.policy.chunk_size == 8
+        assert [cfg.policy[k] for k in ("chunk_size", "action_dim", "state_dim")] == [
+            ck["model"][k] for k in ("chunk_size", "action_dim", "state_dim")
+        ] and cfg.policy.chunk_size == 8
         assert cfg.robot.hz == ck["meta"]["control_hz"] == task.hz  # the env's rate, filled in by validation
         assert cfg.algorithm.max_chunk_jump is None and cfg.max_steps == 200
         assert Path(CONF_DIR).parent.joinpath(cfg.policy.bid_weak_checkpoint, "config.json").is_file()

@@ -99,6 +99,7 @@ def _normalizer_mode_files(tmp: Path, stats: dict) -> dict[str, str]:
     """Stats files whose modes leave a key the policy uses without a usable normalization: ``action``
     gone from both ``stats`` and ``modes`` (it must not become identity), a mode whose stats are
     missing, a mode that does not exist."""
+
     def variant(name: str, change) -> None:
         copy = json.loads(json.dumps(stats))
         change(copy)
@@ -128,11 +129,21 @@ def _lerobot_checkpoint(root: Path) -> Path:
     its features, the processor files): enough for the start-time checks, which read the JSON only."""
     root.mkdir(parents=True)
     image = {"type": "VISUAL", "shape": [3, 96, 128]}
-    (root / "config.json").write_text(json.dumps({
-        "type": "act", "chunk_size": 50, "n_action_steps": 50, "n_obs_steps": 1,
-        "input_features": {"observation.state": {"type": "STATE", "shape": [14]},
-                           **{f"observation.images.{c}": image for c in ("head", "left", "right")}},
-        "output_features": {"action": {"type": "ACTION", "shape": [14]}}}))
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                "type": "act",
+                "chunk_size": 50,
+                "n_action_steps": 50,
+                "n_obs_steps": 1,
+                "input_features": {
+                    "observation.state": {"type": "STATE", "shape": [14]},
+                    **{f"observation.images.{c}": image for c in ("head", "left", "right")},
+                },
+                "output_features": {"action": {"type": "ACTION", "shape": [14]}},
+            }
+        )
+    )
     (root / "train_config.json").write_text(json.dumps({"env": {"fps": 50}, "dataset": {"repo_id": "local/none"}}))
     for name in ("model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
         (root / name).write_text("{}")
@@ -141,16 +152,31 @@ def _lerobot_checkpoint(root: Path) -> Path:
 
 def _topics_files(tmp: Path) -> dict[str, str]:
     """ROS 2 topics files that parse as JSON but cannot describe the robot."""
+
     def field(slice_=None):
         return {"attr": "position", **({"slice": slice_} if slice_ else {})}
 
     files = {
         # a field without its slice of the message
-        "topics_no_slice": {"topics": {"arm": {"topic": "/x/joint_states", "msg_type": "JointState",
-                                               "fields": {"/observation/joint_pos/left": field()}}}},
+        "topics_no_slice": {
+            "topics": {
+                "arm": {
+                    "topic": "/x/joint_states",
+                    "msg_type": "JointState",
+                    "fields": {"/observation/joint_pos/left": field()},
+                }
+            }
+        },
         # a key the robot's own topics already produce, mapped a second time
-        "topics_twice": {"topics": {"extra": {"topic": "/x/more_states", "msg_type": "JointState",
-                                              "fields": {"/observation/joint_pos/left": field([0, 6])}}}},
+        "topics_twice": {
+            "topics": {
+                "extra": {
+                    "topic": "/x/more_states",
+                    "msg_type": "JointState",
+                    "fields": {"/observation/joint_pos/left": field([0, 6])},
+                }
+            }
+        },
     }
     out = {}
     for name, content in files.items():
@@ -190,16 +216,16 @@ CASES = [
     # the bundled checkpoint was not trained with action prefixes: training-time RTC is refused at start
     (["algorithm.guidance=trained"], "algorithm.guidance"),
     (["algorithm=rtc_split", "algorithm.guidance=trained"], "algorithm.guidance"),
-    (["algorithm=lockstep_eval", "algorithm.methods=[naive,rtc_trained]"],
-     "algorithm.methods"),
+    (["algorithm=lockstep_eval", "algorithm.methods=[naive,rtc_trained]"], "algorithm.methods"),
     # identity guidance needs a sampler to guide: the scripted expert has none
     (["policy=scripted", "cameras=none", "algorithm.guidance=identity"], "algorithm.guidance"),
-    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[rtc_identity]"],
-     "algorithm.methods"),
+    (
+        ["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[rtc_identity]"],
+        "algorithm.methods",
+    ),
     # select needs a policy that samples several chunks: the scripted expert does not
     (["policy=scripted", "cameras=none", "algorithm.guidance=select"], "algorithm.guidance"),
-    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"],
-     "algorithm.methods"),
+    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"], "algorithm.methods"),
     (["policy.select_samples=0"], "policy.select_samples"),
     (["policy.select_stale_gate=sometimes"], "policy.select_stale_gate"),
     (["algorithm=lockstep_eval", "algorithm.methods=[rtc_capped]"], "algorithm.methods"),
@@ -271,10 +297,16 @@ CASES = [
     (["robot=igris_b", "cameras=none", "policy=hold", "robot.transport=zmq"], "robot.transport"),
     (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_bad}"], "robot.topics_file"),
     (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_unreadable}"], "robot.topics_file"),
-    (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_no_slice}"], "robot.topics_file",
-     "'slice'"),
-    (["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_twice}"], "robot.topics_file",
-     "mapped by two topics"),
+    (
+        ["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_no_slice}"],
+        "robot.topics_file",
+        "'slice'",
+    ),
+    (
+        ["robot=igris_b", "cameras=none", "policy=hold", "+robot.topics_file={topics_twice}"],
+        "robot.topics_file",
+        "mapped by two topics",
+    ),
     # device knobs, checked from the cameras' declared ranges and their preflight (no camera is built)
     (["cameras.width=100000", "cameras.height=100000"], "cameras.width", "<= 4096"),
     (["cameras.devices.head.fps=0"], "cameras.devices.head.fps", "must be > 0"),
@@ -283,26 +315,66 @@ CASES = [
     (["+cameras.devices.head.start_timeout_s=0"], "cameras.devices.head.start_timeout_s", "must be > 0"),
     (["cameras.devices.head.fps=fast"], "cameras.devices.head.fps", "expected float"),
     (["robot=igris_b", "cameras=video", "policy=hold"], "cameras.devices.head.device", "does not exist"),
-    (["robot=igris_b", "cameras=video", "policy=hold", "cameras.devices.head.device={not_a_video}"],
-     "cameras.devices.head.device", "cannot open"),
-    (["robot=igris_b", "cameras=video", "policy=hold", "cameras.devices.head.device={empty_video}"],
-     "cameras.devices.head.device", "cannot open"),
-    (["robot=igris_b", "cameras=video", "policy=hold", "+cameras.devices.head.fps=0"], "cameras.devices.head.fps", "> 0"),
-    (["robot=igris_b", "cameras=igris_b", "policy=hold", "cameras.devices.head.fourcc=MJPEG"],
-     "cameras.devices.head.fourcc", "4 characters"),
-    (["robot=igris_b", "cameras=igris_b", "policy=hold", "cameras.devices.left.fps=0"], "cameras.devices.left.fps", "> 0"),
-    (["robot=igris_b", "cameras=igris_b", "policy=hold", "+cameras.devices.head.open_timeout_s=0"],
-     "cameras.devices.head.open_timeout_s", "> 0"),
-    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.reliability=maybe"],
-     "cameras.devices.head.reliability", "not one of"),
-    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.depth=0"],
-     "cameras.devices.head.depth", ">= 1"),
-    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.transport=zmq"],
-     "cameras.devices.head.transport", "not one of"),
-    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.domain_id=300"],
-     "cameras.devices.head.domain_id", "<= 232"),
-    (["robot=igris_b", "cameras=ros_topics", "policy=hold", "cameras.devices.right.topic='/igris_b/{{robot_name}}/image'"],
-     "cameras.devices.right.topic", "placeholders"),
+    (
+        ["robot=igris_b", "cameras=video", "policy=hold", "cameras.devices.head.device={not_a_video}"],
+        "cameras.devices.head.device",
+        "cannot open",
+    ),
+    (
+        ["robot=igris_b", "cameras=video", "policy=hold", "cameras.devices.head.device={empty_video}"],
+        "cameras.devices.head.device",
+        "cannot open",
+    ),
+    (
+        ["robot=igris_b", "cameras=video", "policy=hold", "+cameras.devices.head.fps=0"],
+        "cameras.devices.head.fps",
+        "> 0",
+    ),
+    (
+        ["robot=igris_b", "cameras=igris_b", "policy=hold", "cameras.devices.head.fourcc=MJPEG"],
+        "cameras.devices.head.fourcc",
+        "4 characters",
+    ),
+    (
+        ["robot=igris_b", "cameras=igris_b", "policy=hold", "cameras.devices.left.fps=0"],
+        "cameras.devices.left.fps",
+        "> 0",
+    ),
+    (
+        ["robot=igris_b", "cameras=igris_b", "policy=hold", "+cameras.devices.head.open_timeout_s=0"],
+        "cameras.devices.head.open_timeout_s",
+        "> 0",
+    ),
+    (
+        ["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.reliability=maybe"],
+        "cameras.devices.head.reliability",
+        "not one of",
+    ),
+    (
+        ["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.depth=0"],
+        "cameras.devices.head.depth",
+        ">= 1",
+    ),
+    (
+        ["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.transport=zmq"],
+        "cameras.devices.head.transport",
+        "not one of",
+    ),
+    (
+        ["robot=igris_b", "cameras=ros_topics", "policy=hold", "+cameras.devices.head.domain_id=300"],
+        "cameras.devices.head.domain_id",
+        "<= 232",
+    ),
+    (
+        [
+            "robot=igris_b",
+            "cameras=ros_topics",
+            "policy=hold",
+            "cameras.devices.right.topic='/igris_b/{{robot_name}}/image'",
+        ],
+        "cameras.devices.right.topic",
+        "placeholders",
+    ),
     # policy knobs checked before any connection or plan
     (["policy=openpi_remote", "policy.port=70000"], "policy.port", "<= 65535"),
     (["policy=openpi_remote", "policy.host="], "policy.host", "empty"),
@@ -315,17 +387,29 @@ CASES = [
     (["policy=scripted", "cameras=none", "policy.hover_ends_s=[1.5,3.0]"], "policy.hover_ends_s", "outside"),
     (["policy=scripted", "cameras=none", "policy.hidden_strategy=oracle"], "policy.hidden_strategy", "oracle"),
     (["policy=scripted", "cameras=none", "policy.consistency_tol_rad=0"], "policy.consistency_tol_rad", "> 0"),
-    (["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"], "algorithm.methods",
-     "guidance 'select'"),
+    (
+        ["algorithm=lockstep_eval", "policy=scripted", "cameras=none", "algorithm.methods=[select]"],
+        "algorithm.methods",
+        "guidance 'select'",
+    ),
     # bidirectional decoding needs a weak checkpoint that answers like the policy's own
     (["algorithm.guidance=bid"], "policy.bid_weak_checkpoint", "required for guidance=bid"),
     (["algorithm=lockstep_eval", "algorithm.methods=[naive,bid]"], "policy.bid_weak_checkpoint", "required"),
-    (["algorithm.guidance=bid", "policy.bid_weak_checkpoint=/nonexistent/weak"], "policy.bid_weak_checkpoint",
-     "not found"),
-    (["algorithm.guidance=bid", "policy.bid_weak_checkpoint={weak_short}"], "policy.bid_weak_checkpoint",
-     "chunk_size=10"),
-    (["algorithm.guidance=bid", "policy.bid_weak_checkpoint={truncated}"], "policy.bid_weak_checkpoint",
-     "cannot be loaded"),
+    (
+        ["algorithm.guidance=bid", "policy.bid_weak_checkpoint=/nonexistent/weak"],
+        "policy.bid_weak_checkpoint",
+        "not found",
+    ),
+    (
+        ["algorithm.guidance=bid", "policy.bid_weak_checkpoint={weak_short}"],
+        "policy.bid_weak_checkpoint",
+        "chunk_size=10",
+    ),
+    (
+        ["algorithm.guidance=bid", "policy.bid_weak_checkpoint={truncated}"],
+        "policy.bid_weak_checkpoint",
+        "cannot be loaded",
+    ),
     (["policy.bid_samples=1", "policy.bid_weak_checkpoint=transfer_cube_prefix"], "policy.bid_samples", ">= 2"),
     (["policy=scripted", "cameras=none", "algorithm.guidance=bid"], "algorithm.guidance", "guidance 'bid'"),
     # robot knobs the sim cannot honour
@@ -339,8 +423,11 @@ CASES = [
     (["robot=gym", "policy=hold", "robot.state_dim=4"], "robot.state_dim", "has 3"),
     (["robot=gym", "policy=hold", "policy.action_dim=2"], "policy.action_dim", "robot.action_dim=1"),
     (["robot=gym", "policy=flow"], "policy.action_dim", "does not match robot.action_dim=1"),
-    (["robot=gym", "policy=hold", "cameras=gym", "cameras.devices.image.source=pixels"],
-     "cameras.devices.image.source", "not an image"),
+    (
+        ["robot=gym", "policy=hold", "cameras=gym", "cameras.devices.image.source=pixels"],
+        "cameras.devices.image.source",
+        "not an image",
+    ),
     (["robot=gym", "policy=hold", "robot.hz=30"], "robot.hz", "not Pendulum-v1's rate"),
     (["robot=gym", "policy=hold", "robot.action_noise_std=-0.1"], "robot.action_noise_std", ">= 0"),
     (["robot=gym", "policy=hold", "robot.state_keys=[x]"], "robot.state_keys", "no keys"),
@@ -355,8 +442,11 @@ CASES = [
     (["record=mcap", "record.image_every=0"], "record.image_every", ">= 1"),
     (["record=mcap", "record.queue_size=0"], "record.queue_size", ">= 1"),
     (["launcher=ray", "launcher.auth_mode=maybe"], "launcher.auth_mode", "not one of"),
-    (["launcher=ray", "launcher.auth_mode=token", "launcher.auth_token_path=/nonexistent/ray_token"],
-     "launcher.auth_token_path", "does not exist"),
+    (
+        ["launcher=ray", "launcher.auth_mode=token", "launcher.auth_token_path=/nonexistent/ray_token"],
+        "launcher.auth_token_path",
+        "does not exist",
+    ),
     (["realtime.control_priority=100"], "realtime.control_priority", "1..99"),
     (["realtime.device_nice=abc"], "realtime.device_nice", "expected int"),
     (["+realtime.bogus=1"], "realtime.bogus", "unknown key"),
@@ -411,24 +501,59 @@ CASES = [
     # where the Ray pieces connect
     (["launcher=ray", "launcher.address=nohost"], "launcher.address", "expected host:port"),
     (["launcher=ray", "launcher.namespace="], "launcher.namespace", "empty"),
-    (["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.address=nohost:0"], "algorithm.address",
-     "expected host:port"),
+    (
+        ["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.address=nohost:0"],
+        "algorithm.address",
+        "expected host:port",
+    ),
     (["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.app_name="], "algorithm.app_name", "empty"),
-    (["algorithm=rtc_fleet", "policy=scripted", "cameras=none", "algorithm.auth_mode=token",
-      "algorithm.auth_token_path=/nonexistent/token"], "algorithm.auth_token_path", "does not exist"),
+    (
+        [
+            "algorithm=rtc_fleet",
+            "policy=scripted",
+            "cameras=none",
+            "algorithm.auth_mode=token",
+            "algorithm.auth_token_path=/nonexistent/token",
+        ],
+        "algorithm.auth_token_path",
+        "does not exist",
+    ),
     # policy=lerobot's own knobs, checked before its interpreter is even looked for
-    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.device=tpu"],
-     "policy.device", "expected cpu, cuda"),
-    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.threads=0"],
-     "policy.threads", ">= 1"),
-    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.num_inference_steps=0"],
-     "policy.num_inference_steps", ">= 1"),
-    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.seed=-1"],
-     "policy.seed", ">= 0"),
-    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "+policy.bogus=1"],
-     "policy.bogus", "unknown key"),
-    (["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.chunk_size=60"],
-     "policy.path", "exceeds"),
+    (
+        ["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.device=tpu"],
+        "policy.device",
+        "expected cpu, cuda",
+    ),
+    (
+        ["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.threads=0"],
+        "policy.threads",
+        ">= 1",
+    ),
+    (
+        [
+            "policy=lerobot",
+            "policy.path={lerobot_ckpt}",
+            "algorithm.execute_horizon=10",
+            "policy.num_inference_steps=0",
+        ],
+        "policy.num_inference_steps",
+        ">= 1",
+    ),
+    (
+        ["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.seed=-1"],
+        "policy.seed",
+        ">= 0",
+    ),
+    (
+        ["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "+policy.bogus=1"],
+        "policy.bogus",
+        "unknown key",
+    ),
+    (
+        ["policy=lerobot", "policy.path={lerobot_ckpt}", "algorithm.execute_horizon=10", "policy.chunk_size=60"],
+        "policy.path",
+        "exceeds",
+    ),
     # guidance and evaluation knobs
     (["algorithm.guided_cap_ticks=abc"], "algorithm.guided_cap_ticks", "expected int or None"),
     (["algorithm=lockstep_eval", "algorithm.methods=[]"], "algorithm.methods", "empty"),
@@ -461,8 +586,9 @@ def logging_restored():
     ``disabled`` job logging): give every later test in this process the logging it had."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    was_disabled = {name: lg.disabled for name, lg in logging.root.manager.loggerDict.items()
-                    if isinstance(lg, logging.Logger)}
+    was_disabled = {
+        name: lg.disabled for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)
+    }
     try:
         yield
     finally:
@@ -474,8 +600,13 @@ def logging_restored():
 
 
 def run_app(args: list[str], run_dir: Path) -> tuple[int, str]:
-    argv = ["inference", *args, f"hydra.run.dir={run_dir}", "hydra/job_logging=disabled",
-            "hydra/hydra_logging=disabled"]
+    argv = [
+        "inference",
+        *args,
+        f"hydra.run.dir={run_dir}",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
     err = io.StringIO()
     old = sys.argv
     sys.argv = argv
@@ -494,8 +625,9 @@ def test_the_corpus_is_large_enough():
     assert len(CASES) >= 50
 
 
-@pytest.mark.parametrize("args,key,why", [(c[0], c[1], c[2] if len(c) > 2 else "") for c in CASES],
-                         ids=[" ".join(c[0]) for c in CASES])
+@pytest.mark.parametrize(
+    "args,key,why", [(c[0], c[1], c[2] if len(c) > 2 else "") for c in CASES], ids=[" ".join(c[0]) for c in CASES]
+)
 def test_malformed_config_fails_before_anything_starts(args, key, why, broken, tmp_path):
     args = [a.format(**broken) if "{" in a and "${" not in a else a for a in args]
     ours = f"/dev/shm/*_{os.getpid()}_*"  # blocks are named <kind>_<creator pid>_<random>

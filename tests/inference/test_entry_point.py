@@ -35,8 +35,14 @@ def lab(tmp_path) -> Path:
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # as a user's shell has it
-    return subprocess.run([sys.executable, "-m", "inference", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**environ, **(env or {})},
+    )
 
 
 def config_error_lines(stderr: str) -> list[str]:
@@ -109,7 +115,9 @@ def test_config_name_and_config_path(lab, tmp_path):
     assert "robot:" in proc.stdout
     proc = cli("--config-dir", str(lab), "--config-name", "nolab")
     lines = config_error_lines(proc.stderr)
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("config error: --config-name: "), proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("config error: --config-name: "), (
+        proc.stderr
+    )
 
 
 def test_shell_completion_offers_the_labs_options(lab):
@@ -127,7 +135,9 @@ def test_hydra_overrides_are_checked_like_ours(tmp_path):
     assert lines[0].startswith("config error: hydra.job.chdir: "), lines[0]
     proc = cli("hydra/launcher=nope")
     lines = config_error_lines(proc.stderr)
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("config error: hydra/launcher: "), proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("config error: hydra/launcher: "), (
+        proc.stderr
+    )
 
 
 @pytest.mark.slow
@@ -156,7 +166,11 @@ class ExplodingLauncher:
 
 def test_a_bug_in_the_run_is_not_called_a_config_error(tmp_path):
     """An exception escaping the job (a bug, not a config problem) keeps its traceback and exit 1."""
-    proc = cli(*FAST, "launcher._target_=tests.inference.test_entry_point.ExplodingLauncher", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = cli(
+        *FAST,
+        "launcher._target_=tests.inference.test_entry_point.ExplodingLauncher",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" in proc.stderr and "config error" not in proc.stderr, proc.stderr[-3000:]
     assert "ExplodingLauncher.launch failed on purpose" in proc.stderr

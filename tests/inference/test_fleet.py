@@ -51,12 +51,33 @@ def _env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
-def _fleet(address: str, *overrides: str, command: str = "serve", timeout_s: float = 240, policy: list[str] = POLICY,
-           app: str = APP) -> subprocess.CompletedProcess:
+def _fleet(
+    address: str,
+    *overrides: str,
+    command: str = "serve",
+    timeout_s: float = 240,
+    policy: list[str] = POLICY,
+    app: str = APP,
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "inference.fleet", command, *policy, f"fleet.address={address}", f"fleet.app_name={app}",
-         "fleet.num_cpus=0.5", "fleet.torch_threads=1", *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=_env())
+        [
+            sys.executable,
+            "-m",
+            "inference.fleet",
+            command,
+            *policy,
+            f"fleet.address={address}",
+            f"fleet.app_name={app}",
+            "fleet.num_cpus=0.5",
+            "fleet.torch_threads=1",
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=_env(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +87,17 @@ def cluster():
     os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = tempfile.mkdtemp(prefix="rayf", dir="/tmp")
     try:
-        head = start_node("head", auth_mode="disabled", start_timeout_s=90, temp_dir=temp_dir, port=0,
-                          dashboard_port=_free_port(), ray_client_server_port=_free_port(), num_cpus=2,
-                          object_store_memory_bytes=100 * 1024 * 1024)
+        head = start_node(
+            "head",
+            auth_mode="disabled",
+            start_timeout_s=90,
+            temp_dir=temp_dir,
+            port=0,
+            dashboard_port=_free_port(),
+            ray_client_server_port=_free_port(),
+            num_cpus=2,
+            object_store_memory_bytes=100 * 1024 * 1024,
+        )
         out = _fleet(head.address, "fleet.detach=true", "fleet.max_batch_size=4", "fleet.batch_wait_timeout_s=0.01")
         assert out.returncode == 0, out.stderr[-3000:]
         assert f"as fleet app '{APP}'" in out.stdout, out.stdout
@@ -89,17 +118,30 @@ def cluster():
 LOADED_MACHINE = ["robot.max_state_age_s=5.0"]
 
 
-def _robot(address: str, run_dir: Path, name: str, *overrides: str, policy: list[str] = POLICY,
-           app: str = APP) -> subprocess.Popen:
+def _robot(
+    address: str, run_dir: Path, name: str, *overrides: str, policy: list[str] = POLICY, app: str = APP
+) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
     given = {o.split("=", 1)[0] for o in overrides}
     loaded = [o for o in LOADED_MACHINE if o.split("=", 1)[0] not in given]
-    cmd = [sys.executable, "-m", "inference", *policy, "algorithm=rtc_fleet", f"algorithm.address={address}",
-           f"algorithm.app_name={app}", f"algorithm.robot_name={name}", "report=false", f"hydra.run.dir={run_dir}",
-           *loaded, *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        *policy,
+        "algorithm=rtc_fleet",
+        f"algorithm.address={address}",
+        f"algorithm.app_name={app}",
+        f"algorithm.robot_name={name}",
+        "report=false",
+        f"hydra.run.dir={run_dir}",
+        *loaded,
+        *overrides,
+    ]
     log = open(run_dir / "stdout.txt", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=_env(),
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True
+    )
 
 
 def _summary(run_dir: Path) -> dict:
@@ -129,11 +171,13 @@ def test_config_errors_are_one_line_before_anything_starts():
     out = _fleet("127.0.0.1:1", "fleet.max_ongoing_requests=2", "fleet.max_batch_size=4", timeout_s=60)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        "config error: fleet.max_ongoing_requests: 2 < max_batch_size=4: a replica could never fill a batch")
+        "config error: fleet.max_ongoing_requests: 2 < max_batch_size=4: a replica could never fill a batch"
+    )
     out = _fleet("127.0.0.1:1", "fleet.max_queued_requests=0", timeout_s=60)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        "config error: fleet.max_queued_requests: 0; expected -1 (unbounded) or >= 1")
+        "config error: fleet.max_queued_requests: 0; expected -1 (unbounded) or >= 1"
+    )
 
 
 def test_three_robots_share_one_deployment_each_with_its_own_delay(cluster, tmp_path):
@@ -165,8 +209,13 @@ def test_three_robots_share_one_deployment_each_with_its_own_delay(cluster, tmp_
         assert s["fleet_batch_size_max"] >= 1 and s["fleet_queue_ms_p50"] >= 0 and s["fleet_compute_ms_p50"] > 0
         assert sum(s["fleet_batch_size_hist"].values()) == len(rows)
         # ... and each chunk's row in inferences.csv has them (what W&B gets as inference/*)
-        assert all(int(r["batch_size"]) >= 1 and float(r["queue_ms"]) >= 0 and float(r["transport_ms"]) >= 0
-                   and int(r["attempts"]) == 1 for r in rows), rows[:3]
+        assert all(
+            int(r["batch_size"]) >= 1
+            and float(r["queue_ms"]) >= 0
+            and float(r["transport_ms"]) >= 0
+            and int(r["attempts"]) == 1
+            for r in rows
+        ), rows[:3]
     stats = _status(address)["replica_stats"]
     assert set(stats["per_robot"]) >= set(robots), stats
 
@@ -177,8 +226,9 @@ def test_guidance_the_served_policy_lacks_is_a_startup_fault_with_the_robot_unto
     shape (the scripted expert, which does not): the run ends at start, before the robot moved,
     naming the knob. (The same request with the robot's own config saying scripted is a config
     error, exit 2: tests/inference/test_config_errors.py.)"""
-    proc = _robot(cluster, tmp_path / "g", "g", "max_steps=50", "algorithm.guidance=identity",
-                  policy=["robot=sim", "policy=flow"])
+    proc = _robot(
+        cluster, tmp_path / "g", "g", "max_steps=50", "algorithm.guidance=identity", policy=["robot=sim", "policy=flow"]
+    )
     assert _wait([proc], 120) == [3], (tmp_path / "g" / "stdout.txt").read_text()[-2000:]
     s = _summary(tmp_path / "g")
     assert s["fault"]["kind"] == "startup" and "algorithm.guidance=identity" in s["fault"]["message"], s["fault"]
@@ -188,7 +238,7 @@ def test_guidance_the_served_policy_lacks_is_a_startup_fault_with_the_robot_unto
 def _status(address: str) -> dict:
     out = _fleet(address, command="status", timeout_s=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout[out.stdout.index("{"):])
+    return json.loads(out.stdout[out.stdout.index("{") :])
 
 
 def _wait_running(run_dir: Path, timeout_s: float = 90.0) -> None:
@@ -207,8 +257,18 @@ def test_killing_one_robot_leaves_the_others_running(cluster, tmp_path):
     medians 16-18 ms before, 15-16 ms after)."""
     address = cluster
     names = ["a", "b", "c"]
-    procs = {n: _robot(address, tmp_path / n, n, f"seed={i}", "max_steps=240", "algorithm.execute_horizon=10",
-                       "algorithm.stop_on_success=false") for i, n in enumerate(names)}
+    procs = {
+        n: _robot(
+            address,
+            tmp_path / n,
+            n,
+            f"seed={i}",
+            "max_steps=240",
+            "algorithm.execute_horizon=10",
+            "algorithm.stop_on_success=false",
+        )
+        for i, n in enumerate(names)
+    }
     for n in names:
         _wait_running(tmp_path / n)
     time.sleep(3.0)  # all three exchanging chunks
@@ -241,8 +301,15 @@ def test_killing_the_replica_mid_run_is_a_resend_or_a_named_fault_never_a_hang(c
     or with a named inference fault and the robot holding; never hanging."""
     address = cluster
     pid = _status(address)["replica_stats"]["replica"].rsplit(":", 1)[1]
-    proc = _robot(address, tmp_path / "k", "k", "max_steps=300", "algorithm.execute_horizon=10",
-                  "algorithm.inference_timeout_s=3", "algorithm.stop_on_success=false")
+    proc = _robot(
+        address,
+        tmp_path / "k",
+        "k",
+        "max_steps=300",
+        "algorithm.execute_horizon=10",
+        "algorithm.inference_timeout_s=3",
+        "algorithm.stop_on_success=false",
+    )
     _wait_running(tmp_path / "k")
     time.sleep(2.0)
     assert proc.poll() is None
@@ -268,9 +335,17 @@ def test_killing_the_replica_mid_run_is_a_resend_or_a_named_fault_never_a_hang(c
 
 # A policy that takes 0.5 s per chunk (tests/rtc_fault_policies.py; continues the previous chunk when
 # guided, so every chunk is plausible): one replica serves at most 2 chunks/s.
-SLOW = ["robot=sim", "cameras=none", "policy=hold", "policy._target_=tests.rtc_fault_policies.FaultPolicy",
-        "~policy.type", "+policy.mode=sleep", "+policy.sleep_s=0.5", "+policy.after_calls=0",
-        "+policy.follow_prev=true"]
+SLOW = [
+    "robot=sim",
+    "cameras=none",
+    "policy=hold",
+    "policy._target_=tests.rtc_fault_policies.FaultPolicy",
+    "~policy.type",
+    "+policy.mode=sleep",
+    "+policy.sleep_s=0.5",
+    "+policy.after_calls=0",
+    "+policy.follow_prev=true",
+]
 
 
 def test_a_saturated_service_sheds_load_as_a_named_overload_fault(cluster, tmp_path):
@@ -280,8 +355,15 @@ def test_a_saturated_service_sheds_load_as_a_named_overload_fault(cluster, tmp_p
     whose request is shed ends with the overload named (``inference_timeout``: fleet service
     overloaded), holding, exit 3; nothing queues without bound and no run hangs."""
     address = cluster
-    out = _fleet(address, "fleet.detach=true", "fleet.max_batch_size=1", "fleet.max_ongoing_requests=4",
-                 "fleet.max_queue_wait_s=0.7", policy=SLOW, app="fleet_slow")
+    out = _fleet(
+        address,
+        "fleet.detach=true",
+        "fleet.max_batch_size=1",
+        "fleet.max_ongoing_requests=4",
+        "fleet.max_queue_wait_s=0.7",
+        policy=SLOW,
+        app="fleet_slow",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     try:
         names = ["s0", "s1", "s2"]
@@ -289,9 +371,21 @@ def test_a_saturated_service_sheds_load_as_a_named_overload_fault(cluster, tmp_p
         # thread can stall past its default 0.5 s state age there, which would end a run as a robot fault
         # before the service sheds anything. The overload is what this test is about, so the state age is
         # relaxed; every other fault still ends the run and fails the assertions below.
-        procs = [_robot(address, tmp_path / n, n, f"seed={i}", "max_steps=400", "algorithm.execute_horizon=5",
-                        "algorithm.stop_on_success=false", "robot.max_state_age_s=5.0", policy=SLOW,
-                        app="fleet_slow") for i, n in enumerate(names)]
+        procs = [
+            _robot(
+                address,
+                tmp_path / n,
+                n,
+                f"seed={i}",
+                "max_steps=400",
+                "algorithm.execute_horizon=5",
+                "algorithm.stop_on_success=false",
+                "robot.max_state_age_s=5.0",
+                policy=SLOW,
+                app="fleet_slow",
+            )
+            for i, n in enumerate(names)
+        ]
         codes = _wait(procs, 240)
         logs = {n: (tmp_path / n / "stdout.txt").read_text()[-1500:] for n in names}
         assert -9 not in codes and set(codes) <= {0, 3}, (codes, logs)

@@ -20,21 +20,24 @@ def test_the_defaults_are_valid():
     FleetConfig.from_node(DEFAULTS)
 
 
-@pytest.mark.parametrize("change,key,why", [
-    ({"app_name": ""}, "fleet.app_name", "empty"),
-    ({"deployment_name": " "}, "fleet.deployment_name", "empty"),
-    ({"namespace": ""}, "fleet.namespace", "empty"),
-    ({"address": ""}, "fleet.address", "expected host:port"),
-    ({"address": "head:99999"}, "fleet.address", "expected host:port"),
-    ({"address": "nohost"}, "fleet.address", "expected host:port"),
-    ({"auth_mode": "token", "auth_token_path": "/nonexistent/token"}, "fleet.auth_token_path", "does not exist"),
-    ({"auth_mode": "maybe"}, "fleet.auth_mode", "expected disabled or token"),
-    ({"resources": {"gpu_pc": "abc"}}, "fleet.resources.gpu_pc", "a number >= 0"),
-    ({"resources": {"gpu_pc": -1}}, "fleet.resources.gpu_pc", "a number >= 0"),
-    ({"num_gpus": "abc"}, "fleet.num_gpus", "expected float"),
-    ({"max_batch_size": 0}, "fleet.max_batch_size", ">= 1"),
-    ({"bogus": 1}, "fleet.bogus", "unknown key"),
-])
+@pytest.mark.parametrize(
+    "change,key,why",
+    [
+        ({"app_name": ""}, "fleet.app_name", "empty"),
+        ({"deployment_name": " "}, "fleet.deployment_name", "empty"),
+        ({"namespace": ""}, "fleet.namespace", "empty"),
+        ({"address": ""}, "fleet.address", "expected host:port"),
+        ({"address": "head:99999"}, "fleet.address", "expected host:port"),
+        ({"address": "nohost"}, "fleet.address", "expected host:port"),
+        ({"auth_mode": "token", "auth_token_path": "/nonexistent/token"}, "fleet.auth_token_path", "does not exist"),
+        ({"auth_mode": "maybe"}, "fleet.auth_mode", "expected disabled or token"),
+        ({"resources": {"gpu_pc": "abc"}}, "fleet.resources.gpu_pc", "a number >= 0"),
+        ({"resources": {"gpu_pc": -1}}, "fleet.resources.gpu_pc", "a number >= 0"),
+        ({"num_gpus": "abc"}, "fleet.num_gpus", "expected float"),
+        ({"max_batch_size": 0}, "fleet.max_batch_size", ">= 1"),
+        ({"bogus": 1}, "fleet.bogus", "unknown key"),
+    ],
+)
 def test_each_wrong_knob_names_its_key(change, key, why):
     with pytest.raises(ConfigError) as err:
         FleetConfig.from_node({**DEFAULTS, **change})

@@ -32,8 +32,15 @@ def token_cluster():
     token.write_text(secrets.token_hex(32) + "\n")
     try:
         head = start_node(
-            "head", auth_mode="token", auth_token_path=str(token), start_timeout_s=90, temp_dir=temp_dir,
-            port=0, num_cpus=2, object_store_memory_bytes=100 * 1024 * 1024, resources={"inference_pc": 1},
+            "head",
+            auth_mode="token",
+            auth_token_path=str(token),
+            start_timeout_s=90,
+            temp_dir=temp_dir,
+            port=0,
+            num_cpus=2,
+            object_store_memory_bytes=100 * 1024 * 1024,
+            resources={"inference_pc": 1},
         )
         yield head.address, token
     finally:
@@ -43,9 +50,22 @@ def token_cluster():
 
 def _run(tmp_path: Path, address: str, *auth: str) -> subprocess.CompletedProcess:
     """One driver run; a hang is a TimeoutExpired after 180 s (generous: connect_timeout_s=8)."""
-    cmd = [sys.executable, "-m", "inference", "launcher=ray", f"launcher.address={address}",
-           "launcher.connect_timeout_s=8", *auth, "policy=hold", "cameras=none", "algorithm=sequential",
-           "robot.realtime=false", "max_steps=20", "report=false", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        "launcher=ray",
+        f"launcher.address={address}",
+        "launcher.connect_timeout_s=8",
+        *auth,
+        "policy=hold",
+        "cameras=none",
+        "algorithm=sequential",
+        "robot.realtime=false",
+        "max_steps=20",
+        "report=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 

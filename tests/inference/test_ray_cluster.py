@@ -48,12 +48,24 @@ def cluster():
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths are length-limited
     try:
         head = start_node(
-            "head", auth_mode="disabled", start_timeout_s=90, temp_dir=temp_dir, port=0,
-            dashboard_port=_free_port(), ray_client_server_port=_free_port(), **NODE_FLAGS,
+            "head",
+            auth_mode="disabled",
+            start_timeout_s=90,
+            temp_dir=temp_dir,
+            port=0,
+            dashboard_port=_free_port(),
+            ray_client_server_port=_free_port(),
+            **NODE_FLAGS,
         )
         start_node(
-            "worker", auth_mode="disabled", start_timeout_s=90, temp_dir=temp_dir,
-            head_address=head.address, resources={"inference_pc": 1}, include_log_monitor=False, **NODE_FLAGS,
+            "worker",
+            auth_mode="disabled",
+            start_timeout_s=90,
+            temp_dir=temp_dir,
+            head_address=head.address,
+            resources={"inference_pc": 1},
+            include_log_monitor=False,
+            **NODE_FLAGS,
         )
         yield head.address, temp_dir
     finally:
@@ -79,14 +91,19 @@ def test_cluster_cli_status_counts_both_nodes(cluster):
     assert len(running_groups(temp_dir)) == 2
     out = subprocess.run(
         [sys.executable, "-m", "inference.cluster", "role=status", f"temp_dir={temp_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert f"2 node(s) running under {temp_dir}; address {address}" in out.stdout
 
 
-@pytest.mark.skipif(os.environ.get("RT_NETNS") != "private",
-                    reason="outside the loopback-only namespace (scripts/netns.py) Ray 2.60 takes the routable address")
+@pytest.mark.skipif(
+    os.environ.get("RT_NETNS") != "private",
+    reason="outside the loopback-only namespace (scripts/netns.py) Ray 2.60 takes the routable address",
+)
 def test_every_node_is_on_loopback_in_the_namespace(cluster):
     address, _ = cluster
     RayLauncher(address=address, connect_timeout_s=30).connect()
@@ -136,8 +153,15 @@ def _run(tmp_path: Path, *overrides: str):
 
 def test_launcher_ray_run_completes_and_telemetry_arrives(cluster, tmp_path):
     address, _ = cluster
-    run, launcher = _run(tmp_path, "launcher=ray", f"launcher.address={address}", "algorithm=sequential",
-                         "robot.realtime=false", "max_steps=30", "launcher.poll_interval_s=0.2")
+    run, launcher = _run(
+        tmp_path,
+        "launcher=ray",
+        f"launcher.address={address}",
+        "algorithm=sequential",
+        "robot.realtime=false",
+        "max_steps=30",
+        "launcher.poll_interval_s=0.2",
+    )
     summary = launcher.launch(run)
     assert launcher.placement["node_id"] == _worker_node_id()
     assert summary["ticks"] == 30
@@ -153,8 +177,14 @@ def test_launcher_ray_run_completes_and_telemetry_arrives(cluster, tmp_path):
 
 def test_ctrl_c_stops_the_run_in_the_actor_and_kills_it(cluster, tmp_path):
     address, _ = cluster
-    run, launcher = _run(tmp_path, "launcher=ray", f"launcher.address={address}", "algorithm=sequential",
-                         "max_steps=2000", "launcher.poll_interval_s=0.2")
+    run, launcher = _run(
+        tmp_path,
+        "launcher=ray",
+        f"launcher.address={address}",
+        "algorithm=sequential",
+        "max_steps=2000",
+        "launcher.poll_interval_s=0.2",
+    )
 
     def interrupt_when_ticking() -> None:
         deadline = time.monotonic() + 60
@@ -181,8 +211,13 @@ def test_ctrl_c_stops_the_run_in_the_actor_and_kills_it(cluster, tmp_path):
 def test_split_mode_runs_sim_rtc_with_transport_in_the_delay(cluster, tmp_path):
     address, _ = cluster
     run, launcher = _run(
-        tmp_path, "algorithm=rtc_split", f"algorithm.address={address}", "max_steps=200",
-        "algorithm.execute_horizon=10", "algorithm.initial_delay_ticks=0", "algorithm.warmup_inferences_excluded=0",
+        tmp_path,
+        "algorithm=rtc_split",
+        f"algorithm.address={address}",
+        "max_steps=200",
+        "algorithm.execute_horizon=10",
+        "algorithm.initial_delay_ticks=0",
+        "algorithm.warmup_inferences_excluded=0",
         "algorithm.stop_on_success=false",
     )
     summary = launcher.launch(run)  # launcher=local: the control loop runs in this process
@@ -202,7 +237,7 @@ def test_split_mode_runs_sim_rtc_with_transport_in_the_delay(cluster, tmp_path):
         assert float(r["server_ms"]) < float(r["latency_ms"])  # latency = server + transport
     # d comes from the delays measured on the control side (transport included): d_k = max(d_1..d_{k-1})
     for k in range(1, len(guided)):
-        assert int(guided[k]["d_estimate"]) == min(max(d_actual[max(0, k - 10):k]), 50 - int(guided[k]["s"]))
+        assert int(guided[k]["d_estimate"]) == min(max(d_actual[max(0, k - 10) : k]), 50 - int(guided[k]["s"]))
     assert summary["transport_ms_p50"] > 0
 
 
@@ -213,10 +248,22 @@ def test_split_mode_runs_training_time_rtc_on_the_worker(cluster, tmp_path):
 
     address, _ = cluster
     ck = _declared_prefix_checkpoint(tmp_path)
-    run = compose_run(["robot=sim", "policy=flow", f"policy.checkpoint={ck}", "algorithm=rtc_split",
-                       f"algorithm.address={address}", "algorithm.guidance=trained", "algorithm.max_chunk_jump=null",
-                       "algorithm.stop_on_success=false", "algorithm.execute_horizon=10", "max_steps=60",
-                       "report=false"], run_dir=tmp_path / "run")
+    run = compose_run(
+        [
+            "robot=sim",
+            "policy=flow",
+            f"policy.checkpoint={ck}",
+            "algorithm=rtc_split",
+            f"algorithm.address={address}",
+            "algorithm.guidance=trained",
+            "algorithm.max_chunk_jump=null",
+            "algorithm.stop_on_success=false",
+            "algorithm.execute_horizon=10",
+            "max_steps=60",
+            "report=false",
+        ],
+        run_dir=tmp_path / "run",
+    )
     summary = instantiate(run.cfg.launcher, _partial_=True)().launch(run)
     assert summary["algorithm"] == "rtc_split" and summary.get("fault") is None
     import csv

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from inference.app import compose_run
-from inference.report import PLOTS, main as report_main
+from inference.report import PLOTS
+from inference.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCKSTEP = ["robot.realtime=false", "algorithm=sequential", "policy=scripted", "report=false"]
@@ -22,8 +23,9 @@ LOCKSTEP = ["robot.realtime=false", "algorithm=sequential", "policy=scripted", "
 @pytest.fixture(scope="module")
 def recorded_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    run = compose_run([*LOCKSTEP, "record=mcap", "logger=wandb", "max_steps=80",
-                       "algorithm.execute_horizon=20"], run_dir)
+    run = compose_run(
+        [*LOCKSTEP, "record=mcap", "logger=wandb", "max_steps=80", "algorithm.execute_horizon=20"], run_dir
+    )
     summary = run.execute()
     summary["joint_names"] = list(run.make_robot().spec.joint_names)
     return run_dir, summary
@@ -78,10 +80,14 @@ def test_mcap_reads_back_with_expected_counts(recorded_run):
     with np.load(run_dir / "trajectory.npz") as t:
         sent = t["command"]
     with Reader(run_dir / "recording") as reader:
-        commands = [ts.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
-                    if c.topic == "/command/joint_states"]
-        image = next(ts.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
-                     if c.topic == "/observation/head/image/compressed")
+        commands = [
+            ts.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/command/joint_states"
+        ]
+        image = next(
+            ts.deserialize_cdr(raw, c.msgtype)
+            for c, _, raw in reader.messages()
+            if c.topic == "/observation/head/image/compressed"
+        )
     np.testing.assert_allclose(np.stack([m.position for m in commands]), sent, atol=1e-6)
     assert list(commands[0].name) == summary["joint_names"]
     decoded = cv2.imdecode(image.data, cv2.IMREAD_COLOR)
@@ -104,9 +110,18 @@ def test_wandb_offline_run_has_metrics_summary_and_config(recorded_run):
 def test_dashboard_uses_only_logged_metrics(tmp_path):
     from inference.dashboard import LAYOUT, build_workspace, logged_metrics, main
 
-    summary_keys = {"period_error_ms_p50", "period_error_ms_p99", "period_error_ms_max", "success_rate",
-                    "inference_latency_ms_p50", "inference_latency_ms_p95", "inference_latency_ms_p99",
-                    "inference_latency_ms_max", "discontinuity_mean", "discontinuity_max"}
+    summary_keys = {
+        "period_error_ms_p50",
+        "period_error_ms_p99",
+        "period_error_ms_max",
+        "success_rate",
+        "inference_latency_ms_p50",
+        "inference_latency_ms_p95",
+        "inference_latency_ms_p99",
+        "inference_latency_ms_max",
+        "discontinuity_mean",
+        "discontinuity_max",
+    }
     for _section, panels in LAYOUT:
         for kind, _title, metrics, x in panels:
             allowed = logged_metrics() if kind == "line" else summary_keys
@@ -121,10 +136,23 @@ def test_dashboard_uses_only_logged_metrics(tmp_path):
 @pytest.mark.slow
 def test_multirun_writes_ranked_sweep_summary(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "inference", "-m", *LOCKSTEP, "cameras=none", "robot.render_in_lockstep=false",
-         "max_steps=60", "algorithm.execute_horizon=5,10,20", "seed=0,1",
-         f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "inference",
+            "-m",
+            *LOCKSTEP,
+            "cameras=none",
+            "robot.render_in_lockstep=false",
+            "max_steps=60",
+            "algorithm.execute_horizon=5,10,20",
+            "seed=0,1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "sweep_summary.md").read_text()

@@ -31,12 +31,21 @@ def prefix_policy() -> FlowPolicy:
     return FlowPolicy(checkpoint="policies/flow/checkpoints/transfer_cube_prefix", device="cpu", num_steps=5)
 
 
-def _request(policy: FlowPolicy, rng: np.random.Generator, guidance: Guidance, d: int, s: int,
-             beta: float = 5.0, schedule: Schedule = Schedule.EXP) -> BatchRequest:
+def _request(
+    policy: FlowPolicy,
+    rng: np.random.Generator,
+    guidance: Guidance,
+    d: int,
+    s: int,
+    beta: float = 5.0,
+    schedule: Schedule = Schedule.EXP,
+) -> BatchRequest:
     m = policy.metadata
     h, w = m.image_size
-    inp = PolicyInput(state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
-                      images={c: rng.uniform(size=(1, 3, h, w)).astype(np.float32) for c in m.camera_names})
+    inp = PolicyInput(
+        state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
+        images={c: rng.uniform(size=(1, 3, h, w)).astype(np.float32) for c in m.camera_names},
+    )
     prev = None if guidance == Guidance.NONE else rng.normal(size=(m.chunk_size - s, m.action_dim)).astype(np.float32)
     noise = rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32)
     return BatchRequest(inp, prev, d, s, guidance, schedule, beta, noise)
@@ -45,8 +54,16 @@ def _request(policy: FlowPolicy, rng: np.random.Generator, guidance: Guidance, d
 def _alone(policy: FlowPolicy, req: BatchRequest) -> np.ndarray:
     if req.kind == Guidance.NONE:
         return policy.predict(req.inp, noise=req.noise)
-    return policy.guided_inference(req.inp, req.prev_model, req.d, req.s, guidance=req.guidance,
-                                   schedule=req.schedule, max_guidance_weight=req.max_guidance_weight, noise=req.noise)
+    return policy.guided_inference(
+        req.inp,
+        req.prev_model,
+        req.d,
+        req.s,
+        guidance=req.guidance,
+        schedule=req.schedule,
+        max_guidance_weight=req.max_guidance_weight,
+        noise=req.noise,
+    )
 
 
 def test_each_guided_request_in_a_mixed_batch_equals_the_request_alone(policy):
@@ -74,8 +91,9 @@ def test_identity_and_vjp_rows_of_the_same_request_differ_only_by_the_jacobian(p
     own single-chunk sampler, and they differ (the model's Jacobian is not the identity)."""
     rng = np.random.default_rng(5)
     vjp = _request(policy, rng, Guidance.VJP, d=6, s=20)
-    ident = BatchRequest(vjp.inp, vjp.prev_model, vjp.d, vjp.s, Guidance.IDENTITY, vjp.schedule,
-                         vjp.max_guidance_weight, vjp.noise)
+    ident = BatchRequest(
+        vjp.inp, vjp.prev_model, vjp.d, vjp.s, Guidance.IDENTITY, vjp.schedule, vjp.max_guidance_weight, vjp.noise
+    )
     got_vjp, got_id = policy.guided_inference_batch([vjp, ident])
     np.testing.assert_allclose(got_vjp, _alone(policy, vjp), atol=TOL, rtol=0)
     np.testing.assert_allclose(got_id, _alone(policy, ident), atol=TOL, rtol=0)
@@ -125,10 +143,11 @@ def test_batch_math_without_guided_rows_runs_no_reverse_pass():
     noise = torch.randn(3, 6, 2)
     zeros = torch.zeros(3, 6)
     with torch.inference_mode():
-        out = batched_guided_sample(v, noise, torch.zeros_like(noise), zeros, torch.zeros(3),
-                                    torch.zeros(3, 6, dtype=torch.bool), 4)
+        out = batched_guided_sample(
+            v, noise, torch.zeros_like(noise), zeros, torch.zeros(3), torch.zeros(3, 6, dtype=torch.bool), 4
+        )
     assert not any(calls)
-    np.testing.assert_allclose(out.numpy(), (noise * 0.75 ** 4).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(out.numpy(), (noise * 0.75**4).numpy(), rtol=1e-6)
 
 
 def test_batch_math_matches_the_single_chunk_guidance_per_row():
@@ -146,7 +165,7 @@ def test_batch_math_matches_the_single_chunk_guidance_per_row():
     with torch.no_grad():
         out = batched_guided_sample(v, noise, prev, weights, betas, torch.zeros(3, 8, dtype=torch.bool), 6)
         for i in range(3):
-            alone = guided_euler_sample(v, noise[i:i + 1], prev[i:i + 1], weights[i], 6, float(betas[i]))
+            alone = guided_euler_sample(v, noise[i : i + 1], prev[i : i + 1], weights[i], 6, float(betas[i]))
             np.testing.assert_allclose(out[i].numpy(), alone[0].numpy(), atol=1e-6)
 
 
@@ -165,10 +184,18 @@ def test_batch_math_identity_rows_match_the_identity_sampler_without_a_reverse_p
     weights = torch.stack([torch.linspace(1, 0, 8), torch.zeros(8), torch.ones(8)])
     betas = torch.tensor([5.0, 5.0, 1.5])
     with torch.inference_mode():
-        out = batched_guided_sample(v, noise, prev, weights, betas, torch.zeros(3, 8, dtype=torch.bool), 6,
-                                    identity=torch.ones(3, dtype=torch.bool))
+        out = batched_guided_sample(
+            v,
+            noise,
+            prev,
+            weights,
+            betas,
+            torch.zeros(3, 8, dtype=torch.bool),
+            6,
+            identity=torch.ones(3, dtype=torch.bool),
+        )
         for i in range(3):
-            alone = identity_guided_euler_sample(v, noise[i:i + 1], prev[i:i + 1], weights[i], 6, float(betas[i]))
+            alone = identity_guided_euler_sample(v, noise[i : i + 1], prev[i : i + 1], weights[i], 6, float(betas[i]))
             np.testing.assert_allclose(out[i].numpy(), alone[0].numpy(), atol=1e-6)
     assert calls and not any(calls)
 

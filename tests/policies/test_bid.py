@@ -43,8 +43,9 @@ def _brute_forward(cands: np.ndarray, weak: np.ndarray | None) -> np.ndarray:
     return out
 
 
-layouts = st.tuples(st.integers(2, 7), st.integers(0, 5), st.integers(2, 10), st.integers(1, 3),
-                    st.integers(0, 2**31 - 1))
+layouts = st.tuples(
+    st.integers(2, 7), st.integers(0, 5), st.integers(2, 10), st.integers(1, 3), st.integers(0, 2**31 - 1)
+)
 
 
 # --- the pure scoring --------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def test_a_weak_sample_on_a_candidate_penalises_exactly_that_candidate(layout, k
     prev, w = rng.normal(size=(h, a)), prefix_weights(h, 1, 1)
     i = k_near % k
     without = bid_select(cands, prev, w, None)
-    with_weak = bid_select(cands, prev, w, cands[i:i + 1])
+    with_weak = bid_select(cands, prev, w, cands[i : i + 1])
     dist_to_i = np.zeros(k)
     for j in range(k):
         dist_to_i[j] = sum(float(np.linalg.norm(cands[j][t] - cands[i][t])) for t in range(h))
@@ -201,9 +202,20 @@ def test_shapes_that_do_not_fit_are_refused() -> None:
 
 # --- the flow policy's bid inference with a weak checkpoint ---------------------------------------
 H, A, S, N = 8, 3, 4, 4
-CFG = FlowModelConfig(chunk_size=H, action_dim=A, state_dim=S, camera_names=("head",), image_size=(16, 16),
-                      image_downsample=1, dim=32, heads=2, expert_layers=1, prefix_layers=1, cnn_channels=(8, 8),
-                      mlp_ratio=2)
+CFG = FlowModelConfig(
+    chunk_size=H,
+    action_dim=A,
+    state_dim=S,
+    camera_names=("head",),
+    image_size=(16, 16),
+    image_downsample=1,
+    dim=32,
+    heads=2,
+    expert_layers=1,
+    prefix_layers=1,
+    cnn_channels=(8, 8),
+    mlp_ratio=2,
+)
 
 
 def _batch(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -222,8 +234,10 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model = FlowModel(CFG)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     state, _, actions = _batch(256, gen)
-    norm = Normalizer(Normalizer.compute_stats({"state": state.numpy(), "action": actions.reshape(-1, A).numpy()}),
-                      {"state": "zscore", "action": "zscore"})
+    norm = Normalizer(
+        Normalizer.compute_stats({"state": state.numpy(), "action": actions.reshape(-1, A).numpy()}),
+        {"state": "zscore", "action": "zscore"},
+    )
     root = tmp_path_factory.mktemp("bid_ckpts")
     for step in range(1, 61):
         loss = model.loss(*_batch(32, gen))
@@ -238,8 +252,10 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _obs(seed: int = 0) -> PolicyInput:
     rng = np.random.default_rng(seed)
-    return PolicyInput(state=np.array([[0.0, 0.5, -0.5, 1.0]], np.float32),
-                       images={"head": rng.random((1, 3, 16, 16), dtype=np.float32)})
+    return PolicyInput(
+        state=np.array([[0.0, 0.5, -0.5, 1.0]], np.float32),
+        images={"head": rng.random((1, 3, 16, 16), dtype=np.float32)},
+    )
 
 
 def test_bid_keeps_the_strong_sample_that_bid_select_chooses_from_the_policy_noise(checkpoints) -> None:
@@ -248,8 +264,9 @@ def test_bid_keeps_the_strong_sample_that_bid_select_chooses_from_the_policy_noi
     samples rebuilt from the same generator state and scored by ``bid_select`` give the kept chunk
     and its index, and a second policy with the same seed gives the same chunk."""
     strong, weak = checkpoints
-    policy = FlowPolicy(checkpoint=str(strong), seed=3, num_steps=5, bid_samples=N, select_samples=N,
-                        bid_weak_checkpoint=str(weak))
+    policy = FlowPolicy(
+        checkpoint=str(strong), seed=3, num_steps=5, bid_samples=N, select_samples=N, bid_weak_checkpoint=str(weak)
+    )
     assert policy.metadata.supports_bid
     obs = _obs()
     prev = policy.predict(obs)[2:]
@@ -338,7 +355,9 @@ def test_without_a_weak_checkpoint_bid_is_refused_and_a_mismatched_one_names_the
 
 def test_a_bundled_checkpoint_is_found_by_its_name() -> None:
     assert resolve_checkpoint("transfer_cube_prefix") == resolve_path("policies/flow/checkpoints/transfer_cube_prefix")
-    assert resolve_checkpoint("policies/flow/checkpoints/transfer_cube") == resolve_path("policies/flow/checkpoints/transfer_cube")
+    assert resolve_checkpoint("policies/flow/checkpoints/transfer_cube") == resolve_path(
+        "policies/flow/checkpoints/transfer_cube"
+    )
     assert not resolve_checkpoint("no_such_checkpoint").exists()
     with pytest.raises(ValueError, match="no_such_checkpoint"):
         WeakPolicy.load("no_such_checkpoint", CFG, resolve_path("policies/flow/checkpoints/transfer_cube"))
@@ -356,8 +375,11 @@ def test_the_fleet_batch_runs_a_bid_row_alone_and_the_other_rows_together(checkp
     policy = FlowPolicy(checkpoint=str(strong), num_steps=4, bid_samples=N, bid_weak_checkpoint=str(weak))
     runner = PolicyRunner(policy, Normalizer.identity())
     obs, prev = _obs(), np.zeros((H, A), np.float32)
-    rows = [BatchRequest(obs, prev, 2, 3, Guidance.VJP), BatchRequest(obs, prev + 1, 2, 3, Guidance.BID),
-            BatchRequest(obs)]
+    rows = [
+        BatchRequest(obs, prev, 2, 3, Guidance.VJP),
+        BatchRequest(obs, prev + 1, 2, 3, Guidance.BID),
+        BatchRequest(obs),
+    ]
     results = infer_batch(runner, rows)
     assert [r.error for r in results] == [None, None, None]
     assert all(r.model.shape == (H, A) and np.isfinite(r.model).all() for r in results)

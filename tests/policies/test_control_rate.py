@@ -28,8 +28,17 @@ def test_a_positive_finite_number_is_a_rate(hz):
     assert positive_hz(hz) == hz
 
 
-@given(st.one_of(st.floats(max_value=0.0), st.just(math.nan), st.just(math.inf), st.booleans(), st.text(),
-                 st.none(), st.lists(st.integers())))
+@given(
+    st.one_of(
+        st.floats(max_value=0.0),
+        st.just(math.nan),
+        st.just(math.inf),
+        st.booleans(),
+        st.text(),
+        st.none(),
+        st.lists(st.integers()),
+    )
+)
 def test_anything_else_is_no_rate(value):
     assert positive_hz(value) is None
 
@@ -136,8 +145,11 @@ def _node(checkpoint: Path | str) -> dict:
 def test_mismatch_names_both_rates_and_the_file():
     robot = {"hz": 50}
     mismatch = control_rate_mismatch(robot, _node("policies/flow/checkpoints/transfer_cube"))
-    assert mismatch == {"robot_hz": 50.0, "policy_hz": 20.0,
-                        "source": f"{BUNDLED / 'transfer_cube' / 'config.json'} (meta.control_hz)"}
+    assert mismatch == {
+        "robot_hz": 50.0,
+        "policy_hz": 20.0,
+        "source": f"{BUNDLED / 'transfer_cube' / 'config.json'} (meta.control_hz)",
+    }
     assert control_rate_mismatch({"hz": 20}, _node("policies/flow/checkpoints/transfer_cube")) is None
 
 

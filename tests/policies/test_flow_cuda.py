@@ -28,10 +28,17 @@ KINDS = ("predict", "vjp", "identity", "blend", "trained")
 def _cases(policy: FlowPolicy, n: int = 3, seed: int = 0) -> list[tuple[PolicyInput, np.ndarray, np.ndarray]]:
     m, rng = policy.metadata, np.random.default_rng(seed)
     h, w = m.image_size
-    return [(PolicyInput(state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
-                         images={c: rng.uniform(size=(1, 3, h, w)).astype(np.float32) for c in m.camera_names}),
-             rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32),
-             rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32)) for _ in range(n)]
+    return [
+        (
+            PolicyInput(
+                state=rng.normal(size=(1, m.state_dim)).astype(np.float32),
+                images={c: rng.uniform(size=(1, 3, h, w)).astype(np.float32) for c in m.camera_names},
+            ),
+            rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32),
+            rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32),
+        )
+        for _ in range(n)
+    ]
 
 
 def _chunk(policy: FlowPolicy, kind: str, obs: PolicyInput, prev: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -101,9 +108,14 @@ def test_compiled_policy_serves_every_guidance_without_falling_back(cuda, mode):
 def test_batched_guided_inference_on_the_gpu_equals_each_request_alone(bf16):
     p = FlowPolicy(checkpoint=PREFIX_CKPT, device="cuda", num_steps=5, autocast_bf16=bf16)
     rng = np.random.default_rng(3)
-    reqs = [_request(p, rng, Guidance.VJP, d=3, s=20), _request(p, rng, Guidance.IDENTITY, d=6, s=12),
-            _request(p, rng, Guidance.NONE, d=0, s=25), _request(p, rng, Guidance.TRAINED, d=5, s=25),
-            _request(p, rng, Guidance.BLEND, d=2, s=25), _request(p, rng, Guidance.VJP, d=8, s=10, beta=2.0)]
+    reqs = [
+        _request(p, rng, Guidance.VJP, d=3, s=20),
+        _request(p, rng, Guidance.IDENTITY, d=6, s=12),
+        _request(p, rng, Guidance.NONE, d=0, s=25),
+        _request(p, rng, Guidance.TRAINED, d=5, s=25),
+        _request(p, rng, Guidance.BLEND, d=2, s=25),
+        _request(p, rng, Guidance.VJP, d=8, s=10, beta=2.0),
+    ]
     tol = BF16_TOL if bf16 else FLOAT32_TOL
     for i, (req, got) in enumerate(zip(reqs, p.guided_inference_batch(reqs))):
         want = _alone(p, req)

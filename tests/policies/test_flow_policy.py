@@ -69,8 +69,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_obs(state: np.ndarray, seed: int = 0) -> PolicyInput:
     rng = np.random.default_rng(seed)
     return PolicyInput(
-        state=np.asarray(state, np.float32)[None],
-        images={"head": rng.random((1, 3, 16, 16), dtype=np.float32)},
+        state=np.asarray(state, np.float32)[None], images={"head": rng.random((1, 3, 16, 16), dtype=np.float32)}
     )
 
 
@@ -136,8 +135,13 @@ def test_config_checkpoint_mismatch_names_both_values(checkpoint: Path, key: str
 
 def test_matching_config_values_are_accepted_and_registry_builds_it(checkpoint: Path) -> None:
     p = build_policy(
-        "flow", checkpoint=str(checkpoint), chunk_size=H, action_dim=A, state_dim=S,
-        camera_names=["head"], image_size=[16, 16],
+        "flow",
+        checkpoint=str(checkpoint),
+        chunk_size=H,
+        action_dim=A,
+        state_dim=S,
+        camera_names=["head"],
+        image_size=[16, 16],
     )
     assert isinstance(p, FlowPolicy)
 
@@ -217,8 +221,9 @@ def test_select_keeps_the_sampled_mode_that_continues_prev(checkpoint: Path) -> 
     prev = (ramp + 1.0).astype(np.float32)  # offset +1: one mode among many
     one = FlowPolicy(checkpoint=str(checkpoint), seed=5, select_samples=1)
     noise = np.random.default_rng(6).normal(size=(H, A)).astype(np.float32)
-    np.testing.assert_array_equal(one.guided_inference(obs, prev, 2, 3, guidance="select", noise=noise),
-                                  one.predict(obs, noise=noise))
+    np.testing.assert_array_equal(
+        one.guided_inference(obs, prev, 2, 3, guidance="select", noise=noise), one.predict(obs, noise=noise)
+    )
     many = FlowPolicy(checkpoint=str(checkpoint), seed=5, select_samples=16)
     plain, chosen = [], []
     for _ in range(8):
@@ -290,8 +295,9 @@ def test_warmup_serves_every_kind_and_leaves_the_noise_draws_alone(checkpoint: P
 def test_bundled_checkpoint_loads() -> None:
     path = resolve_path(DEFAULT_CHECKPOINT)
     assert (path / "model.safetensors").stat().st_size < 8 * 2**20
-    p = FlowPolicy(chunk_size=50, action_dim=14, state_dim=14, camera_names=["head", "left", "right"],
-                   image_size=[96, 128])
+    p = FlowPolicy(
+        chunk_size=50, action_dim=14, state_dim=14, camera_names=["head", "left", "right"], image_size=[96, 128]
+    )
     assert p.checkpoint == path
     norm = Normalizer.from_file(path / "stats.json")
     norm.require("state", 14)

@@ -14,14 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies.guidance import (
-    blend,
-    padded_prev,
-    euler_sample,
-    guidance_weight,
-    guided_euler_sample,
-    prefix_weights,
-)
+from policies.guidance import blend, euler_sample, guidance_weight, guided_euler_sample, padded_prev, prefix_weights
 
 H, D = 8, 3
 
@@ -154,8 +147,10 @@ def test_beta_zero_equals_unguided() -> None:
     y = torch.randn(H, D)
     w = torch.from_numpy(prefix_weights(H, 2, 3))
     torch.testing.assert_close(
-        guided_euler_sample(gaussian_velocity, noise, y, w, 10, beta=0.0), euler_sample(gaussian_velocity, noise, 10),
-        rtol=0, atol=0,
+        guided_euler_sample(gaussian_velocity, noise, y, w, 10, beta=0.0),
+        euler_sample(gaussian_velocity, noise, 10),
+        rtol=0,
+        atol=0,
     )
 
 
@@ -290,8 +285,11 @@ def test_identity_equals_vjp_when_the_velocity_ignores_the_chunk() -> None:
     const = lambda a, tau: field * (1.0 + float(tau)) + 0.0 * a  # noqa: E731
     noise, y = torch.from_numpy(rng.normal(size=(H, D))), torch.from_numpy(rng.normal(size=(H, D)))
     w = torch.from_numpy(prefix_weights(H, 2, 3).astype(np.float64))
-    np.testing.assert_allclose(identity_guided_euler_sample(const, noise, y, w, 10, 5.0).numpy(),
-                               guided_euler_sample(const, noise, y, w, 10, 5.0).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        identity_guided_euler_sample(const, noise, y, w, 10, 5.0).numpy(),
+        guided_euler_sample(const, noise, y, w, 10, 5.0).numpy(),
+        atol=1e-12,
+    )
 
 
 def test_identity_guidance_needs_no_autograd_and_beta_zero_is_unguided() -> None:
@@ -302,8 +300,9 @@ def test_identity_guidance_needs_no_autograd_and_beta_zero_is_unguided() -> None
         out = identity_guided_euler_sample(gaussian_velocity, noise.clone(), y.clone(), w.clone(), 10, 5.0)
     assert np.abs(out.numpy()[:2] - y.numpy()[:2]).mean() < np.abs(noise.numpy()[:2] - y.numpy()[:2]).mean()
     plain = euler_sample(gaussian_velocity, noise, 10)
-    np.testing.assert_array_equal(identity_guided_euler_sample(gaussian_velocity, noise, y, w, 10, 0.0).numpy(),
-                                  plain.numpy())
+    np.testing.assert_array_equal(
+        identity_guided_euler_sample(gaussian_velocity, noise, y, w, 10, 0.0).numpy(), plain.numpy()
+    )
     with pytest.raises(ValueError, match="weights shape"):
         identity_guided_euler_sample(gaussian_velocity, noise, y, w[:-1], 10, 5.0)
 
@@ -401,7 +400,8 @@ def test_pairwise_costs_are_coherence_costs_against_each_candidate(k: int, h: in
 @settings(max_examples=200, deadline=None)
 @given(st.integers(2, 8), st.integers(0, 2**31 - 1), st.integers(0, 20), st.integers(0, 12), st.floats(0.5, 50.0))
 def test_the_stale_gate_passes_a_previous_chunk_in_a_sampled_mode_and_stops_one_that_left_every_mode(
-        k: int, seed: int, d: int, s: int, jump: float) -> None:
+    k: int, seed: int, d: int, s: int, jump: float
+) -> None:
     """Fresh candidates in two modes (offset 0 or 3) around a plan: a previous chunk that one of them
     continues closely is not stale and select keeps a candidate of its mode; one moved off every
     mode by more than the modes' own spread (a plan for a world that changed) is stale, and the
@@ -459,4 +459,3 @@ def test_coherence_costs_reject_mismatched_shapes() -> None:
         coherence_costs(np.zeros((2, 5, 3)), np.zeros((5, 2)), np.ones(5))
     with pytest.raises(ValueError, match="weights shape"):
         coherence_costs(np.zeros((2, 5, 3)), np.zeros((5, 3)), np.ones(4))
-

@@ -24,10 +24,16 @@ PROMPT = "transfer the cube"
 # Real-time runs share 2 cores between the sim, its camera processes, the host and the model: older samples are
 # fine here (staleness is tested elsewhere); random weights jump far from the robot's pose, which the chunk
 # plausibility check would (rightly) reject.
-LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0", "robot.start_timeout_s=120",
-                  "algorithm.max_chunk_jump=100",
-                  "algorithm.inference_timeout_s=300", "algorithm.first_chunk_timeout_s=300",
-                  "algorithm.startup_timeout_s=900", "algorithm.stall_timeout_s=60"]
+LOADED_MACHINE = [
+    "cameras.max_frame_age_s=2.0",
+    "robot.max_state_age_s=2.0",
+    "robot.start_timeout_s=120",
+    "algorithm.max_chunk_jump=100",
+    "algorithm.inference_timeout_s=300",
+    "algorithm.first_chunk_timeout_s=300",
+    "algorithm.startup_timeout_s=900",
+    "algorithm.stall_timeout_s=60",
+]
 CHUNK = {"act": 20, "diffusion": 8, "smolvla": 20}
 
 
@@ -40,20 +46,39 @@ def lerobot_python() -> Path:
 def ckpts(lerobot_python: Path) -> Path:
     sources = b"".join(p.read_bytes() for p in (REPO / "policies/lerobot/tiny.py", REPO / "tests/lerobot_probe.py"))
     out = ENVS / "lerobot-ckpts" / hashlib.sha1(sources).hexdigest()[:12]
-    proc = subprocess.run([str(lerobot_python), str(REPO / "tests/lerobot_probe.py"), "build", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [str(lerobot_python), str(REPO / "tests/lerobot_probe.py"), "build", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
 def run_app(args: list[str], run_dir: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "inference", *args, f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def lerobot_args(ckpts: Path, python: Path, name: str, *extra: str) -> list[str]:
-    return ["robot=sim", "cameras=sim", "policy=lerobot", f"policy.path={ckpts / name}", f"policy.python={python}",
-            f"policy.chunk_size={CHUNK.get(name, 20)}", f"policy.prompt='{PROMPT}'", "report=false", *extra]
+    return [
+        "robot=sim",
+        "cameras=sim",
+        "policy=lerobot",
+        f"policy.path={ckpts / name}",
+        f"policy.python={python}",
+        f"policy.chunk_size={CHUNK.get(name, 20)}",
+        f"policy.prompt='{PROMPT}'",
+        "report=false",
+        *extra,
+    ]
 
 
 def config_error_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -62,8 +87,11 @@ def config_error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 # ================================================================================= start-time checks
 def test_checkpoint_that_needs_a_missing_camera_is_one_config_error(ckpts, lerobot_python, tmp_path):
-    proc = run_app(lerobot_args(ckpts, lerobot_python, "act_top_camera", "algorithm=sequential",
-                                "algorithm.execute_horizon=10"), tmp_path, timeout=300)
+    proc = run_app(
+        lerobot_args(ckpts, lerobot_python, "act_top_camera", "algorithm=sequential", "algorithm.execute_horizon=10"),
+        tmp_path,
+        timeout=300,
+    )
     lines = config_error_lines(proc)
     print(proc.returncode, lines)
     assert proc.returncode == 2
@@ -81,8 +109,18 @@ def test_state_dim_mismatch_is_one_config_error(ckpts, lerobot_python, tmp_path)
     cfg = json.loads((bad / "config.json").read_text())
     cfg["input_features"]["observation.state"]["shape"] = [10]
     (bad / "config.json").write_text(json.dumps(cfg))
-    proc = run_app(["robot=sim", "policy=lerobot", f"policy.path={bad}", f"policy.python={lerobot_python}",
-                    "algorithm=sequential", "algorithm.execute_horizon=10"], tmp_path / "run", timeout=300)
+    proc = run_app(
+        [
+            "robot=sim",
+            "policy=lerobot",
+            f"policy.path={bad}",
+            f"policy.python={lerobot_python}",
+            "algorithm=sequential",
+            "algorithm.execute_horizon=10",
+        ],
+        tmp_path / "run",
+        timeout=300,
+    )
     lines = config_error_lines(proc)
     print(proc.returncode, lines)
     assert proc.returncode == 2 and len(lines) == 1
@@ -91,8 +129,13 @@ def test_state_dim_mismatch_is_one_config_error(ckpts, lerobot_python, tmp_path)
 
 def test_guidance_the_policy_cannot_do_is_a_config_error(ckpts, lerobot_python, tmp_path):
     """ACT has no sampling loop: algorithm.guidance=vjp is refused at start (blend / none are what it supports)."""
-    proc = run_app(lerobot_args(ckpts, lerobot_python, "act", "algorithm=rtc", "algorithm.guidance=vjp",
-                                "algorithm.execute_horizon=10"), tmp_path, timeout=300)
+    proc = run_app(
+        lerobot_args(
+            ckpts, lerobot_python, "act", "algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10"
+        ),
+        tmp_path,
+        timeout=300,
+    )
     lines = config_error_lines(proc)
     print(proc.returncode, lines)
     assert proc.returncode == 2 and len(lines) == 1
@@ -100,8 +143,18 @@ def test_guidance_the_policy_cannot_do_is_a_config_error(ckpts, lerobot_python, 
 
 
 def test_missing_interpreter_is_a_config_error(ckpts, tmp_path):
-    proc = run_app(["robot=sim", "policy=lerobot", f"policy.path={ckpts / 'act'}", f"policy.python={tmp_path}/nope",
-                    "algorithm=sequential", "algorithm.execute_horizon=10"], tmp_path / "run", timeout=300)
+    proc = run_app(
+        [
+            "robot=sim",
+            "policy=lerobot",
+            f"policy.path={ckpts / 'act'}",
+            f"policy.python={tmp_path}/nope",
+            "algorithm=sequential",
+            "algorithm.execute_horizon=10",
+        ],
+        tmp_path / "run",
+        timeout=300,
+    )
     lines = config_error_lines(proc)
     print(proc.returncode, lines)
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("config error: policy.python: ")
@@ -123,10 +176,20 @@ def _inferences(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("name", ["act", "diffusion", "smolvla"])
 def test_sequential_runs_the_checkpoint_through_the_host(ckpts, lerobot_python, tmp_path, name):
     ticks = 30
-    proc = run_app(lerobot_args(ckpts, lerobot_python, name, "algorithm=sequential", "robot.realtime=false",
-                                "algorithm.max_chunk_jump=100", "algorithm.inference_timeout_s=300",
-                                f"algorithm.execute_horizon={CHUNK[name] // 2}",
-                                f"max_steps={ticks}"), tmp_path)
+    proc = run_app(
+        lerobot_args(
+            ckpts,
+            lerobot_python,
+            name,
+            "algorithm=sequential",
+            "robot.realtime=false",
+            "algorithm.max_chunk_jump=100",
+            "algorithm.inference_timeout_s=300",
+            f"algorithm.execute_horizon={CHUNK[name] // 2}",
+            f"max_steps={ticks}",
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary, rows = _summary(tmp_path), _inferences(tmp_path)
     print(name, {k: summary.get(k) for k in ("ticks", "inferences", "rejected_actions")}, len(rows))
@@ -138,9 +201,19 @@ def test_sequential_runs_the_checkpoint_through_the_host(ckpts, lerobot_python, 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,guidance", [("act", "blend"), ("diffusion", "blend"), ("smolvla", "vjp")])
 def test_rtc_runs_the_checkpoint_with_its_guidance(ckpts, lerobot_python, tmp_path, name, guidance):
-    proc = run_app(lerobot_args(ckpts, lerobot_python, name, "algorithm=rtc", f"algorithm.guidance={guidance}",
-                                f"algorithm.execute_horizon={CHUNK[name] // 2}", "max_steps=160", *LOADED_MACHINE),
-                   tmp_path)
+    proc = run_app(
+        lerobot_args(
+            ckpts,
+            lerobot_python,
+            name,
+            "algorithm=rtc",
+            f"algorithm.guidance={guidance}",
+            f"algorithm.execute_horizon={CHUNK[name] // 2}",
+            "max_steps=160",
+            *LOADED_MACHINE,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary, rows = _summary(tmp_path), _inferences(tmp_path)
     guided = [r for r in rows if r["guidance"] == guidance]
@@ -154,8 +227,13 @@ def test_rtc_runs_the_checkpoint_with_its_guidance(ckpts, lerobot_python, tmp_pa
 def test_vjp_guidance_moves_the_flow_prefix_toward_the_previous_chunk(ckpts, lerobot_python):
     """SmolVLA (LeRobot's code, its own velocity function): the previous chunk's first d actions vs the new
     chunk's, same observation and noise: unguided, our VJP, LeRobot's own RTC processor."""
-    proc = subprocess.run([str(lerobot_python), str(REPO / "tests/lerobot_probe.py"), "gaps", str(ckpts / "smolvla"),
-                           "2"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [str(lerobot_python), str(REPO / "tests/lerobot_probe.py"), "gaps", str(ckpts / "smolvla"), "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     gaps = json.loads(proc.stdout.strip().splitlines()[-1])
     print("prefix gap (mean |new[:d] - prev[:d]|, robot units):", gaps)

@@ -79,8 +79,9 @@ def test_unmapped_conventions_do_not_reproduce_it(model):
     state, noise = torch.randn(1, S), torch.randn(1, H, D)
     ref = model.sample_actions(state, noise, num_steps=10)
     no_flip = euler_sample(lambda a, tau: model.denoise_step(state, None, None, a, (1 - tau).expand(1)), noise, 10)
-    tau_as_t = euler_sample(lambda a, tau: -model.denoise_step(state, None, None, a, tau.clamp_min(1e-3).expand(1)),
-                            noise, 10)
+    tau_as_t = euler_sample(
+        lambda a, tau: -model.denoise_step(state, None, None, a, tau.clamp_min(1e-3).expand(1)), noise, 10
+    )
     assert (no_flip - ref).abs().max() > 0.1
     assert not torch.isfinite(tau_as_t).all() or (tau_as_t - ref).abs().max() > 0.1
 
@@ -126,7 +127,8 @@ def test_only_a_detached_denoiser_is_not_differentiable_a_shape_bug_raises_as_it
     state, noise = torch.randn(1, S), torch.randn(1, H, D)
     with pytest.raises(NotDifferentiableError):
         OpenPIFlowSampler(Frozen(), 4, prefix_fn=fake_prefix).guided_sample(
-            state, noise, np.zeros((H, D), np.float32), prefix_weights(H, 2, 2), beta=5.0)
+            state, noise, np.zeros((H, D), np.float32), prefix_weights(H, 2, 2), beta=5.0
+        )
     sampler = OpenPIFlowSampler(model, 4, prefix_fn=fake_prefix)
     with pytest.raises(ValueError, match="weights shape"):  # a bug, not a differentiability failure
         sampler.guided_sample(state, noise, np.zeros((H, D), np.float32), prefix_weights(H - 1, 2, 2), beta=5.0)
@@ -159,5 +161,7 @@ def test_missing_openpi_gives_the_named_install_error():
 def test_missing_openpi_is_a_config_error_at_start():
     from inference.app import compose_run
 
-    with pytest.raises(ConfigError, match=r"^policy: policy=openpi needs the openpi package.*pip install --no-deps -e openpi"):
+    with pytest.raises(
+        ConfigError, match=r"^policy: policy=openpi needs the openpi package.*pip install --no-deps -e openpi"
+    ):
         compose_run(["policy=openpi", "cameras=sim"])

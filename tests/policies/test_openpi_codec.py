@@ -36,8 +36,13 @@ def test_wire_format_is_openpis():
     assert enc[b"__ndarray__"] is True and enc[b"dtype"] == "<f4" and enc[b"shape"] == [2, 3]
     assert enc[b"data"] == arr.tobytes()
     # and a message written by hand in that format decodes
-    manual = msgpack.packb({"x": {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": "<f4", b"shape": (2, 3)},
-                            "s": {b"__npgeneric__": True, b"data": 3, b"dtype": "<i8"}}, use_bin_type=True)
+    manual = msgpack.packb(
+        {
+            "x": {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": "<f4", b"shape": (2, 3)},
+            "s": {b"__npgeneric__": True, b"data": 3, b"dtype": "<i8"},
+        },
+        use_bin_type=True,
+    )
     out = codec.unpackb(manual)
     np.testing.assert_array_equal(out["x"], arr)
     assert out["s"] == 3 and out["s"].dtype == np.int64
@@ -67,8 +72,16 @@ def test_refuses_object_dtype_on_decode_and_arbitrary_python_objects():
 @pytest.mark.parametrize("layout", ["chw", "hwc"])
 def test_obs_map_encode_decode_roundtrip(layout):
     rng = np.random.default_rng(1)
-    m = ObsKeyMap.from_config({"state": "state", "images": {"head": "images/cam_high"}, "image_layout": layout,
-                               "state_history": True, "info": "info"}, ("head", "left"))
+    m = ObsKeyMap.from_config(
+        {
+            "state": "state",
+            "images": {"head": "images/cam_high"},
+            "image_layout": layout,
+            "state_history": True,
+            "info": "info",
+        },
+        ("head", "left"),
+    )
     assert m.images == {"head": "images/cam_high", "left": "observation/images/left"}
     state = rng.normal(size=(2, 14)).astype(np.float32)
     imgs = {c: rng.integers(0, 255, (1, 3, 24, 32), dtype=np.uint8) for c in ("head", "left")}
@@ -110,9 +123,15 @@ def test_obs_map_nested_keys_and_several_state_keys_roundtrip():
     np.testing.assert_array_equal(state2, state)
     np.testing.assert_array_equal(imgs2["head"], img["head"])
     assert prompt == "go" and nested.as_dict()["nested"] is True
-    split = ObsKeyMap.from_config({"state": {"observation/gripper_position": [7, 8], "observation/joint_position": [0, 7]},
-                                   "images": {"head": "observation/exterior_image_1_left"}, "image_layout": "hwc"},
-                                  ("head",), state_dim=8)
+    split = ObsKeyMap.from_config(
+        {
+            "state": {"observation/gripper_position": [7, 8], "observation/joint_position": [0, 7]},
+            "images": {"head": "observation/exterior_image_1_left"},
+            "image_layout": "hwc",
+        },
+        ("head",),
+        state_dim=8,
+    )
     req = split.encode(state, img)
     np.testing.assert_array_equal(req["observation/joint_position"], state[0, :7])
     np.testing.assert_array_equal(req["observation/gripper_position"], state[0, 7:])
@@ -133,7 +152,8 @@ def test_obs_map_state_slices_are_checked():
         gap.decode({"a": np.zeros(2), "b": np.zeros(2)})
     with pytest.raises(KeyError, match="images/cam_high"):
         ObsKeyMap.from_config({"nested": True, "images": {"head": "images/cam_high"}}, ("head",)).decode(
-            {"observation": {"state": np.zeros(3)}, "images": {}})
+            {"observation": {"state": np.zeros(3)}, "images": {}}
+        )
 
 
 def test_images_to_uint8_inverts_model_scaling():

@@ -50,18 +50,25 @@ def client_python():
 
 def _server(api_key=None):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="serve", overrides=[
-            "policy=hold", "policy.camera_names=[head,left,right]", "cameras=sim", "serve.port=0",
-            f"serve.api_key={api_key or 'null'}",
-        ])
+        cfg = compose(
+            config_name="serve",
+            overrides=[
+                "policy=hold",
+                "policy.camera_names=[head,left,right]",
+                "cameras=sim",
+                "serve.port=0",
+                f"serve.api_key={api_key or 'null'}",
+            ],
+        )
     server = build_server(cfg)
     server.start()
     return server
 
 
 def _run_client(python, port, api_key=""):
-    return subprocess.run([str(python), "-c", CLIENT_SCRIPT, str(port), api_key],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(python), "-c", CLIENT_SCRIPT, str(port), api_key], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_openpi_websocket_client_gets_chunks_of_the_right_shape(client_python):

@@ -31,19 +31,31 @@ import pytest
 
 from tests.side_envs import OPENPI_DATA_HOME, OPENPI_SRC, REPO, side_env_python
 
-pytestmark = pytest.mark.skipif(not (OPENPI_SRC / "pyproject.toml").is_file(),
-                                reason=f"no openpi source at {OPENPI_SRC} (set OPENPI_SRC to an openpi checkout)")
+pytestmark = pytest.mark.skipif(
+    not (OPENPI_SRC / "pyproject.toml").is_file(),
+    reason=f"no openpi source at {OPENPI_SRC} (set OPENPI_SRC to an openpi checkout)",
+)
 
 PROMPT = "transfer the cube"
 CAMERAS = ("head", "left", "right")
 # openpi's ALOHA adapter: nested {"state", "images": {"cam_high", ...}}, CHW frames, delta joint actions
-ALOHA_KEYS = {"nested": True, "state": "state", "image_layout": "chw",
-              "images": {"head": "images/cam_high", "left": "images/cam_left_wrist", "right": "images/cam_right_wrist"}}
+ALOHA_KEYS = {
+    "nested": True,
+    "state": "state",
+    "image_layout": "chw",
+    "images": {"head": "images/cam_high", "left": "images/cam_left_wrist", "right": "images/cam_right_wrist"},
+}
 # a flat-key adapter: state from two keys, HWC frames, absolute actions
-FLAT_KEYS = {"nested": False, "state": {"observation/joint_pos/left": [0, 7], "observation/joint_pos/right": [7, 14]},
-             "image_layout": "hwc",
-             "images": {"head": "observation/images/head", "left": "observation/images/left",
-                        "right": "observation/images/right"}}
+FLAT_KEYS = {
+    "nested": False,
+    "state": {"observation/joint_pos/left": [0, 7], "observation/joint_pos/right": [7, 14]},
+    "image_layout": "hwc",
+    "images": {
+        "head": "observation/images/head",
+        "left": "observation/images/left",
+        "right": "observation/images/right",
+    },
+}
 KEYS = {"pi0_aloha_tiny": ALOHA_KEYS, "pi05_aloha_tiny": ALOHA_KEYS, "pi05_flat_tiny": FLAT_KEYS}
 HOME = [0, -0.96, 1.16, 0, -0.3, 0, 0.5] * 2
 
@@ -65,17 +77,33 @@ LOADED_MACHINE = ["cameras.max_frame_age_s=2.0", "robot.max_state_age_s=2.0"]
 
 
 def openpi_overrides(name: str, ckpts: str, *extra: str) -> list[str]:
-    return ["robot=sim", "cameras=sim", "policy=openpi", f"policy.train_config_name=policies.openpi.tiny:{name}",
-            f"policy.ckpt_dir={ckpts}/{name}", "policy.device=cpu", f"policy.prompt='{PROMPT}'",
-            f"policy.camera_names={hydra_value(CAMERAS)}", f"policy.obs_keys={hydra_value(KEYS[name])}", *extra]
+    return [
+        "robot=sim",
+        "cameras=sim",
+        "policy=openpi",
+        f"policy.train_config_name=policies.openpi.tiny:{name}",
+        f"policy.ckpt_dir={ckpts}/{name}",
+        "policy.device=cpu",
+        f"policy.prompt='{PROMPT}'",
+        f"policy.camera_names={hydra_value(CAMERAS)}",
+        f"policy.obs_keys={hydra_value(KEYS[name])}",
+        *extra,
+    ]
 
 
 # ================================================================================= probes (openpi venv)
 def _policy(name: str, ckpts: str, **kw: Any) -> Any:
     from policies.openpi.local import OpenPIPolicy
 
-    args = dict(chunk_size=50, action_dim=14, state_dim=14, camera_names=CAMERAS, prompt=PROMPT, device="cpu",
-                obs_keys=KEYS[name])
+    args = dict(
+        chunk_size=50,
+        action_dim=14,
+        state_dim=14,
+        camera_names=CAMERAS,
+        prompt=PROMPT,
+        device="cpu",
+        obs_keys=KEYS[name],
+    )
     return OpenPIPolicy(f"policies.openpi.tiny:{name}", f"{ckpts}/{name}", **{**args, **kw})
 
 
@@ -117,13 +145,16 @@ def probe_parity(ckpts: str) -> dict:
         infer_other = p._policy.infer(raw(), noise=other.numpy()[0])["actions"][:50, :14]
         p._model.paligemma_with_expert.to_bfloat16_for_selected_params("float32")
         ours32, ref32, _ = both()
-        out[name] = {"bf16_model_maxdiff": float((ours_model - ref_model).abs().max()),
-                     "fp32_model_maxdiff": float((ours32 - ref32).abs().max()),
-                     "model_abs_max": float(ref_model.abs().max()),
-                     "bf16_infer_maxdiff": float(np.abs(ours - infer).max()),
-                     "other_noise_maxdiff": float(np.abs(ours - infer_other).max()),
-                     "chunk_abs_max": float(np.abs(ours).max()), "shape": list(ours.shape),
-                     "finite": bool(np.isfinite(ours).all())}
+        out[name] = {
+            "bf16_model_maxdiff": float((ours_model - ref_model).abs().max()),
+            "fp32_model_maxdiff": float((ours32 - ref32).abs().max()),
+            "model_abs_max": float(ref_model.abs().max()),
+            "bf16_infer_maxdiff": float(np.abs(ours - infer).max()),
+            "other_noise_maxdiff": float(np.abs(ours - infer_other).max()),
+            "chunk_abs_max": float(np.abs(ours).max()),
+            "shape": list(ours.shape),
+            "finite": bool(np.isfinite(ours).all()),
+        }
     return out
 
 
@@ -146,9 +177,13 @@ def probe_delta_guidance(ckpts: str, name: str, d: int, s: int, beta: float, dq:
         p._generator.manual_seed(5)
         free = p.predict(_obs(state2, seed=2))
         gap = np.abs(guided[:d] - prev[:d])
-        out[mode] = {"prefix_gap": float(gap.mean()), "prefix_gap_moved_joints": float(gap[:, moved].mean()),
-                     "prefix_gap_other_joints": float(np.delete(gap, moved, axis=1).mean()),
-                     "unguided_gap": float(np.abs(free[:d] - prev[:d]).mean()), "vjp_on": p._vjp_ok}
+        out[mode] = {
+            "prefix_gap": float(gap.mean()),
+            "prefix_gap_moved_joints": float(gap[:, moved].mean()),
+            "prefix_gap_other_joints": float(np.delete(gap, moved, axis=1).mean()),
+            "unguided_gap": float(np.abs(free[:d] - prev[:d]).mean()),
+            "vjp_on": p._vjp_ok,
+        }
     return out
 
 
@@ -174,10 +209,15 @@ def probe_chunk_and_differentiability(ckpts: str) -> dict:
     guided = p.guided_inference(obs, prev, d, s, "vjp", "exp", 5.0)
     p._generator.manual_seed(3)
     free = p.predict(obs)
-    out: dict[str, Any] = {"H": H, "horizon": int(p._model_cfg.action_horizon), "shape": list(guided.shape),
-                           "guided_gap": float(np.abs(guided[:d] - prev[:d]).mean()),
-                           "unguided_gap": float(np.abs(free[:d] - prev[:d]).mean()),
-                           "vjp_on_after_guided": p._vjp_ok, "warnings_after_guided": list(records)}
+    out: dict[str, Any] = {
+        "H": H,
+        "horizon": int(p._model_cfg.action_horizon),
+        "shape": list(guided.shape),
+        "guided_gap": float(np.abs(guided[:d] - prev[:d]).mean()),
+        "unguided_gap": float(np.abs(free[:d] - prev[:d]).mean()),
+        "vjp_on_after_guided": p._vjp_ok,
+        "warnings_after_guided": list(records),
+    }
     try:
         p.guided_inference(obs, prev[:-1], d, s, "vjp", "exp", 5.0)
         out["bug_raised"] = None
@@ -191,8 +231,13 @@ def probe_chunk_and_differentiability(ckpts: str) -> dict:
     p._generator.manual_seed(7)
     p._noise()  # the guided attempt drew one noise before it failed
     expected = blend(prev, p.predict(obs), prefix_weights(H, d, s, "exp"))
-    out.update({"vjp_on_after_no_grad": p._vjp_ok, "fallback_equals_blend_maxdiff": float(np.abs(fallback - expected).max()),
-                "warnings": records})
+    out.update(
+        {
+            "vjp_on_after_no_grad": p._vjp_ok,
+            "fallback_equals_blend_maxdiff": float(np.abs(fallback - expected).max()),
+            "warnings": records,
+        }
+    )
     return out
 
 
@@ -234,13 +279,19 @@ def probe_app(ckpts: str, name: str, runs: dict[str, list[str]], root: str) -> d
         run_dir = Path(root) / label
         t0 = time.monotonic()
         summary = compose_run(relaxed(openpi_overrides(name, ckpts, *extra)), run_dir).execute()
-        rows = list(csv.DictReader((run_dir / "inferences.csv").open())) if (run_dir / "inferences.csv").exists() else []
+        rows = (
+            list(csv.DictReader((run_dir / "inferences.csv").open())) if (run_dir / "inferences.csv").exists() else []
+        )
         disc = [float(r["discontinuity"]) for r in rows if r.get("discontinuity") not in (None, "", "nan")]
         extra_files = {f.name: f.read_text()[:2000] for f in run_dir.glob("lockstep*.csv")}
-        out[label] = {"wall_s": round(time.monotonic() - t0, 1), "summary": {k: v for k, v in summary.items()
-                      if isinstance(v, (int, float, str, bool)) or v is None},
-                      "guidance": sorted({r.get("guidance", "") for r in rows}), "inference_rows": len(rows),
-                      "discontinuity_mean": float(np.mean(disc)) if disc else None, "files": extra_files}
+        out[label] = {
+            "wall_s": round(time.monotonic() - t0, 1),
+            "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None},
+            "guidance": sorted({r.get("guidance", "") for r in rows}),
+            "inference_rows": len(rows),
+            "discontinuity_mean": float(np.mean(disc)) if disc else None,
+            "files": extra_files,
+        }
     out["warnings"] = records
     return out
 
@@ -261,19 +312,31 @@ def probe_preflight(ckpts: str, cases: dict[str, list[str]]) -> dict:
     return out
 
 
-PROBES = {f.__name__: f for f in (probe_parity, probe_delta_guidance, probe_chunk_and_differentiability, probe_app,
-                                   probe_preflight)}
+PROBES = {
+    f.__name__: f
+    for f in (probe_parity, probe_delta_guidance, probe_chunk_and_differentiability, probe_app, probe_preflight)
+}
 
 
 # ================================================================================= test side (our venv)
 def side_env() -> dict[str, str]:
-    return {**os.environ, "OPENPI_DATA_HOME": str(OPENPI_DATA_HOME), "OPENPI_SRC": str(OPENPI_SRC),
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "OPENPI_DATA_HOME": str(OPENPI_DATA_HOME),
+        "OPENPI_SRC": str(OPENPI_SRC),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def run_probe(python: Path, probe: str, timeout_s: float = 300, **kwargs: Any) -> dict:
-    res = subprocess.run([str(python), "-m", "tests.policies.test_openpi_real", probe, json.dumps(kwargs)], cwd=REPO,
-                         env=side_env(), capture_output=True, text=True, timeout=timeout_s)
+    res = subprocess.run(
+        [str(python), "-m", "tests.policies.test_openpi_real", probe, json.dumps(kwargs)],
+        cwd=REPO,
+        env=side_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     assert res.returncode == 0, f"{probe} failed (rc {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -292,11 +355,21 @@ def ckpts(openpi_python, tmp_path_factory) -> str:
     """Tiny checkpoints written by openpi's own code, in openpi's layout (model.safetensors + assets/<id>/)."""
     root = tmp_path_factory.mktemp("openpi_ckpts")
     t0 = time.monotonic()
-    res = subprocess.run([str(openpi_python), "-m", "policies.openpi.tiny", "build", str(root)], cwd=REPO,
-                         env=side_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(openpi_python), "-m", "policies.openpi.tiny", "build", str(root)],
+        cwd=REPO,
+        env=side_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
-    print(f"\ncheckpoints in {time.monotonic() - t0:.1f} s: " + ", ".join(
-        f"{p.parent.name} {p.stat().st_size / 1e6:.0f} MB" for p in sorted(root.glob("*/model.safetensors"))))
+    print(
+        f"\ncheckpoints in {time.monotonic() - t0:.1f} s: "
+        + ", ".join(
+            f"{p.parent.name} {p.stat().st_size / 1e6:.0f} MB" for p in sorted(root.glob("*/model.safetensors"))
+        )
+    )
     return str(root)
 
 
@@ -308,9 +381,9 @@ def test_adapter_sampler_matches_openpis_own_sampler_and_policy_infer(openpi_pyt
         # our Euler loop (t = 1 - tau, v = -v_openpi) reproduces openpi's sample_actions step for step:
         # to float rounding in fp32, to bf16 rounding (8 mantissa bits) in bf16 ...
         assert f["fp32_model_maxdiff"] < 1e-4 * max(1.0, f["model_abs_max"]), name
-        assert f["bf16_model_maxdiff"] < 2 ** -6 * max(1.0, f["model_abs_max"]), name
+        assert f["bf16_model_maxdiff"] < 2**-6 * max(1.0, f["model_abs_max"]), name
         # ... and with openpi's own transforms the robot-space chunk is Policy.infer's
-        assert f["bf16_infer_maxdiff"] < 2 ** -6 * max(1.0, f["chunk_abs_max"]), name
+        assert f["bf16_infer_maxdiff"] < 2**-6 * max(1.0, f["chunk_abs_max"]), name
         # control: other noise gives another chunk, so the comparison can fail
         assert f["other_noise_maxdiff"] > 10 * f["bf16_infer_maxdiff"], name
 
@@ -324,11 +397,15 @@ def test_delta_action_guidance_lands_on_the_executed_chunk_while_the_robot_moves
     """
     f = run_probe(openpi_python, "probe_delta_guidance", ckpts=ckpts, name=name, d=5, s=10, beta=beta, dq=0.3)
     print(f"\n{name}: state moved {f['dq']} rad on 6 joints, d={f['d']}, s={f['s']}, beta={f['beta']}")
-    for mode, label in (("stored", "before the fix (stored chunk, old state)"),
-                        ("transforms", "after the fix (openpi's input transforms, new state)")):
+    for mode, label in (
+        ("stored", "before the fix (stored chunk, old state)"),
+        ("transforms", "after the fix (openpi's input transforms, new state)"),
+    ):
         g = f[mode]
-        print(f"prefix gap {label}: {g['prefix_gap']:.4f} mean abs (moved joints {g['prefix_gap_moved_joints']:.4f}, "
-              f"others {g['prefix_gap_other_joints']:.4f}; unguided {g['unguided_gap']:.4f})")
+        print(
+            f"prefix gap {label}: {g['prefix_gap']:.4f} mean abs (moved joints {g['prefix_gap_moved_joints']:.4f}, "
+            f"others {g['prefix_gap_other_joints']:.4f}; unguided {g['unguided_gap']:.4f})"
+        )
     after, before = f["transforms"], f["stored"]
     assert after["vjp_on"] and before["vjp_on"]
     assert after["prefix_gap"] < 0.02
@@ -356,15 +433,32 @@ def test_chunk_below_horizon_guides_and_only_real_nondifferentiability_falls_bac
 def test_app_runs_aloha_delta_pi0_sequential_rtc_vjp_blend_and_lockstep(openpi_python, ckpts, tmp_path):
     runs = {
         "sequential": ["algorithm=sequential", "robot.realtime=false", "max_steps=50"],
-        "rtc_vjp": ["algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10", "max_steps=300",
-                    *LOADED_MACHINE],
-        "rtc_blend": ["algorithm=rtc", "algorithm.guidance=blend", "algorithm.execute_horizon=10", "max_steps=200",
-                      "policy.chunk_size=30", *LOADED_MACHINE],
-        "lockstep_eval": ["algorithm=lockstep_eval", "algorithm.methods=[rtc,naive]", "algorithm.delays_ticks=[3]",
-                          "max_steps=50", "robot.render_in_lockstep=true"],
+        "rtc_vjp": [
+            "algorithm=rtc",
+            "algorithm.guidance=vjp",
+            "algorithm.execute_horizon=10",
+            "max_steps=300",
+            *LOADED_MACHINE,
+        ],
+        "rtc_blend": [
+            "algorithm=rtc",
+            "algorithm.guidance=blend",
+            "algorithm.execute_horizon=10",
+            "max_steps=200",
+            "policy.chunk_size=30",
+            *LOADED_MACHINE,
+        ],
+        "lockstep_eval": [
+            "algorithm=lockstep_eval",
+            "algorithm.methods=[rtc,naive]",
+            "algorithm.delays_ticks=[3]",
+            "max_steps=50",
+            "robot.render_in_lockstep=true",
+        ],
     }
-    f = run_probe(openpi_python, "probe_app", timeout_s=600, ckpts=ckpts, name="pi0_aloha_tiny", runs=runs,
-                  root=str(tmp_path))
+    f = run_probe(
+        openpi_python, "probe_app", timeout_s=600, ckpts=ckpts, name="pi0_aloha_tiny", runs=runs, root=str(tmp_path)
+    )
     show("policy=openpi pi0_aloha_tiny through the app", f)
     _check_app_runs(f, runs)
 
@@ -373,11 +467,18 @@ def test_app_runs_aloha_delta_pi0_sequential_rtc_vjp_blend_and_lockstep(openpi_p
 def test_app_runs_flat_pi05_sequential_and_rtc(openpi_python, ckpts, tmp_path):
     runs = {
         "sequential": ["algorithm=sequential", "robot.realtime=false", "max_steps=50"],
-        "rtc_vjp": ["algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10", "max_steps=300",
-                    "policy.chunk_size=40", *LOADED_MACHINE],
+        "rtc_vjp": [
+            "algorithm=rtc",
+            "algorithm.guidance=vjp",
+            "algorithm.execute_horizon=10",
+            "max_steps=300",
+            "policy.chunk_size=40",
+            *LOADED_MACHINE,
+        ],
     }
-    f = run_probe(openpi_python, "probe_app", timeout_s=600, ckpts=ckpts, name="pi05_flat_tiny", runs=runs,
-                  root=str(tmp_path))
+    f = run_probe(
+        openpi_python, "probe_app", timeout_s=600, ckpts=ckpts, name="pi05_flat_tiny", runs=runs, root=str(tmp_path)
+    )
     show("policy=openpi pi05_flat_tiny through the app", f)
     _check_app_runs(f, runs)
 
@@ -417,18 +518,20 @@ def test_preflight_names_the_key_and_exits_2_before_the_robot_starts(openpi_pyth
         "state_keys": ["policy.obs_keys.state={state:[0,7]}"],
         "no_cuda": ["policy.device=cuda"],
     }
-    f = run_probe(openpi_python, "probe_preflight", ckpts=ckpts,
-                  cases={k: [*base, *v] for k, v in cases.items()})
+    f = run_probe(openpi_python, "probe_preflight", ckpts=ckpts, cases={k: [*base, *v] for k, v in cases.items()})
     show("preflight (ConfigError per case)", f)
-    expect = {"ok": None, "unknown_config": r"^policy\.train_config_name: 'pi05_igris' is not an openpi training config",
-              "missing_ckpt": r"^policy\.ckpt_dir: .*nope is not a directory",
-              "jax_ckpt": r"^policy\.ckpt_dir: .* holds a JAX checkpoint",
-              "no_norm_stats": r"^policy\.ckpt_dir: no norm stats at .*trossen/norm_stats\.json",
-              "other_model": r"^policy\.ckpt_dir: .* does not fit training config .*pi0_aloha_tiny: it holds a pi0\.5 "
-                             r"model, the config a pi0 model",
-              "horizon": r"^policy\.chunk_size: 60 exceeds the model's action_horizon 50",
-              "state_keys": r"^policy\.state_dim: 7 but the checkpoint's norm stats have 14 state dims",
-              "no_cuda": r"^policy\.device: cuda but torch\.cuda\.is_available\(\) is False"}
+    expect = {
+        "ok": None,
+        "unknown_config": r"^policy\.train_config_name: 'pi05_igris' is not an openpi training config",
+        "missing_ckpt": r"^policy\.ckpt_dir: .*nope is not a directory",
+        "jax_ckpt": r"^policy\.ckpt_dir: .* holds a JAX checkpoint",
+        "no_norm_stats": r"^policy\.ckpt_dir: no norm stats at .*trossen/norm_stats\.json",
+        "other_model": r"^policy\.ckpt_dir: .* does not fit training config .*pi0_aloha_tiny: it holds a pi0\.5 "
+        r"model, the config a pi0 model",
+        "horizon": r"^policy\.chunk_size: 60 exceeds the model's action_horizon 50",
+        "state_keys": r"^policy\.state_dim: 7 but the checkpoint's norm stats have 14 state dims",
+        "no_cuda": r"^policy\.device: cuda but torch\.cuda\.is_available\(\) is False",
+    }
     for label, pattern in expect.items():
         error = f[label]["error"]
         assert (error is None) if pattern is None else (error and re.search(pattern, error)), (label, error)
@@ -436,9 +539,22 @@ def test_preflight_names_the_key_and_exits_2_before_the_robot_starts(openpi_pyth
     # the app itself: exit 2, one line, before the robot (or anything else) starts
     run_dir = tmp_path / "cli"
     t0 = time.monotonic()
-    res = subprocess.run([str(openpi_python), "-m", "inference", *base, "policy.train_config_name=pi05_igris",
-                          "algorithm=sequential", f"hydra.run.dir={run_dir}"], cwd=REPO, env=side_env(),
-                         capture_output=True, text=True, timeout=180)
+    res = subprocess.run(
+        [
+            str(openpi_python),
+            "-m",
+            "inference",
+            *base,
+            "policy.train_config_name=pi05_igris",
+            "algorithm=sequential",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=side_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("config error")]
     print(f"\napp: rc={res.returncode} in {time.monotonic() - t0:.1f} s: {lines}")
     assert res.returncode == 2 and len(lines) == 1 and "policy.train_config_name" in lines[0], res.stdout + res.stderr
@@ -454,9 +570,25 @@ class OpenPIServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([str(python), "-m", "policies.openpi.tiny", "serve", "--config", config, "--dir",
-                                      ckpt, "--port", str(self.port)], cwd=REPO, env=side_env(),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [
+                str(python),
+                "-m",
+                "policies.openpi.tiny",
+                "serve",
+                "--config",
+                config,
+                "--dir",
+                ckpt,
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=side_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -484,11 +616,26 @@ def test_openpis_own_server_drives_our_remote_client_sequential_and_rtc(openpi_p
     from policies.openpi import OpenPIRemotePolicy
 
     server = OpenPIServer(openpi_python, "pi0_aloha_tiny", f"{ckpts}/pi0_aloha_tiny")
-    base = ["robot=sim", "cameras=sim", "policy=openpi_remote", f"policy.port={server.port}", f"policy.prompt='{PROMPT}'",
-            f"policy.camera_names={hydra_value(CAMERAS)}", f"++policy.obs_keys={hydra_value(ALOHA_KEYS)}"]
+    base = [
+        "robot=sim",
+        "cameras=sim",
+        "policy=openpi_remote",
+        f"policy.port={server.port}",
+        f"policy.prompt='{PROMPT}'",
+        f"policy.camera_names={hydra_value(CAMERAS)}",
+        f"++policy.obs_keys={hydra_value(ALOHA_KEYS)}",
+    ]
     try:
-        client = OpenPIRemotePolicy(chunk_size=50, action_dim=14, state_dim=14, camera_names=CAMERAS, port=server.port,
-                                    prompt=PROMPT, obs_keys=ALOHA_KEYS, connect_timeout_s=30)
+        client = OpenPIRemotePolicy(
+            chunk_size=50,
+            action_dim=14,
+            state_dim=14,
+            camera_names=CAMERAS,
+            port=server.port,
+            prompt=PROMPT,
+            obs_keys=ALOHA_KEYS,
+            connect_timeout_s=30,
+        )
         state = np.array(HOME, np.float32)
         moved = state.copy()
         moved[:6] += 0.3
@@ -496,16 +643,33 @@ def test_openpis_own_server_drives_our_remote_client_sequential_and_rtc(openpi_p
         shift = (a2 - a1)[:, :6].mean()
         timing = client.last_info()
         client.close()
-        seq = compose_run(relaxed([*base, "algorithm=sequential", "robot.realtime=false", "max_steps=50"]),
-                          tmp_path / "seq").execute()
-        rtc = compose_run(relaxed([*base, "algorithm=rtc", "algorithm.guidance=vjp", "algorithm.execute_horizon=10",
-                                        "max_steps=300", *LOADED_MACHINE]), tmp_path / "rtc").execute()
+        seq = compose_run(
+            relaxed([*base, "algorithm=sequential", "robot.realtime=false", "max_steps=50"]), tmp_path / "seq"
+        ).execute()
+        rtc = compose_run(
+            relaxed(
+                [
+                    *base,
+                    "algorithm=rtc",
+                    "algorithm.guidance=vjp",
+                    "algorithm.execute_horizon=10",
+                    "max_steps=300",
+                    *LOADED_MACHINE,
+                ]
+            ),
+            tmp_path / "rtc",
+        ).execute()
     finally:
         server.stop()
-    figures = {"metadata": client.server_metadata, "shape": list(a1.shape), "mean_shift_moved_joints": float(shift),
-               "timing": timing, "server_guides": client.server_guides,
-               "sequential": {k: seq.get(k) for k in ("ticks", "inferences", "rejected_chunks")},
-               "rtc": {k: rtc.get(k) for k in ("ticks", "inferences", "underruns", "rejected_chunks")}}
+    figures = {
+        "metadata": client.server_metadata,
+        "shape": list(a1.shape),
+        "mean_shift_moved_joints": float(shift),
+        "timing": timing,
+        "server_guides": client.server_guides,
+        "sequential": {k: seq.get(k) for k in ("ticks", "inferences", "rejected_chunks")},
+        "rtc": {k: rtc.get(k) for k in ("ticks", "inferences", "underruns", "rejected_chunks")},
+    }
     show("openpi serve_policy (pi0_aloha_tiny) <- policy=openpi_remote", figures)
     assert a1.shape == (50, 14) and np.isfinite(a1).all() and np.isfinite(a2).all()
     assert client.server_metadata.get("reset_pose") == [0, -1.5, 1.5, 0, 0, 0]  # openpi's metadata of that config

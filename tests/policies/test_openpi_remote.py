@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from services.errors import AlgorithmFault, FaultKind
 from inference.app import CONF_DIR, compose_run
 from inference.serve import build_server
 from policies.base import PolicyInput
 from policies.openpi import OpenPIRemotePolicy, RemotePolicyError
+from services.errors import AlgorithmFault, FaultKind
 
 REPO = Path(__file__).resolve().parents[2]
 HAS_RTC = (REPO / "algorithms" / "rtc" / "algorithm.py").exists()
@@ -55,9 +55,20 @@ class ServerProcess:
         self.port: int | None = None
         self._found = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inference.serve", "policy=hold", "cameras=none", "serve.port=0",
-             f"hydra.run.dir={tmp_path / 'serve'}", *overrides],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "inference.serve",
+                "policy=hold",
+                "cameras=none",
+                "serve.port=0",
+                f"hydra.run.dir={tmp_path / 'serve'}",
+                *overrides,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
         if not self._found.wait(90):
@@ -110,8 +121,17 @@ def test_scripted_expert_behind_the_server_solves_the_sim_task(tmp_path):
     """Privileged extras travel under obs_keys.info: the scripted expert succeeds through the wire."""
     srv = _in_process_server("policy=scripted")
     try:
-        run = compose_run([*BASE, f"policy.port={srv.port}", "policy.obs_keys.info=info",
-                           "robot.render_in_lockstep=false", "max_steps=400", "algorithm=sequential"], tmp_path)
+        run = compose_run(
+            [
+                *BASE,
+                f"policy.port={srv.port}",
+                "policy.obs_keys.info=info",
+                "robot.render_in_lockstep=false",
+                "max_steps=400",
+                "algorithm=sequential",
+            ],
+            tmp_path,
+        )
         summary = run.execute()
     finally:
         srv.stop()
@@ -120,16 +140,18 @@ def test_scripted_expert_behind_the_server_solves_the_sim_task(tmp_path):
 
 @pytest.mark.skipif(not HAS_RTC, reason="algorithm=rtc not in this checkout yet")
 def test_rtc_sim_run_through_our_server_with_blend(server, tmp_path):
-    run = compose_run([*BASE, f"policy.port={server.port}", "max_steps=80", "algorithm=rtc",
-                       "algorithm.guidance=vjp"], tmp_path)
+    run = compose_run(
+        [*BASE, f"policy.port={server.port}", "max_steps=80", "algorithm=rtc", "algorithm.guidance=vjp"], tmp_path
+    )
     summary = run.execute()
     assert summary["ticks"] == 80 and summary["inferences"] >= 3
     assert server.requests >= summary["inferences"]  # one may be in flight at the end
 
 
 def test_predict_shapes_timing_and_blend(server):
-    policy = OpenPIRemotePolicy(chunk_size=50, action_dim=14, state_dim=14, port=server.port, connect_timeout_s=5,
-                                server_guidance=False)
+    policy = OpenPIRemotePolicy(
+        chunk_size=50, action_dim=14, state_dim=14, port=server.port, connect_timeout_s=5, server_guidance=False
+    )
     try:
         state = np.linspace(-1, 1, 14, dtype=np.float32)[None]
         chunk = policy.predict(PolicyInput(state=state))
@@ -140,8 +162,8 @@ def test_predict_shapes_timing_and_blend(server):
         assert policy.server_metadata["chunk_size"] == 50 and policy.metadata.supports_vjp is False
         prev = np.ones((50, 14), np.float32)
         out = policy.guided_inference(PolicyInput(state=state), prev, delay=3, execute_horizon=10, guidance="vjp")
-        np.testing.assert_allclose(out[:3], prev[:3])           # W = 1 on the delay: the old chunk
-        np.testing.assert_allclose(out[-10:], chunk[-10:])      # W = 0 on the free tail: the new chunk
+        np.testing.assert_allclose(out[:3], prev[:3])  # W = 1 on the delay: the old chunk
+        np.testing.assert_allclose(out[-10:], chunk[-10:])  # W = 0 on the free tail: the new chunk
     finally:
         policy.close()
 
@@ -158,10 +180,18 @@ def test_our_server_inpaints_with_the_policys_own_guidance():
     frames = {c: rng.integers(0, 256, (1, 3, height, width)).astype(np.uint8) for c in cams}
     state = np.zeros((1, 14), np.float32)
     obs = PolicyInput(state=state, images={c: f.astype(np.float32) / 255 for c, f in frames.items()})
-    guided_client = OpenPIRemotePolicy(chunk_size=H, action_dim=D, state_dim=14, camera_names=cams, port=srv.port,
-                                       connect_timeout_s=5)
-    blend_client = OpenPIRemotePolicy(chunk_size=H, action_dim=D, state_dim=14, camera_names=cams, port=srv.port,
-                                      connect_timeout_s=5, server_guidance=False)
+    guided_client = OpenPIRemotePolicy(
+        chunk_size=H, action_dim=D, state_dim=14, camera_names=cams, port=srv.port, connect_timeout_s=5
+    )
+    blend_client = OpenPIRemotePolicy(
+        chunk_size=H,
+        action_dim=D,
+        state_dim=14,
+        camera_names=cams,
+        port=srv.port,
+        connect_timeout_s=5,
+        server_guidance=False,
+    )
     policy, norm = srv.policy, srv.normalizer
     try:
         assert srv.metadata["rtc_guidance"] is True and guided_client.metadata.supports_vjp is True
@@ -171,12 +201,20 @@ def test_our_server_inpaints_with_the_policys_own_guidance():
         prev = norm.action_to_robot(norm.action_to_model(fresh) + 0.5)  # a chunk the model finds unlikely
         d, s = 4, 25
         policy.reset_noise()
-        guided = guided_client.guided_inference(obs, prev, delay=d, execute_horizon=s, guidance="vjp",
-                                                max_guidance_weight=5.0)
+        guided = guided_client.guided_inference(
+            obs, prev, delay=d, execute_horizon=s, guidance="vjp", max_guidance_weight=5.0
+        )
         policy.reset_noise()
-        local = norm.action_to_robot(policy.guided_inference(
-            norm.policy_input(state, frames, {}), norm.action_to_model(prev), d, s, guidance="vjp",
-            max_guidance_weight=5.0))
+        local = norm.action_to_robot(
+            policy.guided_inference(
+                norm.policy_input(state, frames, {}),
+                norm.action_to_model(prev),
+                d,
+                s,
+                guidance="vjp",
+                max_guidance_weight=5.0,
+            )
+        )
         np.testing.assert_allclose(guided, local, atol=1e-5)
         gap = lambda chunk: np.abs(norm.action_to_model(chunk[:d]) - norm.action_to_model(prev[:d])).mean()  # noqa: E731
         assert gap(guided) < 0.95 * gap(fresh), (gap(guided), gap(fresh))  # pulled toward prev, same noise
@@ -192,16 +230,26 @@ def test_our_server_inpaints_with_the_policys_own_guidance():
 
 def test_observation_keys_come_from_config(tmp_path):
     """A server expecting openpi-ALOHA-style keys, configured on both ends without code."""
-    keys = ["serve.obs_keys.state=state", "+serve.obs_keys.images.head=images/cam_high",
-            "policy.camera_names=[head]", "cameras=sim", "serve.obs_keys.image_layout=hwc"]
+    keys = [
+        "serve.obs_keys.state=state",
+        "+serve.obs_keys.images.head=images/cam_high",
+        "policy.camera_names=[head]",
+        "cameras=sim",
+        "serve.obs_keys.image_layout=hwc",
+    ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="serve", overrides=["policy=hold", "serve.port=0", *keys])
     srv = build_server(cfg)
     srv.start()
     try:
-        policy = OpenPIRemotePolicy(chunk_size=50, action_dim=14, state_dim=14, camera_names=["head"], port=srv.port,
-                                    obs_keys={"state": "state", "images": {"head": "images/cam_high"},
-                                              "image_layout": "hwc"})
+        policy = OpenPIRemotePolicy(
+            chunk_size=50,
+            action_dim=14,
+            state_dim=14,
+            camera_names=["head"],
+            port=srv.port,
+            obs_keys={"state": "state", "images": {"head": "images/cam_high"}, "image_layout": "hwc"},
+        )
         img = {"head": np.zeros((1, 3, 96, 128), np.float32)}
         assert policy.predict(PolicyInput(state=np.zeros((1, 14), np.float32), images=img)).shape == (50, 14)
         wrong = OpenPIRemotePolicy(chunk_size=50, action_dim=14, state_dim=14, camera_names=["head"], port=srv.port)
@@ -232,8 +280,16 @@ def test_sequential_run_with_server_killed_mid_run_ends_with_the_cause(tmp_path)
     proc = ServerProcess(tmp_path)
     try:
         run_dir = tmp_path / "run"
-        run = compose_run([*BASE, f"policy.port={proc.port}", "policy.reconnect_timeout_s=0.5",
-                           "max_steps=100000", "algorithm=sequential"], run_dir)
+        run = compose_run(
+            [
+                *BASE,
+                f"policy.port={proc.port}",
+                "policy.reconnect_timeout_s=0.5",
+                "max_steps=100000",
+                "algorithm=sequential",
+            ],
+            run_dir,
+        )
         _kill_after_inferences(proc, run_dir, 3)
         with pytest.raises((RemotePolicyError, AlgorithmFault), match="dropped the connection and did not come back"):
             run.execute()
@@ -251,8 +307,17 @@ def test_rtc_run_with_server_killed_mid_run_is_a_named_inference_error(tmp_path)
     proc = ServerProcess(tmp_path)
     try:
         run_dir = tmp_path / "run"
-        run = compose_run([*BASE, f"policy.port={proc.port}", "policy.reconnect_timeout_s=0.5",
-                           "max_steps=100000", "algorithm=rtc", "algorithm.stall_timeout_s=3"], run_dir)
+        run = compose_run(
+            [
+                *BASE,
+                f"policy.port={proc.port}",
+                "policy.reconnect_timeout_s=0.5",
+                "max_steps=100000",
+                "algorithm=rtc",
+                "algorithm.stall_timeout_s=3",
+            ],
+            run_dir,
+        )
         _kill_after_inferences(proc, run_dir, 3)
         with pytest.raises(AlgorithmFault) as err:
             run.execute()

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+from inference.app import compose_run
 from policies.base import Guidance, PolicyInput
 from policies.flow import FlowModel, FlowPolicy
-from inference.app import compose_run
 from policies.flow.checkpoint import DEFAULT_CHECKPOINT, resolve_path, save_checkpoint
 from policies.guidance import euler_sample, prefix_conditioned_sample
 from policies.normalize import Normalizer
@@ -120,7 +120,9 @@ def test_prefix_loss_covers_only_the_actions_after_the_clean_prefix() -> None:
 
 def test_a_prefix_trained_policy_continues_the_given_prefix_without_vjp(trained_checkpoint: Path) -> None:
     policy = FlowPolicy(checkpoint=str(trained_checkpoint), num_steps=10, seed=0)
-    assert policy.metadata.supports_trained and FlowPolicy.supports_trained_guidance({"checkpoint": str(trained_checkpoint)})
+    assert policy.metadata.supports_trained and FlowPolicy.supports_trained_guidance(
+        {"checkpoint": str(trained_checkpoint)}
+    )
     d, gaps_trained, gaps_free = 3, [], []
     rng = np.random.default_rng(0)
     for k in range(12):
@@ -133,8 +135,8 @@ def test_a_prefix_trained_policy_continues_the_given_prefix_without_vjp(trained_
         trained = policy.guided_inference(obs, prev_model, delay=d, execute_horizon=2, guidance="trained")
         free = policy.predict(obs)
         np.testing.assert_array_equal(trained[:d], prev_model[:d])
-        gaps_trained.append(np.abs(trained[d:d + 2] - prev_model[d:d + 2]).mean())
-        gaps_free.append(np.abs(free[d:d + 2] - prev_model[d:d + 2]).mean())
+        gaps_trained.append(np.abs(trained[d : d + 2] - prev_model[d : d + 2]).mean())
+        gaps_free.append(np.abs(free[d : d + 2] - prev_model[d : d + 2]).mean())
     # the offset is unobservable: only the prefix can tell the model which one to continue
     assert np.mean(gaps_trained) < 0.5 * np.mean(gaps_free), (np.mean(gaps_trained), np.mean(gaps_free))
 
@@ -145,8 +147,10 @@ def test_trained_guidance_is_refused_where_the_model_was_not_trained_with_prefix
     assert not FlowPolicy.supports_trained_guidance({"checkpoint": DEFAULT_CHECKPOINT})
     assert not FlowPolicy.supports_trained_guidance({"checkpoint": "no/such/checkpoint"})
     m = plain.metadata
-    obs = PolicyInput(state=np.zeros((1, m.state_dim), np.float32),
-                      images={c: np.zeros((1, 3, *m.image_size), np.float32) for c in m.camera_names})
+    obs = PolicyInput(
+        state=np.zeros((1, m.state_dim), np.float32),
+        images={c: np.zeros((1, 3, *m.image_size), np.float32) for c in m.camera_names},
+    )
     prev = np.zeros((m.chunk_size, m.action_dim), np.float32)
     with pytest.raises(ValueError, match="guidance=trained needs a checkpoint trained with action-prefix"):
         plain.guided_inference(obs, prev, delay=2, execute_horizon=5, guidance="trained")
@@ -177,14 +181,27 @@ def _declared_prefix_checkpoint(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_rtc_and_lockstep_run_trained_guidance_end_to_end(tmp_path: Path) -> None:
     ck = _declared_prefix_checkpoint(tmp_path)
-    common = [f"policy.checkpoint={ck}", "episodes=1", "report=false", "algorithm.max_chunk_jump=null",
-              "algorithm.stop_on_success=false"]
+    common = [
+        f"policy.checkpoint={ck}",
+        "episodes=1",
+        "report=false",
+        "algorithm.max_chunk_jump=null",
+        "algorithm.stop_on_success=false",
+    ]
     summary = compose_run(["algorithm.guidance=trained", "max_steps=60", *common], run_dir=tmp_path / "rtc").execute()
     assert summary.get("fault") is None and summary["ticks"] >= 60
     rows = list(csv.DictReader((tmp_path / "rtc" / "inferences.csv").open()))
     assert any(r["guidance"] == "trained" for r in rows), {r["guidance"] for r in rows}
-    lock = compose_run(["algorithm=lockstep_eval", "algorithm.methods=[rtc_trained]", "algorithm.delays_ticks=[3]",
-                        "max_steps=40", *common], run_dir=tmp_path / "lock").execute()
+    lock = compose_run(
+        [
+            "algorithm=lockstep_eval",
+            "algorithm.methods=[rtc_trained]",
+            "algorithm.delays_ticks=[3]",
+            "max_steps=40",
+            *common,
+        ],
+        run_dir=tmp_path / "lock",
+    ).execute()
     (row,) = lock["table"]
     assert row["method"] == "rtc_trained" and row["guidance"] == "trained" and row["inferences"] >= 2
 
@@ -197,14 +214,22 @@ def test_the_policy_server_runs_trained_guidance_for_a_client_that_asks(tmp_path
     for checkpoint, supported in ((ck, True), (resolve_path(DEFAULT_CHECKPOINT), False)):
         srv = _in_process_server("policy=flow", "cameras=sim", f"policy.checkpoint={checkpoint}")
         meta = srv.metadata
-        client = OpenPIRemotePolicy(chunk_size=meta["chunk_size"], action_dim=meta["action_dim"], state_dim=14,
-                                    camera_names=meta["camera_names"], port=srv.port, connect_timeout_s=5)
+        client = OpenPIRemotePolicy(
+            chunk_size=meta["chunk_size"],
+            action_dim=meta["action_dim"],
+            state_dim=14,
+            camera_names=meta["camera_names"],
+            port=srv.port,
+            connect_timeout_s=5,
+        )
         try:
             assert meta["supports_trained"] is supported and client.metadata.supports_trained is supported
             rng = np.random.default_rng(0)
             h, w = meta["image_size"]
-            obs = PolicyInput(state=np.zeros((1, 14), np.float32),
-                              images={c: rng.random((1, 3, h, w), dtype=np.float32) for c in meta["camera_names"]})
+            obs = PolicyInput(
+                state=np.zeros((1, 14), np.float32),
+                images={c: rng.random((1, 3, h, w), dtype=np.float32) for c in meta["camera_names"]},
+            )
             prev = client.predict(obs) + 0.05  # robot space, a chunk the model would not draw itself
             if supported:
                 out = client.guided_inference(obs, prev, delay=4, execute_horizon=25, guidance="trained")
@@ -239,7 +264,7 @@ def test_replan_labels_keep_the_prefix_then_return_to_the_plan(h: int, a: int, r
     for i in range(b):
         k = int(d[i])
         np.testing.assert_array_equal(out[i, :k], pre[i, :k])  # the committed actions
-        np.testing.assert_allclose(out[i, k + replan:], act[i, k + replan:], atol=1e-12)  # back on the plan
+        np.testing.assert_allclose(out[i, k + replan :], act[i, k + replan :], atol=1e-12)  # back on the plan
         if k > 0:
             offset = pre[i, k - 1] - act[i, k - 1]
             for j in range(k, min(h, k + replan)):  # in between: the offset fades linearly
@@ -266,8 +291,15 @@ def test_stale_prefixes_continue_an_earlier_chunk_of_the_same_episode(layout) ->
     n, h, a = len(episode), 6, 2
     # each sample's label encodes (sample, row) so a continuation can be traced back
     actions = np.stack([np.stack([np.full(a, 100 * i + r, np.float64) for r in range(h)]) for i in range(n)])
-    demos = Demos(states=np.zeros((n, 14), np.float32), images=np.zeros((n, 1, 3, 2, 2), np.uint8),
-                  actions=actions, episode=episode, camera_names=("c",), successes=1, attempts=1)
+    demos = Demos(
+        states=np.zeros((n, 14), np.float32),
+        images=np.zeros((n, 1, 3, 2, 2), np.uint8),
+        actions=actions,
+        episode=episode,
+        camera_names=("c",),
+        successes=1,
+        attempts=1,
+    )
     steps = sample_steps(demos, every)
     counts = earlier_counts(episode, steps, max_ticks)
     for i in range(n):  # candidates: exactly the earlier samples of the episode within max_ticks
@@ -290,8 +322,15 @@ def test_stale_prefixes_continue_an_earlier_chunk_of_the_same_episode(layout) ->
 
 def test_sample_steps_prefers_recorded_steps() -> None:
     episode = np.array([0, 0, 0, 1, 1], np.int32)
-    demos = Demos(states=np.zeros((5, 14), np.float32), images=np.zeros((5, 1, 3, 2, 2), np.uint8),
-                  actions=np.zeros((5, 4, 2)), episode=episode, camera_names=("c",), successes=1, attempts=1)
+    demos = Demos(
+        states=np.zeros((5, 14), np.float32),
+        images=np.zeros((5, 1, 3, 2, 2), np.uint8),
+        actions=np.zeros((5, 4, 2)),
+        episode=episode,
+        camera_names=("c",),
+        successes=1,
+        attempts=1,
+    )
     np.testing.assert_array_equal(sample_steps(demos, 2), [0, 2, 4, 0, 2])
     demos.step = np.array([1, 3, 5, 0, 2], np.int32)
     np.testing.assert_array_equal(sample_steps(demos, 2), [1, 3, 5, 0, 2])
@@ -303,6 +342,7 @@ def test_robust_loss_with_its_own_labels_as_prefix_is_the_papers_loss() -> None:
     model = FlowModel(cfg)
     torch.nn.init.normal_(model.action_out.weight, std=0.1)
     batch = synthetic_batch(16, torch.Generator().manual_seed(5))
+
     def loss(**kw) -> torch.Tensor:
         torch.manual_seed(6)  # the flow times come from torch's global generator
         return model.loss(*batch, generator=torch.Generator().manual_seed(6), **kw)
@@ -323,13 +363,21 @@ def test_robust_recipe_draws_stale_prefixes_for_its_share_of_the_batch() -> None
     n, h = 40, 5
     episode = np.repeat(np.arange(4, dtype=np.int32), 10)
     actions = np.stack([np.full((h, 2), float(i)) for i in range(n)])
-    demos = Demos(states=np.zeros((n, 14), np.float32), images=np.zeros((n, 1, 3, 2, 2), np.uint8),
-                  actions=actions, episode=episode, camera_names=("c",), successes=1, attempts=1)
+    demos = Demos(
+        states=np.zeros((n, 14), np.float32),
+        images=np.zeros((n, 1, 3, 2, 2), np.uint8),
+        actions=actions,
+        episode=episode,
+        camera_names=("c",),
+        successes=1,
+        attempts=1,
+    )
     assert StalePrefixRecipe.from_cfg(OmegaConf.create({"stale_prefix_prob": 0.0}), demos, 2, 0) is None
     with pytest.raises(ValueError, match="stale_prefix_prob"):
         StalePrefixRecipe.from_cfg(OmegaConf.create({"stale_prefix_prob": 1.5}), demos, 2, 0)
-    recipe = StalePrefixRecipe.from_cfg(OmegaConf.create({"stale_prefix_prob": 0.5, "stale_prefix_max_ticks": 4}),
-                                        demos, 2, 0)
+    recipe = StalePrefixRecipe.from_cfg(
+        OmegaConf.create({"stale_prefix_prob": 0.5, "stale_prefix_max_ticks": 4}), demos, 2, 0
+    )
     idx = np.tile(np.arange(n), 50)
     out = recipe.draw(actions, idx)
     stale = out[:, 0, 0] != actions[idx, 0, 0]

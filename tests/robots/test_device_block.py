@@ -4,13 +4,21 @@ real spawned process on a small block of its own: READY or the cause, home reque
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 from robots.base import RobotError
-from robots.device_block import (Ctl, DeviceBlock, control_specs, read_state, request_home, run_clock, stop_process,
-                                 wait_ready)
+from robots.device_block import (
+    Ctl,
+    DeviceBlock,
+    control_specs,
+    read_state,
+    request_home,
+    run_clock,
+    stop_process,
+    wait_ready,
+)
 from services.devproc import DeviceProcess
 from services.shm import ArraySpec, SharedArrays, unique_block_name
 

@@ -62,18 +62,23 @@ def run_lockstep(robot: GymRobot, seed: int, steps: int) -> list[np.ndarray]:
 
 # --- the observation as state (pure) ---------------------------------------------------------------
 def test_dict_observation_flattens_in_key_order_without_images() -> None:
-    space = spaces.Dict({
-        "velocity": spaces.Box(-1, 1, (2,)),
-        "arm": spaces.Dict({"q": spaces.Box(-1, 1, (3,)), "camera": spaces.Box(0, 255, (8, 6, 3), np.uint8)}),
-        "position": spaces.Box(-1, 1, (2, 2)),
-    })
+    space = spaces.Dict(
+        {
+            "velocity": spaces.Box(-1, 1, (2,)),
+            "arm": spaces.Dict({"q": spaces.Box(-1, 1, (3,)), "camera": spaces.Box(0, 255, (8, 6, 3), np.uint8)}),
+            "position": spaces.Box(-1, 1, (2, 2)),
+        }
+    )
     layout = state_layout(space, None)
     # Gymnasium's Dict sorts a plain dict's keys; an image (uint8 H x W x 3) is a camera source, not state
     assert layout.keys == ("arm/q", "position", "velocity")
     assert layout.images == ("arm/camera",)
     assert layout.state_dim == 3 + 4 + 2
-    obs = {"velocity": np.array([7, 8]), "position": np.array([[3, 4], [5, 6]]),
-           "arm": {"q": np.array([0, 1, 2]), "camera": np.zeros((8, 6, 3), np.uint8)}}
+    obs = {
+        "velocity": np.array([7, 8]),
+        "position": np.array([[3, 4], [5, 6]]),
+        "arm": {"q": np.array([0, 1, 2]), "camera": np.zeros((8, 6, 3), np.uint8)},
+    }
     np.testing.assert_array_equal(layout.flatten(obs), np.arange(9, dtype=np.float32))
     chosen = state_layout(space, ["velocity", "arm/q"])
     np.testing.assert_array_equal(chosen.flatten(obs), [7, 8, 0, 1, 2])
@@ -84,8 +89,10 @@ def test_dict_observation_flattens_in_key_order_without_images() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(sizes=st.dictionaries(st.text("abcdefgh", min_size=1, max_size=4), st.integers(1, 4), min_size=1, max_size=5),
-       data=st.data())
+@given(
+    sizes=st.dictionaries(st.text("abcdefgh", min_size=1, max_size=4), st.integers(1, 4), min_size=1, max_size=5),
+    data=st.data(),
+)
 def test_flattening_concatenates_the_selected_keys_in_order(sizes: dict[str, int], data) -> None:
     space = spaces.Dict({k: spaces.Box(-1, 1, (n,)) for k, n in sizes.items()})
     order = data.draw(st.permutations(list(sizes)))
@@ -156,8 +163,9 @@ def test_state_keys_select_and_order_a_dict_observation() -> None:
     try:
         assert robot.spec.state_dim == 5
         states = run_lockstep(robot, seed=1, steps=3)
-        expected = direct_states("dm_control/cartpole-swingup-v0", 1, [pulse(k, 1) for k in range(3)],
-                                 keys=["velocity", "position"])
+        expected = direct_states(
+            "dm_control/cartpole-swingup-v0", 1, [pulse(k, 1) for k in range(3)], keys=["velocity", "position"]
+        )
         np.testing.assert_allclose(np.array(states), np.array(expected), rtol=1e-6)
     finally:
         robot.close()
@@ -335,12 +343,15 @@ def test_no_cameras_needs_no_rendering() -> None:
 
 
 # --- real time -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("env_id,cams,push", [("Pendulum-v1", True, 0.9), ("InvertedPendulum-v5", True, 0.0),
-                                               ("dm_control/cartpole-swingup-v0", False, 0.9)],
-                         ids=["classic-render", "mujoco-render", "dm_control"])
+@pytest.mark.parametrize(
+    "env_id,cams,push",
+    [("Pendulum-v1", True, 0.9), ("InvertedPendulum-v5", True, 0.0), ("dm_control/cartpole-swingup-v0", False, 0.9)],
+    ids=["classic-render", "mujoco-render", "dm_control"],
+)
 def test_realtime_env_process_steps_and_homes(env_id: str, cams: bool, push: float) -> None:
-    robot = GymRobot(env_id=env_id, realtime=True, cameras=gym_cameras() if cams else None, start_timeout_s=60,
-                     max_state_age_s=5.0)
+    robot = GymRobot(
+        env_id=env_id, realtime=True, cameras=gym_cameras() if cams else None, start_timeout_s=60, max_state_age_s=5.0
+    )
     try:
         robot.start()
         assert robot.in_process
@@ -396,11 +407,21 @@ def test_dm_control_without_shimmy_names_the_extra(monkeypatch) -> None:
 
 
 def test_complete_config_fills_what_the_env_decides() -> None:
-    filled = GymRobot.complete_config({"env_id": "dm_control/pendulum-swingup-v0", "hz": None, "action_dim": None,
-                                       "state_dim": None, "home_action": None}, None)
+    filled = GymRobot.complete_config(
+        {
+            "env_id": "dm_control/pendulum-swingup-v0",
+            "hz": None,
+            "action_dim": None,
+            "state_dim": None,
+            "home_action": None,
+        },
+        None,
+    )
     assert filled == {"hz": pytest.approx(50.0), "action_dim": 1, "state_dim": 3, "home_action": [0.0]}
     assert GymRobot.complete_config({"env_id": "Pendulum-v1", "hz": 20, "action_dim": 1}, None) == {
-        "state_dim": 3, "home_action": [0.0]}
+        "state_dim": 3,
+        "home_action": [0.0],
+    }
     with pytest.raises(ConfigError, match=r"^robot\.state_keys: .*'speed'"):
         GymRobot.complete_config({"env_id": "dm_control/cartpole-swingup-v0", "state_keys": ["speed"]}, None)
 
@@ -409,12 +430,25 @@ def test_complete_config_fills_what_the_env_decides() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["lockstep", "realtime"])
 def test_app_runs_a_gym_robot_with_the_hold_policy(mode: str, tmp_path: Path) -> None:
-    args = ["robot=gym", "robot.env_id=Pendulum-v1", "policy=hold", "episodes=2", "max_steps=30", "report=false",
-            "logger=none", f"hydra.run.dir={tmp_path}"]
+    args = [
+        "robot=gym",
+        "robot.env_id=Pendulum-v1",
+        "policy=hold",
+        "episodes=2",
+        "max_steps=30",
+        "report=false",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+    ]
     if mode == "lockstep":
         args += ["algorithm=lockstep_eval", "algorithm.methods=[naive]", "algorithm.delays_ticks=[1]"]
-    proc = subprocess.run([sys.executable, "scripts/netns.py", "--", sys.executable, "-m", "inference", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "scripts/netns.py", "--", sys.executable, "-m", "inference", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["ticks"] == 60
@@ -430,11 +464,18 @@ def test_making_a_dm_control_env_leaves_the_root_logger_as_it_was() -> None:
     """dm_control adds a bare stderr handler to the root logger the first time an env is made; kept, it
     would print every start-up line on the quiet console and, under pytest, write to a closed capture
     stream in a later test. A fresh interpreter, since only the first make adds it."""
-    code = ("import logging\n"
-            "from robots.gym.suites import make_env\n"
-            "make_env('dm_control/cartpole-swingup-v0')\n"
-            "print(len(logging.getLogger().handlers), logging.getLogger().level)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                         text=True, timeout=300)
+    code = (
+        "import logging\n"
+        "from robots.gym.suites import make_env\n"
+        "make_env('dm_control/cartpole-swingup-v0')\n"
+        "print(len(logging.getLogger().handlers), logging.getLogger().level)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", str(30)]  # no handler, WARNING (the root logger's default level)

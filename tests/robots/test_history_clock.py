@@ -2,15 +2,18 @@ import time
 
 import numpy as np
 
-from services.clock import DeadlineClock, VirtualClock
 from robots.base import Frame, Observation
 from robots.history import ObservationHistory
+from services.clock import DeadlineClock, VirtualClock
 
 
 def _obs(i):
     img = np.full((3, 2, 2), i, dtype=np.uint8)
-    return Observation(state=np.array([i, -i], dtype=np.float32),
-                       images={"head": Frame(img, float(i), float(i), i)}, timestamp=float(i))
+    return Observation(
+        state=np.array([i, -i], dtype=np.float32),
+        images={"head": Frame(img, float(i), float(i), i)},
+        timestamp=float(i),
+    )
 
 
 def test_history_fills_by_repetition_then_slides():

@@ -41,18 +41,26 @@ def target_pose(action_dim: int) -> np.ndarray:
 class TargetPolicy:
     """Test policy (robot space, identity normalizer): every chunk is the same target pose."""
 
-    def __init__(self, chunk_size: int, action_dim: int, state_dim: int, camera_names: list[str] = (),
-                 hold_action: list[float] | None = None) -> None:  # hold_action: policy=hold's key (built on it); unused
-        self.metadata = PolicyMetadata(chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim,
-                                       camera_names=tuple(camera_names))
+    def __init__(
+        self,
+        chunk_size: int,
+        action_dim: int,
+        state_dim: int,
+        camera_names: list[str] = (),
+        hold_action: list[float] | None = None,
+    ) -> None:  # hold_action: policy=hold's key (built on it); unused
+        self.metadata = PolicyMetadata(
+            chunk_size=chunk_size, action_dim=action_dim, state_dim=state_dim, camera_names=tuple(camera_names)
+        )
         self.target = target_pose(action_dim).astype(np.float32)
 
     def predict(self, obs: PolicyInput) -> np.ndarray:
         assert all(v.shape[-2:] == (240, 320) for v in obs.images.values())
         return np.repeat(self.target[None], self.metadata.chunk_size, axis=0)
 
-    def guided_inference(self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp",
-                         max_guidance_weight=5.0) -> np.ndarray:
+    def guided_inference(
+        self, obs, prev_chunk, delay, execute_horizon, guidance="vjp", schedule="exp", max_guidance_weight=5.0
+    ) -> np.ndarray:
         return self.predict(obs)
 
     def warmup(self) -> None:
@@ -81,10 +89,23 @@ def test_engine_homes_then_follows_the_policy_over_dds(algorithm, dds_env, tmp_p
     listener.subscribe("/igris_b/packy/target_joints", "JointState", on_raw=lambda b, t: commands.append(b))
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "inference", "robot=igris_b", "cameras=ros_topics", "policy=hold",
-        f"algorithm={algorithm}", "policy._target_=tests.robots.test_ros2_e2e.TargetPolicy", "~policy.type",
-        "robot.transport=dds", "robot.max_state_age_s=1.0", "cameras.max_frame_age_s=1.0",
-        "max_steps=60", "episodes=1", "report=false", "logger=none", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "inference",
+        "robot=igris_b",
+        "cameras=ros_topics",
+        "policy=hold",
+        f"algorithm={algorithm}",
+        "policy._target_=tests.robots.test_ros2_e2e.TargetPolicy",
+        "~policy.type",
+        "robot.transport=dds",
+        "robot.max_state_age_s=1.0",
+        "cameras.max_frame_age_s=1.0",
+        "max_steps=60",
+        "episodes=1",
+        "report=false",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
     ]
     if algorithm == "rtc":
         cmd += ["algorithm.execute_horizon=10", "algorithm.startup_timeout_s=60"]
@@ -127,12 +148,23 @@ def test_stale_joint_state_stops_the_engine_safely(algorithm, dds_env, tmp_path)
     stamps: list[float] = []
     listener.subscribe("/igris_b/packy/target_joints", "JointState", on_raw=lambda b, t: stamps.append(t))
     cmd = [
-        sys.executable, "-m", "inference", "robot=igris_b", "cameras=none", "policy=hold",
-        f"algorithm={algorithm}", "robot.transport=dds", "robot.max_state_age_s=0.5",
-        "max_steps=2000", "report=false", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+        sys.executable,
+        "-m",
+        "inference",
+        "robot=igris_b",
+        "cameras=none",
+        "policy=hold",
+        f"algorithm={algorithm}",
+        "robot.transport=dds",
+        "robot.max_state_age_s=0.5",
+        "max_steps=2000",
+        "report=false",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **dds_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **dds_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while len(stamps) < 40 and time.monotonic() < deadline and proc.poll() is None:

@@ -26,8 +26,8 @@ from robots.ros2 import messages
 from robots.ros2.layout import RobotLayout
 from robots.ros2.testing import foreign_ros_env, isolated_dds_env, robot_side_env
 from robots.ros2.transport import QosProfile, make_transport
-from tests.side_envs import side_env_python
 from tests.robots.test_ros2_e2e import target_pose
+from tests.side_envs import side_env_python
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = ROOT / "tests" / "ros2_nodes" / "igris_node.py"
@@ -59,9 +59,13 @@ class Node:
 
     def __init__(self, distro: str, env: dict, tmp_path: Path, *args: str) -> None:
         self.out = tmp_path / f"node-{distro}-{time.monotonic_ns()}.json"
-        self.proc = subprocess.Popen([node_python(distro), str(NODE), "--out", str(self.out), *args],
-                                     env=node_env(distro, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [node_python(distro), str(NODE), "--out", str(self.out), *args],
+            env=node_env(distro, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def stop(self) -> dict:
         if self.proc.poll() is None:
@@ -73,15 +77,29 @@ class Node:
 
 def run_engine(algorithm: str, transport: str, env: dict, tmp_path: Path, *extra: str, timeout_s: float = 180):
     cmd = [
-        sys.executable, "-m", "inference", "robot=igris_b", "cameras=none", "policy=hold",
-        f"algorithm={algorithm}", "policy._target_=tests.robots.test_ros2_e2e.TargetPolicy", "~policy.type",
-        f"robot.transport={transport}", "robot.max_state_age_s=1.0", "robot.topic_timeout_s=15",
-        "max_steps=60", "episodes=1", "report=false", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+        sys.executable,
+        "-m",
+        "inference",
+        "robot=igris_b",
+        "cameras=none",
+        "policy=hold",
+        f"algorithm={algorithm}",
+        "policy._target_=tests.robots.test_ros2_e2e.TargetPolicy",
+        "~policy.type",
+        f"robot.transport={transport}",
+        "robot.max_state_age_s=1.0",
+        "robot.topic_timeout_s=15",
+        "max_steps=60",
+        "episodes=1",
+        "report=false",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
     ]
     if algorithm == "rtc":
         cmd += ["algorithm.execute_horizon=10", "algorithm.startup_timeout_s=60"]
-    return subprocess.run([*cmd, *extra], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run(
+        [*cmd, *extra], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 @pytest.mark.slow
@@ -89,7 +107,9 @@ def run_engine(algorithm: str, transport: str, env: dict, tmp_path: Path, *extra
 @pytest.mark.parametrize("reliability", ["reliable", "best_effort"])
 @pytest.mark.parametrize("distro", DISTROS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_engine_homes_and_follows_against_a_real_ros2_node(transport, distro, reliability, algorithm, ros_env, tmp_path):
+def test_engine_homes_and_follows_against_a_real_ros2_node(
+    transport, distro, reliability, algorithm, ros_env, tmp_path
+):
     node = Node(distro, ros_env, tmp_path, "--reliability", reliability)
     try:
         proc = run_engine(algorithm, transport, ros_env, tmp_path)
@@ -120,8 +140,15 @@ def test_stale_state_from_a_real_node_stops_the_engine(transport, ros_env, tmp_p
     """The driver's joint_states stop mid-run: the engine stops commanding and exits 3 (both transports)."""
     node = Node("kilted", ros_env, tmp_path, "--start", "home", "--mute-after-s", "12")
     try:
-        proc = run_engine("sequential", transport, ros_env, tmp_path, "max_steps=100000", "robot.max_state_age_s=0.5",
-                          "robot.topic_timeout_s=10")
+        proc = run_engine(
+            "sequential",
+            transport,
+            ros_env,
+            tmp_path,
+            "max_steps=100000",
+            "robot.max_state_age_s=0.5",
+            "robot.topic_timeout_s=10",
+        )
     finally:
         report = node.stop()
     assert proc.returncode == 3, f"expected the fault exit 3, got {proc.returncode}:\n{proc.stderr[-3000:]}"
@@ -155,8 +182,11 @@ def test_incompatible_qos_is_a_named_error(transport, ros_env, tmp_path):
     params.update(transport=transport, topic_timeout_s=4.0)
     robot = Ros2Robot(**params)
     try:
-        with pytest.raises(RobotError, match=r"joint_states \(joints\): 1 publisher\(s\) offering best_effort but QoS "
-                                             r"incompatible with this reliable subscription.*qos.reliability: best_effort"):
+        with pytest.raises(
+            RobotError,
+            match=r"joint_states \(joints\): 1 publisher\(s\) offering best_effort but QoS "
+            r"incompatible with this reliable subscription.*qos.reliability: best_effort",
+        ):
             robot.start()
     finally:
         robot.stop()
@@ -178,8 +208,13 @@ def test_engine_is_a_named_node_on_the_ros2_graph(transport, distro, ros_env, tm
     )
     try:
         ours.publisher("/igris_b/packy/target_joints", "JointState")
-        out = subprocess.run([node_python(distro), "-c", script], env=node_env(distro, ros_env), capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            [node_python(distro), "-c", script],
+            env=node_env(distro, ros_env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         ours.close()
     assert "'igris_b_engine'" in out.stdout, out.stdout + out.stderr[-2000:]
@@ -226,10 +261,23 @@ def test_rclpy_failing_callback_does_not_silence_the_transport(ros_env):
 
 def twin_cli(transport: str, env: dict, tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "robots.twin", "robot=igris_b", "cameras=none", "twin.duration_s=60",
-         "twin.start_pose=home", f"twin.transport={transport}", f"hydra.run.dir={tmp_path / 'twin'}",
-         "hydra/job_logging=disabled"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "robots.twin",
+            "robot=igris_b",
+            "cameras=none",
+            "twin.duration_s=60",
+            "twin.start_pose=home",
+            f"twin.transport={transport}",
+            f"hydra.run.dir={tmp_path / 'twin'}",
+            "hydra/job_logging=disabled",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -267,9 +315,23 @@ def test_images_at_rate_from_a_fast_dds_camera(transport, distro, reliability, r
 
     try:
         ours.subscribe("/cam/image_raw", "sensor_msgs/msg/Image", QosProfile("best_effort", 5), on_raw=on_image)
-        pub = subprocess.run([node_python(distro), str(IMAGE_NODE), "pub", "--topic", "/cam/image_raw", "--frames",
-                              str(FRAMES), "--reliability", reliability], env=node_env(distro, ros_env),
-                             capture_output=True, text=True, timeout=90)
+        pub = subprocess.run(
+            [
+                node_python(distro),
+                str(IMAGE_NODE),
+                "pub",
+                "--topic",
+                "/cam/image_raw",
+                "--frames",
+                str(FRAMES),
+                "--reliability",
+                reliability,
+            ],
+            env=node_env(distro, ros_env),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         time.sleep(0.5)
     finally:
         ours.close()
@@ -288,9 +350,25 @@ def test_images_at_rate_from_a_fast_dds_camera(transport, distro, reliability, r
 def test_images_at_rate_to_a_fast_dds_subscriber(transport, distro, reliability, ros_env, tmp_path):
     """The engine side (twin, recording) publishing frames -> a Fast DDS subscriber node (default settings)."""
     out = tmp_path / "frames.json"
-    node = subprocess.Popen([node_python(distro), str(IMAGE_NODE), "sub", "--topic", "/cam/image_raw",
-                             "--duration-s", "25", "--reliability", reliability, "--out", str(out)],
-                            env=node_env(distro, ros_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(
+        [
+            node_python(distro),
+            str(IMAGE_NODE),
+            "sub",
+            "--topic",
+            "/cam/image_raw",
+            "--duration-s",
+            "25",
+            "--reliability",
+            reliability,
+            "--out",
+            str(out),
+        ],
+        env=node_env(distro, ros_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     ours = make_transport(transport, node_name="camera_pub")
     img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     try:
@@ -314,7 +392,9 @@ def test_images_at_rate_to_a_fast_dds_subscriber(transport, distro, reliability,
     # socket buffer: 99-100% on a quiet machine thanks to the paced writers (unpaced: ~35%), but a receiver
     # starved of CPU still drops (94% at load 14 on 2 cores), so the bound here guards the pacing itself.
     bound = 0.95 if reliability == "reliable" else 0.80
-    assert got >= bound * FRAMES, f"{got} of {FRAMES} frames ({transport} -> {distro} {reliability}):\n{node_out[-1500:]}"
+    assert got >= bound * FRAMES, (
+        f"{got} of {FRAMES} frames ({transport} -> {distro} {reliability}):\n{node_out[-1500:]}"
+    )
 
 
 @pytest.mark.slow
@@ -326,11 +406,25 @@ def test_signal_ends_the_rclpy_engine_quickly(sig, ros_env, tmp_path, transport=
     flush, telemetry writer, interpreter exit; the same with the dds transport); the bound leaves room
     for a loaded CI machine."""
     node = Node("kilted", ros_env, tmp_path, "--start", "home")
-    cmd = [sys.executable, "-m", "inference", "robot=igris_b", "cameras=none", "policy=hold", "algorithm=sequential",
-           f"robot.transport={transport}", "robot.max_state_age_s=1.0", "robot.topic_timeout_s=15", "max_steps=100000",
-           "report=false", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
-    app = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ros_env}, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        "robot=igris_b",
+        "cameras=none",
+        "policy=hold",
+        "algorithm=sequential",
+        f"robot.transport={transport}",
+        "robot.max_state_age_s=1.0",
+        "robot.topic_timeout_s=15",
+        "max_steps=100000",
+        "report=false",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    app = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **ros_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and app.poll() is None and not (tmp_path / "run" / "ticks.csv").exists():

@@ -99,7 +99,9 @@ def test_published_commands_decode_with_rosbags_in_right_first_order(twin_and_ro
     raw = {"arms": [], "hands": []}
     try:
         listener.subscribe("/igris_b/packy/target_joints", "JointState", on_raw=lambda b, t: raw["arms"].append(b))
-        listener.subscribe("/igris_b/packy/finger_target", "Float32MultiArray", on_raw=lambda b, t: raw["hands"].append(b))
+        listener.subscribe(
+            "/igris_b/packy/finger_target", "Float32MultiArray", on_raw=lambda b, t: raw["hands"].append(b)
+        )
         time.sleep(0.3)  # discovery of the new reader
         robot.home()
         raw["arms"].clear()
@@ -148,8 +150,11 @@ def test_silent_topic_is_named_within_the_timeout(dds_env):
     twin = RobotTwin(cfg, mute=["fingers"]).start()
     robot = make_robot(cfg)
     try:
-        with pytest.raises(RobotError, match=r"no message within 3\.0 s on /igris_b/packy/finger_state \(fingers\): "
-                                             r"matched 1 publisher\(s\) \(best_effort\) but no data arrived") as err:
+        with pytest.raises(
+            RobotError,
+            match=r"no message within 3\.0 s on /igris_b/packy/finger_state \(fingers\): "
+            r"matched 1 publisher\(s\) \(best_effort\) but no data arrived",
+        ) as err:
             robot.start()  # "within 3.0 s": it gave up on its timeout (when, exactly, is the load's)
         assert "joint_states" not in str(err.value)  # only the silent one is named
         assert robot.transport is None  # start failed cleanly

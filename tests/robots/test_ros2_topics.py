@@ -20,7 +20,7 @@ from robots.ros2.topics import CommandTopic, StateTopic, load_seed_topics, parse
 CONF = Path(__file__).resolve().parents[2] / "conf" / "robot"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def layout(name: str) -> RobotLayout:
     return RobotLayout.from_config(OmegaConf.load(CONF / f"{name}.yaml"))
 
@@ -95,7 +95,10 @@ def test_too_short_message_is_an_error_not_zero_fill():
         (lambda c: c.update({"state_dim": 23}), "state keys add up to 24 values, state_dim is 23"),
         (lambda c: c.groups[0].update({"bogus": 1}), r"unknown keys \['bogus'\]"),
         (lambda c: c.topics.joints.update({"msg_type": "NoSuchMsg"}), "unknown ROS 2 message type"),
-        (lambda c: c.topics.joints.fields["/observation/joint_pos/left"].update({"attr": "data"}), "has no field 'data'"),
+        (
+            lambda c: c.topics.joints.fields["/observation/joint_pos/left"].update({"attr": "data"}),
+            "has no field 'data'",
+        ),
         (lambda c: c.groups[0].update({"home": [0] * 5}), "left_arm home: expected 6 values"),
         (lambda c: c.groups[0].update({"home": [500, 0, 0, 0, 0, 0]}), "home pose outside"),
         (lambda c: c.groups[2].pop("max_delta"), "needs max_delta"),
@@ -110,7 +113,9 @@ def test_bad_layout_names_the_problem(mutate, message):
 
 
 def test_action_dims_must_be_sent_once():
-    cfg = {"a": {"topic": "/a", "msg_type": "Float32MultiArray", "size": 2, "slots": [{"action": [0, 2], "slice": [0, 2]}]}}
+    cfg = {
+        "a": {"topic": "/a", "msg_type": "Float32MultiArray", "size": 2, "slots": [{"action": [0, 2], "slice": [0, 2]}]}
+    }
     with pytest.raises(ValueError, match=r"action dims \[2\] are not sent"):
         parse_command_topics(cfg, action_dim=3)
 

@@ -64,7 +64,7 @@ def test_rosbags_cdr_equals_cyclonedds_xcdr1(msg_type, msg):
     as_idl = idl_type(msg_type).deserialize(ours)  # CycloneDDS reads rosbags' bytes...
     theirs = as_idl.serialize(use_version_2=False)  # ...and writes XCDR1 little endian
     assert ours[:4] == b"\x00\x01\x00\x00"  # CDR_LE encapsulation, as ROS 2 sends
-    assert theirs[: len(ours)] == ours and set(theirs[len(ours):]) <= {0}
+    assert theirs[: len(ours)] == ours and set(theirs[len(ours) :]) <= {0}
     # and rosbags' own deserializer reads CycloneDDS's encoding back to the same message
     back = ROSBAGS.deserialize_cdr(theirs, msg_type)
     assert messages.serialize(back, msg_type) == ours
@@ -107,7 +107,7 @@ def test_plain_dds_reader_of_ros_type_reads_our_messages(dds_env):
         assert got[0].layout.dim[0].size == 12
     finally:
         ours.close()
-        del reader, dp
+        reader = dp = None  # drop the DDS entities now, before the participant's domain goes
 
 
 def test_best_effort_subscriber_matches_reliable_publisher(dds_env):
@@ -152,9 +152,21 @@ def test_twin_cli_in_another_process_is_heard_over_loopback(dds_env, tmp_path):
     """`python -m robots.twin` (the Hydra app) publishes joint states another process receives."""
     env = {**os.environ, **dds_env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robots.twin", "robot=igris_b", "twin.duration_s=30", "twin.start_pose=home",
-         f"hydra.run.dir={tmp_path}", "hydra/job_logging=disabled"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "robots.twin",
+            "robot=igris_b",
+            "twin.duration_s=30",
+            "twin.start_pose=home",
+            f"hydra.run.dir={tmp_path}",
+            "hydra/job_logging=disabled",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     t = make_transport("dds")
     try:

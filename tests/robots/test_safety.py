@@ -10,10 +10,15 @@ from robots.base import RobotSpec
 from robots.safety import SafetyFilter, make_safety_filter
 
 SPEC = RobotSpec(
-    name="t", hz=20, action_dim=4, state_dim=4,
+    name="t",
+    hz=20,
+    action_dim=4,
+    state_dim=4,
     joint_names=("a_waist", "a_elbow", "a_gripper", "hand_1"),
-    lower=np.array([-1.0, -2.0, 0.0, 0.0]), upper=np.array([1.0, 2.0, 1.0, 1.0]),
-    home=np.zeros(4), max_delta=np.array([0.1, 0.1, 0.2, 0.2]),
+    lower=np.array([-1.0, -2.0, 0.0, 0.0]),
+    upper=np.array([1.0, 2.0, 1.0, 1.0]),
+    home=np.zeros(4),
+    max_delta=np.array([0.1, 0.1, 0.2, 0.2]),
 )
 values = st.floats(allow_nan=True, allow_infinity=True, width=64)
 

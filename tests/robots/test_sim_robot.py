@@ -14,8 +14,7 @@ import pytest
 
 from robots.base import Robot, RobotError, StaleDataError
 from robots.cameras.base import FrameSpec
-from robots.sim import SimCamera, SimRobot
-from robots.sim import aloha
+from robots.sim import SimCamera, SimRobot, aloha
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H = 128, 96
@@ -25,8 +24,7 @@ SOURCES = {"head": "top", "left": "left_wrist", "right": "right_wrist"}
 def camera_factories(max_frame_age_s: float = 0.5, fps: float = 15.0) -> dict:
     """What the run object hands the robot: partials with (name, width, height, age) bound."""
     return {
-        name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=fps
-        )
+        name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=fps)
         for name, src in SOURCES.items()
     }
 
@@ -169,8 +167,11 @@ def test_realtime_runs_with_wall_clock_and_fresh_frames() -> None:
         steps = [first.info["step"]]
 
         def done() -> bool:
-            return (steps[-1] - steps[0] >= 20 and np.abs(last.state - first.state).max() > 0.05
-                    and all(idx[-1] - idx[0] >= 5 for idx in indices.values()))
+            return (
+                steps[-1] - steps[0] >= 20
+                and np.abs(last.state - first.state).max() > 0.05
+                and all(idx[-1] - idx[0] >= 5 for idx in indices.values())
+            )
 
         last, k, deadline = first, 0, time.monotonic() + 120.0  # a condition, not a duration
         while not done() and time.monotonic() < deadline:
@@ -259,8 +260,7 @@ def test_configs_instantiate_against_signatures() -> None:
     assert set(cams_cfg.devices) == set(SOURCES)
     cameras = {
         name: partial(
-            instantiate(node),
-            frames=FrameSpec(name, cams_cfg.width, cams_cfg.height, cams_cfg.max_frame_age_s),
+            instantiate(node), frames=FrameSpec(name, cams_cfg.width, cams_cfg.height, cams_cfg.max_frame_age_s)
         )
         for name, node in cams_cfg.devices.items()
     }
@@ -271,16 +271,13 @@ def test_configs_instantiate_against_signatures() -> None:
 
 
 def _run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_gl_backend_selection_in_a_fresh_process() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
     chosen = _run_python(
-        "import os, robots.gl as g; b = g.select_backend(); import mujoco; print(b, os.environ['MUJOCO_GL'])",
-        env,
+        "import os, robots.gl as g; b = g.select_backend(); import mujoco; print(b, os.environ['MUJOCO_GL'])", env
     )
     assert chosen.returncode == 0, chosen.stderr
     backend, exported = chosen.stdout.split()

@@ -43,7 +43,8 @@ def main() -> None:
     rclpy.init(context=ctx)
     node = rclpy.create_node("igris_b_driver", context=ctx)
     state_qos = QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=10,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=10,
         reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
     )
     base = f"/igris_b/{args.robot_id}"
@@ -57,8 +58,14 @@ def main() -> None:
     q_hands = list(home_hands) if args.start == "home" else [0.0] * 12
     target_arms, target_hands = list(q_arms), list(q_hands)
     lock = threading.Lock()
-    report = {"commands": 0, "hand_commands": 0, "names": None, "arm_commands": [], "reliability": args.reliability,
-              "rclpy": getattr(rclpy, "__file__", "")}
+    report = {
+        "commands": 0,
+        "hand_commands": 0,
+        "names": None,
+        "arm_commands": [],
+        "reliability": args.reliability,
+        "rclpy": getattr(rclpy, "__file__", ""),
+    }
 
     def on_arms(msg: JointState) -> None:
         with lock:
@@ -82,6 +89,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+
     def spin() -> None:
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.02)

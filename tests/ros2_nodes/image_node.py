@@ -40,7 +40,8 @@ def main() -> None:
     rclpy.init(context=ctx)
     node = rclpy.create_node(f"image_{args.mode}", context=ctx)
     qos = QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=10,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=10,
         reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
     )
     stop = threading.Event()

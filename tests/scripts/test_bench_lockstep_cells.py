@@ -11,8 +11,14 @@ from bench_lockstep import delay_sweep, horizon_sweep, plot_paper_figure  # noqa
 
 
 def _row(method: str, d: int, s: int | str, success: float = 0.5) -> dict:
-    return {"method": method, "delay_ticks": d, "execute_horizon": s, "success_rate": success, "episodes": 8,
-            "plan_jump_mean": 0.01 * d}
+    return {
+        "method": method,
+        "delay_ticks": d,
+        "execute_horizon": s,
+        "success_rate": success,
+        "episodes": 8,
+        "plan_jump_mean": 0.01 * d,
+    }
 
 
 def test_the_paper_protocol_splits_into_its_two_sweeps(tmp_path):

@@ -37,21 +37,38 @@ def test_a_resumed_report_keeps_its_hand_written_reading(tmp_path) -> None:
     report.write_text("# table\n\n| a |\n\n## The study's targets\n\n- x\n")
     assert _reading_sections(report) == []  # nothing hand-written
     report.write_text("# table\n\n| a |\n\n## Reading (written after the run)\n\ntext\n\n## Later\n\nmore\n")
-    assert _reading_sections(report) == ["", "## Reading (written after the run)", "", "text", "", "## Later", "",
-                                         "more"]
+    assert _reading_sections(report) == [
+        "",
+        "## Reading (written after the run)",
+        "",
+        "text",
+        "",
+        "## Later",
+        "",
+        "more",
+    ]
 
 
 def _row(method: str, guidance: str, d: int, success: float, disc: float, jump: float | str = "") -> dict:
-    return {"method": method, "guidance": guidance, "delay_ticks": d, "success_rate": success,
-            "discontinuity_mean": disc, "plan_jump_mean": jump}
+    return {
+        "method": method,
+        "guidance": guidance,
+        "delay_ticks": d,
+        "success_rate": success,
+        "discontinuity_mean": disc,
+        "plan_jump_mean": jump,
+    }
 
 
 def test_the_discontinuity_target_is_also_checked_on_the_jump_from_plan_where_the_rows_have_it() -> None:
     """The third target reads the boundary discontinuity, which keeps the ordinary per-tick step; the
     jump from plan leaves it out, so a method at the motion floor can miss the first and meet the
     second. Rows kept from before the column (blank) print no such line."""
-    rows = [_row("sync", "none", 0, 1.0, 0.09, 0.08), _row("naive", "none", 8, 1.0, 0.09, 0.06),
-            _row("rtc", "vjp", 8, 1.0, 0.045, 0.01)]
+    rows = [
+        _row("sync", "none", 0, 1.0, 0.09, 0.08),
+        _row("naive", "none", 8, 1.0, 0.09, 0.06),
+        _row("rtc", "vjp", 8, 1.0, 0.045, 0.01),
+    ]
     lines = goal_lines(rows)
     assert any(line.startswith("- Its mean discontinuity <= 1/3") and "**missed**" in line for line in lines)
     jump = next(line for line in lines if line.startswith("- The same on the jump from plan"))

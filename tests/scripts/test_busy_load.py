@@ -4,7 +4,6 @@ gone when it returns; the command's exit status is the script's. Conditions only
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +44,13 @@ def alive(pid: int) -> bool:
 
 
 def test_loops_spin_while_the_command_runs_and_are_gone_after() -> None:
-    out = subprocess.run([sys.executable, str(SCRIPT), "--procs", "2", "--", sys.executable, "-c", PROBE],
-                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--procs", "2", "--", sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 3, out.stderr  # the command's exit status, passed on
     seen = {int(pid): info for pid, info in json.loads(out.stdout.strip().splitlines()[-1]).items()}
     assert len(seen) == 2, seen
@@ -60,9 +64,22 @@ def test_loops_spin_while_the_command_runs_and_are_gone_after() -> None:
 
 
 def test_no_loops_and_a_command_killed_by_a_signal() -> None:
-    out = subprocess.run([sys.executable, str(SCRIPT), "--procs", "0", "--",
-                          sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--procs",
+            "0",
+            "--",
+            sys.executable,
+            "-c",
+            "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 128 + 15, out.stderr
 
 

@@ -48,12 +48,16 @@ def fake_time(monkeypatch):
         fake = FakeTime(overshoot_s)
         monkeypatch.setattr(clock_module, "time", fake)
         return fake
+
     return install
 
 
 @settings(max_examples=200, deadline=None)
-@given(period_s=st.sampled_from([0.005, 0.01, 0.02, 0.05]), spin_s=st.sampled_from([0.0003, 0.0005, 0.002]),
-       ticks=st.integers(1, 60))
+@given(
+    period_s=st.sampled_from([0.005, 0.01, 0.02, 0.05]),
+    spin_s=st.sampled_from([0.0003, 0.0005, 0.002]),
+    ticks=st.integers(1, 60),
+)
 def test_busy_wait_per_tick_is_the_spin_window_when_sleep_is_exact(period_s, spin_s, ticks) -> None:
     with pytest.MonkeyPatch.context() as mp:
         fake = FakeTime(overshoot_s=0.0)

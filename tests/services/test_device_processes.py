@@ -42,8 +42,11 @@ def wait_until(cond, timeout_s: float, step_s: float = 0.02) -> bool:
 
 # ------------------------------------------------------------------------------------ the ring
 @settings(max_examples=40, deadline=None)
-@given(slots=st.integers(2, 6), shape=st.tuples(st.integers(1, 4), st.integers(1, 5)),
-       writes=st.lists(st.integers(0, 255), min_size=0, max_size=20))
+@given(
+    slots=st.integers(2, 6),
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 5)),
+    writes=st.lists(st.integers(0, 255), min_size=0, max_size=20),
+)
 def test_ring_newest_is_the_last_complete_write(slots, shape, writes) -> None:
     fields = {"image": (shape, "uint8")}
     ring = ShmRing.create(fields, slots, tag="test")
@@ -154,8 +157,13 @@ def test_history_copy_of_a_zero_copy_frame_is_one_copy_and_a_rewritten_slot_is_a
             frame.owned()
         longer = ObservationHistory(num_img_obs=2)  # keeps frames across ticks: takes its own copies
         n, capture, receive, index, view = ring.view_newest("image")
-        longer.push(Observation(state=np.zeros(2, np.float32), timestamp=1.0,
-                                images={"head": Frame(view, capture, receive, index, partial(ring.intact, n))}))
+        longer.push(
+            Observation(
+                state=np.zeros(2, np.float32),
+                timestamp=1.0,
+                images={"head": Frame(view, capture, receive, index, partial(ring.intact, n))},
+            )
+        )
         assert longer._frames["head"][-1].intact_check is None
     finally:
         ring.close()
@@ -180,8 +188,10 @@ def test_camera_process_read_is_a_view_of_its_ring_and_its_last_frame_outlives_s
 # ------------------------------------------------------------------------------------ sim devices
 def sim_cameras(max_frame_age_s: float = 30.0) -> dict:
     """Generous frame ages: staleness has its own tests; here a starved host must not trip it."""
-    return {name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=15)
-            for name, src in {"head": "top", "left": "left_wrist"}.items()}
+    return {
+        name: partial(SimCamera, frames=FrameSpec(name, W, H, max_frame_age_s), source=src, fps=15)
+        for name, src in {"head": "top", "left": "left_wrist"}.items()
+    }
 
 
 def sim_blocks(robot: SimRobot) -> list[str]:
@@ -215,8 +225,11 @@ def test_sim_devices_run_in_processes_and_leave_no_shared_memory() -> None:
         k, obs = 0, first
 
         def moved_and_rendered() -> bool:
-            return (obs.info["step"] > first.info["step"] and np.abs(obs.state - first.state).max() > 1e-3
-                    and all(f.index > first.images[n].index for n, f in obs.images.items()))
+            return (
+                obs.info["step"] > first.info["step"]
+                and np.abs(obs.state - first.state).max() > 1e-3
+                and all(f.index > first.images[n].index for n, f in obs.images.items())
+            )
 
         deadline = time.monotonic() + 120.0
         while not moved_and_rendered() and time.monotonic() < deadline:
@@ -307,8 +320,13 @@ if __name__ == "__main__":
 def test_kill_9_of_the_control_process_leaves_no_device_and_no_shared_memory(tmp_path) -> None:
     script = tmp_path / "control.py"
     script.write_text(CONTROL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     try:
         line = proc.stdout.readline().split()
         assert len(line) == 4, "control script did not start its devices"

@@ -44,7 +44,9 @@ def test_an_interpreter_with_lerobot_and_the_engine_module_gives_its_version(sta
 
 def test_a_missing_engine_module_is_named(stand_in_lerobot: None) -> None:
     pytest.importorskip("torch")
-    with pytest.raises(ValueError, match=r"this engine's services\.no_such_writer \(cannot import services\.no_such_writer\)"):
+    with pytest.raises(
+        ValueError, match=r"this engine's services\.no_such_writer \(cannot import services\.no_such_writer\)"
+    ):
         probe_python(sys.executable, "services.no_such_writer")
 
 

@@ -33,19 +33,47 @@ def test_recorded_run_loads_and_trains_with_lerobot(lerobot_python, tmp_path):
     records (summary.json, inferences.csv)."""
     ticks, episodes = 180, 2
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "inference", "robot=sim", "cameras=sim", "policy=scripted",
-                           "algorithm=sequential", "robot.realtime=false", "record=lerobot",
-                           f"record.python={lerobot_python}", "record.prompt='transfer the cube'", f"max_steps={ticks}",
-                           f"episodes={episodes}", "safety.max_delta_deg=2", "report=false",
-                           f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inference",
+            "robot=sim",
+            "cameras=sim",
+            "policy=scripted",
+            "algorithm=sequential",
+            "robot.realtime=false",
+            "record=lerobot",
+            f"record.python={lerobot_python}",
+            "record.prompt='transfer the cube'",
+            f"max_steps={ticks}",
+            f"episodes={episodes}",
+            "safety.max_delta_deg=2",
+            "report=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     root = run_dir / "lerobot_dataset"
-    print("summary:", summary.get("ticks"), summary.get("successes"), summary.get("lerobot_recorded"),
-          summary.get("recording_dropped"))
-    probe = subprocess.run([str(lerobot_python), str(REPO / "tests/lerobot_probe.py"), "dataset", str(root)],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    print(
+        "summary:",
+        summary.get("ticks"),
+        summary.get("successes"),
+        summary.get("lerobot_recorded"),
+        summary.get("recording_dropped"),
+    )
+    probe = subprocess.run(
+        [str(lerobot_python), str(REPO / "tests/lerobot_probe.py"), "dataset", str(root)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
     ds = json.loads(probe.stdout.strip().splitlines()[-1])
     print("LeRobotDataset:", {k: v for k, v in ds.items() if not isinstance(v, list) or len(v) < 20})
@@ -57,7 +85,7 @@ def test_recorded_run_loads_and_trains_with_lerobot(lerobot_python, tmp_path):
     assert ds["state"] == [14] and ds["action"] == [14] and ds["task"] == "transfer the cube"
     # episode boundaries and outcome: one done frame per episode, its last; success as the run scored it
     ends = [i for i, d in enumerate(ds["next.done"]) if d]
-    assert ends == [sum(lengths[:e + 1]) - 1 for e in range(episodes)], (ends, lengths)
+    assert ends == [sum(lengths[: e + 1]) - 1 for e in range(episodes)], (ends, lengths)
     assert ds["episode_index"] == [e for e in range(episodes) for _ in range(lengths[e])]
     assert summary["successes"] >= 1  # so the success column is exercised
     assert sum(ds["next.success"]) == summary["successes"]
@@ -80,13 +108,37 @@ def test_recorded_run_loads_and_trains_with_lerobot(lerobot_python, tmp_path):
     assert all(times[i] <= times[i + 1] for i in range(len(times) - 1) if not ds["next.done"][i])
     out = tmp_path / "train"
     train = subprocess.run(
-        [str(lerobot_python), "-m", "lerobot.scripts.lerobot_train", "--dataset.repo_id=local/rollouts",
-         f"--dataset.root={root}", "--policy.type=act", "--policy.device=cpu", "--policy.push_to_hub=false",
-         "--policy.pretrained_backbone_weights=null", "--policy.dim_model=32", "--policy.n_heads=2",
-         "--policy.dim_feedforward=64", "--policy.n_encoder_layers=1", "--policy.n_decoder_layers=1",
-         "--policy.chunk_size=10", "--policy.n_action_steps=10", "--steps=3", "--batch_size=2", "--num_workers=0",
-         "--log_freq=1", "--save_checkpoint=false", "--wandb.enable=false", f"--output_dir={out}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            str(lerobot_python),
+            "-m",
+            "lerobot.scripts.lerobot_train",
+            "--dataset.repo_id=local/rollouts",
+            f"--dataset.root={root}",
+            "--policy.type=act",
+            "--policy.device=cpu",
+            "--policy.push_to_hub=false",
+            "--policy.pretrained_backbone_weights=null",
+            "--policy.dim_model=32",
+            "--policy.n_heads=2",
+            "--policy.dim_feedforward=64",
+            "--policy.n_encoder_layers=1",
+            "--policy.n_decoder_layers=1",
+            "--policy.chunk_size=10",
+            "--policy.n_action_steps=10",
+            "--steps=3",
+            "--batch_size=2",
+            "--num_workers=0",
+            "--log_freq=1",
+            "--save_checkpoint=false",
+            "--wandb.enable=false",
+            f"--output_dir={out}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     print(train.stdout[-1500:], train.stderr[-1500:])
     assert train.returncode == 0, train.stderr[-3000:]
     assert "step:3" in (train.stdout + train.stderr).replace(" ", "") or "step: 3" in train.stdout + train.stderr

@@ -83,7 +83,11 @@ def test_a_child_process_logs_like_its_parent(root_handlers, tmp_path, capfd):
     err = capfd.readouterr().err.splitlines()
     assert err == ["outputs in /x", "a warning"]
     assert (tmp_path / "app.log").read_text().splitlines() == [
-        "start-up detail", "outputs in /x", "a warning", "the one error line"]
+        "start-up detail",
+        "outputs in /x",
+        "a warning",
+        "the one error line",
+    ]
 
 
 def test_file_handlers_are_not_consoles(tmp_path):

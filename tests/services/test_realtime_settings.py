@@ -25,30 +25,41 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_py(code: str, prefix: list[str] = ()) -> dict:
     """Run ``code`` in a fresh interpreter (settings never touch the test process); it prints JSON."""
-    out = subprocess.run([*prefix, sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return {"report": json.loads(out.stdout.strip().splitlines()[-1]), "stderr": out.stderr}
 
 
 def fifo_permitted() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"],
-                           capture_output=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
-@pytest.mark.parametrize("override, key", [
-    ("realtime.control_priority=100", "realtime.control_priority"),
-    ("realtime.control_priority=-1", "realtime.control_priority"),
-    ("realtime.fifo_spin_s=0.002", "realtime.fifo_spin_s"),
-    ("realtime.spin_s=0.5", "realtime.spin_s"),
-    ("realtime.switch_interval_s=0", "realtime.switch_interval_s"),
-    ("realtime.control_cpus=[-1]", "realtime.control_cpus"),
-    ("realtime.control_cpus=[]", "realtime.control_cpus"),
-    ("realtime.mlockall=maybe", "realtime.mlockall"),
-    ("realtime.device_nice=-21", "realtime.device_nice"),
-    ("+realtime.nice=3", "realtime.nice"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("realtime.control_priority=100", "realtime.control_priority"),
+        ("realtime.control_priority=-1", "realtime.control_priority"),
+        ("realtime.fifo_spin_s=0.002", "realtime.fifo_spin_s"),
+        ("realtime.spin_s=0.5", "realtime.spin_s"),
+        ("realtime.switch_interval_s=0", "realtime.switch_interval_s"),
+        ("realtime.control_cpus=[-1]", "realtime.control_cpus"),
+        ("realtime.control_cpus=[]", "realtime.control_cpus"),
+        ("realtime.mlockall=maybe", "realtime.mlockall"),
+        ("realtime.device_nice=-21", "realtime.device_nice"),
+        ("+realtime.nice=3", "realtime.nice"),
+    ],
+)
 def test_out_of_range_settings_fail_at_start_naming_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match="^" + re.escape(key) + ": "):
         compose_run([override])
@@ -110,8 +121,11 @@ def test_applied_as_permitted_reported_and_undone() -> None:
     # at SCHED_FIFO the clock sleeps to fifo_spin_s (0.3 ms) before the deadline: 3% of 10 ms ticks
     # (that share: test_deadline_clock_spin.py on a fake clock)
     assert out["spin_s"] == RealtimeConfig().fifo_spin_s == 0.0003 and control["clock_spin_s"] == 0.0003
-    assert out["after"] == {"cpus": sorted(os.sched_getaffinity(0)), "policy": "SCHED_OTHER",
-                            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+    assert out["after"] == {
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "policy": "SCHED_OTHER",
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    }
 
 
 def test_sched_other_clock_spins_longer_than_the_fifo_clock() -> None:
@@ -133,8 +147,12 @@ def test_not_permitted_falls_back_and_says_so() -> None:
     assert control["affinity"]["applied"] is False and control["affinity"]["cpus"] == sorted(os.sched_getaffinity(0))
     # the fallback clock busy-waits instead (SCHED_OTHER sleeps overshoot)
     assert control["clock_spin_s"] == RealtimeConfig().spin_s
-    for word in ("SCHED_FIFO priority 50 not permitted", "mlockall not permitted", "affinity [4096] not applied",
-                 "nice -5 for sim-physics not permitted"):
+    for word in (
+        "SCHED_FIFO priority 50 not permitted",
+        "mlockall not permitted",
+        "affinity [4096] not applied",
+        "nice -5 for sim-physics not permitted",
+    ):
         assert word in out["stderr"]
 
 

@@ -24,7 +24,16 @@ def test_every_field_a_sink_reads_is_a_field_of_the_robot_class(protocol: Any, c
 def test_what_a_robot_reads_is_what_a_sink_takes() -> None:
     frame = Frame(np.zeros((3, 2, 2), np.uint8), capture_time=1.0, receive_time=1.5)
     obs = Observation(state=np.zeros(2, np.float32), images={"top": frame}, timestamp=2.0, info={"success": False})
-    spec = RobotSpec(name="r", hz=20.0, action_dim=1, state_dim=2, joint_names=("j",), lower=[-1], upper=[1],
-                     home=[0], max_delta=[0.1])
+    spec = RobotSpec(
+        name="r",
+        hz=20.0,
+        action_dim=1,
+        state_dim=2,
+        joint_names=("j",),
+        lower=[-1],
+        upper=[1],
+        home=[0],
+        max_delta=[0.1],
+    )
     assert isinstance(frame, FrameLike) and isinstance(obs, ObservationLike) and isinstance(spec, RobotSpecLike)
     assert not isinstance(object(), ObservationLike)

@@ -24,13 +24,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCKSTEP = ["robot.realtime=false", "algorithm=sequential", "policy=scripted", "report=false"]
-_ADDR = re.compile(r"sa_family=(AF_INET6?),\s*sin6?_port=htons\((\d+)\),\s*(?:sin6_flowinfo=\S+,\s*)?"
-                   r"(?:inet_pton\(AF_INET6?,\s*\"([^\"]+)\"|sin_addr=inet_addr\(\"([^\"]+)\"\))")
+_ADDR = re.compile(
+    r"sa_family=(AF_INET6?),\s*sin6?_port=htons\((\d+)\),\s*(?:sin6_flowinfo=\S+,\s*)?"
+    r"(?:inet_pton\(AF_INET6?,\s*\"([^\"]+)\"|sin_addr=inet_addr\(\"([^\"]+)\"\))"
+)
 NET_CALLS = "connect,sendto,sendmsg,sendmmsg"
 # the real-time run must end with all its ticks on a busy 2-core machine too (this checks the records,
 # not faults): slow inference and late frames are tolerated, as in benchmarks/bench_realtime.py
-LOADED_MACHINE = ["algorithm.max_chunk_jump=null", "algorithm.inference_timeout_s=60", "cameras.max_frame_age_s=5",
-                  "robot.max_state_age_s=5"]
+LOADED_MACHINE = [
+    "algorithm.max_chunk_jump=null",
+    "algorithm.inference_timeout_s=60",
+    "cameras.max_frame_age_s=5",
+    "robot.max_state_age_s=5",
+]
 
 
 def network_attempts(strace_log: str) -> list[str]:
@@ -46,13 +52,15 @@ def network_attempts(strace_log: str) -> list[str]:
 
 
 def test_parser_flags_dns_and_off_host_connects_only():
-    lines = "\n".join([
-        '12 connect(6, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.255.255.53")}, 16) = 0',
-        '12 connect(7, {sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr("127.0.0.1")}, 16) = 0',
-        '12 connect(8, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), '
-        'inet_pton(AF_INET6, "2606:4700::1", &sin6_addr), sin6_scope_id=0}, 28) = -1 ENETUNREACH',
-        '12 connect(9, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT',
-    ])
+    lines = "\n".join(
+        [
+            '12 connect(6, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.255.255.53")}, 16) = 0',
+            '12 connect(7, {sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr("127.0.0.1")}, 16) = 0',
+            "12 connect(8, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), "
+            'inet_pton(AF_INET6, "2606:4700::1", &sin6_addr), sin6_scope_id=0}, 28) = -1 ENETUNREACH',
+            '12 connect(9, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT',
+        ]
+    )
     bad = network_attempts(lines)
     assert len(bad) == 2 and "10.255.255.53" in bad[0] and "2606:4700::1" in bad[1]
 
@@ -70,9 +78,22 @@ def _without_wandb_vars() -> dict[str, str]:
 def test_lockstep_wandb_run_makes_no_network_attempt(tmp_path):
     log, run_dir = tmp_path / "strace.txt", tmp_path / "run"
     proc = subprocess.run(
-        [*_strace(log), sys.executable, "-m", "inference", *LOCKSTEP, "logger=wandb", "record=mcap",
-         "max_steps=40", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=_without_wandb_vars(), capture_output=True, text=True, timeout=300,
+        [
+            *_strace(log),
+            sys.executable,
+            "-m",
+            "inference",
+            *LOCKSTEP,
+            "logger=wandb",
+            "record=mcap",
+            "max_steps=40",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=_without_wandb_vars(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((run_dir / "wandb_files").rglob("run-*.wandb")), "no offline W&B run was written"
@@ -87,13 +108,29 @@ def test_default_app_with_wandb_and_mcap_is_offline_and_records_every_tick(tmp_p
     """The default app with W&B and recording (sim, flow policy, RTC, in real time), no W&B variable set: no network
     attempt, and the bag and the W&B run hold one message per tick / per chunk."""
     from mcap.reader import make_reader
+
     from tests.wandb_records import history_and_summary
 
     log, run_dir = tmp_path / "strace.txt", tmp_path / "run"
     proc = subprocess.run(
-        [*_strace(log), sys.executable, "-m", "inference", "logger=wandb", "record=mcap", "max_steps=120",
-         "algorithm.stop_on_success=false", "report=false", *LOADED_MACHINE, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=_without_wandb_vars(), capture_output=True, text=True, timeout=300,
+        [
+            *_strace(log),
+            sys.executable,
+            "-m",
+            "inference",
+            "logger=wandb",
+            "record=mcap",
+            "max_steps=120",
+            "algorithm.stop_on_success=false",
+            "report=false",
+            *LOADED_MACHINE,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=_without_wandb_vars(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     traced = log.read_text()

@@ -37,9 +37,12 @@ def test_ring_round_trips_records_across_many_wraps():
     try:
         sent, got, full = [], [], 0
         for i in range(2000):
-            arrays = [rng.standard_normal(rng.integers(0, 40)).astype(np.float32),
-                      rng.integers(0, 255, size=(3, rng.integers(1, 6), 4), dtype=np.uint8),
-                      np.array([i], np.int64), np.array([True, False])]
+            arrays = [
+                rng.standard_normal(rng.integers(0, 40)).astype(np.float32),
+                rng.integers(0, 255, size=(3, rng.integers(1, 6), 4), dtype=np.uint8),
+                np.array([i], np.int64),
+                np.array([True, False]),
+            ]
             if not ring.put(i % 7, arrays):  # full: the reader frees it, then the record fits
                 full += 1
                 got += _drain_all(ring)
@@ -81,12 +84,14 @@ def test_full_ring_drops_and_counts_without_waiting():
 
 def _old_csv(fields, records) -> str:
     """What the threaded writer wrote: DictWriter over _plain values (numpy -> Python, bool -> int)."""
+
     def plain(v):
         if isinstance(v, (bool, np.bool_)):
             return int(v)
         if isinstance(v, (np.floating, np.integer)):
             return v.item()
         return v
+
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     w.writeheader()
@@ -97,14 +102,42 @@ def _old_csv(fields, records) -> str:
 
 def test_files_keep_their_columns_and_values(tmp_path):
     rng = np.random.default_rng(1)
-    ticks = [{"episode": 0, "tick": i, "t_sched": 0.05 * i, "t_actual": 0.05 * i + rng.random() * 1e-3,
-              "period_error_ms": np.float64(rng.random()), "read_ms": np.float32(rng.random()),
-              "compute_ms": rng.random(), "send_ms": 0.0, "chunk_id": None if i < 2 else np.int64(i // 5),
-              "chunk_index": i % 5, "underrun": False, "held": np.bool_(i == 3), "rejected": 0,
-              "extra_key": "ignored"} for i in range(50)]
-    infs = [{"episode": 0, "chunk_id": c, "t_start": 1.0 * c, "t_end": 1.1 * c, "latency_ms": 100.0 + c,
-             "d_estimate": 3, "d_actual": None, "s": 5, "guidance": "vjp", "discontinuity": "",
-             "stale": 0, "rejected": 0} for c in range(4)]
+    ticks = [
+        {
+            "episode": 0,
+            "tick": i,
+            "t_sched": 0.05 * i,
+            "t_actual": 0.05 * i + rng.random() * 1e-3,
+            "period_error_ms": np.float64(rng.random()),
+            "read_ms": np.float32(rng.random()),
+            "compute_ms": rng.random(),
+            "send_ms": 0.0,
+            "chunk_id": None if i < 2 else np.int64(i // 5),
+            "chunk_index": i % 5,
+            "underrun": False,
+            "held": np.bool_(i == 3),
+            "rejected": 0,
+            "extra_key": "ignored",
+        }
+        for i in range(50)
+    ]
+    infs = [
+        {
+            "episode": 0,
+            "chunk_id": c,
+            "t_start": 1.0 * c,
+            "t_end": 1.1 * c,
+            "latency_ms": 100.0 + c,
+            "d_estimate": 3,
+            "d_actual": None,
+            "s": 5,
+            "guidance": "vjp",
+            "discontinuity": "",
+            "stale": 0,
+            "rejected": 0,
+        }
+        for c in range(4)
+    ]
     telemetry = Telemetry(tmp_path, period_s=0.05)
     for r in ticks:
         telemetry.tick(r)
@@ -153,8 +186,7 @@ def test_control_process_gets_no_thread_and_no_import_on_the_first_ticks(tmp_pat
     modules_before = set(sys.modules)
     image = np.random.default_rng(0).integers(0, 255, (3, 48, 64), dtype=np.uint8)
     for tick in range(20):
-        obs = SimpleNamespace(timestamp=time.monotonic(), state=np.zeros(14),
-                              images={c: _frame(image) for c in cams})
+        obs = SimpleNamespace(timestamp=time.monotonic(), state=np.zeros(14), images={c: _frame(image) for c in cams})
         recorder.observation(obs)
         telemetry.tick({"episode": 0, "tick": tick, "period_error_ms": 0.1, "chunk_id": 0})
         telemetry.command(0, tick, np.zeros(14), obs.state)
@@ -169,9 +201,13 @@ def test_control_process_gets_no_thread_and_no_import_on_the_first_ticks(tmp_pat
     recorded = recorder.close()
     summary = telemetry.close()
     assert summary["ticks"] == 20 and summary["inferences"] == 2
-    assert recorded["recorded"] == {"/observation/joint_states": 20, "/observation/head/image/compressed": 20,
-                                    "/observation/left/image/compressed": 20, "/command/joint_states": 20,
-                                    "/policy/chunk": 2}
+    assert recorded["recorded"] == {
+        "/observation/joint_states": 20,
+        "/observation/head/image/compressed": 20,
+        "/observation/left/image/compressed": 20,
+        "/command/joint_states": 20,
+        "/policy/chunk": 2,
+    }
     assert recorded["recording_dropped"] == 0
 
 
@@ -188,8 +224,13 @@ os.killpg(0, signal.SIGKILL)  # this process and its group (multiprocessing's re
 
 
 def test_writer_keeps_every_record_when_the_control_process_is_killed(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", _KILLED.format(root=str(ROOT), run_dir=str(tmp_path))],
-                          capture_output=True, text=True, timeout=120, start_new_session=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED.format(root=str(ROOT), run_dir=str(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     writer_pid, ring_name = proc.stdout.split()
     deadline = time.monotonic() + 120
@@ -199,8 +240,9 @@ def test_writer_keeps_every_record_when_the_control_process_is_killed(tmp_path):
     assert summary["ticks"] == 100 and "control process ended" in summary["fault"]
     with (tmp_path / "ticks.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 100
-    while time.monotonic() < deadline and (Path(f"/proc/{writer_pid}").exists()
-                                           or Path(f"/dev/shm/{ring_name}").exists()):
+    while time.monotonic() < deadline and (
+        Path(f"/proc/{writer_pid}").exists() or Path(f"/dev/shm/{ring_name}").exists()
+    ):
         time.sleep(0.1)
     assert not Path(f"/proc/{writer_pid}").exists(), "writer process outlived its control process"
     assert not Path(f"/dev/shm/{ring_name}").exists(), "ring left in /dev/shm"

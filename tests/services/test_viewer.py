@@ -61,8 +61,17 @@ def index(batches: list, name: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def viewed_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("viewed")
-    run = compose_run([*LOCKSTEP, "viewer=rerun", "viewer.serve=false", "record=mcap", "max_steps=80",
-                       "algorithm.execute_horizon=20"], run_dir)
+    run = compose_run(
+        [
+            *LOCKSTEP,
+            "viewer=rerun",
+            "viewer.serve=false",
+            "record=mcap",
+            "max_steps=80",
+            "algorithm.execute_horizon=20",
+        ],
+        run_dir,
+    )
     summary = run.execute()
     return run_dir, summary, run.make_robot().spec
 
@@ -96,7 +105,9 @@ def test_rrd_reads_back_one_image_per_frame_one_chunk_per_inference_joints_per_t
     chunk_rows = entities["/chunks"]
     assert rows(chunk_rows) == len(accepted) == summary["inferences"] > 0
     saved = np.load(run_dir / "chunks.npz")
-    tensors = [t for _, t in sorted(zip(index(chunk_rows, "tick"), column(chunk_rows, "Tensor:data")), key=lambda x: x[0])]
+    tensors = [
+        t for _, t in sorted(zip(index(chunk_rows, "tick"), column(chunk_rows, "Tensor:data")), key=lambda x: x[0])
+    ]
     for i, (tensor,) in enumerate(tensors):
         buffer = tensor["buffer"][1] if isinstance(tensor["buffer"], tuple) else tensor["buffer"]
         assert np.allclose(np.asarray(buffer, np.float64).reshape(saved["chunk"][i].shape), saved["chunk"][i])
@@ -114,13 +125,21 @@ def test_rrd_reads_back_one_image_per_frame_one_chunk_per_inference_joints_per_t
         # on different ones, a clear after each chunk's last step), not one entity per chunk
         lines = sorted(p for p in entities if p.startswith(f"/joints/{joint}/chunk/"))
         assert 1 < len(lines) < len(accepted), lines
-        drawn = {p: dict(zip(index(scalar_batches(entities[p]), "tick"),
-                             (v[0] for v in column(scalar_batches(entities[p]), "Scalars:scalars")))) for p in lines}
+        drawn = {
+            p: dict(
+                zip(
+                    index(scalar_batches(entities[p]), "tick"),
+                    (v[0] for v in column(scalar_batches(entities[p]), "Scalars:scalars")),
+                )
+            )
+            for p in lines
+        }
         assert sum(map(len, drawn.values())) == sum(c.shape[0] for c in saved["chunk"])
         for c, start in zip(saved["chunk"], saved["start_tick"]):
             span = range(int(start), int(start) + c.shape[0])
-            assert any(all(t in line and np.isclose(line[t], v) for t, v in zip(span, c[:, j]))
-                       for line in drawn.values()), (joint, int(start))
+            assert any(
+                all(t in line and np.isclose(line[t], v) for t, v in zip(span, c[:, j])) for line in drawn.values()
+            ), (joint, int(start))
         clears = sum(rows([b for b in entities[p] if "Scalars:scalars" not in b.schema.names]) for p in lines)
         assert clears == len(accepted)
     traj = np.load(run_dir / "trajectory.npz")
@@ -166,11 +185,14 @@ def test_viewer_none_is_the_default_and_changes_nothing(tmp_path):
     assert isinstance(run.make_recorder(), NullRecorder)  # no wrapper, no ring, no process
 
 
-@pytest.mark.parametrize("override, message", [
-    ("viewer.jpeg_quality=0", "viewer.jpeg_quality: 0 must be >= 1"),
-    ("viewer.web_port=70000", "viewer.web_port: 70000 must be <= 65535"),
-    ("viewer.image_encoding=png", "viewer.image_encoding: 'png' is not one of"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("viewer.jpeg_quality=0", "viewer.jpeg_quality: 0 must be >= 1"),
+        ("viewer.web_port=70000", "viewer.web_port: 70000 must be <= 65535"),
+        ("viewer.image_encoding=png", "viewer.image_encoding: 'png' is not one of"),
+    ],
+)
 def test_viewer_knobs_fail_as_config_errors_before_anything_starts(tmp_path, override, message):
     run_dir = tmp_path / "run"
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -210,10 +232,24 @@ def test_a_frozen_viewer_process_costs_the_run_no_tick(tmp_path):
     ring fills and drops (counted in summary.json), and the .rrd it finishes afterwards is readable."""
     run_dir, out = tmp_path / "run", tmp_path / "app.out"
     ticks = 300
-    cmd = [sys.executable, "-m", "inference", "viewer=rerun", "viewer.serve=false", "viewer.queue_size=200",
-           "policy=scripted", f"max_steps={ticks}", "report=false", "algorithm.stop_on_success=false",
-           "algorithm.max_chunk_jump=null", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
-           "robot.start_timeout_s=120", "algorithm.startup_timeout_s=600", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        "viewer=rerun",
+        "viewer.serve=false",
+        "viewer.queue_size=200",
+        "policy=scripted",
+        f"max_steps={ticks}",
+        "report=false",
+        "algorithm.stop_on_success=false",
+        "algorithm.max_chunk_jump=null",
+        "cameras.max_frame_age_s=5",
+        "robot.max_state_age_s=5",
+        "robot.start_timeout_s=120",
+        "algorithm.startup_timeout_s=600",
+        f"hydra.run.dir={run_dir}",
+    ]
     with out.open("w") as f:
         app = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     pid = None

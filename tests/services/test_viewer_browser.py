@@ -22,20 +22,31 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  # the wasm viewer draws with WebGL: a software rasterizer, there being no GPU
-                  "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # the wasm viewer draws with WebGL: a software rasterizer, there being no GPU
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 WINDOW = (1600, 1000)
-MAX_STEPS = 6000  # 5 min at 20 Hz: the run outlasts the wait for the viewer on a loaded machine (stopped after the shot)
+MAX_STEPS = (
+    6000  # 5 min at 20 Hz: the run outlasts the wait for the viewer on a loaded machine (stopped after the shot)
+)
 
 
 def chromium() -> str | None:
@@ -49,9 +60,18 @@ class Browser:
         self.port = port
         self.profile = tempfile.mkdtemp(prefix="chromium-")
         self.proc = subprocess.Popen(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={port}",
-             "--remote-debugging-address=127.0.0.1", f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--remote-debugging-port={port}",
+                "--remote-debugging-address=127.0.0.1",
+                f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -92,7 +112,7 @@ class Browser:
                     # ask again rather than hang; the reply to a call given up on is skipped by call()
                     try:
                         shot = await asyncio.wait_for(call("Page.captureScreenshot", format="png"), timeout=30)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue
                     png = base64.b64decode(shot["result"]["data"])
                     if ready(png):
@@ -122,8 +142,10 @@ def _wait_for_url(log_path: Path, proc: subprocess.Popen, timeout_s: float) -> s
         if found:
             return found.group(1)
         time.sleep(0.5)
-    raise AssertionError(f"no 'live view:' URL in the app's output (exit {proc.poll()}):\n"
-                         + (log_path.read_text()[-3000:] if log_path.is_file() else ""))
+    raise AssertionError(
+        f"no 'live view:' URL in the app's output (exit {proc.poll()}):\n"
+        + (log_path.read_text()[-3000:] if log_path.is_file() else "")
+    )
 
 
 def _ticks_so_far(run_dir: Path) -> int:
@@ -141,11 +163,25 @@ def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
     policy = os.environ.get("VIEWER_TEST_POLICY", "scripted")
     run_dir = tmp_path / "run"
     out = tmp_path / "app.out"
-    cmd = [sys.executable, "-m", "inference", "viewer=rerun", "viewer.web_port=0", "viewer.grpc_port=0",
-           f"policy={policy}", f"max_steps={MAX_STEPS}", "report=false", "algorithm.stop_on_success=false",
-           "algorithm.max_chunk_jump=null", "cameras.max_frame_age_s=5", "robot.max_state_age_s=5",
-           "algorithm.inference_timeout_s=60", "robot.start_timeout_s=120", "algorithm.startup_timeout_s=600",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inference",
+        "viewer=rerun",
+        "viewer.web_port=0",
+        "viewer.grpc_port=0",
+        f"policy={policy}",
+        f"max_steps={MAX_STEPS}",
+        "report=false",
+        "algorithm.stop_on_success=false",
+        "algorithm.max_chunk_jump=null",
+        "cameras.max_frame_age_s=5",
+        "robot.max_state_age_s=5",
+        "algorithm.inference_timeout_s=60",
+        "robot.start_timeout_s=120",
+        "algorithm.startup_timeout_s=600",
+        f"hydra.run.dir={run_dir}",
+    ]
     with out.open("w") as f:
         app = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     browser = None
@@ -207,19 +243,22 @@ def _assert_shows_cameras_and_plots(image: np.ndarray, path: Path) -> None:
     h, w = image.shape[:2]
     left = int(w * 1.1 / 2.1)  # the blueprint's column shares: [1.1, 1.0]
     for i in range(3):
-        view = image[int(0.18 * h):int(0.36 * h), i * left // 3 + 10:(i + 1) * left // 3 - 10]
+        view = image[int(0.18 * h) : int(0.36 * h), i * left // 3 + 10 : (i + 1) * left // 3 - 10]
         grey = cv2.cvtColor(view, cv2.COLOR_BGR2GRAY)
         levels, contrast = len(np.unique(grey // 16)), float(grey.std())
-        assert levels >= 5 and contrast > 12, f"camera view {i} looks empty ({levels} grey levels, std {contrast:.1f}): {path}"
-    plots = image[int(0.06 * h):int(0.92 * h), left + 10:].astype(np.int16)
+        assert levels >= 5 and contrast > 12, (
+            f"camera view {i} looks empty ({levels} grey levels, std {contrast:.1f}): {path}"
+        )
+    plots = image[int(0.06 * h) : int(0.92 * h), left + 10 :].astype(np.int16)
 
     def near(color: tuple) -> int:
         return int(np.sum(np.abs(plots - np.array(color[::-1], np.int16)).max(-1) < 30))
 
     chunk_px, command_px = [near(c) for c in CHUNK_COLORS], near(COMMAND_COLOR)
     # at least two chunks drawn (a chunk line per colour: a new chunk and the previous one's remainder)
-    assert sum(n > 100 for n in chunk_px) >= 2 and command_px > 300, \
+    assert sum(n > 100 for n in chunk_px) >= 2 and command_px > 300, (
         f"the joint plots show no two chunk lines ({chunk_px} px) or no commands ({command_px} px): {path}"
+    )
 
 
 def _free_port() -> int:

@@ -28,7 +28,14 @@ def test_addresses_this_machine_has(bind):
     assert bind_problem(bind) is None
 
 
-@pytest.mark.parametrize("bind,why", [("localhost", "not an IP address"), ("", "not an IP address"),
-                                      ("not a host", "not an IP address"), ("192.0.2.1", "cannot be bound")])
+@pytest.mark.parametrize(
+    "bind,why",
+    [
+        ("localhost", "not an IP address"),
+        ("", "not an IP address"),
+        ("not a host", "not an IP address"),
+        ("192.0.2.1", "cannot be bound"),
+    ],
+)
 def test_what_rerun_cannot_bind(bind, why):
     assert why in bind_problem(bind)

@@ -70,9 +70,16 @@ def _pendulum_demos(ticks: int = 12) -> Demos:
         actions.append(plan)
         q = expert._step(q, float(plan[0, 0])) + (np.array([0.0, 0.5]) if t == 5 else 0.0)
     n = len(states)
-    return Demos(states=np.stack(states), images=np.zeros((n, 0, 3, 0, 0), np.uint8), actions=np.stack(actions),
-                 episode=np.zeros(n, np.int32), camera_names=(), successes=1, attempts=1,
-                 step=np.arange(n, dtype=np.int32))
+    return Demos(
+        states=np.stack(states),
+        images=np.zeros((n, 0, 3, 0, 0), np.uint8),
+        actions=np.stack(actions),
+        episode=np.zeros(n, np.int32),
+        camera_names=(),
+        successes=1,
+        attempts=1,
+        step=np.arange(n, dtype=np.int32),
+    )
 
 
 def test_continuation_labels_start_with_an_earlier_chunks_actions() -> None:
@@ -85,7 +92,11 @@ def test_continuation_labels_start_with_an_earlier_chunks_actions() -> None:
     for i in range(1, len(demos.states)):
         for d in range(1, 5):
             # the first d actions are some earlier chunk's actions for ticks i..i+d-1
-            ks = [k for k in range(1, min(4, H - d, i) + 1) if np.array_equal(labels[i, d, :d], demos.actions[i - k, k:k + d])]
+            ks = [
+                k
+                for k in range(1, min(4, H - d, i) + 1)
+                if np.array_equal(labels[i, d, :d], demos.actions[i - k, k : k + d])
+            ]
             assert ks, (i, d)
             if i > 5 and min(ks) > i - 6 and not np.allclose(labels[i, d, :d], demos.actions[i, :d]):
                 # committed before the push after tick 5, planned after it: the rest is re-planned, not the own tail

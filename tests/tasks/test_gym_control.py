@@ -154,8 +154,9 @@ def test_bundled_checkpoint_gives_finite_chunks(checkpoint: str) -> None:
     obs, _ = env.reset(seed=0)
     state = flatten_observation(obs, env.observation_space)
     env.close()
-    policy = FlowPolicy(checkpoint=path, device="cpu", camera_names=[], chunk_size=8, action_dim=1,
-                        state_dim=len(state))
+    policy = FlowPolicy(
+        checkpoint=path, device="cpu", camera_names=[], chunk_size=8, action_dim=1, state_dim=len(state)
+    )
     policy.warmup()
     inp = PolicyInput(state=state[None].astype(np.float32))
     chunk = policy.predict(inp)
@@ -168,10 +169,13 @@ def test_bundled_checkpoint_gives_finite_chunks(checkpoint: str) -> None:
         np.testing.assert_allclose(trained[:2], chunk[:2], atol=1e-5)
 
 
-@pytest.mark.parametrize("name,env_id,env_kwargs,state_dim", [
-    ("pendulum", "Pendulum-v1", {}, 3),
-    ("cartpole_swingup", "dm_control/cartpole-swingup-v0", {"environment_kwargs": {"control_timestep": 0.05}}, 5),
-])
+@pytest.mark.parametrize(
+    "name,env_id,env_kwargs,state_dim",
+    [
+        ("pendulum", "Pendulum-v1", {}, 3),
+        ("cartpole_swingup", "dm_control/cartpole-swingup-v0", {"environment_kwargs": {"control_timestep": 0.05}}, 5),
+    ],
+)
 def test_expert_policy_swings_up_on_the_gym_robot(name, env_id, env_kwargs, state_dim) -> None:
     """policy=gym_expert on robot=gym in lockstep, chunks of 8 executed 4 at a time, with the task's noise."""
     from robots.gym import GymRobot
@@ -180,8 +184,14 @@ def test_expert_policy_swings_up_on_the_gym_robot(name, env_id, env_kwargs, stat
     task = get_task(name)
     policy = GymExpertPolicy(task=name, chunk_size=8, action_dim=1, state_dim=state_dim, camera_names=[])
     assert policy.metadata.needs_privileged and policy.metadata.state_dim == state_dim
-    robot = GymRobot(env_id=env_id, env_kwargs=env_kwargs, realtime=False, action_noise_std=task.action_noise_std,
-                     success="return", success_return=task.success_return)
+    robot = GymRobot(
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        realtime=False,
+        action_noise_std=task.action_noise_std,
+        success="return",
+        success_return=task.success_return,
+    )
     try:
         firsts = []
         for seed in (0, 1, 2, 3):

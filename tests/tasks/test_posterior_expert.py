@@ -42,8 +42,9 @@ def test_the_hover_hides_the_side_until_its_end_then_the_plans_part() -> None:
     robot.home(0)
     info = robot.read().info
     expert = drawn()
-    left, right = (expert.plan(info["cube_init_pose"], HZ, x, info["cube_velocity"], info["slide_until_s"], 1.5)
-                   for x in OFFSETS)
+    left, right = (
+        expert.plan(info["cube_init_pose"], HZ, x, info["cube_velocity"], info["slide_until_s"], 1.5) for x in OFFSETS
+    )
     end = int(round(1.5 * HZ))
     np.testing.assert_allclose(left[: end + 1], right[: end + 1], atol=1e-6)  # one path until the hover ends
     drop = end + int(round(DROP_S * HZ))
@@ -78,7 +79,7 @@ def test_the_posterior_keeps_every_strategy_until_the_arm_shows_one() -> None:
     kept = oracle.consistent_plans(obs)
     assert len(kept) == 1 and np.array_equal(kept[0], truth)
     # predict follows it now; the same observation always gives the same chunk (seeded by episode and step)
-    np.testing.assert_array_equal(oracle.predict(obs), truth[obs.info["step"]: obs.info["step"] + 50])
+    np.testing.assert_array_equal(oracle.predict(obs), truth[obs.info["step"] : obs.info["step"] + 50])
 
 
 def test_posterior_samples_disagree_at_home_and_select_keeps_the_previous_strategy() -> None:

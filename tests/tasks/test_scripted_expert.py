@@ -9,8 +9,8 @@ import pytest
 
 from policies.base import Policy, PolicyInput
 from policies.registry import POLICY_REGISTRY
-from tasks.transfer_cube.expert import ScriptedTransferCube
 from robots.sim import SimRobot, aloha
+from tasks.transfer_cube.expert import ScriptedTransferCube
 
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTE = 25  # actions executed from each chunk before asking again

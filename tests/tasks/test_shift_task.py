@@ -138,8 +138,9 @@ def test_demos_record_the_current_cube_and_a_late_reaction() -> None:
     from tasks.transfer_cube.demos import record_demos
     from tasks.transfer_cube.train import cube_xy_targets
 
-    demos = record_demos(2, task=TASK, expert={"approach_offsets_m": list(OFFSETS)}, reaction_lag_max_ticks=12,
-                         sample_every=1)
+    demos = record_demos(
+        2, task=TASK, expert={"approach_offsets_m": list(OFFSETS)}, reaction_lag_max_ticks=12, sample_every=1
+    )
     assert demos.cube_xy is not None and demos.cube_xy.shape == (len(demos.states), 2)
     # the aux target follows the cube: it jumps once per episode (and moves when carried)
     for e in np.unique(demos.episode):
@@ -175,11 +176,22 @@ def test_rtc_study_experiment_runs_every_method_on_the_shift_task(tmp_path) -> N
 
     from inference.app import compose_run
 
-    summary = compose_run(["+experiment=rtc_study", "episodes=1", "algorithm.delays_ticks=[8]", "max_steps=40"],
-                          run_dir=tmp_path).execute()
+    summary = compose_run(
+        ["+experiment=rtc_study", "episodes=1", "algorithm.delays_ticks=[8]", "max_steps=40"], run_dir=tmp_path
+    ).execute()
     rows = summary["table"]
-    assert [r["method"] for r in rows] == ["sync", "naive", "blend", "rtc", "rtc_hard", "rtc_trained", "rtc_identity",
-                                          "rtc_capped", "select", "select_hard"]
+    assert [r["method"] for r in rows] == [
+        "sync",
+        "naive",
+        "blend",
+        "rtc",
+        "rtc_hard",
+        "rtc_trained",
+        "rtc_identity",
+        "rtc_capped",
+        "select",
+        "select_hard",
+    ]
     for r in rows:
         assert r["delay_ticks"] == 8 and r["episodes"] == 1 and r["inferences"] >= 2
         assert "time_to_success_s" in r  # nan: 40 ticks are too few to succeed
@@ -195,9 +207,18 @@ def test_the_shift_task_runs_in_real_time_with_training_time_rtc(tmp_path) -> No
 
     from inference.app import compose_run
 
-    summary = compose_run(["+experiment=shift_task", "algorithm.guidance=trained", "episodes=1", "max_steps=60",
-                           "report=false", "algorithm.max_chunk_jump=null", "algorithm.stop_on_success=false"],
-                          run_dir=tmp_path).execute()
+    summary = compose_run(
+        [
+            "+experiment=shift_task",
+            "algorithm.guidance=trained",
+            "episodes=1",
+            "max_steps=60",
+            "report=false",
+            "algorithm.max_chunk_jump=null",
+            "algorithm.stop_on_success=false",
+        ],
+        run_dir=tmp_path,
+    ).execute()
     assert summary.get("fault") is None and summary["ticks"] >= 60
     assert summary["guidance"] == "trained" and summary["execute_horizon"] == 12
     rows = list(csv.DictReader((tmp_path / "inferences.csv").open()))

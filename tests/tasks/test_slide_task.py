@@ -135,8 +135,9 @@ def test_the_physics_process_slides_the_cube_too() -> None:
             time.sleep(0.02)
         now = robot.read().info
         assert now["strategy_draw"] == first["strategy_draw"] and now["slide_until_s"] == SLIDE.until_s
-        expected = aloha.CubeSlide.position_at(now["cube_init_pose"], now["cube_velocity"], now["slide_until_s"],
-                                               now["sim_time"])
+        expected = aloha.CubeSlide.position_at(
+            now["cube_init_pose"], now["cube_velocity"], now["slide_until_s"], now["sim_time"]
+        )
         np.testing.assert_allclose(now["cube_pose"][:2], expected[:2], atol=3e-3)
         assert np.linalg.norm(now["cube_pose"][:2] - first["cube_pose"][:2]) > 0.005
     finally:
@@ -153,8 +154,15 @@ def test_demos_record_the_sliding_cube(seed: int) -> None:
     gl.select_backend()
     from tasks.transfer_cube.demos import record_demos
 
-    demos = record_demos(1, seed_offset=seed, task=TASK, expert={"approach_offsets_m": list(OFFSETS)},
-                         sample_every=4, width=64, height=48)
+    demos = record_demos(
+        1,
+        seed_offset=seed,
+        task=TASK,
+        expert={"approach_offsets_m": list(OFFSETS)},
+        sample_every=4,
+        width=64,
+        height=48,
+    )
     assert demos.step is not None and np.all(np.diff(demos.step) == 4)
     xy = demos.cube_xy
     assert xy[5, 0] < xy[0, 0] - 0.005  # it moved towards the left arm
