@@ -183,19 +183,7 @@ def _batch_request(row: Row, chunk_size: int, action_dim: int) -> BatchRequest:
     if row.noise is not None:  # the one normal a single call draws for this chunk, from the episode's stream
         noise = torch.randn((1, chunk_size, action_dim), generator=row.noise, device=row.noise.device)
         noise = noise[0].cpu().numpy()
-    guide = row.guide
-    if guide is None:
-        return BatchRequest(row.inp, noise=noise)
-    return BatchRequest(
-        row.inp,
-        prev_model=guide.prev_model,
-        d=int(guide.delay_ticks),
-        s=int(guide.executed_ticks),
-        guidance=Guidance(guide.guidance),
-        schedule=guide.schedule,
-        max_guidance_weight=float(guide.max_guidance_weight),
-        noise=noise,
-    )
+    return BatchRequest(row.inp, row.guide, noise)
 
 
 def _single(runner: PolicyRunner, row: Row, generator: torch.Generator | None) -> Answer:

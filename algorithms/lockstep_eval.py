@@ -59,7 +59,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from algorithms.chunking.chunk_logic import boundary_metrics
+from algorithms.chunking.chunk_logic import boundary_metrics, check_execute_horizon
 from algorithms.chunking.config import RTCConfig
 from algorithms.chunking.planner import RTCPlanner
 from algorithms.inprocess import SimulatedDelayTransport
@@ -138,8 +138,6 @@ class StudyConfig:
                     f"algorithm.delays_ticks={self.delays_ticks} (cell i is (delays_ticks[i], "
                     "execute_horizons[i]))"
                 )
-            if any(s < 1 for s in self.execute_horizons):
-                raise ValueError(f"algorithm.execute_horizons={self.execute_horizons} must be >= 1")
 
     def cells(self, execute_horizon: int) -> list[tuple[int, int]]:
         """The (delay, execute horizon) cells each method runs, in order."""
@@ -161,17 +159,8 @@ class LockstepEvaluator:
         self.study: StudyConfig = groups["study"]
         self.rtc.check_chunk_size(run.policy_metadata.chunk_size)
         if self.study.execute_horizons is not None:
-            if self.rtc.s_min is not None:
-                raise ValueError(
-                    f"algorithm.execute_horizons={self.study.execute_horizons}: each cell's horizon is "
-                    f"its trigger, so algorithm.s_min (={self.rtc.s_min}) must be null"
-                )
             for _delay, horizon in self.study.cells(self.rtc.execute_horizon):
-                if not 1 <= horizon <= run.policy_metadata.chunk_size:
-                    raise ValueError(
-                        f"algorithm.execute_horizons={self.study.execute_horizons}: {horizon} is not in "
-                        f"[1, chunk_size={run.policy_metadata.chunk_size}]"
-                    )
+                check_execute_horizon(horizon, run.policy_metadata.chunk_size, "algorithm.execute_horizons")
         if "rtc_capped" in self.study.methods and self.rtc.guided_cap_ticks is None:
             raise ValueError(
                 f"algorithm.methods={self.study.methods}: rtc_capped needs algorithm.guided_cap_ticks "

@@ -193,7 +193,6 @@ class ControlLoop:
                 guidance=str(rtc.guidance),
                 schedule=str(rtc.schedule),
                 execute_horizon=rtc.execute_horizon,
-                s_min=rtc.trigger_ticks,
                 **(summary_fields() if summary_fields else {}),
                 rejected_chunks=self.rejected_chunks,
                 stale_chunks=self.planner.scheduler.stale_chunks if self.planner is not None else 0,
@@ -296,7 +295,7 @@ class ControlLoop:
     # ------------------------------------------------------------------ requests and chunks
     def _request_if_due(self, tick: int, result: EpisodeResult) -> None:
         """Hand the planner's next request to the transport when one is due (no chunk yet, or
-        ``trigger_ticks`` of the current chunk executed) and the transport can take it."""
+        ``execute_horizon`` actions of the current chunk executed) and the transport can take it."""
         planner = self.planner
         if self.fault is not None or not planner.wants_inference() or not self.transport.ready():
             return

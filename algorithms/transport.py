@@ -87,7 +87,7 @@ class InferenceRequest:
     continue; under ``guidance: bid`` the first and the sync chunks carry a guide too, since it
     chooses among samples); else guided inference toward ``guide.prev_model`` (the previous chunk's unexecuted
     rest, model space), with ``guide.delay_ticks`` actions that execute before the new chunk takes
-    over and ``guide.executed_ticks`` actions of that chunk already executed at the snapshot.
+    over, and ``guide.execute_horizon`` (the policy's argument: the new chunk's free tail).
     ``history`` is the control side's observation history at the snapshot; ``observation()`` copies
     it out (a transport that can copy frames straight from their rings uses ``history`` itself).
     """

@@ -41,6 +41,7 @@ from benchmarks.bench_inference import make_policy, random_input, timed_interlea
 from policies.base import Guidance, PolicyInput  # noqa: E402
 from policies.batched import BatchRequest  # noqa: E402
 from policies.flow import FlowPolicy  # noqa: E402
+from policies.runner import Guide  # noqa: E402
 
 # name: (bf16 autocast, torch.compile mode or None for eager)
 VARIANTS = {
@@ -238,10 +239,7 @@ def main() -> None:
                     reqs.append(
                         BatchRequest(
                             random_input(p, brng),
-                            brng.normal(size=(h - ss, m.action_dim)).astype(np.float32),
-                            dd,
-                            ss,
-                            Guidance.VJP,
+                            Guide(brng.normal(size=(h - ss, m.action_dim)).astype(np.float32), dd, ss, Guidance.VJP),
                         )
                     )
                 sync()

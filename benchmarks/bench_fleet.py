@@ -71,7 +71,7 @@ class Cell:
 
 def _requests(n: int, seed: int = 0) -> list[dict]:
     """One request per robot: own observation, previous chunk, d and s."""
-    from algorithms.rtc_fleet.wire import make_request
+    from algorithms.wire import encode_request
     from policies.base import Guidance, Schedule
     from policies.runner import Guide
 
@@ -83,7 +83,7 @@ def _requests(n: int, seed: int = 0) -> list[dict]:
         prev = rng.normal(size=(CHUNK - s, 14)).astype(np.float32) * 0.3
         guide = Guide(np.concatenate([prev, np.zeros((s, 14), np.float32)]), d, s, Guidance.VJP, Schedule.EXP, 5.0)
         images = {c: rng.integers(0, 255, (1, 3, 96, 128), dtype=np.uint8) for c in ("head", "left", "right")}
-        out.append(make_request(f"robot{i}", 0, rng.normal(size=(1, 14)).astype(np.float32), images, {}, guide))
+        out.append(encode_request(0, rng.normal(size=(1, 14)).astype(np.float32), images, {}, guide, robot=f"robot{i}"))
     return out
 
 
@@ -109,7 +109,7 @@ def _run_cell(mode: str, handles: list, requests: list[dict], seconds: float) ->
     """N client threads, closed loop, for ``seconds`` after a short warm-up."""
     n = len(requests)
     cell = Cell(mode, n)
-    budget_ms = 1e3 * (CHUNK - np.array([r["s"] for r in requests])) / HZ
+    budget_ms = 1e3 * (CHUNK - np.array([r["guide"]["execute_horizon"] for r in requests])) / HZ
     stop = threading.Event()
     t_measure = [0.0]
     lock = threading.Lock()

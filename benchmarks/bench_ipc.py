@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ipc.py --iters 3000
 
-Control side per request (the planner triggers one every ``s_min`` ticks; worst case every tick):
+Control side per request (the planner triggers one every ``execute_horizon`` ticks; worst case every tick):
 publish the request (state history + 3 cameras 3x240x320 uint8 + ``prev`` 50x14 float32 + counters,
 under the seqlock) and read the newest result chunk (robot + model space, 50x14, under the other
 seqlock). Baseline: ``np.copyto`` of the same observation bytes and two chunks between private arrays.
@@ -62,7 +62,7 @@ def main() -> None:
             RequestSlot.EPISODE: 1,
             RequestSlot.TICK: 0,
             RequestSlot.SEQ: 0,
-            RequestSlot.EXECUTED_TICKS: 25,
+            RequestSlot.EXECUTE_HORIZON: 25,
             RequestSlot.DELAY_TICKS: 2,
             RequestSlot.GUIDED: 1,
         }

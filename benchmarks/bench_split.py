@@ -41,9 +41,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from algorithms.chunking.chunk_logic import prev_remainder  # noqa: E402
-from algorithms.rtc_split.codec import encode_request, payload_bytes  # noqa: E402
 from algorithms.rtc_split.server import InferenceServer  # noqa: E402
-from algorithms.transport import ObservationPayload  # noqa: E402
+from algorithms.wire import encode_request, payload_bytes  # noqa: E402
 from inference.app import compose_run  # noqa: E402
 from policies.base import Guidance, Schedule  # noqa: E402
 from policies.runner import Guide  # noqa: E402
@@ -95,9 +94,9 @@ def make_request(cameras: str, width: int, height: int, jpeg: int | None) -> tup
     H, A = run.policy_metadata.chunk_size, run.policy_metadata.action_dim
     prev = prev_remainder(np.zeros((H, A), np.float32), 25)
     guide = Guide(
-        prev, delay_ticks=2, executed_ticks=25, guidance=Guidance.VJP, schedule=Schedule.EXP, max_guidance_weight=5.0
+        prev, delay_ticks=2, execute_horizon=25, guidance=Guidance.VJP, schedule=Schedule.EXP, max_guidance_weight=5.0
     )
-    req = encode_request(ObservationPayload(snap.state, snap.images, obs.info, snap.timestamp), guide, jpeg)
+    req = encode_request(0, snap.state, snap.images, obs.info, guide, jpeg_quality=jpeg)
     return req, run
 
 

@@ -86,6 +86,10 @@ def config_error_line(exc: BaseException, roots: Sequence[str] = ()) -> str:
     for err in (exc, cause):
         key = getattr(err, "full_key", None)
         if isinstance(err, OmegaConfBaseException) and key:
+            from inference.validation import RENAMED_KEYS
+
+            if key in RENAMED_KEYS:
+                return f"{key}: renamed: use {RENAMED_KEYS[key]}"
             first = _squash(str(err).split("\n")[0]) or type(err).__name__
             outer = _squash(exc) if err is not exc else ""
             return f"{key}: {first}" + (f" ({outer})" if outer and outer != first else "")

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from algorithms.chunking.chunk_logic import check_execute_horizon
 from policies.base import GUIDANCE_CAPABILITY, Guidance, capability_flag
 from services.errors import ConfigError
 from services.knobs import PositiveFloat, PositiveInt, Range
@@ -227,6 +228,12 @@ def resolve_target(path: str, node: Mapping[str, Any]) -> Callable[..., Any]:
     return obj
 
 
+# Keys that once existed, and what to write instead: a user's old command gets the new spelling.
+RENAMED_KEYS = {
+    "algorithm.s_min": "algorithm.execute_horizon (the actions of a chunk executed before the next inference starts)"
+}
+
+
 def check_target_node(
     path: str,
     node: Mapping[str, Any],
@@ -264,6 +271,8 @@ def check_target_node(
             continue
         sub = f"{path}.{key}"
         if key not in params:
+            if sub in RENAMED_KEYS:
+                raise ConfigError(f"{sub}: renamed: use {RENAMED_KEYS[sub]}")
             if takes_kwargs:
                 continue
             known = ", ".join(n for n, p in params.items() if p.kind is not p.VAR_KEYWORD and n not in provided)
@@ -574,14 +583,11 @@ def validate(cfg: DictConfig) -> None:
                 f"{_policy_for_robot_hint(policy, robot)}"
             )
     horizon = container["algorithm"].get("execute_horizon")
-    if (
-        isinstance(horizon, int)
-        and not isinstance(horizon, bool)
-        and not 1 <= int(horizon) <= int(policy["chunk_size"])
-    ):
-        raise ConfigError(
-            f"algorithm.execute_horizon: algorithm.execute_horizon={horizon} must be in [1, policy.chunk_size={policy['chunk_size']}]"
-        )
+    if isinstance(horizon, int) and not isinstance(horizon, bool):
+        try:
+            check_execute_horizon(horizon, int(policy["chunk_size"]))
+        except ValueError as exc:
+            raise ConfigError(f"algorithm.execute_horizon: {exc}") from None
     check_target_node("robot", robot, provided={"cameras"})
     check_target_node("policy", policy, ignore=RUN_OBJECT_KEYS["policy"])
     if "normalizer" not in policy or not isinstance(policy["normalizer"], Mapping):

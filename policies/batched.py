@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.base import Guidance, PolicyInput, Schedule, missing_capability
+from policies.base import Guidance, PolicyInput, missing_capability
 from policies.guidance import blend, guidance_weight, padded_prev, prefix_weights, vjp_step
+from policies.runner import Guide
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +49,19 @@ SAMPLES_OWN_BATCH = (Guidance.SELECT, Guidance.BID)
 
 @dataclass(frozen=True)
 class BatchRequest:
-    """One robot's request in model space. ``prev_model`` None (or ``guidance: none``) asks for a
-    plain chunk; else the chunk continues ``prev_model`` (zero-padded to H) with delay ``d`` and
-    execution horizon ``s`` as ``Policy.guided_inference``. ``noise`` ``(H, action_dim)`` replaces
-    the policy's draw (reproducibility, tests)."""
+    """One robot's request in model space: the normalized input and the ``Guide`` every transport
+    carries (None, or ``guidance: none``, asks for a plain chunk; else the chunk continues
+    ``guide.prev_model``, zero-padded to H, as ``Policy.guided_inference``). ``noise``
+    ``(H, action_dim)`` replaces the policy's draw (reproducibility, tests)."""
 
     inp: PolicyInput
-    prev_model: np.ndarray | None = None
-    d: int = 0
-    s: int = 0
-    guidance: Guidance = Guidance.NONE
-    schedule: Schedule = Schedule.EXP
-    max_guidance_weight: float = 5.0
+    guide: Guide | None = None
     noise: np.ndarray | None = None
 
     @property
     def kind(self) -> Guidance:
-        """The guidance actually applied (a request without ``prev`` is unguided)."""
-        return Guidance.NONE if self.prev_model is None else Guidance(self.guidance)
+        """The guidance actually applied (a request without a guide is unguided)."""
+        return Guidance.NONE if self.guide is None else Guidance(self.guide.guidance)
 
 
 def batched_guided_sample(
@@ -173,7 +169,7 @@ class BatchPlan:
 def plan_batch(
     requests: Sequence[BatchRequest], chunk_size: int, action_dim: int, train_prefix_max: int = 0
 ) -> BatchPlan:
-    """Turn each request's ``d``/``s``/guidance into its rows; ``ValueError`` naming the row for a
+    """Turn each request's guide (delay, execute horizon, guidance) into its rows; ``ValueError`` naming the row for a
     request the policy cannot serve (wrong ``prev`` shape, ``trained`` on an untrained checkpoint)."""
     b, h = len(requests), chunk_size
     prev = np.zeros((b, h, action_dim), np.float32)
@@ -183,11 +179,11 @@ def plan_batch(
     identity = np.zeros((b,), bool)
     blends: list[np.ndarray | None] = [None] * b
     for i, req in enumerate(requests):
-        kind = req.kind
-        if kind == Guidance.NONE:
+        kind, guide = req.kind, req.guide
+        if kind == Guidance.NONE or guide is None:
             continue
         try:
-            prev[i] = padded_prev(req.prev_model, h, action_dim)
+            prev[i] = padded_prev(guide.prev_model, h, action_dim)
         except ValueError as exc:
             raise ValueError(f"batch row {i}: {exc}") from None
         if kind == Guidance.TRAINED:
@@ -196,15 +192,15 @@ def plan_batch(
                     f"batch row {i}: guidance=trained needs a checkpoint trained with action-prefix "
                     "conditioning (train_prefix_max > 0)"
                 )
-            d = max(0, min(int(req.d), h - int(req.s), train_prefix_max))
+            d = max(0, min(int(guide.delay_ticks), h - int(guide.execute_horizon), train_prefix_max))
             clean[i, :d] = True
             continue
-        w = prefix_weights(h, int(req.d), int(req.s), str(req.schedule))
+        w = prefix_weights(h, int(guide.delay_ticks), int(guide.execute_horizon), str(guide.schedule))
         if kind == Guidance.BLEND:
             blends[i] = w
         elif kind in (Guidance.VJP, Guidance.IDENTITY):
             weights[i] = w
-            betas[i] = float(req.max_guidance_weight)
+            betas[i] = float(guide.max_guidance_weight)
             identity[i] = kind == Guidance.IDENTITY
         elif kind in SAMPLES_OWN_BATCH:
             raise ValueError(
@@ -212,7 +208,7 @@ def plan_batch(
                 "alone with guided_inference (infer_batch does), not as a row of a batched call"
             )
         else:
-            raise ValueError(f"batch row {i}: unknown guidance {req.guidance!r}")
+            raise ValueError(f"batch row {i}: unknown guidance {guide.guidance!r}")
     return BatchPlan(prev, weights, betas, clean, identity, blends)
 
 
@@ -264,15 +260,7 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
             if req.kind == Guidance.NONE:
                 chunks[i] = policy.predict(req.inp)
             else:
-                chunks[i] = policy.guided_inference(
-                    req.inp,
-                    np.asarray(req.prev_model, np.float32),
-                    int(req.d),
-                    int(req.s),
-                    guidance=req.guidance,
-                    schedule=req.schedule,
-                    max_guidance_weight=float(req.max_guidance_weight),
-                )
+                chunks[i] = runner.infer(req.inp, req.guide).model
         except ValueError as exc:
             errors[i] = str(exc)
     policy_ms = (time.perf_counter() - t0) * 1e3

@@ -38,12 +38,13 @@ class ChunkResult:
 class Guide:
     """What a guided inference continues: ``prev_model`` (the previous chunk's unexecuted rest, model
     space, zero-padded to H), ``delay_ticks`` actions of it that will execute before the new chunk
-    takes over, ``executed_ticks`` actions of that chunk already executed when it was cut (the
-    policy's ``execute_horizon`` argument: the tail of the new chunk left free)."""
+    takes over, and ``execute_horizon``, the policy's argument of that name: the actions of that chunk
+    executed when it was cut, which the new chunk's tail leaves free (longer when
+    ``algorithm.guided_cap_ticks`` ends the guided region early; ``capped_execute_horizon``)."""
 
     prev_model: np.ndarray
     delay_ticks: int
-    executed_ticks: int
+    execute_horizon: int
     guidance: Guidance = Guidance.VJP
     schedule: Schedule = Schedule.EXP
     max_guidance_weight: float = 5.0
@@ -119,7 +120,7 @@ class PolicyRunner:
                 inp,
                 np.asarray(guide.prev_model, np.float32),
                 int(guide.delay_ticks),
-                int(guide.executed_ticks),
+                int(guide.execute_horizon),
                 guidance=guide.guidance,
                 schedule=guide.schedule,
                 max_guidance_weight=float(guide.max_guidance_weight),

@@ -7,7 +7,7 @@ Black, Galliker, Levine 2025; docs/rtc.md):
 * Time is counted in control ticks. ``t`` is the number of ticks since the current chunk became
   current, *including* underrun ticks, so ``chunk[t]`` is always the action planned for this tick
   (time-aligned, never shifted by a late chunk).
-* An inference is triggered once ``t >= s_min``. At that moment the snapshot records
+* An inference is triggered once ``t >= execute_horizon``. At that moment the snapshot records
   ``s = t`` and ``prev = chunk[s:]`` zero-padded to ``H`` in the model's normalized space; the new
   chunk is predicted from the observation of that same tick, so ``new[i]`` is planned for tick
   ``snapshot_tick + i``.
@@ -23,6 +23,13 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def check_execute_horizon(execute_horizon: int, chunk_size: int, key: str = "algorithm.execute_horizon") -> None:
+    """The one range check of the execute horizon (s): at least one action of a chunk runs before the
+    next inference starts, and no more than the chunk holds. ``ValueError`` naming ``key``."""
+    if not 1 <= int(execute_horizon) <= int(chunk_size):
+        raise ValueError(f"{key}={execute_horizon} must be in [1, policy.chunk_size={chunk_size}]")
 
 
 class ChunkRejected(ValueError):
@@ -146,12 +153,11 @@ class ChunkScheduler:
     from). Chunk ids start at 1; 0 means "no chunk yet".
     """
 
-    def __init__(self, chunk_size: int, action_dim: int, trigger_ticks: int) -> None:
-        if not 1 <= trigger_ticks <= chunk_size:
-            raise ValueError(f"trigger_ticks (s_min) must be in [1, chunk_size={chunk_size}], got {trigger_ticks}")
+    def __init__(self, chunk_size: int, action_dim: int, execute_horizon: int) -> None:
+        check_execute_horizon(execute_horizon, chunk_size)
         self.chunk_size = int(chunk_size)
         self.action_dim = int(action_dim)
-        self.trigger_ticks = int(trigger_ticks)
+        self.execute_horizon = int(execute_horizon)
         self.chunk_robot = np.zeros((chunk_size, action_dim), np.float32)
         self.chunk_model = np.zeros((chunk_size, action_dim), np.float32)
         self.reset()
@@ -174,7 +180,7 @@ class ChunkScheduler:
         return max(0, self.chunk_size - self.t) if self.has_chunk else 0
 
     def should_trigger(self) -> bool:
-        return self.has_chunk and self.t >= self.trigger_ticks
+        return self.has_chunk and self.t >= self.execute_horizon
 
     def snapshot(self) -> Snapshot:
         if not self.has_chunk:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from algorithms.chunking.chunk_logic import check_execute_horizon
 from algorithms.settings import check_ranges
 from policies.base import Guidance, Schedule
 from services.knobs import NonNegativeInt, PositiveFloat, PositiveInt
@@ -19,8 +20,8 @@ from services.knobs import NonNegativeInt, PositiveFloat, PositiveInt
 class RTCConfig:
     """Real-time chunking knobs, all in control ticks unless named otherwise.
 
-    ``execute_horizon``: target actions executed per chunk; the next inference starts once that many
-    of the current chunk have executed (``s_min`` set: after ``s_min`` instead; see ``trigger_ticks``).
+    ``execute_horizon`` (the RTC paper's s): the next inference starts once that many actions of the
+    current chunk have executed; it is also what the policy leaves free at the new chunk's tail.
     ``delay_window`` (b) and ``initial_delay_ticks`` configure ``d = max(last b observed delays)``; the
     first ``warmup_inferences_excluded`` delays are not recorded (compile/warm-up spikes).
     ``guidance``/``schedule``/``max_guidance_weight`` (beta) are handed to ``guided_inference``.
@@ -33,7 +34,6 @@ class RTCConfig:
     """
 
     execute_horizon: PositiveInt = 25
-    s_min: PositiveInt | None = None
     delay_window: PositiveInt = 10
     initial_delay_ticks: NonNegativeInt | None = 4
     warmup_inferences_excluded: NonNegativeInt = 1
@@ -47,14 +47,5 @@ class RTCConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
 
-    @property
-    def trigger_ticks(self) -> int:
-        """Actions of the current chunk executed before the next inference starts (``s_min``, or
-        ``execute_horizon`` when ``s_min`` is null)."""
-        return int(self.execute_horizon if self.s_min is None else self.s_min)
-
     def check_chunk_size(self, chunk_size: int) -> None:
-        if not 1 <= self.trigger_ticks <= chunk_size:
-            raise ValueError(
-                f"algorithm.s_min/execute_horizon={self.trigger_ticks} must be in [1, chunk_size={chunk_size}]"
-            )
+        check_execute_horizon(self.execute_horizon, chunk_size)

@@ -75,7 +75,7 @@ class RTCPlanner:
         self.cfg = cfg
         self.chunk_size = int(chunk_size)
         self.action_dim = int(action_dim)
-        self.scheduler = ChunkScheduler(chunk_size, action_dim, cfg.trigger_ticks)
+        self.scheduler = ChunkScheduler(chunk_size, action_dim, cfg.execute_horizon)
         initial = cfg.initial_delay_ticks if initial_delay_ticks is None else initial_delay_ticks
         self.estimator = DelayEstimator(cfg.delay_window, int(initial or 0), cfg.warmup_inferences_excluded)
         self.pending: Request | None = None
@@ -105,7 +105,7 @@ class RTCPlanner:
 
     # ------------------------------------------------------------------ requests
     def wants_inference(self) -> bool:
-        """True when a new inference should start now: no chunk yet, or ``t >= s_min``, and none in flight."""
+        """True when a new inference should start now: no chunk yet, or ``t >= execute_horizon``, and none in flight."""
         if self.pending is not None:
             return False
         return not self.scheduler.has_chunk or self.scheduler.should_trigger()
@@ -134,7 +134,7 @@ class RTCPlanner:
                 # holds the chunk's last action, so the new chunk is guided to continue from there
                 d = clip_delay(self.estimator.estimate(), 0, H)
                 hold = np.repeat(sched.chunk_model[-1:], H, axis=0)
-                s = min(cfg.trigger_ticks, H - d)
+                s = min(cfg.execute_horizon, H - d)
                 guide = Guide(
                     hold,
                     d,

@@ -40,7 +40,7 @@ class RequestSlot(IntEnum):
     EPISODE = 0  # episode number, starts at 1 for the first episode
     TICK = 1  # control tick of the request's observation (per episode, from 0)
     SEQ = 2  # id of the newest request (0: none yet); the inference process answers each once
-    EXECUTED_TICKS = 3  # actions of prev's chunk already executed at the snapshot (0 for a first chunk)
+    EXECUTE_HORIZON = 3  # Guide.execute_horizon: the new chunk's free tail (0 for a plain predict)
     DELAY_TICKS = 4  # delay estimate d handed to guidance (ticks)
     GUIDED = 5  # 1: guided inference toward req.prev; 0: plain predict
     GUIDANCE = 6  # index into GUIDANCE_CODES
@@ -304,7 +304,7 @@ def encode_request(shared: SharedState, request: Any, episode_no: int, tick_time
         RequestSlot.EPISODE: episode_no,
         RequestSlot.TICK: request.tick,
         RequestSlot.SEQ: request.seq,
-        RequestSlot.EXECUTED_TICKS: guide.executed_ticks if guide is not None else 0,
+        RequestSlot.EXECUTE_HORIZON: guide.execute_horizon if guide is not None else 0,
         RequestSlot.DELAY_TICKS: guide.delay_ticks if guide is not None else 0,
         RequestSlot.GUIDED: int(guide is not None),
     }
@@ -335,7 +335,7 @@ def decode_request(shared: SharedState) -> tuple[int, Any, Any]:
         guide = Guide(
             snap["prev"],
             int(i64[RequestSlot.DELAY_TICKS]),
-            int(i64[RequestSlot.EXECUTED_TICKS]),
+            int(i64[RequestSlot.EXECUTE_HORIZON]),
             GUIDANCE_CODES[int(i64[RequestSlot.GUIDANCE])],
             SCHEDULE_CODES[int(i64[RequestSlot.SCHEDULE])],
             float(f64[RequestValue.MAX_GUIDANCE_WEIGHT]),

@@ -166,7 +166,7 @@ class _Worker:
         log.debug(
             "inference for request %d: %s policy %.1f ms",
             seq,
-            "plain" if guide is None else f"executed {guide.executed_ticks} delay {guide.delay_ticks}",
+            "plain" if guide is None else f"execute horizon {guide.execute_horizon} delay {guide.delay_ticks}",
             result.policy_ms,
         )
         return seq

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from algorithms.remote_errors import error_line
-from algorithms.rtc_fleet.wire import OVERLOADED, error_reply
+from algorithms.wire import OVERLOADED, error_reply
 from services.ray_connection import LaunchError, connect
 
 log = logging.getLogger(__name__)

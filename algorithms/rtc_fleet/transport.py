@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from algorithms.rtc_fleet.client import DIED, TIMEOUT, FleetCall, FleetClient
-from algorithms.rtc_fleet.wire import OVERLOADED, make_request
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault
+from algorithms.wire import OVERLOADED, encode_request
 from policies.base import capability_flag
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import NonNegativeInt, PositiveFloat
@@ -111,7 +111,7 @@ class FleetTransport(TransportBase):
         self.startup_timeout_s = float(cfg.connect_timeout_s)
         self.timeout_s = 10.0
         self._numbers: dict[str, list[float]] = {
-            k: [] for k in ("queue_ms", "batch_size", "compute_ms", "server_ms", "transport_ms", "latency_ms")
+            k: [] for k in ("queue_ms", "batch_size", "policy_ms", "server_ms", "transport_ms", "latency_ms")
         }
         self.replicas: set[str] = set()
         self.resent = 0
@@ -190,7 +190,7 @@ class FleetTransport(TransportBase):
     # ------------------------------------------------------------------ requests
     def submit(self, request: InferenceRequest) -> None:
         obs = request.observation()
-        payload = make_request(self.robot_name, request.seq, obs.state, obs.images, obs.info, request.guide)
+        payload = encode_request(request.seq, obs.state, obs.images, obs.info, request.guide, robot=self.robot_name)
         self.seq = request.seq
         self.call = self.client.submit(payload, self.timeout_s)
 
@@ -212,7 +212,7 @@ class FleetTransport(TransportBase):
             )
         latency_ms = (t_end - call.t_start) * 1e3
         server_ms = float(reply.get("server_ms", 0.0))
-        compute_ms = float(reply.get("compute_ms", 0.0))
+        policy_ms = float(reply.get("policy_ms", 0.0))
         fields = dict(
             queue_ms=float(reply.get("queue_ms", 0.0)),
             batch_size=int(reply.get("batch_size", 0)),
@@ -220,12 +220,18 @@ class FleetTransport(TransportBase):
             transport_ms=max(0.0, latency_ms - server_ms),
             attempts=call.attempts,
         )
-        numbers = {**fields, "compute_ms": compute_ms, "latency_ms": latency_ms}
+        numbers = {**fields, "policy_ms": policy_ms, "latency_ms": latency_ms}
         for key in self._numbers:
             self._numbers[key].append(float(numbers[key]))
         self.replicas.add(str(reply.get("replica")))
         return InferenceReply(
-            self.seq, reply["model"], reply["robot"], call.t_start, t_end, policy_ms=compute_ms, fields=fields
+            self.seq,
+            reply["model"],
+            reply["robot"],
+            call.t_start,
+            t_end,
+            policy_ms=policy_ms,
+            fields={**reply.get("info", {}), **fields},
         )
 
     # ------------------------------------------------------------------ faults

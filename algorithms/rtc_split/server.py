@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from algorithms.inprocess import policy_info
-from algorithms.rtc_split.codec import decode_request
+from algorithms.wire import chunk_reply, decode_request
 from policies.runner import PolicyRunner
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class InferenceServer:
         }
 
     def infer(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """One chunk. ``request``: ``codec.encode_request`` (the observation, and the guide: absent for a
+        """One chunk. ``request``: ``algorithms.wire.encode_request`` (the observation, and the guide: None for a
         plain predict). Returns model/robot chunks (float32), ``server_ms`` / ``policy_ms`` (time
         inside this call / inside the policy) and ``info``, what the policy reported with the chunk
         (``last_info``, e.g. bidirectional decoding's choice)."""
@@ -54,11 +54,11 @@ class InferenceServer:
         state, images, info, guide = decode_request(request)
         result = self.runner.infer_observation(state, images, info, guide)
         self.requests += 1
-        return {
-            "model": result.model,
-            "robot": result.robot,
-            "policy_ms": result.policy_ms,
-            "server_ms": (time.perf_counter() - t0) * 1e3,
-            "seq": self.requests,
-            "info": policy_info(self.runner.policy),
-        }
+        return chunk_reply(
+            request.get("seq"),
+            result.model,
+            result.robot,
+            result.policy_ms,
+            (time.perf_counter() - t0) * 1e3,
+            policy_info(self.runner.policy),
+        )

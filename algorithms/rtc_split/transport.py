@@ -2,7 +2,7 @@
 actor on the node advertising ``inference_pc`` (the inference PC of a Ray cluster; docs/distributed.md).
 
 The one control loop (``algorithms/loop.py``) as ``algorithm=rtc``; only the transport differs:
-instead of shared memory and a spawned process, the request (``codec.encode_request``: observation as
+instead of shared memory and a spawned process, the request (``algorithms.wire.encode_request``: observation as
 compact numpy, frames optionally JPEG, the guide) goes to the actor through Ray, and the chunk comes
 back as an object reference the transport polls without blocking. The loop never waits on inference after an
 episode's first chunk. ``d_actual`` is counted in control ticks from the snapshot to the merge on
@@ -33,10 +33,10 @@ import numpy as np
 from algorithms.chunking.config import RTCConfig
 from algorithms.loop import ControlLoop, LoopConfig, RestartConfig
 from algorithms.remote_errors import error_line
-from algorithms.rtc_split.codec import encode_request, payload_bytes
 from algorithms.rtc_split.server import InferenceServer
 from algorithms.settings import build_groups, check_ranges, knob_groups
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault, TransportSession
+from algorithms.wire import encode_request, payload_bytes
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import PositiveFloat, Range
 from services.ray_connection import RayTarget
@@ -78,7 +78,7 @@ class _Pending:
             import ray
 
             try:
-                payload = encode_request(obs, guide, jpeg_quality)
+                payload = encode_request(self.seq, obs.state, obs.images, obs.info, guide, jpeg_quality=jpeg_quality)
                 self.nbytes = payload_bytes(payload)
                 self.ref = actor.infer.remote(payload)
                 done, _ = ray.wait([self.ref], timeout=timeout_s)

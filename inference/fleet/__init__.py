@@ -5,6 +5,6 @@
 batching the requests of different robots into one guided sampling call (``policies.batched``).
 Every robot keeps its own RTC planner (trigger, snapshot, delay estimate, merge) in its own control
 process and talks to the service through ``algorithms/rtc_fleet/client.py`` (Serve's Python handle
-API, no HTTP; the message format both ends share is ``algorithms/rtc_fleet/wire.py``); any
+API, no HTTP; the message format both ends share is ``algorithms/wire.py``); any
 replica answers any robot, so a replica restart loses nothing.
 """

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from algorithms.rtc_fleet.wire import OVERLOADED, REFUSED, error_reply
-from policies.base import GUIDANCE_CAPABILITY, Guidance, Schedule
+from algorithms.wire import OVERLOADED, REFUSED, chunk_reply, decode_request, error_reply
+from policies.base import GUIDANCE_CAPABILITY
 from policies.batched import BatchRequest, infer_batch
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class FleetReplica:
                     OVERLOADED,
                     queue_ms=queue_ms,
                     batch_size=0,
-                    compute_ms=0.0,
+                    policy_ms=0.0,
                     server_ms=queue_ms,
                     replica=self.replica,
                 )
@@ -181,7 +181,7 @@ class FleetReplica:
                     REFUSED,
                     queue_ms=queue_ms,
                     batch_size=0,
-                    compute_ms=0.0,
+                    policy_ms=0.0,
                     server_ms=queue_ms,
                     replica=self.replica,
                 )
@@ -197,46 +197,31 @@ class FleetReplica:
             for i, res in zip(rows, results):
                 req = requests[i]
                 queue_ms = (t_batch - req["_t_enter"]) * 1e3
-                timings = dict(
-                    queue_ms=queue_ms,
-                    batch_size=len(batch),
-                    compute_ms=res.policy_ms,
-                    server_ms=(t_done - req["_t_enter"]) * 1e3,
-                    replica=self.replica,
-                )
+                timings = dict(queue_ms=queue_ms, batch_size=len(batch), replica=self.replica)
+                server_ms = (t_done - req["_t_enter"]) * 1e3
                 self.requests += 1
                 self.per_robot[str(req.get("robot", "?"))] += 1
                 if self._m:
                     self._m["queue"].observe(queue_ms)
                     self._m["requests"].inc()
                 if res.error is not None:
-                    replies[i] = error_reply(f"fleet request refused: {res.error}", REFUSED, **timings)
-                else:
-                    replies[i] = {
-                        "model": res.model,
-                        "robot": res.robot,
-                        "error": None,
-                        "error_kind": None,
-                        "seq": req.get("seq"),
+                    replies[i] = error_reply(
+                        f"fleet request refused: {res.error}",
+                        REFUSED,
+                        policy_ms=res.policy_ms,
+                        server_ms=server_ms,
                         **timings,
-                    }
+                    )
+                else:
+                    # a batched call has no per-row report of the policy's (info): each row was one sample
+                    replies[i] = chunk_reply(
+                        req.get("seq"), res.model, res.robot, res.policy_ms, server_ms, {}, **timings
+                    )
         return replies  # type: ignore[return-value]
 
     def _row(self, req: Mapping[str, Any]) -> BatchRequest:
-        inp = self.runner.policy_input(np.asarray(req["state"], np.float32), req["images"], req.get("info") or {})
-        prev = req.get("prev")
-        guidance = Guidance(req.get("guidance") or "none")
-        if prev is None:
-            guidance = Guidance.NONE
-        return BatchRequest(
-            inp,
-            None if prev is None else np.asarray(prev, np.float32),
-            int(req.get("d", 0)),
-            int(req.get("s", 0)),
-            guidance,
-            Schedule(req.get("schedule") or "exp"),
-            float(req.get("max_guidance_weight", 5.0)),
-        )
+        state, images, info, guide = decode_request(req)
+        return BatchRequest(self.runner.policy_input(state, images, info), guide)
 
 
 def build_app(cfg: Mapping[str, Any], fleet: Any) -> Any:

@@ -559,8 +559,8 @@ class FlowPolicy:
         return a[0].float().cpu().numpy()
 
     def guided_inference_batch(self, requests: Sequence[Any]) -> list[np.ndarray]:
-        """B requests (``policies.batched.BatchRequest``: model-space input, ``prev``, ``d``, ``s``,
-        guidance, optional noise) in ONE sampling call: the observations encoded as one batch, one
+        """B requests (``policies.batched.BatchRequest``: model-space input, ``Guide``, optional
+        noise) in ONE sampling call: the observations encoded as one batch, one
         network call per Euler step and one reverse pass per step for all VJP rows. Each chunk equals
         its request's ``guided_inference`` (same noise) to float tolerance; see ``policies.batched``."""
         from policies.batched import batched_guided_sample, finish_blends, plan_batch

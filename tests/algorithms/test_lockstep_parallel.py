@@ -293,7 +293,7 @@ def test_cells_follow_paired_execute_horizons_and_rows_record_them(tmp_path):
             ["algorithm.delays_ticks=[1]", "algorithm.execute_horizons=[11]"],
             r"algorithm.execute_horizons: .*chunk_size=10",
         ),
-        (["algorithm.delays_ticks=[1]", "algorithm.execute_horizons=[2]", "algorithm.s_min=2"], r"s_min"),
+        (["+algorithm.s_min=2"], r"algorithm.s_min: renamed: use algorithm.execute_horizon"),
         (["algorithm.parallel_episodes=0"], r"algorithm.parallel_episodes"),
     ],
 )

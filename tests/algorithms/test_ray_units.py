@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from algorithms.rtc_split.codec import decode_observation, encode_observation, numeric_info, payload_bytes
 from inference.cluster import auth_env, start_command
 from inference.launcher.ray import FileMirror, LaunchError, describe_nodes, nodes_offering, resolve_address
 
@@ -89,29 +87,3 @@ def test_file_mirror_appends_and_rewrites(tmp_path):
     assert mirror.offsets == {"ticks.csv": 12, "sub/x.txt": 1}
     mirror.apply({"ticks.csv": (0, b"new\n")})  # rewritten (shrank) on the worker
     assert (tmp_path / "ticks.csv").read_bytes() == b"new\n"
-
-
-def test_codec_raw_roundtrip_is_exact_and_drops_non_numeric_info():
-    rng = np.random.default_rng(0)
-    state = rng.standard_normal((2, 14)).astype(np.float32)
-    images = {"head": rng.integers(0, 255, (1, 3, 24, 32), dtype=np.uint8)}
-    info = {"step": 3, "cube_init_pose": np.arange(7.0), "task": "transfer", "success": False}
-    payload = encode_observation(state, images, info)
-    s, im, inf = decode_observation(payload)
-    np.testing.assert_array_equal(s, state)
-    np.testing.assert_array_equal(im["head"], images["head"])
-    assert set(inf) == {"step", "cube_init_pose", "success"} and inf["step"] == 3
-    assert numeric_info({"x": "no"}) == {}
-    assert payload_bytes(payload) >= state.nbytes + images["head"].nbytes
-
-
-def test_codec_jpeg_is_smaller_and_close():
-    y, x = np.mgrid[0:96, 0:128]
-    frame = np.stack([(x * 2) % 256, (y * 2) % 256, (x + y) % 256]).astype(np.uint8)
-    images = {"head": np.stack([frame, frame])}  # (2, 3, 96, 128)
-    payload = encode_observation(np.zeros((1, 4), np.float32), images, {}, jpeg_quality=90)
-    assert isinstance(payload["images"]["head"], list) and len(payload["images"]["head"]) == 2
-    assert payload_bytes(payload) < images["head"].nbytes / 3
-    _, im, _ = decode_observation(payload)
-    assert im["head"].shape == images["head"].shape and im["head"].dtype == np.uint8
-    assert np.mean(np.abs(im["head"].astype(int) - images["head"].astype(int))) < 4.0

@@ -18,10 +18,10 @@ def coded_chunk(chunk_no: int, horizon: int) -> np.ndarray:
     return np.repeat((chunk_no * 1000 + np.arange(horizon, dtype=np.float32))[:, None], A, axis=1)
 
 
-def drive(horizon: int, s_min: int, latencies: list[int], ticks: int):
+def drive(horizon: int, execute_horizon: int, latencies: list[int], ticks: int):
     """Run the scheduler as the runtime does: per tick merge-if-due, trigger-if-ready (a
     0-tick latency merges in the same tick), then step. Returns per-tick records."""
-    sched = ChunkScheduler(horizon, A, s_min)
+    sched = ChunkScheduler(horizon, A, execute_horizon)
     sched.start(coded_chunk(0, horizon), coded_chunk(0, horizon) * -1)
     lat = iter(latencies)
     pending = None  # (due_tick, chunk_no, s, latency)
@@ -56,10 +56,10 @@ def drive(horizon: int, s_min: int, latencies: list[int], ticks: int):
 @settings(max_examples=150, deadline=None)
 @given(horizon=st.integers(2, 16), data=st.data())
 def test_no_index_skipped_or_repeated_and_delay_exact(horizon, data):
-    s_min = data.draw(st.integers(1, horizon))
+    execute_horizon = data.draw(st.integers(1, horizon))
     latencies = data.draw(st.lists(st.integers(0, horizon + 4), min_size=1, max_size=30))
     ticks = data.draw(st.integers(1, 150))
-    sched, records, merges = drive(horizon, s_min, latencies, ticks)
+    sched, records, merges = drive(horizon, execute_horizon, latencies, ticks)
 
     # every executed action is the one planned: value names (chunk, index)
     for chunk_id, index, underrun, value in records:
@@ -83,7 +83,7 @@ def test_no_index_skipped_or_repeated_and_delay_exact(horizon, data):
             assert prev_idx == first.s + first.d_actual - 1
     for tick, _, s, latency, m in merges:
         assert m.d_actual == latency
-        assert m.s == s >= s_min
+        assert m.s == s >= execute_horizon
         assert m.stale == (latency >= horizon)
     assert sched.underruns == sum(r[2] for r in records)
 
@@ -91,7 +91,7 @@ def test_no_index_skipped_or_repeated_and_delay_exact(horizon, data):
 @settings(max_examples=100, deadline=None)
 @given(horizon=st.integers(2, 20), data=st.data())
 def test_matches_paper_reference_for_fixed_d_and_s(horizon, data):
-    """Fixed delay d and s = s_min with d <= s, s + d <= H: the executed stream is
+    """Fixed delay d and s = execute_horizon with d <= s, s + d <= H: the executed stream is
     A0[0:s+d] followed by An[d:s+d] for every later chunk (paper: prev[:d] then new[d:s])."""
     s = data.draw(st.integers(1, horizon))
     d = data.draw(st.integers(0, min(s, horizon - s)))
@@ -108,7 +108,7 @@ def test_matches_paper_reference_for_fixed_d_and_s(horizon, data):
 
 
 def test_underrun_holds_and_counts_until_late_chunk():
-    sched, records, merges = drive(horizon=4, s_min=2, latencies=[5], ticks=9)
+    sched, records, merges = drive(horizon=4, execute_horizon=2, latencies=[5], ticks=9)
     # A0 runs 0..3, two underrun ticks (index 4, 5), merge at tick 7 = 2 + 5 continues at 5 >= H
     assert [r[1] for r in records[:7]] == [0, 1, 2, 3, 4, 5, 6]
     assert [r[2] for r in records[:7]] == [False] * 4 + [True] * 3

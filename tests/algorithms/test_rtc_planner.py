@@ -20,9 +20,9 @@ def chunk(value: float) -> np.ndarray:
     return np.full((H, A), value, np.float32) + np.arange(H, dtype=np.float32)[:, None]
 
 
-def planner(s_min: int = 4, **kw) -> RTCPlanner:
+def planner(execute_horizon: int = 4, **kw) -> RTCPlanner:
     kw.setdefault("max_chunk_jump", None)  # the test chunks jump by design
-    return RTCPlanner(RTCConfig(execute_horizon=s_min, initial_delay_ticks=kw.pop("initial", 2), **kw), H, A)
+    return RTCPlanner(RTCConfig(execute_horizon=execute_horizon, initial_delay_ticks=kw.pop("initial", 2), **kw), H, A)
 
 
 def test_config_rejects_bad_names_and_ranges_naming_the_key():
@@ -39,23 +39,27 @@ def test_config_rejects_bad_names_and_ranges_naming_the_key():
 
 
 @settings(max_examples=200, deadline=None)
-@given(s_min=st.integers(1, H - 1), cap=st.one_of(st.none(), st.integers(0, H)), initial=st.integers(0, H))
-def test_a_guided_region_cap_reaches_the_policy_as_a_longer_horizon_only(s_min, cap, initial):
+@given(execute_horizon=st.integers(1, H - 1), cap=st.one_of(st.none(), st.integers(0, H)), initial=st.integers(0, H))
+def test_a_guided_region_cap_reaches_the_policy_as_a_longer_horizon_only(execute_horizon, cap, initial):
     """``guided_cap_ticks``: the guide's horizon is ``H - min(H - s, d + cap)`` (its soft region ends
     ``cap`` past the delay); the request's own ``s``, ``d`` and previous chunk are the uncapped ones."""
     p = RTCPlanner(
-        RTCConfig(execute_horizon=s_min, initial_delay_ticks=initial, guided_cap_ticks=cap, max_chunk_jump=None), H, A
+        RTCConfig(
+            execute_horizon=execute_horizon, initial_delay_ticks=initial, guided_cap_ticks=cap, max_chunk_jump=None
+        ),
+        H,
+        A,
     )
     p.begin_episode(0)
     first = p.request(0)
     p.accept(first.seq, chunk(0), chunk(0))
     while not p.wants_inference():
         p.step()
-    req = p.request(s_min)
-    assert req.s == s_min and req.d == max(0, min(initial, H - s_min))
-    end = H - s_min if cap is None else min(H - s_min, req.d + cap)
-    assert req.guide.executed_ticks == H - end and req.guide.delay_ticks == req.d
-    assert np.array_equal(req.guide.prev_model[: H - s_min], p.scheduler.chunk_model[s_min:])
+    req = p.request(execute_horizon)
+    assert req.s == execute_horizon and req.d == max(0, min(initial, H - execute_horizon))
+    end = H - execute_horizon if cap is None else min(H - execute_horizon, req.d + cap)
+    assert req.guide.execute_horizon == H - end and req.guide.delay_ticks == req.d
+    assert np.array_equal(req.guide.prev_model[: H - execute_horizon], p.scheduler.chunk_model[execute_horizon:])
 
 
 def test_first_request_is_a_plain_predict_and_runs_from_index_zero():
@@ -71,17 +75,17 @@ def test_first_request_is_a_plain_predict_and_runs_from_index_zero():
 
 @settings(max_examples=200, deadline=None)
 @given(
-    s_min=st.integers(1, H),
+    execute_horizon=st.integers(1, H),
     delays=st.lists(st.integers(0, 2 * H), min_size=1, max_size=8),
     initial=st.integers(0, H),
     window=st.integers(1, 4),
 )
-def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initial, window):
-    """Every request is cut at t >= s_min with s = t, prev = chunk[s:], d = clip(max of the last
+def test_requests_follow_the_trigger_and_the_delay_estimate(execute_horizon, delays, initial, window):
+    """Every request is cut at t >= execute_horizon with s = t, prev = chunk[s:], d = clip(max of the last
     `window` observed delays, 0, H - s); the merge continues at d_actual = ticks since the request."""
     p = RTCPlanner(
         RTCConfig(
-            execute_horizon=s_min,
+            execute_horizon=execute_horizon,
             delay_window=window,
             initial_delay_ticks=initial,
             warmup_inferences_excluded=0,
@@ -100,20 +104,20 @@ def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initi
             p.step()
             tick += 1
         t = p.scheduler.t
-        assert t >= s_min
+        assert t >= execute_horizon
         req = p.request(tick)
         assert req.s == t
         expected_d = max(observed[-window:]) if observed else initial
         assert req.guide is not None
         if t < H:
             assert req.d == max(0, min(expected_d, H - t))
-            assert req.guide.delay_ticks == req.d and req.guide.executed_ticks == t
+            assert req.guide.delay_ticks == req.d and req.guide.execute_horizon == t
             assert np.array_equal(req.guide.prev_model[: H - t], p.scheduler.chunk_model[t:])
             assert not req.guide.prev_model[H - t :].any()
         else:  # nothing left: continue from the held last action (what the robot executes now)
             assert req.d == min(expected_d, H)
             assert np.array_equal(req.guide.prev_model, np.repeat(p.scheduler.chunk_model[-1:], H, axis=0))
-            assert req.guide.executed_ticks == min(s_min, H - req.d)
+            assert req.guide.execute_horizon == min(execute_horizon, H - req.d)
         for _ in range(delay):
             p.step()
             tick += 1
@@ -124,7 +128,7 @@ def test_requests_follow_the_trigger_and_the_delay_estimate(s_min, delays, initi
 
 
 def test_stale_results_are_discarded_and_rejected_chunks_are_asked_again():
-    p = planner(s_min=2)
+    p = planner(execute_horizon=2)
     p.begin_episode(0)
     req = p.request(0)
     p.accept(req.seq, chunk(0), chunk(0))
@@ -143,7 +147,7 @@ def test_stale_results_are_discarded_and_rejected_chunks_are_asked_again():
 
 
 def test_new_episode_and_restart_drop_what_is_in_flight():
-    p = planner(s_min=2, warmup_inferences_excluded=1)
+    p = planner(execute_horizon=2, warmup_inferences_excluded=1)
     p.begin_episode(0)
     req = p.request(0)
     p.accept(req.seq, chunk(0), chunk(0))
@@ -177,7 +181,7 @@ def test_implausible_chunks_are_rejected_against_the_last_command_and_the_anchor
 
 
 def test_plain_request_restarts_the_chunk_from_index_zero():
-    p = planner(s_min=3)
+    p = planner(execute_horizon=3)
     p.begin_episode(0)
     req = p.request(0)
     p.accept(req.seq, chunk(0), chunk(0))

@@ -236,7 +236,9 @@ CASES = [
     (["algorithm.max_restarts=-1"], "algorithm.max_restarts"),
     (["algorithm.execute_horizon=0"], "algorithm.execute_horizon"),
     (["algorithm.execute_horizon=51"], "algorithm.execute_horizon"),
-    (["algorithm.s_min=0"], "algorithm.s_min"),
+    # an old spelling names the new one
+    (["algorithm.s_min=4"], "algorithm.s_min", "renamed: use algorithm.execute_horizon"),
+    (["+algorithm.s_min=4"], "algorithm.s_min", "renamed: use algorithm.execute_horizon"),
     (["algorithm.initial_delay_ticks=-1"], "algorithm.initial_delay_ticks"),
     (["algorithm.warmup_inferences_excluded=-2"], "algorithm.warmup_inferences_excluded"),
     (["algorithm.max_guidance_weight=0"], "algorithm.max_guidance_weight"),

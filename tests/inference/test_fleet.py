@@ -206,7 +206,7 @@ def test_three_robots_share_one_deployment_each_with_its_own_delay(cluster, tmp_
         guided = [r for r in rows if r["guidance"] == "vjp"]
         assert guided and all(int(r["d_estimate"]) >= 0 for r in guided), name
         # the service's timings came back with every chunk
-        assert s["fleet_batch_size_max"] >= 1 and s["fleet_queue_ms_p50"] >= 0 and s["fleet_compute_ms_p50"] > 0
+        assert s["fleet_batch_size_max"] >= 1 and s["fleet_queue_ms_p50"] >= 0 and s["fleet_policy_ms_p50"] > 0
         assert sum(s["fleet_batch_size_hist"].values()) == len(rows)
         # ... and each chunk's row in inferences.csv has them (what W&B gets as inference/*)
         assert all(

@@ -7,6 +7,8 @@ and strength.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from policies.base import Guidance, PolicyInput, Schedule
 from policies.batched import BatchRequest, batched_guided_sample, infer_batch, plan_batch
 from policies.flow.policy import FlowPolicy
 from policies.guidance import guided_euler_sample, identity_guided_euler_sample
+from policies.runner import Guide, PolicyRunner
 
 pytestmark = pytest.mark.timeout(240)
 TOL = 2e-4  # float32 sums in a different order (batched matrix products)
@@ -48,20 +51,22 @@ def _request(
     )
     prev = None if guidance == Guidance.NONE else rng.normal(size=(m.chunk_size - s, m.action_dim)).astype(np.float32)
     noise = rng.normal(size=(m.chunk_size, m.action_dim)).astype(np.float32)
-    return BatchRequest(inp, prev, d, s, guidance, schedule, beta, noise)
+    guide = None if prev is None else Guide(prev, d, s, guidance, schedule, beta)
+    return BatchRequest(inp, guide, noise)
 
 
 def _alone(policy: FlowPolicy, req: BatchRequest) -> np.ndarray:
     if req.kind == Guidance.NONE:
         return policy.predict(req.inp, noise=req.noise)
+    g = req.guide
     return policy.guided_inference(
         req.inp,
-        req.prev_model,
-        req.d,
-        req.s,
-        guidance=req.guidance,
-        schedule=req.schedule,
-        max_guidance_weight=req.max_guidance_weight,
+        g.prev_model,
+        g.delay_ticks,
+        g.execute_horizon,
+        guidance=g.guidance,
+        schedule=g.schedule,
+        max_guidance_weight=g.max_guidance_weight,
         noise=req.noise,
     )
 
@@ -81,7 +86,7 @@ def test_each_guided_request_in_a_mixed_batch_equals_the_request_alone(policy):
     for i, (req, got) in enumerate(zip(reqs, batch)):
         want = _alone(policy, req)
         assert got.shape == want.shape == (policy.metadata.chunk_size, policy.metadata.action_dim)
-        np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=f"row {i} ({req.kind}, d={req.d}, s={req.s})")
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=f"row {i} ({req.kind}, {req.guide})")
     # the rows really differ (different observations, delays, previous chunks): no row copied another
     assert min(np.abs(batch[0] - batch[1]).max(), np.abs(batch[0] - batch[4]).max()) > 1e-2
 
@@ -91,13 +96,12 @@ def test_identity_and_vjp_rows_of_the_same_request_differ_only_by_the_jacobian(p
     own single-chunk sampler, and they differ (the model's Jacobian is not the identity)."""
     rng = np.random.default_rng(5)
     vjp = _request(policy, rng, Guidance.VJP, d=6, s=20)
-    ident = BatchRequest(
-        vjp.inp, vjp.prev_model, vjp.d, vjp.s, Guidance.IDENTITY, vjp.schedule, vjp.max_guidance_weight, vjp.noise
-    )
+    ident = BatchRequest(vjp.inp, dataclasses.replace(vjp.guide, guidance=Guidance.IDENTITY), vjp.noise)
     got_vjp, got_id = policy.guided_inference_batch([vjp, ident])
     np.testing.assert_allclose(got_vjp, _alone(policy, vjp), atol=TOL, rtol=0)
     np.testing.assert_allclose(got_id, _alone(policy, ident), atol=TOL, rtol=0)
-    assert np.abs(got_vjp[: vjp.d] - got_id[: vjp.d]).max() > 10 * TOL
+    d = vjp.guide.delay_ticks
+    assert np.abs(got_vjp[:d] - got_id[:d]).max() > 10 * TOL
 
 
 def test_a_guided_row_is_not_the_unguided_chunk(policy):
@@ -107,7 +111,8 @@ def test_a_guided_row_is_not_the_unguided_chunk(policy):
     req = _request(policy, rng, Guidance.VJP, d=8, s=20)
     plain = BatchRequest(req.inp, None, noise=req.noise)
     guided, unguided = policy.guided_inference_batch([req, plain])
-    assert np.abs(guided[: req.d] - unguided[: req.d]).max(axis=1).min() > 10 * TOL
+    d = req.guide.delay_ticks
+    assert np.abs(guided[:d] - unguided[:d]).max(axis=1).min() > 10 * TOL
     np.testing.assert_allclose(unguided, policy.predict(req.inp, noise=req.noise), atol=TOL, rtol=0)
 
 
@@ -122,7 +127,7 @@ def test_trained_prefix_rows_share_a_batch_with_vjp_rows(prefix_policy):
     batch = prefix_policy.guided_inference_batch(reqs)
     for i, (req, got) in enumerate(zip(reqs, batch)):
         np.testing.assert_allclose(got, _alone(prefix_policy, req), atol=TOL, rtol=0, err_msg=f"row {i}")
-    np.testing.assert_array_equal(batch[0][:4], reqs[0].prev_model[:4])  # the clean prefix is kept exactly
+    np.testing.assert_array_equal(batch[0][:4], reqs[0].guide.prev_model[:4])  # the clean prefix is kept exactly
 
 
 def test_trained_row_on_an_untrained_checkpoint_is_refused_by_name(policy):
@@ -205,9 +210,8 @@ class _Identity:
         return np.asarray(chunk) * 2.0
 
 
-class _Runner:
-    def __init__(self, policy):
-        self.policy, self.normalizer = policy, _Identity()
+def _Runner(policy):  # noqa: N802 - a runner whose normalizer doubles the chunk, so the robot space shows
+    return PolicyRunner(policy, _Identity())
 
 
 def test_infer_batch_names_a_refused_row_and_serves_the_others(policy):

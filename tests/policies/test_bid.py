@@ -369,15 +369,15 @@ def test_the_fleet_batch_runs_a_bid_row_alone_and_the_other_rows_together(checkp
     VJP row and a plain row served by one batched call; ``plan_batch`` refuses a bid row with the reason."""
     from policies.base import Guidance
     from policies.batched import BatchRequest, infer_batch, plan_batch
-    from policies.runner import PolicyRunner
+    from policies.runner import Guide, PolicyRunner
 
     strong, weak = checkpoints
     policy = FlowPolicy(checkpoint=str(strong), num_steps=4, bid_samples=N, bid_weak_checkpoint=str(weak))
     runner = PolicyRunner(policy, Normalizer.identity())
     obs, prev = _obs(), np.zeros((H, A), np.float32)
     rows = [
-        BatchRequest(obs, prev, 2, 3, Guidance.VJP),
-        BatchRequest(obs, prev + 1, 2, 3, Guidance.BID),
+        BatchRequest(obs, Guide(prev, 2, 3, Guidance.VJP)),
+        BatchRequest(obs, Guide(prev + 1, 2, 3, Guidance.BID)),
         BatchRequest(obs),
     ]
     results = infer_batch(runner, rows)
