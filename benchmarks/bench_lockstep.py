@@ -203,8 +203,13 @@ def main() -> None:
     out = RESULTS / name
     done: dict[tuple[str, int, int], dict] = {}
     default_s = grid[0][1] if len({h for _, h in grid}) == 1 else None
-    if args.resume and out.with_suffix(".csv").is_file():  # cells already in the results file are kept
-        for r in csv.DictReader(out.with_suffix(".csv").open()):
+    # every finished cell is also written here at once, so a study cut short resumes (--resume) from it
+    partial = out.with_name(out.name + ".partial.csv")
+    # cells already in the results file, and those a cut-short run left, are kept
+    for path in (out.with_suffix(".csv"), partial) if args.resume else ():
+        if not path.is_file():
+            continue
+        for r in csv.DictReader(path.open()):
             r = {k: csv_value(k, v) for k, v in r.items()}
             # a row written before the s column: its run's one execute horizon
             s = int(r["execute_horizon"]) if r.get("execute_horizon") not in (None, "") else default_s
@@ -238,8 +243,11 @@ def main() -> None:
         ) as pool:
             futures = [pool.submit(_run_cells, o) for _, o in jobs_in]
             results = []
+            finished = list(done.values())
             for (label, _), f in zip(jobs_in, futures):  # printed in order, so a cut-short run keeps what it had
                 results.append((label, f.result()))
+                finished += [{**r, "method": label or r["method"]} for r in results[-1][1][0]]
+                write_rows(partial, finished)
                 for r in results[-1][1][0]:
                     print(
                         f"row {label or r['method']} d={r['delay_ticks']} s={r['execute_horizon']} episodes={r['episodes']} "
@@ -346,12 +354,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     kept = _reading_sections(out.with_suffix(".md")) if args.resume else []
     out.with_suffix(".md").write_text("\n".join([*lines, *kept]) + "\n")
-    with out.with_suffix(".csv").open("w", newline="") as f:
-        # kept cells may predate a column the new ones have (or the reverse): the union, blanks where absent
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        writer = csv.DictWriter(f, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out.with_suffix(".csv"), rows)
+    partial.unlink(missing_ok=True)
     s_text = "s per cell" if info.get("execute_horizons") else f"s={info['execute_horizon']}"
     plot_paper_figure(
         rows,
@@ -369,6 +373,15 @@ CONSISTENCY_GUIDANCE = frozenset({"vjp", "identity", "trained", "select"})
 
 
 TEXT_COLUMNS = ("method", "guidance", "schedule", "fault")
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """A results CSV. Kept cells may predate a column the new ones have (or the reverse): the union of
+    the columns, blanks where absent."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def time_to_end(row: dict) -> str:

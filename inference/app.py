@@ -15,8 +15,9 @@ multi-line report and exits 1 unless ``HYDRA_FULL_ERROR=1``, in which case it re
 original exception. ``main`` sets that documented switch for the duration of the Hydra call and
 turns what comes out into our line. Exceptions that escape the job itself (bugs in a run, not
 config problems) are recorded as they pass and re-raised untouched. The alternatives were worse:
-composing a second time first (two compositions, and the command line re-parsed by us, which is how
-``--config-dir <dir>`` once broke) or patching Hydra's private ``run_and_report``. The variable
+composing a second time first (two compositions, and a command line re-parsed by us, which must
+then agree with Hydra's own parser on every flag such as ``--config-dir <dir>``) or patching
+Hydra's private ``run_and_report``. The variable
 stays set while the run executes (a multirun composes each job between runs), so processes the run
 spawns inherit it; it only changes how Hydra reports errors. (Hydra itself composes once more,
 quietly, to read ``hydra.mode`` before a run; that is Hydra's, not ours.)

@@ -5,7 +5,7 @@
 restating them in YAML. Each algorithm's schema is made of its knob groups (``algorithms/settings.py``:
 ``RTCConfig``, ``LoopConfig``, ...): ``conf/algorithm/<name>.yaml`` lists ``/schema/algorithm@_here_: <name>``
 first in its defaults and overrides only what differs, so
-``algorithm.execute_horizon=10`` works as before and ``--cfg job`` shows every value. Types and ranges
+``algorithm.execute_horizon=10`` overrides the class's default and ``--cfg job`` shows every value. Types and ranges
 stay with the classes (start-time validation reads them); the schema fields are untyped here so a
 wrong value reaches that validation and its one-line ``config error: <key>: <why>``.
 """

@@ -14,12 +14,12 @@ unprivileged user where user namespaces are allowed; like ``unshare -rn``, but t
 its own uid instead of appearing as root). Then ``lo`` is brought up, the host gets the name
 ``localhost`` in a UTS namespace where its own name resolves to a LAN address
 (:func:`_hostname_to_loopback`), and CMD is executed. Where neither works, or with ``--mode off``
-(``make test NETNS=off``), CMD runs on the host network as before; with ``--mode require`` (CI:
+(``make test NETNS=off``), CMD runs on the host network; with ``--mode require`` (CI:
 ``.ci/run``) it does not run at all (exit 2). The first line printed says which, and CMD's
 environment carries ``RT_NETNS=private|host`` and ``RT_NETNS_REASON`` so a test can check the claim.
 
 Nothing in the namespace can reach the package registry: build every venv first (``make test-envs``).
-The file system, /dev/shm, /tmp and the process tree are shared with the host as before.
+The file system, /dev/shm, /tmp and the process tree are shared with the host.
 
 ``--watch`` keeps this process as CMD's parent and samples, once a second (``WATCH_PERIOD_S``),
 every socket of the run: all sockets of the namespace, or on the host network those of processes
@@ -28,7 +28,7 @@ listening on, an address reachable off loopback is printed and appended to the f
 ``RT_NETNS_WATCH`` (``tests/scripts/test_loopback_only.py`` reads it). In a private namespace, where none
 can exist unless the namespace gained an interface, that makes the exit status non-zero even when
 CMD succeeded; on the host network, where e.g. Ray listens on every interface, it is reported only,
-so a run without a namespace passes as before. A socket that lives less than a sample period may
+so a run without a namespace is not failed for what it cannot prevent. A socket that lives less than a sample period may
 go unseen; in the namespace it cannot leave loopback either.
 
 Benchmarks call :func:`reexec_in_netns` first thing: started outside, they re-run themselves
@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netns: {count} socket(s) of this run reached beyond loopback (listed in {log_path})", flush=True)
         if state == "private":
             return code or 1
-        print("netns: on the host network that is reported, not failed (as before this guard)", flush=True)
+        print("netns: on the host network that is reported, not failed", flush=True)
         return code
     os.unlink(log_path)
     return code

@@ -23,6 +23,21 @@ from services.logs import LogSetup
 log = logging.getLogger(__name__)
 
 
+def exit_cause(code: int | None) -> str:
+    """How a child ended, from ``multiprocessing``'s ``exitcode`` or ``subprocess``'s ``returncode``
+    (both negative for a signal): ``exited with code N`` / ``killed by signal N (SIGKILL)`` /
+    ``still running`` (None). Every child of the engine is reported in these words."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = "?"
+        return f"killed by signal {-code} ({sig})"
+    return f"exited with code {code}"
+
+
 def _child_entry(
     target: Callable[..., None],
     args: tuple,
@@ -72,16 +87,7 @@ class DeviceProcess:
         """``exited with code N`` / ``killed by signal N (SIGKILL)`` / ``not started``."""
         if self.proc is None:
             return "not started"
-        code = self.proc.exitcode
-        if code is None:
-            return "still running"
-        if code < 0:
-            try:
-                sig = signal.Signals(-code).name
-            except ValueError:
-                sig = "?"
-            return f"killed by signal {-code} ({sig})"
-        return f"exited with code {code}"
+        return exit_cause(self.proc.exitcode)
 
     def stop(
         self, request_stop: Callable[[], None] | None = None, grace_s: float = 0.4, deadline: float | None = None

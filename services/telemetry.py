@@ -156,7 +156,8 @@ class _CsvTable:
 
 # ------------------------------------------------------------------ fixed-size records
 # Record kinds in the telemetry ring. A row (tick, inference) is one float64 value and one type code
-# per field (None / int / float / text) plus the text fields as JSON, so the CSV reads as before.
+# per field (None / int / float / text) plus the text fields as JSON, so a row comes out of the ring
+# with the types it went in with (an int stays an int in the CSV, None an empty cell).
 TICK, INFERENCE, EVENT, COMMAND, CHUNK, WARMUP = 1, 2, 3, 4, 5, 6
 _NONE, _INT, _FLOAT, _TEXT = 0, 1, 2, 3
 

@@ -41,6 +41,7 @@ from algorithms.rtc.layout import (
 from algorithms.rtc.worker import WorkerConfig, inference_main
 from algorithms.settings import check_ranges
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportFault, TransportSession
+from services.devproc import exit_cause
 from services.errors import AlgorithmFault, FaultKind
 from services.knobs import PositiveFloat, PositiveInt
 from services.shm import SharedArrays, ShmRegistry, unique_block_name
@@ -283,10 +284,7 @@ class SharedMemoryTransport(TransportBase):
             time.sleep(0.01)
 
     def _death_cause(self) -> str:
-        code = self.proc.exitcode if self.proc is not None else None
-        cause = f"inference process exited with code {code}"
-        if code is not None and code < 0:
-            cause = f"inference process killed by signal {-code}"
+        cause = "inference process " + ("not started" if self.proc is None else exit_cause(self.proc.exitcode))
         if self.worker_fault:
             cause += f" ({self.worker_fault})"
         return cause

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from policies.lerobot import wire
+from services.devproc import exit_cause
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -50,14 +51,14 @@ class HostProxy:
     def _call(self, msg: dict[str, Any]) -> Any:
         with self._lock:
             if self._proc.poll() is not None:
-                raise HostError(f"LeRobot policy host exited with code {self._proc.returncode}")
+                raise HostError(f"LeRobot policy host {exit_cause(self._proc.returncode)}")
             try:
                 wire.send(self._proc.stdin, msg)
                 reply = wire.recv(self._proc.stdout)
             except (EOFError, BrokenPipeError) as exc:
                 code = self._proc.wait(timeout=5)
                 raise HostError(
-                    f"LeRobot policy host died during {msg.get('op')} (exit code {code}; its stderr above says why)"
+                    f"LeRobot policy host died during {msg.get('op')} ({exit_cause(code)}; its stderr above says why)"
                 ) from exc
         if "error" in reply:
             log.error("LeRobot policy host: %s", reply.get("traceback", reply["error"]))

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from services.devproc import exit_cause
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -176,7 +178,7 @@ class WebViewerServer:
         pending = {self.grpc_port, self.web_port}
         while pending:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rerun web viewer server exited at start (exit {self.proc.returncode})")
+                raise RuntimeError(f"rerun web viewer server failed at start: {exit_cause(self.proc.returncode)}")
             for port in list(pending):
                 try:
                     socket.create_connection((connect_to, port), timeout=0.5).close()

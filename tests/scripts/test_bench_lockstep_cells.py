@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_lockstep import delay_sweep, horizon_sweep, plot_paper_figure  # noqa: E402
+from bench_lockstep import csv_value, delay_sweep, horizon_sweep, plot_paper_figure, write_rows  # noqa: E402
 
 
 def _row(method: str, d: int, s: int | str, success: float = 0.5) -> dict:
@@ -40,3 +40,19 @@ def test_a_table_with_one_s_per_delay_keeps_every_row_and_has_no_s_sweep():
     # rows kept from a results file written before the s column (blank): no s sweep, every row by d
     old = [_row("naive", d, "") for d in (0, 4)]
     assert delay_sweep(old) == old and horizon_sweep(old) == (None, [])
+
+
+def test_rows_written_cell_by_cell_read_back_for_resume(tmp_path):
+    """The partial CSV a study writes after each cell reads back as the cells it held (what --resume
+    keeps), with a column only some rows have left blank in the others."""
+    import csv
+
+    rows = [_row("naive", 0, 1, 1.0), {**_row("bid", 4, 4, 0.25), "fault": "chunks_rejected"}]
+    path = tmp_path / "study.partial.csv"
+    write_rows(path, rows)
+    back = [{k: csv_value(k, v) for k, v in r.items()} for r in csv.DictReader(path.open())]
+    assert [(r["method"], r["delay_ticks"], r["execute_horizon"], r["success_rate"]) for r in back] == [
+        ("naive", 0, 1, 1.0),
+        ("bid", 4, 4, 0.25),
+    ]
+    assert back[0]["fault"] == "" and back[1]["fault"] == "chunks_rejected"

@@ -339,3 +339,22 @@ def test_kill_9_of_the_control_process_leaves_no_device_and_no_shared_memory(tmp
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_every_child_end_is_said_in_the_same_words():
+    """``exit_cause`` reads ``multiprocessing``'s exitcode and ``subprocess``'s returncode alike
+    (negative: the signal), as every child of the engine is reported."""
+    import subprocess
+    import sys
+
+    from services.devproc import exit_cause
+
+    assert exit_cause(None) == "still running"
+    assert exit_cause(0) == "exited with code 0"
+    assert exit_cause(3) == "exited with code 3"
+    assert exit_cause(-9) == "killed by signal 9 (SIGKILL)"
+    assert exit_cause(-15) == "killed by signal 15 (SIGTERM)"
+    assert exit_cause(-999) == "killed by signal 999 (?)"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child.kill()
+    assert exit_cause(child.wait(timeout=60)) == "killed by signal 9 (SIGKILL)"
