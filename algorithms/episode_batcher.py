@@ -10,9 +10,11 @@ safety filter, robot, history and faults stay per episode.
 Common random numbers survive batching: each episode draws its policy noise from a stream of its own,
 seeded by the episode seed exactly as ``reset_noise(seed)`` seeds the policy for one episode at a time
 (a ``torch.Generator`` on the policy's noise device). A row of the batched sampler gets the one
-``(1, H, action_dim)`` normal a single call would draw, taken from its stream; a request that samples
-candidates of its own (``select``, ``bid``: ``SAMPLES_OWN_BATCH``) runs alone through the runner with
-the policy's generator set to its stream, and the stream takes the state the call left. So an episode
+``(1, H, action_dim)`` normal a single call would draw, taken from its stream; a ``bid`` row, where the
+policy batches them (``bid_inference_batch``), gets the ``2N`` draws its single call makes, in the
+same order. A request that samples candidates of its own otherwise (``select``; ``bid`` on a policy
+without that method: ``SAMPLES_OWN_BATCH``) runs alone through the runner with the policy's generator
+set to its stream, and the stream takes the state the call left. So an episode
 gets the chunks it gets when the episodes run one at a time, to float tolerance (only the order of
 sums inside batched matrix products differs).
 """
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 
 from algorithms.rendezvous import Batch, Rendezvous
-from policies.base import Guidance, PolicyInput, missing_capability
+from policies.base import Guidance, PolicyInput, missing_capability, policy_info
 from policies.batched import SAMPLES_OWN_BATCH, BatchRequest, infer_batch
 from policies.runner import ChunkResult, Guide, PolicyRunner
 
@@ -150,15 +152,18 @@ def answer_rows(
     """The rows' chunks: those the batched sampler serves in one ``infer_batch`` call (noise drawn
     from each row's stream), the others one by one through ``runner.infer`` on their own stream."""
     policy = runner.policy
+    bid_samples = int(policy.bid_samples) if hasattr(policy, "bid_inference_batch") else 0
     together = [
         i
         for i, row in enumerate(rows)
-        if batched and _kind(row) not in SAMPLES_OWN_BATCH and missing_capability(policy, _kind(row)) is None
+        if batched
+        and (_kind(row) not in SAMPLES_OWN_BATCH or (_kind(row) == Guidance.BID and bid_samples))
+        and missing_capability(policy, _kind(row)) is None
     ]
     answers: list[Answer | None] = [None] * len(rows)
     if together:
         meta = runner.metadata
-        requests = [_batch_request(rows[i], meta.chunk_size, meta.action_dim) for i in together]
+        requests = [_batch_request(rows[i], meta.chunk_size, meta.action_dim, bid_samples) for i in together]
         saved = generator.get_state() if generator is not None else None
         try:
             outs = infer_batch(runner, requests)
@@ -170,7 +175,7 @@ def answer_rows(
                 answers[i] = Answer(None, {}, ValueError(out.error))
             else:
                 answers[i] = Answer(
-                    ChunkResult(out.model, out.robot, out.policy_ms, _kind(rows[i]) != Guidance.NONE), {}
+                    ChunkResult(out.model, out.robot, out.policy_ms, _kind(rows[i]) != Guidance.NONE), out.info
                 )
     for i, row in enumerate(rows):
         if answers[i] is None:
@@ -178,18 +183,20 @@ def answer_rows(
     return answers  # type: ignore[return-value]
 
 
-def _batch_request(row: Row, chunk_size: int, action_dim: int) -> BatchRequest:
-    noise = None
-    if row.noise is not None:  # the one normal a single call draws for this chunk, from the episode's stream
-        noise = torch.randn((1, chunk_size, action_dim), generator=row.noise, device=row.noise.device)
-        noise = noise[0].cpu().numpy()
-    return BatchRequest(row.inp, row.guide, noise)
+def _batch_request(row: Row, chunk_size: int, action_dim: int, bid_samples: int) -> BatchRequest:
+    """The row as a batch request, with what a single call would draw from the episode's stream: one
+    normal, or for ``bid`` the first strong chunk's, the N - 1 others' and the N weak ones', in that
+    order (``FlowPolicy._bid_noise``)."""
+    if row.noise is None:
+        return BatchRequest(row.inp, row.guide)
+    counts = (1, bid_samples - 1, bid_samples) if _kind(row) == Guidance.BID else (1,)
+    draws = [torch.randn((k, chunk_size, action_dim), generator=row.noise, device=row.noise.device) for k in counts]
+    noise = torch.cat(draws).cpu().numpy()
+    return BatchRequest(row.inp, row.guide, noise if len(counts) > 1 else noise[0])
 
 
 def _single(runner: PolicyRunner, row: Row, generator: torch.Generator | None) -> Answer:
     """One row alone, the policy's generator set to the row's stream for the call."""
-    from algorithms.inprocess import policy_info
-
     saved = None
     if generator is not None and row.noise is not None:
         saved = generator.get_state()

@@ -21,6 +21,7 @@ import numpy as np
 
 from algorithms.episode_batcher import BatcherAborted, EpisodeBatcher, Row
 from algorithms.transport import InferenceReply, InferenceRequest, TransportBase, TransportSession
+from policies.base import policy_info
 from policies.runner import ChunkResult, PolicyRunner
 from services.errors import AlgorithmFault, ConfigError, FaultKind
 
@@ -69,12 +70,6 @@ def failure(exc: Exception, timeout_s: float) -> tuple[str, FaultKind]:
     if isinstance(exc, InferenceTimedOut):
         return f"inference timeout: {exc} (algorithm.inference_timeout_s={timeout_s:g})", FaultKind.INFERENCE_TIMEOUT
     return f"inference failed: {type(exc).__name__}: {exc}", FaultKind.INFERENCE_ERROR
-
-
-def policy_info(policy: Any) -> dict[str, Any]:
-    """Extra per-inference facts a policy reports (remote policies: server time, round trip)."""
-    info = getattr(policy, "last_info", None)
-    return dict(info()) if callable(info) else {}
 
 
 def build_runner(run: Any) -> PolicyRunner:

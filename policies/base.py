@@ -138,3 +138,10 @@ def capped_execute_horizon(H: int, d: int, s: int, cap_ticks: int | None) -> int
     (``H - s``) is the only place the horizon enters the weights, so any policy that builds them
     with ``policies.guidance.prefix_weights`` gets the capped mask without knowing about the cap."""
     return H - capped_guided_end(H, d, s, cap_ticks)
+
+
+def policy_info(policy: Any) -> dict[str, Any]:
+    """What a policy reported with its last chunk (``last_info()``: e.g. bidirectional decoding's
+    choice, a remote policy's server time); empty for a policy that reports nothing."""
+    info = getattr(policy, "last_info", None)
+    return dict(info()) if callable(info) else {}

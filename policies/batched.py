@@ -14,8 +14,10 @@ share one network, so one batched call per Euler step serves them all:
 - ``trained`` (prefix-conditioned, for checkpoints trained so) rows carry per-token flow times: their
   first ``d`` tokens sit clean at flow time 1 and are never integrated;
 - ``select`` and ``bid`` requests sample a batch of candidates of their own (bid's from the policy
-  and from its weak checkpoint) and keep one: they are not rows of the shared call; ``infer_batch``
-  runs each alone through the policy's ``guided_inference``.
+  and from its weak checkpoint) and keep one: they are not rows of the shared call. ``infer_batch``
+  gives the ``bid`` requests to the policy's ``bid_inference_batch`` together where it has one (the
+  flow policy: two sampling calls for all of them), and runs the others alone through
+  ``guided_inference``.
 
 So a request in a batch gets the chunk it would get alone (same noise), to float tolerance: only the
 order of floating-point sums inside batched matrix products differs. The math for one chunk stays in
@@ -27,13 +29,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from policies.base import Guidance, PolicyInput, missing_capability
+from policies.base import Guidance, PolicyInput, missing_capability, policy_info
 from policies.guidance import blend, guidance_weight, padded_prev, prefix_weights, vjp_step
 from policies.runner import Guide
 
@@ -43,7 +45,8 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Guidance that draws several candidates per request and keeps one (select: K from the policy; bid: N
 # from the policy and N from its weak checkpoint): such a request is already a batch of its own, so
-# ``infer_batch`` runs it alone through ``guided_inference`` and ``plan_batch`` refuses it as a row.
+# ``plan_batch`` refuses it as a row; ``infer_batch`` runs it alone through ``guided_inference``, or
+# (bid) with the other bid requests through the policy's ``bid_inference_batch``.
 SAMPLES_OWN_BATCH = (Guidance.SELECT, Guidance.BID)
 
 
@@ -224,13 +227,15 @@ def finish_blends(chunks: np.ndarray, plan: BatchPlan) -> list[np.ndarray]:
 @dataclass(frozen=True)
 class BatchResult:
     """One row's answer: chunks in model and robot space (float32 ``(H, A)``) or the error that kept
-    this row out of the batch; ``policy_ms`` is the whole batch's call (shared by its rows)."""
+    this row out of the batch; ``policy_ms`` is the whole batch's call (shared by its rows);
+    ``info``: what the policy reported with this row's chunk (e.g. bidirectional decoding's choice)."""
 
     model: np.ndarray | None
     robot: np.ndarray | None
     error: str | None
     policy_ms: float
     batch_size: int
+    info: dict[str, float] = field(default_factory=dict)
 
 
 def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResult]:
@@ -242,18 +247,29 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
     errors: list[str | None] = [missing_capability(policy, req.kind) for req in requests]
     ok = [i for i, e in enumerate(errors) if e is None]
     chunks: dict[int, np.ndarray] = {}
+    infos: dict[int, dict[str, float]] = {}
     t0 = time.perf_counter()
     batched = getattr(policy, "guided_inference_batch", None)
-    # a select or bid row samples its own candidates as a batch (bid's from two networks): it runs on its own
-    single = [i for i in ok if batched is None or requests[i].kind in SAMPLES_OWN_BATCH]
-    together = [i for i in ok if i not in single]
+    bid_batched = getattr(policy, "bid_inference_batch", None)
+    bids = [i for i in ok if bid_batched is not None and requests[i].kind == Guidance.BID]
+    # a select or bid row samples its own candidates as a batch (bid's from two networks): it runs on its
+    # own, or the bid rows together
+    single = [i for i in ok if i not in bids and (batched is None or requests[i].kind in SAMPLES_OWN_BATCH)]
+    together = [i for i in ok if i not in single and i not in bids]
     if together:
         try:
             outs = batched([requests[i] for i in together])
             chunks = {i: out for i, out in zip(together, outs)}
         except ValueError as exc:  # a row the batch could not plan: run rows one by one to name it
             log.warning("batched inference refused the batch (%s); running its rows one by one", exc)
-            single = ok
+            single = [i for i in ok if i not in bids]
+    if bids:
+        try:
+            for i, (chunk, info) in zip(bids, bid_batched([requests[i] for i in bids])):
+                chunks[i], infos[i] = chunk, info
+        except ValueError as exc:
+            log.warning("batched bid refused the batch (%s); running its rows one by one", exc)
+            single += bids
     for i in single:
         req = requests[i]
         try:
@@ -261,6 +277,7 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
                 chunks[i] = policy.predict(req.inp)
             else:
                 chunks[i] = runner.infer(req.inp, req.guide).model
+                infos[i] = policy_info(policy)
         except ValueError as exc:
             errors[i] = str(exc)
     policy_ms = (time.perf_counter() - t0) * 1e3
@@ -271,5 +288,5 @@ def infer_batch(runner: Any, requests: Sequence[BatchRequest]) -> list[BatchResu
             continue
         model = np.asarray(chunks[i], np.float32)
         robot = np.asarray(runner.normalizer.action_to_robot(model), np.float32) if model.ndim == 2 else model
-        results.append(BatchResult(model, robot, None, policy_ms, len(ok)))
+        results.append(BatchResult(model, robot, None, policy_ms, len(ok), infos.get(i, {})))
     return results

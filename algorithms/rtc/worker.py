@@ -30,7 +30,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from algorithms.inprocess import policy_info
 from algorithms.rtc.layout import (
     HeartbeatState,
     HeartbeatTime,
@@ -41,7 +40,7 @@ from algorithms.rtc.layout import (
     encode_error_reply,
     encode_reply,
 )
-from policies.base import Guidance
+from policies.base import Guidance, policy_info
 from policies.runner import Guide, PolicyRunner
 from services import realtime
 from services.errors import FaultKind

@@ -16,8 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from algorithms.inprocess import policy_info
 from algorithms.wire import chunk_reply, decode_request
+from policies.base import policy_info
 from policies.runner import PolicyRunner
 
 log = logging.getLogger(__name__)

@@ -213,9 +213,8 @@ class FleetReplica:
                         **timings,
                     )
                 else:
-                    # a batched call has no per-row report of the policy's (info): each row was one sample
                     replies[i] = chunk_reply(
-                        req.get("seq"), res.model, res.robot, res.policy_ms, server_ms, {}, **timings
+                        req.get("seq"), res.model, res.robot, res.policy_ms, server_ms, res.info, **timings
                     )
         return replies  # type: ignore[return-value]
 

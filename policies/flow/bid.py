@@ -102,15 +102,17 @@ class WeakPolicy:
         noise: torch.Tensor,
         num_steps: int,
         autocast: Callable[[], Any],
+        repeats: int = 1,
     ) -> np.ndarray:
-        """``noise.shape[0]`` plain chunks ``(N, H, action_dim)`` float32 for one observation (``state``
-        ``(1, state_dim)`` in the strong model's space, ``images`` ``(1, cams, 3, h, w)``), in the strong
-        model's space, sampled in one batch with the observation encoded once."""
+        """``noise.shape[0]`` plain chunks ``(N, H, action_dim)`` float32 in the strong model's space,
+        sampled in one batch with each observation encoded once: for one observation (``state``
+        ``(1, state_dim)`` in the strong model's space, ``images`` ``(1, cams, 3, h, w)``), or for B of
+        them with ``repeats`` chunks each (``N = B * repeats``, observation i's chunks in a row)."""
         with torch.inference_mode():
             if self.state_map is not None:
                 state = torch.as_tensor(self.state_map(state.cpu().numpy()), device=state.device)
             with autocast():
-                prefix = self.model.encode_prefix(state, images)
+                prefix = self.model.encode_prefix(state, images).repeat(repeats)
 
             def velocity(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
                 with autocast():

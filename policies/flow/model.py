@@ -208,6 +208,14 @@ class Prefix:
     kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     tokens: torch.Tensor | None = None
 
+    def repeat(self, n: int) -> Prefix:
+        """Each observation's encoding ``n`` times in a row (batch B -> B * n): B observations with n
+        chunks each, sampled in one call."""
+        if n == 1:
+            return self
+        kv = [(k.repeat_interleave(n, dim=0), v.repeat_interleave(n, dim=0)) for k, v in self.kv]
+        return Prefix(kv, None if self.tokens is None else self.tokens.repeat_interleave(n, dim=0))
+
 
 class FlowModel(nn.Module):
     """Observation encoder + flow-matching action expert. Works in model (normalized) space."""

@@ -515,25 +515,60 @@ class FlowPolicy:
         """``guidance: bid``: N chunks from this network (the first from ``noise``, the others drawn) and
         N from the weak one, all from this policy's noise generator in a fixed order (strong, then
         weak), so an evaluation that re-seeds it per episode compares methods on the same draws."""
-        m, n = self.metadata, self.bid_samples
+        n = self.bid_samples
         if self.weak is None:
             raise ValueError("flow policy: guidance=bid needs a weak checkpoint (policy.bid_weak_checkpoint)")
         with torch.inference_mode():
             state, images = self._tensors(obs)
             prefix = self._encode_tensors(state, images)
-            first = self._noise(noise)  # drawn first: with the same generator state, the chunk predict would make
-            rest = torch.randn((n - 1, m.chunk_size, m.action_dim), generator=self._generator, device=self.device)
-            strong_noise = torch.cat([first, rest])
-            weak_noise = torch.randn((n, m.chunk_size, m.action_dim), generator=self._generator, device=self.device)
+            draws = self._bid_noise(noise)
+            strong = euler_sample(self._velocity_fn(prefix), draws[:n], self.num_steps).float().cpu().numpy()
+        weak = self.weak.sample(state, images, draws[n:], self.num_steps, self._autocast)
+        chunk, self._last_info = _bid_choice(strong, prev, weights, weak)
+        return chunk
+
+    def _bid_noise(self, noise: np.ndarray | None) -> torch.Tensor:
+        """One ``guidance: bid`` request's draws ``(2N, H, A)``: the N strong chunks' noise, then the N
+        weak ones'. ``noise`` ``(H, A)`` is the first strong chunk's (drawn first otherwise: with the
+        same generator state, the chunk predict would make), the others come from this policy's
+        generator in that order; ``(2N, H, A)`` is all of them."""
+        m, n = self.metadata, self.bid_samples
+        shape = (m.chunk_size, m.action_dim)
+        if noise is not None and np.size(noise) == 2 * n * m.chunk_size * m.action_dim:
+            return torch.as_tensor(np.asarray(noise, np.float32), device=self.device).reshape(2 * n, *shape).clone()
+        first = self._noise(noise)
+        rest = torch.randn((n - 1, *shape), generator=self._generator, device=self.device)
+        weak = torch.randn((n, *shape), generator=self._generator, device=self.device)
+        return torch.cat([first, rest, weak])
+
+    def bid_inference_batch(self, requests: Sequence[Any]) -> list[tuple[np.ndarray, dict[str, float]]]:
+        """B ``guidance: bid`` requests (``policies.batched.BatchRequest``) in two sampling calls, the N
+        strong chunks of every request in one and the N weak ones in the other, then each request's
+        ``bid_select``: (chunk, report) per request. A request's ``noise`` is what ``_bid_noise``
+        takes; without it the draws come from this policy's generator, request by request. Each
+        chunk is the request's ``guided_inference`` on the same draws, to float tolerance (the
+        batched products sum in another order, so a near tie between two samples may choose the
+        other)."""
+        m, n = self.metadata, self.bid_samples
+        if self.weak is None:
+            raise ValueError("flow policy: guidance=bid needs a weak checkpoint (policy.bid_weak_checkpoint)")
+        if not requests:
+            return []
+        tensors = [self._tensors(req.inp) for req in requests]
+        draws = [self._bid_noise(req.noise) for req in requests]
+        state, images = torch.cat([s for s, _ in tensors]), torch.cat([im for _, im in tensors])
+        with torch.inference_mode():
+            prefix = self._encode_tensors(state, images).repeat(n)
+            strong_noise = torch.cat([d[:n] for d in draws])
             strong = euler_sample(self._velocity_fn(prefix), strong_noise, self.num_steps).float().cpu().numpy()
-        weak = self.weak.sample(state, images, weak_noise, self.num_steps, self._autocast)
-        choice = bid_select(strong, prev, weights, weak)
-        self._last_info = {
-            "bid_index": float(choice.index),
-            "bid_backward": float(choice.backward[choice.index]),
-            "bid_forward": float(choice.forward[choice.index]),
-        }
-        return strong[choice.index]
+        weak = self.weak.sample(state, images, torch.cat([d[n:] for d in draws]), self.num_steps, self._autocast, n)
+        out = []
+        for i, req in enumerate(requests):
+            g, rows = req.guide, slice(i * n, (i + 1) * n)
+            prev = padded_prev(g.prev_model, m.chunk_size, m.action_dim, "prev_chunk")
+            weights = prefix_weights(m.chunk_size, int(g.delay_ticks), int(g.execute_horizon), g.schedule)
+            out.append(_bid_choice(strong[rows], prev, weights, weak[rows]))
+        return out
 
     def _prefix_conditioned(
         self, obs: PolicyInput, prev: np.ndarray, delay: int, execute_horizon: int, noise: np.ndarray | None
@@ -590,3 +625,15 @@ class FlowPolicy:
                 torch.from_numpy(plan.identity).to(dev),
             )
         return finish_blends(a.float().cpu().numpy(), plan)
+
+
+def _bid_choice(
+    strong: np.ndarray, prev: np.ndarray, weights: np.ndarray, weak: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """``bid_select``'s chunk among the N strong samples, and the report that goes with it."""
+    choice = bid_select(strong, prev, weights, weak)
+    return strong[choice.index], {
+        "bid_index": float(choice.index),
+        "bid_backward": float(choice.backward[choice.index]),
+        "bid_forward": float(choice.forward[choice.index]),
+    }

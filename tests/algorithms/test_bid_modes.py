@@ -73,7 +73,9 @@ def test_bid_runs_in_the_sequential_mode(tmp_path):
 def test_a_bid_cell_draws_the_same_noise_alone_after_another_cell_and_side_by_side(tmp_path):
     """Common random numbers: both networks draw from the policy's generator, re-seeded per episode,
     so a bid cell's numbers are the same whether it runs after another cell or alone, and whether
-    its episodes run one at a time or side by side (each episode's own noise stream)."""
+    its episodes run one at a time or side by side (each episode's own noise stream; side by side,
+    the episodes' bid requests share two batched sampling calls, whose products sum in another
+    order: the same to float tolerance)."""
     common = [
         "algorithm=lockstep_eval",
         "policy=flow",
@@ -92,7 +94,9 @@ def test_a_bid_cell_draws_the_same_noise_alone_after_another_cell_and_side_by_si
         [*common, "algorithm.methods=[bid]", "algorithm.parallel_episodes=2"], run_dir=tmp_path / "side"
     ).execute()["table"][0]
     for key in ("discontinuity_mean", "plan_jump_mean", "max_jerk", "rms_jerk", "inferences"):
-        assert after[key] == alone[key] == side[key], (key, after[key], alone[key], side[key])
+        assert after[key] == alone[key], (key, after[key], alone[key])
+        assert side[key] == pytest.approx(alone[key], rel=1e-3), (key, alone[key], side[key])
+    assert side["inferences"] == alone["inferences"]
 
 
 @pytest.mark.slow

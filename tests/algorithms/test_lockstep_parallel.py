@@ -93,7 +93,9 @@ def runner() -> PolicyRunner:
     from policies.normalize import Normalizer
 
     torch.set_num_threads(1)
-    policy = FlowPolicy(device="cpu", num_steps=4, select_samples=3)
+    policy = FlowPolicy(
+        device="cpu", num_steps=4, select_samples=3, bid_samples=3, bid_weak_checkpoint="transfer_cube_prefix"
+    )
     return PolicyRunner(policy, Normalizer.from_file("policies/flow/checkpoints/transfer_cube/stats.json"))
 
 
@@ -108,24 +110,26 @@ def _inputs(runner: PolicyRunner, seed: int) -> PolicyInput:
 
 
 def test_a_batch_gives_each_episode_the_chunks_it_gets_alone(runner):
-    """Three episodes (seeds 5, 6, 7), each a plain first chunk then a guided one (VJP, identity,
-    select: select runs alone on its stream), answered two batches at a time; alone, each episode
-    re-seeds the policy and asks twice. Same chunks to float tolerance, and the policy's own
-    generator is left as it was."""
+    """Five episodes (seeds 5..9), each a plain first chunk then a guided one (VJP, identity, select:
+    select runs alone on its stream; two bid ones, answered together by the policy's batched bid),
+    answered two batches at a time; alone, each episode re-seeds the policy and asks twice. Same
+    chunks to float tolerance, the same bid choices, and the policy's own generator is left as it
+    was."""
     m = runner.policy.metadata
-    seeds = [5, 6, 7]
-    kinds = [Guidance.VJP, Guidance.IDENTITY, Guidance.SELECT]
+    seeds = [5, 6, 7, 8, 9]
+    kinds = [Guidance.VJP, Guidance.IDENTITY, Guidance.SELECT, Guidance.BID, Guidance.BID]
     rng = np.random.default_rng(1)
     guides = [
         Guide(rng.normal(size=(m.chunk_size - 10, m.action_dim)).astype(np.float32), 3, 10, kind, Schedule.EXP, 5.0)
         for kind in kinds
     ]
-    alone = []
+    alone, reports = [], []
     for seed, guide in zip(seeds, guides):
         runner.reset_noise(seed)
         first = runner.infer(_inputs(runner, seed), None)
         second = runner.infer(_inputs(runner, seed + 100), guide)
         alone.append((first.robot, second.robot))
+        reports.append(runner.policy.last_info())
     generator = noise_generator(runner.policy)
     before = generator.get_state()
     batcher = EpisodeBatcher(runner)
@@ -137,10 +141,14 @@ def test_a_batch_gives_each_episode_the_chunks_it_gets_alone(runner):
         runner, [Row(_inputs(runner, s + 100), g, st_) for s, g, st_ in zip(seeds, guides, streams)], generator, True
     )
     assert torch.equal(generator.get_state(), before)
-    for (a1, a2), b1, b2 in zip(alone, firsts, seconds):
+    for (a1, a2), b1, b2, report in zip(alone, firsts, seconds, reports):
         assert b1.error is None and b2.error is None
         np.testing.assert_allclose(b1.result.robot, a1, atol=2e-4)
         np.testing.assert_allclose(b2.result.robot, a2, atol=2e-4)
+        if "bid_index" in report:  # the batched bid reports its choice as the call alone does
+            assert b2.fields["bid_index"] == report["bid_index"]
+            assert b2.fields["bid_forward"] == pytest.approx(report["bid_forward"], abs=1e-4)
+    assert sum("bid_index" in r for r in reports) == 2
     # the streams matter: episode 6's draws differ from episode 5's
     assert not np.allclose(alone[0][0], alone[1][0], atol=1e-3)
 
@@ -155,9 +163,11 @@ FLOW = [
     "report=false",
     "policy.num_steps=4",
     "policy.select_samples=3",
+    "policy.bid_samples=3",
+    "policy.bid_weak_checkpoint=transfer_cube_prefix",
     "policy.device=cpu",
     "algorithm.stop_on_success=false",
-    "algorithm.methods=[naive,rtc,select]",
+    "algorithm.methods=[naive,rtc,select,bid]",
     "algorithm.delays_ticks=[2]",
     "algorithm.execute_horizon=3",
 ]

@@ -363,10 +363,11 @@ def test_a_bundled_checkpoint_is_found_by_its_name() -> None:
         WeakPolicy.load("no_such_checkpoint", CFG, resolve_path("policies/flow/checkpoints/transfer_cube"))
 
 
-def test_the_fleet_batch_runs_a_bid_row_alone_and_the_other_rows_together(checkpoints) -> None:
+def test_the_fleet_batch_runs_bid_rows_by_themselves_and_the_other_rows_together(checkpoints) -> None:
     """``infer_batch`` (the fleet's batched call): a bid row is a batch of 2N samples of its own, so it
-    is answered by the policy's bid inference (a chunk whose choice ``last_info`` reports), beside a
-    VJP row and a plain row served by one batched call; ``plan_batch`` refuses a bid row with the reason."""
+    is answered by the policy's batched bid inference (a chunk whose choice the row's ``info``
+    reports), beside a VJP row and a plain row served by one batched call; ``plan_batch`` refuses a
+    bid row with the reason."""
     from policies.base import Guidance
     from policies.batched import BatchRequest, infer_batch, plan_batch
     from policies.runner import Guide, PolicyRunner
@@ -383,10 +384,41 @@ def test_the_fleet_batch_runs_a_bid_row_alone_and_the_other_rows_together(checkp
     results = infer_batch(runner, rows)
     assert [r.error for r in results] == [None, None, None]
     assert all(r.model.shape == (H, A) and np.isfinite(r.model).all() for r in results)
-    assert set(policy.last_info()) == {"bid_index", "bid_backward", "bid_forward"}  # the bid row ran alone, last
+    assert set(results[1].info) == {"bid_index", "bid_backward", "bid_forward"} and results[0].info == {}
     assert results[0].batch_size == 3
     with pytest.raises(ValueError, match="batch row 1: guidance=bid samples a batch of candidates of its own"):
         plan_batch(rows, H, A)
     plain = FlowPolicy(checkpoint=str(strong), num_steps=2)  # no weak checkpoint: the row is refused, the others run
     refused = infer_batch(PolicyRunner(plain, Normalizer.identity()), rows)
     assert "supports_bid" in refused[1].error and refused[0].error is None and refused[2].error is None
+
+
+def test_bid_requests_batched_get_the_chunks_and_choices_they_get_alone(checkpoints) -> None:
+    """``bid_inference_batch``: three requests (other observations, previous chunks, delays and
+    horizons) in two sampling calls, each with the draws its single call makes (``_bid_noise`` from
+    the same generator state), keep the sample the single call keeps, to float tolerance."""
+    from policies.base import Guidance
+    from policies.batched import BatchRequest
+    from policies.runner import Guide
+
+    strong, weak = checkpoints
+    policy = FlowPolicy(checkpoint=str(strong), num_steps=4, bid_samples=N, bid_weak_checkpoint=str(weak))
+    rng = np.random.default_rng(4)
+    cells = [(2, 3), (0, H), (4, 2)]
+    requests, alone = [], []
+    for i, (d, s) in enumerate(cells):
+        obs, prev = _obs(i), rng.normal(size=(H, A)).astype(np.float32)
+        policy.reset_noise(20 + i)
+        chunk = policy.guided_inference(obs, prev, d, s, guidance="bid")
+        alone.append((chunk, policy.last_info()))
+        policy.reset_noise(20 + i)
+        draws = policy._bid_noise(None).numpy()
+        requests.append(BatchRequest(obs, Guide(prev, d, s, Guidance.BID), draws))
+    batched = policy.bid_inference_batch(requests)
+    assert len(batched) == len(cells)
+    for (chunk, info), (got, got_info) in zip(alone, batched):
+        assert got_info["bid_index"] == info["bid_index"]
+        np.testing.assert_allclose(got, chunk, atol=1e-5)
+        assert got_info["bid_backward"] == pytest.approx(info["bid_backward"], abs=1e-5)
+    assert len({i["bid_index"] for _, i in alone}) > 1 or not np.allclose(alone[0][0], alone[1][0])
+    assert policy.bid_inference_batch([]) == []
