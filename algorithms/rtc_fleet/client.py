@@ -33,11 +33,13 @@ class FleetCall:
     is in; ``t_arrive`` is when (monotonic, this process); ``attempts`` counts sends."""
 
     t_start: float
+    deadline: float = 0.0  # monotonic s: the call ends by then, whatever happens
     reply: dict[str, Any] | None = None
     t_arrive: float | None = None
     attempts: int = 0
     arrived: threading.Event = field(default_factory=threading.Event)
     response: Any = None
+    thread: threading.Thread | None = None
 
     def done(self, reply: dict[str, Any]) -> None:
         self.reply, self.t_arrive = reply, time.monotonic()
@@ -50,6 +52,15 @@ class FleetCall:
                 response.cancel()
             except Exception:  # noqa: BLE001 - already finished or gone
                 pass
+
+    def join(self, grace_s: float = 1.0) -> bool:
+        """Wait for the call's thread to end (its deadline, plus ``grace_s``); False if it has not.
+        A thread left waiting on Serve when the interpreter exits touches Ray after Ray's own exit
+        handler shut the core worker down, and Ray then ends the process with code 1."""
+        if self.thread is None:
+            return True
+        self.thread.join(max(0.0, self.deadline - time.monotonic()) + grace_s)
+        return not self.thread.is_alive()
 
 
 class FleetClient:
@@ -106,7 +117,11 @@ class FleetClient:
     def submit(self, request: dict[str, Any], timeout_s: float) -> FleetCall:
         """Send ``request`` from a daemon thread; the call ends within ``timeout_s`` whatever happens."""
         call = FleetCall(time.monotonic())
-        threading.Thread(target=self._run, args=(call, request, timeout_s), name="fleet-request", daemon=True).start()
+        call.deadline = call.t_start + timeout_s
+        call.thread = threading.Thread(
+            target=self._run, args=(call, request, timeout_s), name="fleet-request", daemon=True
+        )
+        call.thread.start()
         return call
 
     def call(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:

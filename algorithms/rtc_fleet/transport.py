@@ -180,7 +180,11 @@ class FleetTransport(TransportBase):
         return self.call is None
 
     def stop(self) -> None:
+        """Cancel the request in flight and wait for its thread (bounded by the request's deadline)."""
+        call = self.call
         self._drop()
+        if call is not None and not call.join():
+            log.warning("fleet: the request thread of robot %s outlived its deadline", self.robot_name)
 
     def _drop(self) -> None:
         if self.call is not None:
