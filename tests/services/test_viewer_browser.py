@@ -44,9 +44,9 @@ CHROMIUM_FLAGS = [
     "--enable-unsafe-swiftshader",
 ]
 WINDOW = (1600, 1000)
-# 12 min at 20 Hz: the run outlasts the wait for the URL and for the viewer's first full picture on a
-# loaded machine (it is stopped right after the shot)
-MAX_STEPS = 14400
+MAX_STEPS = (
+    6000  # 5 min at 20 Hz: the run outlasts the wait for the viewer on a loaded machine (stopped after the shot)
+)
 
 
 def chromium() -> str | None:
@@ -154,7 +154,7 @@ def _ticks_so_far(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(600)
 def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
     if chromium() is None:
         if os.environ.get("CI"):
@@ -192,8 +192,7 @@ def test_web_viewer_in_chromium_shows_cameras_and_chunks_during_a_run(tmp_path):
         # stream it then has to catch up on is short (the server keeps the whole run for late browsers)
         browser = Browser(port=_free_port())
         ticks_before = _ticks_so_far(run_dir)
-        # generous: the wasm viewer, drawn by a software rasterizer, takes minutes on a loaded 2-core machine
-        png = browser.screenshot(url, wait_s=float(os.environ.get("VIEWER_TEST_WAIT_S", "480")), ready=_shows_it)
+        png = browser.screenshot(url, wait_s=float(os.environ.get("VIEWER_TEST_WAIT_S", "240")), ready=_shows_it)
         ticks_at_shot = _ticks_so_far(run_dir)
         running = app.poll() is None
     finally:
