@@ -30,7 +30,7 @@ import torch
 
 from algorithms.rendezvous import Batch, Rendezvous
 from policies.base import Guidance, PolicyInput, missing_capability, policy_info
-from policies.batched import SAMPLES_OWN_BATCH, BatchRequest, infer_batch
+from policies.batched import SAMPLES_OWN_BATCH, BatchRequest, guide_kind, infer_batch
 from policies.runner import ChunkResult, Guide, PolicyRunner
 
 
@@ -61,10 +61,6 @@ def noise_generator(policy: Any) -> torch.Generator | None:
     """The ``torch.Generator`` a policy's noise comes from (the flow policy's ``_generator``), or None."""
     generator = getattr(policy, "_generator", None)
     return generator if isinstance(generator, torch.Generator) else None
-
-
-def _kind(row: Row) -> Guidance:
-    return Guidance.NONE if row.guide is None else Guidance(row.guide.guidance)
 
 
 class EpisodeBatcher:
@@ -157,8 +153,8 @@ def answer_rows(
         i
         for i, row in enumerate(rows)
         if batched
-        and (_kind(row) not in SAMPLES_OWN_BATCH or (_kind(row) == Guidance.BID and bid_samples))
-        and missing_capability(policy, _kind(row)) is None
+        and (guide_kind(row.guide) not in SAMPLES_OWN_BATCH or (guide_kind(row.guide) == Guidance.BID and bid_samples))
+        and missing_capability(policy, guide_kind(row.guide)) is None
     ]
     answers: list[Answer | None] = [None] * len(rows)
     if together:
@@ -175,7 +171,8 @@ def answer_rows(
                 answers[i] = Answer(None, {}, ValueError(out.error))
             else:
                 answers[i] = Answer(
-                    ChunkResult(out.model, out.robot, out.policy_ms, _kind(rows[i]) != Guidance.NONE), out.info
+                    ChunkResult(out.model, out.robot, out.policy_ms, guide_kind(rows[i].guide) != Guidance.NONE),
+                    out.info,
                 )
     for i, row in enumerate(rows):
         if answers[i] is None:
@@ -189,7 +186,7 @@ def _batch_request(row: Row, chunk_size: int, action_dim: int, bid_samples: int)
     order (``FlowPolicy._bid_noise``)."""
     if row.noise is None:
         return BatchRequest(row.inp, row.guide)
-    counts = (1, bid_samples - 1, bid_samples) if _kind(row) == Guidance.BID else (1,)
+    counts = (1, bid_samples - 1, bid_samples) if guide_kind(row.guide) == Guidance.BID else (1,)
     draws = [torch.randn((k, chunk_size, action_dim), generator=row.noise, device=row.noise.device) for k in counts]
     noise = torch.cat(draws).cpu().numpy()
     return BatchRequest(row.inp, row.guide, noise if len(counts) > 1 else noise[0])

@@ -63,8 +63,12 @@ class BatchRequest:
 
     @property
     def kind(self) -> Guidance:
-        """The guidance actually applied (a request without a guide is unguided)."""
-        return Guidance.NONE if self.guide is None else Guidance(self.guide.guidance)
+        return guide_kind(self.guide)
+
+
+def guide_kind(guide: Guide | None) -> Guidance:
+    """The guidance a request applies (one without a guide is unguided)."""
+    return Guidance.NONE if guide is None else Guidance(guide.guidance)
 
 
 def batched_guided_sample(
